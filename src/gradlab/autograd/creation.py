@@ -1,0 +1,210 @@
+"""Tensor factories: gl.tensor, zeros, ones, full, arange, randn, ... (PyTorch's names).
+
+dtype rules follow PyTorch: Python floats give float32, Python ints give int64, bools give
+bool, and a NumPy array keeps its dtype unless ``dtype`` says otherwise.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import get_backend
+from .dtypes import as_dtype, bool_, default_float, int64
+from .tensor import Tensor
+
+
+def _finish(array, backend, requires_grad):
+    t = Tensor._wrap(array, backend)
+    if requires_grad:
+        t.requires_grad = True
+    return t
+
+
+def _infer_dtype(data):
+    """The dtype PyTorch would give to host data of Python scalars and lists."""
+    probe = np.asarray(data)
+    kind = probe.dtype.kind
+    if kind == "f":
+        return default_float, probe
+    if kind in "iu":
+        return int64, probe
+    if kind == "b":
+        return bool_, probe
+    if kind == "c":
+        return np.dtype(np.complex64), probe
+    raise TypeError(f"can't make a tensor from {type(data).__name__} data (NumPy dtype "
+                    f"{probe.dtype}); give numbers, nested lists of numbers, or an array")
+
+
+def tensor(data, dtype=None, device=None, requires_grad=False):
+    """A new tensor holding a copy of ``data`` (numbers, nested lists, an array, a tensor)."""
+    backend = get_backend(device if device is not None or not isinstance(data, Tensor)
+                          else data.device)
+    dtype = as_dtype(dtype)
+    if isinstance(data, Tensor):
+        source = data.data
+    elif isinstance(data, (np.ndarray, np.generic)) or hasattr(data, "__cuda_array_interface__"):
+        source = data
+    else:
+        if isinstance(data, (list, tuple)) and data and any(isinstance(x, Tensor) for x in data):
+            data = [x.item() if isinstance(x, Tensor) else x for x in data]
+        inferred, source = _infer_dtype(data)
+        dtype = dtype or inferred
+    array = backend.asarray(source, dtype=dtype)
+    if array is source or array.base is not None:  # never alias the caller's memory
+        array = array.copy()
+    return _finish(array, backend, requires_grad)
+
+
+def as_tensor(data, dtype=None, device=None):
+    """Like ``tensor`` but shares memory with a NumPy array / tensor when it can."""
+    if isinstance(data, Tensor) and (dtype is None or data.dtype == as_dtype(dtype)) and \
+            (device is None or get_backend(device) is data._backend):
+        return data
+    if isinstance(data, np.ndarray) and (device is None or device == "cpu" or
+                                         get_backend(device).device.type == "cpu"):
+        return _finish(np.asarray(data, dtype=as_dtype(dtype)), get_backend("cpu"), False)
+    return tensor(data, dtype=dtype, device=device)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A CPU tensor sharing memory with ``array``."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy expects a numpy.ndarray, got {type(array).__name__}")
+    return Tensor._wrap(array, get_backend("cpu"))
+
+
+def _size(size):
+    if len(size) == 1 and isinstance(size[0], (tuple, list)):
+        size = tuple(size[0])
+    for s in size:
+        if not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0:
+            raise ValueError(f"sizes must be non-negative ints, got {tuple(size)}")
+    return tuple(int(s) for s in size)
+
+
+def _filled(fill, size, dtype, device, requires_grad):
+    backend = get_backend(device)
+    dtype = as_dtype(dtype) or default_float
+    return _finish(backend.xp.full(_size(size), fill, dtype=dtype), backend, requires_grad)
+
+
+def zeros(*size, dtype=None, device=None, requires_grad=False):
+    return _filled(0, size, dtype, device, requires_grad)
+
+
+def ones(*size, dtype=None, device=None, requires_grad=False):
+    return _filled(1, size, dtype, device, requires_grad)
+
+
+def empty(*size, dtype=None, device=None, requires_grad=False):
+    backend = get_backend(device)
+    dtype = as_dtype(dtype) or default_float
+    return _finish(backend.xp.empty(_size(size), dtype=dtype), backend, requires_grad)
+
+
+def full(size, fill_value, dtype=None, device=None, requires_grad=False):
+    if dtype is None:
+        dtype = _infer_dtype(fill_value)[0]
+    return _filled(fill_value, (size,) if isinstance(size, int) else size, dtype, device,
+                   requires_grad)
+
+
+def _like(fn, input, dtype, device, requires_grad, *args):
+    return fn(*args, input.shape, dtype=dtype or input.dtype,
+              device=device or input.device, requires_grad=requires_grad)
+
+
+def zeros_like(input, dtype=None, device=None, requires_grad=False):
+    return _like(zeros, input, dtype, device, requires_grad)
+
+
+def ones_like(input, dtype=None, device=None, requires_grad=False):
+    return _like(ones, input, dtype, device, requires_grad)
+
+
+def empty_like(input, dtype=None, device=None, requires_grad=False):
+    return _like(empty, input, dtype, device, requires_grad)
+
+
+def full_like(input, fill_value, dtype=None, device=None, requires_grad=False):
+    return full(input.shape, fill_value, dtype=dtype or input.dtype,
+                device=device or input.device, requires_grad=requires_grad)
+
+
+def arange(start, end=None, step=1, dtype=None, device=None, requires_grad=False):
+    if end is None:
+        start, end = 0, start
+    if dtype is None:
+        dtype = _infer_dtype([start, end, step])[0]
+    if step == 0:
+        raise ValueError("arange: step must be non-zero")
+    backend = get_backend(device)
+    return _finish(backend.xp.arange(start, end, step, dtype=as_dtype(dtype)), backend,
+                   requires_grad)
+
+
+def linspace(start, end, steps, dtype=None, device=None, requires_grad=False):
+    backend = get_backend(device)
+    return _finish(backend.xp.linspace(start, end, steps, dtype=as_dtype(dtype) or default_float),
+                   backend, requires_grad)
+
+
+def eye(n, m=None, dtype=None, device=None, requires_grad=False):
+    backend = get_backend(device)
+    return _finish(backend.xp.eye(n, m, dtype=as_dtype(dtype) or default_float), backend,
+                   requires_grad)
+
+
+def _draw(kind, size, dtype, device, requires_grad, generator):
+    backend = get_backend(device)
+    dtype = as_dtype(dtype) or default_float
+    if dtype.kind != "f":
+        raise TypeError(f"{kind}: dtype must be floating point, got {dtype}")
+    gen = generator if generator is not None else backend.random.generator
+    draw_dtype = dtype if dtype != np.float16 else np.float32
+    if kind == "rand":
+        array = gen.random(_size(size), dtype=draw_dtype)
+    else:
+        array = gen.standard_normal(_size(size), dtype=draw_dtype)
+    return _finish(array.astype(dtype, copy=False), backend, requires_grad)
+
+
+def rand(*size, dtype=None, device=None, requires_grad=False, generator=None):
+    """Uniform samples in [0, 1)."""
+    return _draw("rand", size, dtype, device, requires_grad, generator)
+
+
+def randn(*size, dtype=None, device=None, requires_grad=False, generator=None):
+    """Standard normal samples."""
+    return _draw("randn", size, dtype, device, requires_grad, generator)
+
+
+def rand_like(input, dtype=None, device=None, requires_grad=False):
+    return rand(input.shape, dtype=dtype or input.dtype, device=device or input.device,
+                requires_grad=requires_grad)
+
+
+def randn_like(input, dtype=None, device=None, requires_grad=False):
+    return randn(input.shape, dtype=dtype or input.dtype, device=device or input.device,
+                 requires_grad=requires_grad)
+
+
+def randint(low, high=None, size=None, dtype=None, device=None, generator=None):
+    """Integers drawn uniformly from [low, high)."""
+    if high is None:
+        low, high = 0, low
+    if size is None:
+        raise TypeError("randint: size is required, e.g. gl.randint(0, 10, (3,))")
+    if high <= low:
+        raise ValueError(f"randint: need low < high, got low={low}, high={high}")
+    backend = get_backend(device)
+    gen = generator if generator is not None else backend.random.generator
+    array = gen.integers(low, high, size=_size((size,) if isinstance(size, int) else size))
+    return _finish(array.astype(as_dtype(dtype) or int64, copy=False), backend, False)
+
+
+def randperm(n, dtype=None, device=None, generator=None):
+    backend = get_backend(device)
+    gen = generator if generator is not None else backend.random.generator
+    return _finish(gen.permutation(n).astype(as_dtype(dtype) or int64, copy=False), backend,
+                   False)

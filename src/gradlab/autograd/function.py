@@ -1,0 +1,115 @@
+"""Function: one differentiable op, and a node of the graph once applied.
+
+Write an op like PyTorch's ``autograd.Function``::
+
+    class Exp(Function):
+        def forward(ctx, x):            # raw backend arrays in, one array out
+            y = ctx.xp.exp(x)
+            ctx.save_for_backward(y)
+            return y
+
+        def backward(ctx, grad):        # one gradient per input (None where not needed)
+            y, = ctx.saved_tensors
+            return grad * y
+
+    y = Exp.apply(x)
+
+``ctx`` is the node itself: attributes set in ``forward`` are there in ``backward``.
+Arrays that backward needs go through ``save_for_backward`` so that the engine can drop
+them after backward and check that no saved input was changed in place meanwhile.
+"""
+from __future__ import annotations
+
+from . import grad_mode
+from .tensor import Tensor
+
+_FREED = object()
+
+
+class Function:
+    # Set per node by apply():
+    #   backend           the Backend of the inputs (ctx.xp is its array module)
+    #   next_functions    per input: the input's grad_fn, the leaf Tensor itself, or None
+    #   needs_input_grad  per input: whether backward must produce its gradient
+    #   saved_tensors     what forward saved (``_FREED`` once the graph is released)
+    #   _saved_versions   ((version counter, value at save time, input position), ...)
+
+    @property
+    def xp(self):
+        return self.backend.xp
+
+    def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def backward(ctx, grad):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def save_for_backward(ctx, *arrays):
+        ctx.saved_tensors = arrays
+
+    @classmethod
+    def apply(cls, *args, **kwargs):
+        ctx = cls.__new__(cls)
+        backend = None
+        needs_grad = False
+        arrays = []
+        for a in args:
+            if isinstance(a, Tensor):
+                if backend is None:
+                    backend = a._backend
+                elif a._backend is not backend:
+                    raise RuntimeError(
+                        f"{cls.__name__}: expected all tensors on one device, but found "
+                        f"{backend.device} and {a._backend.device}; move one with .to()")
+                if a._requires_grad:
+                    needs_grad = True
+                arrays.append(a.data)
+            else:
+                arrays.append(a)
+        if backend is None:
+            raise TypeError(f"{cls.__name__}.apply needs at least one Tensor argument")
+        ctx.backend = backend
+        ctx.saved_tensors = ()
+        out = ctx.forward(*arrays, **kwargs)
+        out_backend = ctx.backend  # forward may move the result (ToDevice)
+        if not isinstance(out, out_backend.ndarray):
+            out = out_backend.xp.asarray(out)
+        if not needs_grad or not grad_mode._state.enabled:
+            ctx.saved_tensors = ()
+            return Tensor._wrap(out, out_backend)
+        edges = []
+        needs = []
+        for a in args:
+            if isinstance(a, Tensor) and a._requires_grad:
+                edges.append(a.grad_fn or a)
+                needs.append(True)
+            else:
+                edges.append(None)
+                needs.append(False)
+        ctx.next_functions = edges
+        ctx.needs_input_grad = needs
+        result = Tensor._wrap(out, out_backend, ctx)
+        if ctx.saved_tensors:
+            ctx._saved_versions = _record_versions(ctx.saved_tensors, args, result)
+        return result
+
+    def release(self):
+        """Drop what forward saved; a second backward through this node then fails clearly."""
+        self.saved_tensors = _FREED
+
+    def name(self) -> str:
+        return type(self).__name__
+
+
+def _record_versions(saved, args, result):
+    """Version counters of the tensors (inputs or output) whose arrays were saved."""
+    out = []
+    for s in saved:
+        if s is result.data:
+            out.append((result._version, 0, -1))
+            continue
+        for pos, a in enumerate(args):
+            if isinstance(a, Tensor) and a.data is s:
+                out.append((a._version, a._version[0], pos))
+                break
+    return out

@@ -1,0 +1,287 @@
+"""Tensor: an array on some backend plus what autograd needs to know about it.
+
+The differentiable operators and methods (``+``, ``@``, ``.sum()``, ``.reshape()``, ...)
+are defined in ``gradlab.functional`` and bound onto this class by
+``gradlab.functional.methods``, so that imports keep pointing downward.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..backend import Device, get_backend
+from . import grad_mode
+from .dtypes import bool_, float32, int64
+
+class Tensor:
+    """An n-dimensional array that can record the operations applied to it.
+
+    Create tensors with ``gl.tensor``, ``gl.zeros``, ``gl.randn`` and friends rather than
+    calling this constructor, which wraps an existing backend array without copying.
+    """
+
+    __slots__ = ("data", "grad", "_requires_grad", "grad_fn", "_backend", "_version",
+                 "__weakref__")
+    # NumPy must hand binary operators with a Tensor on the right to the Tensor.
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad=False, *, backend=None, grad_fn=None):
+        if backend is None:
+            backend = get_backend("cpu") if isinstance(data, np.ndarray) else \
+                _backend_of_array(data)
+        self.data = data
+        self.grad = None
+        self._backend = backend
+        self.grad_fn = grad_fn
+        self._version = [0]
+        self._requires_grad = False
+        if requires_grad:
+            self.requires_grad = True
+
+    # -- construction shortcut used by every op (no checks: the op guarantees them) -------
+    @classmethod
+    def _wrap(cls, data, backend, grad_fn=None):
+        t = object.__new__(cls)
+        t.data = data
+        t.grad = None
+        t._backend = backend
+        t.grad_fn = grad_fn
+        t._version = [0]
+        t._requires_grad = grad_fn is not None
+        return t
+
+    # -- autograd attributes ------------------------------------------------------------
+    @property
+    def requires_grad(self) -> bool:
+        return self._requires_grad
+
+    @requires_grad.setter
+    def requires_grad(self, value):
+        value = bool(value)
+        if value and self.data.dtype.kind not in "fc":
+            raise RuntimeError(
+                f"only floating-point tensors can require gradients, but this tensor has "
+                f"dtype {self.data.dtype}; convert it first, e.g. t.to(gl.float32)")
+        if not value and self.grad_fn is not None:
+            raise RuntimeError(
+                "requires_grad can only be switched off on leaf tensors; use t.detach() "
+                "to get a tensor that is cut from the graph")
+        self._requires_grad = value
+
+    def requires_grad_(self, requires_grad=True):
+        self.requires_grad = requires_grad
+        return self
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.grad_fn is None
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing this one's data, cut from the graph."""
+        return Tensor._wrap(self.data, self._backend)
+
+    def detach_(self) -> "Tensor":
+        self.grad_fn = None
+        self._requires_grad = False
+        return self
+
+    def backward(self, gradient=None, retain_graph=False, create_graph=False):
+        """Accumulate d(self)/d(leaf) into every leaf's ``.grad``.
+
+        ``gradient`` is required unless this tensor holds a single element. The graph is
+        freed afterwards unless ``retain_graph=True``.
+        """
+        from .engine import backward
+        backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph)
+
+    # -- metadata -----------------------------------------------------------------------
+    @property
+    def shape(self):
+        return self.data.shape
+
+    def size(self, dim=None):
+        if dim is None:
+            return self.data.shape
+        return self.data.shape[dim]
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    def dim(self):
+        return self.data.ndim
+
+    def numel(self):
+        return self.data.size
+
+    def __len__(self):
+        if self.data.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def device(self) -> Device:
+        return self._backend.device
+
+    @property
+    def backend(self):
+        return self._backend
+
+    @property
+    def is_cuda(self) -> bool:
+        return self._backend.device.type == "cuda"
+
+    def element_size(self):
+        return self.data.itemsize
+
+    def is_floating_point(self):
+        return self.data.dtype.kind == "f"
+
+    def is_contiguous(self):
+        return bool(self.data.flags.c_contiguous)
+
+    # -- conversion to host values ------------------------------------------------------
+    def numpy(self) -> np.ndarray:
+        """The data as a NumPy array, sharing memory on the CPU."""
+        if self._requires_grad:
+            raise RuntimeError("can't call numpy() on a tensor that requires grad; use "
+                               "t.detach().numpy()")
+        if self._backend.device.type != "cpu":
+            raise TypeError(f"can't convert a {self.device} tensor to numpy; copy it to the "
+                            "host first with t.cpu()")
+        return self.data
+
+    def __array__(self, dtype=None, copy=None):
+        if self._backend.device.type != "cpu":
+            raise TypeError(f"can't convert a {self.device} tensor to a NumPy array "
+                            "implicitly; copy it to the host first with t.cpu()")
+        arr = self.data
+        if dtype is not None and arr.dtype != dtype:
+            return arr.astype(dtype)
+        return arr.copy() if copy else arr
+
+    def item(self):
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a tensor with one element, this one has shape "
+                             f"{tuple(self.data.shape)} ({self.data.size} elements)")
+        return self.data.reshape(()).item() if self._backend.device.type == "cpu" else \
+            self._backend.to_numpy(self.data).reshape(()).item()
+
+    def tolist(self):
+        return self._backend.to_numpy(self.data).tolist()
+
+    def __float__(self):
+        return float(self.item())
+
+    def __int__(self):
+        return int(self.item())
+
+    def __index__(self):
+        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+            raise TypeError("only integer tensors of a single element can be used as an index")
+        return self.item()
+
+    def __bool__(self):
+        if self.data.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with {self.data.size} elements is "
+                               "ambiguous; use t.any() or t.all()")
+        return bool(self.item())
+
+    __hash__ = object.__hash__
+
+    def __iter__(self):
+        if self.data.ndim == 0:
+            raise TypeError("iteration over a 0-d tensor")
+        return (self[i] for i in range(self.data.shape[0]))
+
+    def __repr__(self):
+        arr = self._backend.to_numpy(self.data)
+        body = np.array2string(arr, separator=", ", prefix="tensor(", precision=4)
+        extras = []
+        if self._backend.device.type != "cpu":
+            extras.append(f"device='{self.device}'")
+        if arr.dtype not in (float32, int64, bool_):
+            extras.append(f"dtype={arr.dtype}")
+        if self.grad_fn is not None:
+            extras.append(f"grad_fn=<{type(self.grad_fn).__name__}Backward>")
+        elif self._requires_grad:
+            extras.append("requires_grad=True")
+        return "tensor(" + body + "".join(", " + e for e in extras) + ")"
+
+    # -- in-place updates (no graph recording; they bump the version counter) -----------
+    def _check_inplace(self, what):
+        if self._requires_grad and grad_mode.is_grad_enabled():
+            if self.grad_fn is None:
+                raise RuntimeError(
+                    f"{what}: a leaf tensor that requires grad can't be changed in place "
+                    "while grad mode is on; wrap the update in `with gl.no_grad():`")
+            raise RuntimeError(
+                f"{what}: in-place changes to a tensor that is part of a graph are not "
+                "supported; use the out-of-place op (e.g. `y = y + x` instead of `y += x`)")
+
+    def _bump(self):
+        self._version[0] += 1
+
+    def _set(self, array, what):
+        self._check_inplace(what)
+        self.data[...] = array
+        self._bump()
+        return self
+
+    def zero_(self):
+        return self._set(0, "zero_()")
+
+    def fill_(self, value):
+        return self._set(_raw(value), "fill_()")
+
+    def copy_(self, src):
+        if isinstance(src, Tensor) and src._backend is not self._backend:
+            raise RuntimeError(f"copy_(): source is on {src.device}, destination on "
+                               f"{self.device}; move it first with .to()")
+        return self._set(_raw(src), "copy_()")
+
+    def add_(self, other, alpha=1):
+        other = _raw(other)
+        return self._set(self.data + (other if alpha == 1 else alpha * other), "add_()")
+
+    def sub_(self, other, alpha=1):
+        return self.add_(other, alpha=-alpha)
+
+    def mul_(self, other):
+        return self._set(self.data * _raw(other), "mul_()")
+
+    def div_(self, other):
+        return self._set(self.data / _raw(other), "div_()")
+
+    def clamp_(self, min=None, max=None):
+        return self._set(self._backend.xp.clip(self.data, min, max), "clamp_()")
+
+    def uniform_(self, a=0.0, b=1.0, generator=None):
+        gen = generator or self._backend.random.generator
+        return self._set(gen.uniform(a, b, self.data.shape), "uniform_()")
+
+    def normal_(self, mean=0.0, std=1.0, generator=None):
+        gen = generator or self._backend.random.generator
+        return self._set(gen.normal(mean, std, self.data.shape), "normal_()")
+
+    def __setitem__(self, index, value):
+        self._check_inplace("item assignment")
+        if isinstance(index, Tensor):
+            index = index.data
+        elif isinstance(index, tuple):
+            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
+        self.data[index] = _raw(value)
+        self._bump()
+
+
+def _raw(value):
+    return value.data if isinstance(value, Tensor) else value
+
+
+def _backend_of_array(data):
+    if hasattr(data, "__cuda_array_interface__"):
+        return get_backend(f"cuda:{data.device.id}")
+    raise TypeError(f"Tensor() wraps a backend array; use gl.tensor() for {type(data).__name__}")

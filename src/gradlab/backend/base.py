@@ -1,0 +1,203 @@
+"""The Backend interface: everything above this layer talks to arrays only through it.
+
+A Backend bundles
+- ``xp``: the array module (numpy or cupy) that ops write their math with;
+- random state: a seeded ``Generator`` for ordinary draws (init, shuffling) and a
+  counter-based (seed, offset) pair for dropout, so that masks are a pure function of
+  (seed, offset, element index) on every backend;
+- transfers to and from host memory;
+- the fused kernel entry points (optimizer steps, dropout, softmax-cross-entropy), each
+  with ONE signature here and a NumPy reference / CUDA launch in the concrete backends.
+"""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+
+class Device:
+    """Where a tensor lives: ``Device("cpu")``, ``Device("cuda")``, ``Device("cuda:1")``."""
+
+    __slots__ = ("type", "index")
+
+    def __init__(self, spec="cpu", index=None):
+        if isinstance(spec, Device):
+            self.type, self.index = spec.type, spec.index
+            return
+        if not isinstance(spec, str):
+            raise TypeError(f"device must be a string like 'cpu' or 'cuda:0', got {spec!r}")
+        kind, _, idx = spec.strip().lower().partition(":")
+        if kind not in ("cpu", "cuda"):
+            raise ValueError(
+                f"unknown device {spec!r}: expected 'cpu', 'cuda', 'cuda:N' or 'auto'")
+        if idx:
+            if not idx.isdigit():
+                raise ValueError(f"bad device index in {spec!r}: expected e.g. 'cuda:0'")
+            index = int(idx)
+        if kind == "cpu":
+            index = None
+        elif index is None:
+            index = 0
+        self.type, self.index = kind, index
+
+    def __eq__(self, other):
+        if isinstance(other, str):
+            try:
+                other = Device(other)
+            except ValueError:
+                return False
+        return isinstance(other, Device) and (self.type, self.index) == (other.type, other.index)
+
+    def __hash__(self):
+        return hash((self.type, self.index))
+
+    def __str__(self):
+        return self.type if self.index is None else f"{self.type}:{self.index}"
+
+    def __repr__(self):
+        return f"device(type='{self.type}'" + (
+            "" if self.index is None else f", index={self.index}") + ")"
+
+
+class RandomState(threading.local):
+    """Per-thread random state of one backend.
+
+    Thread-local so that two threads training two models do not interleave draws; a new
+    thread starts from the seed last given to ``manual_seed`` (or the default seed).
+    """
+
+    default_seed = 0
+
+    def __init__(self, make_generator):
+        self._make_generator = make_generator
+        self.reseed(RandomState.default_seed)
+
+    def reseed(self, seed):
+        self.seed = int(seed)
+        self.generator = self._make_generator(self.seed)
+        # Counter-based stream for dropout: the key is derived from the seed, the offset
+        # advances by the number of draws each call consumes.
+        self.philox_key = int(seed) & 0xFFFFFFFFFFFFFFFF
+        self.philox_offset = 0
+
+    def take_philox(self, n):
+        """Reserve ``n`` counter values; returns (key, offset of the first)."""
+        offset = self.philox_offset
+        self.philox_offset = offset + int(n)
+        return self.philox_key, offset
+
+    def get_state(self):
+        return {"seed": self.seed,
+                "generator": self.generator.bit_generator.state,
+                "philox_key": self.philox_key,
+                "philox_offset": self.philox_offset}
+
+    def set_state(self, state):
+        self.seed = state["seed"]
+        self.generator = self._make_generator(self.seed)
+        self.generator.bit_generator.state = state["generator"]
+        self.philox_key = state["philox_key"]
+        self.philox_offset = state["philox_offset"]
+
+
+class Backend:
+    """Base of the NumPy and CuPy backends. Subclasses set the class attributes and
+    implement the transfer and kernel methods."""
+
+    name: str = "?"
+    xp = np
+    ndarray: type = np.ndarray
+
+    def __init__(self, device: Device):
+        self.device = device
+        self.random = RandomState(self._make_generator)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.device}>"
+
+    # -- arrays -------------------------------------------------------------------------
+    def _make_generator(self, seed):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def asarray(self, data, dtype=None):
+        """Array on this backend's device from host data, a NumPy array or an array of
+        this backend."""
+        raise NotImplementedError
+
+    def to_numpy(self, array) -> np.ndarray:
+        raise NotImplementedError
+
+    def scatter_add(self, target, index, values):
+        """``target[index] += values`` where repeated indices accumulate."""
+        raise NotImplementedError
+
+    def synchronize(self):
+        """Wait for queued device work (no-op on the CPU)."""
+
+    # -- fused kernels ------------------------------------------------------------------
+    # One signature each; NumpyBackend holds the CPU implementation (the reference the CUDA
+    # kernels are tested against) and CupyBackend launches kernels/*.cu. Every list
+    # argument holds arrays of ONE dtype (float32 or float64) updated IN PLACE; a group
+    # of tensors is one call (on CUDA, one multi-tensor launch). Optional state lists are
+    # None when the option that needs them is off. Semantics are PyTorch's documented
+    # update rules (torch.optim); ``maximize`` negates the gradient first.
+
+    def sgd_step(self, params, grads, momentum_buffers, *, lr, momentum, dampening,
+                 nesterov, weight_decay, maximize, first_step):
+        """g = grad (+ weight_decay * p); with momentum: b = g on the first step, else
+        b = momentum * b + (1 - dampening) * g; g = g + momentum * b if nesterov else b;
+        p -= lr * g. ``momentum_buffers`` is None when momentum == 0."""
+        raise NotImplementedError
+
+    def adam_step(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr,
+                  beta1, beta2, eps, weight_decay, decoupled_weight_decay, amsgrad,
+                  maximize):
+        """Adam (decoupled_weight_decay=False: g += wd * p) and AdamW (True: p *= 1 - lr*wd).
+        m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; vmax = max(vmax, v) if amsgrad;
+        p -= lr / (1 - b1^step) * m / (sqrt(v_or_vmax) / sqrt(1 - b2^step) + eps).
+        ``step`` is the 1-based step count after incrementing. ``max_exp_avg_sqs`` is None
+        unless amsgrad."""
+        raise NotImplementedError
+
+    def rmsprop_step(self, params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr,
+                     alpha, eps, weight_decay, momentum, centered, maximize):
+        """v = alpha v + (1-alpha) g^2; if centered: a = alpha a + (1-alpha) g,
+        avg = sqrt(v - a^2) + eps, else avg = sqrt(v) + eps; with momentum:
+        b = momentum b + g / avg, p -= lr b; else p -= lr g / avg.
+        ``momentum_buffers`` is None when momentum == 0, ``grad_avgs`` None unless centered."""
+        raise NotImplementedError
+
+    def adagrad_step(self, params, grads, state_sums, *, step, lr, lr_decay, weight_decay,
+                     eps, maximize):
+        """clr = lr / (1 + (step - 1) lr_decay); s += g^2; p -= clr g / (sqrt(s) + eps)."""
+        raise NotImplementedError
+
+    def adadelta_step(self, params, grads, square_avgs, acc_deltas, *, lr, rho, eps,
+                      weight_decay, maximize):
+        """v = rho v + (1-rho) g^2; d = sqrt(u + eps) / sqrt(v + eps) g;
+        u = rho u + (1-rho) d^2; p -= lr d."""
+        raise NotImplementedError
+
+    def dropout_forward(self, x, p, key, offset):
+        """Inverted dropout. Element i is kept when the counter-based uniform draw
+        u(key, offset, i) >= p; kept elements are scaled by 1/(1-p). Returns (y, mask) with
+        mask packed 1 bit per element (bit i % 32 of uint32 word i // 32). p == 0 keeps
+        everything, p == 1 drops everything (y = 0). The draws are the same on every
+        backend, so CPU and GPU masks are bit-identical for the same key and offset."""
+        raise NotImplementedError
+
+    def dropout_backward(self, grad, mask, p):
+        """grad * kept / (1 - p) with the mask dropout_forward returned (0 where p == 1)."""
+        raise NotImplementedError
+
+    def softmax_cross_entropy(self, logits, target, weight, ignore_index, label_smoothing):
+        """Per-row softmax cross-entropy of (N, C) logits and (N,) int64 class targets.
+
+        Returns (row_loss (N,), grad (N, C)): row_loss[i] = (1-s) w[y_i] (-log p_iy) +
+        s/C sum_c w_c (-log p_ic) and grad[i] = d row_loss[i] / d logits[i], with w = 1
+        when ``weight`` is None, s = label_smoothing, and both zero for rows whose target
+        equals ``ignore_index``. The caller applies the reduction (for 'mean', dividing by
+        the sum of w[y_i] over non-ignored rows, as PyTorch). Targets outside [0, C) that
+        are not ignore_index raise IndexError naming the first bad value."""
+        raise NotImplementedError

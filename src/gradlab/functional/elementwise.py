@@ -1,0 +1,380 @@
+"""Elementwise ops with broadcasting: arithmetic, transcendental functions, comparisons."""
+from __future__ import annotations
+
+from ..autograd.function import Function
+from ..autograd.tensor import Tensor
+
+
+def unbroadcast(g, shape):
+    """Sum a broadcast gradient back to ``shape`` (the input's shape before broadcasting)."""
+    if g.shape == shape:
+        return g
+    extra = g.ndim - len(shape)
+    if extra > 0:
+        g = g.sum(axis=tuple(range(extra)))
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    if axes:
+        g = g.sum(axis=axes, keepdims=True)
+    return g.reshape(shape)
+
+
+def _shape(x):
+    return getattr(x, "shape", ())
+
+
+def _broadcast_error(op, a, b):
+    return RuntimeError(f"{op}: shapes {tuple(_shape(a))} and {tuple(_shape(b))} cannot be "
+                        "broadcast together (trailing dimensions must be equal or 1)")
+
+
+class _Binary(Function):
+    """Shared forward plumbing: records shapes and turns NumPy's broadcast error into ours."""
+
+    op_name = "?"
+
+    def forward(ctx, a, b):
+        ctx.a_shape, ctx.b_shape = _shape(a), _shape(b)
+        try:
+            return ctx.compute(a, b)
+        except ValueError as exc:
+            if "broadcast" in str(exc):
+                raise _broadcast_error(ctx.op_name, a, b) from None
+            raise
+
+
+class Add(_Binary):
+    op_name = "add"
+
+    def compute(ctx, a, b):
+        return a + b
+
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(g, ctx.a_shape) if na else None,
+                unbroadcast(g, ctx.b_shape) if nb else None)
+
+
+class Sub(_Binary):
+    op_name = "sub"
+
+    def compute(ctx, a, b):
+        return a - b
+
+    def backward(ctx, g):
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(g, ctx.a_shape) if na else None,
+                unbroadcast(-g, ctx.b_shape) if nb else None)
+
+
+class Mul(_Binary):
+    op_name = "mul"
+
+    def compute(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a * b
+
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(g * b, ctx.a_shape) if na else None,
+                unbroadcast(g * a, ctx.b_shape) if nb else None)
+
+
+class Div(_Binary):
+    op_name = "div"
+
+    def compute(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return a / b
+
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        ga = g / b
+        return (unbroadcast(ga, ctx.a_shape) if na else None,
+                unbroadcast(-ga * a / b, ctx.b_shape) if nb else None)
+
+
+class Pow(_Binary):
+    op_name = "pow"
+
+    def compute(ctx, a, b):
+        out = ctx.xp.power(a, b)
+        ctx.save_for_backward(a, b, out)
+        return out
+
+    def backward(ctx, g):
+        xp = ctx.xp
+        a, b, out = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        ga = gb = None
+        if na:
+            ga = unbroadcast(g * b * xp.power(a, b - 1), ctx.a_shape)
+        if nb:
+            # d(a^b)/db = a^b log a; defined as 0 where a == 0 (the limit for b > 0).
+            safe_a = xp.where(a == 0, 1, a)
+            gb = unbroadcast(g * out * xp.log(safe_a), ctx.b_shape)
+        return ga, gb
+
+
+class Maximum(_Binary):
+    op_name = "maximum"
+
+    def compute(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return ctx.xp.maximum(a, b)
+
+    def backward(ctx, g):
+        return _pick_backward(ctx, g, ctx.xp.greater)
+
+
+class Minimum(_Binary):
+    op_name = "minimum"
+
+    def compute(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return ctx.xp.minimum(a, b)
+
+    def backward(ctx, g):
+        return _pick_backward(ctx, g, ctx.xp.less)
+
+
+def _pick_backward(ctx, g, wins):
+    """Gradient of max/min: to the winning input, split in half on ties (as PyTorch)."""
+    a, b = ctx.saved_tensors
+    share_a = wins(a, b) + 0.5 * (a == b)
+    na, nb = ctx.needs_input_grad
+    return (unbroadcast(g * share_a, ctx.a_shape) if na else None,
+            unbroadcast(g * (1 - share_a), ctx.b_shape) if nb else None)
+
+
+class Neg(Function):
+    def forward(ctx, x):
+        return -x
+
+    def backward(ctx, g):
+        return -g
+
+
+class Exp(Function):
+    def forward(ctx, x):
+        y = ctx.xp.exp(x)
+        ctx.save_for_backward(y)
+        return y
+
+    def backward(ctx, g):
+        y, = ctx.saved_tensors
+        return g * y
+
+
+class Log(Function):
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return ctx.xp.log(x)
+
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return g / x
+
+
+class Sqrt(Function):
+    def forward(ctx, x):
+        y = ctx.xp.sqrt(x)
+        ctx.save_for_backward(y)
+        return y
+
+    def backward(ctx, g):
+        y, = ctx.saved_tensors
+        return g / (2 * y)
+
+
+class Abs(Function):
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return ctx.xp.abs(x)
+
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return g * ctx.xp.sign(x)
+
+
+class Sin(Function):
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return ctx.xp.sin(x)
+
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return g * ctx.xp.cos(x)
+
+
+class Cos(Function):
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return ctx.xp.cos(x)
+
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        return -g * ctx.xp.sin(x)
+
+
+class Clamp(Function):
+    def forward(ctx, x, min=None, max=None):
+        if min is None and max is None:
+            raise ValueError("clamp: give at least one of min and max")
+        ctx.save_for_backward(x)
+        ctx.bounds = (min, max)
+        return ctx.xp.clip(x, min, max)
+
+    def backward(ctx, g):
+        x, = ctx.saved_tensors
+        lo, hi = ctx.bounds
+        inside = True
+        if lo is not None:
+            inside = x >= lo
+        if hi is not None:
+            inside = inside & (x <= hi) if lo is not None else x <= hi
+        return g * inside
+
+
+class Where(Function):
+    def forward(ctx, cond, a, b):
+        ctx.save_for_backward(cond)
+        ctx.a_shape, ctx.b_shape = _shape(a), _shape(b)
+        try:
+            return ctx.xp.where(cond, a, b)
+        except ValueError as exc:
+            raise RuntimeError(f"where: condition {tuple(_shape(cond))}, input "
+                               f"{tuple(_shape(a))} and other {tuple(_shape(b))} cannot be "
+                               "broadcast together") from exc
+
+    def backward(ctx, g):
+        cond, = ctx.saved_tensors
+        _, na, nb = ctx.needs_input_grad
+        zero = ctx.xp.zeros((), dtype=g.dtype)
+        return (None,
+                unbroadcast(ctx.xp.where(cond, g, zero), ctx.a_shape) if na else None,
+                unbroadcast(ctx.xp.where(cond, zero, g), ctx.b_shape) if nb else None)
+
+
+# -- functional wrappers ---------------------------------------------------------------------
+def add(input, other, *, alpha=1):
+    return Add.apply(input, other if alpha == 1 else mul(other, alpha))
+
+
+def sub(input, other, *, alpha=1):
+    return Sub.apply(input, other if alpha == 1 else mul(other, alpha))
+
+
+def mul(input, other):
+    return Mul.apply(input, other)
+
+
+def div(input, other):
+    return Div.apply(input, other)
+
+
+def pow(input, exponent):
+    return Pow.apply(input, exponent)
+
+
+def neg(input):
+    return Neg.apply(input)
+
+
+def exp(input):
+    return Exp.apply(input)
+
+
+def log(input):
+    return Log.apply(input)
+
+
+def sqrt(input):
+    return Sqrt.apply(input)
+
+
+def abs(input):
+    return Abs.apply(input)
+
+
+def sin(input):
+    return Sin.apply(input)
+
+
+def cos(input):
+    return Cos.apply(input)
+
+
+def clamp(input, min=None, max=None):
+    """Limit values to [min, max]; min/max may be numbers or tensors."""
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        out = input
+        if min is not None:
+            out = maximum(out, min)
+        if max is not None:
+            out = minimum(out, max)
+        return out
+    return Clamp.apply(input, min=min, max=max)
+
+
+clip = clamp
+
+
+def maximum(input, other):
+    return Maximum.apply(input, other)
+
+
+def minimum(input, other):
+    return Minimum.apply(input, other)
+
+
+def where(condition, input, other):
+    """Elements of ``input`` where ``condition`` holds, else of ``other`` (no grad for the
+    condition)."""
+    return Where.apply(condition, input, other)
+
+
+# -- comparisons and predicates: no gradient --------------------------------------------------
+def _compare(name, ufunc_name):
+    def compare(input, other):
+        a = input.data if isinstance(input, Tensor) else input
+        b = other.data if isinstance(other, Tensor) else other
+        t = input if isinstance(input, Tensor) else other
+        if isinstance(input, Tensor) and isinstance(other, Tensor) and \
+                input._backend is not other._backend:
+            raise RuntimeError(f"{name}: expected both tensors on one device, but found "
+                               f"{input.device} and {other.device}")
+        try:
+            out = getattr(t._backend.xp, ufunc_name)(a, b)
+        except ValueError:
+            raise _broadcast_error(name, a, b) from None
+        return Tensor._wrap(t._backend.xp.asarray(out), t._backend)
+    compare.__name__ = name
+    compare.__doc__ = f"Elementwise ``{ufunc_name}`` as a bool tensor (no gradient)."
+    return compare
+
+
+eq = _compare("eq", "equal")
+ne = _compare("ne", "not_equal")
+lt = _compare("lt", "less")
+le = _compare("le", "less_equal")
+gt = _compare("gt", "greater")
+ge = _compare("ge", "greater_equal")
+
+
+def _predicate(name, fn_name):
+    def predicate(input):
+        return Tensor._wrap(getattr(input._backend.xp, fn_name)(input.data), input._backend)
+    predicate.__name__ = name
+    return predicate
+
+
+isnan = _predicate("isnan", "isnan")
+isinf = _predicate("isinf", "isinf")
+isfinite = _predicate("isfinite", "isfinite")
+sign = _predicate("sign", "sign")
+floor = _predicate("floor", "floor")
+ceil = _predicate("ceil", "ceil")
+round = _predicate("round", "round")
+logical_not = _predicate("logical_not", "logical_not")

@@ -1,0 +1,82 @@
+"""Matrix products: matmul (vector, matrix, batched with broadcasting) and linear."""
+from __future__ import annotations
+
+from ..autograd.function import Function
+from .elementwise import unbroadcast
+
+
+def _matmul_error(op, a_shape, b_shape):
+    return RuntimeError(f"{op}: shapes {tuple(a_shape)} and {tuple(b_shape)} cannot be "
+                        "multiplied (the last dim of the first must equal the "
+                        "second-to-last dim of the second)")
+
+
+class Matmul(Function):
+    def forward(ctx, a, b):
+        if a.ndim == 0 or b.ndim == 0:
+            raise RuntimeError(f"matmul: both arguments need at least 1 dimension, got shapes "
+                               f"{tuple(a.shape)} and {tuple(b.shape)}")
+        ctx.save_for_backward(a, b)
+        try:
+            return a @ b
+        except ValueError:
+            raise _matmul_error("matmul", a.shape, b.shape) from None
+
+    def backward(ctx, g):
+        xp = ctx.xp
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        # Work in >= 2-D: a vector is a row (left) or a column (right) matrix.
+        a2 = a[None, :] if a.ndim == 1 else a
+        b2 = b[:, None] if b.ndim == 1 else b
+        if a.ndim == 1:
+            g = xp.expand_dims(g, -2)
+        if b.ndim == 1:
+            g = xp.expand_dims(g, -1)
+        ga = gb = None
+        if na:
+            ga = unbroadcast(g @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)
+        if nb:
+            gb = unbroadcast(xp.swapaxes(a2, -1, -2) @ g, b2.shape).reshape(b.shape)
+        return ga, gb
+
+
+class Linear(Function):
+    """y = x W^T + b, for x of shape (..., in_features), W (out_features, in_features)."""
+
+    def forward(ctx, x, weight, bias=None):
+        if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
+            raise RuntimeError(
+                f"linear: input of shape {tuple(x.shape)} does not fit a weight of shape "
+                f"{tuple(weight.shape)} (the input's last dim must be in_features="
+                f"{weight.shape[1] if weight.ndim == 2 else '?'})")
+        ctx.save_for_backward(x, weight)
+        y = x @ weight.T
+        if bias is not None:
+            y += bias
+        return y
+
+    def backward(ctx, g):
+        x, w = ctx.saved_tensors
+        nx, nw, *nb = ctx.needs_input_grad
+        gx = g @ w if nx else None
+        gw = gb = None
+        if nw or (nb and nb[0]):
+            g2 = g.reshape(-1, g.shape[-1])
+            if nw:
+                gw = g2.T @ x.reshape(-1, x.shape[-1])
+            if nb and nb[0]:
+                gb = g2.sum(axis=0)
+        return gx, gw, gb
+
+
+def matmul(input, other):
+    """Matrix product with NumPy/PyTorch semantics for 1-D, 2-D and batched operands."""
+    return Matmul.apply(input, other)
+
+
+def linear(input, weight, bias=None):
+    """x @ weight.T + bias, as one op (one GEMM forward, two backward)."""
+    if bias is None:
+        return Linear.apply(input, weight)
+    return Linear.apply(input, weight, bias)

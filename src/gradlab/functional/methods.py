@@ -1,0 +1,111 @@
+"""Binds the differentiable ops onto Tensor as operators and methods.
+
+Tensor lives in the autograd layer, below the ops; binding them from here keeps every
+import pointing downward while giving users ``a + b``, ``x.sum(1)`` and ``x.T``.
+"""
+from __future__ import annotations
+
+from ..autograd.dtypes import as_dtype
+from ..autograd.tensor import Tensor
+from ..backend import Device, get_backend
+from . import activation, elementwise as ew, matmul as mm, reduce as red, shape as sh
+
+
+def _reflected(fn):
+    return lambda self, other: fn(other, self)
+
+
+def _to(self, *args, dtype=None, device=None, copy=False):
+    """t.to(device), t.to(dtype), t.to(device, dtype), t.to(other_tensor)."""
+    for arg in args:
+        if isinstance(arg, Tensor):
+            device, dtype = arg.device, arg.dtype
+        elif _is_device_spec(arg):
+            device = arg
+        else:
+            dtype = arg
+    out = self
+    if device is not None:
+        out = sh.to_backend(out, get_backend(device))
+    if dtype is not None:
+        out = sh.to_dtype(out, as_dtype(dtype))
+    if copy and out is self:
+        out = clone(self)
+    return out
+
+
+def _is_device_spec(arg):
+    return isinstance(arg, Device) or (
+        isinstance(arg, str) and arg.split(":")[0].strip().lower() in ("cpu", "cuda", "auto"))
+
+
+def clone(self):
+    """A copy with its own memory; gradients flow back to the original."""
+    return ew.Add.apply(self, 0) if self._requires_grad else \
+        Tensor._wrap(self.data.copy(), self._backend)
+
+
+def _contiguous(self):
+    if self.data.flags.c_contiguous:
+        return self
+    return Tensor._wrap(self._backend.xp.ascontiguousarray(self.data), self._backend) \
+        if not self._requires_grad else clone(self)
+
+
+def _max(self, dim=None, keepdim=False):
+    return red.max(self, dim, keepdim)
+
+
+def _min(self, dim=None, keepdim=False):
+    return red.min(self, dim, keepdim)
+
+
+_METHODS = {
+    "__add__": ew.add, "__radd__": _reflected(ew.add),
+    "__sub__": ew.sub, "__rsub__": _reflected(ew.sub),
+    "__mul__": ew.mul, "__rmul__": _reflected(ew.mul),
+    "__truediv__": ew.div, "__rtruediv__": _reflected(ew.div),
+    "__pow__": ew.pow, "__rpow__": _reflected(ew.pow),
+    "__matmul__": mm.matmul, "__rmatmul__": _reflected(mm.matmul),
+    "__neg__": ew.neg, "__abs__": ew.abs,
+    "__eq__": ew.eq, "__ne__": ew.ne, "__lt__": ew.lt, "__le__": ew.le,
+    "__gt__": ew.gt, "__ge__": ew.ge,
+    "__getitem__": sh.getitem,
+    "__invert__": ew.logical_not,
+    "add": ew.add, "sub": ew.sub, "mul": ew.mul, "div": ew.div, "pow": ew.pow,
+    "neg": ew.neg, "exp": ew.exp, "log": ew.log, "sqrt": ew.sqrt, "abs": ew.abs,
+    "sin": ew.sin, "cos": ew.cos, "clamp": ew.clamp, "clip": ew.clamp,
+    "maximum": ew.maximum, "minimum": ew.minimum,
+    "eq": ew.eq, "ne": ew.ne, "lt": ew.lt, "le": ew.le, "gt": ew.gt, "ge": ew.ge,
+    "isnan": ew.isnan, "isinf": ew.isinf, "isfinite": ew.isfinite, "sign": ew.sign,
+    "floor": ew.floor, "ceil": ew.ceil, "round": ew.round,
+    "tanh": activation.tanh, "sigmoid": activation.sigmoid, "relu": activation.relu,
+    "softmax": activation.softmax, "log_softmax": activation.log_softmax,
+    "matmul": mm.matmul,
+    "sum": red.sum, "mean": red.mean, "var": red.var, "std": red.std,
+    "max": _max, "min": _min, "argmax": red.argmax, "argmin": red.argmin,
+    "logsumexp": red.logsumexp, "all": red.all, "any": red.any,
+    "reshape": sh.reshape, "view": sh.view, "flatten": sh.flatten,
+    "transpose": sh.transpose, "permute": sh.permute, "t": sh.t,
+    "unsqueeze": sh.unsqueeze, "squeeze": sh.squeeze, "expand": sh.expand,
+    "expand_as": sh.expand_as,
+    "to": _to, "clone": clone, "contiguous": _contiguous,
+    "cpu": lambda self: _to(self, "cpu"),
+    "cuda": lambda self, device=None: _to(self, "cuda" if device is None else
+                                          (f"cuda:{device}" if isinstance(device, int)
+                                           else device)),
+    "float": lambda self: _to(self, "float32"),
+    "double": lambda self: _to(self, "float64"),
+    "half": lambda self: _to(self, "float16"),
+    "long": lambda self: _to(self, "int64"),
+    "int": lambda self: _to(self, "int32"),
+    "bool": lambda self: _to(self, "bool"),
+    "type_as": lambda self, other: _to(self, other.dtype),
+}
+
+
+def install():
+    for name, fn in _METHODS.items():
+        setattr(Tensor, name, fn)
+    Tensor.T = property(lambda self: sh.permute(self, tuple(reversed(range(self.ndim)))))
+    Tensor.mT = property(lambda self: sh.transpose(self, -2, -1))

@@ -1,0 +1,285 @@
+"""Shape ops (reshape, transpose, permute, squeeze, expand, cat, stack), indexing, and
+dtype/device conversion."""
+from __future__ import annotations
+
+import builtins
+
+from ..autograd.function import Function
+from ..autograd.tensor import Tensor
+from .elementwise import unbroadcast
+from .reduce import normalize_dim
+
+
+class Reshape(Function):
+    def forward(ctx, x, shape):
+        ctx.in_shape = x.shape
+        try:
+            return x.reshape(shape)
+        except ValueError:
+            raise RuntimeError(f"reshape: shape {tuple(shape)} is invalid for a tensor of "
+                               f"shape {tuple(x.shape)} ({x.size} elements)") from None
+
+    def backward(ctx, g):
+        return g.reshape(ctx.in_shape)
+
+
+class Permute(Function):
+    def forward(ctx, x, dims):
+        ctx.dims = dims
+        return x.transpose(dims)
+
+    def backward(ctx, g):
+        inverse = [0] * len(ctx.dims)
+        for i, d in enumerate(ctx.dims):
+            inverse[d] = i
+        return g.transpose(inverse)
+
+
+class Expand(Function):
+    def forward(ctx, x, shape):
+        ctx.in_shape = x.shape
+        return ctx.xp.broadcast_to(x, shape)
+
+    def backward(ctx, g):
+        return unbroadcast(g, ctx.in_shape)
+
+
+class Cat(Function):
+    def forward(ctx, *arrays, axis):
+        ctx.axis = axis
+        ctx.sizes = [a.shape[axis] for a in arrays]
+        return ctx.xp.concatenate(arrays, axis=axis)
+
+    def backward(ctx, g):
+        out, start = [], 0
+        index = [builtins.slice(None)] * g.ndim
+        for size, need in zip(ctx.sizes, ctx.needs_input_grad):
+            if need:
+                index[ctx.axis] = builtins.slice(start, start + size)
+                out.append(g[tuple(index)])
+            else:
+                out.append(None)
+            start += size
+        return tuple(out)
+
+
+class Stack(Function):
+    def forward(ctx, *arrays, axis):
+        ctx.axis = axis
+        return ctx.xp.stack(arrays, axis=axis)
+
+    def backward(ctx, g):
+        return tuple(ctx.xp.take(g, i, axis=ctx.axis) if need else None
+                     for i, need in enumerate(ctx.needs_input_grad))
+
+
+class Index(Function):
+    """x[index] with basic and advanced (integer array, bool mask) indexing. Repeated
+    integer indices accumulate their gradients."""
+
+    def forward(ctx, x, index, advanced):
+        ctx.in_shape, ctx.dtype, ctx.index, ctx.advanced = x.shape, x.dtype, index, advanced
+        return x[index]
+
+    def backward(ctx, g):
+        grad = ctx.xp.zeros(ctx.in_shape, dtype=g.dtype)
+        if ctx.advanced:
+            ctx.backend.scatter_add(grad, ctx.index, g)
+        else:
+            grad[ctx.index] = g
+        return grad
+
+    def release(self):
+        super().release()
+        self.index = None
+
+
+class Cast(Function):
+    def forward(ctx, x, dtype):
+        ctx.in_dtype = x.dtype
+        return x.astype(dtype)
+
+    def backward(ctx, g):
+        return g.astype(ctx.in_dtype)
+
+
+class ToDevice(Function):
+    def forward(ctx, x, target):
+        ctx.source = ctx.backend
+        ctx.backend = target
+        return target.asarray(x)
+
+    def backward(ctx, g):
+        return ctx.source.asarray(g)
+
+
+# -- functional wrappers ---------------------------------------------------------------------
+def _shape_arg(shape):
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
+def reshape(input, *shape):
+    shape = _shape_arg(shape)
+    if shape == input.shape:
+        return input
+    return Reshape.apply(input, shape=shape)
+
+
+view = reshape
+
+
+def flatten(input, start_dim=0, end_dim=-1):
+    if input.ndim == 0:
+        return reshape(input, 1)
+    start, end = (d % input.ndim for d in (start_dim, end_dim))
+    shape = input.shape
+    n = 1
+    for s in shape[start:end + 1]:
+        n *= s
+    return reshape(input, shape[:start] + (n,) + shape[end + 1:])
+
+
+def permute(input, *dims):
+    dims = _shape_arg(dims)
+    if sorted(d % builtins.max(input.ndim, 1) for d in dims) != list(range(input.ndim)):
+        raise RuntimeError(f"permute: dims {dims} are not a permutation of the "
+                           f"{input.ndim} dims of a tensor of shape {tuple(input.shape)}")
+    return Permute.apply(input, dims=tuple(d % input.ndim for d in dims))
+
+
+def transpose(input, dim0, dim1):
+    d0, d1 = (normalize_dim("transpose", d, input.ndim)[0] for d in (dim0, dim1))
+    dims = list(range(input.ndim))
+    dims[d0], dims[d1] = dims[d1], dims[d0]
+    return Permute.apply(input, dims=tuple(dims))
+
+
+def t(input):
+    if input.ndim > 2:
+        raise RuntimeError(f"t(): expects a tensor with <= 2 dims, got {input.ndim}; "
+                           "use transpose(dim0, dim1) or permute")
+    return input if input.ndim < 2 else transpose(input, 0, 1)
+
+
+def unsqueeze(input, dim):
+    nd = input.ndim + 1
+    if not -nd <= dim < nd:
+        raise IndexError(f"unsqueeze: dim {dim} is out of range for a result with {nd} dims")
+    dim %= nd
+    return reshape(input, input.shape[:dim] + (1,) + input.shape[dim:])
+
+
+def squeeze(input, dim=None):
+    if dim is None:
+        axes = [i for i, s in enumerate(input.shape) if s == 1]
+    else:
+        axes = [a for a in normalize_dim("squeeze", dim, input.ndim) if input.shape[a] == 1]
+    return reshape(input, tuple(s for i, s in enumerate(input.shape) if i not in axes))
+
+
+def expand(input, *sizes):
+    sizes = _shape_arg(sizes)
+    if len(sizes) < input.ndim:
+        raise RuntimeError(f"expand: {len(sizes)} sizes given for a tensor with {input.ndim} "
+                           "dims; give at least as many as the tensor has")
+    lead = len(sizes) - input.ndim
+    shape = tuple(s if s != -1 else input.shape[i - lead] for i, s in enumerate(sizes))
+    for i, s in enumerate(input.shape):
+        if s != 1 and s != shape[i + lead]:
+            raise RuntimeError(f"expand: can't expand shape {tuple(input.shape)} to "
+                               f"{shape}: dim {i} has size {s}, not 1")
+    return Expand.apply(input, shape=shape)
+
+
+def expand_as(input, other):
+    return expand(input, other.shape)
+
+
+def broadcast_to(input, shape):
+    return expand(input, shape)
+
+
+def _check_sequence(op, tensors):
+    tensors = list(tensors)
+    if not tensors:
+        raise ValueError(f"{op}: needs a non-empty sequence of tensors")
+    for i, t in enumerate(tensors):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: element {i} is a {type(t).__name__}, not a Tensor")
+    return tensors
+
+
+def cat(tensors, dim=0):
+    """Join tensors along an existing dim; all other dims must match."""
+    tensors = _check_sequence("cat", tensors)
+    first = tensors[0]
+    axis = normalize_dim("cat", dim, first.ndim)[0]
+    for i, t in enumerate(tensors[1:], 1):
+        if t.ndim != first.ndim or any(a != b for k, (a, b) in
+                                       enumerate(zip(t.shape, first.shape)) if k != axis):
+            raise RuntimeError(f"cat: tensor 0 has shape {tuple(first.shape)} but tensor {i} "
+                               f"has shape {tuple(t.shape)}; all dims but dim {axis} must "
+                               "match")
+    return Cat.apply(*tensors, axis=axis)
+
+
+concatenate = cat
+
+
+def stack(tensors, dim=0):
+    """Join same-shaped tensors along a new dim."""
+    tensors = _check_sequence("stack", tensors)
+    first = tensors[0]
+    for i, t in enumerate(tensors[1:], 1):
+        if t.shape != first.shape:
+            raise RuntimeError(f"stack: tensor 0 has shape {tuple(first.shape)} but tensor {i} "
+                               f"has shape {tuple(t.shape)}; stack needs equal shapes")
+    nd = first.ndim + 1
+    if not -nd <= dim < nd:
+        raise IndexError(f"stack: dim {dim} is out of range for a result with {nd} dims")
+    return Stack.apply(*tensors, axis=dim % nd)
+
+
+def _normalize_index(index):
+    """Tensors to arrays, lists to arrays; returns (index, advanced)."""
+    items = index if isinstance(index, tuple) else (index,)
+    advanced = False
+    out = []
+    for item in items:
+        if isinstance(item, Tensor):
+            item = item.data
+            advanced = True
+        elif isinstance(item, list):
+            advanced = True
+        elif hasattr(item, "dtype") and getattr(item, "ndim", 0) > 0:
+            advanced = True
+        out.append(item)
+    return (tuple(out) if isinstance(index, tuple) else out[0]), advanced
+
+
+def getitem(input, index):
+    index, advanced = _normalize_index(index)
+    if advanced and isinstance(index, list):
+        index = input._backend.xp.asarray(index)
+    try:
+        return Index.apply(input, index=index, advanced=advanced)
+    except IndexError as exc:
+        raise IndexError(f"index {index!r} is out of range for a tensor of shape "
+                         f"{tuple(input.shape)}: {exc}") from None
+
+
+def to_dtype(input, dtype):
+    if input.dtype == dtype:
+        return input
+    if input._requires_grad and dtype.kind not in "fc":
+        # Integer results can't carry gradients: cut the graph, as PyTorch does.
+        return Tensor._wrap(input.data.astype(dtype), input._backend)
+    return Cast.apply(input, dtype=dtype)
+
+
+def to_backend(input, backend):
+    if input._backend is backend:
+        return input
+    return ToDevice.apply(input, target=backend)
