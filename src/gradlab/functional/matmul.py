@@ -1,6 +1,8 @@
 """Matrix products: matmul (vector, matrix, batched with broadcasting) and linear."""
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd.function import Function
 from .elementwise import unbroadcast
 
@@ -29,10 +31,9 @@ class Matmul(Function):
         # Work in >= 2-D: a vector is a row (left) or a column (right) matrix.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
-        if a.ndim == 1:
-            g = xp.expand_dims(g, -2)
-        if b.ndim == 1:
-            g = xp.expand_dims(g, -1)
+        if a.ndim == 1 or b.ndim == 1:
+            batch = np.broadcast_shapes(a2.shape[:-2], b2.shape[:-2])
+            g = g.reshape(batch + (a2.shape[-2], b2.shape[-1]))
         ga = gb = None
         if na:
             ga = unbroadcast(g @ xp.swapaxes(b2, -1, -2), a2.shape).reshape(a.shape)

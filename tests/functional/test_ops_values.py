@@ -1,0 +1,156 @@
+"""Forward values of the core ops against NumPy, stability, and the errors bad input gets."""
+import numpy as np
+import pytest
+
+import gradlab as gl
+from tests.conftest import to_numpy
+
+
+def _t(a, device, **kw):
+    return gl.tensor(np.asarray(a), device=device, **kw)
+
+
+def test_elementwise_values_match_numpy(device, rng):
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    b = rng.uniform(0.5, 2, (4,)).astype(np.float32)
+    ta, tb = _t(a, device), _t(b, device)
+    cases = {
+        "add": (ta + tb, a + b), "sub": (ta - tb, a - b), "mul": (ta * tb, a * b),
+        "div": (ta / tb, a / b), "pow": (tb ** 2.5, b ** 2.5), "neg": (-ta, -a),
+        "exp": (ta.exp(), np.exp(a)), "log": (tb.log(), np.log(b)),
+        "sqrt": (tb.sqrt(), np.sqrt(b)), "abs": (ta.abs(), np.abs(a)),
+        "sin": (ta.sin(), np.sin(a)), "cos": (ta.cos(), np.cos(a)),
+        "tanh": (ta.tanh(), np.tanh(a)), "sigmoid": (ta.sigmoid(), 1 / (1 + np.exp(-a))),
+        "relu": (ta.relu(), np.maximum(a, 0)), "clamp": (ta.clamp(-0.5, 0.5), a.clip(-.5, .5)),
+        "maximum": (gl.maximum(ta, tb), np.maximum(a, b)),
+        "minimum": (gl.minimum(ta, tb), np.minimum(a, b)),
+        "where": (gl.where(ta > 0, ta, tb), np.where(a > 0, a, b)),
+        "matmul": (ta @ ta.T, a @ a.T),
+    }
+    for name, (got, want) in cases.items():
+        assert got.dtype == gl.float32, name
+        np.testing.assert_allclose(to_numpy(got), want, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_reductions_match_numpy(device, rng):
+    a = rng.standard_normal((3, 4, 5))
+    t = _t(a, device)
+    np.testing.assert_allclose(to_numpy(t.sum()), a.sum())
+    np.testing.assert_allclose(to_numpy(t.sum((0, 2))), a.sum((0, 2)))
+    np.testing.assert_allclose(to_numpy(t.mean(1, keepdim=True)), a.mean(1, keepdims=True))
+    np.testing.assert_allclose(to_numpy(t.var(2)), a.var(2, ddof=1))
+    np.testing.assert_allclose(to_numpy(t.var(2, unbiased=False)), a.var(2))
+    np.testing.assert_allclose(to_numpy(t.std()), a.std(ddof=1))
+    np.testing.assert_allclose(to_numpy(t.max()), a.max())
+    values, indices = t.max(dim=1)
+    np.testing.assert_allclose(to_numpy(values), a.max(1))
+    assert to_numpy(indices).tolist() == a.argmax(1).tolist()
+    values, indices = gl.min(t, dim=-1, keepdim=True)
+    assert values.shape == (3, 4, 1) and indices.shape == (3, 4, 1)
+    assert to_numpy(t.argmax()).item() == a.argmax()
+    assert to_numpy(gl.argmax(t, dim=2)).tolist() == a.argmax(2).tolist()
+    lse = np.log(np.exp(a).sum(1))
+    np.testing.assert_allclose(to_numpy(t.logsumexp(1)), lse)
+
+
+def test_softmax_family_is_stable_for_huge_logits(device):
+    x = _t([[1e4, 0.0, -1e4], [1e4, 1e4, 1e4]], device)
+    sm = to_numpy(x.softmax(dim=1))
+    lsm = to_numpy(x.log_softmax(dim=1))
+    lse = to_numpy(x.logsumexp(dim=1))
+    assert np.isfinite(sm).all() and np.isfinite(lsm).all() and np.isfinite(lse).all()
+    np.testing.assert_allclose(sm, [[1, 0, 0], [1 / 3] * 3], atol=1e-6)
+    np.testing.assert_allclose(lsm[0, :2], [0.0, -1e4], rtol=1e-6)
+    np.testing.assert_allclose(lse, [1e4, 1e4 + np.log(3)], rtol=1e-6)
+    y = gl.tensor([[1e4, -1e4, 0.0]], device=device, requires_grad=True)
+    y.log_softmax(1).sum().backward()
+    assert np.isfinite(to_numpy(y.grad)).all()
+    assert to_numpy(gl.tensor([-np.inf, -np.inf], device=device).logsumexp()).item() == -np.inf
+
+
+def test_sigmoid_has_no_overflow(device):
+    with np.errstate(over="raise"):
+        s = to_numpy(gl.tensor([-1e4, 0.0, 1e4], device=device).sigmoid())
+    assert s.tolist() == [0.0, 0.5, 1.0]
+
+
+def test_shape_ops(device):
+    t = gl.arange(24, device=device).reshape(2, 3, 4)
+    assert t.view(6, -1).shape == (6, 4)
+    assert t.flatten().shape == (24,) and t.flatten(1).shape == (2, 12)
+    assert t.permute(2, 0, 1).shape == (4, 2, 3) and t.transpose(0, 1).shape == (3, 2, 4)
+    assert t.unsqueeze(0).shape == (1, 2, 3, 4) and t.unsqueeze(-1).shape == (2, 3, 4, 1)
+    assert t[:, :1].squeeze().shape == (2, 4) and t[:, :1].squeeze(1).shape == (2, 4)
+    assert gl.ones(3, 1, device=device).expand(2, 3, 4).shape == (2, 3, 4)
+    assert gl.ones(3, 1, device=device).expand(-1, 5).shape == (3, 5)
+    c = gl.cat([t, t], dim=2)
+    assert c.shape == (2, 3, 8) and gl.stack([t, t], dim=-1).shape == (2, 3, 4, 2)
+    assert to_numpy(t[1, 2]).tolist() == [20, 21, 22, 23]
+    assert to_numpy(t[t > 21]).tolist() == [22, 23]
+
+
+def test_matmul_shapes(device):
+    a = gl.ones(2, 3, 4, device=device)
+    assert (a @ gl.ones(4, device=device)).shape == (2, 3)
+    assert (gl.ones(3, device=device) @ a).shape == (2, 4)
+    assert (gl.ones(4, device=device) @ gl.ones(4, device=device)).shape == ()
+    assert (a @ gl.ones(5, 4, 2, device=device)[:, None].squeeze(1)[:1]).shape == (2, 3, 2)
+
+
+# -- bad input ----------------------------------------------------------------------------
+def test_shape_mismatch_names_op_and_shapes(device):
+    a, b = gl.ones(2, 3, device=device), gl.ones(4, device=device)
+    for op, name in [(gl.add, "add"), (gl.sub, "sub"), (gl.mul, "mul"), (gl.div, "div"),
+                     (gl.maximum, "maximum")]:
+        with pytest.raises(RuntimeError, match=rf"{name}: shapes \(2, 3\) and \(4,\) cannot be "
+                                               "broadcast"):
+            op(a, b)
+    with pytest.raises(RuntimeError, match=r"matmul: shapes \(2, 3\) and \(2, 3\) cannot be "
+                                           "multiplied"):
+        a @ a
+    with pytest.raises(RuntimeError, match=r"linear: input of shape \(2, 3\).*weight of shape "
+                                           r"\(5, 4\)"):
+        gl.functional.linear(a, gl.ones(5, 4, device=device))
+    with pytest.raises(RuntimeError, match=r"reshape: shape \(4, 2\) is invalid for a tensor "
+                                           r"of shape \(2, 3\)"):
+        a.reshape(4, 2)
+    with pytest.raises(RuntimeError, match=r"cat: tensor 0 has shape \(2, 3\) but tensor 1 has "
+                                           r"shape \(4,\)"):
+        gl.cat([a, b])
+    with pytest.raises(RuntimeError, match=r"stack: .*\(2, 3\).*\(4,\)"):
+        gl.stack([a, b])
+    with pytest.raises(RuntimeError, match=r"expand: can't expand shape \(2, 3\)"):
+        a.expand(4, 3)
+
+
+def test_bad_dims_and_indices(device):
+    a = gl.ones(2, 3, device=device)
+    with pytest.raises(IndexError, match="sum: dim 2 is out of range for a tensor with 2"):
+        a.sum(2)
+    with pytest.raises(TypeError, match="softmax\\(\\) needs dim"):
+        gl.softmax(a)
+    with pytest.raises(IndexError, match=r"out of range for a tensor of shape \(2, 3\)"):
+        a[5]
+    with pytest.raises(RuntimeError, match="permute: dims"):
+        a.permute(0, 0)
+    with pytest.raises(RuntimeError, match="no elements"):
+        gl.ones(0, device=device).max()
+    with pytest.raises(RuntimeError, match="mean\\(\\): needs a floating-point"):
+        gl.arange(3, device=device).mean()
+
+
+def test_gradcheck_reports_worst_element():
+    class WrongGrad(gl.Function):
+        def forward(ctx, x):
+            return x * x
+
+        def backward(ctx, g):
+            return g  # should be 2 x g
+
+    x = gl.tensor([0.5, 3.0], dtype=gl.float64, requires_grad=True)
+    with pytest.raises(gl.GradcheckError, match=r"input 0 at index \(1,\).*analytic.*"
+                                                r"numerical"):
+        gl.autograd.gradcheck(WrongGrad.apply, [x])
+    assert gl.autograd.gradcheck(WrongGrad.apply, [x], raise_exception=False) is False
+    with pytest.raises(ValueError, match="float64"):
+        gl.autograd.gradcheck(gl.exp, [gl.ones(2, requires_grad=True)])
