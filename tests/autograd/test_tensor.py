@@ -158,3 +158,15 @@ def test_detach_shares_data_and_cuts_graph():
     z = x * 2
     d = z.detach()
     assert d.data is z.data
+
+
+def test_augmented_assignment_is_in_place(device):
+    w = gl.ones(2, device=device, requires_grad=True)
+    (w * 3).sum().backward()
+    before = w
+    with gl.no_grad():
+        w -= 0.5 * w.grad
+    assert w is before and w.is_leaf and w.requires_grad
+    assert to_numpy(w).tolist() == [-0.5, -0.5]
+    with pytest.raises(RuntimeError, match="no_grad"):
+        w += 1

@@ -267,6 +267,20 @@ class Tensor:
         gen = generator or self._backend.random.generator
         return self._set(gen.normal(mean, std, self.data.shape), "normal_()")
 
+    # ``t -= x`` updates t in place, as in PyTorch (so ``w -= lr * w.grad`` under no_grad
+    # keeps w the same leaf tensor).
+    def __iadd__(self, other):
+        return self.add_(other)
+
+    def __isub__(self, other):
+        return self.sub_(other)
+
+    def __imul__(self, other):
+        return self.mul_(other)
+
+    def __itruediv__(self, other):
+        return self.div_(other)
+
     def __setitem__(self, index, value):
         self._check_inplace("item assignment")
         if isinstance(index, Tensor):
