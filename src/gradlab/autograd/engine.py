@@ -6,7 +6,9 @@ arrays are released as soon as it has run unless ``retain_graph=True``.
 """
 from __future__ import annotations
 
+from .anomaly import check_gradients
 from .function import _FREED, Function
+from .grad_mode import _state
 from .tensor import Tensor
 
 
@@ -65,17 +67,19 @@ def backward(root: Tensor, gradient=None, retain_graph=False, create_graph=False
                 else:
                     pending[nxt] = count + 1
 
+    check_anomalies = _state.anomaly and _state.anomaly_check
     grads = {root_fn: grad}
     ready = [root_fn]
     while ready:
         fn = ready.pop()
         g = grads.pop(fn)
-        versions = getattr(fn, "_saved_versions", None)
-        if versions:
-            _check_versions(fn, versions)
+        if fn._saved_versions:
+            _check_versions(fn, fn._saved_versions)
         in_grads = fn.backward(g)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
+        if check_anomalies:
+            check_gradients(fn, in_grads)
         if not retain_graph:
             fn.release()
         for edge, ig in zip(fn.next_functions, in_grads):

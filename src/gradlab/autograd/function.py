@@ -21,6 +21,7 @@ them after backward and check that no saved input was changed in place meanwhile
 from __future__ import annotations
 
 from . import grad_mode
+from .anomaly import creation_trace
 from .tensor import Tensor
 
 _FREED = object()
@@ -33,6 +34,8 @@ class Function:
     #   needs_input_grad  per input: whether backward must produce its gradient
     #   saved_tensors     what forward saved (``_FREED`` once the graph is released)
     #   _saved_versions   ((version counter, value at save time, input position), ...)
+
+    _saved_versions = ()
 
     @property
     def xp(self):
@@ -88,6 +91,8 @@ class Function:
                 needs.append(False)
         ctx.next_functions = edges
         ctx.needs_input_grad = needs
+        if grad_mode._state.anomaly:
+            ctx._creation_trace = creation_trace()
         result = Tensor._wrap(out, out_backend, ctx)
         if ctx.saved_tensors:
             ctx._saved_versions = _record_versions(ctx.saved_tensors, args, result)

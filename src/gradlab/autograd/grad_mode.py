@@ -7,6 +7,8 @@ import threading
 
 class _GradState(threading.local):
     enabled = True
+    anomaly = False
+    anomaly_check = True
 
 
 _state = _GradState()
