@@ -215,3 +215,20 @@ def test_ops_across_devices_fail_naming_both():
     with pytest.raises(RuntimeError, match="cpu and cuda:7"):
         a < b
     assert a.data.tolist() == [1.0, 1.0] and b.data.tolist() == [1.0, 1.0]
+
+
+def test_random_state_is_thread_local():
+    gl.manual_seed(7)
+    expected = gl.randn(4).tolist()
+    gl.manual_seed(7)
+    drawn_in_thread = {}
+
+    def other():
+        drawn_in_thread["values"] = gl.randn(1000).tolist()  # must not advance our stream
+
+    t = threading.Thread(target=other)
+    t.start()
+    t.join()
+    assert gl.randn(4).tolist() == expected
+    gl.manual_seed(7)
+    assert drawn_in_thread["values"][:4] == expected  # new threads start from the seed
