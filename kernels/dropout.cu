@@ -1,0 +1,95 @@
+// Inverted dropout with a counter-based RNG and a 1-bit-per-element mask.
+//
+// Stream: element i draws 32-bit word (i % 4) of Philox4x32-10 applied to the 128-bit
+// counter (offset + i / 4, 0) with the 64-bit key split into two 32-bit words (low first).
+// A draw is thus a pure function of (key, offset, i), whatever the launch configuration,
+// and gradlab/backend/reference.py computes the same words on the CPU.
+// Element i is kept when word >= threshold, threshold = ceil(p * 2^32) (host-computed, so
+// p = 0 keeps all and p = 1, threshold = 2^32, keeps none).
+// Mask: bit (i % 32) of uint32 word (i / 32); bits past n in the last word are zero.
+#include "common.cuh"
+
+#define GL_PHILOX_M0 0xD2511F53u
+#define GL_PHILOX_M1 0xCD9E8D57u
+#define GL_PHILOX_W0 0x9E3779B9u
+#define GL_PHILOX_W1 0xBB67AE85u
+
+struct GlU32x4 {
+    u32 x, y, z, w;
+};
+
+__device__ __forceinline__ GlU32x4 gl_philox4x32_10(GlU32x4 c, u32 k0, u32 k1) {
+#pragma unroll
+    for (int round = 0; round < 10; ++round) {
+        const u32 hi0 = __umulhi(GL_PHILOX_M0, c.x);
+        const u32 lo0 = GL_PHILOX_M0 * c.x;
+        const u32 hi1 = __umulhi(GL_PHILOX_M1, c.z);
+        const u32 lo1 = GL_PHILOX_M1 * c.z;
+        c = GlU32x4{hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0};
+        k0 += GL_PHILOX_W0;
+        k1 += GL_PHILOX_W1;
+    }
+    return c;
+}
+
+// Each warp handles tiles of 128 elements: lane l computes one Philox block (4 words) for
+// elements 128 t + 4 l .. + 3, i.e. one nibble of mask word 4 t + l / 8; eight lanes OR
+// their nibbles together with shuffles, so every mask word is written once, whole.
+// The tile loop bound is the same for all lanes of a warp, so the shuffles are convergent.
+template <typename T>
+__device__ __forceinline__ void dropout_forward_impl(const T* __restrict__ x, T* __restrict__ y,
+                                                     u32* __restrict__ mask, i64 n, u64 key,
+                                                     u64 offset, u64 threshold, T scale) {
+    const int lane = threadIdx.x & 31;
+    const i64 warp = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const i64 nwarps = ((i64)gridDim.x * blockDim.x) >> 5;
+    const i64 ntiles = (n + 127) >> 7;
+    const u32 k0 = (u32)key, k1 = (u32)(key >> 32);
+    for (i64 tile = warp; tile < ntiles; tile += nwarps) {
+        const i64 block = (tile << 5) + lane;
+        const u64 ctr = offset + (u64)block;
+        const GlU32x4 r = gl_philox4x32_10(GlU32x4{(u32)ctr, (u32)(ctr >> 32), 0u, 0u}, k0, k1);
+        const u32 words[4] = {r.x, r.y, r.z, r.w};
+        u32 nibble = 0;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const i64 i = (block << 2) + j;
+            if (i < n) {
+                const bool keep = (u64)words[j] >= threshold;
+                nibble |= (u32)keep << j;
+                y[i] = keep ? x[i] * scale : T(0);
+            }
+        }
+        u32 word = nibble << (4 * (lane & 7));
+        word |= __shfl_xor_sync(GL_FULL_MASK, word, 1);
+        word |= __shfl_xor_sync(GL_FULL_MASK, word, 2);
+        word |= __shfl_xor_sync(GL_FULL_MASK, word, 4);
+        const i64 widx = (tile << 2) + (lane >> 3);
+        if ((lane & 7) == 0 && (widx << 5) < n) mask[widx] = word;
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void dropout_backward_impl(const T* __restrict__ grad,
+                                                      const u32* __restrict__ mask,
+                                                      T* __restrict__ out, i64 n, T scale) {
+    const i64 stride = (i64)gridDim.x * blockDim.x;
+    for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const bool keep = (mask[i >> 5] >> (i & 31)) & 1u;
+        out[i] = keep ? grad[i] * scale : T(0);
+    }
+}
+
+#define GL_DEFINE_DROPOUT_KERNELS(T, SUFFIX)                                                   \
+    extern "C" __global__ void dropout_forward_##SUFFIX(const T* x, T* y, u32* mask, i64 n,    \
+                                                        u64 key, u64 offset, u64 threshold,    \
+                                                        T scale) {                             \
+        dropout_forward_impl<T>(x, y, mask, n, key, offset, threshold, scale);                 \
+    }                                                                                          \
+    extern "C" __global__ void dropout_backward_##SUFFIX(const T* grad, const u32* mask,       \
+                                                         T* out, i64 n, T scale) {             \
+        dropout_backward_impl<T>(grad, mask, out, n, scale);                                   \
+    }
+
+GL_DEFINE_DROPOUT_KERNELS(float, f32)
+GL_DEFINE_DROPOUT_KERNELS(double, f64)

@@ -1,0 +1,189 @@
+// Multi-tensor optimizer steps: one launch updates every tensor of a parameter group.
+//
+// Host side (gradlab/backend/cupy_backend.py) builds one int64 device table per group:
+//   ptrs[ntensors][K]   data pointers, column 0 = param, 1 = grad, 2.. = optimizer state
+//                       (0 where that state is unused, e.g. no momentum buffer)
+//   sizes[ntensors]     elements per tensor
+//   chunk_tensor[nchunks], chunk_start[nchunks]
+//                       each chunk is <= chunk_size elements of one tensor
+// Blocks walk the chunks (grid-stride), threads walk a chunk's elements. Every column but
+// the grad is written back. Formulas are PyTorch's (torch.optim docs); the NumPy reference
+// in gradlab/backend/reference.py follows the same operation order.
+#include "common.cuh"
+
+#define GL_ILP 4
+
+template <typename T, int K, class Op>
+__device__ __forceinline__ void multi_tensor_apply(const i64* __restrict__ table, int ntensors,
+                                                   i64 nchunks, i64 chunk_size, const Op& op) {
+    const i64* sizes = table + (i64)ntensors * K;
+    const i64* chunk_tensor = sizes + ntensors;
+    const i64* chunk_start = chunk_tensor + nchunks;
+    for (i64 c = blockIdx.x; c < nchunks; c += gridDim.x) {
+        const i64 t = chunk_tensor[c];
+        const i64 start = chunk_start[c];
+        const i64 end = min(start + chunk_size, sizes[t]);
+        T* a[K];
+#pragma unroll
+        for (int k = 0; k < K; ++k) a[k] = reinterpret_cast<T*>(table[t * K + k]);
+        // GL_ILP independent elements per thread and iteration: all loads are issued before
+        // any store so several memory requests are in flight per thread.
+        for (i64 base = start + threadIdx.x; base < end; base += (i64)GL_ILP * blockDim.x) {
+            T r[GL_ILP][K];
+#pragma unroll
+            for (int j = 0; j < GL_ILP; ++j) {
+                const i64 i = base + (i64)j * blockDim.x;
+#pragma unroll
+                for (int k = 0; k < K; ++k) r[j][k] = (i < end && a[k]) ? a[k][i] : T(0);
+            }
+#pragma unroll
+            for (int j = 0; j < GL_ILP; ++j) op(r[j]);
+#pragma unroll
+            for (int j = 0; j < GL_ILP; ++j) {
+                const i64 i = base + (i64)j * blockDim.x;
+                if (i < end) {
+#pragma unroll
+                    for (int k = 0; k < K; ++k) {
+                        if (k != 1 && a[k]) a[k][i] = r[j][k];
+                    }
+                }
+            }
+        }
+    }
+}
+
+// Columns: param, grad, momentum_buffer.
+template <typename T> struct SgdOp {
+    T lr, momentum, dampening, weight_decay;
+    int nesterov, maximize, first_step, use_momentum;
+    __device__ __forceinline__ void operator()(T* r) const {
+        T g = maximize ? -r[1] : r[1];
+        if (weight_decay != T(0)) g = g + weight_decay * r[0];
+        if (use_momentum) {
+            const T b = first_step ? g : momentum * r[2] + (T(1) - dampening) * g;
+            r[2] = b;
+            g = nesterov ? g + momentum * b : b;
+        }
+        r[0] = r[0] - lr * g;
+    }
+};
+
+// Columns: param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq.
+// step_size = lr / (1 - beta1^step) and bc2_sqrt = sqrt(1 - beta2^step) come from the host.
+template <typename T> struct AdamOp {
+    T lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt;
+    int decoupled, amsgrad, maximize;
+    __device__ __forceinline__ void operator()(T* r) const {
+        T g = maximize ? -r[1] : r[1];
+        T p = r[0];
+        if (weight_decay != T(0)) {
+            if (decoupled) p = p * (T(1) - lr * weight_decay);
+            else g = g + weight_decay * p;
+        }
+        const T m = beta1 * r[2] + (T(1) - beta1) * g;
+        const T v = beta2 * r[3] + (T(1) - beta2) * (g * g);
+        r[2] = m;
+        r[3] = v;
+        T vhat = v;
+        if (amsgrad) {
+            vhat = gl_max(r[4], v);
+            r[4] = vhat;
+        }
+        const T denom = gl_sqrt(vhat) / bc2_sqrt + eps;
+        r[0] = p - step_size * (m / denom);
+    }
+};
+
+// Columns: param, grad, square_avg, momentum_buffer, grad_avg.
+template <typename T> struct RmspropOp {
+    T lr, alpha, eps, weight_decay, momentum;
+    int centered, maximize;
+    __device__ __forceinline__ void operator()(T* r) const {
+        T g = maximize ? -r[1] : r[1];
+        if (weight_decay != T(0)) g = g + weight_decay * r[0];
+        const T v = alpha * r[2] + (T(1) - alpha) * (g * g);
+        r[2] = v;
+        T avg;
+        if (centered) {
+            const T a = alpha * r[4] + (T(1) - alpha) * g;
+            r[4] = a;
+            avg = gl_sqrt(v - a * a) + eps;
+        } else {
+            avg = gl_sqrt(v) + eps;
+        }
+        if (momentum != T(0)) {
+            const T b = momentum * r[3] + g / avg;
+            r[3] = b;
+            r[0] = r[0] - lr * b;
+        } else {
+            r[0] = r[0] - lr * (g / avg);
+        }
+    }
+};
+
+// Columns: param, grad, state_sum. clr = lr / (1 + (step - 1) lr_decay) from the host.
+template <typename T> struct AdagradOp {
+    T clr, eps, weight_decay;
+    int maximize;
+    __device__ __forceinline__ void operator()(T* r) const {
+        T g = maximize ? -r[1] : r[1];
+        if (weight_decay != T(0)) g = g + weight_decay * r[0];
+        const T s = r[2] + g * g;
+        r[2] = s;
+        r[0] = r[0] - clr * (g / (gl_sqrt(s) + eps));
+    }
+};
+
+// Columns: param, grad, square_avg, acc_delta.
+template <typename T> struct AdadeltaOp {
+    T lr, rho, eps, weight_decay;
+    int maximize;
+    __device__ __forceinline__ void operator()(T* r) const {
+        T g = maximize ? -r[1] : r[1];
+        if (weight_decay != T(0)) g = g + weight_decay * r[0];
+        const T v = rho * r[2] + (T(1) - rho) * (g * g);
+        r[2] = v;
+        const T d = gl_sqrt(r[3] + eps) / gl_sqrt(v + eps) * g;
+        r[3] = rho * r[3] + (T(1) - rho) * (d * d);
+        r[0] = r[0] - lr * d;
+    }
+};
+
+#define GL_TABLE_ARGS const i64 *table, int ntensors, i64 nchunks, i64 chunk_size
+#define GL_TABLE table, ntensors, nchunks, chunk_size
+
+// One extern "C" entry point per optimizer and dtype, all from the templates above.
+#define GL_DEFINE_OPTIM_KERNELS(T, SUFFIX)                                                     \
+    extern "C" __global__ void sgd_step_##SUFFIX(GL_TABLE_ARGS, T lr, T momentum, T dampening, \
+                                                 T weight_decay, int nesterov, int maximize,   \
+                                                 int first_step, int use_momentum) {           \
+        const SgdOp<T> op{lr, momentum, dampening, weight_decay,                               \
+                          nesterov, maximize, first_step, use_momentum};                       \
+        multi_tensor_apply<T, 3>(GL_TABLE, op);                                                \
+    }                                                                                          \
+    extern "C" __global__ void adam_step_##SUFFIX(GL_TABLE_ARGS, T lr, T beta1, T beta2, T eps, \
+                                                  T weight_decay, T step_size, T bc2_sqrt,     \
+                                                  int decoupled, int amsgrad, int maximize) {  \
+        const AdamOp<T> op{lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt,           \
+                           decoupled, amsgrad, maximize};                                      \
+        multi_tensor_apply<T, 5>(GL_TABLE, op);                                                \
+    }                                                                                          \
+    extern "C" __global__ void rmsprop_step_##SUFFIX(GL_TABLE_ARGS, T lr, T alpha, T eps,      \
+                                                     T weight_decay, T momentum, int centered, \
+                                                     int maximize) {                           \
+        const RmspropOp<T> op{lr, alpha, eps, weight_decay, momentum, centered, maximize};     \
+        multi_tensor_apply<T, 5>(GL_TABLE, op);                                                \
+    }                                                                                          \
+    extern "C" __global__ void adagrad_step_##SUFFIX(GL_TABLE_ARGS, T clr, T eps,              \
+                                                     T weight_decay, int maximize) {           \
+        const AdagradOp<T> op{clr, eps, weight_decay, maximize};                               \
+        multi_tensor_apply<T, 3>(GL_TABLE, op);                                                \
+    }                                                                                          \
+    extern "C" __global__ void adadelta_step_##SUFFIX(GL_TABLE_ARGS, T lr, T rho, T eps,       \
+                                                      T weight_decay, int maximize) {          \
+        const AdadeltaOp<T> op{lr, rho, eps, weight_decay, maximize};                          \
+        multi_tensor_apply<T, 4>(GL_TABLE, op);                                                \
+    }
+
+GL_DEFINE_OPTIM_KERNELS(float, f32)
+GL_DEFINE_OPTIM_KERNELS(double, f64)

@@ -1,0 +1,196 @@
+"""Loads the CUDA sources in ``kernels/`` and compiles them with NVRTC through CuPy.
+
+Importing this module never imports CuPy; only compiling does. The same source text and
+options serve three users: the runtime loader (``get_function``), ``tools/kernels_check.py``
+(NVRTC compile for several architectures on machines without a GPU) and ``kernel_report``
+(what ``gradlab info`` prints).
+
+Headers (``#include "x.cuh"``) are pasted into the source here rather than found through an
+include path: CuPy's on-disk cache is keyed by the source text and the options, so a header
+edit must change the text for a second process to recompile instead of loading stale code.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+
+# Module name -> entry points without the dtype suffix. Every entry point exists as
+# ``<name>_f32`` and ``<name>_f64``.
+MODULES = {
+    "optim": ["sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step"],
+    "dropout": ["dropout_forward", "dropout_backward"],
+    "softmax_ce": ["softmax_ce_warp", "softmax_ce_block"],
+}
+DTYPE_SUFFIX = {"float32": "f32", "float64": "f64"}
+
+# Options given to NVRTC at run time and by tools/kernels_check.py. CuPy adds the
+# architecture option itself at run time; the checker adds one per target architecture.
+NVRTC_OPTIONS = ("--std=c++17",)
+CHECK_ARCHS = ("compute_75", "compute_80", "compute_90")
+
+_INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
+
+
+class KernelCompileError(RuntimeError):
+    """A kernel source failed to compile; the message carries the NVRTC log."""
+
+
+def kernel_dir() -> Path:
+    """The folder holding the .cu sources: ``gradlab/kernels`` in an installed wheel, else the
+    top-level ``kernels/`` of a source checkout."""
+    here = Path(__file__).resolve()
+    installed = here.parent.parent / "kernels"
+    if installed.is_dir():
+        return installed
+    checkout = here.parents[3] / "kernels"
+    if checkout.is_dir():
+        return checkout
+    raise FileNotFoundError(
+        f"gradlab's CUDA kernel sources were not found: looked in {installed} (installed "
+        f"package) and {checkout} (source checkout); reinstall gradlab")
+
+
+def kernel_source(module: str) -> str:
+    """The full source of ``kernels/<module>.cu`` with its local headers pasted in."""
+    if module not in MODULES:
+        raise KeyError(f"unknown kernel module {module!r}; known: {sorted(MODULES)}")
+    root = kernel_dir()
+
+    def expand(path: Path, seen: tuple) -> str:
+        if path.name in seen:
+            raise ValueError(f"kernel header include cycle: {' -> '.join(seen + (path.name,))}")
+        text = path.read_text(encoding="utf-8")
+
+        def paste(match):
+            header = root / match.group(1)
+            if not header.is_file():
+                raise FileNotFoundError(f"{path.name} includes missing header {header}")
+            return expand(header, seen + (path.name,))
+
+        return _INCLUDE.sub(paste, text)
+
+    return expand(root / f"{module}.cu", ())
+
+
+def entry_points(module: str) -> list[str]:
+    return [f"{name}_{suffix}" for name in MODULES[module] for suffix in DTYPE_SUFFIX.values()]
+
+
+def nvrtc_compile(module: str, arch: str) -> tuple[bool, str, str]:
+    """Compile one module with NVRTC for ``arch`` (e.g. 'compute_90') without a GPU.
+
+    Returns (ok, log, ptx); ok is False on a compile error, and the log is NVRTC's text
+    (warnings included). Raises ImportError when CuPy is not installed.
+    """
+    from cupy.cuda import nvrtc
+
+    source = kernel_source(module)
+    prog = nvrtc.createProgram(source, f"{module}.cu", [], [])
+    try:
+        try:
+            nvrtc.compileProgram(prog, [*NVRTC_OPTIONS, f"--gpu-architecture={arch}"])
+            ok = True
+        except nvrtc.NVRTCError:
+            ok = False
+        log = nvrtc.getProgramLog(prog)
+        log = log.decode() if isinstance(log, bytes) else log
+        ptx = ""
+        if ok:
+            ptx = nvrtc.getPTX(prog)
+            ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    finally:
+        nvrtc.destroyProgram(prog)
+    return ok, log.strip("\x00").strip(), ptx
+
+
+def missing_entry_points(module: str, ptx: str) -> list[str]:
+    return [name for name in entry_points(module)
+            if not re.search(rf"\.entry\s+{re.escape(name)}\s*\(", ptx)]
+
+
+# -- runtime loading (needs a GPU) ----------------------------------------------------------
+_lock = threading.Lock()
+_modules: dict = {}
+_functions: dict = {}
+
+
+def _module(module: str, device_id: int):
+    key = (module, device_id)
+    mod = _modules.get(key)
+    if mod is not None:
+        return mod
+    import cupy
+
+    with _lock:
+        mod = _modules.get(key)
+        if mod is None:
+            with cupy.cuda.Device(device_id):
+                mod = cupy.RawModule(code=kernel_source(module), options=NVRTC_OPTIONS)
+                try:
+                    mod.compile()
+                except Exception as exc:
+                    log = exc.get_message() if hasattr(exc, "get_message") else str(exc)
+                    raise KernelCompileError(
+                        f"compiling kernels/{module}.cu for cuda:{device_id} failed:\n{log}"
+                    ) from exc
+            _modules[key] = mod
+    return mod
+
+
+def get_function(module: str, name: str, dtype, device_id: int):
+    """The compiled ``<name>_<f32|f64>`` of ``kernels/<module>.cu`` on ``device_id``;
+    compiled on first use per device and memoized (and cached on disk by CuPy)."""
+    suffix = DTYPE_SUFFIX[str(dtype)]
+    key = (module, name, suffix, device_id)
+    fn = _functions.get(key)
+    if fn is None:
+        fn = _module(module, device_id).get_function(f"{name}_{suffix}")
+        _functions[key] = fn
+    return fn
+
+
+def kernel_report() -> list[dict]:
+    """One entry per kernel module: its entry points and whether it builds here.
+
+    With a usable GPU each module is compiled and loaded on cuda:0 (status 'loaded'); with
+    CuPy but no GPU it is compiled by NVRTC for compute_90 only (status 'compiles'); without
+    CuPy nothing can be checked (status 'unchecked'). A failure gives status 'error' and the
+    log in 'detail'.
+    """
+    from .registry import cuda_status
+
+    gpu, why = cuda_status()
+    try:
+        import cupy  # noqa: F401
+        have_cupy = True
+    except Exception:
+        have_cupy = False
+    report = []
+    for module in MODULES:
+        entry = {"module": module, "source": f"kernels/{module}.cu",
+                 "entry_points": entry_points(module)}
+        try:
+            if gpu:
+                mod = _module(module, 0)
+                for name in entry["entry_points"]:
+                    mod.get_function(name)
+                entry.update(status="loaded", detail="compiled and loaded on cuda:0")
+            elif have_cupy:
+                ok, log, ptx = nvrtc_compile(module, CHECK_ARCHS[-1])
+                missing = missing_entry_points(module, ptx) if ok else []
+                if ok and not missing:
+                    entry.update(status="compiles",
+                                 detail=f"NVRTC compile for {CHECK_ARCHS[-1]} only (no GPU: "
+                                        f"{why})")
+                else:
+                    entry.update(status="error",
+                                 detail=log or f"entry points missing from PTX: {missing}")
+            else:
+                entry.update(status="unchecked",
+                             detail="CuPy is not installed; install the `nvrtc` extra to "
+                                    "compile-check the kernels")
+        except Exception as exc:
+            entry.update(status="error", detail=f"{type(exc).__name__}: {exc}")
+        report.append(entry)
+    return report
