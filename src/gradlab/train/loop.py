@@ -1,0 +1,236 @@
+"""The training loop: ``fit``, ``evaluate`` and ``predict``."""
+from __future__ import annotations
+
+import math
+import sys
+import time
+
+from ..autograd import no_grad
+from ..backend import get_backend
+from .callbacks import Callback, LRScheduler
+from .history import History
+from .metrics import resolve_metrics
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or Inf; ``epoch`` and ``batch`` (both 1-based) say where, and
+    ``history`` holds the epochs completed before it."""
+
+    def __init__(self, message, epoch, batch, history=None):
+        super().__init__(message)
+        self.epoch, self.batch, self.history = epoch, batch, history
+
+
+class Run:
+    """What callbacks see of a training run in progress."""
+
+    def __init__(self, model, optimizer, scheduler, history, device, epochs):
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.history = history
+        self.device = device
+        self.epochs = epochs
+        self.epoch = 0        # the current (1-based) epoch, or the last finished one
+        self.step = 0         # optimizer steps taken in this run
+        self.stop_training = False
+        self.stop_reason = None
+
+
+def _to_device(t, device):
+    return t if device is None or t.device == device else t.to(device)
+
+
+def _lr(optimizer):
+    groups = getattr(optimizer, "param_groups", None)
+    return float(groups[0]["lr"]) if groups else None
+
+
+def _progress(total, desc, verbose):
+    """A tqdm bar on a terminal; None when quiet (verbose=0, output not a TTY, no tqdm)."""
+    if verbose < 1 or not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=desc, leave=False, unit="batch", file=sys.stderr)
+
+
+def _l1_penalty(model):
+    # Weights only (ndim >= 2), not biases or normalization parameters, as usual for L1/L2.
+    terms = [p.abs().sum() for p in model.parameters() if p.ndim >= 2]
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total
+
+
+def evaluate(model, loss_fn, loader, metrics=("accuracy",), device=None):
+    """Mean loss and metrics of ``model`` over ``loader`` in eval mode without gradients.
+    Returns ``{"loss": ..., "<metric>": ...}`` (weighted by batch size)."""
+    fns = resolve_metrics(metrics)
+    device = get_backend(device).device if device is not None else None
+    was_training = getattr(model, "training", False)
+    model.eval()
+    totals = {"loss": 0.0, **{name: 0.0 for name, _ in fns}}
+    count = 0
+    try:
+        with no_grad():
+            for batch in loader:
+                x, y = (_to_device(t, device) for t in batch[:2])
+                out = model(x)
+                n = len(x)
+                totals["loss"] += loss_fn(out, y).item() * n
+                for name, fn in fns:
+                    totals[name] += fn(out, y) * n
+                count += n
+    finally:
+        model.train(was_training)
+    if count == 0:
+        raise ValueError("evaluate: the loader yielded no samples")
+    return {k: v / count for k, v in totals.items()}
+
+
+def predict(model, x, batch_size=1024):
+    """Model outputs for the rows of tensor ``x`` in eval mode, batch by batch."""
+    was_training = getattr(model, "training", False)
+    model.eval()
+    outs = []
+    try:
+        with no_grad():
+            for start in range(0, len(x), batch_size):
+                outs.append(model(x[start:start + batch_size]))
+    finally:
+        model.train(was_training)
+    from ..functional import cat
+    return cat(outs) if len(outs) > 1 else outs[0]
+
+
+def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, scheduler=None,
+        callbacks=(), metrics=("accuracy",), device=None, verbose=1, *, l1=0.0,
+        on_nonfinite="raise", monitor=None):
+    """Train ``model`` for ``epochs`` passes over ``train_loader``; returns a ``History``.
+
+    Each batch: ``out = model(x)``, ``loss = loss_fn(out, y)`` (+ ``l1`` * sum |w| over weight
+    matrices), ``zero_grad``, ``backward``, ``step``. After each epoch the model is evaluated
+    on ``val_loader`` (if any), and the record (``loss``, metrics, ``val_loss``,
+    ``val_<metric>``, ``lr``, ``time``) goes to the History and to the callbacks.
+
+    - ``scheduler``: stepped per epoch (ReduceLROnPlateau with the ``monitor`` value,
+      default ``val_loss`` or ``loss`` without validation data), or per batch for
+      OneCycleLR/CyclicLR; see ``LRScheduler``.
+    - ``device``: where the model and batches go (None: leave both where they are).
+    - ``verbose``: 0 silent; 1 a tqdm progress bar when stderr is a terminal; 2 also one
+      summary line per epoch whatever the output is.
+    - ``on_nonfinite``: a NaN/Inf loss stops training BEFORE the bad step touches the
+      weights. 'raise' raises NonFiniteLossError naming epoch and batch; 'stop' ends
+      training and records the reason in ``history.stop_reason``; 'skip_batch' drops that
+      batch and goes on. Callbacks' ``on_train_end`` runs in every case, so checkpoints
+      already written stay the last good ones.
+    """
+    if int(epochs) != epochs or epochs < 1:
+        raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
+    if on_nonfinite not in ("raise", "stop", "skip_batch"):
+        raise ValueError(f"on_nonfinite must be 'raise', 'stop' or 'skip_batch', got "
+                         f"{on_nonfinite!r}")
+    if l1 < 0:
+        raise ValueError(f"l1 must be >= 0, got {l1}")
+    if len(train_loader) == 0:
+        raise ValueError("train_loader yields no batches (is drop_last=True with a "
+                         "batch_size larger than the dataset?)")
+    if device is not None:
+        device = get_backend(device).device  # raises the core's clear error if unavailable
+        if hasattr(model, "to"):
+            model.to(device)
+    fns = resolve_metrics(metrics)
+    monitor = monitor or ("val_loss" if val_loader is not None else "loss")
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
+    if scheduler is not None:
+        callbacks.append(LRScheduler(scheduler, monitor=monitor))
+
+    history = History()
+    run = Run(model, optimizer, scheduler, history, device, int(epochs))
+    for cb in callbacks:
+        cb.set_run(run)
+    for cb in callbacks:
+        cb.on_train_begin()
+    try:
+        for epoch in range(1, int(epochs) + 1):
+            run.epoch = epoch
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch)
+            start = time.perf_counter()
+            lr = _lr(optimizer)
+            model.train()
+            totals = {"loss": 0.0, **{name: 0.0 for name, _ in fns}}
+            count = 0
+            bar = _progress(len(train_loader), f"epoch {epoch}/{epochs}", verbose)
+            for b, batch in enumerate(train_loader, 1):
+                x, y = (_to_device(t, device) for t in batch[:2])
+                out = model(x)
+                loss = loss_fn(out, y)
+                objective = loss + l1 * _l1_penalty(model) if l1 else loss
+                value = loss.item()
+                if not math.isfinite(value) or (l1 and not math.isfinite(objective.item())):
+                    bad = value if not math.isfinite(value) else objective.item()
+                    msg = (f"loss is {bad} at epoch {epoch}, batch {b}; the weights were not "
+                           "updated with it (try a lower learning rate, gradient clipping, "
+                           "or check the data for NaN/Inf)")
+                    if on_nonfinite == "skip_batch":
+                        optimizer.zero_grad()
+                        continue
+                    run.stop_reason = msg
+                    if on_nonfinite == "raise":
+                        raise NonFiniteLossError(msg, epoch, b, history)
+                    run.stop_training = True
+                    break
+                optimizer.zero_grad()
+                objective.backward()
+                optimizer.step()
+                run.step += 1
+                n = len(x)
+                totals["loss"] += value * n
+                for name, fn in fns:
+                    totals[name] += fn(out, y) * n
+                count += n
+                for cb in callbacks:
+                    cb.on_batch_end(b, value)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{totals['loss'] / count:.4f}", refresh=False)
+            if bar is not None:
+                bar.close()
+            if count == 0:  # a non-finite loss stopped the epoch before any step
+                break
+            logs = {"epoch": epoch, **{k: v / count for k, v in totals.items()}}
+            if val_loader is not None:
+                val = evaluate(model, loss_fn, val_loader, fns, device)
+                logs.update({f"val_{k}": v for k, v in val.items()})
+            logs["lr"] = lr
+            logs["time"] = time.perf_counter() - start
+            history.append(logs)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if verbose >= 2 or (verbose == 1 and sys.stderr.isatty()):
+                print(_summary(logs, epochs), file=sys.stderr if verbose == 1 else sys.stdout,
+                      flush=True)
+            if run.stop_training:
+                break
+    finally:
+        history.stop_reason = run.stop_reason
+        for cb in callbacks:
+            cb.on_train_end()
+    return history
+
+
+def _summary(logs, epochs):
+    parts = [f"epoch {logs['epoch']}/{epochs}"]
+    for k, v in logs.items():
+        if k in ("epoch",) or v is None:
+            continue
+        parts.append(f"{k} {v:.3g}s" if k == "time" else f"{k} {v:.4g}")
+    return "  ".join(parts)
