@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import reference
 from .base import Backend, Device
 
 
@@ -27,3 +28,13 @@ class NumpyBackend(Backend):
 
     def scatter_add(self, target, index, values):
         np.add.at(target, index, values)
+
+    # Fused kernel entry points: the NumPy references (see reference.py for the formulas).
+    sgd_step = staticmethod(reference.sgd_step)
+    adam_step = staticmethod(reference.adam_step)
+    rmsprop_step = staticmethod(reference.rmsprop_step)
+    adagrad_step = staticmethod(reference.adagrad_step)
+    adadelta_step = staticmethod(reference.adadelta_step)
+    dropout_forward = staticmethod(reference.dropout_forward)
+    dropout_backward = staticmethod(reference.dropout_backward)
+    softmax_cross_entropy = staticmethod(reference.softmax_cross_entropy)
