@@ -1,0 +1,1 @@
+"""The ``gradlab`` command line (see ``gradlab.cli.main``)."""

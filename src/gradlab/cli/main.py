@@ -1,0 +1,136 @@
+"""The ``gradlab`` command: train, search, info, bench.
+
+Exit codes: 0 success; 1 training failed (non-finite loss); 2 bad input (unknown option or
+dataset, unreadable data, unavailable device, unwritable output directory).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .model import ACTIVATIONS, OPTIMIZERS, SCHEDULES
+
+
+class UsageError(Exception):
+    """Bad input from the command line; printed without a traceback, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that lists the valid options when it meets an unknown one."""
+
+    def error(self, message):
+        if "unrecognized arguments" in message:
+            options = sorted({s for a in self._actions for s in a.option_strings
+                              if s.startswith("--")})
+            message += "\nvalid options: " + " ".join(options)
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _data_options(p):
+    p.add_argument("--dataset", default="digits", metavar="NAME",
+                   help="digits | spirals | moons | circles | csv:PATH | npz:PATH | idx:DIR "
+                        "(default: digits, the bundled 8x8 handwritten digits)")
+    p.add_argument("--label", default="-1", metavar="COLUMN",
+                   help="label column of a CSV file, by index or header name (default: last)")
+    p.add_argument("--val-split", type=float, default=0.1, metavar="FRACTION",
+                   help="fraction of the training data held out for validation (default 0.1; "
+                        "0 trains on all of it)")
+    p.add_argument("--test-split", type=float, default=0.2, metavar="FRACTION",
+                   help="fraction held out as the test set, stratified (default 0.2; ignored "
+                        "when the data has its own test files)")
+    p.add_argument("--seed", type=int, default=0, help="seed for splits, init and shuffling")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                   help="where to train (default auto: CUDA when available, else CPU)")
+
+
+def _model_options(p):
+    p.add_argument("--hidden", default="128,64", metavar="SIZES",
+                   help="hidden layer widths, comma-separated (default 128,64; '' for none)")
+    p.add_argument("--activation", default="relu", choices=list(ACTIVATIONS))
+    p.add_argument("--dropout", type=float, default=0.0, metavar="P")
+    p.add_argument("--batchnorm", action="store_true", help="BatchNorm1d after each Linear")
+    p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS))
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--momentum", type=float, default=0.0, help="for sgd and rmsprop")
+    p.add_argument("--weight-decay", type=float, default=0.0, metavar="WD")
+    p.add_argument("--l1", type=float, default=0.0, metavar="LAMBDA",
+                   help="L1 penalty on the weight matrices")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--schedule", default="none", choices=list(SCHEDULES))
+    p.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
+                   help="stop after PATIENCE epochs without a better validation loss "
+                        "(default 0: off)")
+
+
+def build_parser():
+    parser = _Parser(prog="gradlab", description="Train and tune MLPs with gradlab.")
+    sub = parser.add_subparsers(dest="command", metavar="{train,search,info,bench}",
+                                parser_class=_Parser)
+
+    train = sub.add_parser("train", help="train an MLP and report its test accuracy",
+                           description="Train an MLP (default: on the bundled digits) and "
+                                       "print its test accuracy.")
+    _data_options(train)
+    _model_options(train)
+    train.add_argument("--out", metavar="DIR",
+                       help="write metrics.json, history.csv, best_model.gl, curves.png here")
+    train.add_argument("--quiet", action="store_true", help="print only the result line")
+
+    search = sub.add_parser("search", help="grid or random hyper-parameter search",
+                            description="Search hyper-parameters; the other options fix the "
+                                        "values that are not searched.")
+    _data_options(search)
+    _model_options(search)
+    search.add_argument("--method", choices=["grid", "random"], default="random")
+    search.add_argument("--param", action="append", default=[], metavar="NAME=SPEC",
+                        help="a searched option: v1|v2|v3 (choice), uniform:A:B, "
+                             "loguniform:A:B or int:A:B[:STEP]; repeat for more")
+    search.add_argument("--spec", metavar="JSON",
+                        help="a JSON file (or inline JSON) with a 'space' object (and "
+                             "optionally method, trials, time_budget, scoring, folds)")
+    search.add_argument("--trials", type=int, default=None,
+                        help="trial budget (default: 10 for random, the whole grid for grid)")
+    search.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
+    search.add_argument("--scoring", choices=["holdout", "kfold"], default="holdout")
+    search.add_argument("--folds", type=int, default=3)
+    search.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    search.add_argument("--results", default="search_results.csv", metavar="CSV",
+                        help="where to write the results table (default search_results.csv)")
+    search.add_argument("--quiet", action="store_true")
+
+    sub.add_parser("info", help="versions, device, CuPy/GPU and kernel status")
+    bench = sub.add_parser("bench", help="run the benchmark suite's quick summary")
+    bench.add_argument("--full", action="store_true", help="all rounds, not the quick summary")
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the ``gradlab`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from ..backend import DeviceUnavailableError
+    from ..data.files import DataFormatError
+    from ..train.loop import NonFiniteLossError
+    from . import commands
+    from .model import ConfigError
+    try:
+        return getattr(commands, f"cmd_{args.command}")(args)
+    except (UsageError, ConfigError, DataFormatError, DeviceUnavailableError,
+            FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        print(f"gradlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as exc:
+        print(f"gradlab {args.command}: training stopped: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"gradlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
