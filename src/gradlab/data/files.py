@@ -24,9 +24,10 @@ def _to_labels(values, where, task):
         raise ValueError(f"task must be 'classification' or 'regression', got {task!r}")
     out = np.empty(len(values), dtype=np.int64)
     for i, (v, loc) in enumerate(zip(values, where)):
-        if not float(v).is_integer() or v < 0:
+        v = float(v)
+        if not v.is_integer() or v < 0:
             raise DataFormatError(
-                f"{loc}: label {v!r} is not a non-negative integer class index; "
+                f"{loc}: label {v:g} is not a non-negative integer class index; "
                 "classification needs labels 0, 1, 2, ... (map class names to integers "
                 "first, or use task='regression')")
         out[i] = int(v)
