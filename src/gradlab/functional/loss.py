@@ -1,0 +1,500 @@
+"""Loss functions, reductions 'none' | 'mean' | 'sum' as PyTorch.
+
+Primitives with hand-written gradients where stability or speed matters (cross-entropy
+through the backend's fused softmax-cross-entropy kernel, NLL, BCE, BCE-with-logits);
+the rest are composites of differentiable ops.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..autograd.function import Function
+from ..autograd.tensor import Tensor
+from . import elementwise as ew
+from . import reduce as red
+from . import shape as sh
+from .activation import log_softmax
+
+_REDUCTIONS = ("none", "mean", "sum")
+
+
+def _check_reduction(op, reduction, allowed=_REDUCTIONS):
+    if reduction not in allowed:
+        raise ValueError(f"{op}: reduction must be one of {', '.join(map(repr, allowed))}, "
+                         f"got {reduction!r}")
+
+
+def _reduce(loss, reduction):
+    if reduction == "mean":
+        return red.mean(loss)
+    if reduction == "sum":
+        return red.sum(loss)
+    return loss
+
+
+def _check_same_shape(op, input, target):
+    if tuple(input.shape) != tuple(target.shape):
+        raise ValueError(f"{op}: input shape {tuple(input.shape)} and target shape "
+                         f"{tuple(target.shape)} differ; they must be equal")
+
+
+def _as_tensor_like(value, ref):
+    if isinstance(value, Tensor):
+        return value
+    return Tensor._wrap(ref._backend.xp.asarray(value, dtype=ref.dtype), ref._backend)
+
+
+# -- classification ---------------------------------------------------------------------------
+def _check_class_target(op, target, n_classes, ignore_index):
+    """Clear errors for the common target mistakes, before any kernel sees them."""
+    if not isinstance(target, Tensor):
+        raise TypeError(f"{op}: target must be a Tensor of class indices, got "
+                        f"{type(target).__name__}")
+    kind = target.dtype.kind
+    if kind == "f":
+        raise TypeError(
+            f"{op}: target has dtype {target.dtype}, but class-index targets must be integers "
+            f"(int64); convert with target.long(), or pass class probabilities with the same "
+            f"shape as the input")
+    if kind not in "iu":
+        raise TypeError(f"{op}: target has dtype {target.dtype}; expected int64 class indices")
+
+
+class SoftmaxCrossEntropy(Function):
+    """Mean/sum/none of per-row softmax cross-entropy, computed by the backend's fused
+    ``softmax_cross_entropy`` (one kernel on CUDA for loss and gradient)."""
+
+    def forward(ctx, logits, target, weight, ignore_index, label_smoothing, reduction):
+        be = ctx.backend
+        xp = ctx.xp
+        if target.dtype != np.int64:
+            target = target.astype(np.int64)
+        row_loss, grad = be.softmax_cross_entropy(logits, target, weight, ignore_index,
+                                                  label_smoothing)
+        ctx.reduction = reduction
+        if reduction == "none":
+            ctx.save_for_backward(grad)
+            return row_loss
+        if reduction == "sum":
+            ctx.save_for_backward(grad)
+            return row_loss.sum()
+        # mean: divide by the total weight of the non-ignored rows (PyTorch's rule).
+        valid = target != ignore_index
+        if weight is None:
+            denom = valid.sum().astype(logits.dtype)
+        else:
+            w_rows = weight[xp.where(valid, target, 0)]
+            denom = (w_rows * valid).sum()
+        grad = grad / denom
+        ctx.save_for_backward(grad)
+        return row_loss.sum() / denom
+
+    def backward(ctx, g):
+        grad, = ctx.saved_tensors
+        if ctx.reduction == "none":
+            return grad * g[:, None], None, None
+        return grad * g, None, None
+
+
+def _soft_target_cross_entropy(input, target, weight, label_smoothing, reduction, dim):
+    """Probability targets: loss_i = -sum_c w_c t_ic log_softmax(x_i)_c (smoothing mixes
+    t with the uniform distribution first)."""
+    n_classes = input.shape[dim]
+    if label_smoothing > 0:
+        target = target * (1 - label_smoothing) + label_smoothing / n_classes
+    logp = log_softmax(input, dim=dim)
+    if weight is not None:
+        shape = [1] * input.ndim
+        shape[dim] = n_classes
+        logp = logp * sh.reshape(weight, tuple(shape))
+    loss = -red.sum(logp * target, dim=dim)
+    if reduction == "mean":
+        return red.sum(loss) / (loss.numel() if loss.ndim else 1)
+    return _reduce(loss, reduction)
+
+
+def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0):
+    """Softmax cross-entropy of logits ``input`` (N, C) [or (C,), or (N, C, d1, ...)] and
+    class indices ``target`` (N,) [or (), (N, d1, ...)]:
+
+        loss_i = (1 - s) w[y_i] (-log p_i,y_i) + (s / C) sum_c w_c (-log p_ic),
+        p_i = softmax(x_i), s = label_smoothing,
+
+    rows with y_i == ignore_index contribute 0. 'mean' divides by sum_i w[y_i] over the
+    non-ignored rows. A float ``target`` with the input's shape is read as class
+    probabilities (loss_i = -sum_c w_c t_ic log p_ic). Stable for any finite logits."""
+    op = "cross_entropy"
+    _check_reduction(op, reduction)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    if input.ndim == 0:
+        raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
+    if input.dtype.kind != "f":
+        raise TypeError(f"{op}: input (logits) must be floating point, got {input.dtype}")
+    class_dim = 0 if input.ndim == 1 else 1
+    n_classes = input.shape[class_dim]
+    if weight is not None and tuple(weight.shape) != (n_classes,):
+        raise ValueError(f"{op}: weight must have shape ({n_classes},) (one per class), got "
+                         f"{tuple(weight.shape)}")
+    if isinstance(target, Tensor) and target.dtype.kind == "f" and \
+            tuple(target.shape) == tuple(input.shape):
+        return _soft_target_cross_entropy(input, target, weight, label_smoothing,
+                                          reduction, class_dim)
+    _check_class_target(op, target, n_classes, ignore_index)
+    # Bring everything to the (rows, C) layout the kernel takes.
+    if input.ndim == 1:
+        if target.ndim != 0:
+            raise ValueError(f"{op}: for a 1-d input (one row of {n_classes} logits) the "
+                             f"target must be a 0-d class index, got shape "
+                             f"{tuple(target.shape)}")
+        rows, tgt, out_shape = sh.reshape(input, (1, n_classes)), target.data.reshape(1), ()
+    else:
+        expected = (input.shape[0],) + tuple(input.shape[2:])
+        if tuple(target.shape) != expected:
+            raise ValueError(f"{op}: target shape {tuple(target.shape)} does not match the "
+                             f"input shape {tuple(input.shape)}: expected {expected} (one "
+                             f"class index per row)")
+        if input.ndim == 2:
+            rows, tgt, out_shape = input, target.data, expected
+        else:
+            perm = (0,) + tuple(range(2, input.ndim)) + (1,)
+            rows = sh.reshape(sh.permute(input, perm), (-1, n_classes))
+            tgt, out_shape = target.data.reshape(-1), expected
+    if target._backend is not input._backend:
+        raise RuntimeError(f"{op}: input is on {input.device} but target on {target.device}")
+    tgt_t = Tensor._wrap(tgt, target._backend)
+    w = weight.data if weight is not None else None
+    if w is not None and w.dtype != input.dtype:
+        w = w.astype(input.dtype)
+    out = SoftmaxCrossEntropy.apply(rows, tgt_t, w, ignore_index=ignore_index,
+                                    label_smoothing=float(label_smoothing),
+                                    reduction=reduction)
+    if reduction == "none" and tuple(out.shape) != tuple(out_shape):
+        out = sh.reshape(out, out_shape)
+    return out
+
+
+class NllLoss(Function):
+    """loss_i = -w[y_i] x[i, y_i] (0 for ignored rows), reduced as PyTorch."""
+
+    def forward(ctx, x, target, weight, ignore_index, reduction):
+        xp = ctx.xp
+        n, c = x.shape
+        valid = target != ignore_index
+        safe = xp.where(valid, target, 0)
+        bad = (safe < 0) | (safe >= c)
+        if bool(bad.any()):
+            first = int(target[xp.argmax(bad)])
+            raise IndexError(f"nll_loss: target {first} is out of bounds for {c} classes "
+                             f"(valid targets are 0..{c - 1}, or ignore_index={ignore_index})")
+        w = valid.astype(x.dtype) if weight is None else weight[safe] * valid
+        rows = xp.arange(n)
+        loss = -x[rows, safe] * w
+        ctx.reduction, ctx.shape = reduction, x.shape
+        if reduction == "mean":
+            denom = w.sum()
+            w = w / denom
+            loss = loss.sum() / denom
+        elif reduction == "sum":
+            loss = loss.sum()
+        ctx.save_for_backward(safe, w)
+        return loss
+
+    def backward(ctx, g):
+        safe, w = ctx.saved_tensors
+        xp = ctx.xp
+        gx = xp.zeros(ctx.shape, dtype=w.dtype)
+        gx[xp.arange(ctx.shape[0]), safe] = -w * g
+        return gx, None, None
+
+
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    """Negative log-likelihood of log-probabilities ``input`` (N, C) at class ``target`` (N,):
+    loss_i = -w[y_i] input[i, y_i]; 'mean' divides by sum_i w[y_i] (ignored rows excluded)."""
+    op = "nll_loss"
+    _check_reduction(op, reduction)
+    if input.ndim == 1:
+        return sh.reshape(nll_loss(sh.reshape(input, (1, -1)), sh.reshape(target, (1,)),
+                                   weight, ignore_index, reduction), ()) \
+            if reduction == "none" else \
+            nll_loss(sh.reshape(input, (1, -1)), sh.reshape(target, (1,)), weight,
+                     ignore_index, reduction)
+    if input.ndim != 2:
+        raise ValueError(f"{op}: input must be (N, C) or (C,), got shape {tuple(input.shape)}")
+    _check_class_target(op, target, input.shape[1], ignore_index)
+    if tuple(target.shape) != (input.shape[0],):
+        raise ValueError(f"{op}: target shape {tuple(target.shape)} does not match input "
+                         f"shape {tuple(input.shape)}: expected ({input.shape[0]},)")
+    w = weight.data.astype(input.dtype, copy=False) if weight is not None else None
+    return NllLoss.apply(input, target, w, ignore_index=ignore_index, reduction=reduction)
+
+
+# -- binary classification --------------------------------------------------------------------
+class BinaryCrossEntropy(Function):
+    """-w (y log x + (1 - y) log(1 - x)), each log clamped to >= -100 as PyTorch."""
+
+    def forward(ctx, x, y, w):
+        xp = ctx.xp
+        if bool(((x < 0) | (x > 1)).any()):
+            bad = float(x.reshape(-1)[xp.argmax(((x < 0) | (x > 1)).reshape(-1))])
+            raise ValueError(f"binary_cross_entropy: input values must be probabilities in "
+                             f"[0, 1], found {bad}; for logits use "
+                             f"binary_cross_entropy_with_logits")
+        with np.errstate(divide="ignore"):
+            log_x = xp.maximum(xp.log(x), -100)
+            log_1mx = xp.maximum(xp.log(1 - x), -100)
+        loss = -(y * log_x + (1 - y) * log_1mx)
+        if w is not None:
+            loss = loss * w
+        ctx.save_for_backward(x, y, w)
+        return loss
+
+    def backward(ctx, g):
+        x, y, w = ctx.saved_tensors
+        xp = ctx.xp
+        # d/dx = (x - y) / (x (1 - x)), with the denominator kept away from 0 (PyTorch uses
+        # eps = 1e-12 the same way).
+        gx = g * (x - y) / xp.maximum(x * (1 - x), 1e-12)
+        if w is not None:
+            gx = gx * w
+        gy = None
+        if ctx.needs_input_grad[1]:
+            with np.errstate(divide="ignore"):
+                gy = g * (xp.maximum(xp.log(1 - x), -100) - xp.maximum(xp.log(x), -100))
+            if w is not None:
+                gy = gy * w
+        return gx, gy, None
+
+
+def binary_cross_entropy(input, target, weight=None, reduction="mean"):
+    """loss = -w [y log(x) + (1 - y) log(1 - x)] for probabilities x in [0, 1]; the logs are
+    clamped at -100 so x = 0 or 1 gives a finite loss (as PyTorch)."""
+    op = "binary_cross_entropy"
+    _check_reduction(op, reduction)
+    _check_same_shape(op, input, target)
+    w = None
+    if weight is not None:
+        w = ctx_broadcast(weight, input)
+    return _reduce(BinaryCrossEntropy.apply(input, target, w), reduction)
+
+
+def ctx_broadcast(weight, input):
+    """A weight tensor's raw array broadcast to the input's shape, in the input's dtype."""
+    w = weight.data if isinstance(weight, Tensor) else input._backend.xp.asarray(weight)
+    return input._backend.xp.broadcast_to(w.astype(input.dtype, copy=False), input.shape)
+
+
+class BceWithLogits(Function):
+    """loss = (1 - y) x + (1 + (pw - 1) y) softplus(-x), softplus written stably."""
+
+    def forward(ctx, x, y, w, pw):
+        xp = ctx.xp
+        sp_neg = xp.maximum(-x, 0) + xp.log1p(xp.exp(-xp.abs(x)))  # log(1 + e^-x)
+        lw = 1 if pw is None else 1 + (pw - 1) * y
+        loss = (1 - y) * x + lw * sp_neg
+        if w is not None:
+            loss = loss * w
+        ctx.save_for_backward(x, y, w, pw)
+        return loss
+
+    def backward(ctx, g):
+        x, y, w, pw = ctx.saved_tensors
+        xp = ctx.xp
+        e = xp.exp(-xp.abs(x))
+        sig = xp.where(x >= 0, 1, e) / (1 + e)
+        if pw is None:
+            gx = sig - y
+        else:
+            # d/dx = (1 - y) - (1 + (pw - 1) y) (1 - sigmoid(x))
+            gx = (1 - y) - (1 + (pw - 1) * y) * (1 - sig)
+        gx = g * gx
+        if w is not None:
+            gx = gx * w
+        gy = None
+        if ctx.needs_input_grad[1]:
+            sp_neg = xp.maximum(-x, 0) + xp.log1p(xp.exp(-xp.abs(x)))
+            gy = -x + (0 if pw is None else (pw - 1) * sp_neg)
+            gy = g * gy if w is None else g * gy * w
+        return gx, gy, None, None
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean",
+                                     pos_weight=None):
+    """BCE on logits, stable for any x: with pw = pos_weight (one per class, broadcast over
+    the last dim), loss = -w [pw y log(sigmoid(x)) + (1 - y) log(1 - sigmoid(x))]
+    = w [(1 - y) x + (1 + (pw - 1) y) log(1 + exp(-x))]."""
+    op = "binary_cross_entropy_with_logits"
+    _check_reduction(op, reduction)
+    _check_same_shape(op, input, target)
+    w = ctx_broadcast(weight, input) if weight is not None else None
+    pw = ctx_broadcast(pos_weight, input) if pos_weight is not None else None
+    return _reduce(BceWithLogits.apply(input, target, w, pw), reduction)
+
+
+# -- regression ------------------------------------------------------------------------------
+def mse_loss(input, target, reduction="mean"):
+    """(x - y)^2, reduced."""
+    _check_reduction("mse_loss", reduction)
+    _check_same_shape("mse_loss", input, target)
+    d = ew.sub(input, target)
+    return _reduce(ew.mul(d, d), reduction)
+
+
+def l1_loss(input, target, reduction="mean"):
+    """|x - y|, reduced."""
+    _check_reduction("l1_loss", reduction)
+    _check_same_shape("l1_loss", input, target)
+    return _reduce(ew.abs(ew.sub(input, target)), reduction)
+
+
+def huber_loss(input, target, reduction="mean", delta=1.0):
+    """0.5 d^2 where |d| < delta, delta (|d| - 0.5 delta) elsewhere, d = x - y."""
+    _check_reduction("huber_loss", reduction)
+    _check_same_shape("huber_loss", input, target)
+    if delta <= 0:
+        raise ValueError(f"huber_loss: delta must be positive, got {delta}")
+    d = ew.sub(input, target)
+    a = ew.abs(d)
+    # quadratic part on min(|d|, delta), linear beyond: same values, gradient d or delta*sign
+    q = ew.clamp(a, max=delta)
+    loss = 0.5 * q * q + delta * (a - q)
+    return _reduce(loss, reduction)
+
+
+def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """0.5 d^2 / beta where |d| < beta, |d| - 0.5 beta elsewhere; beta = 0 is L1."""
+    _check_reduction("smooth_l1_loss", reduction)
+    _check_same_shape("smooth_l1_loss", input, target)
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be >= 0, got {beta}")
+    if beta == 0:
+        return l1_loss(input, target, reduction)
+    d = ew.sub(input, target)
+    a = ew.abs(d)
+    q = ew.clamp(a, max=beta)
+    loss = (0.5 / beta) * q * q + (a - q)
+    return _reduce(loss, reduction)
+
+
+# -- distributions ---------------------------------------------------------------------------
+def kl_div(input, target, reduction="mean", log_target=False):
+    """KL divergence with log-probabilities ``input``: target (log target - input), or
+    exp(target) (target - input) when ``log_target``; 0 where target == 0. 'batchmean'
+    divides the sum by the batch size (the true KL per sample), 'mean' by the element count.
+    """
+    _check_reduction("kl_div", reduction, _REDUCTIONS + ("batchmean",))
+    _check_same_shape("kl_div", input, target)
+    if log_target:
+        loss = ew.exp(target) * (target - input)
+    else:
+        pos = ew.gt(target, 0)
+        # xlogy: 0 log 0 = 0, without a NaN gradient from log(0)
+        safe = ew.where(pos, target, 1.0)
+        loss = ew.where(pos, target * (ew.log(safe) - input), 0.0 * input)
+    if reduction == "batchmean":
+        return red.sum(loss) / (input.shape[0] if input.ndim else 1)
+    return _reduce(loss, reduction)
+
+
+def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduction="mean"):
+    """Poisson negative log-likelihood: exp(x) - y x when ``log_input``, else
+    x - y log(x + eps); ``full`` adds Stirling's y log y - y + 0.5 log(2 pi y) for y > 1."""
+    _check_reduction("poisson_nll_loss", reduction)
+    _check_same_shape("poisson_nll_loss", input, target)
+    if log_input:
+        loss = ew.exp(input) - target * input
+    else:
+        loss = input - target * ew.log(input + eps)
+    if full:
+        y = target.detach()
+        big = ew.gt(y, 1)
+        ys = ew.where(big, y, 1.0)
+        stirling = ys * ew.log(ys) - ys + 0.5 * ew.log(2 * math.pi * ys)
+        loss = loss + ew.where(big, stirling, 0.0)
+    return _reduce(loss, reduction)
+
+
+class _ClampForward(Function):
+    """max(x, lo) in the forward pass, identity gradient (PyTorch clamps the variance of
+    GaussianNLLLoss under no_grad, so gradients pass through unchanged)."""
+
+    def forward(ctx, x, lo):
+        return ctx.xp.maximum(x, lo)
+
+    def backward(ctx, g):
+        return g
+
+
+def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """0.5 (log(max(var, eps)) + (x - y)^2 / max(var, eps)) (+ 0.5 log(2 pi) if ``full``).
+    ``var`` has the input's shape, or it with the last dim 1 or dropped (homoscedastic)."""
+    op = "gaussian_nll_loss"
+    _check_reduction(op, reduction)
+    _check_same_shape(op, input, target)
+    if not isinstance(var, Tensor):
+        var = _as_tensor_like(var, input)
+    if tuple(var.shape) != tuple(input.shape):
+        if tuple(var.shape) == tuple(input.shape[:-1]):
+            var = sh.unsqueeze(var, -1)
+        elif not (var.ndim == input.ndim and tuple(var.shape[:-1]) == tuple(input.shape[:-1])
+                  and var.shape[-1] == 1):
+            raise ValueError(f"{op}: var shape {tuple(var.shape)} must equal the input shape "
+                             f"{tuple(input.shape)}, or it with the last dim 1 or dropped")
+    if bool((var.data < 0).any()):
+        raise ValueError(f"{op}: var has negative entries")
+    v = _ClampForward.apply(var, lo=eps)
+    d = input - target
+    loss = 0.5 * (ew.log(v) + d * d / v)
+    if full:
+        loss = loss + 0.5 * math.log(2 * math.pi)
+    return _reduce(loss, reduction)
+
+
+# -- margin losses ---------------------------------------------------------------------------
+def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
+    """Multi-class hinge loss (Weston-Watkins SVM): for row i with class y,
+    loss_i = sum_{j != y} w[y] max(0, margin - x[y] + x[j])^p / C, p in {1, 2}."""
+    op = "multi_margin_loss"
+    _check_reduction(op, reduction)
+    if p not in (1, 2):
+        raise ValueError(f"{op}: p must be 1 or 2, got {p}")
+    squeeze = input.ndim == 1
+    if squeeze:
+        input, target = sh.reshape(input, (1, -1)), sh.reshape(target, (1,))
+    if input.ndim != 2:
+        raise ValueError(f"{op}: input must be (N, C) or (C,), got {tuple(input.shape)}")
+    n, c = input.shape
+    _check_class_target(op, target, c, None)
+    if tuple(target.shape) != (n,):
+        raise ValueError(f"{op}: target shape {tuple(target.shape)} must be ({n},)")
+    xp = input._backend.xp
+    t = target.data
+    if bool(((t < 0) | (t >= c)).any()):
+        first = int(t[xp.argmax((t < 0) | (t >= c))])
+        raise IndexError(f"{op}: target {first} is out of bounds for {c} classes")
+    rows = xp.arange(n)
+    x_y = sh.reshape(input[rows, t], (n, 1))
+    h = ew.clamp(margin - x_y + input, min=0)
+    if p == 2:
+        h = h * h
+    not_y = xp.ones((n, c), dtype=input.dtype)
+    not_y[rows, t] = 0
+    if weight is not None:
+        not_y = not_y * weight.data.astype(input.dtype)[t][:, None]
+    loss = red.sum(h * Tensor._wrap(not_y, input._backend), dim=1) / c
+    if squeeze and reduction == "none":
+        loss = sh.reshape(loss, ())
+    return _reduce(loss, reduction)
+
+
+def hinge_embedding_loss(input, target, margin=1.0, reduction="mean"):
+    """x where y == 1, max(0, margin - x) where y == -1 (targets are +-1)."""
+    _check_reduction("hinge_embedding_loss", reduction)
+    _check_same_shape("hinge_embedding_loss", input, target)
+    zero = 0.0 * input
+    pos = ew.where(ew.ne(target, -1), input, zero)
+    neg = ew.where(ew.ne(target, 1), ew.clamp(margin - input, min=0), zero)
+    return _reduce(pos + neg, reduction)

@@ -1,0 +1,154 @@
+"""Batch and layer normalization as Functions with hand-written backward passes.
+
+Both normalize x to xhat = (x - mean) / sqrt(var + eps) (biased variance) over some axes,
+then apply y = w xhat + b. With M the number of elements averaged over and gh = g * w,
+the gradient is the classic
+
+    dx = (1 / sqrt(var + eps)) * (gh - mean(gh) - xhat * mean(gh * xhat))
+
+(means over the normalized axes), dw = sum(g * xhat), db = sum(g) over the other axes.
+"""
+from __future__ import annotations
+
+from ..autograd.function import Function
+from ..autograd.tensor import Tensor
+
+
+class _Normalize(Function):
+    """Shared forward/backward; ``stat_axes`` are normalized over, ``param_shape`` is how
+    w and b broadcast against x."""
+
+    def _finish(ctx, x, xhat, invstd, w, b, param_shape, stat_axes, batch_stats):
+        ctx.stat_axes, ctx.param_shape, ctx.batch_stats = stat_axes, param_shape, batch_stats
+        y = xhat
+        if w is not None:
+            y = y * w.reshape(param_shape)
+        if b is not None:
+            y = y + b.reshape(param_shape)
+        ctx.save_for_backward(xhat, invstd, w)
+        return y.astype(x.dtype, copy=False)
+
+    def backward(ctx, g):
+        xhat, invstd, w = ctx.saved_tensors
+        axes, pshape = ctx.stat_axes, ctx.param_shape
+        needs = ctx.needs_input_grad
+        # axes the parameters are summed over: all but the ones they vary along
+        p_axes = tuple(i for i, s in enumerate(pshape) if s == 1)
+        gx = gw = gb = None
+        if needs[0]:
+            gh = g if w is None else g * w.reshape(pshape)
+            if ctx.batch_stats:
+                m1 = gh.mean(axis=axes, keepdims=True)
+                m2 = (gh * xhat).mean(axis=axes, keepdims=True)
+                gx = invstd * (gh - m1 - xhat * m2)
+            else:  # fixed (running) statistics: a plain affine map of x
+                gx = gh * invstd
+        if len(needs) > 1 and needs[1]:
+            gw = (g * xhat).sum(axis=p_axes).reshape(-1)
+        if len(needs) > 2 and needs[2]:
+            gb = g.sum(axis=p_axes).reshape(-1)
+        return gx, gw, gb
+
+
+class BatchNorm(_Normalize):
+    def forward(ctx, x, w, b, mean, var, eps):
+        xp = ctx.xp
+        axes = (0,) + tuple(range(2, x.ndim))
+        pshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+        if mean is None:
+            mu = x.mean(axis=axes, keepdims=True)
+            xc = x - mu
+            v = (xc * xc).mean(axis=axes, keepdims=True)
+            ctx.batch_mean, ctx.batch_var = mu.reshape(-1), v.reshape(-1)
+            batch_stats = True
+        else:
+            xc = x - mean.reshape(pshape)
+            v = var.reshape(pshape)
+            batch_stats = False
+        invstd = 1 / xp.sqrt(v + eps)
+        return ctx._finish(x, xc * invstd, invstd, w, b, pshape, axes, batch_stats)
+
+
+class LayerNorm(_Normalize):
+    def forward(ctx, x, w, b, n_dims, eps):
+        xp = ctx.xp
+        axes = tuple(range(x.ndim - n_dims, x.ndim))
+        pshape = (1,) * (x.ndim - n_dims) + tuple(x.shape[x.ndim - n_dims:])
+        mu = x.mean(axis=axes, keepdims=True)
+        xc = x - mu
+        v = (xc * xc).mean(axis=axes, keepdims=True)
+        invstd = 1 / xp.sqrt(v + eps)
+        return ctx._finish(x, xc * invstd, invstd, w, b, pshape, axes, True)
+
+    def backward(ctx, g):
+        gx, gw, gb = super().backward(g)
+        # LayerNorm's parameters have the normalized shape, not a flat vector
+        shape = ctx.param_shape[len(ctx.param_shape) - len(ctx.stat_axes):]
+        return (gx, None if gw is None else gw.reshape(shape),
+                None if gb is None else gb.reshape(shape))
+
+
+def _raw(t):
+    return None if t is None else t.data
+
+
+def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
+               momentum=0.1, eps=1e-5):
+    """Normalize each channel (dim 1) of an (N, C) or (N, C, L) input:
+
+        y = (x - mean) / sqrt(var + eps) * weight + bias
+
+    In training, mean and var are the batch's (biased var), and the running stats, when
+    given, are updated in place as PyTorch does:
+    running = (1 - momentum) * running + momentum * batch_stat, with the batch's UNBIASED
+    variance (var * M / (M - 1)) going into running_var. In eval, the running stats are
+    used. (``momentum=None`` is handled by the BatchNorm module: cumulative average.)"""
+    if input.ndim < 2:
+        raise ValueError(f"batch_norm: expected an input of shape (N, C) or (N, C, L), got "
+                         f"{tuple(input.shape)}")
+    c = input.shape[1]
+    for name, t in (("weight", weight), ("bias", bias), ("running_mean", running_mean),
+                    ("running_var", running_var)):
+        if t is not None and tuple(t.shape) != (c,):
+            raise ValueError(f"batch_norm: {name} has shape {tuple(t.shape)}, expected ({c},)"
+                             f" for an input with {c} channels")
+    if training:
+        m = input.numel() // c
+        if m <= 1:
+            raise ValueError(f"batch_norm: expected more than 1 value per channel when "
+                             f"training, got input of shape {tuple(input.shape)}")
+        out = BatchNorm.apply(input, weight, bias, None, None, eps=eps)
+        if running_mean is not None and running_var is not None:
+            node = out.grad_fn
+            if node is not None:
+                bm, bv = node.batch_mean, node.batch_var
+            else:  # no graph recorded (no_grad): recompute the stats
+                axes = (0,) + tuple(range(2, input.ndim))
+                bm = input.data.mean(axis=axes)
+                bv = input.data.var(axis=axes)
+            unbiased = bv * (m / (m - 1))
+            rm, rv = running_mean.data, running_var.data
+            rm *= 1 - momentum
+            rm += momentum * bm.astype(rm.dtype, copy=False)
+            rv *= 1 - momentum
+            rv += momentum * unbiased.astype(rv.dtype, copy=False)
+            running_mean._bump()
+            running_var._bump()
+        return out
+    if running_mean is None or running_var is None:
+        raise ValueError("batch_norm: eval mode (training=False) needs running_mean and "
+                         "running_var")
+    return BatchNorm.apply(input, weight, bias, running_mean.data, running_var.data, eps=eps)
+
+
+def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalize over the last len(normalized_shape) dims of each sample (biased variance),
+    then y = xhat * weight + bias (elementwise, weight/bias of shape normalized_shape)."""
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    normalized_shape = tuple(normalized_shape)
+    k = len(normalized_shape)
+    if tuple(input.shape[input.ndim - k:]) != normalized_shape or input.ndim < k:
+        raise ValueError(f"layer_norm: input of shape {tuple(input.shape)} does not end with "
+                         f"normalized_shape {normalized_shape}")
+    return LayerNorm.apply(input, weight, bias, n_dims=k, eps=eps)

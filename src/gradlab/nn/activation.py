@@ -1,0 +1,219 @@
+"""Activation layers: each wraps the function of the same name in gl.nn.functional."""
+from __future__ import annotations
+
+from ..autograd.creation import full
+from ..functional import activation as A
+from .module import Module
+from .parameter import Parameter
+
+
+class _Simple(Module):
+    """An activation without settings: forward is the Function's apply."""
+
+    _fn = None
+
+    def forward(self, input):
+        return self._fn.apply(input)
+
+
+class Sigmoid(_Simple):
+    """1 / (1 + exp(-x))."""
+    _fn = A.Sigmoid
+
+
+class Tanh(_Simple):
+    """tanh(x)."""
+    _fn = A.Tanh
+
+
+class ReLU(_Simple):
+    """max(0, x)."""
+    _fn = A.Relu
+
+    def __init__(self, inplace=False):
+        super().__init__()
+        self.inplace = inplace  # accepted for PyTorch compatibility; never in place
+
+
+class ArcTan(_Simple):
+    """atan(x)."""
+    _fn = A.Arctan
+
+
+class BinaryStep(_Simple):
+    """1 for x >= 0 else 0; gradient 0 everywhere (see gl.nn.functional.binary_step)."""
+    _fn = A.BinaryStep
+
+
+class Softsign(_Simple):
+    """x / (1 + |x|)."""
+    _fn = A.Softsign
+
+
+class SQNL(_Simple):
+    """Square non-linearity (see gl.nn.functional.sqnl)."""
+    _fn = A.Sqnl
+
+
+class BipolarReLU(_Simple):
+    """relu(x) at even positions of the last dim, -relu(-x) at odd ones."""
+    _fn = A.BipolarRelu
+
+
+class SiLU(_Simple):
+    """x * sigmoid(x)."""
+    _fn = A.Silu
+
+
+class SELU(_Simple):
+    """scale * (max(0, x) + min(0, alpha (exp(x) - 1)))."""
+    _fn = A.Selu
+
+
+class LeakyReLU(Module):
+    """x for x > 0, negative_slope * x otherwise."""
+
+    def __init__(self, negative_slope=0.01, inplace=False):
+        super().__init__()
+        self.negative_slope = negative_slope
+
+    def forward(self, input):
+        return A.LeakyRelu.apply(input, slope=self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class RReLU(Module):
+    """Randomized leaky ReLU: slopes ~ U(lower, upper) per element in training, the mean
+    slope (lower + upper) / 2 in eval."""
+
+    def __init__(self, lower=1.0 / 8, upper=1.0 / 3, inplace=False):
+        super().__init__()
+        if not 0 <= lower <= upper:
+            raise ValueError(f"RReLU: need 0 <= lower <= upper, got {lower}, {upper}")
+        self.lower, self.upper = lower, upper
+
+    def forward(self, input):
+        return A.rrelu(input, self.lower, self.upper, self.training)
+
+    def extra_repr(self):
+        return f"lower={self.lower}, upper={self.upper}"
+
+
+class PReLU(Module):
+    """max(0, x) + a * min(0, x) with a learnable: one shared value (num_parameters=1) or
+    one per channel (dim 1), initialised to ``init``."""
+
+    def __init__(self, num_parameters=1, init=0.25, device=None, dtype=None):
+        super().__init__()
+        self.num_parameters = num_parameters
+        self.weight = Parameter(full((num_parameters,), float(init), device=device,
+                                     dtype=dtype))
+
+    def forward(self, input):
+        return A.prelu(input, self.weight)
+
+    def extra_repr(self):
+        return f"num_parameters={self.num_parameters}"
+
+
+class ELU(Module):
+    """x for x > 0, alpha (exp(x) - 1) otherwise."""
+
+    def __init__(self, alpha=1.0, inplace=False):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, input):
+        return A.Elu.apply(input, alpha=self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class ISRU(Module):
+    """x / sqrt(1 + alpha x^2)."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, input):
+        return A.Isru.apply(input, alpha=self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class ISRLU(Module):
+    """x for x >= 0, x / sqrt(1 + alpha x^2) otherwise."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, input):
+        return A.Isrlu.apply(input, alpha=self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class Softplus(Module):
+    """(1/beta) log(1 + exp(beta x)); x where beta x > threshold."""
+
+    def __init__(self, beta=1.0, threshold=20.0):
+        super().__init__()
+        self.beta, self.threshold = beta, threshold
+
+    def forward(self, input):
+        return A.Softplus.apply(input, beta=self.beta, threshold=self.threshold)
+
+    def extra_repr(self):
+        return f"beta={self.beta}, threshold={self.threshold}"
+
+
+class GELU(Module):
+    """x * Phi(x) (approximate='tanh' for the tanh formula)."""
+
+    def __init__(self, approximate="none"):
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got "
+                             f"{approximate!r}")
+        self.approximate = approximate
+
+    def forward(self, input):
+        return A.Gelu.apply(input, approximate=self.approximate)
+
+    def extra_repr(self):
+        return f"approximate={self.approximate!r}"
+
+
+class Softmax(Module):
+    """exp(x_i) / sum_j exp(x_j) along ``dim`` (dim=None means the last dim)."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return A.softmax(input, -1 if self.dim is None else self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"
+
+
+class LogSoftmax(Module):
+    """x_i - log sum_j exp(x_j) along ``dim`` (dim=None means the last dim)."""
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, input):
+        return A.log_softmax(input, -1 if self.dim is None else self.dim)
+
+    def extra_repr(self):
+        return f"dim={self.dim}"

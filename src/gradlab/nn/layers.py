@@ -1,0 +1,198 @@
+"""Basic layers: Linear, Identity, Flatten, Dropout, BatchNorm1d, LayerNorm."""
+from __future__ import annotations
+
+import math
+
+from ..autograd.creation import empty, ones, tensor, zeros
+from ..autograd.dtypes import int64
+from ..functional import normalization as _norm
+from ..functional.dropout import Dropout as _DropoutFn
+from ..functional.matmul import Linear as _LinearFn
+from ..functional.shape import flatten as _flatten
+from . import init
+from .module import Module
+from .parameter import Parameter
+
+
+class Identity(Module):
+    """Returns its input unchanged (arguments are accepted and ignored, like PyTorch)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__()
+
+    def forward(self, input):
+        return input
+
+
+class Linear(Module):
+    """y = x W^T + b with W of shape (out_features, in_features).
+
+    PyTorch's default init: W ~ kaiming_uniform_(a=sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)),
+    and b ~ U(-1/sqrt(in), 1/sqrt(in))."""
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
+        super().__init__()
+        for name, v in (("in_features", in_features), ("out_features", out_features)):
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"Linear: {name} must be a non-negative int, got {v!r}")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = Parameter(empty(out_features, in_features, device=device, dtype=dtype))
+        if bias:
+            self.bias = Parameter(empty(out_features, device=device, dtype=dtype))
+        else:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.in_features) if self.in_features > 0 else 0
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, input):
+        b = self.bias
+        if b is None:
+            return _LinearFn.apply(input, self.weight)
+        return _LinearFn.apply(input, self.weight, b)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}")
+
+
+class Flatten(Module):
+    """Flattens dims start_dim..end_dim (default: all but the batch dim)."""
+
+    def __init__(self, start_dim=1, end_dim=-1):
+        super().__init__()
+        self.start_dim = start_dim
+        self.end_dim = end_dim
+
+    def forward(self, input):
+        return _flatten(input, self.start_dim, self.end_dim)
+
+    def extra_repr(self):
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Dropout(Module):
+    """Inverted dropout: in training, zeroes each element with probability p and scales
+    the survivors by 1/(1-p); the identity in eval mode. Masks come from the backend's
+    counter-based generator (identical on CPU and GPU for the same seed)."""
+
+    def __init__(self, p=0.5, inplace=False):
+        super().__init__()
+        if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p!r}")
+        self.p = float(p)
+        self.inplace = inplace
+
+    def forward(self, input):
+        if not self.training or self.p == 0.0:
+            return input
+        return _DropoutFn.apply(input, p=self.p)
+
+    def extra_repr(self):
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+class BatchNorm1d(Module):
+    """Batch normalization over the batch (and length) dims of (N, C) or (N, C, L) input:
+
+        y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias
+
+    Training uses the batch's statistics (biased variance) and updates
+    running_mean/running_var by running = (1 - momentum) running + momentum * batch, with
+    the UNBIASED batch variance (PyTorch's rule); momentum=None gives the cumulative
+    average (momentum = 1 / num_batches_tracked). Eval uses the running statistics."""
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
+                 track_running_stats=True, device=None, dtype=None):
+        super().__init__()
+        self.num_features = num_features
+        self.eps = eps
+        self.momentum = momentum
+        self.affine = affine
+        self.track_running_stats = track_running_stats
+        if affine:
+            self.weight = Parameter(ones(num_features, device=device, dtype=dtype))
+            self.bias = Parameter(zeros(num_features, device=device, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", zeros(num_features, device=device,
+                                                       dtype=dtype))
+            self.register_buffer("running_var", ones(num_features, device=device, dtype=dtype))
+            self.register_buffer("num_batches_tracked", tensor(0, dtype=int64, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self):
+        if self.track_running_stats:
+            self.running_mean.data[...] = 0
+            self.running_var.data[...] = 1
+            self.num_batches_tracked.data[...] = 0
+
+    def reset_parameters(self):
+        self.reset_running_stats()
+        if self.affine:
+            init.ones_(self.weight)
+            init.zeros_(self.bias)
+
+    def forward(self, input):
+        if input.ndim not in (2, 3):
+            raise ValueError(f"BatchNorm1d: expected 2-D (N, C) or 3-D (N, C, L) input, got "
+                             f"shape {tuple(input.shape)}")
+        if input.shape[1] != self.num_features:
+            raise ValueError(f"BatchNorm1d: input has {input.shape[1]} channels (dim 1), "
+                             f"the layer was built for {self.num_features}")
+        if self.training:
+            momentum = self.momentum
+            if self.track_running_stats:
+                self.num_batches_tracked.data += 1
+                if momentum is None:  # cumulative moving average
+                    momentum = 1.0 / float(self.num_batches_tracked.data)
+            return _norm.batch_norm(input, self.running_mean, self.running_var, self.weight,
+                                    self.bias, True, momentum, self.eps)
+        # eval: running statistics, or the batch's when none are tracked
+        return _norm.batch_norm(input, self.running_mean, self.running_var, self.weight,
+                                self.bias, self.running_mean is None, 0.0, self.eps)
+
+    def extra_repr(self):
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+
+class LayerNorm(Module):
+    """Normalizes each sample over its last dims (``normalized_shape``), then applies an
+    elementwise affine map: y = (x - E[x]) / sqrt(Var[x] + eps) * weight + bias."""
+
+    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, bias=True,
+                 device=None, dtype=None):
+        super().__init__()
+        if isinstance(normalized_shape, int):
+            normalized_shape = (normalized_shape,)
+        self.normalized_shape = tuple(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        if elementwise_affine:
+            self.weight = Parameter(ones(self.normalized_shape, device=device, dtype=dtype))
+            if bias:
+                self.bias = Parameter(zeros(self.normalized_shape, device=device, dtype=dtype))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, input):
+        return _norm.layer_norm(input, self.normalized_shape, self.weight, self.bias,
+                                self.eps)
+
+    def extra_repr(self):
+        return (f"{self.normalized_shape}, eps={self.eps}, "
+                f"elementwise_affine={self.elementwise_affine}")

@@ -1,0 +1,61 @@
+"""Adadelta (Zeiler 2012), PyTorch's update rule."""
+from __future__ import annotations
+
+import numpy as np
+
+from .optimizer import Optimizer, check_lr, check_nonneg
+
+
+class Adadelta(Optimizer):
+    r"""Adadelta:
+
+        g = -g if maximize
+        g = g + weight_decay * p
+        v = rho v + (1 - rho) g^2
+        d = sqrt(u + eps) / sqrt(v + eps) * g
+        u = rho u + (1 - rho) d^2
+        p = p - lr d
+
+    Args: lr (1.0), rho (0.9), eps (1e-6), weight_decay (0), maximize (False)."""
+
+    def __init__(self, params, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False):
+        super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
+                                      maximize=maximize))
+
+    def _check_group(self, group):
+        check_lr(group["lr"])
+        if not 0.0 <= group["rho"] <= 1.0:
+            raise ValueError(f"invalid rho: {group['rho']!r} (it must be in [0, 1])")
+        check_nonneg("eps", group["eps"])
+        check_nonneg("weight_decay", group["weight_decay"])
+
+    def _step_group(self, group):
+        params, p_arrays, g_arrays = self._with_grads(group)
+        if not params:
+            return
+        be = params[0]._backend
+        xp = be.xp
+        sq, acc = [], []
+        for p, pa in zip(params, p_arrays):
+            st = self.state[p]
+            if not st:
+                st["step"] = 0
+                st["square_avg"] = xp.zeros_like(pa)
+                st["acc_delta"] = xp.zeros_like(pa)
+            st["step"] += 1
+            sq.append(st["square_avg"])
+            acc.append(st["acc_delta"])
+        be.adadelta_step(p_arrays, g_arrays, sq, acc, lr=group["lr"], rho=group["rho"],
+                         eps=group["eps"], weight_decay=group["weight_decay"],
+                         maximize=group["maximize"])
+
+
+def adadelta_reference(p, g, v, u, *, lr, rho, eps, weight_decay=0.0, maximize=False):
+    """One Adadelta step on NumPy arrays, out of place: returns (p, v, u)."""
+    g = -g if maximize else g
+    g = g + weight_decay * p
+    v = rho * v + (1 - rho) * g * g
+    d = np.sqrt(u + eps) / np.sqrt(v + eps) * g
+    u = rho * u + (1 - rho) * d * d
+    p = p - lr * d
+    return p, v, u

@@ -1,0 +1,64 @@
+"""Adamax (Adam with the infinity norm), written with array ops (no fused kernel)."""
+from __future__ import annotations
+
+import numpy as np
+
+from .optimizer import Optimizer, check_beta, check_lr, check_nonneg
+
+
+class Adamax(Optimizer):
+    r"""Adamax, PyTorch's update rule. With t the step count (from 1):
+
+        g = -g if maximize
+        g = g + weight_decay * p
+        m = beta1 m + (1 - beta1) g
+        u = max(beta2 u, |g| + eps)
+        p = p - lr / (1 - beta1^t) * m / u
+
+    Args: lr (2e-3), betas ((0.9, 0.999)), eps (1e-8), weight_decay (0), maximize (False)."""
+
+    def __init__(self, params, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
+                 maximize=False):
+        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps,
+                                      weight_decay=weight_decay, maximize=maximize))
+
+    def _check_group(self, group):
+        check_lr(group["lr"])
+        check_nonneg("eps", group["eps"])
+        check_nonneg("weight_decay", group["weight_decay"])
+        check_beta("beta1 (betas[0])", group["betas"][0])
+        check_beta("beta2 (betas[1])", group["betas"][1])
+
+    def _step_group(self, group):
+        params, p_arrays, g_arrays = self._with_grads(group)
+        b1, b2 = group["betas"]
+        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        for p, pa, g in zip(params, p_arrays, g_arrays):
+            xp = p._backend.xp
+            st = self.state[p]
+            if not st:
+                st["step"] = 0
+                st["exp_avg"] = xp.zeros_like(pa)
+                st["exp_inf"] = xp.zeros_like(pa)
+            st["step"] += 1
+            if group["maximize"]:
+                g = -g
+            if wd:
+                g = g + wd * pa
+            m, u = st["exp_avg"], st["exp_inf"]
+            m *= b1
+            m += (1 - b1) * g
+            u *= b2
+            xp.maximum(u, xp.abs(g) + eps, out=u)
+            pa -= (lr / (1 - b1 ** st["step"])) * m / u
+
+
+def adamax_reference(p, g, m, u, *, step, lr, beta1, beta2, eps, weight_decay=0.0,
+                     maximize=False):
+    """One Adamax step on NumPy arrays, out of place: returns (p, m, u)."""
+    g = -g if maximize else g
+    g = g + weight_decay * p
+    m = beta1 * m + (1 - beta1) * g
+    u = np.maximum(beta2 * u, np.abs(g) + eps)
+    p = p - lr / (1 - beta1 ** step) * m / u
+    return p, m, u

@@ -1,0 +1,227 @@
+"""Optimizer: the base class (parameter groups, per-parameter state, zero_grad,
+state_dict / load_state_dict in PyTorch's layout).
+
+A subclass declares its defaults, checks its arguments, and writes ``_step_group(group)``.
+Fused optimizers gather the arrays of one group and make ONE backend call for it
+(``param._backend.<name>_step(...)``), so on CUDA one group is one multi-tensor launch.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections import defaultdict
+
+from ..autograd.grad_mode import no_grad
+from ..autograd.tensor import Tensor
+
+
+class _RequiredParameter:
+    def __repr__(self):
+        return "<required parameter>"
+
+
+required = _RequiredParameter()
+
+
+def check_lr(lr):
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0.0:
+        raise ValueError(f"invalid learning rate: {lr!r} (it must be a number >= 0)")
+
+
+def check_nonneg(name, value):
+    if not value >= 0.0:
+        raise ValueError(f"invalid {name}: {value!r} (it must be >= 0)")
+
+
+def check_beta(name, value):
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"invalid {name}: {value!r} (it must be in [0, 1))")
+
+
+class Optimizer:
+    """Base class. ``params`` is an iterable of Parameters, or of dicts (parameter groups)
+    each holding ``params`` and any per-group overrides of ``defaults``."""
+
+    def __init__(self, params, defaults):
+        self.defaults = dict(defaults)
+        self.state = defaultdict(dict)
+        self.param_groups = []
+        if isinstance(params, Tensor):
+            raise TypeError("params must be an iterable of tensors (e.g. model.parameters()) "
+                            "or of dicts, not a single Tensor")
+        groups = list(params)
+        if not groups:
+            raise ValueError(f"{type(self).__name__} got an empty parameter list; pass "
+                             f"model.parameters() of a model that has parameters")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for g in groups:
+            self.add_param_group(g)
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for k in sorted(g):
+                if k != "params":
+                    lines.append(f"    {k}: {g[k]}")
+        return "\n".join(lines) + "\n)"
+
+    def add_param_group(self, param_group):
+        """Add a group of parameters with its own settings (missing ones from defaults)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"a param group must be a dict, got {type(param_group).__name__}")
+        params = param_group["params"]
+        params = [params] if isinstance(params, Tensor) else list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: a parameter group has no parameters")
+        for p in params:
+            if not isinstance(p, Tensor):
+                raise TypeError(f"optimizers can only optimize Tensors, got "
+                                f"{type(p).__name__}")
+            if not p.is_leaf:
+                raise ValueError("can't optimize a non-leaf Tensor (one computed from others);"
+                                 " optimize the leaves it was computed from")
+            if not p.requires_grad:
+                raise ValueError("optimizing a tensor that does not require grad; create it "
+                                 "with requires_grad=True or use gl.nn.Parameter")
+        group = dict(param_group)
+        group["params"] = params
+        for k, v in self.defaults.items():
+            if v is required and k not in group:
+                raise ValueError(f"parameter group didn't specify a value of required "
+                                 f"optimization parameter {k}")
+            group.setdefault(k, v)
+        self._check_group(group)
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in params) or len({id(p) for p in params}) != len(params):
+            raise ValueError("some parameters appear in more than one parameter group (or "
+                             "twice in one)")
+        self.param_groups.append(group)
+
+    def _check_group(self, group):
+        """Argument checks of one group (lr and friends); subclasses extend it."""
+        check_lr(group["lr"])
+
+    def zero_grad(self, set_to_none=True):
+        """Reset the gradients of all optimized parameters: to None (default), or zeros."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    if set_to_none:
+                        p.grad = None
+                    else:
+                        p.grad.data[...] = 0
+
+    def step(self, closure=None):
+        """One update of every parameter that has a gradient. ``closure`` (optional)
+        re-evaluates the model and returns the loss, which step() returns."""
+        loss = None
+        if closure is not None:
+            from ..autograd.grad_mode import enable_grad
+            with enable_grad():
+                loss = closure()
+        with no_grad():
+            for group in self.param_groups:
+                self._step_group(group)
+        return loss
+
+    def _step_group(self, group):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- helpers for subclasses -----------------------------------------------------------
+    @staticmethod
+    def _with_grads(group):
+        """(params, their raw param arrays, raw grad arrays) for the params with a grad."""
+        ps, pa, ga = [], [], []
+        for p in group["params"]:
+            g = p.grad
+            if g is not None:
+                ps.append(p)
+                pa.append(p.data)
+                gd = g.data
+                if not gd.flags.c_contiguous:
+                    gd = g.data = p._backend.xp.ascontiguousarray(gd)
+                ga.append(gd)
+        return ps, pa, ga
+
+    # -- state ----------------------------------------------------------------------------
+    def state_dict(self):
+        """{'state': {index: {name: value}}, 'param_groups': [{..., 'params': [index]}]},
+        with parameters numbered in group order (PyTorch's layout). The state tensors are
+        the live ones (gl.save copies them)."""
+        index = {}
+        groups = []
+        for g in self.param_groups:
+            packed = {k: v for k, v in g.items() if k != "params"}
+            ids = []
+            for p in g["params"]:
+                index.setdefault(id(p), len(index))
+                ids.append(index[id(p)])
+            packed["params"] = ids
+            groups.append(packed)
+        state = {}
+        for g in self.param_groups:
+            for p in g["params"]:
+                if p in self.state and self.state[p]:
+                    state[index[id(p)]] = {
+                        k: (Tensor._wrap(v, p._backend) if isinstance(v, p._backend.ndarray)
+                            else v) for k, v in self.state[p].items()}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict):
+        """Restore state saved by ``state_dict()`` (of an optimizer of the same class over
+        parameters of the same shapes, in the same group layout). State tensors are copied
+        to each parameter's device and dtype."""
+        try:
+            saved_groups = state_dict["param_groups"]
+            saved_state = state_dict["state"]
+        except (KeyError, TypeError):
+            raise ValueError("optimizer state_dict must be a dict with 'state' and "
+                             "'param_groups'") from None
+        if len(saved_groups) != len(self.param_groups):
+            raise ValueError(f"loaded state dict has {len(saved_groups)} parameter groups, "
+                             f"this optimizer has {len(self.param_groups)}")
+        id_map = {}
+        for i, (mine, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            if len(mine["params"]) != len(saved["params"]):
+                raise ValueError(f"parameter group {i} has {len(mine['params'])} parameters "
+                                 f"here but {len(saved['params'])} in the loaded state dict")
+            for p, idx in zip(mine["params"], saved["params"]):
+                id_map[int(idx)] = p
+        new_state = defaultdict(dict)
+        for idx, st in saved_state.items():
+            p = id_map.get(int(idx))
+            if p is None:
+                raise ValueError(f"loaded optimizer state refers to parameter {idx}, which "
+                                 f"no group lists")
+            new_state[p] = {k: _state_value(p, k, v) for k, v in st.items()}
+        self.state = new_state
+        for mine, saved in zip(self.param_groups, saved_groups):
+            for k, v in saved.items():
+                if k != "params":
+                    mine[k] = copy.deepcopy(v) if isinstance(v, (list, dict)) else v
+            if isinstance(mine.get("betas"), list):
+                mine["betas"] = tuple(mine["betas"])
+
+
+def _state_value(p, name, v):
+    """A state entry in the optimizer's internal form: raw arrays on the param's backend
+    (shape-checked), plain numbers otherwise."""
+    if isinstance(v, Tensor) or hasattr(v, "shape") and hasattr(v, "dtype"):
+        arr = v.data if isinstance(v, Tensor) else v
+        be = v._backend if isinstance(v, Tensor) else None
+        if arr.ndim == 0:
+            return arr.item() if be is None or be.device.type == "cpu" else \
+                be.to_numpy(arr).item()
+        if tuple(arr.shape) != tuple(p.shape):
+            raise ValueError(f"optimizer state '{name}' has shape {tuple(arr.shape)} but its "
+                             f"parameter has shape {tuple(p.shape)}")
+        host = be.to_numpy(arr) if be is not None else arr
+        return p._backend.asarray(host, dtype=p.dtype).copy()
+    return v
+
+
+def bias_correction(beta, step):
+    """1 - beta^step."""
+    return 1.0 - math.pow(beta, step)

@@ -1,0 +1,82 @@
+"""RMSprop (Hinton's lecture 6e), PyTorch's variant with optional centering and momentum."""
+from __future__ import annotations
+
+import numpy as np
+
+from .optimizer import Optimizer, check_lr, check_nonneg
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop, PyTorch's update rule:
+
+        g = -g if maximize
+        g = g + weight_decay * p
+        v = alpha v + (1 - alpha) g^2
+        if centered:  a = alpha a + (1 - alpha) g;  avg = sqrt(v - a^2) + eps
+        else:         avg = sqrt(v) + eps
+        if momentum > 0:  b = momentum b + g / avg;  p = p - lr b
+        else:             p = p - lr g / avg
+
+    Args: lr (1e-2), alpha (0.99), eps (1e-8), weight_decay (0), momentum (0),
+    centered (False), maximize (False)."""
+
+    def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0,
+                 centered=False, maximize=False):
+        super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                      momentum=momentum, centered=centered,
+                                      maximize=maximize))
+
+    def _check_group(self, group):
+        check_lr(group["lr"])
+        check_nonneg("eps", group["eps"])
+        check_nonneg("momentum", group["momentum"])
+        check_nonneg("weight_decay", group["weight_decay"])
+        check_nonneg("alpha", group["alpha"])
+
+    def _step_group(self, group):
+        params, p_arrays, g_arrays = self._with_grads(group)
+        if not params:
+            return
+        be = params[0]._backend
+        xp = be.xp
+        use_mom, centered = group["momentum"] > 0, group["centered"]
+        sq, mom, gavg = [], [] if use_mom else None, [] if centered else None
+        state = self.state
+        for p, pa in zip(params, p_arrays):
+            st = state[p]
+            if not st:
+                st["step"] = 0
+                st["square_avg"] = xp.zeros_like(pa)
+            if use_mom and "momentum_buffer" not in st:
+                st["momentum_buffer"] = xp.zeros_like(pa)
+            if centered and "grad_avg" not in st:
+                st["grad_avg"] = xp.zeros_like(pa)
+            st["step"] += 1
+            sq.append(st["square_avg"])
+            if use_mom:
+                mom.append(st["momentum_buffer"])
+            if centered:
+                gavg.append(st["grad_avg"])
+        be.rmsprop_step(p_arrays, g_arrays, sq, mom, gavg, lr=group["lr"],
+                        alpha=group["alpha"], eps=group["eps"],
+                        weight_decay=group["weight_decay"], momentum=group["momentum"],
+                        centered=centered, maximize=group["maximize"])
+
+
+def rmsprop_reference(p, g, v, b, a, *, lr, alpha, eps, weight_decay=0.0, momentum=0.0,
+                      centered=False, maximize=False):
+    """One RMSprop step on NumPy arrays, out of place: returns (p, v, b, a)."""
+    g = -g if maximize else g
+    g = g + weight_decay * p
+    v = alpha * v + (1 - alpha) * g * g
+    if centered:
+        a = alpha * a + (1 - alpha) * g
+        avg = np.sqrt(v - a * a) + eps
+    else:
+        avg = np.sqrt(v) + eps
+    if momentum > 0:
+        b = momentum * b + g / avg
+        p = p - lr * b
+    else:
+        p = p - lr * g / avg
+    return p, v, b, a

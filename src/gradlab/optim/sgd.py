@@ -1,0 +1,84 @@
+"""Stochastic gradient descent with momentum, Nesterov and weight decay."""
+from __future__ import annotations
+
+from .optimizer import Optimizer, check_lr, check_nonneg
+
+
+class SGD(Optimizer):
+    r"""SGD, PyTorch's update rule (torch.optim.SGD). For each parameter p with gradient g:
+
+        g = -g if maximize
+        g = g + weight_decay * p
+        if momentum != 0:
+            b = g                                   on the first step
+            b = momentum * b + (1 - dampening) * g  afterwards
+            g = g + momentum * b  if nesterov  else  b
+        p = p - lr * g
+
+    The course writes momentum as an exponential moving average, v = beta v + (1 - beta) g,
+    p -= lr v. That is this rule with momentum=beta and dampening=1-beta: from the second
+    step on the two buffers follow the same recursion. They differ only in the seed: PyTorch
+    starts with b = g (undamped), the course with v = (1 - beta) g (from v = 0), so b stays
+    larger by beta^(t-1) * beta * g_1 (a transient that decays geometrically). To follow the
+    course exactly, either accept that transient or scale lr by 1/(1 - beta) and use
+    dampening=0 (the classical "heavy ball" form, PyTorch's default).
+
+    Args: lr (default 1e-3), momentum (0), dampening (0), weight_decay (0), nesterov
+    (False; needs momentum > 0 and dampening = 0), maximize (False).
+    """
+
+    def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                 nesterov=False, maximize=False):
+        super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening,
+                                      weight_decay=weight_decay, nesterov=nesterov,
+                                      maximize=maximize))
+
+    def _check_group(self, group):
+        check_lr(group["lr"])
+        check_nonneg("momentum", group["momentum"])
+        check_nonneg("weight_decay", group["weight_decay"])
+        if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
+            raise ValueError("Nesterov momentum requires a momentum > 0 and zero dampening")
+
+    def _step_group(self, group):
+        params, p_arrays, g_arrays = self._with_grads(group)
+        if not params:
+            return
+        be = params[0]._backend
+        kw = dict(lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
+                  nesterov=group["nesterov"], weight_decay=group["weight_decay"],
+                  maximize=group["maximize"])
+        if group["momentum"] == 0:
+            be.sgd_step(p_arrays, g_arrays, None, first_step=False, **kw)
+            return
+        state = self.state
+        old = ([], [], [])
+        new = ([], [], [])
+        xp = be.xp
+        for p, pa, ga in zip(params, p_arrays, g_arrays):
+            st = state[p]
+            buf = st.get("momentum_buffer")
+            if buf is None:  # seeded with the gradient by the kernel (first_step=True)
+                buf = st["momentum_buffer"] = xp.empty_like(pa)
+                dest = new
+            else:
+                dest = old
+            dest[0].append(pa)
+            dest[1].append(ga)
+            dest[2].append(buf)
+        if old[0]:
+            be.sgd_step(*old, first_step=False, **kw)
+        if new[0]:
+            be.sgd_step(*new, first_step=True, **kw)
+
+
+def sgd_reference(p, g, buf, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                  nesterov=False, maximize=False, first_step=True):
+    """One SGD step on NumPy arrays, out of place, formula per line: returns (p, buf)."""
+    g = -g if maximize else g
+    g = g + weight_decay * p
+    if momentum != 0:
+        buf = g.copy() if first_step else momentum * buf + (1 - dampening) * g
+        g = g + momentum * buf if nesterov else buf
+    p = p - lr * g
+    return p, buf
