@@ -49,14 +49,15 @@ def _model_options(p):
                    help="hidden layer widths, comma-separated (default 128,64; '' for none)")
     p.add_argument("--activation", default="relu", choices=list(ACTIVATIONS))
     p.add_argument("--dropout", type=float, default=0.0, metavar="P")
-    p.add_argument("--batchnorm", action="store_true", help="BatchNorm1d after each Linear")
+    p.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=True,
+                   help="BatchNorm1d after each hidden Linear (default on)")
     p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS))
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--momentum", type=float, default=0.0, help="for sgd and rmsprop")
     p.add_argument("--weight-decay", type=float, default=0.0, metavar="WD")
     p.add_argument("--l1", type=float, default=0.0, metavar="LAMBDA",
                    help="L1 penalty on the weight matrices")
-    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--schedule", default="none", choices=list(SCHEDULES))
     p.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
