@@ -86,8 +86,8 @@ def snapshot_state(model):
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
-    epochs. With ``restore_best_weights`` the model ends with the weights of its best epoch.
+    """Stop once ``monitor`` has gone ``patience`` epochs in a row without improving by more
+    than ``min_delta``. With ``restore_best_weights`` the model ends with the weights of its best epoch.
     ``mode`` 'auto' minimizes losses and maximizes accuracies."""
 
     def __init__(self, monitor="val_loss", mode="auto", patience=5, min_delta=0.0,
@@ -114,7 +114,7 @@ class EarlyStopping(Callback):
                 self.best_weights = snapshot_state(self.run.model)
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience:  # Keras' rule: `patience` epochs without improvement
             self.stopped_epoch = epoch
             self.run.stop_training = True
             self.run.stop_reason = (f"early stopping at epoch {epoch}: {self.monitor} did not "

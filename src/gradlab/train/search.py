@@ -325,11 +325,16 @@ def _refit(build, result, X, y, settings):
     result.best_model = model
 
 
-def _settings(scoring, k, val_fraction, epochs, batch_size, standardize, early_stopping,
-              metrics, seed, device):
+def _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
+              early_stopping, metrics, seed, device):
     if scoring not in ("holdout", "kfold"):
         raise ValueError(f"scoring must be 'holdout' or 'kfold', got {scoring!r}")
-    return {"scoring": scoring, "k": k, "val_fraction": val_fraction, "epochs": epochs,
+    from .metrics import resolve_metrics
+    valid = ["val_loss"] + [f"val_{name}" for name, _ in resolve_metrics(metrics)]
+    if metric not in valid:
+        raise ValueError(f"metric {metric!r} is not recorded; valid choices: "
+                         f"{', '.join(valid)}")
+    return {"metric": metric, "scoring": scoring, "k": k, "val_fraction": val_fraction, "epochs": epochs,
             "batch_size": batch_size, "standardize": standardize,
             "early_stopping": early_stopping, "metrics": tuple(metrics), "seed": seed,
             "split_seed": seed, "device": device}
@@ -353,7 +358,7 @@ def grid_search(build, space, dataset, *, scoring="holdout", k=3, val_fraction=0
     processes (``build`` must then be a module-level function). Returns a SearchResult;
     with ``refit`` the best configuration is retrained on all of ``dataset``."""
     X, y = _arrays(dataset)
-    settings = _settings(scoring, k, val_fraction, epochs, batch_size, standardize,
+    settings = _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
                          early_stopping, metrics, seed, device)
     return _search(build, grid_configs(space), X, y, metric=metric,
                    mode=_metric_mode(metric, mode), n_trials=n_trials,
@@ -372,7 +377,7 @@ def random_search(build, space, dataset, *, n_trials=20, time_budget=None,
     if n_trials is None and time_budget is None:
         raise ValueError("random_search needs a budget: n_trials, time_budget or both")
     X, y = _arrays(dataset)
-    settings = _settings(scoring, k, val_fraction, epochs, batch_size, standardize,
+    settings = _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
                          early_stopping, metrics, seed, device)
     return _search(build, random_configs(space, seed), X, y, metric=metric,
                    mode=_metric_mode(metric, mode), n_trials=n_trials,
