@@ -16,12 +16,14 @@ class SGD(Optimizer):
         p = p - lr * g
 
     The course writes momentum as an exponential moving average, v = beta v + (1 - beta) g,
-    p -= lr v. That is this rule with momentum=beta and dampening=1-beta: from the second
-    step on the two buffers follow the same recursion. They differ only in the seed: PyTorch
-    starts with b = g (undamped), the course with v = (1 - beta) g (from v = 0), so b stays
-    larger by beta^(t-1) * beta * g_1 (a transient that decays geometrically). To follow the
-    course exactly, either accept that transient or scale lr by 1/(1 - beta) and use
-    dampening=0 (the classical "heavy ball" form, PyTorch's default).
+    p -= lr v. In PyTorch's parameters that is momentum=beta and dampening=beta (NOT
+    1 - beta: PyTorch multiplies the gradient by 1 - dampening, so 1 - dampening must equal
+    1 - beta). From the second step on both buffers follow the same recursion
+    b = beta b + (1 - beta) g. Only the seed differs: PyTorch starts with b_1 = g_1
+    (undamped), the course with v_1 = (1 - beta) g_1 (from v_0 = 0), so
+    b_t - v_t = beta^t g_1, a transient that decays geometrically. Equivalently, the course
+    form equals PyTorch's default heavy ball (dampening=0) run with lr * (1 - beta), up to
+    the same first-step seed.
 
     Args: lr (default 1e-3), momentum (0), dampening (0), weight_decay (0), nesterov
     (False; needs momentum > 0 and dampening = 0), maximize (False).
