@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import reference
+from . import cpu_jit, reference
 from .base import Backend, Device
 
 
@@ -29,12 +29,14 @@ class NumpyBackend(Backend):
     def scatter_add(self, target, index, values):
         np.add.at(target, index, values)
 
-    # Fused kernel entry points: the NumPy references (see reference.py for the formulas).
-    sgd_step = staticmethod(reference.sgd_step)
-    adam_step = staticmethod(reference.adam_step)
-    rmsprop_step = staticmethod(reference.rmsprop_step)
-    adagrad_step = staticmethod(reference.adagrad_step)
-    adadelta_step = staticmethod(reference.adadelta_step)
+    # Fused kernel entry points. Optimizer steps use the one-pass numba kernels when numba
+    # is installed (cpu_jit.py), else the NumPy references (reference.py: the formulas).
+    _optim = cpu_jit if cpu_jit.AVAILABLE else reference
+    sgd_step = staticmethod(_optim.sgd_step)
+    adam_step = staticmethod(_optim.adam_step)
+    rmsprop_step = staticmethod(_optim.rmsprop_step)
+    adagrad_step = staticmethod(_optim.adagrad_step)
+    adadelta_step = staticmethod(_optim.adadelta_step)
     dropout_forward = staticmethod(reference.dropout_forward)
     dropout_backward = staticmethod(reference.dropout_backward)
     softmax_cross_entropy = staticmethod(reference.softmax_cross_entropy)
