@@ -72,3 +72,194 @@ def mlp_forward_backward(sizes, batch):
                 p.grad = None
 
     return gl_step, torch_step
+
+
+# -- issue 6: the full suite --------------------------------------------------------------------
+def mlp_train_step(sizes, batch):
+    """One training step: forward, backward, Adam step (ReLU MLP, cross-entropy, float32)."""
+    weights, biases, x, y = mlp_data(sizes, batch)
+    nn = gl.nn
+
+    def build_gl():
+        layers = []
+        for k, (w, b) in enumerate(zip(weights, biases)):
+            lin = nn.Linear(w.shape[1], w.shape[0])
+            with gl.no_grad():
+                lin.weight.copy_(gl.tensor(w))
+                lin.bias.copy_(gl.tensor(b))
+            layers.append(lin)
+            if k < len(weights) - 1:
+                layers.append(nn.ReLU())
+        return nn.Sequential(*layers)
+
+    model = build_gl()
+    opt = gl.optim.Adam(model.parameters(), lr=1e-3)
+    gx, gy = gl.tensor(x), gl.tensor(y)
+    loss_fn = nn.CrossEntropyLoss()
+
+    def gl_step():
+        opt.zero_grad()
+        loss_fn(model(gx), gy).backward()
+        opt.step()
+
+    torch_step = None
+    if torch is not None:
+        layers = []
+        for k, (w, b) in enumerate(zip(weights, biases)):
+            lin = torch.nn.Linear(w.shape[1], w.shape[0])
+            with torch.no_grad():
+                lin.weight.copy_(torch.tensor(w))
+                lin.bias.copy_(torch.tensor(b))
+            layers.append(lin)
+            if k < len(weights) - 1:
+                layers.append(torch.nn.ReLU())
+        tmodel = torch.nn.Sequential(*layers)
+        topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
+        tx, ty = torch.tensor(x), torch.tensor(y)
+        tloss = torch.nn.CrossEntropyLoss()
+
+        def torch_step():
+            topt.zero_grad()
+            tloss(tmodel(tx), ty).backward()
+            topt.step()
+
+    flops = 6 * batch * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))  # fwd 2, bwd 4
+    return gl_step, torch_step, flops
+
+
+OPTIMIZERS = {
+    "SGD": (dict(lr=0.01, momentum=0.9), 12),       # bytes/param moved (fp32): p r/w, g, buf r/w
+    "Adam": (dict(lr=1e-3), 28),
+    "AdamW": (dict(lr=1e-3, weight_decay=0.01), 28),
+    "RMSprop": (dict(lr=1e-3), 20),
+    "Adagrad": (dict(lr=1e-2), 20),
+    "Adadelta": (dict(lr=1.0), 28),
+}
+
+
+def optimizer_step(name, total, n_tensors, seed=0):
+    """``optimizer.step()`` alone on ``total`` float32 parameters in ``n_tensors`` tensors."""
+    kwargs, _ = OPTIMIZERS[name]
+    rng = np.random.default_rng(seed)
+    sizes = [total // n_tensors] * n_tensors
+    data = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    grads = [rng.standard_normal(n).astype(np.float32) * 1e-3 for n in sizes]
+    params = [gl.nn.Parameter(gl.tensor(d)) for d in data]
+    for p, g in zip(params, grads):
+        p.grad = gl.tensor(g)
+    opt = getattr(gl.optim, name)(params, **kwargs)
+    torch_step = None
+    if torch is not None:
+        tparams = [torch.tensor(d, requires_grad=True) for d in data]
+        for p, g in zip(tparams, grads):
+            p.grad = torch.tensor(g)
+        extra = {"fused": True} if name in ("Adam", "AdamW", "SGD", "Adagrad") else \
+            {"foreach": True}
+        topt = getattr(torch.optim, name)(tparams, **kwargs, **extra)
+        torch_step = topt.step
+    return opt.step, torch_step
+
+
+def softmax_ce(batch, classes, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, classes)).astype(np.float32)
+    y = rng.integers(0, classes, batch)
+    gx = gl.tensor(x, requires_grad=True)
+    gy = gl.tensor(y)
+    F = gl.nn.functional
+
+    def gl_fn():
+        F.cross_entropy(gx, gy).backward()
+        gx.grad = None
+
+    torch_fn = None
+    if torch is not None:
+        tx = torch.tensor(x, requires_grad=True)
+        ty = torch.tensor(y)
+
+        def torch_fn():
+            torch.nn.functional.cross_entropy(tx, ty).backward()
+            tx.grad = None
+
+    return gl_fn, torch_fn, 2 * x.nbytes  # read logits, write the gradient
+
+
+def dropout_fwd_bwd(n, p=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(n).astype(np.float32)
+    gx = gl.tensor(x, requires_grad=True)
+    F = gl.nn.functional
+
+    def gl_fn():
+        F.dropout(gx, p, training=True).sum().backward()
+        gx.grad = None
+
+    torch_fn = None
+    if torch is not None:
+        tx = torch.tensor(x, requires_grad=True)
+
+        def torch_fn():
+            torch.nn.functional.dropout(tx, p, training=True).sum().backward()
+            tx.grad = None
+
+    return gl_fn, torch_fn
+
+
+def elementwise_chain(n=16, length=10):
+    """A chain of small elementwise ops: the per-op overhead, against bare NumPy."""
+    x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    gx = gl.tensor(x)
+
+    def gl_fn():
+        y = gx
+        for _ in range(length):
+            y = y * 1.0001
+        return y
+
+    def numpy_fn():
+        y = x
+        for _ in range(length):
+            y = y * 1.0001
+        return y
+
+    return gl_fn, numpy_fn
+
+
+def gemm_roofline(m, k, n):
+    """NumPy's float32 GEMM rate at one shape, in FLOP/s (what the training step can reach)."""
+    import time
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((k, n)).astype(np.float32)
+    a @ b
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(5):
+            a @ b
+        best = min(best, (time.perf_counter() - t0) / 5)
+    return 2 * m * k * n / best
+
+
+def copy_bandwidth(nbytes=256 << 20):
+    """Bytes per second moved by a large copy (read + write)."""
+    import time
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * nbytes / best
+
+
+def training_flop_rate(sizes, batch):
+    """The GEMM roofline of one training step: its FLOPs at NumPy's rate for each GEMM."""
+    total_time = 0.0
+    for i, o in zip(sizes[:-1], sizes[1:]):
+        flops = 2 * batch * i * o
+        for shape in ((batch, i, o), (batch, o, i), (o, batch, i)):  # fwd, dx, dW
+            total_time += flops / gemm_roofline(*shape)
+    return 3 * 2 * batch * sum(i * o for i, o in zip(sizes[:-1], sizes[1:])) / total_time

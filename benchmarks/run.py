@@ -13,7 +13,9 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import cases  # noqa: E402
-from benchmarks.harness import compare, machine_info, torch, write_results  # noqa: E402
+from benchmarks.harness import (_fmt, compare, machine_info, torch,  # noqa: E402
+                                write_results)
+from benchmarks.cases import copy_bandwidth  # noqa: E402
 
 
 def main(argv=None):
@@ -22,20 +24,66 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"))
     parser.add_argument("--tag", default="cpu", help="machine tag for the file name")
+    parser.add_argument("--shapes", nargs="*", default=list(cases.MLP_SHAPES),
+                        help="training-step shapes to run (default: all four)")
     args = parser.parse_args(argv)
     rounds = 5 if args.quick else 15
     if torch is not None:
         torch.set_num_threads(os.cpu_count() or 1)
     results = []
+
+    def record(result):
+        results.append(result)
+        ratio = "n/a" if result.ratio is None else f"{result.ratio:.2f}"
+        notes = "  ".join(f"{k}={v}" for k, v in result.extra.items())
+        print(f"{result.case:48s} gradlab {_fmt(result.gradlab_s):>10s}   torch "
+              f"{_fmt(result.torch_s):>10s}   ratio {ratio:>5s}  {notes}", flush=True)
+
+    bandwidth = copy_bandwidth()
+    print(f"copy bandwidth: {bandwidth / 1e9:.1f} GB/s", flush=True)
+
     for shape in ("tiny", "small"):
         sizes, batch = cases.MLP_SHAPES[shape]
         gl_fn, th_fn = cases.mlp_forward_backward(sizes, batch)
-        r = compare(f"mlp fwd+bwd {'-'.join(map(str, sizes))} b{batch}", gl_fn, th_fn,
-                    rounds=rounds)
-        results.append(r)
-        print(f"{r.case:45s} gradlab {r.gradlab_s * 1e6:9.1f} us   torch "
-              f"{(r.torch_s or 0) * 1e6:9.1f} us   ratio "
-              f"{'n/a' if r.ratio is None else f'{r.ratio:.2f}'}", flush=True)
+        record(compare(f"mlp fwd+bwd {'-'.join(map(str, sizes))} b{batch}", gl_fn, th_fn,
+                       rounds=rounds))
+
+    for shape in args.shapes:
+        sizes, batch = cases.MLP_SHAPES[shape]
+        gl_fn, th_fn, flops = cases.mlp_train_step(sizes, batch)
+        r = compare(f"train step {'-'.join(map(str, sizes))} b{batch}", gl_fn, th_fn,
+                    rounds=rounds, target_s=0.05)
+        roof = cases.training_flop_rate(sizes, batch)
+        r.extra.update(gflops=round(flops / r.gradlab_s / 1e9, 2),
+                       gemm_roofline_fraction=round(flops / r.gradlab_s / roof, 3))
+        record(r)
+
+    for total, n_tensors in ((10_000_000, 10), (1_000_000, 100)):
+        for name, (_, bytes_per_param) in cases.OPTIMIZERS.items():
+            gl_fn, th_fn = cases.optimizer_step(name, total, n_tensors)
+            r = compare(f"{name} step {total // 1_000_000}M params / {n_tensors} tensors",
+                        gl_fn, th_fn, rounds=rounds, target_s=0.05)
+            r.extra.update(bandwidth_fraction=round(
+                bytes_per_param * total / r.gradlab_s / bandwidth, 3))
+            record(r)
+
+    for batch, classes in ((4096, 10), (512, 32000)):
+        gl_fn, th_fn, nbytes = cases.softmax_ce(batch, classes)
+        r = compare(f"softmax-CE fwd+bwd {batch}x{classes}", gl_fn, th_fn, rounds=rounds)
+        r.extra.update(bandwidth_fraction=round(nbytes / r.gradlab_s / bandwidth, 3))
+        record(r)
+
+    gl_fn, th_fn = cases.dropout_fwd_bwd(16 * 1024 * 1024)
+    record(compare("dropout fwd+bwd 16M", gl_fn, th_fn, rounds=max(3, rounds // 3),
+                   target_s=0.2))
+
+    gl_fn, np_fn = cases.elementwise_chain()
+    r = compare("10 small elementwise ops (vs bare NumPy)", gl_fn, None, rounds=rounds)
+    base = compare("bare numpy", np_fn, None, rounds=rounds)
+    r.extra.update(numpy_s=base.gradlab_s, overhead_vs_numpy=round(r.gradlab_s /
+                                                                   base.gradlab_s, 2))
+    record(r)
+
     stem = os.path.join(args.out, f"{args.tag}-{datetime.date.today().isoformat()}")
     write_results(results, stem, "gradlab benchmarks", machine_info())
     print(f"wrote {stem}.json and {stem}.md")
