@@ -23,7 +23,6 @@ fsynced, then renamed over the target.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import struct
@@ -56,7 +55,7 @@ def save(obj, f):
     blobs = []
     root = _encode(obj, blobs, 0)
     entries, chunks, pos = [], [], 0
-    for arr, device, requires_grad, kind in blobs:
+    for arr, device, requires_grad, _kind in blobs:
         pad = (-pos) % _ALIGN
         if pad:
             chunks.append(b"\0" * pad)

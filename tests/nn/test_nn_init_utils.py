@@ -7,8 +7,13 @@ import pytest
 import gradlab as gl
 import gradlab.nn as nn
 from gradlab.nn import init
-from gradlab.nn.utils import (clip_grad_norm_, clip_grad_value_, elastic_net_penalty,
-                              l1_penalty, l2_penalty)
+from gradlab.nn.utils import (
+    clip_grad_norm_,
+    clip_grad_value_,
+    elastic_net_penalty,
+    l1_penalty,
+    l2_penalty,
+)
 
 
 def _np(t):

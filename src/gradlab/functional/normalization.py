@@ -11,7 +11,6 @@ the gradient is the classic
 from __future__ import annotations
 
 from ..autograd.function import Function
-from ..autograd.tensor import Tensor
 
 
 class _Normalize(Function):

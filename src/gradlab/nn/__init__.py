@@ -11,4 +11,12 @@ from .loss import (BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, GaussianNLLLoss
 from .module import Module
 from .parameter import Parameter
 
-__all__ = [n for n in dir() if not n.startswith("_")]
+__all__ = [
+    "ArcTan", "BCELoss", "BCEWithLogitsLoss", "BatchNorm1d", "BinaryStep", "BipolarReLU",
+    "CrossEntropyLoss", "Dropout", "ELU", "Flatten", "GELU", "GaussianNLLLoss",
+    "HingeEmbeddingLoss", "HuberLoss", "ISRLU", "ISRU", "Identity", "KLDivLoss", "L1Loss",
+    "LayerNorm", "LeakyReLU", "Linear", "LogSoftmax", "MSELoss", "Module", "ModuleDict",
+    "ModuleList", "MultiMarginLoss", "NLLLoss", "PReLU", "Parameter", "PoissonNLLLoss", "RReLU",
+    "ReLU", "SELU", "SQNL", "Sequential", "SiLU", "Sigmoid", "SmoothL1Loss", "Softmax",
+    "Softplus", "Softsign", "Tanh", "functional", "init", "utils",
+]

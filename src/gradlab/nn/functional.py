@@ -15,4 +15,12 @@ from ..functional.shape import flatten
 atan = arctan
 swish = silu
 
-__all__ = [n for n in dir() if not n.startswith("_")]
+__all__ = [
+    "arctan", "atan", "batch_norm", "binary_cross_entropy", "binary_cross_entropy_with_logits",
+    "binary_step", "bipolar_relu", "cross_entropy", "dropout", "elu", "flatten",
+    "gaussian_nll_loss", "gelu", "hinge_embedding_loss", "huber_loss", "identity", "isrlu",
+    "isru", "kl_div", "l1_loss", "layer_norm", "leaky_relu", "linear", "log_softmax",
+    "mse_loss", "multi_margin_loss", "nll_loss", "poisson_nll_loss", "prelu", "relu", "rrelu",
+    "selu", "sigmoid", "silu", "smooth_l1_loss", "softmax", "softplus", "softsign", "sqnl",
+    "swish", "tanh",
+]
