@@ -119,5 +119,5 @@ def test_idx_rejects_bad_magic_and_size(tmp_path):
 
 def test_load_dataset_unknown_name_lists_choices():
     with pytest.raises(ValueError, match="valid choices: digits, spirals, moons, circles, "
-                                         "csv:PATH, npz:PATH, idx:PATH"):
+                                         "csv:PATH, npz:PATH, idx:DIR"):
         load_dataset("mnist")

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 
 import gradlab as gl
-from gradlab.data import (DataLoader, Dataset, Subset, TensorDataset, dataset_arrays,
-                          random_split)
+from gradlab.data import DataLoader, Dataset, Subset, TensorDataset, dataset_arrays, random_split
 
 
 def _ds(n=10):

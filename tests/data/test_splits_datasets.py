@@ -2,9 +2,21 @@
 import numpy as np
 import pytest
 
-from gradlab.data import (GaussianNoise, KFold, RandomShift, RepeatedKFold, StandardScaler,
-                          TensorDataset, load_digits, make_circles, make_moons, make_spirals,
-                          smote, stratified_indices, train_test_split)
+from gradlab.data import (
+    GaussianNoise,
+    KFold,
+    RandomShift,
+    RepeatedKFold,
+    StandardScaler,
+    TensorDataset,
+    load_digits,
+    make_circles,
+    make_moons,
+    make_spirals,
+    smote,
+    stratified_indices,
+    train_test_split,
+)
 
 
 def test_digits_are_the_uci_set():

@@ -7,8 +7,16 @@ import pytest
 import gradlab as gl
 from gradlab import nn
 from gradlab.data import DataLoader, TensorDataset, make_moons
-from gradlab.train import (Callback, CSVLogger, EarlyStopping, ModelCheckpoint,
-                           NonFiniteLossError, evaluate, fit, predict)
+from gradlab.train import (
+    Callback,
+    CSVLogger,
+    EarlyStopping,
+    ModelCheckpoint,
+    NonFiniteLossError,
+    evaluate,
+    fit,
+    predict,
+)
 
 
 def _problem(n=200, seed=0):

@@ -11,9 +11,18 @@ import gradlab as gl
 from gradlab import nn
 from gradlab.cli.model import build_trial
 from gradlab.data import TensorDataset, make_moons
-from gradlab.train import (cross_validate, fit, grid_search, int_range, loguniform,
-                           parse_space, plot_decision_boundary, plot_history, random_search,
-                           uniform)
+from gradlab.train import (
+    cross_validate,
+    fit,
+    grid_search,
+    int_range,
+    loguniform,
+    parse_space,
+    plot_decision_boundary,
+    plot_history,
+    random_search,
+    uniform,
+)
 from gradlab.train.search import grid_configs, random_configs
 
 

@@ -122,6 +122,7 @@ def cmd_train(args):
         check_writable(args.out)
     device = _device(args.device)
     import gradlab as gl
+
     from ..data import DataLoader, TensorDataset
     from ..train import CSVLogger, EarlyStopping, ModelCheckpoint, evaluate, fit
     from ..train.loop import NonFiniteLossError
@@ -359,6 +360,7 @@ def _version(module):
 def cmd_info(args):
     """Versions, the selected device, CuPy/GPU status and which kernels compile."""
     import gradlab as gl
+
     from ..backend import cuda_status, default_device
     print(f"gradlab {gl.__version__} ({os.path.dirname(gl.__file__)})")
     print(f"python {platform.python_version()} on {platform.platform()}")

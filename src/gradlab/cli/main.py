@@ -69,6 +69,7 @@ def build_parser():
     parser = _Parser(prog="gradlab", description="Train and tune MLPs with gradlab.")
     sub = parser.add_subparsers(dest="command", metavar="{train,search,info,bench}",
                                 parser_class=_Parser)
+    parser.commands = sub.choices  # name -> sub-parser, to report unknown options there
 
     train = sub.add_parser("train", help="train an MLP and report its test accuracy",
                            description="Train an MLP (default: on the bundled digits) and "
@@ -110,7 +111,10 @@ def build_parser():
 def main(argv=None):
     """Entry point of the ``gradlab`` console script; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        target = parser.commands.get(args.command, parser)
+        target.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2

@@ -10,7 +10,7 @@ BUILTIN = {"digits": lambda seed: load_digits(),
            "moons": lambda seed: make_moons(600, seed=seed),
            "circles": lambda seed: make_circles(600, seed=seed)}
 FILE_KINDS = ("csv", "npz", "idx")
-CHOICES = tuple(BUILTIN) + tuple(f"{k}:PATH" for k in FILE_KINDS)
+CHOICES = tuple(BUILTIN) + ("csv:PATH", "npz:PATH", "idx:DIR")
 
 
 def load_dataset(spec, *, seed=0, label=-1):

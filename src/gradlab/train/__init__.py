@@ -1,14 +1,28 @@
 """gl.train: the fit loop, callbacks, metrics, cross-validation, hyper-parameter search
 and plots."""
-from .callbacks import (Callback, CSVLogger, EarlyStopping, LRScheduler, ModelCheckpoint,
-                        snapshot_state)
+from .callbacks import (
+                        Callback,
+                        CSVLogger,
+                        EarlyStopping,
+                        LRScheduler,
+                        ModelCheckpoint,
+                        snapshot_state,
+)
 from .cv import CVResult, cross_validate
 from .history import History
 from .loop import NonFiniteLossError, evaluate, fit, predict
 from .metrics import METRICS, accuracy
 from .plots import plot_decision_boundary, plot_history
-from .search import (SearchResult, choice, grid_search, int_range, loguniform, parse_space,
-                     random_search, uniform)
+from .search import (
+                        SearchResult,
+                        choice,
+                        grid_search,
+                        int_range,
+                        loguniform,
+                        parse_space,
+                        random_search,
+                        uniform,
+)
 
 __all__ = ["fit", "evaluate", "predict", "History", "NonFiniteLossError", "Callback",
            "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LRScheduler", "snapshot_state",

@@ -87,8 +87,8 @@ def snapshot_state(model):
 
 class EarlyStopping(Callback):
     """Stop once ``monitor`` has gone ``patience`` epochs in a row without improving by more
-    than ``min_delta``. With ``restore_best_weights`` the model ends with the weights of its best epoch.
-    ``mode`` 'auto' minimizes losses and maximizes accuracies."""
+    than ``min_delta``. With ``restore_best_weights`` the model ends with the weights of its
+    best epoch. ``mode`` 'auto' minimizes losses and maximizes accuracies."""
 
     def __init__(self, monitor="val_loss", mode="auto", patience=5, min_delta=0.0,
                  restore_best_weights=True):

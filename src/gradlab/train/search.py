@@ -334,8 +334,8 @@ def _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
     if metric not in valid:
         raise ValueError(f"metric {metric!r} is not recorded; valid choices: "
                          f"{', '.join(valid)}")
-    return {"metric": metric, "scoring": scoring, "k": k, "val_fraction": val_fraction, "epochs": epochs,
-            "batch_size": batch_size, "standardize": standardize,
+    return {"metric": metric, "scoring": scoring, "k": k, "val_fraction": val_fraction,
+            "epochs": epochs, "batch_size": batch_size, "standardize": standardize,
             "early_stopping": early_stopping, "metrics": tuple(metrics), "seed": seed,
             "split_seed": seed, "device": device}
 

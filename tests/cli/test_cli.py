@@ -1,0 +1,178 @@
+"""The real `gradlab` entry point, run in a subprocess (`python -m gradlab`)."""
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import gradlab as gl
+
+
+def gradlab(*args, cwd=None, timeout=120):
+    env = {**os.environ, "GRADLAB_DEVICE": "cpu"}
+    return subprocess.run([sys.executable, "-m", "gradlab", *args], capture_output=True,
+                          text=True, cwd=cwd, timeout=timeout, env=env)
+
+
+def _no_traceback(proc):
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+
+
+def test_default_train_reaches_97_percent_on_digits():
+    proc = gradlab("train", timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    line = proc.stdout.strip().splitlines()[-1]
+    assert line.startswith("test accuracy: ")
+    accuracy = float(line.split()[2])
+    seconds = float(line.split(", ")[-1].split()[0])
+    assert accuracy >= 0.97, line
+    assert seconds < 30, line
+
+
+def test_train_out_dir_writes_metrics_history_checkpoint_and_plots(tmp_path):
+    out = tmp_path / "run"
+    proc = gradlab("train", "--dataset", "spirals", "--hidden", "32,32", "--epochs", "4",
+                   "--batch-size", "64", "--lr", "0.01", "--schedule", "cosine", "--out",
+                   str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("\n") == 1  # --quiet: only the result line
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "epochs_run", "best_epoch", "train_seconds",
+                "device", "config"):
+        assert key in metrics
+    assert metrics["epochs_run"] == 4 and metrics["device"] == "cpu"
+    assert metrics["config"]["hidden"] == [32, 32] and metrics["config"]["schedule"] == "cosine"
+    rows = list(csv.DictReader((out / "history.csv").open()))
+    assert [r["epoch"] for r in rows] == ["1", "2", "3", "4"]
+    best = min(rows, key=lambda r: float(r["val_loss"]))
+    assert int(best["epoch"]) == metrics["best_epoch"]
+    state = gl.load(str(out / metrics["checkpoint"]))
+    assert state["0.weight"].shape == (32, 2)
+    for png in ("curves.png", "decision_boundary.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_train_options_csv_dataset_and_early_stopping(tmp_path):
+    path = tmp_path / "data.csv"
+    lines = ["f1,f2,cls"] + [f"{i % 7},{(i * 3) % 5},{int(i % 7 > 3)}" for i in range(80)]
+    path.write_text("\n".join(lines) + "\n")
+    proc = gradlab("train", "--dataset", f"csv:{path}", "--label", "cls", "--optimizer", "sgd",
+                   "--momentum", "0.9", "--lr", "0.05", "--activation", "tanh", "--dropout",
+                   "0.1", "--no-batchnorm", "--weight-decay", "1e-4", "--l1", "1e-4",
+                   "--epochs", "30", "--early-stopping", "2", "--schedule", "plateau",
+                   "--val-split", "0.2", "--seed", "3")
+    assert proc.returncode == 0, proc.stderr
+    assert "80 samples, 2 features, 2 classes" in proc.stdout
+    assert "test accuracy:" in proc.stdout
+
+
+def test_unknown_dataset_lists_choices():
+    proc = gradlab("train", "--dataset", "mnist")
+    assert proc.returncode == 2
+    assert "unknown dataset 'mnist'; valid choices: digits, spirals, moons, circles, " \
+           "csv:PATH, npz:PATH, idx:DIR" in proc.stderr
+    _no_traceback(proc)
+
+
+def test_unknown_option_and_choice_list_the_valid_ones():
+    proc = gradlab("train", "--bogus", "1")
+    assert proc.returncode == 2 and "unrecognized arguments: --bogus 1" in proc.stderr
+    assert "valid options:" in proc.stderr and "--early-stopping" in proc.stderr
+    proc = gradlab("train", "--optimizer", "lbfgs")
+    assert proc.returncode == 2 and "invalid choice: 'lbfgs'" in proc.stderr
+    assert "adam" in proc.stderr and "rmsprop" in proc.stderr
+
+
+@pytest.mark.skipif(gl.cuda.is_available(), reason="a GPU is present")
+def test_device_cuda_without_gpu_is_a_clear_error_exit_2():
+    proc = gradlab("train", "--device", "cuda")
+    assert proc.returncode == 2
+    assert "CUDA is unavailable" in proc.stderr and "device='cpu'" in proc.stderr
+    _no_traceback(proc)
+
+
+def test_unwritable_out_fails_before_training(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("keep me")
+    proc = gradlab("train", "--out", str(blocker / "sub"))
+    assert proc.returncode == 2 and "cannot be written" in proc.stderr
+    assert "gradlab train: digits" not in proc.stdout  # nothing started
+    assert blocker.read_text() == "keep me"
+    _no_traceback(proc)
+
+
+def test_bad_csv_names_line_and_column(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text("a,b,y\n1,2,0\n1,x,1\n")
+    proc = gradlab("train", "--dataset", f"csv:{path}")
+    assert proc.returncode == 2 and "line 3, column 2 ('b'): 'x' is not a number" in proc.stderr
+    _no_traceback(proc)
+
+
+def test_bad_values_are_errors():
+    proc = gradlab("train", "--hidden", "64,abc")
+    assert proc.returncode == 2 and "'abc' is not an integer" in proc.stderr
+    proc = gradlab("train", "--val-split", "1.5")
+    assert proc.returncode == 2 and "--val-split must be in [0, 1)" in proc.stderr
+
+
+def test_nan_loss_stops_with_epoch_and_batch_exit_1(tmp_path):
+    proc = gradlab("train", "--optimizer", "sgd", "--lr", "1e30", "--no-batchnorm",
+                   "--epochs", "3", "--out", str(tmp_path))
+    assert proc.returncode == 1
+    assert "training stopped: loss is nan at epoch 1, batch" in proc.stderr
+    _no_traceback(proc)
+
+
+def test_search_from_flags_writes_sorted_results(tmp_path):
+    results = tmp_path / "res.csv"
+    proc = gradlab("search", "--dataset", "moons", "--method", "grid", "--param",
+                   "lr=0.001|0.05", "--param", "hidden=8|16,16", "--epochs", "3",
+                   "--no-batchnorm", "--results", str(results), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(results.open()))
+    assert len(rows) == 4 and [r["rank"] for r in rows] == ["1", "2", "3", "4"]
+    scores = [float(r["score"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    assert {r["hidden"] for r in rows} == {"8", "16,16"}
+    assert "best val_accuracy" in proc.stdout and "test accuracy" in proc.stdout
+
+
+def test_search_from_json_spec(tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"method": "random", "trials": 2, "scoring": "kfold",
+                                "folds": 2, "space": {"lr": {"loguniform": [1e-3, 1e-1]},
+                                                      "dropout": [0.0, 0.2]}}))
+    results = tmp_path / "res.csv"
+    proc = gradlab("search", "--dataset", "circles", "--spec", str(spec), "--epochs", "2",
+                   "--results", str(results), "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(results.open()))
+    assert len(rows) == 2 and all(1e-3 <= float(r["lr"]) <= 1e-1 for r in rows)
+
+
+def test_search_bad_param_lists_names():
+    proc = gradlab("search", "--param", "colour=red")
+    assert proc.returncode == 2 and "valid names: hidden, activation" in proc.stderr
+
+
+def test_info_reports_versions_device_and_kernels():
+    proc = gradlab("info")
+    assert proc.returncode == 0, proc.stderr
+    assert f"gradlab {gl.__version__}" in proc.stdout and "numpy" in proc.stdout
+    assert "selected device (auto): cpu" in proc.stdout  # GRADLAB_DEVICE=cpu in gradlab()
+    assert "CUDA: " in proc.stdout and "kernels" in proc.stdout
+
+
+def test_no_command_prints_help():
+    proc = gradlab()
+    assert proc.returncode == 2 and "train" in proc.stdout and "search" in proc.stdout
+
+
+def test_bench_without_the_suite_says_where_it_lives(monkeypatch, capsys):
+    from gradlab.cli import commands
+    monkeypatch.setattr(commands, "_find_benchmarks", lambda: None)
+    assert commands.cmd_bench(type("Args", (), {"full": False})()) == 2
+    assert "benchmarks/run.py not found" in capsys.readouterr().err
