@@ -25,21 +25,20 @@ from .anomaly import creation_trace
 from .tensor import Tensor
 
 _FREED = object()
+_grad_state = grad_mode._state
 
 
 class Function:
     # Set per node by apply():
-    #   backend           the Backend of the inputs (ctx.xp is its array module)
+    #   backend, xp       the Backend of the inputs and its array module
     #   next_functions    per input: the input's grad_fn, the leaf Tensor itself, or None
     #   needs_input_grad  per input: whether backward must produce its gradient
     #   saved_tensors     what forward saved (``_FREED`` once the graph is released)
     #   _saved_versions   ((version counter, value at save time, input position), ...)
 
+    # Class-level defaults, so apply() need not set them on every node.
+    saved_tensors = ()
     _saved_versions = ()
-
-    @property
-    def xp(self):
-        return self.backend.xp
 
     def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -72,13 +71,12 @@ class Function:
         if backend is None:
             raise TypeError(f"{cls.__name__}.apply needs at least one Tensor argument")
         ctx.backend = backend
-        ctx.saved_tensors = ()
+        ctx.xp = backend.xp
         out = ctx.forward(*arrays, **kwargs)
         out_backend = ctx.backend  # forward may move the result (ToDevice)
-        if not isinstance(out, out_backend.ndarray):
-            out = out_backend.xp.asarray(out)
-        if not needs_grad or not grad_mode._state.enabled:
-            ctx.saved_tensors = ()
+        if out.__class__ is not out_backend.ndarray and not isinstance(out, out_backend.ndarray):
+            out = out_backend.xp.asarray(out)  # NumPy returns scalars for 0-d results
+        if not needs_grad or not _grad_state.enabled:
             return Tensor._wrap(out, out_backend)
         edges = []
         needs = []
@@ -91,7 +89,7 @@ class Function:
                 needs.append(False)
         ctx.next_functions = edges
         ctx.needs_input_grad = needs
-        if grad_mode._state.anomaly:
+        if _grad_state.anomaly:
             ctx._creation_trace = creation_trace()
         result = Tensor._wrap(out, out_backend, ctx)
         if ctx.saved_tensors:
