@@ -123,7 +123,9 @@ class Logsumexp(Function):
         ctx.axes, ctx.keepdim = axes, keepdim
         m = x.max(axis=axes, keepdims=True)
         m = xp.where(xp.isfinite(m), m, 0)
-        out = xp.log(xp.exp(x - m).sum(axis=axes, keepdims=True)) + m
+        total = xp.exp(x - m).sum(axis=axes, keepdims=True)
+        # A slice of all -inf sums to 0: its logsumexp is -inf (without a log(0) warning).
+        out = xp.where(total > 0, xp.log(xp.where(total > 0, total, 1)) + m, -xp.inf)
         ctx.save_for_backward(x, out)
         return out if keepdim else out.squeeze(axes) if axes else out.reshape(())
 
