@@ -18,3 +18,7 @@ from .functional import (abs, add, all, any, argmax, argmin, broadcast_to, cat, 
                          tanh, transpose, unsqueeze, var, view, where)
 
 __version__ = "0.1.0"
+# The upper layers come after the core they build on.
+from . import nn, optim  # noqa: E402
+from . import data, train  # noqa: E402
+from .serialization import SerializationError, load, save  # noqa: E402
