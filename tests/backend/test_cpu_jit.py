@@ -1,5 +1,5 @@
 """The numba optimizer steps (used on the CPU when numba is installed) against the NumPy
-references, on mixed sizes, empty and large tensors included."""
+references, on mixed sizes that take both the serial and the parallel builds."""
 import numpy as np
 import pytest
 
@@ -7,7 +7,7 @@ from gradlab.backend import cpu_jit, reference
 
 pytestmark = pytest.mark.skipif(not cpu_jit.AVAILABLE, reason="numba is not installed")
 
-SIZES = [1, 7, 0, 33, (1 << 17) + 5]
+SIZES = [1, 7, 0, 33, cpu_jit.PARALLEL_MIN + 5]
 
 CASES = {
     "adam": ("adam_step", 3, dict(step=3, lr=1e-2, beta1=0.9, beta2=0.99, eps=1e-8,

@@ -5,13 +5,16 @@ make one (read p, g and the state once, write them once), which is what PyTorch'
 CPU Adam does. They are used when numba imports and ``GRADLAB_NO_JIT`` is unset; results
 match the references to rounding (tests hold them together). Formulas: see base.py.
 
-Kernels are compiled with ``parallel=True``: numba's parallel loops are also the ones it
-vectorizes here (a serial build of the same loop measured 8x slower on 10M elements).
+Each kernel body is compiled twice. Large tensors use the ``parallel=True`` build (numba's
+parallel loops are also the ones it vectorizes here: a serial build measured 8x slower on
+10M elements). Small tensors use the serial build: waking the thread pool for a bias of
+ten elements measured several milliseconds on a loaded machine, more than the update.
 """
 from __future__ import annotations
 
 import math
 import os
+import types
 
 from . import checks
 
@@ -25,6 +28,7 @@ except ImportError:  # numba is an optional accelerator
     prange = range
 
 AVAILABLE = numba is not None
+PARALLEL_MIN = 1 << 16  # elements from which a tensor's update uses every core
 
 
 # Flags are resolved outside the element loops (one loop per case) and the sign of
@@ -122,15 +126,21 @@ _KERNELS = {}
 if AVAILABLE:
     for _name, _body in (("adam", _adam_body), ("sgd", _sgd_body), ("rmsprop", _rmsprop_body),
                          ("adagrad", _adagrad_body), ("adadelta", _adadelta_body)):
-        _KERNELS[_name] = numba.njit(cache=True, nogil=True, parallel=True)(_body)
+        # A renamed copy for the serial build: numba's disk cache is keyed by the function's
+        # qualified name, and the two builds must not load each other's cache entries.
+        _serial = types.FunctionType(_body.__code__, _body.__globals__, _name + "_serial")
+        _serial.__qualname__ = _body.__qualname__ + "_serial"
+        _KERNELS[_name] = (numba.njit(cache=True, nogil=True)(_serial),
+                           numba.njit(cache=True, nogil=True, parallel=True)(_body))
 
 
 def _run(name, tensors, *scalars):
-    """Apply kernel ``name`` to each tensor's flat views."""
-    kernel = _KERNELS[name]
+    """Apply kernel ``name`` to each tensor's flat views (serial or parallel by size)."""
+    serial, parallel = _KERNELS[name]
     for arrays in tensors:
-        if arrays[0].size:
-            kernel(*arrays, *scalars)
+        n = arrays[0].size
+        if n:
+            (parallel if n >= PARALLEL_MIN else serial)(*arrays, *scalars)
 
 
 def _flat(arrays, i, fallback):
