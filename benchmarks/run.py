@@ -13,9 +13,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import cases  # noqa: E402
-from benchmarks.harness import (Result, _fmt, compare, machine_info,  # noqa: E402
-                                torch, write_results)
 from benchmarks.cases import copy_bandwidth  # noqa: E402
+from benchmarks.harness import Result, _fmt, compare, machine_info, torch, write_results  # noqa: E402
 
 
 def main(argv=None):

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import gradlab as gl
+from gradlab.autograd import Function, Tensor
 from gradlab.backend import Device
 from gradlab.backend.numpy_backend import NumpyBackend
-from gradlab.autograd import Function, Tensor
 from tests.conftest import to_numpy
 
 
@@ -213,7 +213,7 @@ def test_ops_across_devices_fail_naming_both():
     with pytest.raises(RuntimeError, match="cpu and cuda:7"):
         gl.matmul(a, b)
     with pytest.raises(RuntimeError, match="cpu and cuda:7"):
-        a < b
+        _ = a < b
     assert a.data.tolist() == [1.0, 1.0] and b.data.tolist() == [1.0, 1.0]
 
 

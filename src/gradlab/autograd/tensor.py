@@ -12,6 +12,7 @@ from ..backend import Device, get_backend
 from . import grad_mode
 from .dtypes import bool_, float32, int64
 
+
 class Tensor:
     """An n-dimensional array that can record the operations applied to it.
 

@@ -1,8 +1,16 @@
 """Backend layer: the only place that knows whether arrays live on the CPU or a GPU."""
 from .base import Backend, Device, RandomState
 from .cuda_kernels import KernelCompileError, kernel_dir, kernel_report
-from .registry import (DeviceUnavailableError, cpu_backend, cuda_status, default_device,
-                       get_backend, loaded_backends, manual_seed, resolve_device)
+from .registry import (
+                       DeviceUnavailableError,
+                       cpu_backend,
+                       cuda_status,
+                       default_device,
+                       get_backend,
+                       loaded_backends,
+                       manual_seed,
+                       resolve_device,
+)
 
 __all__ = ["Backend", "Device", "RandomState", "DeviceUnavailableError", "cpu_backend",
            "cuda_status", "default_device", "get_backend", "loaded_backends", "manual_seed",

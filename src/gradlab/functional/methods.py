@@ -8,7 +8,11 @@ from __future__ import annotations
 from ..autograd.dtypes import as_dtype
 from ..autograd.tensor import Tensor
 from ..backend import Device, get_backend
-from . import activation, elementwise as ew, matmul as mm, reduce as red, shape as sh
+from . import activation
+from . import elementwise as ew
+from . import matmul as mm
+from . import reduce as red
+from . import shape as sh
 
 
 def _reflected(fn):
