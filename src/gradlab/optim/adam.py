@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .optimizer import Optimizer, check_beta, check_lr, check_nonneg
+from .optimizer import Optimizer, check_adam_family
 
 
 class Adam(Optimizer):
@@ -31,12 +31,7 @@ class Adam(Optimizer):
                                       maximize=maximize))
 
     def _check_group(self, group):
-        check_lr(group["lr"])
-        check_nonneg("eps", group["eps"])
-        check_nonneg("weight_decay", group["weight_decay"])
-        b1, b2 = group["betas"]
-        check_beta("beta1 (betas[0])", b1)
-        check_beta("beta2 (betas[1])", b2)
+        check_adam_family(group)
 
     def _step_group(self, group):
         params, p_arrays, g_arrays = self._with_grads(group)

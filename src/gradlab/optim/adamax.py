@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .optimizer import Optimizer, check_beta, check_lr, check_nonneg
+from .optimizer import Optimizer, check_adam_family
 
 
 class Adamax(Optimizer):
@@ -23,11 +23,7 @@ class Adamax(Optimizer):
                                       weight_decay=weight_decay, maximize=maximize))
 
     def _check_group(self, group):
-        check_lr(group["lr"])
-        check_nonneg("eps", group["eps"])
-        check_nonneg("weight_decay", group["weight_decay"])
-        check_beta("beta1 (betas[0])", group["betas"][0])
-        check_beta("beta2 (betas[1])", group["betas"][1])
+        check_adam_family(group)
 
     def _step_group(self, group):
         params, p_arrays, g_arrays = self._with_grads(group)

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .optimizer import Optimizer, check_beta, check_lr, check_nonneg
+from .optimizer import Optimizer, check_adam_family, check_nonneg
 
 
 class NAdam(Optimizer):
@@ -34,12 +34,8 @@ class NAdam(Optimizer):
                                       maximize=maximize))
 
     def _check_group(self, group):
-        check_lr(group["lr"])
-        check_nonneg("eps", group["eps"])
-        check_nonneg("weight_decay", group["weight_decay"])
+        check_adam_family(group)
         check_nonneg("momentum_decay", group["momentum_decay"])
-        check_beta("beta1 (betas[0])", group["betas"][0])
-        check_beta("beta2 (betas[1])", group["betas"][1])
 
     def _step_group(self, group):
         params, p_arrays, g_arrays = self._with_grads(group)

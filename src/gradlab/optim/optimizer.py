@@ -38,6 +38,15 @@ def check_beta(name, value):
         raise ValueError(f"invalid {name}: {value!r} (it must be in [0, 1))")
 
 
+def check_adam_family(group):
+    """The arguments Adam, AdamW, Adamax, NAdam and RAdam share: lr, eps, weight_decay, betas."""
+    check_lr(group["lr"])
+    check_nonneg("eps", group["eps"])
+    check_nonneg("weight_decay", group["weight_decay"])
+    check_beta("beta1 (betas[0])", group["betas"][0])
+    check_beta("beta2 (betas[1])", group["betas"][1])
+
+
 class Optimizer:
     """Base class. ``params`` is an iterable of Parameters, or of dicts (parameter groups)
     each holding ``params`` and any per-group overrides of ``defaults``."""
