@@ -1,5 +1,5 @@
 """The numba optimizer steps (used on the CPU when numba is installed) against the NumPy
-references, on mixed sizes that take both the serial and the parallel builds."""
+references, on mixed sizes, below and above the size from which every thread is used."""
 import numpy as np
 import pytest
 

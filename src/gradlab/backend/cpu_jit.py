@@ -5,16 +5,15 @@ make one (read p, g and the state once, write them once), which is what PyTorch'
 CPU Adam does. They are used when numba imports and ``GRADLAB_NO_JIT`` is unset; results
 match the references to rounding (tests hold them together). Formulas: see base.py.
 
-Each kernel body is compiled twice. Large tensors use the ``parallel=True`` build (numba's
-parallel loops are also the ones it vectorizes here: a serial build measured 8x slower on
-10M elements). Small tensors use the serial build: waking the thread pool for a bias of
-ten elements measured several milliseconds on a loaded machine, more than the update.
+Kernels are built with ``parallel=True``: numba's parallel loops are also the ones it
+vectorizes here (a serial build of the same loop measured 8-16x slower). Small tensors run
+that build on the calling thread alone: waking the thread pool for a bias of ten elements
+measured several milliseconds on a loaded machine, more than the update itself.
 """
 from __future__ import annotations
 
 import math
 import os
-import types
 
 from . import checks
 
@@ -28,7 +27,7 @@ except ImportError:  # numba is an optional accelerator
     prange = range
 
 AVAILABLE = numba is not None
-PARALLEL_MIN = 1 << 16  # elements from which a tensor's update uses every core
+PARALLEL_MIN = 1 << 16  # elements from which a tensor's update uses every thread
 
 
 # Flags are resolved outside the element loops (one loop per case) and the sign of
@@ -126,21 +125,26 @@ _KERNELS = {}
 if AVAILABLE:
     for _name, _body in (("adam", _adam_body), ("sgd", _sgd_body), ("rmsprop", _rmsprop_body),
                          ("adagrad", _adagrad_body), ("adadelta", _adadelta_body)):
-        # A renamed copy for the serial build: numba's disk cache is keyed by the function's
-        # qualified name, and the two builds must not load each other's cache entries.
-        _serial = types.FunctionType(_body.__code__, _body.__globals__, _name + "_serial")
-        _serial.__qualname__ = _body.__qualname__ + "_serial"
-        _KERNELS[_name] = (numba.njit(cache=True, nogil=True)(_serial),
-                           numba.njit(cache=True, nogil=True, parallel=True)(_body))
+        _KERNELS[_name] = numba.njit(cache=True, nogil=True, parallel=True)(_body)
 
 
 def _run(name, tensors, *scalars):
-    """Apply kernel ``name`` to each tensor's flat views (serial or parallel by size)."""
-    serial, parallel = _KERNELS[name]
-    for arrays in tensors:
-        n = arrays[0].size
-        if n:
-            (parallel if n >= PARALLEL_MIN else serial)(*arrays, *scalars)
+    """Apply kernel ``name`` to each tensor's flat views; small tensors on one thread."""
+    kernel = _KERNELS[name]
+    all_threads = current = numba.get_num_threads()
+    try:
+        for arrays in tensors:
+            n = arrays[0].size
+            if not n:
+                continue
+            wanted = all_threads if n >= PARALLEL_MIN else 1
+            if wanted != current:
+                numba.set_num_threads(wanted)
+                current = wanted
+            kernel(*arrays, *scalars)
+    finally:
+        if current != all_threads:
+            numba.set_num_threads(all_threads)
 
 
 def _flat(arrays, i, fallback):
