@@ -16,6 +16,8 @@ from .main import UsageError
 from .model import ACTIVATIONS, OPTIMIZERS, SCHEDULES, build_trial, parse_hidden
 
 CHECKPOINT = "best_model.gl"
+RUN_ARGS = "run_args.json"  # the options of a run with --out, so that --resume can reuse them
+_NOT_RESUMED = ("command", "resume", "out", "quiet")
 
 
 # -- shared pieces ---------------------------------------------------------------------------
@@ -117,9 +119,15 @@ def _say(args, *text):
 # -- gradlab train ---------------------------------------------------------------------------
 def cmd_train(args):
     """Train an MLP on the chosen dataset; print (and with --out, write) the test result."""
+    if args.resume:
+        _load_run_args(args)
     _check_ranges(args)
+    if args.checkpoint_every is not None and args.checkpoint_every < 1:
+        raise UsageError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.out:
         check_writable(args.out)
+        if not args.resume:
+            _save_run_args(args)
     device = _device(args.device)
     import gradlab as gl
 
@@ -149,7 +157,9 @@ def cmd_train(args):
     checkpoint = None
     if args.out:
         checkpoint = os.path.join(args.out, CHECKPOINT)
-        callbacks += [CSVLogger(os.path.join(args.out, "history.csv")),
+        # (history.csv is rewritten whole from the History at the end of the run)
+        callbacks += [CSVLogger(os.path.join(args.out, "history.csv"),
+                                append=bool(args.resume)),
                       ModelCheckpoint(checkpoint, monitor=monitor, save_best_only=True)]
 
     layers = "-".join(str(s) for s in [data["features"], *config["hidden"], data["classes"]])
@@ -161,7 +171,10 @@ def cmd_train(args):
     try:
         history = fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=args.epochs,
                       scheduler=scheduler, callbacks=callbacks, device=device,
-                      verbose=0 if args.quiet else 1, l1=args.l1, monitor=monitor)
+                      verbose=0 if args.quiet else 1, l1=args.l1, monitor=monitor,
+                      checkpoint_dir=args.out or None,
+                      checkpoint_every=(args.checkpoint_every or len(train_loader))
+                      if args.out else None, resume=bool(args.resume))
     except NonFiniteLossError as exc:
         kept = f"; the last good checkpoint is kept in {checkpoint}" if checkpoint and \
             os.path.exists(checkpoint) else ""
@@ -182,6 +195,36 @@ def cmd_train(args):
           f"{metrics['test_samples']} samples, best epoch {best.best_epoch} of "
           f"{len(history)}, {train_seconds:.1f} s on {device})", flush=True)
     return 0
+
+
+def _save_run_args(args):
+    saved = {k: v for k, v in vars(args).items() if k not in _NOT_RESUMED}
+    path = os.path.join(args.out, RUN_ARGS)
+    with open(path + ".tmp", "w") as f:
+        json.dump(saved, f, indent=2)
+        f.write("\n")
+    os.replace(path + ".tmp", path)
+
+
+def _load_run_args(args):
+    """Take the resumed run's options from DIR/run_args.json; --out becomes DIR."""
+    path = os.path.join(args.resume, RUN_ARGS)
+    try:
+        with open(path) as f:
+            saved = json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"--resume {args.resume!r}: no {RUN_ARGS} there; resume a directory "
+                         "that a `gradlab train --out DIR` run wrote") from None
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--resume: {path} cannot be read ({exc})") from None
+    if not isinstance(saved, dict):
+        raise UsageError(f"--resume: {path} is not a JSON object")
+    if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
+        raise UsageError("--resume DIR continues in DIR; drop --out (or give the same DIR)")
+    for k, v in saved.items():
+        if k not in _NOT_RESUMED and hasattr(args, k):
+            setattr(args, k, v)
+    args.out = args.resume
 
 
 def _write_outputs(out, metrics, history, data, model):

@@ -78,6 +78,12 @@ def build_parser():
     _model_options(train)
     train.add_argument("--out", metavar="DIR",
                        help="write metrics.json, history.csv, best_model.gl, curves.png here")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
+                       help="with --out, write a crash-safe checkpoint (ckpt-*.gl) every STEPS "
+                            "optimizer steps (default: once per epoch)")
+    train.add_argument("--resume", metavar="DIR",
+                       help="continue the run whose --out was DIR from its newest checkpoint, "
+                            "with that run's options, to the same result as if never stopped")
     train.add_argument("--quiet", action="store_true", help="print only the result line")
 
     search = sub.add_parser("search", help="grid or random hyper-parameter search",
@@ -120,13 +126,16 @@ def main(argv=None):
         return 2
     from ..backend import DeviceUnavailableError
     from ..data.files import DataFormatError
+    from ..serialization import SerializationError
+    from ..train.checkpoint import CheckpointError
     from ..train.loop import NonFiniteLossError
     from . import commands
     from .model import ConfigError
     try:
         return getattr(commands, f"cmd_{args.command}")(args)
     except (UsageError, ConfigError, DataFormatError, DeviceUnavailableError,
-            FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+            FileNotFoundError, IsADirectoryError, NotADirectoryError, CheckpointError,
+            SerializationError) as exc:
         print(f"gradlab {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except NonFiniteLossError as exc:

@@ -127,11 +127,15 @@ class EarlyStopping(Callback):
             self.run.model.load_state_dict(self.best_weights)
 
     def state_dict(self):
-        return {"best": self.tracker.best, "wait": self.wait, "best_epoch": self.best_epoch}
+        # The best weights travel too: a resumed run must still be able to restore them.
+        return {"best": self.tracker.best, "wait": self.wait, "best_epoch": self.best_epoch,
+                "best_weights": self.best_weights, "stopped_epoch": self.stopped_epoch}
 
     def load_state_dict(self, state):
         self.tracker.best, self.wait = state["best"], state["wait"]
         self.best_epoch = state["best_epoch"]
+        self.best_weights = state.get("best_weights")
+        self.stopped_epoch = state.get("stopped_epoch")
 
 
 class ModelCheckpoint(Callback):

@@ -7,6 +7,7 @@ import time
 
 from ..autograd import no_grad
 from ..backend import get_backend
+from . import checkpoint as ckpt
 from .callbacks import Callback, LRScheduler
 from .history import History
 from .metrics import resolve_metrics
@@ -109,7 +110,8 @@ def predict(model, x, batch_size=1024):
 
 def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, scheduler=None,
         callbacks=(), metrics=("accuracy",), device=None, verbose=1, *, l1=0.0,
-        on_nonfinite="raise", monitor=None):
+        on_nonfinite="raise", monitor=None, checkpoint_dir=None, checkpoint_every=None,
+        resume=False):
     """Train ``model`` for ``epochs`` passes over ``train_loader``; returns a ``History``.
 
     Each batch: ``out = model(x)``, ``loss = loss_fn(out, y)`` (+ ``l1`` * sum |w| over weight
@@ -128,6 +130,13 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
       training and records the reason in ``history.stop_reason``; 'skip_batch' drops that
       batch and goes on. Callbacks' ``on_train_end`` runs in every case, so checkpoints
       already written stay the last good ones.
+    - ``checkpoint_dir``/``checkpoint_every``: every ``checkpoint_every`` optimizer steps
+      (and once at the end) write a crash-safe checkpoint (see ``gl.train.checkpoint``)
+      with the model, optimizer, callbacks (scheduler included), History, epoch, batch,
+      the loader's shuffling state and every RNG state. ``resume=True`` continues from the
+      newest usable checkpoint there, mid-epoch included, so that a killed and resumed run
+      ends with the same weights, bit for bit on the CPU, as one never interrupted. Build
+      the model, optimizer, scheduler, loaders and callbacks exactly as for the first run.
     """
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -136,6 +145,12 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                          f"{on_nonfinite!r}")
     if l1 < 0:
         raise ValueError(f"l1 must be >= 0, got {l1}")
+    if checkpoint_every is not None and (int(checkpoint_every) != checkpoint_every
+                                         or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be a positive integer (steps), got "
+                         f"{checkpoint_every!r}")
+    if (checkpoint_every is not None or resume) and checkpoint_dir is None:
+        raise ValueError("checkpoint_every and resume need checkpoint_dir")
     if len(train_loader) == 0:
         raise ValueError("train_loader yields no batches (is drop_last=True with a "
                          "batch_size larger than the dataset?)")
@@ -158,18 +173,42 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
         cb.set_run(run)
     for cb in callbacks:
         cb.on_train_begin()
+    # Where a resumed run picks up: (epoch, batches of it already done, their totals).
+    first_epoch, skip, carried, done = 1, 0, None, False
+    if resume:
+        first_epoch, skip, carried, done = _resume(checkpoint_dir, run, callbacks, train_loader)
+
+    def save_checkpoint(epoch, batch, loader_state, totals, count, lr, finished):
+        ckpt.write(checkpoint_dir, {
+            "epoch": epoch, "batch": batch, "step": run.step, "epochs": int(epochs),
+            "finished": finished, "stop_reason": run.stop_reason,
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "callbacks": [cb.state_dict() for cb in callbacks],
+            "callback_types": [type(cb).__name__ for cb in callbacks],
+            "history": history.state_dict(), "loader": loader_state,
+            "totals": dict(totals), "count": count, "lr": lr, "rng": ckpt.rng_states()})
+
     try:
-        for epoch in range(1, int(epochs) + 1):
+        for epoch in range(first_epoch, 1 if done else int(epochs) + 1):
             run.epoch = epoch
-            for cb in callbacks:
-                cb.on_epoch_begin(epoch)
+            # The loader's generator before it draws this epoch's order: resuming replays
+            # the order from it and skips the batches already trained on.
+            loader_state = train_loader.state_dict() if checkpoint_dir is not None else None
+            if epoch != first_epoch or not skip:
+                for cb in callbacks:
+                    cb.on_epoch_begin(epoch)
             start = time.perf_counter()
             lr = _lr(optimizer)
             model.train()
             totals = {"loss": 0.0, **{name: 0.0 for name, _ in fns}}
             count = 0
+            if epoch == first_epoch and carried is not None:
+                totals, count, lr = carried
             bar = _progress(len(train_loader), f"epoch {epoch}/{epochs}", verbose)
             for b, batch in enumerate(train_loader, 1):
+                if epoch == first_epoch and b <= skip:
+                    # Drawn (so transforms consume the same random numbers) but not trained.
+                    continue
                 x, y = (_to_device(t, device) for t in batch[:2])
                 out = model(x)
                 loss = loss_fn(out, y)
@@ -199,6 +238,8 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                 count += n
                 for cb in callbacks:
                     cb.on_batch_end(b, value)
+                if checkpoint_every and run.step % checkpoint_every == 0:
+                    save_checkpoint(epoch, b, loader_state, totals, count, lr, False)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{totals['loss'] / count:.4f}", refresh=False)
@@ -220,11 +261,39 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                       flush=True)
             if run.stop_training:
                 break
+        if checkpoint_dir is not None and not done:
+            save_checkpoint(run.epoch, len(train_loader), train_loader.state_dict(), {}, 0,
+                            _lr(optimizer), True)
     finally:
         history.stop_reason = run.stop_reason
         for cb in callbacks:
             cb.on_train_end()
     return history
+
+
+def _resume(directory, run, callbacks, loader):
+    """Load the newest usable checkpoint into the run's objects; returns
+    (epoch to start at, batches of it to skip, (totals, count, lr) or None, finished)."""
+    path, state = ckpt.latest(directory)
+    types = [type(cb).__name__ for cb in callbacks]
+    if state["callback_types"] != types:
+        raise ckpt.CheckpointError(
+            f"resume: {path} was written with callbacks {state['callback_types']} but this "
+            f"run has {types}; pass the same callbacks (and scheduler) as the first run")
+    if state["epochs"] > run.epochs:
+        raise ckpt.CheckpointError(f"resume: {path} is from a run of {state['epochs']} "
+                                   f"epochs, more than epochs={run.epochs}")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    for cb, cb_state in zip(callbacks, state["callbacks"]):
+        cb.load_state_dict(cb_state)
+    run.history.load_state_dict(state["history"])
+    run.step, run.epoch, run.stop_reason = state["step"], state["epoch"], state["stop_reason"]
+    if state["finished"]:
+        return state["epoch"], 0, None, True
+    loader.load_state_dict(state["loader"])
+    ckpt.restore_rng(state["rng"])
+    return state["epoch"], state["batch"], (state["totals"], state["count"], state["lr"]), False
 
 
 def _summary(logs, epochs):
