@@ -181,6 +181,15 @@ def test_resume_with_every_checkpoint_unusable_is_an_error_naming_them(tmp_path)
         _tiny_fit(tmp_path, epochs=1, resume=True)
 
 
+def test_resume_removes_a_partial_write_left_by_a_kill_and_ignores_it(tmp_path):
+    _tiny_fit(tmp_path, epochs=1)
+    good = ckpt.list_checkpoints(tmp_path)[-1]
+    partial = tmp_path / ".ckpt-0000000099.gl.k3j2x.tmp"  # gl.save's temporary name
+    partial.write_bytes(open(good, "rb").read()[:100])
+    path, _ = ckpt.latest(tmp_path)
+    assert path == good and not partial.exists()
+
+
 def test_a_gradlab_file_that_is_not_a_checkpoint_is_refused(tmp_path):
     gl.save({"weight": gl.zeros(2)}, tmp_path / "ckpt-0000000001.gl")
     with pytest.raises(ckpt.CheckpointError, match="not a training checkpoint"):

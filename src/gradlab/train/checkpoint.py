@@ -23,6 +23,7 @@ from ..serialization import SerializationError, load, save
 KIND = "gradlab.train.checkpoint"
 VERSION = 1
 _NAME = re.compile(r"^ckpt-(\d{10})\.gl$")
+_PARTIAL = re.compile(r"^\.ckpt-\d{10}\.gl\..+\.tmp$")  # gl.save's temporary file
 _KEEP = 2  # the newest and the one before it, in case the newest turns out unreadable
 
 
@@ -77,6 +78,7 @@ def latest(directory):
     A newer file that cannot be read is reported with a warning (never used) and left in
     place for inspection; raises CheckpointError when no file is usable."""
     paths = list_checkpoints(directory)
+    _remove_partial_writes(directory)
     if not paths:
         raise CheckpointError(f"resume: no checkpoint (ckpt-*.gl) in {directory!r}; train "
                               "with checkpoint_dir/--out first, or drop resume")
@@ -92,6 +94,21 @@ def latest(directory):
         return path, state
     raise CheckpointError(f"resume: no usable checkpoint in {directory!r}:\n  "
                           + "\n  ".join(errors))
+
+
+def _remove_partial_writes(directory):
+    # A process killed inside gl.save leaves its temporary file behind; nothing else ever
+    # reads it, and the run being resumed is the only writer of this directory.
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if _PARTIAL.match(name):
+            try:
+                os.unlink(os.path.join(directory, name))
+            except OSError:
+                pass
 
 
 def rng_states():
