@@ -112,7 +112,21 @@ def _remove_partial_writes(directory):
 
 
 def rng_states():
-    return [{"device": str(b.device), "state": b.random.get_state()} for b in loaded_backends()]
+    out = []
+    for backend in loaded_backends():
+        r = backend.random
+        try:
+            state = r.get_state()
+        except Exception:
+            state = None
+        if state is None or not isinstance(state.get("generator"), dict):
+            # CuPy's generators expose no portable state (``bit_generator.state`` is a
+            # method there). Keep the seed and the counter-based (Philox) stream that
+            # dropout draws from; the generator itself restarts from its seed.
+            state = {"seed": r.seed, "generator": None, "philox_key": r.philox_key,
+                     "philox_offset": r.philox_offset}
+        out.append({"device": str(backend.device), "state": state})
+    return out
 
 
 def restore_rng(saved):
@@ -125,4 +139,10 @@ def restore_rng(saved):
             if entry["device"] == "cpu":
                 raise
             continue
-        backend.random.set_state(entry["state"])
+        state = entry["state"]
+        if state["generator"] is None:  # see rng_states
+            backend.random.reseed(state["seed"])
+            backend.random.philox_key = state["philox_key"]
+            backend.random.philox_offset = state["philox_offset"]
+        else:
+            backend.random.set_state(state)
