@@ -171,3 +171,13 @@ def test_deeply_nested_forgery_is_an_error_not_a_crash():
 def test_serialization_error_is_a_value_error():
     assert issubclass(SerializationError, ValueError)
     assert gl.SerializationError is SerializationError
+
+
+def test_save_refuses_to_replace_a_device_or_directory(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(gl.SerializationError, match="not a regular file"):
+        gl.save({"a": 1}, str(fifo))
+    assert fifo.is_fifo()  # still the FIFO, not replaced by a file
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        gl.save({"a": 1}, str(tmp_path))

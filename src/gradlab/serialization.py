@@ -85,6 +85,12 @@ def save(obj, f):
         f.write(digest.digest())
         return
     path = os.fspath(f)
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"gl.save: {path!r} is a directory; give a file path inside it")
+    if os.path.exists(path) and not os.path.isfile(path):
+        # The atomic rename would replace a device or FIFO (e.g. /dev/null) with a file.
+        raise SerializationError(f"gl.save: {path!r} exists and is not a regular file; "
+                                 "give the path of a regular file, or an open file object")
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
                                dir=directory)
