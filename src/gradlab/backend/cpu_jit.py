@@ -18,6 +18,12 @@ import numpy as np
 
 from . import checks
 
+# numba's OpenMP pool busy-waits between parallel loops by default; in a training step those
+# spinning threads take the cores NumPy's BLAS needs for the next GEMM (measured: the
+# 784-512-256-10 step went from 16 ms to 4.7 ms with passive waiting on 2 cores). libgomp
+# reads this once, when numba first loads it; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 try:
     if os.environ.get("GRADLAB_NO_JIT"):
         raise ImportError("GRADLAB_NO_JIT is set")
