@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .optimizer import Optimizer, check_adam_family
+from .optimizer import Optimizer, check_adam_family, effective_grad
 
 
 class Adamax(Optimizer):
@@ -28,7 +28,7 @@ class Adamax(Optimizer):
     def _step_group(self, group):
         params, p_arrays, g_arrays = self._with_grads(group)
         b1, b2 = group["betas"]
-        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        lr, eps = group["lr"], group["eps"]
         for p, pa, g in zip(params, p_arrays, g_arrays):
             xp = p._backend.xp
             st = self.state[p]
@@ -37,10 +37,7 @@ class Adamax(Optimizer):
                 st["exp_avg"] = xp.zeros_like(pa)
                 st["exp_inf"] = xp.zeros_like(pa)
             st["step"] += 1
-            if group["maximize"]:
-                g = -g
-            if wd:
-                g = g + wd * pa
+            g = effective_grad(pa, g, group)
             m, u = st["exp_avg"], st["exp_inf"]
             m *= b1
             m += (1 - b1) * g

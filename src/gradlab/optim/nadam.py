@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .optimizer import Optimizer, check_adam_family, check_nonneg
+from .optimizer import Optimizer, check_adam_family, check_nonneg, effective_grad
 
 
 class NAdam(Optimizer):
@@ -40,8 +40,7 @@ class NAdam(Optimizer):
     def _step_group(self, group):
         params, p_arrays, g_arrays = self._with_grads(group)
         b1, b2 = group["betas"]
-        lr, eps, wd, psi = group["lr"], group["eps"], group["weight_decay"], \
-            group["momentum_decay"]
+        lr, eps, psi = group["lr"], group["eps"], group["momentum_decay"]
         for p, pa, g in zip(params, p_arrays, g_arrays):
             xp = p._backend.xp
             st = self.state[p]
@@ -52,13 +51,7 @@ class NAdam(Optimizer):
                 st["exp_avg_sq"] = xp.zeros_like(pa)
             st["step"] += 1
             t = st["step"]
-            if group["maximize"]:
-                g = -g
-            if wd:
-                if group["decoupled_weight_decay"]:
-                    pa *= 1 - lr * wd
-                else:
-                    g = g + wd * pa
+            g = effective_grad(pa, g, group, group["decoupled_weight_decay"])
             mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
             mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
             st["mu_product"] *= mu

@@ -38,6 +38,20 @@ def check_beta(name, value):
         raise ValueError(f"invalid {name}: {value!r} (it must be in [0, 1))")
 
 
+def effective_grad(pa, g, group, decoupled=False):
+    """The gradient an xp-written step uses: -g if maximize, then weight decay, either
+    decoupled (p *= 1 - lr wd, in place) or coupled (g + wd p)."""
+    if group["maximize"]:
+        g = -g
+    wd = group["weight_decay"]
+    if wd:
+        if decoupled:
+            pa *= 1 - group["lr"] * wd
+        else:
+            g = g + wd * pa
+    return g
+
+
 def check_adam_family(group):
     """The arguments Adam, AdamW, Adamax, NAdam and RAdam share: lr, eps, weight_decay, betas."""
     check_lr(group["lr"])

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from .optimizer import Optimizer, check_adam_family
+from .optimizer import Optimizer, check_adam_family, effective_grad
 
 
 def _rect(beta2, t):
@@ -53,7 +53,7 @@ class RAdam(Optimizer):
     def _step_group(self, group):
         params, p_arrays, g_arrays = self._with_grads(group)
         b1, b2 = group["betas"]
-        lr, eps, wd = group["lr"], group["eps"], group["weight_decay"]
+        lr, eps = group["lr"], group["eps"]
         for p, pa, g in zip(params, p_arrays, g_arrays):
             xp = p._backend.xp
             st = self.state[p]
@@ -63,13 +63,7 @@ class RAdam(Optimizer):
                 st["exp_avg_sq"] = xp.zeros_like(pa)
             st["step"] += 1
             t = st["step"]
-            if group["maximize"]:
-                g = -g
-            if wd:
-                if group["decoupled_weight_decay"]:
-                    pa *= 1 - lr * wd
-                else:
-                    g = g + wd * pa
+            g = effective_grad(pa, g, group, group["decoupled_weight_decay"])
             m, v = st["exp_avg"], st["exp_avg_sq"]
             m *= b1
             m += (1 - b1) * g
