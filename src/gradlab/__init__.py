@@ -47,7 +47,12 @@ from .autograd.dtypes import (
                        uint8,
 )
 from .backend import Device as device
-from .backend import DeviceUnavailableError, manual_seed
+from .backend import (
+                       DeviceUnavailableError,
+                       are_deterministic_algorithms_enabled,
+                       manual_seed,
+                       use_deterministic_algorithms,
+)
 from .functional import (
                        abs,
                        add,

@@ -11,7 +11,7 @@ import cupy
 import cupyx
 import numpy as np
 
-from . import checks
+from . import checks, determinism
 from .base import Backend, Device
 from .cuda_kernels import get_function
 
@@ -46,7 +46,11 @@ class CupyBackend(Backend):
         return cupy.asnumpy(array)
 
     def scatter_add(self, target, index, values):
-        cupyx.scatter_add(target, index, values)
+        if determinism.are_deterministic_algorithms_enabled():
+            with self._cuda_device:
+                determinism.ordered_scatter_add(cupy, target, index, values)
+        else:  # atomic adds: repeated indices sum in a scheduling-dependent order
+            cupyx.scatter_add(target, index, values)
 
     def synchronize(self):
         self._cuda_device.synchronize()
