@@ -32,7 +32,8 @@ def dropout(input, p=0.5, training=True, inplace=False):
     ``training`` or p == 0. (``inplace`` is accepted for PyTorch compatibility and ignored:
     the result is always a new tensor.)"""
     if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: p must be a probability in [0, 1], got {p}")
+        raise ValueError(f"dropout: p must be a probability in [0, 1] (the fraction of "
+                         f"elements zeroed, e.g. 0.5), got {p}")
     if not training or p == 0.0:
         return input
     if input.dtype.kind != "f":

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from ..autograd.creation import empty, ones, tensor, zeros
 from ..autograd.dtypes import int64
 from ..functional import normalization as _norm
@@ -12,6 +14,19 @@ from ..functional.shape import flatten as _flatten
 from . import init
 from .module import Module
 from .parameter import Parameter
+
+
+def _layer_size(layer, name, value):
+    """A layer width: a positive int. A zero-size layer has no weights to learn and turns
+    every sample into an empty vector, which is never what an MLP wants, so it is refused
+    here rather than surfacing later as a division by zero in init or an empty output."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{layer}: {name} must be an int, got {value!r} "
+                        f"({type(value).__name__}); pass a whole number of features")
+    if value < 1:
+        raise ValueError(f"{layer}: {name} must be >= 1, got {value}; a layer needs at least "
+                         f"one feature (check how the layer sizes were computed)")
+    return int(value)
 
 
 class Identity(Module):
@@ -32,9 +47,8 @@ class Linear(Module):
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None):
         super().__init__()
-        for name, v in (("in_features", in_features), ("out_features", out_features)):
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ValueError(f"Linear: {name} must be a non-negative int, got {v!r}")
+        in_features = _layer_size("Linear", "in_features", in_features)
+        out_features = _layer_size("Linear", "out_features", out_features)
         self.in_features = in_features
         self.out_features = out_features
         self.weight = Parameter(empty(out_features, in_features, device=device, dtype=dtype))
@@ -83,8 +97,12 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
-        if not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p!r}")
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
+            raise TypeError(f"Dropout: p must be a number (a probability in [0, 1]), got "
+                            f"{p!r} ({type(p).__name__})")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"Dropout: p must be a probability in [0, 1] (the fraction of "
+                             f"elements zeroed, e.g. 0.5), got {p!r}")
         self.p = float(p)
         self.inplace = inplace
 
@@ -110,6 +128,7 @@ class BatchNorm1d(Module):
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, device=None, dtype=None):
         super().__init__()
+        num_features = _layer_size("BatchNorm1d", "num_features", num_features)
         self.num_features = num_features
         self.eps = eps
         self.momentum = momentum

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 from ..autograd.creation import tensor as _tensor
 from ..autograd.tensor import Tensor
@@ -22,8 +23,16 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
 
     (p = ``norm_type``, 'inf' for the max-abs norm). Parameters without a gradient are
     skipped. Returns the total norm (before clipping) as a 0-d tensor."""
-    grads = [p.grad for p in _params(parameters) if p.grad is not None]
+    if isinstance(max_norm, bool) or not isinstance(max_norm, numbers.Real):
+        raise TypeError(f"clip_grad_norm_: max_norm must be a number, got {max_norm!r}")
+    if not max_norm >= 0:  # (NaN too) a negative bound would flip the gradients' sign
+        raise ValueError(f"clip_grad_norm_: max_norm must be >= 0, got {max_norm!r}; pass "
+                         f"the largest allowed gradient norm, e.g. max_norm=1.0")
     norm_type = float(norm_type)
+    if not norm_type > 0:
+        raise ValueError(f"clip_grad_norm_: norm_type must be > 0 (2.0, 1.0 or 'inf'), got "
+                         f"{norm_type!r}")
+    grads = [p.grad for p in _params(parameters) if p.grad is not None]
     if not grads:
         return _tensor(0.0)
     be = grads[0]._backend

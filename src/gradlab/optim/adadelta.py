@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .optimizer import Optimizer, check_lr, check_nonneg
+from .optimizer import Optimizer, check_beta, check_lr, check_nonneg
 
 
 class Adadelta(Optimizer):
@@ -24,8 +24,7 @@ class Adadelta(Optimizer):
 
     def _check_group(self, group):
         check_lr(group["lr"])
-        if not 0.0 <= group["rho"] <= 1.0:
-            raise ValueError(f"invalid rho: {group['rho']!r} (it must be in [0, 1])")
+        check_beta("rho", group["rho"], closed=True)
         check_nonneg("eps", group["eps"])
         check_nonneg("weight_decay", group["weight_decay"])
 

@@ -9,6 +9,7 @@ same optimizer at once is not supported: the later one wins.)
 from __future__ import annotations
 
 import math
+import numbers
 from bisect import bisect_right
 
 from .optimizer import Optimizer
@@ -63,12 +64,23 @@ class LRScheduler:
                 setattr(self, k, list(v) if isinstance(v, tuple) else v)
 
 
+def _check_gamma(who, gamma):
+    """A multiplicative decay factor: a finite number >= 0 (a negative one flips the sign
+    of the learning rate)."""
+    if isinstance(gamma, bool) or not isinstance(gamma, numbers.Real):
+        raise TypeError(f"{who}: gamma must be a number, got {gamma!r}")
+    if not (math.isfinite(gamma) and gamma >= 0):
+        raise ValueError(f"{who}: gamma must be a finite number >= 0 (the factor the "
+                         f"learning rate is multiplied by, e.g. 0.1), got {gamma!r}")
+
+
 class StepLR(LRScheduler):
     """lr = initial_lr * gamma^(epoch // step_size)."""
 
     def __init__(self, optimizer, step_size, gamma=0.1, last_epoch=-1):
         if not isinstance(step_size, int) or step_size <= 0:
             raise ValueError(f"StepLR: step_size must be a positive int, got {step_size!r}")
+        _check_gamma("StepLR", gamma)
         self.step_size, self.gamma = step_size, gamma
         super().__init__(optimizer, last_epoch)
 
@@ -81,6 +93,7 @@ class MultiStepLR(LRScheduler):
     """lr = initial_lr * gamma^(number of milestones <= epoch)."""
 
     def __init__(self, optimizer, milestones, gamma=0.1, last_epoch=-1):
+        _check_gamma("MultiStepLR", gamma)
         self.milestones = sorted(int(m) for m in milestones)
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
@@ -94,6 +107,7 @@ class ExponentialLR(LRScheduler):
     """lr = initial_lr * gamma^epoch."""
 
     def __init__(self, optimizer, gamma, last_epoch=-1):
+        _check_gamma("ExponentialLR", gamma)
         self.gamma = gamma
         super().__init__(optimizer, last_epoch)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 from collections import defaultdict
 
 from ..autograd.grad_mode import no_grad
@@ -23,19 +24,53 @@ class _RequiredParameter:
 required = _RequiredParameter()
 
 
+def _is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_lr(lr):
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr >= 0.0:
-        raise ValueError(f"invalid learning rate: {lr!r} (it must be a number >= 0)")
+    if not _is_number(lr):
+        raise TypeError(f"invalid learning rate: {lr!r} is a {type(lr).__name__}; pass a "
+                        f"number, e.g. lr=1e-3")
+    if not (math.isfinite(lr) and lr >= 0.0):
+        raise ValueError(f"invalid learning rate: {lr!r} (it must be a finite number >= 0; "
+                         f"pass e.g. lr=1e-3)")
 
 
 def check_nonneg(name, value):
-    if not value >= 0.0:
-        raise ValueError(f"invalid {name}: {value!r} (it must be >= 0)")
+    if not _is_number(value):
+        raise TypeError(f"invalid {name}: {value!r} is a {type(value).__name__}; pass a "
+                        f"number >= 0")
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"invalid {name}: {value!r} (it must be a finite number >= 0)")
 
 
-def check_beta(name, value):
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"invalid {name}: {value!r} (it must be in [0, 1))")
+def check_beta(name, value, closed=False):
+    """A decay rate in [0, 1) (or [0, 1] with ``closed``)."""
+    interval = "[0, 1]" if closed else "[0, 1)"
+    if not _is_number(value):
+        raise TypeError(f"invalid {name}: {value!r} is a {type(value).__name__}; pass a "
+                        f"number in {interval}")
+    if not (0.0 <= value <= 1.0 if closed else 0.0 <= value < 1.0):
+        raise ValueError(f"invalid {name}: {value!r} (it must be in {interval})")
+
+
+def as_betas(betas):
+    """``betas`` as a tuple when it is a list/tuple; anything else is left for check_betas
+    to reject with a clear message."""
+    return tuple(betas) if isinstance(betas, (tuple, list)) else betas
+
+
+def check_betas(betas):
+    """``betas`` is a pair (beta1, beta2) of numbers in [0, 1)."""
+    if not isinstance(betas, (tuple, list)):
+        raise TypeError(f"invalid betas: {betas!r}; pass a pair (beta1, beta2), e.g. "
+                        f"betas=(0.9, 0.999)")
+    if len(betas) != 2:
+        raise ValueError(f"invalid betas: {tuple(betas)!r} has {len(betas)} values; pass a "
+                         f"pair (beta1, beta2), e.g. betas=(0.9, 0.999)")
+    check_beta("beta1 (betas[0])", betas[0])
+    check_beta("beta2 (betas[1])", betas[1])
 
 
 def effective_grad(pa, g, group, decoupled=False):
@@ -57,8 +92,7 @@ def check_adam_family(group):
     check_lr(group["lr"])
     check_nonneg("eps", group["eps"])
     check_nonneg("weight_decay", group["weight_decay"])
-    check_beta("beta1 (betas[0])", group["betas"][0])
-    check_beta("beta2 (betas[1])", group["betas"][1])
+    check_betas(group["betas"])
 
 
 class Optimizer:
@@ -72,6 +106,9 @@ class Optimizer:
         if isinstance(params, Tensor):
             raise TypeError("params must be an iterable of tensors (e.g. model.parameters()) "
                             "or of dicts, not a single Tensor")
+        if callable(getattr(params, "parameters", None)):  # a Module (Sequential iterates)
+            raise TypeError(f"params must be an iterable of tensors or of dicts, got the "
+                            f"module {type(params).__name__} itself; pass model.parameters()")
         groups = list(params)
         if not groups:
             raise ValueError(f"{type(self).__name__} got an empty parameter list; pass "

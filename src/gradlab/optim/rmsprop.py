@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .optimizer import Optimizer, check_lr, check_nonneg
+from .optimizer import Optimizer, check_beta, check_lr, check_nonneg
 
 
 class RMSprop(Optimizer):
@@ -31,7 +31,7 @@ class RMSprop(Optimizer):
         check_nonneg("eps", group["eps"])
         check_nonneg("momentum", group["momentum"])
         check_nonneg("weight_decay", group["weight_decay"])
-        check_nonneg("alpha", group["alpha"])
+        check_beta("alpha", group["alpha"], closed=True)  # v = alpha v + (1 - alpha) g^2
 
     def _step_group(self, group):
         params, p_arrays, g_arrays = self._with_grads(group)

@@ -40,7 +40,10 @@ class SGD(Optimizer):
         check_nonneg("momentum", group["momentum"])
         check_nonneg("weight_decay", group["weight_decay"])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
-            raise ValueError("Nesterov momentum requires a momentum > 0 and zero dampening")
+            raise ValueError(f"Nesterov momentum requires a momentum > 0 and zero dampening, "
+                             f"got momentum={group['momentum']!r}, "
+                             f"dampening={group['dampening']!r}; pass e.g. momentum=0.9, "
+                             f"dampening=0, or nesterov=False")
 
     def _step_group(self, group):
         params, p_arrays, g_arrays = self._with_grads(group)
