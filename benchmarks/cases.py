@@ -205,10 +205,11 @@ def dropout_fwd_bwd(n, p=0.5, seed=0):
     return gl_fn, torch_fn
 
 
-def elementwise_chain(n=16, length=10):
-    """A chain of small elementwise ops: the per-op overhead, against bare NumPy."""
+def elementwise_chain(n=16, length=10, requires_grad=False):
+    """A chain of small elementwise ops: the per-op overhead, against bare NumPy. With
+    ``requires_grad`` every op also records its graph node (what training pays)."""
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
-    gx = gl.tensor(x)
+    gx = gl.tensor(x, requires_grad=requires_grad)
 
     def gl_fn():
         y = gx

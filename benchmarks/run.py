@@ -79,12 +79,15 @@ def main(argv=None):
     record(compare("dropout fwd+bwd 16M", gl_fn, th_fn, rounds=max(3, rounds // 3),
                    target_s=0.2))
 
-    gl_fn, np_fn = cases.elementwise_chain()
-    r = compare("10 small elementwise ops (vs bare NumPy)", gl_fn, None, rounds=rounds)
-    base = compare("bare numpy", np_fn, None, rounds=rounds)
-    r.extra.update(numpy_s=base.gradlab_s, overhead_vs_numpy=round(r.gradlab_s /
-                                                                   base.gradlab_s, 2))
-    record(r)
+    for recording in (False, True):
+        gl_fn, np_fn = cases.elementwise_chain(requires_grad=recording)
+        label = "recording the graph" if recording else "no graph"
+        r = compare(f"10 small elementwise ops, {label} (vs bare NumPy)", gl_fn, None,
+                    rounds=rounds)
+        base = compare("bare numpy", np_fn, None, rounds=rounds)
+        r.extra.update(numpy_s=base.gradlab_s,
+                       overhead_vs_numpy=round(r.gradlab_s / base.gradlab_s, 2))
+        record(r)
 
     # The main job: `gradlab train` with its defaults (target: >= 0.97 within 30 s on 2 cores).
     import subprocess

@@ -1,8 +1,13 @@
 """Elementwise ops with broadcasting: arithmetic, transcendental functions, comparisons."""
 from __future__ import annotations
 
+import operator
+
+from ..autograd import grad_mode
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
+
+_grad_state = grad_mode._state
 
 
 def unbroadcast(g, shape):
@@ -257,21 +262,74 @@ class Where(Function):
                 unbroadcast(ctx.xp.where(cond, zero, g), ctx.b_shape) if nb else None)
 
 
+# -- graph-free fast path -------------------------------------------------------------------
+def _binary(cls, raw):
+    """The functional form of a binary arithmetic op and its reflected twin (``other op
+    self``, for Tensor.__rop__), with a fast path for calls that record no graph.
+
+    The four arithmetic operators on a tensor and a Python number or a same-device tensor are
+    most of what user code runs outside training, and on small arrays Function.apply costs
+    more than the NumPy call itself. Only ops whose forward is exactly ``raw`` on the raw
+    arrays come here (Add/Sub/Mul/Div.compute are ``a op b``), so the result is bit-identical
+    to the general path; every other case, broadcast errors included, takes the general
+    path, which also produces the errors. One flat function each: a helper call costs
+    about as much as the checks.
+    """
+    apply = cls.apply
+    wrap = Tensor._wrap
+    state = _grad_state
+
+    def forward(input, other):
+        if input.__class__ is Tensor and not (input._requires_grad and state.enabled):
+            kind = other.__class__
+            if kind is float or kind is int:
+                b = other
+            elif kind is Tensor and other._backend is input._backend and not (
+                    other._requires_grad and state.enabled):
+                b = other.data
+            else:
+                return apply(input, other)
+            try:
+                out = raw(input.data, b)
+            except (ValueError, TypeError, ZeroDivisionError):
+                return apply(input, other)
+            backend = input._backend
+            if out.__class__ is not backend.ndarray:
+                out = backend.xp.asarray(out)  # NumPy returns scalars for 0-d results
+            return wrap(out, backend)
+        return apply(input, other)
+
+    def reflected(self, other):
+        if self.__class__ is Tensor and not (self._requires_grad and state.enabled):
+            kind = other.__class__
+            if kind is float or kind is int:
+                try:
+                    out = raw(other, self.data)
+                except (ValueError, TypeError, ZeroDivisionError):
+                    return apply(other, self)
+                backend = self._backend
+                if out.__class__ is not backend.ndarray:
+                    out = backend.xp.asarray(out)
+                return wrap(out, backend)
+        return apply(other, self)
+
+    return forward, reflected
+
+
+_add, radd = _binary(Add, operator.add)
+_sub, rsub = _binary(Sub, operator.sub)
+mul, rmul = _binary(Mul, operator.mul)
+div, rdiv = _binary(Div, operator.truediv)
+mul.__name__, div.__name__ = "mul", "div"
+
+
 # -- functional wrappers ---------------------------------------------------------------------
 def add(input, other, *, alpha=1):
-    return Add.apply(input, other if alpha == 1 else mul(other, alpha))
+    return _add(input, other) if alpha == 1 else Add.apply(input, mul(other, alpha))
 
 
 def sub(input, other, *, alpha=1):
-    return Sub.apply(input, other if alpha == 1 else mul(other, alpha))
-
-
-def mul(input, other):
-    return Mul.apply(input, other)
-
-
-def div(input, other):
-    return Div.apply(input, other)
+    return _sub(input, other) if alpha == 1 else Sub.apply(input, mul(other, alpha))
 
 
 def pow(input, exponent):
