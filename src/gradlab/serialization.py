@@ -22,6 +22,7 @@ fsynced, then renamed over the target.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -39,6 +40,8 @@ _ALIGN = 64
 _PREFIX = struct.Struct("<8sIQ")
 _DIGEST = 32
 _MAX_DEPTH = 200
+_DAMAGED = ("it cannot be used: load an intact copy (a backup, or an earlier checkpoint) or "
+            "save it again")
 _DTYPES = {"bool", "int8", "uint8", "int16", "int32", "int64", "uint16", "uint32", "uint64",
            "float16", "float32", "float64", "complex64", "complex128"}
 
@@ -92,8 +95,15 @@ def save(obj, f):
         raise SerializationError(f"gl.save: {path!r} exists and is not a regular file; "
                                  "give the path of a regular file, or an open file object")
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
-                               dir=directory)
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(errno.ENOENT, f"gl.save: the directory {directory!r} of "
+                                f"{path!r} does not exist; create it first (os.makedirs) or "
+                                f"save elsewhere")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                   dir=directory)
+    except OSError as exc:
+        raise _write_error(exc, path) from exc
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(head)
@@ -103,11 +113,13 @@ def save(obj, f):
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise _write_error(exc, path) from exc
         raise
     try:  # make the rename itself durable; not possible on every platform/filesystem
         dfd = os.open(directory, os.O_RDONLY)
@@ -117,6 +129,18 @@ def save(obj, f):
             os.close(dfd)
     except OSError:
         pass
+
+
+def _write_error(exc, path):
+    """The OSError of a failed write (disk full, no permission, ...) restated for the user:
+    which file, that it was left as it was, and what to do. Same errno, so the same
+    OSError subclass (PermissionError, ...)."""
+    reason = exc.strerror or str(exc)
+    hint = {errno.ENOSPC: "free some disk space or save to another disk",
+            errno.EACCES: "save to a directory you can write to",
+            errno.EROFS: "save to a writable file system"}.get(exc.errno, "save elsewhere")
+    return OSError(exc.errno, f"gl.save: could not write {path!r} ({reason}); the file was "
+                              f"left as it was (no partial file remains): {hint}")
 
 
 def _encode(obj, blobs, depth):
@@ -169,16 +193,23 @@ def load(f, map_location=None):
         name = getattr(f, "name", "<file object>")
     else:
         name = os.fspath(f)
+        if os.path.isdir(name):
+            raise IsADirectoryError(errno.EISDIR, f"gl.load: {name!r} is a directory; give "
+                                    f"the path of a file written by gl.save inside it")
+        if not os.path.exists(name):
+            raise FileNotFoundError(errno.ENOENT, f"gl.load: {name!r} does not exist; check "
+                                    f"the path (files are written by gl.save)")
         with open(name, "rb") as fh:
             buf = fh.read()
     buf = memoryview(buf) if not isinstance(buf, memoryview) else buf
     where = f"{name!s}"
     if len(buf) < _PREFIX.size or bytes(buf[:8]) != MAGIC:
         if len(buf) < 8 and MAGIC.startswith(bytes(buf)):
-            raise SerializationError(f"gl.load: {where} is truncated ({len(buf)} bytes)")
+            raise SerializationError(f"gl.load: {where} is truncated ({len(buf)} bytes); "
+                                     f"{_DAMAGED}")
         raise SerializationError(f"gl.load: {where} is not a gradlab file (wrong magic bytes;"
                                  f" it may be a PyTorch/pickle or other file, which gradlab "
-                                 f"does not read)")
+                                 f"does not read); give a file written by gl.save")
     _, version, header_len = _PREFIX.unpack_from(buf, 0)
     if version > FORMAT_VERSION:
         raise SerializationError(f"gl.load: {where} has format version {version}, newer than "
@@ -187,21 +218,23 @@ def load(f, map_location=None):
         raise SerializationError(f"gl.load: {where} has an invalid format version {version}")
     if len(buf) < _PREFIX.size + _DIGEST or header_len > len(buf) - _PREFIX.size - _DIGEST:
         raise SerializationError(f"gl.load: {where} is truncated (header of {header_len} "
-                                 f"bytes announced, file has {len(buf)} bytes)")
+                                 f"bytes announced, file has {len(buf)} bytes); {_DAMAGED}")
     body, digest = buf[:-_DIGEST], bytes(buf[-_DIGEST:])
     if hashlib.sha256(body).digest() != digest:
         raise SerializationError(f"gl.load: {where} is corrupt or truncated (checksum "
-                                 f"mismatch)")
+                                 f"mismatch); {_DAMAGED}")
     hstart = _PREFIX.size
     try:
         header = json.loads(bytes(buf[hstart:hstart + header_len]).decode("utf-8"))
         root, entries, data_len = header["root"], header["tensors"], int(header["data_len"])
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise SerializationError(f"gl.load: {where} has a malformed header ({exc})") from None
+        raise SerializationError(f"gl.load: {where} has a malformed header ({exc}); "
+                                 f"{_DAMAGED}") from None
     data_start = hstart + header_len + ((-(hstart + header_len)) % _ALIGN)
     if data_start + data_len != len(body) or not isinstance(entries, list):
         raise SerializationError(f"gl.load: {where} is malformed (data section of "
-                                 f"{len(body) - data_start} bytes, header says {data_len})")
+                                 f"{len(body) - data_start} bytes, header says {data_len}); "
+                                 f"{_DAMAGED}")
     arrays = [_read_array(buf, data_start, data_len, e, i, where) for i, e in
               enumerate(entries)]
     ctx = _Loader(arrays, entries, map_location, where)
@@ -239,7 +272,7 @@ class _Loader:
         self.map_location = map_location
 
     def _bad(self, what):
-        return SerializationError(f"gl.load: {self.where} is malformed ({what})")
+        return SerializationError(f"gl.load: {self.where} is malformed ({what}); {_DAMAGED}")
 
     def _backend_for(self, saved):
         loc = self.map_location

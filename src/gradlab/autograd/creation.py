@@ -19,9 +19,41 @@ def _finish(array, backend, requires_grad):
     return t
 
 
+def _ragged_where(data, dim=0, index=()):
+    """(dim, index, expected, got) of the first sequence whose length differs from its
+    siblings' in nested lists/tuples, or None."""
+    if not isinstance(data, (list, tuple)) or not data:
+        return None
+    seqs = [isinstance(x, (list, tuple)) for x in data]
+    if any(seqs) and not all(seqs):
+        i = seqs.index(not seqs[0])
+        got = len(data[i]) if seqs[i] else "a scalar"
+        want = len(data[0]) if seqs[0] else "a scalar"
+        return dim + 1, index + (i,), want, got
+    if all(seqs):
+        for i, x in enumerate(data):
+            if len(x) != len(data[0]):
+                return dim + 1, index + (i,), len(data[0]), len(x)
+        for i, x in enumerate(data):
+            found = _ragged_where(x, dim + 1, index + (i,))
+            if found:
+                return found
+    return None
+
+
 def _infer_dtype(data):
     """The dtype PyTorch would give to host data of Python scalars and lists."""
-    probe = np.asarray(data)
+    try:
+        probe = np.asarray(data)
+    except ValueError:
+        found = _ragged_where(data)
+        if found is None:
+            raise
+        dim, index, want, got = found
+        raise ValueError(f"gl.tensor: ragged nested sequence: expected length {want} at dim "
+                         f"{dim}, got {got} (the sequence at index {list(index)}); every row "
+                         f"must have the same length: pad or trim the rows, or keep them as "
+                         f"separate tensors") from None
     kind = probe.dtype.kind
     if kind == "f":
         return default_float, probe

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
@@ -32,12 +33,13 @@ def _check_ranges(args):
         raise UsageError(f"--test-split must be in (0, 1), got {args.test_split}")
     if not 0.0 <= args.dropout < 1.0:
         raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
-    if args.lr <= 0:
-        raise UsageError(f"--lr must be > 0, got {args.lr}")
+    if not (math.isfinite(args.lr) and args.lr > 0):  # (NaN and inf too)
+        raise UsageError(f"--lr must be a finite number > 0, got {args.lr}")
     for name in ("momentum", "weight_decay", "l1", "early_stopping"):
-        if getattr(args, name) < 0:
-            raise UsageError(f"--{name.replace('_', '-')} must be >= 0, got "
-                             f"{getattr(args, name)}")
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0, got "
+                             f"{value}")
     parse_hidden(args.hidden)
 
 

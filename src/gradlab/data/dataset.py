@@ -100,6 +100,19 @@ class Subset(Dataset):
         return self.dataset._take(self.indices[indices])
 
 
+def check_dataset(who, dataset):
+    """Refuse a plain tuple of arrays, e.g. ``(X, y)``: its length is the number of arrays,
+    not of samples, so splitting or batching it silently gives garbage. (A list of
+    per-sample arrays stays a valid map-style dataset.)"""
+    if isinstance(dataset, tuple) and dataset and all(
+            isinstance(a, Tensor) or hasattr(a, "shape") and getattr(a, "ndim", 0) >= 1
+            for a in dataset):
+        shapes = ", ".join(str(tuple(a.shape)) for a in dataset)
+        raise TypeError(f"{who} got a {type(dataset).__name__} of {len(dataset)} arrays "
+                        f"(shapes {shapes}), not a dataset; wrap them as "
+                        f"gl.data.TensorDataset(X, y) so that samples are their rows")
+
+
 def _subset_take_available(ds):
     return hasattr(ds, "_take") and (not isinstance(ds, Subset) or
                                      _subset_take_available(ds.dataset))
@@ -142,6 +155,7 @@ def random_split(dataset, lengths, generator=None, seed=None):
     drawn from ``generator`` (a ``numpy.random.Generator``), else from ``seed``, else from
     the global gradlab seed.
     """
+    check_dataset("random_split", dataset)
     n = len(dataset)
     lengths = list(lengths)
     if not lengths:

@@ -34,11 +34,16 @@ def _to_labels(values, where, task):
     return out
 
 
-def _read_text(path):
+def _check_file(path, what):
     if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
+        raise FileNotFoundError(f"{path}: no such file; check the path (expected {what})")
     if os.path.isdir(path):
-        raise IsADirectoryError(f"{path} is a directory; expected a CSV file")
+        raise IsADirectoryError(f"{path} is a directory; expected {what}: give the path of "
+                                "the file inside it")
+
+
+def _read_text(path):
+    _check_file(path, "a CSV file")
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
             return f.read()
@@ -122,8 +127,7 @@ def load_csv(path, label=-1, *, header="auto", delimiter=",", task="classificati
 def load_npz(path, *, x_key=None, y_key=None, task="classification"):
     """Read features and labels from a ``.npz`` file. Keys default to the first of
     X/x/data/features/images and y/Y/labels/target/targets present in the file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such file")
+    _check_file(path, "a .npz file")
     try:
         npz = np.load(path, allow_pickle=False)
     except Exception as exc:
@@ -152,8 +156,12 @@ def load_npz(path, *, x_key=None, y_key=None, task="classification"):
     if len(X) != len(y):
         raise DataFormatError(f"{path}: {xk!r} has {len(X)} rows but {yk!r} has {len(y)}")
     X = X.reshape(len(X), -1).astype(np.float32)
-    if not np.isfinite(X).all():
-        raise DataFormatError(f"{path}: {xk!r} holds NaN or Inf values")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        r, c = (int(i) for i in np.argwhere(bad)[0])
+        raise DataFormatError(f"{path}: {xk!r} holds NaN or Inf values ({xk}[{r}] has "
+                              f"{X[r, c]} in column {c}, {int(bad.sum())} in all); remove or "
+                              "impute them")
     y = y.reshape(-1)
     if task == "regression":
         return X, y.astype(np.float32)

@@ -6,7 +6,7 @@ import numpy as np
 from ..autograd import Tensor
 from ..autograd.creation import as_tensor
 from ..backend import get_backend
-from .dataset import _host_array, supports_bulk
+from .dataset import _host_array, check_dataset, supports_bulk
 
 
 def default_collate(samples):
@@ -44,6 +44,7 @@ class DataLoader:
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or \
                 batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_dataset("DataLoader", dataset)
         n = len(dataset)
         if n == 0:
             raise ValueError("the dataset is empty: a DataLoader needs at least one sample")

@@ -13,6 +13,20 @@ def _matmul_error(op, a_shape, b_shape):
                         "second-to-last dim of the second)")
 
 
+def _linear_error(x_shape, w_shape):
+    x_shape, w_shape = tuple(x_shape), tuple(w_shape)
+    if len(w_shape) != 2 or not x_shape:
+        return RuntimeError(f"linear: input of shape {x_shape} does not fit a weight of shape "
+                            f"{w_shape}; the weight must be 2-D (out_features, in_features) "
+                            "and the input at least 1-D (..., in_features)")
+    out_f, in_f = w_shape
+    return RuntimeError(
+        f"linear: input of shape {x_shape} has {x_shape[-1]} features, but the weight of "
+        f"shape {w_shape} expects in_features={in_f}; give inputs whose last dim is {in_f} "
+        f"(flatten or select features), or build the layer as Linear({x_shape[-1]}, "
+        f"{out_f})")
+
+
 class Matmul(Function):
     def forward(ctx, a, b):
         if a.ndim == 0 or b.ndim == 0:
@@ -47,10 +61,7 @@ class Linear(Function):
 
     def forward(ctx, x, weight, bias=None):
         if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
-            raise RuntimeError(
-                f"linear: input of shape {tuple(x.shape)} does not fit a weight of shape "
-                f"{tuple(weight.shape)} (the input's last dim must be in_features="
-                f"{weight.shape[1] if weight.ndim == 2 else '?'})")
+            raise _linear_error(x.shape, weight.shape)
         ctx.save_for_backward(x, weight)
         y = x @ weight.T
         if bias is not None:

@@ -9,6 +9,7 @@ so that a checkpointed run can resume them.
 from __future__ import annotations
 
 import csv
+import errno
 import math
 import os
 
@@ -138,6 +139,15 @@ class EarlyStopping(Callback):
         self.stopped_epoch = state.get("stopped_epoch")
 
 
+def _file_target(who, path, example):
+    """A file path a callback will write to, checked before any training time is spent."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, f"{who}: {path!r} is a directory; give a file "
+                                f"path inside it, e.g. {os.path.join(path, example)!r}")
+    return path
+
+
 class ModelCheckpoint(Callback):
     """Save the model with ``gl.save`` (atomic: a crash mid-write leaves the previous file
     intact) after each epoch, or only when ``monitor`` improves (``save_best_only``).
@@ -148,7 +158,7 @@ class ModelCheckpoint(Callback):
 
     def __init__(self, filepath, monitor="val_loss", mode="auto", save_best_only=True,
                  save_weights_only=True):
-        self.filepath = os.fspath(filepath)
+        self.filepath = _file_target("ModelCheckpoint", filepath, "model.gl")
         self.tracker = _Improvement(monitor, mode)
         self.monitor = monitor
         self.save_best_only = save_best_only
@@ -187,7 +197,7 @@ class CSVLogger(Callback):
     flushed every epoch so a crashed run still leaves its history."""
 
     def __init__(self, filename, append=False):
-        self.filename = os.fspath(filename)
+        self.filename = _file_target("CSVLogger", filename, "history.csv")
         self.append = append
         self._keys = None
 

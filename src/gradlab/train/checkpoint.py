@@ -49,7 +49,16 @@ def write(directory, state):
     """Save ``state`` as the checkpoint of step ``state['step']``, then prune old ones."""
     os.makedirs(directory, exist_ok=True)
     path = path_for(directory, state["step"])
-    save({"kind": KIND, "version": VERSION, **state}, path)
+    try:
+        save({"kind": KIND, "version": VERSION, **state}, path)
+    except OSError as exc:
+        kept = list_checkpoints(directory)
+        raise OSError(exc.errno, f"checkpoint of step {state['step']} could not be written "
+                                 f"({exc.strerror or exc}); "
+                                 + (f"the previous checkpoint {kept[-1]} is intact and "
+                                    f"training can continue from it with resume=True "
+                                    f"(gradlab train --resume DIR) once the problem is fixed"
+                                    if kept else "no checkpoint was written yet")) from exc
     # Only now that the new file is durable may older ones go.
     for old in list_checkpoints(directory)[:-_KEEP]:
         try:
@@ -64,7 +73,9 @@ def read(path):
     state = load(path, map_location="cpu")
     if not isinstance(state, dict) or state.get("kind") != KIND:
         raise CheckpointError(f"{path} is a gradlab file but not a training checkpoint "
-                              "(gl.save of something else)")
+                              "(gl.save of something else); resume from a directory that "
+                              "fit(checkpoint_dir=...) or gradlab train --out wrote, or load "
+                              "this file with gl.load")
     if not isinstance(state.get("version"), int) or state["version"] > VERSION:
         raise CheckpointError(f"{path} is a training checkpoint of version "
                               f"{state.get('version')!r}, newer than this gradlab reads "
@@ -92,7 +103,8 @@ def latest(directory):
                           "previous one", RuntimeWarning, stacklevel=3)
             continue
         return path, state
-    raise CheckpointError(f"resume: no usable checkpoint in {directory!r}:\n  "
+    raise CheckpointError(f"resume: no usable checkpoint in {directory!r} (restore an "
+                          "intact copy there, or train from scratch without resume):\n  "
                           + "\n  ".join(errors))
 
 

@@ -58,6 +58,17 @@ def _progress(total, desc, verbose):
     return tqdm(total=total, desc=desc, leave=False, unit="batch", file=sys.stderr)
 
 
+def _check_loader(name, loader):
+    """A DataLoader (or any sized iterable of batches), not the raw (X, y) arrays."""
+    if isinstance(loader, tuple) and loader and all(hasattr(a, "shape") for a in loader):
+        raise TypeError(f"fit: {name} is a tuple of {len(loader)} arrays, not a loader; wrap "
+                        "them as gl.data.DataLoader(gl.data.TensorDataset(X, y), "
+                        "batch_size=...)")
+    if not hasattr(loader, "__len__") or not hasattr(loader, "__iter__"):
+        raise TypeError(f"fit: {name} must be a gl.data.DataLoader (a sized iterable of "
+                        f"batches), got {type(loader).__name__}")
+
+
 def _l1_penalty(model):
     # Weights only (ndim >= 2), not biases or normalization parameters, as usual for L1/L2.
     terms = [p.abs().sum() for p in model.parameters() if p.ndim >= 2]
@@ -104,6 +115,13 @@ def predict(model, x, batch_size=1024):
                 outs.append(model(x[start:start + batch_size]))
     finally:
         model.train(was_training)
+    if not outs:  # no rows: the model's output for the empty batch, e.g. shape (0, C)
+        with no_grad():
+            model.eval()
+            try:
+                return model(x)
+            finally:
+                model.train(was_training)
     from ..functional import cat
     return cat(outs) if len(outs) > 1 else outs[0]
 
@@ -151,6 +169,9 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                          f"{checkpoint_every!r}")
     if (checkpoint_every is not None or resume) and checkpoint_dir is None:
         raise ValueError("checkpoint_every and resume need checkpoint_dir")
+    _check_loader("train_loader", train_loader)
+    if val_loader is not None:
+        _check_loader("val_loader", val_loader)
     if len(train_loader) == 0:
         raise ValueError("train_loader yields no batches (is drop_last=True with a "
                          "batch_size larger than the dataset?)")
@@ -210,6 +231,10 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                     # Drawn (so transforms consume the same random numbers) but not trained.
                     continue
                 x, y = (_to_device(t, device) for t in batch[:2])
+                if x.ndim and x.shape[0] == 0:
+                    raise ValueError(f"fit: batch {b} of epoch {epoch} is empty (inputs of "
+                                     f"shape {tuple(x.shape)}); its mean loss is undefined: "
+                                     "make the loader yield only non-empty batches")
                 out = model(x)
                 loss = loss_fn(out, y)
                 objective = loss + l1 * _l1_penalty(model) if l1 else loss
