@@ -54,8 +54,13 @@ class Result:
     ratio: float | None
     rounds: int
     extra: dict = field(default_factory=dict)
+    unit: str = "s"  # "s" for times; "B" for memory (then gradlab_s/torch_s hold bytes)
 
     def as_dict(self):
+        if self.unit == "B":
+            return {"case": self.case, "gradlab_bytes": self.gradlab_s,
+                    "torch_bytes": self.torch_s, "ratio_gradlab_over_torch": self.ratio,
+                    "rounds": self.rounds, **self.extra}
         return {"case": self.case, "gradlab_s": self.gradlab_s, "torch_s": self.torch_s,
                 "ratio_gradlab_over_torch": self.ratio, "rounds": self.rounds, **self.extra}
 
@@ -114,15 +119,17 @@ def write_results(results, path_stem, title, info):
         "| case | gradlab | torch | gradlab/torch | notes |", "|---|---|---|---|---|"]
     for r in results:
         notes = ", ".join(f"{k}={v}" for k, v in r.extra.items())
-        lines.append(f"| {r.case} | {_fmt(r.gradlab_s)} | {_fmt(r.torch_s)} | "
+        lines.append(f"| {r.case} | {_fmt(r.gradlab_s, r.unit)} | {_fmt(r.torch_s, r.unit)} | "
                      f"{'' if r.ratio is None else f'{r.ratio:.2f}'} | {notes} |")
     with open(path_stem + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
 
 
-def _fmt(seconds):
+def _fmt(seconds, unit="s"):
     if seconds is None:
         return "n/a"
+    if unit == "B":
+        return f"{seconds / 2**20:.1f} MiB"
     if seconds < 1e-3:
         return f"{seconds * 1e6:.1f} us"
     return f"{seconds * 1e3:.2f} ms"

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # torch first: its OpenMP runtime must start with its own defaults, untouched by the
 # settings gradlab makes for numba's (see gradlab/backend/cpu_jit.py).
 import benchmarks.harness  # noqa: E402,F401,I001
-from benchmarks import cases  # noqa: E402
+from benchmarks import cases, memory  # noqa: E402
 from benchmarks.cases import copy_bandwidth  # noqa: E402
 from benchmarks.harness import Result, _fmt, compare, machine_info, torch, write_results  # noqa: E402
 
@@ -38,8 +38,9 @@ def main(argv=None):
         results.append(result)
         ratio = "n/a" if result.ratio is None else f"{result.ratio:.2f}"
         notes = "  ".join(f"{k}={v}" for k, v in result.extra.items())
-        print(f"{result.case:48s} gradlab {_fmt(result.gradlab_s):>10s}   torch "
-              f"{_fmt(result.torch_s):>10s}   ratio {ratio:>5s}  {notes}", flush=True)
+        print(f"{result.case:48s} gradlab {_fmt(result.gradlab_s, result.unit):>10s}   torch "
+              f"{_fmt(result.torch_s, result.unit):>10s}   ratio {ratio:>5s}  {notes}",
+              flush=True)
 
     bandwidth = copy_bandwidth()
     print(f"copy bandwidth: {bandwidth / 1e9:.1f} GB/s", flush=True)
@@ -59,6 +60,18 @@ def main(argv=None):
         r.extra.update(gflops=round(flops / r.gradlab_s / 1e9, 2),
                        gemm_roofline_fraction=round(flops / r.gradlab_s / roof, 3))
         record(r)
+
+    # Peak memory of training (optimizer state, gradients, activations, temporaries), each
+    # library in a fresh process: see benchmarks/memory.py.
+    for shape in [s for s in ("mnist", "wide") if s in args.shapes]:
+        sizes, batch = cases.MLP_SHAPES[shape]
+        try:
+            mem = memory.step_peak(shape, with_torch=torch is not None)
+        except (OSError, RuntimeError) as exc:  # e.g. no /proc: not Linux
+            print(f"memory of {shape} not measured: {exc}", flush=True)
+            continue
+        record(Result(f"peak training memory {'-'.join(map(str, sizes))} b{batch}",
+                      mem["gradlab"], mem.get("torch"), mem.get("ratio"), 1, unit="B"))
 
     for total, n_tensors in ((10_000_000, 10), (1_000_000, 100)):
         for name, (_, bytes_per_param) in cases.OPTIMIZERS.items():
