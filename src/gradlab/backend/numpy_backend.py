@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cpu_jit, reference
+from . import cpu_jit, cpu_jit_dropout, reference
 from .base import Backend, Device
 
 
@@ -37,6 +37,8 @@ class NumpyBackend(Backend):
     rmsprop_step = staticmethod(_optim.rmsprop_step)
     adagrad_step = staticmethod(_optim.adagrad_step)
     adadelta_step = staticmethod(_optim.adadelta_step)
-    dropout_forward = staticmethod(reference.dropout_forward)
-    dropout_backward = staticmethod(reference.dropout_backward)
+    # Dropout: one-pass numba kernels (cpu_jit_dropout.py), bitwise equal to the reference.
+    _dropout = cpu_jit_dropout if cpu_jit_dropout.AVAILABLE else reference
+    dropout_forward = staticmethod(_dropout.dropout_forward)
+    dropout_backward = staticmethod(_dropout.dropout_backward)
     softmax_cross_entropy = staticmethod(reference.softmax_cross_entropy)
