@@ -47,7 +47,8 @@ class DataLoader:
         check_dataset("DataLoader", dataset)
         n = len(dataset)
         if n == 0:
-            raise ValueError("the dataset is empty: a DataLoader needs at least one sample")
+            raise ValueError("the dataset is empty (0 samples): a DataLoader needs at least "
+                             "one sample; check how the dataset was built or filtered")
         if drop_last and batch_size > n:
             raise ValueError(f"batch_size={batch_size} is larger than the dataset ({n} "
                              "samples) and drop_last=True would yield no batch; lower "

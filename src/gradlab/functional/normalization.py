@@ -115,7 +115,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         m = input.numel() // c
         if m <= 1:
             raise ValueError(f"batch_norm: expected more than 1 value per channel when "
-                             f"training, got input of shape {tuple(input.shape)}")
+                             f"training, got input of shape {tuple(input.shape)}; train on "
+                             f"batches of at least 2 samples (drop_last=True drops a short "
+                             f"last batch), or call model.eval() to use the running "
+                             f"statistics")
         out = BatchNorm.apply(input, weight, bias, None, None, eps=eps)
         if running_mean is not None and running_var is not None:
             node = out.grad_fn
@@ -149,5 +152,6 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
     k = len(normalized_shape)
     if tuple(input.shape[input.ndim - k:]) != normalized_shape or input.ndim < k:
         raise ValueError(f"layer_norm: input of shape {tuple(input.shape)} does not end with "
-                         f"normalized_shape {normalized_shape}")
+                         f"normalized_shape {normalized_shape}; build the layer with the "
+                         f"input's last {k} dim(s) as normalized_shape")
     return LayerNorm.apply(input, weight, bias, n_dims=k, eps=eps)

@@ -17,7 +17,9 @@ class Reshape(Function):
             return x.reshape(shape)
         except ValueError:
             raise RuntimeError(f"reshape: shape {tuple(shape)} is invalid for a tensor of "
-                               f"shape {tuple(x.shape)} ({x.size} elements)") from None
+                               f"shape {tuple(x.shape)} ({x.size} elements); the new shape "
+                               f"must hold {x.size} elements too (use -1 for one inferred "
+                               f"dim)") from None
 
     def backward(ctx, g):
         return g.reshape(ctx.in_shape)

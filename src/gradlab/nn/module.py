@@ -299,7 +299,10 @@ class Module:
             problems.append("unexpected keys: " + ", ".join(repr(k) for k in unexpected))
         if problems:
             raise RuntimeError(f"error(s) in loading state_dict for {type(self).__name__}:\n  "
-                               + "\n  ".join(problems))
+                               + "\n  ".join(problems) + "\nbuild the model with the same "
+                               "layer sizes as the one that was saved" +
+                               (", or pass strict=False to skip missing/unexpected keys"
+                                if not mismatched else ""))
         with no_grad():
             for k, target in own.items():
                 if k in state_dict:
