@@ -683,3 +683,11 @@ def test_cli_bad_arguments(tmp_path, capsys, monkeypatch, argv, needles):
     assert_actionable(err, *needles)
     assert snapshot(tmp_path) == before
 
+
+
+def test_predict_on_zero_rows_returns_the_empty_output():
+    # Not an error (so not counted as a case): it used to raise a bare IndexError.
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    model.train()
+    out = gl.train.predict(model, gl.zeros(0, 3))
+    assert out.shape == (0, 2) and model.training
