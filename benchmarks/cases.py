@@ -123,8 +123,22 @@ def mlp_train_step(sizes, batch):
             tloss(tmodel(tx), ty).backward()
             topt.step()
 
-    flops = 6 * batch * sum(i * o for i, o in zip(sizes[:-1], sizes[1:]))  # fwd 2, bwd 4
-    return gl_step, torch_step, flops
+    return gl_step, torch_step, training_flops(sizes, batch)
+
+
+def _training_gemms(sizes, batch):
+    """(m, k, n) of every GEMM a training step runs: per layer forward and dW, and dx for all
+    but the first layer (the input needs no gradient; neither library computes it)."""
+    gemms = []
+    for layer, (i, o) in enumerate(zip(sizes[:-1], sizes[1:])):
+        gemms += [(batch, i, o), (o, batch, i)]  # forward, dW
+        if layer > 0:
+            gemms.append((batch, o, i))  # dx
+    return gemms
+
+
+def training_flops(sizes, batch):
+    return sum(2 * m * k * n for m, k, n in _training_gemms(sizes, batch))
 
 
 OPTIMIZERS = {
@@ -265,9 +279,6 @@ def copy_bandwidth(nbytes=256 << 20):
 
 def training_flop_rate(sizes, batch):
     """The GEMM roofline of one training step: its FLOPs at NumPy's rate for each GEMM."""
-    total_time = 0.0
-    for i, o in zip(sizes[:-1], sizes[1:]):
-        flops = 2 * batch * i * o
-        for shape in ((batch, i, o), (batch, o, i), (o, batch, i)):  # fwd, dx, dW
-            total_time += flops / gemm_roofline(*shape)
-    return 3 * 2 * batch * sum(i * o for i, o in zip(sizes[:-1], sizes[1:])) / total_time
+    total_time = sum(2 * m * k * n / gemm_roofline(m, k, n)
+                     for m, k, n in _training_gemms(sizes, batch))
+    return training_flops(sizes, batch) / total_time
