@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import cpu_jit, cpu_jit_dropout, reference
+from . import cpu_jit, cpu_jit_dropout, cpu_jit_softmax_ce, reference
 from .base import Backend, Device
 
 
@@ -41,4 +41,6 @@ class NumpyBackend(Backend):
     _dropout = cpu_jit_dropout if cpu_jit_dropout.AVAILABLE else reference
     dropout_forward = staticmethod(_dropout.dropout_forward)
     dropout_backward = staticmethod(_dropout.dropout_backward)
-    softmax_cross_entropy = staticmethod(reference.softmax_cross_entropy)
+    # Softmax-CE: a one-pass numba kernel for narrow rows (to rounding; cpu_jit_softmax_ce.py).
+    _softmax_ce = cpu_jit_softmax_ce if cpu_jit_softmax_ce.AVAILABLE else reference
+    softmax_cross_entropy = staticmethod(_softmax_ce.softmax_cross_entropy)

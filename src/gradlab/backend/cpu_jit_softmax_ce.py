@@ -1,0 +1,102 @@
+"""Optional numba-compiled softmax cross-entropy for the CPU backend, for narrow rows.
+
+reference.py runs some twenty NumPy calls per batch; with few classes (the 4096 x 10 of an
+MLP classifier) their fixed cost and full-size temporaries are most of the time. This kernel
+makes one pass per row (rows in parallel from PARALLEL_MIN elements): max, exp and sum into
+the gradient row, then the loss and the gradient's scaling, with the reference's formulas in
+the reference's order. Rows wider than MAX_CLASSES stay on the reference: numba calls libm's
+scalar exp (no Intel SVML here), 7x slower per element than NumPy's SIMD exp, so the
+kernel's advantage fades with the row length. Measured on 2 cores, float32, kernel vs
+reference: C = 2 0.2x, C = 10 0.45x, C = 32 0.7-0.8x, C = 100 1.4-1.5x, C = 1000 1.8-2.4x.
+
+Agreement with the reference is to rounding, not bitwise: the exp is libm's (NumPy has its
+own), and a row's sum of exponentials is accumulated left to right (NumPy sums pairwise).
+Tests hold the two together to a few ulps. Used when numba imports and ``GRADLAB_NO_JIT``
+is unset (see cpu_jit.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from . import checks, reference
+from .cpu_jit import AVAILABLE, PARALLEL_MIN, numba, prange
+
+MAX_CLASSES = 32  # wider rows go to the reference (measured crossover: see the module docstring)
+
+
+def _body(x, target, w, wsum, ignore_index, c_smooth, b_smooth, smooth, zero, loss, g):
+    """Row i: loss[i] and grad[i] as reference.softmax_cross_entropy computes them, with
+    c_smooth = 1 - s and b_smooth = s / C in the logits' dtype. Rows are indexed in 2-D
+    (x[i, j]): a row view per row costs reference-count atomics worth more than a short row."""
+    n, c = x.shape
+    for i in prange(n):
+        t = target[i]
+        if t == ignore_index:
+            loss[i] = zero
+            for j in range(c):
+                g[i, j] = zero
+            continue
+        m = x[i, 0]
+        for j in range(1, c):
+            m = max(m, x[i, j])
+        total = zero
+        for j in range(c):
+            e = np.exp(x[i, j] - m)               # exp(-(m - x)): the same rounding
+            g[i, j] = e
+            total += e
+        log_s = np.log(total)
+        a = c_smooth * w[t]
+        row = a * ((m - x[i, t]) + log_s)
+        coef = a
+        if smooth:
+            acc = zero
+            for j in range(c):
+                acc += (m - x[i, j]) * w[j]
+            row += b_smooth * (acc + wsum * log_s)
+            coef = a + b_smooth * wsum
+        loss[i] = row
+        for j in range(c):
+            g[i, j] = g[i, j] / total * coef
+        if smooth:
+            for j in range(c):
+                g[i, j] -= b_smooth * w[j]
+        g[i, t] -= a
+
+
+_kernel = None
+if AVAILABLE:
+    _kernel = numba.njit(cache=True, nogil=True, parallel=True)(_body)
+
+
+def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing):
+    if logits.ndim != 2 or logits.shape[1] > MAX_CLASSES:
+        return reference.softmax_cross_entropy(logits, target, weight, ignore_index,
+                                               label_smoothing)
+    logits, target, weight, ignore_index, s = checks.softmax_ce_args(
+        np, logits, target, weight, ignore_index, label_smoothing)
+    n, c = logits.shape
+    dt = logits.dtype
+    if n and (target.min() < 0 or target.max() >= c):       # then find the first bad one
+        bad = (target != ignore_index) & ((target < 0) | (target >= c))
+        if bad.any():
+            raise checks.bad_target_error(target[np.argmax(bad)], c)
+    loss = np.zeros(n, dtype=dt)
+    grad = np.empty((n, c), dtype=dt)
+    if n == 0 or c == 0:
+        return loss, grad
+    if not -2**63 <= ignore_index < 2**63:
+        # no int64 target equals it; -2^63 stands in (such a target failed the check above)
+        ignore_index = -2**63
+    w = np.ones(c, dtype=dt) if weight is None else weight
+    args = (logits, target, w, dt.type(w.sum()), np.int64(ignore_index), dt.type(1 - s),
+            dt.type(s / c), bool(s), dt.type(0), loss, grad)
+    threads = numba.get_num_threads()
+    if n * c >= PARALLEL_MIN or threads == 1:
+        _kernel(*args)
+    else:
+        numba.set_num_threads(1)
+        try:
+            _kernel(*args)
+        finally:
+            numba.set_num_threads(threads)
+    return loss, grad

@@ -1,0 +1,173 @@
+"""The numba softmax cross-entropy (the CPU path for rows of up to MAX_CLASSES classes when
+numba is installed) against the NumPy reference.
+
+Agreement is to rounding, not bitwise: the kernel's exp is libm's and its row sums run
+left to right, where NumPy has its own SIMD exp and sums pairwise. Every loss and gradient
+element must lie within 8 ulps of the reference's, measured against max(1, |value|):
+|jit - ref| <= 8 eps max(1, |ref|). (Observed: at most ~3 eps.) Rows wider than
+MAX_CLASSES go to the reference itself, so those are bitwise equal."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gradlab as gl
+from gradlab.backend import cpu_backend, cpu_jit_softmax_ce, reference
+
+pytestmark = pytest.mark.skipif(not cpu_jit_softmax_ce.AVAILABLE,
+                                reason="numba is not installed")
+
+WIDE = cpu_jit_softmax_ce.MAX_CLASSES
+
+
+def _close(got, want):
+    assert got.dtype == want.dtype and got.shape == want.shape
+    eps = np.finfo(want.dtype).eps
+    both_nan = np.isnan(got) & np.isnan(want)
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    g, w = got[~both_nan], want[~both_nan]
+    assert np.array_equal(np.isinf(g), np.isinf(w)) and np.array_equal(g[np.isinf(g)],
+                                                                      w[np.isinf(w)])
+    fin = np.isfinite(w)
+    err = np.abs(g[fin].astype(np.float64) - w[fin]) / np.maximum(1.0, np.abs(w[fin]))
+    assert err.size == 0 or err.max() <= 8 * eps, err.max() / eps
+
+
+def _both(logits, target, weight=None, ignore_index=-100, smoothing=0.0):
+    got = cpu_jit_softmax_ce.softmax_cross_entropy(logits, target, weight, ignore_index,
+                                                   smoothing)
+    want = reference.softmax_cross_entropy(logits, target, weight, ignore_index, smoothing)
+    return got, want
+
+
+def _case(n, c, dtype, seed=0, scale=3.0):
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal((n, c)) * scale).astype(dtype)
+    y = rng.integers(0, max(c, 1), n)
+    return x, y, (rng.random(c) + 0.5).astype(dtype)
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_reference_to_rounding(dtype, weighted, smoothing):
+    shapes = [(1, 1), (1, 2), (7, 3), (64, 10), (4096, 10), (33, WIDE),
+              (cpu_jit_softmax_ce.PARALLEL_MIN // 10 + 3, 10)]  # the last runs in parallel
+    for n, c in shapes:
+        for scale in (1.0, 30.0):
+            x, y, w = _case(n, c, dtype, seed=n + c, scale=scale)
+            y[::5] = -100                                  # some ignored rows
+            (loss, grad), (loss_r, grad_r) = _both(x, y, w if weighted else None,
+                                                   smoothing=smoothing)
+            _close(loss, loss_r)
+            _close(grad, grad_r)
+            assert not loss[::5].any() and not grad[::5].any()   # ignored rows: exact zeros
+
+
+def test_ignore_index_inside_the_class_range_and_int32_targets():
+    x, y, _ = _case(200, 7, np.float32)
+    (loss, grad), (loss_r, grad_r) = _both(x, y.astype(np.int32), ignore_index=3)
+    _close(loss, loss_r)
+    _close(grad, grad_r)
+    assert not loss[y == 3].any() and not grad[y == 3].any() and loss[y != 3].all()
+
+
+def test_layouts():
+    x, y, _ = _case(30, 12, np.float64)
+    for logits in (x.T.copy().T, np.asfortranarray(x), x[:, ::2], x[::3]):
+        (loss, grad), (loss_r, grad_r) = _both(logits, y[:logits.shape[0]] % logits.shape[1])
+        _close(loss, loss_r)
+        _close(grad, grad_r)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the reference
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_extreme_and_non_finite_logits(dtype):
+    x = np.array([[1e8, 0.0, -1e8]] * 3 + [[np.nan, 0.0, 1.0], [np.inf, 0.0, 1.0],
+                                           [-np.inf, 0.0, 1.0], [-np.inf] * 3], dtype=dtype)
+    y = np.array([0, 1, 2, 1, 1, 2, 0])
+    (loss, grad), (loss_r, grad_r) = _both(x, y)
+    np.testing.assert_array_equal(loss[:3], [0.0, 1e8, 2e8])             # exact, as the ref
+    np.testing.assert_array_equal(grad[:3], [[0, 0, 0], [1, -1, 0], [1, 0, -1]])
+    _close(loss, loss_r)
+    _close(grad, grad_r)
+    y[3:] = -100                                           # ignored non-finite rows are zeros
+    (loss, grad), _ = _both(x, y)
+    assert not loss[3:].any() and not grad[3:].any()
+
+
+def test_wide_rows_are_the_reference_itself():
+    x, y, w = _case(16, WIDE + 1, np.float32)
+    (loss, grad), (loss_r, grad_r) = _both(x, y, w, smoothing=0.2)
+    assert loss.tobytes() == loss_r.tobytes() and grad.tobytes() == grad_r.tobytes()
+
+
+def test_empty_inputs():
+    for n, c in ((0, 5), (0, 0)):
+        (loss, grad), (loss_r, grad_r) = _both(np.zeros((n, c), np.float32),
+                                               np.zeros(n, np.int64))
+        assert loss.shape == loss_r.shape and grad.shape == grad_r.shape
+    (loss, grad), _ = _both(np.zeros((3, 0), np.float32), np.full(3, -100))  # all ignored
+    assert loss.tolist() == [0, 0, 0] and grad.shape == (3, 0)
+
+
+@pytest.mark.parametrize("target,ignore_index", [([0, 5, 7, 1], -100), ([0, -1, 2, 1], -100),
+                                                 ([-100, 3, -7, 1], -100), ([0, 1, 2, 9], 2),
+                                                 ([0, 1, 2, 2], 2**70)])
+def test_bad_targets_same_error_as_reference(target, ignore_index):
+    x = np.zeros((4, 3), np.float32)
+    target = np.array(target)
+    errors = []
+    for impl in (reference, cpu_jit_softmax_ce):
+        try:
+            impl.softmax_cross_entropy(x, target, None, ignore_index, 0.0)
+            errors.append(None)
+        except IndexError as e:
+            errors.append(str(e))
+    assert errors[0] == errors[1]
+    if ignore_index == 2**70:                              # huge ignore_index: no row ignored
+        assert errors[0] is None
+
+
+def test_bad_arguments_same_error_as_reference():
+    x = np.zeros((4, 3), np.float32)
+    for args in ((x[0], np.zeros(3, np.int64)), (x, np.zeros(4)), (x, np.zeros(5, np.int64))):
+        errors = []
+        for impl in (reference, cpu_jit_softmax_ce):
+            with pytest.raises((ValueError, TypeError)) as info:
+                impl.softmax_cross_entropy(*args, None, -100, 0.0)
+            errors.append((type(info.value), str(info.value)))
+        assert errors[0] == errors[1]
+
+
+def test_cpu_backend_and_loss_use_the_kernel(monkeypatch):
+    assert cpu_backend().softmax_cross_entropy is cpu_jit_softmax_ce.softmax_cross_entropy
+    calls = []
+    kernel = cpu_jit_softmax_ce._kernel
+
+    def counted(*args):
+        calls.append(args[0].shape)
+        return kernel(*args)
+    monkeypatch.setattr(cpu_jit_softmax_ce, "_kernel", counted)
+    x, y, _ = _case(64, 10, np.float32)
+    t = gl.tensor(x, requires_grad=True)
+    gl.nn.functional.cross_entropy(t, gl.tensor(y)).backward()
+    loss_r, grad_r = reference.softmax_cross_entropy(x, y, None, -100, 0.0)
+    _close(t.grad.numpy(), grad_r / np.float32(64))
+    assert calls == [(64, 10)]
+    gl.nn.CrossEntropyLoss()(gl.tensor(_case(8, WIDE + 5, np.float32)[0]),
+                             gl.tensor(np.zeros(8, np.int64)))
+    assert calls == [(64, 10)]                             # wide rows: the reference
+
+
+def test_no_jit_env_falls_back_to_the_reference():
+    code = ("from gradlab.backend import cpu_backend, cpu_jit_softmax_ce, reference\n"
+            "assert not cpu_jit_softmax_ce.AVAILABLE\n"
+            "assert cpu_backend().softmax_cross_entropy is reference.softmax_cross_entropy\n"
+            "print('fallback ok')\n")
+    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, GRADLAB_NO_JIT="1"),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "fallback ok" in out.stdout
