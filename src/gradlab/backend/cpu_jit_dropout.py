@@ -149,14 +149,18 @@ def dropout_forward(x, p, key, offset):
     if thr == 0 or thr >= 2**32 or n == 0:                # no draws needed
         return reference.dropout_forward(x, p, key, offset)
     flat = np.ascontiguousarray(x.reshape(-1))             # C order, as the reference's mask
-    y = np.empty(n, dtype=x.dtype)
+    # Outputs are allocated in their final shape and written through a flat view, so that
+    # they own their memory (``base is None``): autograd copies a leaf gradient that is a
+    # view, which on 16M elements cost about as much as the kernel.
+    y_out = np.empty(x.shape, dtype=x.dtype)
+    y = y_out.reshape(-1)
     mask = np.empty(checks.mask_words(n), dtype=np.uint32)
     dt = x.dtype.type
     _call(_forward_kernel, n, flat, y, mask, np.uint64(key & 0xFFFFFFFF), np.uint64(key >> 32),
           np.uint64(offset), np.uint32(thr), dt(checks.dropout_scale(p)), dt(0))
     if n % 32:
         mask[-1] &= np.uint32((1 << (n % 32)) - 1)
-    return y.reshape(x.shape), mask
+    return y_out, mask
 
 
 def dropout_backward(grad, mask, p):
@@ -171,8 +175,8 @@ def dropout_backward(grad, mask, p):
     # A broadcast gradient is read-only: pass a writable copy of its one value, so the common
     # case needs no read-only specialization of the kernel (each one is a compile).
     flat = flat[:1].copy() if bcast else np.ascontiguousarray(flat)
-    out = np.empty(n, dtype=grad.dtype)
+    result = np.empty(grad.shape, dtype=grad.dtype)  # owns its memory, see dropout_forward
     dt = grad.dtype.type
-    _call(_backward_kernel, n, flat, np.ascontiguousarray(mask), out,
+    _call(_backward_kernel, n, flat, np.ascontiguousarray(mask), result.reshape(-1),
           dt(checks.dropout_scale(p)), dt(0), bcast)
-    return out.reshape(grad.shape)
+    return result
