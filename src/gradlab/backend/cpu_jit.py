@@ -5,13 +5,29 @@ make one (read p, g and the state once, write them once), which is what PyTorch'
 CPU Adam does. They are used when numba imports and ``GRADLAB_NO_JIT`` is unset; results
 match the references to rounding (tests hold them together). Formulas: see base.py.
 
-Kernels are built with ``parallel=True``: numba's parallel loops are also the ones it
-vectorizes here (a serial build of the same loop measured 8-16x slower). Small tensors run
-that build on the calling thread alone: waking the thread pool for a bias of ten elements
-measured several milliseconds on a loaded machine, more than the update itself.
+One step of a whole parameter group is ONE numba call. The group's tensors are laid end to
+end in a flat index space, which is cut into one contiguous run per thread; each thread
+walks the tensors its run covers. So a hundred small tensors share one parallel region,
+and ten large ones are split exactly as evenly. The kernel finds the tensors through a
+table of data pointers (an array's buffer address, its size from its shape), because
+numba's ways of passing a variable number of arrays all cost more than the update itself
+on small tensors (measured, 100 tensors of 10k float32: a typed List 190 us to build, a
+reflected list 960 us per call, a tuple one compilation per length; one call per tensor
+was the old way, ~5 us of parallel launch each). The table is read by compiled code from
+the arrays' C structs (NumPy's ABI-stable ``PyArrayObject`` layout, located and verified
+at import; anything unexpected takes a plain-Python path that checks and reads the same
+table with ``ndarray.ctypes``).
+
+A group below ``PARALLEL_MIN`` elements in total runs on the calling thread alone: waking
+the thread pool for a few biases measured several milliseconds on a loaded machine, more
+than the update itself. The element loops are the per-element formulas of the per-tensor
+kernels they replace, in the same order: the same bits (tests hold every flag of every
+optimizer to those formulas written out in NumPy). One change: RMSprop without centering
+computes sqrt(v), where the old loop formed sqrt(v - 0 * a^2) (the same unless a^2 = inf).
 """
 from __future__ import annotations
 
+import ctypes
 import os
 
 import numpy as np
@@ -29,24 +45,28 @@ try:
         raise ImportError("GRADLAB_NO_JIT is set")
     import numba
     from numba import prange
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
 except ImportError:  # numba is an optional accelerator
     numba = None
     prange = range
 
 AVAILABLE = numba is not None
-PARALLEL_MIN = 1 << 16  # elements from which a tensor's update uses every thread
+PARALLEL_MIN = 1 << 16  # elements (a group's total) from which a step uses every thread
 
 
+# -- element loops ------------------------------------------------------------------------------
 # Flags are resolved outside the element loops (one loop per case) and the sign of
 # ``maximize`` is a multiplier: a branch inside the loop stops LLVM from vectorizing it.
 # Every float scalar arrives in the arrays' dtype and complements such as 1 - beta come
 # precomputed: a float64 literal would turn float32 updates into float64 arithmetic,
-# measured 3x slower on 10M elements.
+# measured 3x slower on 10M elements. Kernels use numba's "numpy" error model: a division
+# by zero gives inf/nan as in NumPy (the "python" model's check would block vectorization).
 
 def _adam_body(p, g, m, v, vmax, step_size, bc2_sqrt, b1, c1, b2, c2, eps, wd, decay, sign,
                amsgrad):
     if amsgrad:
-        for i in prange(p.size):
+        for i in range(p.size):
             gi = sign * g[i] + wd * p[i]
             mi = b1 * m[i] + c1 * gi
             vi = b2 * v[i] + c2 * gi * gi
@@ -56,7 +76,7 @@ def _adam_body(p, g, m, v, vmax, step_size, bc2_sqrt, b1, c1, b2, c2, eps, wd, d
             vmax[i] = vi
             p[i] = p[i] * decay - step_size * mi / (np.sqrt(vi) / bc2_sqrt + eps)
     else:
-        for i in prange(p.size):
+        for i in range(p.size):
             gi = sign * g[i] + wd * p[i]
             mi = b1 * m[i] + c1 * gi
             vi = b2 * v[i] + c2 * gi * gi
@@ -65,55 +85,69 @@ def _adam_body(p, g, m, v, vmax, step_size, bc2_sqrt, b1, c1, b2, c2, eps, wd, d
             p[i] = p[i] * decay - step_size * mi / (np.sqrt(vi) / bc2_sqrt + eps)
 
 
-def _sgd_body(p, g, b, lr, momentum, undamped, nesterov, wd, sign, first):
+def _sgd_body(p, g, b, lr, momentum, undamped, wd, sign, nesterov, first):
     if momentum == 0.0:
-        for i in prange(p.size):
+        for i in range(p.size):
             p[i] -= lr * (sign * g[i] + wd * p[i])
     elif first:
-        for i in prange(p.size):
+        for i in range(p.size):
             gi = sign * g[i] + wd * p[i]
             b[i] = gi
             p[i] -= lr * (gi + momentum * gi if nesterov else gi)
     elif nesterov:
-        for i in prange(p.size):
+        for i in range(p.size):
             gi = sign * g[i] + wd * p[i]
             bi = momentum * b[i] + undamped * gi
             b[i] = bi
             p[i] -= lr * (gi + momentum * bi)
     else:
-        for i in prange(p.size):
+        for i in range(p.size):
             gi = sign * g[i] + wd * p[i]
             bi = momentum * b[i] + undamped * gi
             b[i] = bi
             p[i] -= lr * bi
 
 
-def _rmsprop_body(p, g, v, b, a, lr, alpha, c_alpha, eps, wd, momentum, centered, c, sign):
-    # avg = sqrt(v - a^2) + eps if centered else sqrt(v) + eps; ``c`` (0 or 1) zeroes a^2.
-    if momentum != 0.0:
-        for i in prange(p.size):
+def _rmsprop_body(p, g, v, b, a, lr, alpha, c_alpha, eps, wd, momentum, sign, centered):
+    # avg = sqrt(v - a^2) + eps if centered else sqrt(v) + eps. Arrays of options that are
+    # off are p (see the pointer table) and are never touched: a loop that merely read them
+    # would fail LLVM's run-time overlap check and run unvectorized.
+    if momentum != 0.0 and centered:
+        for i in range(p.size):
             gi = sign * g[i] + wd * p[i]
             vi = alpha * v[i] + c_alpha * gi * gi
             v[i] = vi
             ai = alpha * a[i] + c_alpha * gi
-            if centered:
-                a[i] = ai
-            bi = momentum * b[i] + gi / (np.sqrt(vi - c * ai * ai) + eps)
+            a[i] = ai
+            bi = momentum * b[i] + gi / (np.sqrt(vi - ai * ai) + eps)
             b[i] = bi
             p[i] -= lr * bi
-    else:
-        for i in prange(p.size):
+    elif momentum != 0.0:
+        for i in range(p.size):
+            gi = sign * g[i] + wd * p[i]
+            vi = alpha * v[i] + c_alpha * gi * gi
+            v[i] = vi
+            bi = momentum * b[i] + gi / (np.sqrt(vi) + eps)
+            b[i] = bi
+            p[i] -= lr * bi
+    elif centered:
+        for i in range(p.size):
             gi = sign * g[i] + wd * p[i]
             vi = alpha * v[i] + c_alpha * gi * gi
             v[i] = vi
             ai = alpha * a[i] + c_alpha * gi
-            if centered:
-                a[i] = ai
-            p[i] -= lr * gi / (np.sqrt(vi - c * ai * ai) + eps)
+            a[i] = ai
+            p[i] -= lr * gi / (np.sqrt(vi - ai * ai) + eps)
+    else:
+        for i in range(p.size):
+            gi = sign * g[i] + wd * p[i]
+            vi = alpha * v[i] + c_alpha * gi * gi
+            v[i] = vi
+            p[i] -= lr * gi / (np.sqrt(vi) + eps)
 
 
 def _adagrad_body(p, g, s, clr, eps, wd, sign):
-    for i in prange(p.size):
+    for i in range(p.size):
         gi = sign * g[i] + wd * p[i]
         si = s[i] + gi * gi
         s[i] = si
@@ -121,7 +155,7 @@ def _adagrad_body(p, g, s, clr, eps, wd, sign):
 
 
 def _adadelta_body(p, g, v, u, lr, rho, c_rho, eps, wd, sign):
-    for i in prange(p.size):
+    for i in range(p.size):
         gi = sign * g[i] + wd * p[i]
         vi = rho * v[i] + c_rho * gi * gi
         v[i] = vi
@@ -130,69 +164,346 @@ def _adadelta_body(p, g, v, u, lr, rho, c_rho, eps, wd, sign):
         p[i] -= lr * d
 
 
-_KERNELS = {}
-if AVAILABLE:
-    for _name, _body in (("adam", _adam_body), ("sgd", _sgd_body), ("rmsprop", _rmsprop_body),
-                         ("adagrad", _adagrad_body), ("adadelta", _adadelta_body)):
-        _KERNELS[_name] = numba.njit(cache=True, nogil=True, parallel=True)(_body)
+# -- the pointer table --------------------------------------------------------------------------
+# A group is given as ``ptrs`` (rows: p, g, then the optimizer's states; one column per
+# tensor: the address of its first element) and ``offsets`` (n + 1 running element counts:
+# tensor t is [offsets[t], offsets[t + 1]) of the flat space). A state that is off repeats
+# p's row; its kernel never touches it.
+
+_C_CONTIGUOUS = 0x0001  # NPY_ARRAY_C_CONTIGUOUS
+_WRITEABLE = 0x0400     # NPY_ARRAY_WRITEABLE
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
 
 
-def _run(name, tensors, *scalars):
-    """Apply kernel ``name`` to each tensor's flat views; small tensors on one thread."""
-    kernel = _KERNELS[name]
-    if not tensors:
-        return
-    as_dtype = tensors[0][0].dtype.type
-    scalars = tuple(as_dtype(x) if isinstance(x, float) else x for x in scalars)
-    all_threads = current = numba.get_num_threads()
+def _struct_layout():
+    """Byte offsets of ob_type, data, nd, dimensions, descr and flags in an ndarray object,
+    found and checked on sample arrays; None when anything differs from expectations (then
+    every table is read by the Python path)."""
+    word = ctypes.sizeof(ctypes.c_void_p)
+    if ctypes.sizeof(ctypes.c_ssize_t) != word or np.dtype(np.intp).itemsize != word:
+        return None
+    samples = [np.zeros((4, 6))[:, 1:5], np.arange(3, dtype=np.float32), np.empty(0),
+               np.ones((2, 3, 1), np.float32)]
+    samples[1].setflags(write=False)
+    nwords = np.ndarray.__basicsize__ // word  # read no further than the object itself
+    first = list((ctypes.c_ssize_t * nwords).from_address(id(samples[0])))
     try:
-        for arrays in tensors:
-            n = arrays[0].size
-            if not n:
-                continue
-            wanted = all_threads if n >= PARALLEL_MIN else 1
-            if wanted != current:
-                numba.set_num_threads(wanted)
-                current = wanted
-            kernel(*arrays, *scalars)
-    finally:
-        if current != all_threads:
-            numba.set_num_threads(all_threads)
+        type_at = first.index(id(np.ndarray)) * word
+        data_at = first.index(samples[0].ctypes.data) * word
+    except ValueError:
+        return None
+    # PyArrayObject: data, nd, dimensions, strides, base, descr, flags (NumPy 1.x and 2.x).
+    layout = dict(type=type_at, data=data_at, nd=data_at + word, dims=data_at + 2 * word,
+                  descr=data_at + 5 * word, flags=data_at + 6 * word)
+    if max(layout.values()) + word > nwords * word:
+        return None
+
+    def at(a, name, ctype=ctypes.c_ssize_t):
+        return ctype.from_address(id(a) + layout[name]).value
+
+    for a in samples:
+        dims = (ctypes.c_ssize_t * a.ndim).from_address(at(a, "dims")) if a.ndim else ()
+        if (at(a, "type") != id(type(a)) or at(a, "data") != a.ctypes.data
+                or at(a, "nd", ctypes.c_int) != a.ndim or tuple(dims) != a.shape
+                or at(a, "descr") != id(a.dtype) or at(a, "flags", ctypes.c_int) != a.flags.num):
+            return None
+    return np.array([layout[k] for k in ("type", "data", "nd", "dims", "descr", "flags")]
+                    + [id(np.ndarray)], dtype=np.intp)
 
 
-def _flat(arrays, i, fallback):
-    return fallback if arrays is None else arrays[i].reshape(-1)
+def _table_python(op, params, grads, states):
+    """The pointer table read with Python attribute access after the full argument checks:
+    for arrays the compiled reader declines (subclasses, equal but distinct dtype objects,
+    an unexpected ndarray layout), and to raise the errors of bad groups."""
+    named = {f"state{k}": s for k, s in enumerate(states)}
+    lists = {"params": params, "grads": grads, **{k: s for k, s in named.items() if s is not None}}
+    for name, arrays in lists.items():
+        for i, a in enumerate(arrays):
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{op}: {name}[{i}] is a {type(a).__name__}, not a NumPy array")
+    checks.group_dtype(op, params, grads, **named)
+    ptrs = np.empty((2 + len(states), len(params)), dtype=np.intp)
+    for r, arrays in enumerate((params, grads, *states)):
+        name = "params" if r == 0 else "grads" if r == 1 else f"state{r - 2}"
+        for i, a in enumerate(params if arrays is None else arrays):
+            if r != 1 and not a.flags.writeable:
+                raise ValueError(f"{op}: {name}[{i}] is read-only; optimizer steps update "
+                                 f"params and their states in place")
+            ptrs[r, i] = a.ctypes.data
+    offsets = np.zeros(len(params) + 1, dtype=np.intp)
+    np.cumsum([a.size for a in params], out=offsets[1:])
+    return ptrs, offsets
 
 
-def _group(op, params, grads, *states):
-    """Flat views per tensor: [(p, g, *states), ...]; a missing state becomes p (unused)."""
-    checks.group_dtype(op, params, grads, **{f"state{k}": s for k, s in enumerate(states)})
-    out = []
-    for i, p in enumerate(params):
-        pf = p.reshape(-1)
-        out.append((pf, grads[i].reshape(-1), *(_flat(s, i, pf) for s in states)))
-    return out
+def _table(op, params, grads, states):
+    """(ptrs, offsets, scalar type) of one group, or None for an empty one. Rejects what
+    reference.py rejects, with the same errors (checks.group_dtype), and read-only params
+    or states. ``states``: a tuple of lists, None for an option that is off. The caller's
+    lists keep every array alive while the kernel uses the table."""
+    n = len(params)
+    if n == 0 or len(grads) != n or any(s is not None and len(s) != n for s in states):
+        checks.group_dtype(op, params, grads, **{f"state{k}": s for k, s in enumerate(states)})
+        return None  # empty (mismatched lengths raised)
+    dtype = getattr(params[0], "dtype", None)
+    if _LAYOUT is not None and (dtype is _F32 or dtype is _F64):
+        ids = np.array([list(map(id, params if s is None else s))
+                        for s in (params, grads, *states)], dtype=np.intp)
+        ptrs = np.empty(ids.shape, dtype=np.intp)
+        offsets = np.empty(n + 1, dtype=np.intp)
+        if _read_table(ids, _LAYOUT, id(dtype), ptrs, offsets):
+            return ptrs, offsets, dtype.type
+    ptrs, offsets = _table_python(op, params, grads, states)
+    return ptrs, offsets, params[0].dtype.type
+
+
+def _word(addr):
+    return numba.carray(_voidptr(addr), 1, np.intp)[0]
+
+
+def _int(addr):
+    return numba.carray(_voidptr(addr), 1, np.intc)[0]
+
+
+def _read_table_body(ids, layout, descr, ptrs, offsets):
+    """Fill ptrs/offsets from the objects whose ids are given (rows: p, g, states; one column
+    per tensor). True when every object is an exact ndarray with the dtype object ``descr``,
+    C-contiguous, writable (except grads) and shaped as its param; False at the first one
+    that is not (the Python path then raises the error, or takes the group if it is valid
+    after all)."""
+    at_type, at_data, at_nd, at_dims, at_descr, at_flags, ndarray = (
+        layout[0], layout[1], layout[2], layout[3], layout[4], layout[5], layout[6])
+    rows, n = ids.shape
+    word = layout.itemsize
+    offsets[0] = 0
+    for i in range(n):
+        size = 1
+        p_nd = 0
+        p_dims = 0
+        for r in range(rows):
+            obj = ids[r, i]
+            if _word(obj + at_type) != ndarray or _word(obj + at_descr) != descr:
+                return False
+            flags = _int(obj + at_flags)
+            if flags & _C_CONTIGUOUS == 0 or (r != 1 and flags & _WRITEABLE == 0):
+                return False
+            nd = _int(obj + at_nd)
+            dims = _word(obj + at_dims)
+            if r == 0:
+                p_nd, p_dims = nd, dims
+                for d in range(nd):
+                    size *= _word(dims + d * word)
+            elif nd != p_nd:
+                return False
+            else:
+                for d in range(nd):
+                    if _word(dims + d * word) != _word(p_dims + d * word):
+                        return False
+            ptrs[r, i] = _word(obj + at_data)
+        offsets[i + 1] = offsets[i] + size
+    return True
+
+
+# -- multi-tensor kernels ----------------------------------------------------------------------
+# ``_<name>_part(ptrs, offsets, k, nparts, sc, *flags)`` updates part k of nparts of the
+# group's flat index space (contiguous, equal element counts): the pieces of the tensors it
+# covers. ``sc`` holds the float scalars in the arrays' dtype (their order: the body's
+# arguments), ``flags`` the booleans. A small group is one part on the calling thread;
+# ``_<name>_parallel`` runs ``nparts`` parts in one parallel loop, wrapping the serial build
+# so that both share one compilation of the loops. Tensors of one group must not overlap in
+# memory (the parts run concurrently).
+
+def _view(ptrs, row, t, lo, n, like):
+    """Elements [lo, lo + n) of tensor t's row-th array, of the dtype of array ``like``."""
+    return numba.carray(_voidptr(ptrs[row, t]), lo + n, like.dtype)[lo:]
+
+
+def _span(offsets, k, nparts):
+    """Part k of nparts: flat range [lo, hi) and the last tensor t with offsets[t] <= lo
+    (a bisection; numba's np.searchsorted costs a third of a second to compile)."""
+    total = offsets[offsets.size - 1]
+    lo = k * total // nparts
+    hi = (k + 1) * total // nparts
+    a, b = 0, offsets.size - 1
+    while b - a > 1:
+        mid = (a + b) // 2
+        if offsets[mid] <= lo:
+            a = mid
+        else:
+            b = mid
+    return lo, hi, a
+
+
+def _adam_part(ptrs, offsets, k, nparts, sc, amsgrad):
+    lo, hi, t = _span(offsets, k, nparts)
+    while lo < hi:  # the pieces of tensors t, t + 1, ... inside [lo, hi)
+        a = lo - offsets[t]
+        n = min(hi, offsets[t + 1]) - lo
+        if n > 0:
+            _adam_elems(_view(ptrs, 0, t, a, n, sc), _view(ptrs, 1, t, a, n, sc),
+                        _view(ptrs, 2, t, a, n, sc), _view(ptrs, 3, t, a, n, sc),
+                        _view(ptrs, 4, t, a, n, sc), sc[0], sc[1], sc[2], sc[3], sc[4],
+                        sc[5], sc[6], sc[7], sc[8], sc[9], amsgrad)
+            lo += n
+        t += 1
+
+
+def _adam_parallel(ptrs, offsets, nparts, sc, amsgrad):
+    for k in prange(nparts):
+        _adam_part(ptrs, offsets, np.intp(k), nparts, sc, amsgrad)
+
+
+def _sgd_part(ptrs, offsets, k, nparts, sc, nesterov, first):
+    lo, hi, t = _span(offsets, k, nparts)
+    while lo < hi:
+        a = lo - offsets[t]
+        n = min(hi, offsets[t + 1]) - lo
+        if n > 0:
+            _sgd_elems(_view(ptrs, 0, t, a, n, sc), _view(ptrs, 1, t, a, n, sc),
+                       _view(ptrs, 2, t, a, n, sc), sc[0], sc[1], sc[2], sc[3], sc[4],
+                       nesterov, first)
+            lo += n
+        t += 1
+
+
+def _sgd_parallel(ptrs, offsets, nparts, sc, nesterov, first):
+    for k in prange(nparts):
+        _sgd_part(ptrs, offsets, np.intp(k), nparts, sc, nesterov, first)
+
+
+def _rmsprop_part(ptrs, offsets, k, nparts, sc, centered):
+    lo, hi, t = _span(offsets, k, nparts)
+    while lo < hi:
+        a = lo - offsets[t]
+        n = min(hi, offsets[t + 1]) - lo
+        if n > 0:
+            _rmsprop_elems(_view(ptrs, 0, t, a, n, sc), _view(ptrs, 1, t, a, n, sc),
+                           _view(ptrs, 2, t, a, n, sc), _view(ptrs, 3, t, a, n, sc),
+                           _view(ptrs, 4, t, a, n, sc), sc[0], sc[1], sc[2], sc[3], sc[4],
+                           sc[5], sc[6], centered)
+            lo += n
+        t += 1
+
+
+def _rmsprop_parallel(ptrs, offsets, nparts, sc, centered):
+    for k in prange(nparts):
+        _rmsprop_part(ptrs, offsets, np.intp(k), nparts, sc, centered)
+
+
+def _adagrad_part(ptrs, offsets, k, nparts, sc):
+    lo, hi, t = _span(offsets, k, nparts)
+    while lo < hi:
+        a = lo - offsets[t]
+        n = min(hi, offsets[t + 1]) - lo
+        if n > 0:
+            _adagrad_elems(_view(ptrs, 0, t, a, n, sc), _view(ptrs, 1, t, a, n, sc),
+                           _view(ptrs, 2, t, a, n, sc), sc[0], sc[1], sc[2], sc[3])
+            lo += n
+        t += 1
+
+
+def _adagrad_parallel(ptrs, offsets, nparts, sc):
+    for k in prange(nparts):
+        _adagrad_part(ptrs, offsets, np.intp(k), nparts, sc)
+
+
+def _adadelta_part(ptrs, offsets, k, nparts, sc):
+    lo, hi, t = _span(offsets, k, nparts)
+    while lo < hi:
+        a = lo - offsets[t]
+        n = min(hi, offsets[t + 1]) - lo
+        if n > 0:
+            _adadelta_elems(_view(ptrs, 0, t, a, n, sc), _view(ptrs, 1, t, a, n, sc),
+                            _view(ptrs, 2, t, a, n, sc), _view(ptrs, 3, t, a, n, sc),
+                            sc[0], sc[1], sc[2], sc[3], sc[4], sc[5])
+            lo += n
+        t += 1
+
+
+def _adadelta_parallel(ptrs, offsets, nparts, sc):
+    for k in prange(nparts):
+        _adadelta_part(ptrs, offsets, np.intp(k), nparts, sc)
+
+
+_KERNELS = {}  # name -> (serial part kernel, parallel kernel)
+if AVAILABLE:
+    @intrinsic
+    def _voidptr(typingctx, addr):
+        """An integer address as a void pointer (for numba.carray)."""
+        if not isinstance(addr, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], cgutils.voidptr_t)
+        return types.voidptr(addr), codegen
+
+    _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+    _inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+    _word = _jit(_word)
+    _int = _jit(_int)
+    _view = _jit(_view)
+    _span = _jit(_span)
+    # Reads Python objects: keeps the GIL, so no other thread changes them meanwhile.
+    _read_table = numba.njit(cache=True)(_read_table_body)
+    _adam_elems = _inline(_adam_body)
+    _sgd_elems = _inline(_sgd_body)
+    _rmsprop_elems = _inline(_rmsprop_body)
+    _adagrad_elems = _inline(_adagrad_body)
+    _adadelta_elems = _inline(_adadelta_body)
+    _adam_part = _jit(_adam_part)
+    _sgd_part = _jit(_sgd_part)
+    _rmsprop_part = _jit(_rmsprop_part)
+    _adagrad_part = _jit(_adagrad_part)
+    _adadelta_part = _jit(_adadelta_part)
+    for _name, _part, _parallel in (
+            ("adam", _adam_part, _adam_parallel), ("sgd", _sgd_part, _sgd_parallel),
+            ("rmsprop", _rmsprop_part, _rmsprop_parallel),
+            ("adagrad", _adagrad_part, _adagrad_parallel),
+            ("adadelta", _adadelta_part, _adadelta_parallel)):
+        _KERNELS[_name] = (_part, numba.njit(cache=True, nogil=True, parallel=True,
+                                             error_model="numpy")(_parallel))
+    _LAYOUT = _struct_layout()
+else:
+    _LAYOUT = None
+
+
+def _run(name, table, scalars, *flags):
+    """One call of kernel ``name`` over a whole group: from PARALLEL_MIN elements in total
+    one part per thread in a parallel loop, else the serial build on the calling thread.
+    ``scalars`` are converted to the arrays' dtype (float32 updates stay float32)."""
+    if table is None:
+        return
+    ptrs, offsets, dtype = table
+    total = int(offsets[-1])
+    if total == 0:
+        return
+    sc = np.array(scalars, dtype=dtype)
+    part, parallel = _KERNELS[name]
+    threads = numba.get_num_threads() if total >= PARALLEL_MIN else 1
+    if threads > 1:
+        parallel(ptrs, offsets, threads, sc, *flags)
+    else:
+        part(ptrs, offsets, 0, 1, sc, *flags)
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr, beta1, beta2,
               eps, weight_decay, decoupled_weight_decay, amsgrad, maximize):
     checks.require_state("adam_step", "amsgrad", amsgrad, "max_exp_avg_sqs", max_exp_avg_sqs)
-    tensors = _group("adam_step", params, grads, exp_avgs, exp_avg_sqs,
-                     max_exp_avg_sqs if amsgrad else None)
+    table = _table("adam_step", params, grads,
+                   (exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None))
     decay = 1.0 - lr * weight_decay if decoupled_weight_decay else 1.0  # AdamW: p *= decay
     coupled_wd = 0.0 if decoupled_weight_decay else float(weight_decay)
-    _run("adam", tensors, lr / (1 - beta1 ** step), (1 - beta2 ** step) ** 0.5, float(beta1),
-         1.0 - beta1, float(beta2), 1.0 - beta2, float(eps), coupled_wd, float(decay),
-         -1.0 if maximize else 1.0, bool(amsgrad))
+    _run("adam", table, (lr / (1 - beta1 ** step), (1 - beta2 ** step) ** 0.5, beta1, 1.0 - beta1,
+                         beta2, 1.0 - beta2, eps, coupled_wd, decay, -1.0 if maximize else 1.0),
+         bool(amsgrad))
 
 
 def sgd_step(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov,
              weight_decay, maximize, first_step):
     checks.require_state("sgd_step", "momentum != 0", momentum, "momentum_buffers",
                          momentum_buffers)
-    tensors = _group("sgd_step", params, grads, momentum_buffers if momentum else None)
-    _run("sgd", tensors, float(lr), float(momentum), 1.0 - dampening, bool(nesterov),
-         float(weight_decay), -1.0 if maximize else 1.0, bool(first_step))
+    table = _table("sgd_step", params, grads, (momentum_buffers if momentum else None,))
+    _run("sgd", table, (lr, momentum, 1.0 - dampening, weight_decay, -1.0 if maximize else 1.0),
+         bool(nesterov), bool(first_step))
 
 
 def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr, alpha, eps,
@@ -200,21 +511,20 @@ def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr,
     checks.require_state("rmsprop_step", "momentum != 0", momentum, "momentum_buffers",
                          momentum_buffers)
     checks.require_state("rmsprop_step", "centered", centered, "grad_avgs", grad_avgs)
-    tensors = _group("rmsprop_step", params, grads, square_avgs,
-                     momentum_buffers if momentum else None, grad_avgs if centered else None)
-    _run("rmsprop", tensors, float(lr), float(alpha), 1.0 - alpha, float(eps),
-         float(weight_decay), float(momentum), bool(centered), 1.0 if centered else 0.0,
-         -1.0 if maximize else 1.0)
+    table = _table("rmsprop_step", params, grads,
+                   (square_avgs, momentum_buffers if momentum else None,
+                    grad_avgs if centered else None))
+    _run("rmsprop", table, (lr, alpha, 1.0 - alpha, eps, weight_decay, momentum,
+                            -1.0 if maximize else 1.0), bool(centered))
 
 
 def adagrad_step(params, grads, state_sums, *, step, lr, lr_decay, weight_decay, eps, maximize):
-    tensors = _group("adagrad_step", params, grads, state_sums)
-    _run("adagrad", tensors, lr / (1 + (step - 1) * lr_decay), float(eps),
-         float(weight_decay), -1.0 if maximize else 1.0)
+    table = _table("adagrad_step", params, grads, (state_sums,))
+    _run("adagrad", table, (lr / (1 + (step - 1) * lr_decay), eps, weight_decay,
+                            -1.0 if maximize else 1.0))
 
 
 def adadelta_step(params, grads, square_avgs, acc_deltas, *, lr, rho, eps, weight_decay,
                   maximize):
-    tensors = _group("adadelta_step", params, grads, square_avgs, acc_deltas)
-    _run("adadelta", tensors, float(lr), float(rho), 1.0 - rho, float(eps), float(weight_decay),
-         -1.0 if maximize else 1.0)
+    table = _table("adadelta_step", params, grads, (square_avgs, acc_deltas))
+    _run("adadelta", table, (lr, rho, 1.0 - rho, eps, weight_decay, -1.0 if maximize else 1.0))
