@@ -291,14 +291,15 @@ def test_table_read_from_the_array_structs_matches_ctypes():
     if sys.implementation.name == "cpython":
         assert cpu_jit._LAYOUT is not None, "the ndarray layout was not recognised"
     rng = np.random.default_rng(3)
-    params = [rng.standard_normal(s).astype(np.float32) for s in [(0,), (3, 4), (1,), (2, 0)]]
+    shapes = [(0,), (3, 4), (1,), (2, 0), (), (2, 1, 3)]
+    params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
     grads = [np.ones_like(a) for a in params]
     states = ([np.zeros_like(a) for a in params], None)
     fast = cpu_jit._table("adam_step", params, grads, states)
     ptrs, offsets = cpu_jit._table_python("adam_step", params, grads, states)
     np.testing.assert_array_equal(fast[0], ptrs)
     np.testing.assert_array_equal(fast[1], offsets)
-    assert list(offsets) == [0, 0, 12, 13, 13] and fast[2] is np.float32
+    assert list(offsets) == [0, 0, 12, 13, 13, 14, 20] and fast[2] is np.float32
     assert list(ptrs[3]) == [a.ctypes.data for a in params]  # an option that is off: p's row
 
 
