@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gradlab as gl
-from gradlab.backend import cpu_backend, cpu_jit_dropout, reference
+from gradlab.backend import checks, cpu_backend, cpu_jit_dropout, cpu_threads, reference
 
 pytestmark = [
     pytest.mark.skipif(not cpu_jit_dropout.AVAILABLE, reason="numba is not installed"),
@@ -136,20 +136,57 @@ def test_mask_padding_bits_are_zero():
         assert int(mask[-1]) != 0        # p = 0.01 keeps nearly all: the live bits are set
 
 
-def test_thread_count_restored_and_results_thread_independent():
-    numba = cpu_jit_dropout.numba
-    threads = numba.get_num_threads()
-    x = _inputs(cpu_jit_dropout.PARALLEL_MIN * 2 + 3, np.float32)
+def test_thread_count_kept_and_results_thread_independent():
+    threads = cpu_threads.get_num_threads()
+    n = cpu_jit_dropout.PARALLEL_MIN * 2 + 3                 # a partial last mask word
+    x = _inputs(n, np.float32)
+    g = _inputs(n, np.float32, seed=1)
     y_all, m_all = cpu_jit_dropout.dropout_forward(x, 0.5, 8, 1)
+    b_all = cpu_jit_dropout.dropout_backward(g, m_all, 0.5)
+    bc_all = cpu_jit_dropout.dropout_backward(np.broadcast_to(np.float32(2), (n,)), m_all, 0.5)
     cpu_jit_dropout.dropout_forward(x[:100], 0.5, 8, 1)          # small: runs on one thread
-    assert numba.get_num_threads() == threads
-    numba.set_num_threads(1)
+    assert cpu_threads.get_num_threads() == threads
     try:
-        y_one, m_one = cpu_jit_dropout.dropout_forward(x, 0.5, 8, 1)
+        for t in (1, 2, 3):
+            cpu_threads.set_num_threads(t)
+            y, m = cpu_jit_dropout.dropout_forward(x, 0.5, 8, 1)
+            _same(y, y_all)
+            _same(m, m_all)
+            _same(cpu_jit_dropout.dropout_backward(g, m, 0.5), b_all)
+            _same(cpu_jit_dropout.dropout_backward(np.broadcast_to(np.float32(2), (n,)), m, 0.5),
+                  bc_all)
     finally:
-        numba.set_num_threads(threads)
-    _same(y_one, y_all)
-    _same(m_one, m_all)
+        cpu_threads.set_num_threads(threads)
+    _check(x, 0.5, 8, 1, grad=g)
+
+
+def test_parts_cover_every_task_once():
+    """Any number of parts, more parts than tasks included, gives the one-part result."""
+    n = 3 * TASK + 37
+    x = _inputs(n, np.float64)
+    y_ref, m_ref = reference.dropout_forward(x, 0.3, 9, 2)
+    args = (np.uint64(9), np.uint64(0), np.uint64(2),
+            np.uint32(checks.dropout_threshold(0.3)), np.float64(checks.dropout_scale(0.3)),
+            np.float64(0))
+    for nparts in (1, 2, 3, 4, 7):
+        y = np.full(n, np.nan)
+        mask = np.zeros(m_ref.size, np.uint32)
+        for k in range(nparts):
+            cpu_jit_dropout._forward_kernel(k, nparts, x, y, mask, *args)
+        mask[-1] &= np.uint32((1 << (n % 32)) - 1)
+        _same(y, y_ref)
+        _same(mask, m_ref)
+        out = np.full(n, np.nan)
+        for k in range(nparts):
+            cpu_jit_dropout._backward_kernel(k, nparts, x, m_ref, out, args[4], args[5], False)
+        _same(out, reference.dropout_backward(x, m_ref, 0.3))
+
+
+def test_kernels_are_serial_nogil_numba():
+    """The threads are cpu_threads' own: no numba parallel=True (an OpenMP pool)."""
+    for kernel in (cpu_jit_dropout._forward_kernel, cpu_jit_dropout._backward_kernel):
+        assert kernel.targetoptions.get("nogil") is True
+        assert not kernel.targetoptions.get("parallel")
 
 
 @pytest.mark.parametrize("args,exc", [

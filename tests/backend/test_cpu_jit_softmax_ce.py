@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gradlab as gl
-from gradlab.backend import cpu_backend, cpu_jit_softmax_ce, reference
+from gradlab.backend import cpu_backend, cpu_jit_softmax_ce, cpu_threads, reference
 
 pytestmark = pytest.mark.skipif(not cpu_jit_softmax_ce.AVAILABLE,
                                 reason="numba is not installed")
@@ -140,6 +140,39 @@ def test_bad_arguments_same_error_as_reference():
                 impl.softmax_cross_entropy(*args, None, -100, 0.0)
             errors.append((type(info.value), str(info.value)))
         assert errors[0] == errors[1]
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_results_thread_independent(smoothing):
+    """Rows are independent: any thread count (and any cut into parts) gives the same bits."""
+    x, y, w = _case(cpu_jit_softmax_ce.PARALLEL_MIN // 10 + 3, 10, np.float32, seed=4)
+    y[::7] = -100
+    want = cpu_jit_softmax_ce.softmax_cross_entropy(x, y, w, -100, smoothing)
+    threads = cpu_threads.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            cpu_threads.set_num_threads(t)
+            got = cpu_jit_softmax_ce.softmax_cross_entropy(x, y, w, -100, smoothing)
+            assert got[0].tobytes() == want[0].tobytes()
+            assert got[1].tobytes() == want[1].tobytes()
+    finally:
+        cpu_threads.set_num_threads(threads)
+    xs, ys = x[:50], y[:50]                                # more parts than rows, too
+    loss_ref, grad_ref = cpu_jit_softmax_ce.softmax_cross_entropy(xs, ys, w, -100, smoothing)
+    args = (w, np.float32(w.sum()), np.int64(-100), np.float32(1 - smoothing),
+            np.float32(smoothing / 10), bool(smoothing), np.float32(0))
+    for nparts in (2, 3, 64):
+        loss = np.full(50, np.nan, np.float32)
+        grad = np.full((50, 10), np.nan, np.float32)
+        for k in range(nparts):
+            cpu_jit_softmax_ce._part_kernel(k, nparts, xs, ys, *args, loss, grad)
+        assert loss.tobytes() == loss_ref.tobytes() and grad.tobytes() == grad_ref.tobytes()
+
+
+def test_kernel_is_serial_nogil_numba():
+    """The threads are cpu_threads' own: no numba parallel=True (an OpenMP pool)."""
+    options = cpu_jit_softmax_ce._part_kernel.targetoptions
+    assert options.get("nogil") is True and not options.get("parallel")
 
 
 def test_cpu_backend_and_loss_use_the_kernel(monkeypatch):

@@ -1,10 +1,12 @@
 """Optional numba-compiled dropout for the CPU backend.
 
 reference.py builds the mask in a dozen NumPy passes (Philox rounds on uint64 work arrays,
-a comparison, ``packbits``, a masked multiply); these kernels do one pass: each parallel
-task draws the Philox words for its run of elements into a small scratch buffer, packs the
-mask words and writes the scaled output, all while the data is in cache. The backward reads
-the packed mask and the gradient once.
+a comparison, ``packbits``, a masked multiply); these kernels do one pass: each task of
+TASK_WORDS mask words draws the Philox words for its run of elements into a small scratch
+buffer, packs the mask words and writes the scaled output, all while the data is in cache.
+The backward reads the packed mask and the gradient once. From PARALLEL_MIN elements the
+tasks are cut into one contiguous run per thread (cpu_threads.run_parts); which thread
+does a task does not change its bits.
 
 The contract is reference.py's, bit for bit (tests hold them together): element i draws word
 (i % 4) of Philox4x32-10(counter = (offset + i // 4) mod 2^64 as (lo, hi, 0, 0), key =
@@ -23,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks, reference
-from .cpu_jit import AVAILABLE, PARALLEL_MIN, numba, prange
+from .cpu_jit import AVAILABLE, numba
+from .cpu_threads import PARALLEL_MIN, parts_for, run_parts  # noqa: F401 (PARALLEL_MIN: tests)
 
 _M0 = np.uint64(reference.PHILOX_M0)
 _M1 = np.uint64(reference.PHILOX_M1)
@@ -33,7 +36,7 @@ _LO = np.uint64(0xFFFFFFFF)
 _S32 = np.uint64(32)
 _ZERO = np.uint64(0)
 
-TASK_WORDS = 64  # mask words per parallel task: 2048 elements, 8 KiB of draws in cache
+TASK_WORDS = 64  # mask words per task: 2048 elements, 8 KiB of draws in cache
 
 
 def _philox(c0, c1, c2, c3, k0, k1):
@@ -61,17 +64,18 @@ def _draws(draws, first_block, nblocks, k0, k1, offset):
         draws[4 * b + 3] = r3
 
 
-def _forward_body(x, y, mask, k0, k1, offset, thr, scale, zero):
-    """y, mask from flat x; every mask word is written whole (the caller clears the padding
-    bits of the last one). ``thr`` is a uint32 in (0, 2^32).
+def _forward_part(k, nparts, x, y, mask, k0, k1, offset, thr, scale, zero):
+    """Part k of nparts of y, mask from flat x: tasks [k ntasks / nparts, (k + 1) ntasks /
+    nparts) of TASK_WORDS mask words each. Every mask word is written whole (the caller clears
+    the padding bits of the last one). ``thr`` is a uint32 in (0, 2^32).
 
     Loops index slices from 0: an index LLVM cannot prove non-negative keeps numba's
     negative-index wraparound, which turns the loads and stores into gathers and scatters."""
     n = x.size
     nwords = mask.size
     ntasks = (nwords + TASK_WORDS - 1) // TASK_WORDS
-    for t in prange(ntasks):
-        draws = np.empty(TASK_WORDS * 32, dtype=np.uint32)
+    draws = np.empty(TASK_WORDS * 32, dtype=np.uint32)
+    for t in range(k * ntasks // nparts, (k + 1) * ntasks // nparts):
         w0 = t * TASK_WORDS
         w1 = min(w0 + TASK_WORDS, nwords)
         _draws(draws, w0 * 8, (w1 - w0) * 8, k0, k1, offset)
@@ -88,14 +92,16 @@ def _forward_body(x, y, mask, k0, k1, offset, thr, scale, zero):
             ys[i] = v if draws[i] >= thr else zero
 
 
-def _backward_body(grad, mask, out, scale, zero, bcast):
-    """out = grad * scale where the mask bit is set, else +0. ``bcast``: grad holds one value
-    that stands for every element (the stride-0 gradient of a sum or mean)."""
+def _backward_part(k, nparts, grad, mask, out, scale, zero, bcast):
+    """Part k of nparts of out = grad * scale where the mask bit is set, else +0: tasks
+    [k ntasks / nparts, (k + 1) ntasks / nparts) of the whole mask words, and the last,
+    partial word in the last part. ``bcast``: grad holds one value that stands for every
+    element (the stride-0 gradient of a sum or mean)."""
     n = out.size
     full = n // 32                                         # whole mask words
     ntasks = (full + TASK_WORDS - 1) // TASK_WORDS
     g0 = grad[0] * scale
-    for t in prange(ntasks):
+    for t in range(k * ntasks // nparts, (k + 1) * ntasks // nparts):
         w0 = t * TASK_WORDS
         w1 = min(w0 + TASK_WORDS, full)
         m = mask[w0:w1]
@@ -112,7 +118,7 @@ def _backward_body(grad, mask, out, scale, zero, bcast):
                 for j in range(32):
                     v = gs[32 * w + j] * scale
                     os[32 * w + j] = v if (bits >> np.uint64(j)) & np.uint64(1) else zero
-    if n > 32 * full:                                      # the last, partial word
+    if k == nparts - 1 and n > 32 * full:                  # the last, partial word
         bits = np.uint64(mask[full])
         for i in range(n - 32 * full):
             v = g0 if bcast else grad[32 * full + i] * scale
@@ -123,21 +129,8 @@ _forward_kernel = _backward_kernel = None
 if AVAILABLE:
     _philox = numba.njit(inline="always")(_philox)
     _draws = numba.njit(inline="always")(_draws)
-    _forward_kernel = numba.njit(cache=True, nogil=True, parallel=True)(_forward_body)
-    _backward_kernel = numba.njit(cache=True, nogil=True, parallel=True)(_backward_body)
-
-
-def _call(kernel, n, *args):
-    """Run ``kernel`` on every thread from PARALLEL_MIN elements, else on this one alone."""
-    threads = numba.get_num_threads()
-    if n >= PARALLEL_MIN or threads == 1:
-        kernel(*args)
-        return
-    numba.set_num_threads(1)
-    try:
-        kernel(*args)
-    finally:
-        numba.set_num_threads(threads)
+    _forward_kernel = numba.njit(cache=True, nogil=True)(_forward_part)
+    _backward_kernel = numba.njit(cache=True, nogil=True)(_backward_part)
 
 
 def dropout_forward(x, p, key, offset):
@@ -156,8 +149,9 @@ def dropout_forward(x, p, key, offset):
     y = y_out.reshape(-1)
     mask = np.empty(checks.mask_words(n), dtype=np.uint32)
     dt = x.dtype.type
-    _call(_forward_kernel, n, flat, y, mask, np.uint64(key & 0xFFFFFFFF), np.uint64(key >> 32),
-          np.uint64(offset), np.uint32(thr), dt(checks.dropout_scale(p)), dt(0))
+    run_parts(_forward_kernel, parts_for(n), flat, y, mask, np.uint64(key & 0xFFFFFFFF),
+              np.uint64(key >> 32), np.uint64(offset), np.uint32(thr),
+              dt(checks.dropout_scale(p)), dt(0))
     if n % 32:
         mask[-1] &= np.uint32((1 << (n % 32)) - 1)
     return y_out, mask
@@ -177,6 +171,6 @@ def dropout_backward(grad, mask, p):
     flat = flat[:1].copy() if bcast else np.ascontiguousarray(flat)
     result = np.empty(grad.shape, dtype=grad.dtype)  # owns its memory, see dropout_forward
     dt = grad.dtype.type
-    _call(_backward_kernel, n, flat, np.ascontiguousarray(mask), result.reshape(-1),
-          dt(checks.dropout_scale(p)), dt(0), bcast)
+    run_parts(_backward_kernel, parts_for(n), flat, np.ascontiguousarray(mask),
+              result.reshape(-1), dt(checks.dropout_scale(p)), dt(0), bcast)
     return result

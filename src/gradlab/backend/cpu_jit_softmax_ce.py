@@ -2,13 +2,14 @@
 
 reference.py runs some twenty NumPy calls per batch; with few classes (the 4096 x 10 of an
 MLP classifier) their fixed cost and full-size temporaries are most of the time. This kernel
-makes one pass per row (rows in parallel from PARALLEL_MIN elements): max, exp and sum into
-the gradient row, then the loss and the gradient's scaling, with the reference's formulas in
-the reference's order. Rows wider than MAX_CLASSES stay on the reference: numba calls libm's
-scalar exp (no Intel SVML here), 7x slower per element than NumPy's SIMD exp, so the
-kernel's advantage fades with the row length. Measured on 2 cores, float32, time of this
-entry point over the reference's (40k and 1M elements): C = 2 0.2x, C = 10 0.45x,
-C = 32 0.7-0.8x, C = 100 1.4-1.5x, C = 1000 1.8-2.4x.
+makes one pass per row (from PARALLEL_MIN elements the rows are cut into one contiguous run
+per thread, cpu_threads.run_parts): max, exp and sum into the gradient row, then the loss
+and the gradient's scaling, with the reference's formulas in the reference's order. Rows
+wider than MAX_CLASSES stay on the reference: numba calls libm's scalar exp (no Intel SVML
+here), 7x slower per element than NumPy's SIMD exp, so the kernel's advantage fades with
+the row length. Measured on 2 cores, float32, time of this entry point over the
+reference's (40k and 1M elements): C = 2 0.2x, C = 10 0.45x, C = 32 0.7-0.8x, C = 100
+1.4-1.5x, C = 1000 1.8-2.4x.
 
 Agreement with the reference is to rounding, not bitwise: the exp is libm's (NumPy has its
 own), and a row's sum of exponentials is accumulated left to right (NumPy sums pairwise).
@@ -20,17 +21,28 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks, reference
-from .cpu_jit import AVAILABLE, PARALLEL_MIN, numba, prange
+from .cpu_jit import AVAILABLE, numba
+from .cpu_threads import PARALLEL_MIN, parts_for, run_parts  # noqa: F401 (PARALLEL_MIN: tests)
 
 MAX_CLASSES = 32  # wider rows go to the reference (measured crossover: see the module docstring)
 
 
-def _body(x, target, w, wsum, ignore_index, c_smooth, b_smooth, smooth, zero, loss, g):
-    """Row i: loss[i] and grad[i] as reference.softmax_cross_entropy computes them, with
-    c_smooth = 1 - s and b_smooth = s / C in the logits' dtype. Rows are indexed in 2-D
-    (x[i, j]): a row view per row costs reference-count atomics worth more than a short row."""
-    n, c = x.shape
-    for i in prange(n):
+def _part(k, nparts, x_all, target_all, w, wsum, ignore_index, c_smooth, b_smooth, smooth,
+          zero, loss_all, g_all):
+    """Rows [k n / nparts, (k + 1) n / nparts): loss[i] and grad[i] as
+    reference.softmax_cross_entropy computes them, with c_smooth = 1 - s and b_smooth = s / C
+    in the logits' dtype. Rows are indexed in 2-D (x[i, j]): a row view per row costs
+    reference-count atomics worth more than a short row. The part's rows are sliced once and
+    indexed from 0, an index LLVM can prove non-negative (indexing x[r0 + i] instead measured
+    3-5% slower on 4096 and 65536 rows of 10)."""
+    n, c = x_all.shape
+    r0 = k * n // nparts
+    r1 = (k + 1) * n // nparts
+    x = x_all[r0:r1]
+    target = target_all[r0:r1]
+    loss = loss_all[r0:r1]
+    g = g_all[r0:r1]
+    for i in range(r1 - r0):
         t = target[i]
         if t == ignore_index:
             loss[i] = zero
@@ -64,9 +76,15 @@ def _body(x, target, w, wsum, ignore_index, c_smooth, b_smooth, smooth, zero, lo
         g[i, t] -= a
 
 
-_kernel = None
+_part_kernel = None
 if AVAILABLE:
-    _kernel = numba.njit(cache=True, nogil=True, parallel=True)(_body)
+    _part_kernel = numba.njit(cache=True, nogil=True)(_part)
+
+
+def _kernel(x, *args):
+    """Every row of x (the arguments of _part after k, nparts), split across the threads
+    from PARALLEL_MIN elements."""
+    run_parts(_part_kernel, parts_for(x.size), x, *args)
 
 
 def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing):
@@ -91,13 +109,5 @@ def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing)
     w = np.ones(c, dtype=dt) if weight is None else weight
     args = (logits, target, w, dt.type(w.sum()), np.int64(ignore_index), dt.type(1 - s),
             dt.type(s / c), bool(s), dt.type(0), loss, grad)
-    threads = numba.get_num_threads()
-    if n * c >= PARALLEL_MIN or threads == 1:
-        _kernel(*args)
-    else:
-        numba.set_num_threads(1)
-        try:
-            _kernel(*args)
-        finally:
-            numba.set_num_threads(threads)
+    _kernel(*args)
     return loss, grad
