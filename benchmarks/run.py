@@ -8,14 +8,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # torch first: its OpenMP runtime must start with its own defaults, untouched by the
 # settings gradlab makes for numba's (see gradlab/backend/cpu_jit.py).
 import benchmarks.harness  # noqa: E402,F401,I001
-from benchmarks import cases, memory  # noqa: E402
+from benchmarks import cases, isolated, memory  # noqa: E402
 from benchmarks.cases import copy_bandwidth  # noqa: E402
 from benchmarks.harness import Result, _fmt, compare, machine_info, torch, write_results  # noqa: E402
 
@@ -59,6 +61,16 @@ def main(argv=None):
         roof = cases.training_flop_rate(sizes, batch)
         r.extra.update(gflops=round(flops / r.gradlab_s / 1e9, 2),
                        gemm_roofline_fraction=round(flops / r.gradlab_s / roof, 3))
+        try:  # each library alone in its own process, for context (benchmarks/isolated.py)
+            iso = isolated.alone(shape, with_torch=torch is not None,
+                                 rounds=5 if args.quick else 15)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"isolated timing of {shape} failed: {exc}", flush=True)
+        else:
+            r.extra.update({k: round(v, 6) if k.endswith("_s") else round(v, 2)
+                            for k, v in iso.items()})
+            r.extra["gemm_roofline_fraction_alone"] = round(
+                flops / iso["gradlab_alone_s"] / roof, 3)
         record(r)
 
     # Peak memory of training (optimizer state, gradients, activations, temporaries), each
@@ -103,8 +115,6 @@ def main(argv=None):
         record(r)
 
     # The main job: `gradlab train` with its defaults (target: >= 0.97 within 30 s on 2 cores).
-    import subprocess
-    import time
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "gradlab", "train", "--quiet"],
                           capture_output=True, text=True)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gradlab as gl
-from gradlab.backend import cpu_jit, reference
+from gradlab.backend import cpu_jit, cpu_threads, reference
 
 pytestmark = pytest.mark.skipif(not cpu_jit.AVAILABLE, reason="numba is not installed")
 
@@ -254,36 +254,53 @@ def test_any_partition_gives_the_same_bits(nparts):
     ptrs, offsets, dtype = cpu_jit._table("adam_step", p, grads, tuple(s))
     sc = np.array([kw["lr"] / (1 - 0.9 ** 2), (1 - 0.99 ** 2) ** 0.5, 0.9, 1.0 - 0.9, 0.99,
                    1.0 - 0.99, 1e-8, 0.1, 1.0, 1.0], dtype=dtype)
-    part, parallel = cpu_jit._KERNELS["adam"]
+    part = cpu_jit._KERNELS["adam"]
     for k in range(nparts):
-        part(ptrs, offsets, k, nparts, sc, True)
+        part(k, nparts, ptrs, offsets, sc, True)
     for a, b in zip(p + sum(s, []), expected + sum(exp_states, [])):
         np.testing.assert_array_equal(a, b)
     p, s = _copies(params, states, [False] * 3)
     ptrs, offsets, _ = cpu_jit._table("adam_step", p, grads, tuple(s))
-    parallel(ptrs, offsets, nparts, sc, True)  # nparts need not match the thread count
+    # the same parts run concurrently on cpu_threads' threads (any count of parts)
+    cpu_threads.run_parts(part, nparts, ptrs, offsets, sc, True)
     for a, b in zip(p + sum(s, []), expected + sum(exp_states, [])):
         np.testing.assert_array_equal(a, b)
 
 
-def test_one_thread_and_all_threads_agree():
-    import numba
+def test_one_thread_and_several_threads_agree():
     rng = np.random.default_rng(2)
     kw = dict(lr=0.01, alpha=0.9, eps=1e-8, weight_decay=0.1, momentum=0.5, centered=True,
               maximize=False)
     params, grads, states = _state(rng, np.float32, 3, kw, GROUPS["large"])
     out = []
-    threads = numba.get_num_threads()
-    for n in (1, threads):
-        numba.set_num_threads(n)
+    threads = cpu_threads.get_num_threads()
+    for n in (1, 2, 3):
+        cpu_threads.set_num_threads(n)
         try:
             p, s = _copies(params, states, [False] * 3)
             cpu_jit.rmsprop_step(p, grads, *s, **kw)
         finally:
-            numba.set_num_threads(threads)
+            cpu_threads.set_num_threads(threads)
         out.append(p + sum(s, []))
-    for a, b in zip(*out):
-        np.testing.assert_array_equal(a, b)
+    for other in out[1:]:
+        for a, b in zip(out[0], other):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_no_openmp_side_effects():
+    """gradlab leaves the process's OpenMP settings alone (it used to set OMP_WAIT_POLICY,
+    which slowed a torch imported afterwards) and starts no OpenMP pool of its own."""
+    code = ("import os, gradlab as gl, numpy as np\n"
+            "opt = gl.optim.Adam([gl.nn.Parameter(gl.zeros(1 << 17))])\n"
+            "opt.param_groups[0]['params'][0].grad = gl.ones(1 << 17)\n"
+            "opt.step()\n"
+            "print(os.environ.get('OMP_WAIT_POLICY'))\n"
+            "import numba.np.ufunc.parallel as par\n"
+            "print(par._is_initialized)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=env, check=True).stdout.split()
+    assert out == ["None", "False"], out
 
 
 # -- the pointer table --------------------------------------------------------------------------

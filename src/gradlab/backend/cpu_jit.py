@@ -5,27 +5,29 @@ make one (read p, g and the state once, write them once), which is what PyTorch'
 CPU Adam does. They are used when numba imports and ``GRADLAB_NO_JIT`` is unset; results
 match the references to rounding (tests hold them together). Formulas: see base.py.
 
-One step of a whole parameter group is ONE numba call. The group's tensors are laid end to
-end in a flat index space, which is cut into one contiguous run per thread; each thread
-walks the tensors its run covers. So a hundred small tensors share one parallel region,
-and ten large ones are split exactly as evenly. The kernel finds the tensors through a
-table of data pointers (an array's buffer address, its size from its shape), because
-numba's ways of passing a variable number of arrays cost more than the update of small
-tensors (measured on 2 cores, 100 arrays: a typed List 190 us to build, a reflected list
-960 us per call, a tuple one compilation per length, 2.5 s at 100; ``ndarray.ctypes.data``
-1 us per array; one kernel call per tensor, the old way, ~5 us of parallel launch each).
-The table is read by compiled code from the arrays' C structs, given their ``id()``s
-(NumPy's ABI-stable ``PyArrayObject`` layout, located and verified at import): about
-0.1 us per array, checks included. Anything unexpected (a subclass, a dtype object that
-is not NumPy's own float32/float64, an unrecognised layout) takes a plain-Python path that
-checks the group as reference.py does and reads the same table with ``ndarray.ctypes``.
+One step of a whole parameter group is ONE numba call per thread. The group's tensors are
+laid end to end in a flat index space, which is cut into one contiguous run per thread; each
+thread walks the tensors its run covers. So a hundred small tensors share one dispatch, and
+ten large ones are split exactly as evenly. The threads are cpu_threads' plain Python
+threads running these nogil kernels, not numba's OpenMP pool (why: see cpu_threads.py).
+The kernel finds the tensors through a table of data pointers (an array's buffer address,
+its size from its shape), because numba's ways of passing a variable number of arrays cost
+more than the update of small tensors (measured on 2 cores, 100 arrays: a typed List 190 us
+to build, a reflected list 960 us per call, a tuple one compilation per length, 2.5 s at
+100; ``ndarray.ctypes.data`` 1 us per array; one kernel call per tensor, the old way, ~5 us
+of parallel launch each). The table is read by compiled code from the arrays' C structs,
+given their ``id()``s (NumPy's ABI-stable ``PyArrayObject`` layout, located and verified at
+import): about 0.1 us per array, checks included. Anything unexpected (a subclass, a dtype
+object that is not NumPy's own float32/float64, an unrecognised layout) takes a plain-Python
+path that checks the group as reference.py does and reads the same table with
+``ndarray.ctypes``.
 
 A group below ``PARALLEL_MIN`` elements in total runs on the calling thread alone: waking
-the thread pool for a few biases measured several milliseconds on a loaded machine, more
-than the update itself. The element loops are the per-element formulas of the per-tensor
-kernels they replace, in the same order: the same bits (tests hold every flag of every
-optimizer to those formulas written out in NumPy). One change: RMSprop without centering
-computes sqrt(v), where the old loop formed sqrt(v - 0 * a^2) (the same unless a^2 = inf).
+other threads for a few biases costs more than the update itself. The element loops are the
+per-element formulas of the per-tensor kernels they replace, in the same order: the same
+bits (tests hold every flag of every optimizer to those formulas written out in NumPy). One
+change: RMSprop without centering computes sqrt(v), where the old loop formed
+sqrt(v - 0 * a^2) (the same unless a^2 = inf).
 """
 from __future__ import annotations
 
@@ -34,13 +36,8 @@ import os
 
 import numpy as np
 
-from . import checks
-
-# numba's OpenMP pool busy-waits between parallel loops by default; in a training step those
-# spinning threads take the cores NumPy's BLAS needs for the next GEMM (measured: the
-# 784-512-256-10 step went from 16 ms to 4.7 ms with passive waiting on 2 cores). libgomp
-# reads this once, when numba first loads it; a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from . import checks, cpu_threads
+from .cpu_threads import PARALLEL_MIN  # noqa: F401  (re-exported: tests and callers use it)
 
 try:
     if os.environ.get("GRADLAB_NO_JIT"):
@@ -54,7 +51,6 @@ except ImportError:  # numba is an optional accelerator
     prange = range
 
 AVAILABLE = numba is not None
-PARALLEL_MIN = 1 << 16  # elements (a group's total) from which a step uses every thread
 
 
 # -- element loops ------------------------------------------------------------------------------
@@ -306,13 +302,11 @@ def _read_table_body(ids, layout, descr, ptrs, offsets):
 
 
 # -- multi-tensor kernels ----------------------------------------------------------------------
-# ``_<name>_part(ptrs, offsets, k, nparts, sc, *flags)`` updates part k of nparts of the
+# ``_<name>_part(k, nparts, ptrs, offsets, sc, *flags)`` updates part k of nparts of the
 # group's flat index space (contiguous, equal element counts): the pieces of the tensors it
 # covers. ``sc`` holds the float scalars in the arrays' dtype (their order: the body's
-# arguments), ``flags`` the booleans. A small group is one part on the calling thread;
-# ``_<name>_parallel`` runs ``nparts`` parts in one parallel loop, wrapping the serial build
-# so that both share one compilation of the loops. Tensors of one group must not overlap in
-# memory (the parts run concurrently).
+# arguments), ``flags`` the booleans. cpu_threads.run_parts runs the parts, one per thread.
+# Tensors of one group must not overlap in memory (the parts run concurrently).
 
 def _view(ptrs, row, t, lo, n, like):
     """Elements [lo, lo + n) of tensor t's row-th array, of the dtype of array ``like``."""
@@ -335,7 +329,7 @@ def _span(offsets, k, nparts):
     return lo, hi, a
 
 
-def _adam_part(ptrs, offsets, k, nparts, sc, amsgrad):
+def _adam_part(k, nparts, ptrs, offsets, sc, amsgrad):
     lo, hi, t = _span(offsets, k, nparts)
     while lo < hi:  # the pieces of tensors t, t + 1, ... inside [lo, hi)
         a = lo - offsets[t]
@@ -349,12 +343,8 @@ def _adam_part(ptrs, offsets, k, nparts, sc, amsgrad):
         t += 1
 
 
-def _adam_parallel(ptrs, offsets, nparts, sc, amsgrad):
-    for k in prange(nparts):
-        _adam_part(ptrs, offsets, np.intp(k), nparts, sc, amsgrad)
 
-
-def _sgd_part(ptrs, offsets, k, nparts, sc, nesterov, first):
+def _sgd_part(k, nparts, ptrs, offsets, sc, nesterov, first):
     lo, hi, t = _span(offsets, k, nparts)
     while lo < hi:
         a = lo - offsets[t]
@@ -367,12 +357,8 @@ def _sgd_part(ptrs, offsets, k, nparts, sc, nesterov, first):
         t += 1
 
 
-def _sgd_parallel(ptrs, offsets, nparts, sc, nesterov, first):
-    for k in prange(nparts):
-        _sgd_part(ptrs, offsets, np.intp(k), nparts, sc, nesterov, first)
 
-
-def _rmsprop_part(ptrs, offsets, k, nparts, sc, centered):
+def _rmsprop_part(k, nparts, ptrs, offsets, sc, centered):
     lo, hi, t = _span(offsets, k, nparts)
     while lo < hi:
         a = lo - offsets[t]
@@ -386,12 +372,8 @@ def _rmsprop_part(ptrs, offsets, k, nparts, sc, centered):
         t += 1
 
 
-def _rmsprop_parallel(ptrs, offsets, nparts, sc, centered):
-    for k in prange(nparts):
-        _rmsprop_part(ptrs, offsets, np.intp(k), nparts, sc, centered)
 
-
-def _adagrad_part(ptrs, offsets, k, nparts, sc):
+def _adagrad_part(k, nparts, ptrs, offsets, sc):
     lo, hi, t = _span(offsets, k, nparts)
     while lo < hi:
         a = lo - offsets[t]
@@ -403,12 +385,8 @@ def _adagrad_part(ptrs, offsets, k, nparts, sc):
         t += 1
 
 
-def _adagrad_parallel(ptrs, offsets, nparts, sc):
-    for k in prange(nparts):
-        _adagrad_part(ptrs, offsets, np.intp(k), nparts, sc)
 
-
-def _adadelta_part(ptrs, offsets, k, nparts, sc):
+def _adadelta_part(k, nparts, ptrs, offsets, sc):
     lo, hi, t = _span(offsets, k, nparts)
     while lo < hi:
         a = lo - offsets[t]
@@ -421,12 +399,8 @@ def _adadelta_part(ptrs, offsets, k, nparts, sc):
         t += 1
 
 
-def _adadelta_parallel(ptrs, offsets, nparts, sc):
-    for k in prange(nparts):
-        _adadelta_part(ptrs, offsets, np.intp(k), nparts, sc)
 
-
-_KERNELS = {}  # name -> (serial part kernel, parallel kernel)
+_KERNELS = {}  # name -> part kernel (nogil; cpu_threads runs the parts)
 if AVAILABLE:
     @intrinsic
     def _voidptr(typingctx, addr):
@@ -456,21 +430,17 @@ if AVAILABLE:
     _rmsprop_part = _jit(_rmsprop_part)
     _adagrad_part = _jit(_adagrad_part)
     _adadelta_part = _jit(_adadelta_part)
-    for _name, _part, _parallel in (
-            ("adam", _adam_part, _adam_parallel), ("sgd", _sgd_part, _sgd_parallel),
-            ("rmsprop", _rmsprop_part, _rmsprop_parallel),
-            ("adagrad", _adagrad_part, _adagrad_parallel),
-            ("adadelta", _adadelta_part, _adadelta_parallel)):
-        _KERNELS[_name] = (_part, numba.njit(cache=True, nogil=True, parallel=True,
-                                             error_model="numpy")(_parallel))
+    for _name, _part in (("adam", _adam_part), ("sgd", _sgd_part), ("rmsprop", _rmsprop_part),
+                         ("adagrad", _adagrad_part), ("adadelta", _adadelta_part)):
+        _KERNELS[_name] = _part
     _LAYOUT = _struct_layout()
 else:
     _LAYOUT = None
 
 
 def _run(name, table, scalars, *flags):
-    """One call of kernel ``name`` over a whole group: from PARALLEL_MIN elements in total
-    one part per thread in a parallel loop, else the serial build on the calling thread.
+    """One step of kernel ``name`` over a whole group, cut into one part per thread from
+    PARALLEL_MIN elements in total (cpu_threads), else one part on the calling thread.
     ``scalars`` are converted to the arrays' dtype (float32 updates stay float32)."""
     if table is None:
         return
@@ -479,12 +449,8 @@ def _run(name, table, scalars, *flags):
     if total == 0:
         return
     sc = np.array(scalars, dtype=dtype)
-    part, parallel = _KERNELS[name]
-    threads = numba.get_num_threads() if total >= PARALLEL_MIN else 1
-    if threads > 1:
-        parallel(ptrs, offsets, threads, sc, *flags)
-    else:
-        part(ptrs, offsets, 0, 1, sc, *flags)
+    cpu_threads.run_parts(_KERNELS[name], cpu_threads.parts_for(total), ptrs, offsets, sc,
+                          *flags)
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr, beta1, beta2,

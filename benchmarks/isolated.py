@@ -1,0 +1,65 @@
+"""The training step timed with each library alone in a fresh process: context for the
+side-by-side figures of run.py.
+
+Interleaved in one process, each library's idle threads can take the cores from the other:
+OpenBLAS's (NumPy's) threads keep polling for a while after the last GEMM, and torch's
+OpenMP threads spin after each parallel region. Those figures are the issue's method and
+stay the headline; these show what each library does on a machine of its own.
+
+    python benchmarks/isolated.py mnist wide
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+_CHILD = r"""
+import json, os, statistics, sys
+sys.path.insert(0, {root!r})
+framework, shape, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if framework == "torch":
+    import torch
+    torch.set_num_threads(os.cpu_count() or 1)
+from benchmarks import cases
+import benchmarks.harness as harness
+if framework == "gradlab":
+    harness.torch = cases.torch = None  # gradlab alone: torch is not even imported
+sizes, batch = cases.MLP_SHAPES[shape]
+gl_step, torch_step, _ = cases.mlp_train_step(sizes, batch)
+step = gl_step if framework == "gradlab" else torch_step
+n = harness.calibrate(step, 0.05)
+times = [harness.time_block(step, n) for _ in range(rounds)]
+print(json.dumps({{"median_s": statistics.median(times)}}))
+"""
+
+
+def step_time(framework, shape, rounds=15):
+    """Median seconds per training step of ``framework`` alone in a fresh process."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [os.path.join(root, "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", _CHILD.format(root=root), framework, shape,
+                           str(rounds)], capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{framework} step run failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])["median_s"]
+
+
+def alone(shape, with_torch=True, repeats=2, rounds=15):
+    """Best-of-``repeats`` medians for each side, processes alternating gradlab/torch."""
+    gl_s, th_s = [], []
+    for _ in range(repeats):
+        gl_s.append(step_time("gradlab", shape, rounds))
+        if with_torch:
+            th_s.append(step_time("torch", shape, rounds))
+    out = {"gradlab_alone_s": min(gl_s)}
+    if with_torch:
+        out.update(torch_alone_s=min(th_s), ratio_alone=min(gl_s) / min(th_s))
+    return out
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or ["mnist"]:
+        print(name, alone(name))
