@@ -43,12 +43,10 @@ try:
     if os.environ.get("GRADLAB_NO_JIT"):
         raise ImportError("GRADLAB_NO_JIT is set")
     import numba
-    from numba import prange
     from numba.core import cgutils, types
     from numba.extending import intrinsic
 except ImportError:  # numba is an optional accelerator
     numba = None
-    prange = range
 
 AVAILABLE = numba is not None
 
