@@ -45,6 +45,17 @@ _pool_workers = 0
 _pool_lock = threading.Lock()
 
 
+def _forget_pool_after_fork():
+    # A forked child inherits the pool object but not its threads: work submitted to it
+    # would wait forever. The child makes its own pool on first use instead.
+    global _pool, _pool_workers, _pool_lock
+    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_after_fork)
+
+
 def get_num_threads() -> int:
     """Threads the CPU kernels split large work across (GRADLAB_NUM_THREADS, else the
     cores this process may use)."""
