@@ -237,7 +237,17 @@ def elementwise_chain(n=16, length=10, requires_grad=False):
             y = y * 1.0001
         return y
 
-    return gl_fn, numpy_fn
+    torch_fn = None
+    if torch is not None:  # the same chain in torch eager, for context
+        tx = torch.tensor(x, requires_grad=requires_grad)
+
+        def torch_fn():
+            y = tx
+            for _ in range(length):
+                y = y * 1.0001
+            return y
+
+    return gl_fn, numpy_fn, torch_fn
 
 
 def gemm_roofline(m, k, n):

@@ -105,9 +105,9 @@ def main(argv=None):
                    target_s=0.2))
 
     for recording in (False, True):
-        gl_fn, np_fn = cases.elementwise_chain(requires_grad=recording)
+        gl_fn, np_fn, th_fn = cases.elementwise_chain(requires_grad=recording)
         label = "recording the graph" if recording else "no graph"
-        r = compare(f"10 small elementwise ops, {label} (vs bare NumPy)", gl_fn, None,
+        r = compare(f"10 small elementwise ops, {label} (vs bare NumPy)", gl_fn, th_fn,
                     rounds=rounds)
         base = compare("bare numpy", np_fn, None, rounds=rounds)
         r.extra.update(numpy_s=base.gradlab_s,
