@@ -31,6 +31,12 @@ def are_deterministic_algorithms_enabled() -> bool:
     return _enabled
 
 
+def _stable_argsort(xp, a):
+    # NumPy's default sort is not stable; CuPy's argsort always is, and some CuPy versions
+    # take no ``kind`` argument at all.
+    return xp.argsort(a, kind="stable") if xp.__name__ == "numpy" else xp.argsort(a)
+
+
 def ordered_scatter_add(xp, target, index, values):
     """``target[index] += values`` where repeated positions add up in index order, exactly
     as NumPy's ``add.at`` does (so the result is bitwise NumPy's), without atomics.
@@ -46,14 +52,14 @@ def ordered_scatter_add(xp, target, index, values):
         return
     values = xp.broadcast_to(xp.asarray(values, dtype=target.dtype),
                              target[index].shape).reshape(-1)
-    order = xp.argsort(positions, kind="stable")
+    order = _stable_argsort(xp, positions)
     sorted_pos = positions[order]
     starts_group = xp.ones(sorted_pos.size, dtype=bool)
     starts_group[1:] = sorted_pos[1:] != sorted_pos[:-1]
     group_of = xp.cumsum(starts_group) - 1
     first_of_group = xp.nonzero(starts_group)[0]
     rank = xp.arange(sorted_pos.size) - first_of_group[group_of]
-    by_rank = xp.argsort(rank, kind="stable")  # keeps index order within each rank
+    by_rank = _stable_argsort(xp, rank)  # keeps index order within each rank
     elements = order[by_rank]
     counts = xp.bincount(rank)
     bounds = [0]
