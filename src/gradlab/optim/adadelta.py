@@ -33,15 +33,9 @@ class Adadelta(Optimizer):
         if not params:
             return
         be = params[0]._backend
-        xp = be.xp
         sq, acc = [], []
         for p, pa in zip(params, p_arrays):
-            st = self.state[p]
-            if not st:
-                st["step"] = 0
-                st["square_avg"] = xp.zeros_like(pa)
-                st["acc_delta"] = xp.zeros_like(pa)
-            st["step"] += 1
+            st = self._count_step(p, pa, "square_avg", "acc_delta")
             sq.append(st["square_avg"])
             acc.append(st["acc_delta"])
         be.adadelta_step(p_arrays, g_arrays, sq, acc, lr=group["lr"], rho=group["rho"],

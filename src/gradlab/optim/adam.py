@@ -38,23 +38,14 @@ class Adam(Optimizer):
         if not params:
             return
         be = params[0]._backend
-        xp = be.xp
         amsgrad = group["amsgrad"]
-        state = self.state
+        arrays = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else \
+            ("exp_avg", "exp_avg_sq")
         # Params normally share one step count; ones that missed steps (grad None) form
         # their own call, since the kernel takes one step value.
         by_step = {}
         for p, pa, ga in zip(params, p_arrays, g_arrays):
-            st = state[p]
-            if not st:
-                st["step"] = 0
-                st["exp_avg"] = xp.zeros_like(pa)
-                st["exp_avg_sq"] = xp.zeros_like(pa)
-                if amsgrad:
-                    st["max_exp_avg_sq"] = xp.zeros_like(pa)
-            elif amsgrad and "max_exp_avg_sq" not in st:
-                st["max_exp_avg_sq"] = xp.zeros_like(pa)
-            st["step"] += 1
+            st = self._count_step(p, pa, *arrays)
             lists = by_step.get(st["step"])
             if lists is None:
                 lists = by_step[st["step"]] = ([], [], [], [], [] if amsgrad else None)

@@ -31,12 +31,7 @@ class Adamax(Optimizer):
         lr, eps = group["lr"], group["eps"]
         for p, pa, g in zip(params, p_arrays, g_arrays):
             xp = p._backend.xp
-            st = self.state[p]
-            if not st:
-                st["step"] = 0
-                st["exp_avg"] = xp.zeros_like(pa)
-                st["exp_inf"] = xp.zeros_like(pa)
-            st["step"] += 1
+            st = self._count_step(p, pa, "exp_avg", "exp_inf")
             g = effective_grad(pa, g, group)
             m, u = st["exp_avg"], st["exp_inf"]
             m *= b1

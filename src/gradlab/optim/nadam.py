@@ -43,13 +43,7 @@ class NAdam(Optimizer):
         lr, eps, psi = group["lr"], group["eps"], group["momentum_decay"]
         for p, pa, g in zip(params, p_arrays, g_arrays):
             xp = p._backend.xp
-            st = self.state[p]
-            if not st:
-                st["step"] = 0
-                st["mu_product"] = 1.0
-                st["exp_avg"] = xp.zeros_like(pa)
-                st["exp_avg_sq"] = xp.zeros_like(pa)
-            st["step"] += 1
+            st = self._count_step(p, pa, "exp_avg", "exp_avg_sq", mu_product=1.0)
             t = st["step"]
             g = effective_grad(pa, g, group, group["decoupled_weight_decay"])
             mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))

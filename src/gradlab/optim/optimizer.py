@@ -205,6 +205,20 @@ class Optimizer:
                 ga.append(gd)
         return ps, pa, ga
 
+    def _count_step(self, p, like, *arrays, **scalars):
+        """``self.state[p]`` with its step counted. A new state starts at step 0 with the
+        given scalars; each array named in ``arrays`` that the state lacks (a new state, or
+        an option switched on later) starts as zeros like ``like``."""
+        st = self.state[p]
+        if not st:
+            st["step"] = 0
+            st.update(scalars)
+        for name in arrays:
+            if name not in st:
+                st[name] = p._backend.xp.zeros_like(like)
+        st["step"] += 1
+        return st
+
     # -- state ----------------------------------------------------------------------------
     def state_dict(self):
         """{'state': {index: {name: value}}, 'param_groups': [{..., 'params': [index]}]},

@@ -56,12 +56,7 @@ class RAdam(Optimizer):
         lr, eps = group["lr"], group["eps"]
         for p, pa, g in zip(params, p_arrays, g_arrays):
             xp = p._backend.xp
-            st = self.state[p]
-            if not st:
-                st["step"] = 0
-                st["exp_avg"] = xp.zeros_like(pa)
-                st["exp_avg_sq"] = xp.zeros_like(pa)
-            st["step"] += 1
+            st = self._count_step(p, pa, "exp_avg", "exp_avg_sq")
             t = st["step"]
             g = effective_grad(pa, g, group, group["decoupled_weight_decay"])
             m, v = st["exp_avg"], st["exp_avg_sq"]

@@ -38,20 +38,12 @@ class RMSprop(Optimizer):
         if not params:
             return
         be = params[0]._backend
-        xp = be.xp
         use_mom, centered = group["momentum"] > 0, group["centered"]
         sq, mom, gavg = [], [] if use_mom else None, [] if centered else None
-        state = self.state
+        arrays = ("square_avg",) + (("momentum_buffer",) if use_mom else ()) + \
+            (("grad_avg",) if centered else ())
         for p, pa in zip(params, p_arrays):
-            st = state[p]
-            if not st:
-                st["step"] = 0
-                st["square_avg"] = xp.zeros_like(pa)
-            if use_mom and "momentum_buffer" not in st:
-                st["momentum_buffer"] = xp.zeros_like(pa)
-            if centered and "grad_avg" not in st:
-                st["grad_avg"] = xp.zeros_like(pa)
-            st["step"] += 1
+            st = self._count_step(p, pa, *arrays)
             sq.append(st["square_avg"])
             if use_mom:
                 mom.append(st["momentum_buffer"])
