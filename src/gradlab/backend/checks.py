@@ -114,6 +114,15 @@ def bad_target_error(value, n_classes):
                       f"[0, {n_classes}) or equal ignore_index")
 
 
+def check_targets(target, ignore_index, n_classes):
+    """Raise bad_target_error for the first target outside [0, n_classes) that is not
+    ignore_index. min/max first: in the usual all-valid case that is the whole cost."""
+    if target.size and (target.min() < 0 or target.max() >= n_classes):
+        bad = (target != ignore_index) & ((target < 0) | (target >= n_classes))
+        if bad.any():
+            raise bad_target_error(target[bad.argmax()], n_classes)
+
+
 def require_state(op, option, enabled, list_name, states):
     """An optimizer option that keeps state needs its list of buffers."""
     if enabled and states is None:

@@ -95,10 +95,7 @@ def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing)
         np, logits, target, weight, ignore_index, label_smoothing)
     n, c = logits.shape
     dt = logits.dtype
-    if n and (target.min() < 0 or target.max() >= c):       # then find the first bad one
-        bad = (target != ignore_index) & ((target < 0) | (target >= c))
-        if bad.any():
-            raise checks.bad_target_error(target[np.argmax(bad)], c)
+    checks.check_targets(target, ignore_index, c)
     loss = np.zeros(n, dtype=dt)
     grad = np.empty((n, c), dtype=dt)
     if n == 0 or c == 0:

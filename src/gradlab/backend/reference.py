@@ -275,10 +275,8 @@ def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing)
         np, logits, target, weight, ignore_index, label_smoothing)
     n, c = logits.shape
     dt = logits.dtype
+    checks.check_targets(target, ignore_index, c)
     valid = target != ignore_index
-    bad = valid & ((target < 0) | (target >= c))
-    if bad.any():
-        raise checks.bad_target_error(target[np.argmax(bad)], c)
     loss = np.zeros(n, dtype=dt)
     grad = np.zeros((n, c), dtype=dt)
     if n == 0 or c == 0:
