@@ -85,6 +85,20 @@ def compare(case, gl_fn, torch_fn=None, rounds=15, target_s=0.02, sync=None):
                   statistics.median(ratios) if ratios else None, rounds)
 
 
+def run_child(source, *argv, what="benchmark", **env):
+    """Run ``source`` (a template with ``{root}`` for the repository root) in a fresh Python
+    process with ``argv`` and extra environment ``env``; return the JSON object its last
+    line of output prints."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, **env, PYTHONPATH=os.pathsep.join(
+        [os.path.join(root, "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-c", source.format(root=root), *map(str, argv)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} run failed:\n{proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def machine_info():
     info = {"python": sys.version.split()[0], "platform": platform.platform(),
             "machine": platform.machine(), "cpu_count": os.cpu_count(),

@@ -10,10 +10,12 @@ stay the headline; these show what each library does on a machine of its own.
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
+
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.harness import run_child  # noqa: E402
 
 _CHILD = r"""
 import json, os, statistics, sys
@@ -37,14 +39,8 @@ print(json.dumps({{"median_s": statistics.median(times)}}))
 
 def step_time(framework, shape, rounds=15):
     """Median seconds per training step of ``framework`` alone in a fresh process."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.join(root, "src"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", _CHILD.format(root=root), framework, shape,
-                           str(rounds)], capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{framework} step run failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])["median_s"]
+    return run_child(_CHILD, framework, shape, rounds,
+                     what=f"{framework} step")["median_s"]
 
 
 def alone(shape, with_torch=True, repeats=2, rounds=15):

@@ -13,10 +13,12 @@ a warm-up step would read 0: the C allocator keeps freed blocks resident for reu
 """
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
+
+if not __package__:  # run as a script: make the repository root importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.harness import run_child  # noqa: E402
 
 _CHILD = r"""
 import json, os, sys
@@ -57,18 +59,12 @@ print(json.dumps({{"baseline": baseline, "peak": status("VmHWM"),
 
 def measure(framework, shape):
     """{'baseline', 'peak', 'after'} in bytes for one framework in a fresh process."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     # A fixed mmap threshold turns off glibc's adaptive one, which otherwise starts keeping
     # freed multi-MB blocks on the heap, resident, so that the baseline would count memory
     # the steps later reuse. Every large block is then mapped on allocation and returned on
     # free, for both libraries alike, and the resident set follows live memory.
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONPATH=os.pathsep.join(
-        [os.path.join(root, "src"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-c", _CHILD.format(root=root), framework, shape],
-                          capture_output=True, text=True, env=env, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{framework} memory run failed:\n{proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    return run_child(_CHILD, framework, shape, what=f"{framework} memory",
+                     MALLOC_MMAP_THRESHOLD_="65536")
 
 
 def step_peak(shape, with_torch=True):
