@@ -8,7 +8,11 @@
 //                       each chunk is <= chunk_size elements of one tensor
 // Blocks walk the chunks (grid-stride), threads walk a chunk's elements. Every column but
 // the grad is written back. Formulas are PyTorch's (torch.optim docs); the NumPy reference
-// in gradlab/backend/reference.py follows the same operation order.
+// in gradlab/backend/reference.py follows the same operation order, and every derived scalar
+// (bias corrections, complements 1 - beta, AdamW's decay) comes from the host, computed once
+// in double by gradlab/backend/optim_scalars.py and rounded to T: a complement formed here
+// in float32 from a rounded beta would differ (1 - 0.999f = 0.0009999871f, not 0.001f).
+// Compiled with --fmad=false, the updates then equal the reference bit for bit.
 #include "common.cuh"
 
 #define GL_ILP 4
@@ -54,13 +58,13 @@ __device__ __forceinline__ void multi_tensor_apply(const i64* __restrict__ table
 
 // Columns: param, grad, momentum_buffer.
 template <typename T> struct SgdOp {
-    T lr, momentum, dampening, weight_decay;
+    T lr, momentum, undamped, weight_decay;
     int nesterov, maximize, first_step, use_momentum;
     __device__ __forceinline__ void operator()(T* r) const {
         T g = maximize ? -r[1] : r[1];
         if (weight_decay != T(0)) g = g + weight_decay * r[0];
         if (use_momentum) {
-            const T b = first_step ? g : momentum * r[2] + (T(1) - dampening) * g;
+            const T b = first_step ? g : momentum * r[2] + undamped * g;
             r[2] = b;
             g = nesterov ? g + momentum * b : b;
         }
@@ -69,19 +73,18 @@ template <typename T> struct SgdOp {
 };
 
 // Columns: param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq.
-// step_size = lr / (1 - beta1^step) and bc2_sqrt = sqrt(1 - beta2^step) come from the host.
+// step_size = lr / (1 - beta1^step), bc2_sqrt = sqrt(1 - beta2^step); weight_decay is Adam's
+// L2 term (0 for AdamW) and decay AdamW's factor 1 - lr * weight_decay (1 for Adam).
 template <typename T> struct AdamOp {
-    T lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt;
-    int decoupled, amsgrad, maximize;
+    T step_size, bc2_sqrt, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay,
+        decay;
+    int amsgrad, maximize;
     __device__ __forceinline__ void operator()(T* r) const {
         T g = maximize ? -r[1] : r[1];
-        T p = r[0];
-        if (weight_decay != T(0)) {
-            if (decoupled) p = p * (T(1) - lr * weight_decay);
-            else g = g + weight_decay * p;
-        }
-        const T m = beta1 * r[2] + (T(1) - beta1) * g;
-        const T v = beta2 * r[3] + (T(1) - beta2) * (g * g);
+        if (weight_decay != T(0)) g = g + weight_decay * r[0];
+        const T p = r[0] * decay;  // exact when decay == 1
+        const T m = beta1 * r[2] + one_minus_beta1 * g;
+        const T v = beta2 * r[3] + one_minus_beta2 * (g * g);
         r[2] = m;
         r[3] = v;
         T vhat = v;
@@ -96,16 +99,16 @@ template <typename T> struct AdamOp {
 
 // Columns: param, grad, square_avg, momentum_buffer, grad_avg.
 template <typename T> struct RmspropOp {
-    T lr, alpha, eps, weight_decay, momentum;
+    T lr, alpha, one_minus_alpha, eps, weight_decay, momentum;
     int centered, maximize;
     __device__ __forceinline__ void operator()(T* r) const {
         T g = maximize ? -r[1] : r[1];
         if (weight_decay != T(0)) g = g + weight_decay * r[0];
-        const T v = alpha * r[2] + (T(1) - alpha) * (g * g);
+        const T v = alpha * r[2] + one_minus_alpha * (g * g);
         r[2] = v;
         T avg;
         if (centered) {
-            const T a = alpha * r[4] + (T(1) - alpha) * g;
+            const T a = alpha * r[4] + one_minus_alpha * g;
             r[4] = a;
             avg = gl_sqrt(v - a * a) + eps;
         } else {
@@ -136,15 +139,15 @@ template <typename T> struct AdagradOp {
 
 // Columns: param, grad, square_avg, acc_delta.
 template <typename T> struct AdadeltaOp {
-    T lr, rho, eps, weight_decay;
+    T lr, rho, one_minus_rho, eps, weight_decay;
     int maximize;
     __device__ __forceinline__ void operator()(T* r) const {
         T g = maximize ? -r[1] : r[1];
         if (weight_decay != T(0)) g = g + weight_decay * r[0];
-        const T v = rho * r[2] + (T(1) - rho) * (g * g);
+        const T v = rho * r[2] + one_minus_rho * (g * g);
         r[2] = v;
         const T d = gl_sqrt(r[3] + eps) / gl_sqrt(v + eps) * g;
-        r[3] = rho * r[3] + (T(1) - rho) * (d * d);
+        r[3] = rho * r[3] + one_minus_rho * (d * d);
         r[0] = r[0] - lr * d;
     }
 };
@@ -154,24 +157,25 @@ template <typename T> struct AdadeltaOp {
 
 // One extern "C" entry point per optimizer and dtype, all from the templates above.
 #define GL_DEFINE_OPTIM_KERNELS(T, SUFFIX)                                                     \
-    extern "C" __global__ void sgd_step_##SUFFIX(GL_TABLE_ARGS, T lr, T momentum, T dampening, \
+    extern "C" __global__ void sgd_step_##SUFFIX(GL_TABLE_ARGS, T lr, T momentum, T undamped,  \
                                                  T weight_decay, int nesterov, int maximize,   \
                                                  int first_step, int use_momentum) {           \
-        const SgdOp<T> op{lr, momentum, dampening, weight_decay,                               \
+        const SgdOp<T> op{lr, momentum, undamped, weight_decay,                                \
                           nesterov, maximize, first_step, use_momentum};                       \
         multi_tensor_apply<T, 3>(GL_TABLE, op);                                                \
     }                                                                                          \
-    extern "C" __global__ void adam_step_##SUFFIX(GL_TABLE_ARGS, T lr, T beta1, T beta2, T eps, \
-                                                  T weight_decay, T step_size, T bc2_sqrt,     \
-                                                  int decoupled, int amsgrad, int maximize) {  \
-        const AdamOp<T> op{lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt,           \
-                           decoupled, amsgrad, maximize};                                      \
+    extern "C" __global__ void adam_step_##SUFFIX(                                             \
+        GL_TABLE_ARGS, T step_size, T bc2_sqrt, T beta1, T one_minus_beta1, T beta2,           \
+        T one_minus_beta2, T eps, T weight_decay, T decay, int amsgrad, int maximize) {        \
+        const AdamOp<T> op{step_size, bc2_sqrt, beta1, one_minus_beta1, beta2,                 \
+                           one_minus_beta2, eps, weight_decay, decay, amsgrad, maximize};      \
         multi_tensor_apply<T, 5>(GL_TABLE, op);                                                \
     }                                                                                          \
-    extern "C" __global__ void rmsprop_step_##SUFFIX(GL_TABLE_ARGS, T lr, T alpha, T eps,      \
-                                                     T weight_decay, T momentum, int centered, \
-                                                     int maximize) {                           \
-        const RmspropOp<T> op{lr, alpha, eps, weight_decay, momentum, centered, maximize};     \
+    extern "C" __global__ void rmsprop_step_##SUFFIX(                                          \
+        GL_TABLE_ARGS, T lr, T alpha, T one_minus_alpha, T eps, T weight_decay, T momentum,    \
+        int centered, int maximize) {                                                          \
+        const RmspropOp<T> op{lr, alpha, one_minus_alpha, eps, weight_decay, momentum,         \
+                              centered, maximize};                                             \
         multi_tensor_apply<T, 5>(GL_TABLE, op);                                                \
     }                                                                                          \
     extern "C" __global__ void adagrad_step_##SUFFIX(GL_TABLE_ARGS, T clr, T eps,              \
@@ -179,9 +183,10 @@ template <typename T> struct AdadeltaOp {
         const AdagradOp<T> op{clr, eps, weight_decay, maximize};                               \
         multi_tensor_apply<T, 3>(GL_TABLE, op);                                                \
     }                                                                                          \
-    extern "C" __global__ void adadelta_step_##SUFFIX(GL_TABLE_ARGS, T lr, T rho, T eps,       \
-                                                      T weight_decay, int maximize) {          \
-        const AdadeltaOp<T> op{lr, rho, eps, weight_decay, maximize};                          \
+    extern "C" __global__ void adadelta_step_##SUFFIX(GL_TABLE_ARGS, T lr, T rho,              \
+                                                      T one_minus_rho, T eps, T weight_decay,  \
+                                                      int maximize) {                          \
+        const AdadeltaOp<T> op{lr, rho, one_minus_rho, eps, weight_decay, maximize};           \
         multi_tensor_apply<T, 4>(GL_TABLE, op);                                                \
     }
 

@@ -36,7 +36,7 @@ import os
 
 import numpy as np
 
-from . import checks, cpu_threads
+from . import checks, cpu_threads, optim_scalars
 from .cpu_threads import PARALLEL_MIN  # noqa: F401  (re-exported: tests and callers use it)
 
 try:
@@ -456,11 +456,12 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr
     checks.require_state("adam_step", "amsgrad", amsgrad, "max_exp_avg_sqs", max_exp_avg_sqs)
     table = _table("adam_step", params, grads,
                    (exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None))
-    decay = 1.0 - lr * weight_decay if decoupled_weight_decay else 1.0  # AdamW: p *= decay
-    coupled_wd = 0.0 if decoupled_weight_decay else float(weight_decay)
-    _run("adam", table, (lr / (1 - beta1 ** step), (1 - beta2 ** step) ** 0.5, beta1, 1.0 - beta1,
-                         beta2, 1.0 - beta2, eps, coupled_wd, decay, -1.0 if maximize else 1.0),
-         bool(amsgrad))
+    sc = optim_scalars.adam_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                    weight_decay=weight_decay,
+                                    decoupled_weight_decay=decoupled_weight_decay)
+    _run("adam", table, (sc.step_size, sc.bc2_sqrt, sc.beta1, sc.one_minus_beta1, sc.beta2,
+                         sc.one_minus_beta2, sc.eps, sc.coupled_wd, sc.decay,
+                         -1.0 if maximize else 1.0), bool(amsgrad))
 
 
 def sgd_step(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov,
@@ -468,8 +469,9 @@ def sgd_step(params, grads, momentum_buffers, *, lr, momentum, dampening, nester
     checks.require_state("sgd_step", "momentum != 0", momentum, "momentum_buffers",
                          momentum_buffers)
     table = _table("sgd_step", params, grads, (momentum_buffers if momentum else None,))
-    _run("sgd", table, (lr, momentum, 1.0 - dampening, weight_decay, -1.0 if maximize else 1.0),
-         bool(nesterov), bool(first_step))
+    sc = optim_scalars.sgd_scalars(lr=lr, momentum=momentum, dampening=dampening,
+                                   weight_decay=weight_decay)
+    _run("sgd", table, (*sc, -1.0 if maximize else 1.0), bool(nesterov), bool(first_step))
 
 
 def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr, alpha, eps,
@@ -480,17 +482,20 @@ def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr,
     table = _table("rmsprop_step", params, grads,
                    (square_avgs, momentum_buffers if momentum else None,
                     grad_avgs if centered else None))
-    _run("rmsprop", table, (lr, alpha, 1.0 - alpha, eps, weight_decay, momentum,
-                            -1.0 if maximize else 1.0), bool(centered))
+    sc = optim_scalars.rmsprop_scalars(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                       momentum=momentum)
+    _run("rmsprop", table, (*sc, -1.0 if maximize else 1.0), bool(centered))
 
 
 def adagrad_step(params, grads, state_sums, *, step, lr, lr_decay, weight_decay, eps, maximize):
     table = _table("adagrad_step", params, grads, (state_sums,))
-    _run("adagrad", table, (lr / (1 + (step - 1) * lr_decay), eps, weight_decay,
-                            -1.0 if maximize else 1.0))
+    sc = optim_scalars.adagrad_scalars(step=step, lr=lr, lr_decay=lr_decay, eps=eps,
+                                       weight_decay=weight_decay)
+    _run("adagrad", table, (*sc, -1.0 if maximize else 1.0))
 
 
 def adadelta_step(params, grads, square_avgs, acc_deltas, *, lr, rho, eps, weight_decay,
                   maximize):
     table = _table("adadelta_step", params, grads, (square_avgs, acc_deltas))
-    _run("adadelta", table, (lr, rho, 1.0 - rho, eps, weight_decay, -1.0 if maximize else 1.0))
+    sc = optim_scalars.adadelta_scalars(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
+    _run("adadelta", table, (*sc, -1.0 if maximize else 1.0))

@@ -8,6 +8,8 @@ options serve three users: the runtime loader (``get_function``), ``tools/kernel
 Headers (``#include "x.cuh"``) are pasted into the source here rather than found through an
 include path: CuPy's on-disk cache is keyed by the source text and the options, so a header
 edit must change the text for a second process to recompile instead of loading stale code.
+``#line`` directives around each pasted header keep compiler messages (NVRTC's, and the CUDA
+emulator's in the tests) pointing at the original file and line.
 """
 from __future__ import annotations
 
@@ -26,7 +28,10 @@ DTYPE_SUFFIX = {"float32": "f32", "float64": "f64"}
 
 # Options given to NVRTC at run time and by tools/kernels_check.py. CuPy adds the
 # architecture option itself at run time; the checker adds one per target architecture.
-NVRTC_OPTIONS = ("--std=c++17",)
+# --fmad=false: NVRTC contracts a * b + c into one fused multiply-add by default, which
+# rounds once instead of twice; without contraction the optimizer and dropout kernels give
+# the NumPy reference's bits (the kernels are memory-bound, so the FMAs buy no speed).
+NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
 CHECK_ARCHS = ("compute_75", "compute_80", "compute_90")
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
@@ -52,7 +57,8 @@ def kernel_dir() -> Path:
 
 
 def kernel_source(module: str) -> str:
-    """The full source of ``kernels/<module>.cu`` with its local headers pasted in."""
+    """The full source of ``kernels/<module>.cu`` with its local headers pasted in, each
+    between ``#line`` directives naming ``kernels/<file>`` and its original line numbers."""
     if module not in MODULES:
         raise KeyError(f"unknown kernel module {module!r}; known: {sorted(MODULES)}")
     root = kernel_dir()
@@ -66,11 +72,14 @@ def kernel_source(module: str) -> str:
             header = root / match.group(1)
             if not header.is_file():
                 raise FileNotFoundError(f"{path.name} includes missing header {header}")
-            return expand(header, seen + (path.name,))
+            resume = text.count("\n", 0, match.start()) + 2  # the line after the #include
+            return (f'#line 1 "kernels/{header.name}"\n'
+                    f'{expand(header, seen + (path.name,)).rstrip()}\n'
+                    f'#line {resume} "kernels/{path.name}"')
 
         return _INCLUDE.sub(paste, text)
 
-    return expand(root / f"{module}.cu", ())
+    return f'#line 1 "kernels/{module}.cu"\n' + expand(root / f"{module}.cu", ())
 
 
 def entry_points(module: str) -> list[str]:

@@ -4,14 +4,13 @@ Only imported once ``registry.cuda_status()`` has found CuPy, a driver and a dev
 """
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 import cupy
 import cupyx
 import numpy as np
 
-from . import checks, determinism
+from . import checks, determinism, optim_scalars
 from .base import Backend, Device
 from .cuda_kernels import get_function
 
@@ -120,43 +119,47 @@ class CupyBackend(Backend):
         checks.require_state("sgd_step", "momentum != 0", momentum, "momentum_buffers",
                              momentum_buffers)
         bufs = momentum_buffers if momentum else None
+        sc = optim_scalars.sgd_scalars(lr=lr, momentum=momentum, dampening=dampening,
+                                       weight_decay=weight_decay)
         self._multi_tensor("sgd_step", "sgd_step", 3, params, grads, [bufs],
-                           [lr, momentum, dampening, weight_decay, bool(nesterov),
-                            bool(maximize), bool(first_step), bool(momentum)])
+                           [*sc, bool(nesterov), bool(maximize), bool(first_step),
+                            bool(momentum)])
 
     def adam_step(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr,
                   beta1, beta2, eps, weight_decay, decoupled_weight_decay, amsgrad, maximize):
         checks.require_state("adam_step", "amsgrad", amsgrad, "max_exp_avg_sqs",
                              max_exp_avg_sqs)
-        step_size = lr / (1 - beta1 ** step)
-        bc2_sqrt = math.sqrt(1 - beta2 ** step)
+        sc = optim_scalars.adam_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                        weight_decay=weight_decay,
+                                        decoupled_weight_decay=decoupled_weight_decay)
         self._multi_tensor("adam_step", "adam_step", 5, params, grads,
                            [exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None],
-                           [lr, beta1, beta2, eps, weight_decay, step_size, bc2_sqrt,
-                            bool(decoupled_weight_decay), bool(amsgrad), bool(maximize)])
+                           [*sc, bool(amsgrad), bool(maximize)])
 
     def rmsprop_step(self, params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr,
                      alpha, eps, weight_decay, momentum, centered, maximize):
         checks.require_state("rmsprop_step", "momentum != 0", momentum, "momentum_buffers",
                              momentum_buffers)
         checks.require_state("rmsprop_step", "centered", centered, "grad_avgs", grad_avgs)
+        sc = optim_scalars.rmsprop_scalars(lr=lr, alpha=alpha, eps=eps,
+                                           weight_decay=weight_decay, momentum=momentum)
         self._multi_tensor("rmsprop_step", "rmsprop_step", 5, params, grads,
                            [square_avgs, momentum_buffers if momentum else None,
                             grad_avgs if centered else None],
-                           [lr, alpha, eps, weight_decay, momentum, bool(centered),
-                            bool(maximize)])
+                           [*sc, bool(centered), bool(maximize)])
 
     def adagrad_step(self, params, grads, state_sums, *, step, lr, lr_decay, weight_decay,
                      eps, maximize):
-        clr = lr / (1 + (step - 1) * lr_decay)
+        sc = optim_scalars.adagrad_scalars(step=step, lr=lr, lr_decay=lr_decay, eps=eps,
+                                           weight_decay=weight_decay)
         self._multi_tensor("adagrad_step", "adagrad_step", 3, params, grads, [state_sums],
-                           [clr, eps, weight_decay, bool(maximize)])
+                           [*sc, bool(maximize)])
 
     def adadelta_step(self, params, grads, square_avgs, acc_deltas, *, lr, rho, eps,
                       weight_decay, maximize):
+        sc = optim_scalars.adadelta_scalars(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
         self._multi_tensor("adadelta_step", "adadelta_step", 4, params, grads,
-                           [square_avgs, acc_deltas],
-                           [lr, rho, eps, weight_decay, bool(maximize)])
+                           [square_avgs, acc_deltas], [*sc, bool(maximize)])
 
     def dropout_forward(self, x, p, key, offset):
         p = checks.dropout_p(p)

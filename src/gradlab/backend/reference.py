@@ -1,26 +1,29 @@
 """NumPy implementations of the fused kernel entry points: the CPU path, and the reference
-the CUDA kernels in kernels/*.cu are tested against (same formulas, same operation order).
+the CUDA kernels in kernels/*.cu are tested against (same formulas, same operation order,
+same scalars from optim_scalars.py: the optimizer kernels reproduce these bit for bit).
 
 Optimizer steps walk each tensor in slices of ``_SLICE`` elements with two scratch slices
-reused throughout: every ufunc then runs on cache-resident data and no full-size temporary
-is allocated, which is what makes a dozen NumPy passes per step affordable.
+(three for Adadelta) reused throughout: every ufunc then runs on cache-resident data and no
+full-size temporary is allocated, which is what makes a dozen NumPy passes per step
+affordable.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import checks
+from . import checks, optim_scalars
 
 _SLICE = 1 << 15
 
 
-def _slices(op, params, grads, *states):
-    """Yield (p, g, *states, tmp, tmp2) as 1-D slice views over every tensor of a group."""
+def _slices(op, params, grads, *states, scratch=2):
+    """Yield (p, g, *states, *tmps) as 1-D slice views over every tensor of a group, with
+    ``scratch`` scratch slices."""
     dtype = checks.group_dtype(op, params, grads,
                                **{f"state{i}": s for i, s in enumerate(states)})
     if dtype is None:
         return
-    scratch = np.empty((2, _SLICE), dtype=dtype)
+    work = np.empty((scratch, _SLICE), dtype=dtype)
     for i, p in enumerate(params):
         n = p.size
         flat = [a.reshape(-1) for a in (p, grads[i])]
@@ -28,7 +31,7 @@ def _slices(op, params, grads, *states):
         for lo in range(0, n, _SLICE):
             hi = min(lo + _SLICE, n)
             yield (*[None if a is None else a[lo:hi] for a in flat],
-                   scratch[0, :hi - lo], scratch[1, :hi - lo])
+                   *[w[:hi - lo] for w in work])
 
 
 def _grad(g, p, weight_decay, maximize, out):
@@ -50,52 +53,54 @@ def sgd_step(params, grads, momentum_buffers, *, lr, momentum, dampening, nester
     bufs = momentum_buffers if momentum else None
     checks.require_state("sgd_step", "momentum != 0", momentum, "momentum_buffers",
                          momentum_buffers)
+    sc = optim_scalars.sgd_scalars(lr=lr, momentum=momentum, dampening=dampening,
+                                   weight_decay=weight_decay)
     for p, g, b, tmp, tmp2 in _slices("sgd_step", params, grads, bufs):
-        d = _grad(g, p, weight_decay, maximize, tmp2)
+        d = _grad(g, p, sc.weight_decay, maximize, tmp2)
         if momentum:
             if first_step:
                 np.copyto(b, d)                          # b = g
             else:
-                b *= momentum                            # b = momentum b + (1 - dampening) g
-                np.multiply(d, 1 - dampening, out=tmp)
+                b *= sc.momentum                         # b = momentum b + (1 - dampening) g
+                np.multiply(d, sc.undamped, out=tmp)
                 b += tmp
             if nesterov:
-                np.multiply(b, momentum, out=tmp)        # g = g + momentum b
+                np.multiply(b, sc.momentum, out=tmp)     # g = g + momentum b
                 tmp += d
                 d = tmp
             else:
                 d = b
-        np.multiply(d, -lr, out=tmp)                     # p -= lr g
+        np.multiply(d, -sc.lr, out=tmp)                  # p -= lr g
         p += tmp
 
 
 def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr, beta1, beta2,
               eps, weight_decay, decoupled_weight_decay, amsgrad, maximize):
     checks.require_state("adam_step", "amsgrad", amsgrad, "max_exp_avg_sqs", max_exp_avg_sqs)
-    step_size = lr / (1 - beta1 ** step)
-    bc2_sqrt = (1 - beta2 ** step) ** 0.5
-    coupled_wd = 0.0 if decoupled_weight_decay else weight_decay
+    sc = optim_scalars.adam_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                    weight_decay=weight_decay,
+                                    decoupled_weight_decay=decoupled_weight_decay)
     vmaxes = max_exp_avg_sqs if amsgrad else None
     for p, g, m, v, vmax, tmp, tmp2 in _slices("adam_step", params, grads, exp_avgs,
                                                exp_avg_sqs, vmaxes):
-        g = _grad(g, p, coupled_wd, maximize, tmp2)
-        if weight_decay and decoupled_weight_decay:
-            p *= 1 - lr * weight_decay                   # AdamW: p *= 1 - lr wd
-        m *= beta1                                       # m = b1 m + (1 - b1) g
-        np.multiply(g, 1 - beta1, out=tmp)
+        g = _grad(g, p, sc.coupled_wd, maximize, tmp2)
+        if sc.decay != 1.0:
+            p *= sc.decay                                # AdamW: p *= 1 - lr wd
+        m *= sc.beta1                                    # m = b1 m + (1 - b1) g
+        np.multiply(g, sc.one_minus_beta1, out=tmp)
         m += tmp
-        v *= beta2                                       # v = b2 v + (1 - b2) g^2
+        v *= sc.beta2                                    # v = b2 v + (1 - b2) g^2
         np.multiply(g, g, out=tmp)
-        tmp *= 1 - beta2
+        tmp *= sc.one_minus_beta2
         v += tmp
         if amsgrad:
             np.maximum(vmax, v, out=vmax)                # vmax = max(vmax, v)
             v = vmax
         np.sqrt(v, out=tmp)                              # denom = sqrt(v) / sqrt(bc2) + eps
-        tmp /= bc2_sqrt
-        tmp += eps
+        tmp /= sc.bc2_sqrt
+        tmp += sc.eps
         np.divide(m, tmp, out=tmp)                       # p -= lr / bc1 * m / denom
-        tmp *= -step_size
+        tmp *= -sc.step_size
         p += tmp
 
 
@@ -106,69 +111,71 @@ def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr,
     checks.require_state("rmsprop_step", "centered", centered, "grad_avgs", grad_avgs)
     bufs = momentum_buffers if momentum else None
     avgs = grad_avgs if centered else None
+    sc = optim_scalars.rmsprop_scalars(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                       momentum=momentum)
     for p, g, v, b, a, tmp, tmp2 in _slices("rmsprop_step", params, grads, square_avgs, bufs,
                                             avgs):
-        g = _grad(g, p, weight_decay, maximize, tmp2)
-        v *= alpha                                       # v = alpha v + (1 - alpha) g^2
+        g = _grad(g, p, sc.weight_decay, maximize, tmp2)
+        v *= sc.alpha                                    # v = alpha v + (1 - alpha) g^2
         np.multiply(g, g, out=tmp)
-        tmp *= 1 - alpha
+        tmp *= sc.one_minus_alpha
         v += tmp
         if centered:
-            a *= alpha                                   # a = alpha a + (1 - alpha) g
-            np.multiply(g, 1 - alpha, out=tmp)
+            a *= sc.alpha                                # a = alpha a + (1 - alpha) g
+            np.multiply(g, sc.one_minus_alpha, out=tmp)
             a += tmp
             np.multiply(a, a, out=tmp)                   # avg = sqrt(v - a^2) + eps
             np.subtract(v, tmp, out=tmp)
             np.sqrt(tmp, out=tmp)
         else:
             np.sqrt(v, out=tmp)                          # avg = sqrt(v) + eps
-        tmp += eps
+        tmp += sc.eps
         if momentum:
             np.divide(g, tmp, out=tmp)                   # b = momentum b + g / avg
-            b *= momentum
+            b *= sc.momentum
             b += tmp
-            np.multiply(b, -lr, out=tmp)                 # p -= lr b
+            np.multiply(b, -sc.lr, out=tmp)              # p -= lr b
         else:
             np.divide(g, tmp, out=tmp)                   # p -= lr g / avg
-            tmp *= -lr
+            tmp *= -sc.lr
         p += tmp
 
 
 def adagrad_step(params, grads, state_sums, *, step, lr, lr_decay, weight_decay, eps, maximize):
-    clr = lr / (1 + (step - 1) * lr_decay)
+    sc = optim_scalars.adagrad_scalars(step=step, lr=lr, lr_decay=lr_decay, eps=eps,
+                                       weight_decay=weight_decay)
     for p, g, s, tmp, tmp2 in _slices("adagrad_step", params, grads, state_sums):
-        g = _grad(g, p, weight_decay, maximize, tmp2)
+        g = _grad(g, p, sc.weight_decay, maximize, tmp2)
         np.multiply(g, g, out=tmp)                       # s += g^2
         s += tmp
         np.sqrt(s, out=tmp)                              # p -= clr g / (sqrt(s) + eps)
-        tmp += eps
+        tmp += sc.eps
         np.divide(g, tmp, out=tmp)
-        tmp *= -clr
+        tmp *= -sc.clr
         p += tmp
 
 
 def adadelta_step(params, grads, square_avgs, acc_deltas, *, lr, rho, eps, weight_decay,
                   maximize):
-    for p, g, v, u, tmp, tmp2 in _slices("adadelta_step", params, grads, square_avgs,
-                                         acc_deltas):
-        g = _grad(g, p, weight_decay, maximize, tmp2)
-        v *= rho                                         # v = rho v + (1 - rho) g^2
+    sc = optim_scalars.adadelta_scalars(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
+    for p, g, v, u, tmp, tmp2, tmp3 in _slices("adadelta_step", params, grads, square_avgs,
+                                               acc_deltas, scratch=3):
+        g = _grad(g, p, sc.weight_decay, maximize, tmp2)
+        v *= sc.rho                                      # v = rho v + (1 - rho) g^2
         np.multiply(g, g, out=tmp)
-        tmp *= 1 - rho
+        tmp *= sc.one_minus_rho
         v += tmp
-        np.add(v, eps, out=tmp)                          # d = sqrt(u + eps) / sqrt(v + eps) g
-        np.sqrt(tmp, out=tmp)
-        if g is not tmp2:
-            np.copyto(tmp2, g)
-        np.divide(tmp2, tmp, out=tmp2)                   # tmp2 = g / sqrt(v + eps)
-        np.add(u, eps, out=tmp)
-        np.sqrt(tmp, out=tmp)
-        np.multiply(tmp, tmp2, out=tmp)                  # tmp = d
-        u *= rho                                         # u = rho u + (1 - rho) d^2
-        np.multiply(tmp, tmp, out=tmp2)
-        tmp2 *= 1 - rho
-        u += tmp2
-        tmp *= -lr                                       # p -= lr d
+        np.add(v, sc.eps, out=tmp)                       # d = sqrt(u + eps) / sqrt(v + eps) g
+        np.sqrt(tmp, out=tmp)                            # (PyTorch's order of operations)
+        np.add(u, sc.eps, out=tmp3)
+        np.sqrt(tmp3, out=tmp3)
+        np.divide(tmp3, tmp, out=tmp)
+        tmp *= g                                         # tmp = d
+        u *= sc.rho                                      # u = rho u + (1 - rho) d^2
+        np.multiply(tmp, tmp, out=tmp3)
+        tmp3 *= sc.one_minus_rho
+        u += tmp3
+        tmp *= -sc.lr                                    # p -= lr d
         p += tmp
 
 
