@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: install test test-slow bench kernels-check demo train lint clean
+.PHONY: install test test-emulated test-slow bench kernels-check gpu-check demo train lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python tools/kernels_check.py
 	$(BIN)/python -m pytest -q
+
+# The CUDA half of the suite and the kernel tests only: on the GPU where there is one, else on
+# the emulated CUDA device (tests/cuda_emulator). PYTEST_ADDOPTS is honoured by pytest.
+test-emulated: $(STAMP)
+	$(BIN)/python -m pytest -q -m "cuda and not slow"
 
 test-slow: $(STAMP)
 	GRADLAB_SLOW=1 $(BIN)/python -m pytest -q -m slow
@@ -38,6 +43,13 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# One-call acceptance run on a machine with a GPU (tools/gpu_check.py). It uses the venv's
+# Python where one exists, else $(PYTHON) as it is: the lent GPU machine has CuPy, torch and
+# pytest installed and no network, so it must not build a venv.
+GPU_PY := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+gpu-check:
+	PYTHONPATH=src PYTHONUNBUFFERED=1 $(GPU_PY) tools/gpu_check.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools

@@ -75,8 +75,9 @@ def mlp_forward_backward(sizes, batch):
 
 
 # -- issue 6: the full suite --------------------------------------------------------------------
-def mlp_train_step(sizes, batch):
-    """One training step: forward, backward, Adam step (ReLU MLP, cross-entropy, float32)."""
+def mlp_train_step(sizes, batch, device="cpu"):
+    """One training step: forward, backward, Adam step (ReLU MLP, cross-entropy, float32), with
+    the model and the batch on ``device`` ("cpu" or "cuda") in both libraries."""
     weights, biases, x, y = mlp_data(sizes, batch)
     nn = gl.nn
 
@@ -92,15 +93,17 @@ def mlp_train_step(sizes, batch):
                 layers.append(nn.ReLU())
         return nn.Sequential(*layers)
 
-    model = build_gl()
+    model = build_gl().to(device)
     opt = gl.optim.Adam(model.parameters(), lr=1e-3)
-    gx, gy = gl.tensor(x), gl.tensor(y)
+    gx, gy = gl.tensor(x, device=device), gl.tensor(y, device=device)
     loss_fn = nn.CrossEntropyLoss()
 
     def gl_step():
         opt.zero_grad()
-        loss_fn(model(gx), gy).backward()
+        loss = loss_fn(model(gx), gy)
+        loss.backward()
         opt.step()
+        return loss
 
     torch_step = None
     if torch is not None:
@@ -113,9 +116,9 @@ def mlp_train_step(sizes, batch):
             layers.append(lin)
             if k < len(weights) - 1:
                 layers.append(torch.nn.ReLU())
-        tmodel = torch.nn.Sequential(*layers)
+        tmodel = torch.nn.Sequential(*layers).to(device)
         topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
-        tx, ty = torch.tensor(x), torch.tensor(y)
+        tx, ty = torch.tensor(x, device=device), torch.tensor(y, device=device)
         tloss = torch.nn.CrossEntropyLoss()
 
         def torch_step():

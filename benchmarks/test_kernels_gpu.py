@@ -1,15 +1,21 @@
-"""Achieved bandwidth of gradlab's CUDA kernels next to a device-to-device copy and PyTorch.
+"""Achieved bandwidth of gradlab's CUDA kernels next to a device-to-device copy and PyTorch,
+and the training step of the four MLP shapes against torch eager, on the same GPU.
 
     PYTHONPATH=src python -m pytest benchmarks/test_kernels_gpu.py --benchmark-json=out.json
 
-Each benchmark times with CUDA events after a warm-up and records in extra_info the time per
-call, the bytes the operation must move and the resulting GB/s (plus the copy bandwidth for
-comparison). Skipped without a GPU; the torch rows are skipped without torch+CUDA.
+``make gpu-check`` (tools/gpu_check.py) runs this file and turns the JSON into
+benchmarks/results/<gpu>-<date>.{json,md}. Each benchmark first checks the result of what
+it times against the NumPy reference (a wrong fast kernel is no result), then times with CUDA
+events after a warm-up and records in extra_info the time per call, the bytes the operation
+must move and the resulting GB/s. Skipped without a real GPU (the emulated device of the
+tests has no meaningful timing); the torch rows are skipped without torch+CUDA.
 """
 import numpy as np
 import pytest
 
 import gradlab as gl
+from benchmarks import cases
+from gradlab.backend import reference as ref
 
 pytestmark = pytest.mark.skipif(not gl.cuda.is_available(),
                                 reason=f"no CUDA device: {gl.cuda.unavailable_reason()}")
@@ -33,11 +39,13 @@ def _time_ms(fn, iters=20, warmup=3):
     return cupy.cuda.get_elapsed_time(start, stop) / iters
 
 
-def _record(benchmark, fn, nbytes, iters=20):
-    """Event timing for the bandwidth figure; pytest-benchmark's own rounds for its table."""
+def _record(benchmark, fn, nbytes=None, iters=20, **info):
+    """Event timing for the figure; pytest-benchmark's own rounds for its table."""
     import cupy
     ms = _time_ms(fn, iters)
-    benchmark.extra_info.update(ms=ms, bytes=nbytes, gb_per_s=nbytes / ms / 1e6)
+    benchmark.extra_info.update(ms=ms, **info)
+    if nbytes:
+        benchmark.extra_info.update(bytes=nbytes, gb_per_s=nbytes / ms / 1e6)
 
     def synced():
         fn()
@@ -65,9 +73,15 @@ def _split(total, parts):
 def test_copy_bandwidth(benchmark):
     import cupy
     n = 64 * (1 << 20)
-    src = cupy.ones(n, dtype=cupy.float32)
+    src = cupy.arange(n, dtype=cupy.float32)
     dst = cupy.empty_like(src)
+    dst[...] = src
+    assert bool((dst == src).all())
     _record(benchmark, lambda: dst.__setitem__(Ellipsis, src), 2 * src.nbytes)
+
+
+ADAM_KW = dict(step=10, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+               decoupled_weight_decay=False, amsgrad=False, maximize=False)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
@@ -75,14 +89,20 @@ def test_gradlab_adam(benchmark, dtype):
     import cupy
     bk = gl.backend.get_backend("cuda")
     sizes = _split(ADAM_PARAMS, ADAM_TENSORS)
+    rng = np.random.default_rng(0)
+    host = [[rng.standard_normal(sizes[0]).astype(dtype)] for _ in range(4)]
+    host[3][0] = np.abs(host[3][0])
+    dev = [[cupy.asarray(a[0])] for a in host]
+    ref.adam_step(*host, None, **ADAM_KW)
+    bk.adam_step(*dev, None, **ADAM_KW)
+    for want, got in zip(host, dev):
+        np.testing.assert_array_equal(cupy.asnumpy(got[0]), want[0])
     make = lambda: [cupy.full(n, 0.5, dtype=dtype) for n in sizes]   # noqa: E731
     p, g, m, v = make(), make(), make(), make()
-    kw = dict(step=10, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
-              decoupled_weight_decay=False, amsgrad=False, maximize=False)
     itemsize = np.dtype(dtype).itemsize
     # reads p, g, m, v and writes p, m, v: 7 words per parameter (28 B in float32)
-    _record(benchmark, lambda: bk.adam_step(p, g, m, v, None, **kw),
-            7 * itemsize * ADAM_PARAMS)
+    _record(benchmark, lambda: bk.adam_step(p, g, m, v, None, **ADAM_KW),
+            7 * itemsize * ADAM_PARAMS, params=ADAM_PARAMS, tensors=ADAM_TENSORS)
 
 
 def test_torch_adam_fused(benchmark):
@@ -92,15 +112,21 @@ def test_torch_adam_fused(benchmark):
     for q in params:
         q.grad = torch.full_like(q, 0.5)
     opt = torch.optim.Adam(params, lr=1e-3, fused=True)
-    _record(benchmark, opt.step, 28 * ADAM_PARAMS)
+    _record(benchmark, opt.step, 28 * ADAM_PARAMS, params=ADAM_PARAMS, tensors=ADAM_TENSORS)
 
 
 @pytest.mark.parametrize("shape", CE_SHAPES, ids=str)
 def test_gradlab_softmax_ce(benchmark, shape):
     import cupy
     bk = gl.backend.get_backend("cuda")
-    x = cupy.random.standard_normal(shape, dtype=cupy.float32)
-    y = cupy.random.randint(0, shape[1], size=shape[0]).astype(cupy.int64)
+    rng = np.random.default_rng(0)
+    hx = rng.standard_normal(shape).astype(np.float32)
+    hy = rng.integers(0, shape[1], size=shape[0])
+    x, y = cupy.asarray(hx), cupy.asarray(hy)
+    loss, grad = bk.softmax_cross_entropy(x, y, None, -100, 0.0)
+    want_loss, want_grad = ref.softmax_cross_entropy(hx, hy, None, -100, 0.0)
+    np.testing.assert_allclose(cupy.asnumpy(loss), want_loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(cupy.asnumpy(grad), want_grad, rtol=1e-5, atol=1e-6)
     # reads the logits, writes the gradient (targets and row losses are negligible)
     _record(benchmark, lambda: bk.softmax_cross_entropy(x, y, None, -100, 0.0), 2 * x.nbytes)
 
@@ -121,7 +147,12 @@ def test_torch_cross_entropy(benchmark, shape):
 def test_gradlab_dropout(benchmark):
     import cupy
     bk = gl.backend.get_backend("cuda")
-    x = cupy.ones(DROPOUT_N, dtype=cupy.float32)
+    hx = np.random.default_rng(0).standard_normal(DROPOUT_N).astype(np.float32)
+    x = cupy.asarray(hx)
+    y, mask = bk.dropout_forward(x, 0.5, 1, 0)
+    want_y, want_mask = ref.dropout_forward(hx, 0.5, 1, 0)
+    np.testing.assert_array_equal(cupy.asnumpy(mask), want_mask)
+    np.testing.assert_array_equal(cupy.asnumpy(y), want_y)
 
     def step():
         y, mask = bk.dropout_forward(x, 0.5, 1, 0)
@@ -141,3 +172,29 @@ def test_torch_dropout(benchmark):
 
     # torch keeps a byte mask: forward writes it, backward reads it
     _record(benchmark, step, DROPOUT_N * (4 + 4 + 4 + 4) + 2 * DROPOUT_N)
+
+
+@pytest.mark.parametrize("shape", list(cases.MLP_SHAPES))
+def test_gradlab_train_step(benchmark, shape):
+    sizes, batch = cases.MLP_SHAPES[shape]
+    gl_step, _, flops = cases.mlp_train_step(sizes, batch, device="cuda")
+    model_loss = _train_loss_drops(gl_step)
+    _record(benchmark, gl_step, iters=50, shape="-".join(map(str, sizes)), batch=batch,
+            flops=flops, loss_first_last=model_loss)
+
+
+@pytest.mark.parametrize("shape", list(cases.MLP_SHAPES))
+def test_torch_train_step(benchmark, shape):
+    _torch_cuda()
+    sizes, batch = cases.MLP_SHAPES[shape]
+    _, torch_step, flops = cases.mlp_train_step(sizes, batch, device="cuda")
+    _record(benchmark, torch_step, iters=50, shape="-".join(map(str, sizes)), batch=batch,
+            flops=flops)
+
+
+def _train_loss_drops(step):
+    """Run a few steps; the loss the step's closure reports must fall (a broken step that is
+    fast would otherwise count). Returns (first, last)."""
+    losses = [float(step()) for _ in range(20)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    return losses[0], losses[-1]

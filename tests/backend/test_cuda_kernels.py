@@ -1,5 +1,13 @@
 """The kernel loader and NVRTC checks (no GPU needed), and every CUDA kernel held to its
-NumPy reference (skipped without a GPU)."""
+NumPy reference: on a GPU where there is one, else on the emulated CUDA device that
+tests/conftest.py installs (tests/cuda_emulator: the same kernels/*.cu compiled for the CPU).
+
+Optimizer steps and dropout must equal the reference bit for bit (same scalars from
+backend/optim_scalars.py, same operation order, no FMA contraction: NVRTC --fmad=false, the
+emulator -ffp-contract=off). Softmax-CE calls exp and log, whose last bits differ between
+CUDA's libdevice, glibc and NumPy's SIMD loops: it must agree within CE_ULPS units in the
+last place (scaled as described at _assert_ulps).
+"""
 import math
 
 import numpy as np
@@ -17,8 +25,13 @@ except Exception:
 
 needs_nvrtc = pytest.mark.skipif(not HAVE_NVRTC, reason="CuPy/NVRTC not installed "
                                  "(install the `nvrtc` extra)")
-needs_gpu = pytest.mark.skipif(not gl.cuda.is_available(),
-                               reason=f"no CUDA device: {gl.cuda.unavailable_reason()}")
+_no_cuda = pytest.mark.skipif(not gl.cuda.is_available(),
+                              reason=f"no CUDA device: {gl.cuda.unavailable_reason()}")
+
+
+def needs_gpu(fn):
+    """A test of the CUDA backend: runs on a GPU or the emulated device (marker ``cuda``)."""
+    return pytest.mark.cuda(_no_cuda(fn))
 
 
 # -- loader (no GPU) --------------------------------------------------------------------------
@@ -70,12 +83,14 @@ def test_kernel_report_lists_every_entry_point():
     names = {n for r in report for n in r["entry_points"]}
     assert {"adam_step_f32", "adam_step_f64", "dropout_forward_f32",
             "softmax_ce_block_f64"} <= names
+    # On the emulated device CuPy's RawModule is the stand-in's: "loaded" there means the
+    # kernels compiled with g++ and every entry point was found.
     want = "loaded" if gl.cuda.is_available() else "compiles" if HAVE_NVRTC else "unchecked"
     assert {r["status"] for r in report} == {want}, report
 
 
 # -- CUDA against the NumPy reference ---------------------------------------------------------
-SIZES = [1, 31, 4097, (1 << 20) + 3]
+SIZES = [0, 1, 31, 4097, (1 << 20) + 3]
 MIXED = [1, 0, 31, 255, 256, 257, 4097, 65535, 65536, 65537, 100_000, 3] * 4
 
 
@@ -91,6 +106,9 @@ OPTIMIZERS = {
     "sgd_first": (["momentum_buffers"], [False],
                   dict(lr=0.1, momentum=0.9, dampening=0.0, nesterov=False, weight_decay=0.0,
                        maximize=True, first_step=True)),
+    "sgd_plain": (["momentum_buffers"], [None],
+                  dict(lr=0.05, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
+                       maximize=False, first_step=False)),
     "adam": (["exp_avgs", "exp_avg_sqs", "max_exp_avg_sqs"], [False, True, True],
              dict(step=3, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
                   decoupled_weight_decay=False, amsgrad=True, maximize=False)),
@@ -100,13 +118,17 @@ OPTIMIZERS = {
     "rmsprop": (["square_avgs", "momentum_buffers", "grad_avgs"], [True, False, False],
                 dict(lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.9,
                      centered=True, maximize=False)),
+    "rmsprop_plain": (["square_avgs", "momentum_buffers", "grad_avgs"], [True, None, None],
+                      dict(lr=1e-2, alpha=0.9, eps=1e-8, weight_decay=0.1, momentum=0.0,
+                           centered=False, maximize=True)),
     "adagrad": (["state_sums"], [True],
                 dict(step=4, lr=1e-2, lr_decay=0.01, weight_decay=0.1, eps=1e-10,
                      maximize=False)),
     "adadelta": (["square_avgs", "acc_deltas"], [True, True],
                  dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=True)),
 }
-METHOD = {"sgd_first": "sgd", "adamw": "adam"}
+METHOD = {"sgd_first": "sgd", "sgd_plain": "sgd", "adamw": "adam",
+          "rmsprop_plain": "rmsprop"}
 
 
 def _optimizer_case(name, sizes, dtype, rng):
@@ -119,23 +141,68 @@ def _optimizer_case(name, sizes, dtype, rng):
     return host, kw
 
 
-@needs_gpu
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("sizes", [[n] for n in SIZES] + [MIXED], ids=lambda s: f"{len(s)}x")
-@pytest.mark.parametrize("name", list(OPTIMIZERS))
-def test_optimizer_kernel_matches_reference(name, sizes, dtype, rng):
+def _run_both(name, sizes, dtype, rng, steps=1):
+    """``steps`` steps of the reference on host arrays and of the CUDA backend on copies;
+    returns (host, device) dicts of state lists after the last step."""
     gpu = get_backend("cuda")
     host, kw = _optimizer_case(name, sizes, dtype, rng)
     dev = {k: None if v is None else [gpu.asarray(a) for a in v] for k, v in host.items()}
     method = METHOD.get(name, name) + "_step"
-    getattr(ref, method)(*host.values(), **kw)
-    getattr(gpu, method)(*dev.values(), **kw)
-    tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-13)
+    for k in range(steps):
+        kw_k = dict(kw)
+        if "step" in kw_k:
+            kw_k["step"] = kw["step"] + k
+        if k and "first_step" in kw_k:
+            kw_k["first_step"] = False
+        getattr(ref, method)(*host.values(), **kw_k)
+        getattr(gpu, method)(*dev.values(), **kw_k)
+    return host, dev
+
+
+def _assert_bitwise(host, dev):
+    gpu = get_backend("cuda")
     for key, arrays in host.items():
         if arrays is None:
             continue
         for i, (want, got) in enumerate(zip(arrays, dev[key])):
-            np.testing.assert_allclose(gpu.to_numpy(got), want, err_msg=f"{key}[{i}]", **tol)
+            np.testing.assert_array_equal(gpu.to_numpy(got), want, err_msg=f"{key}[{i}]")
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sizes", [[n] for n in SIZES] + [MIXED],
+                         ids=lambda s: f"{s[0]}" if len(s) == 1 else f"mixed{len(s)}")
+@pytest.mark.parametrize("name", list(OPTIMIZERS))
+def test_optimizer_kernel_is_bitwise_the_reference(name, sizes, dtype, rng):
+    big = sum(sizes) > 1 << 20
+    host, dev = _run_both(name, sizes, dtype, rng, steps=1 if big else 3)
+    _assert_bitwise(host, dev)
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_complements_are_rounded_once_from_double(dtype):
+    """v after one step from v = 0 with g = 1 is (1 - beta2) rounded ONCE to the dtype: a
+    kernel that formed 1 - beta2 in float32 from float32(0.999) gives 0.0009999871."""
+    gpu = get_backend("cuda")
+    p, g, m, v = (gpu.asarray(np.full(3, x, dtype)) for x in (0.0, 1.0, 0.0, 0.0))
+    gpu.adam_step([p], [g], [m], [v], None, step=1, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+                  weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False,
+                  maximize=False)
+    assert gpu.to_numpy(v).tolist() == [dtype(1 - 0.999)] * 3
+    assert gpu.to_numpy(m).tolist() == [dtype(1 - 0.9)] * 3
+    if dtype == np.float32:
+        assert dtype(1 - 0.999) != np.float32(1) - np.float32(0.999)
+
+
+@needs_gpu
+@pytest.mark.parametrize("name", ["adam", "sgd", "adadelta"])
+def test_optimizer_grid_smaller_than_the_chunks(name, rng, monkeypatch):
+    """Two blocks walk 52 chunks: the block-level grid-stride loop must wrap many times."""
+    gpu = get_backend("cuda")
+    monkeypatch.setattr(gpu, "_max_blocks", 2)
+    host, dev = _run_both(name, MIXED, np.float32, rng, steps=2)
+    _assert_bitwise(host, dev)
 
 
 @needs_gpu
@@ -151,32 +218,57 @@ def test_pointer_table_is_reused_and_rebuilt_on_new_buffers(rng):
     dev[1] = [g.copy() for g in dev[1]]           # new grad buffers: a new table
     gpu.adagrad_step(*dev, **kw)
     assert len(gpu._tables) == 2
+    for _ in range(3):
+        ref.adagrad_step(*host.values(), **kw)
+    _assert_bitwise(dict(zip(host, host.values())), dict(zip(host, dev)))
 
 
 def _poison_pool(nbytes):
     """Return a NaN-filled block to CuPy's pool so the kernel's next output likely reuses it:
-    an element the kernel forgets to write then shows up as NaN."""
+    an element the kernel forgets to write then shows up as NaN. (The emulated device
+    poisons every fresh allocation itself.)"""
     import cupy
     block = cupy.full(nbytes // 8 + 1, np.nan, dtype=cupy.float64)
     del block
 
 
+DROPOUT_KEYS = [(0, 0), (0xDEADBEEF12345678, 2**64 - 5), (7, 1234567)]
+DROPOUT_CASES = ([(n, p, k) for n in [0, 1, 31, 128, 129, 4097] for p in [0.0, 0.3, 0.5, 1.0]
+                  for k in range(len(DROPOUT_KEYS))]
+                 + [((1 << 20) + 3, 0.3, 1), ((1 << 20) + 3, 1.0, 0)])
+
+
 @needs_gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", SIZES + [128, 129])
-@pytest.mark.parametrize("p", [0.0, 0.3, 0.5, 1.0])
-def test_dropout_bit_identical_to_cpu(n, p, dtype, rng):
+@pytest.mark.parametrize("n,p,k", DROPOUT_CASES)
+def test_dropout_bit_identical_to_cpu(n, p, k, dtype, rng):
     gpu = get_backend("cuda")
+    key, offset = DROPOUT_KEYS[k]
     x = rng.standard_normal(n).astype(dtype)
-    for key, offset in [(0, 0), (0xDEADBEEF12345678, 2**64 - 5), (7, 1234567)]:
-        want_y, want_mask = ref.dropout_forward(x, p, key, offset)
-        _poison_pool(x.nbytes)
-        y, mask = gpu.dropout_forward(gpu.asarray(x), p, key, offset)
-        np.testing.assert_array_equal(gpu.to_numpy(mask), want_mask)
-        np.testing.assert_array_equal(gpu.to_numpy(y), want_y)
-        _poison_pool(x.nbytes)
-        g = gpu.dropout_backward(gpu.asarray(x), mask, p)
-        np.testing.assert_array_equal(gpu.to_numpy(g), ref.dropout_backward(x, want_mask, p))
+    want_y, want_mask = ref.dropout_forward(x, p, key, offset)
+    _poison_pool(x.nbytes)
+    y, mask = gpu.dropout_forward(gpu.asarray(x), p, key, offset)
+    np.testing.assert_array_equal(gpu.to_numpy(mask), want_mask)
+    np.testing.assert_array_equal(gpu.to_numpy(y), want_y)
+    _poison_pool(x.nbytes)
+    g = gpu.dropout_backward(gpu.asarray(x), mask, p)
+    np.testing.assert_array_equal(gpu.to_numpy(g), ref.dropout_backward(x, want_mask, p))
+
+
+@needs_gpu
+@pytest.mark.parametrize("shape", [(4097,), (3, 7, 33)], ids=str)
+def test_dropout_small_grid_and_nd_input(shape, rng, monkeypatch):
+    """One block of 8 warps walks every 128-element tile (the warp loop wraps), and an n-d
+    input is dropped as its flat C-order elements."""
+    gpu = get_backend("cuda")
+    monkeypatch.setattr(gpu, "_max_blocks", 1)
+    x = rng.standard_normal(shape).astype(np.float32)
+    want_y, want_mask = ref.dropout_forward(x, 0.4, 99, 5)
+    y, mask = gpu.dropout_forward(gpu.asarray(x), 0.4, 99, 5)
+    np.testing.assert_array_equal(gpu.to_numpy(mask), want_mask)
+    np.testing.assert_array_equal(gpu.to_numpy(y), want_y)
+    g = gpu.dropout_backward(gpu.asarray(x), mask, 0.4)
+    np.testing.assert_array_equal(gpu.to_numpy(g), ref.dropout_backward(x, want_mask, 0.4))
 
 
 @needs_gpu
@@ -191,31 +283,73 @@ def test_dropout_reproducible_under_manual_seed():
     assert (a == c).all() and not (a == b).all()
 
 
-CE_SHAPES = [(1, 1), (1, 31), (31, 10), (4097, 3), (64, 1025), (5, 4097), (2, (1 << 20) + 3)]
+# Softmax-CE agreement: |got - want| <= CE_ULPS * spacing(max(|want|, scale)) elementwise,
+# with scale 1 for the loss and the largest class weight for the gradient (every gradient
+# element is a difference of terms of that size, so its error is measured on that scale).
+CE_ULPS = 8
+CE_SHAPES = [(0, 5), (1, 1), (1, 31), (31, 10), (4097, 3), (64, 1025), (5, 4097),
+             (2, (1 << 20) + 3)]
+
+
+def _assert_ulps(got, want, scale, what):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape and got.dtype == want.dtype, what
+    bound = CE_ULPS * np.spacing(np.maximum(np.abs(want), want.dtype.type(scale)))
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    bad = ~(err <= bound)                                # NaN (an unwritten element) is bad
+    if bad.any():
+        i = np.unravel_index(np.argmax(np.where(bad, err, -1)), err.shape)
+        pytest.fail(f"{what}: {int(bad.sum())} element(s) beyond {CE_ULPS} ulps, worst at "
+                    f"{tuple(int(j) for j in i)}: got {got[i]!r}, want {want[i]!r}")
+
+
+def _ce_case(shape, variant, dtype, rng):
+    n, c = shape
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    y = rng.integers(0, c, size=n) if c else np.zeros(n, np.int64)
+    weight, ignore, s = None, -100, 0.0
+    if variant != "plain":
+        weight = (rng.random(c) + 0.5).astype(dtype)
+        if n:
+            ignore = int(y[0])
+        s = 0.1 if variant in ("smoothing", "weighted_smoothing") else 0.0
+        if variant == "smoothing":
+            weight = None
+    return x, y, weight, ignore, s
 
 
 @needs_gpu
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", CE_SHAPES, ids=str)
-@pytest.mark.parametrize("variant", ["plain", "weighted_ignore", "smoothing"])
+@pytest.mark.parametrize("variant", ["plain", "weighted_ignore", "smoothing",
+                                     "weighted_smoothing"])
 def test_softmax_ce_matches_reference(shape, variant, dtype, rng):
+    if shape[0] * shape[1] > 1 << 20 and variant not in ("plain", "weighted_smoothing"):
+        pytest.skip("the 2^20-class rows run two of the four variants (time)")
     gpu = get_backend("cuda")
-    n, c = shape
-    x = (rng.standard_normal(shape) * 4).astype(dtype)
-    y = rng.integers(0, c, size=n)
-    weight, ignore, s = None, -100, 0.0
-    if variant != "plain":
-        weight = (rng.random(c) + 0.5).astype(dtype)
-        ignore = int(y[0])
-        s = 0.1 if variant == "smoothing" else 0.0
+    x, y, weight, ignore, s = _ce_case(shape, variant, dtype, rng)
     want_loss, want_grad = ref.softmax_cross_entropy(x, y, weight, ignore, s)
     _poison_pool(x.nbytes)
     loss, grad = gpu.softmax_cross_entropy(gpu.asarray(x), gpu.asarray(y),
                                            None if weight is None else gpu.asarray(weight),
                                            ignore, s)
-    tol = dict(rtol=1e-4, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-13)
-    np.testing.assert_allclose(gpu.to_numpy(loss), want_loss, **tol)
-    np.testing.assert_allclose(gpu.to_numpy(grad), want_grad, **tol)
+    wmax = 1.0 if weight is None else float(weight.max())
+    _assert_ulps(gpu.to_numpy(loss), want_loss, 1.0, "loss")
+    _assert_ulps(gpu.to_numpy(grad), want_grad, wmax, "grad")
+
+
+@needs_gpu
+@pytest.mark.parametrize("shape", [(31, 10), (3, 2000)], ids=str)
+def test_softmax_ce_small_grid(shape, rng, monkeypatch):
+    """One block walks every row: the warp-per-row and block-per-row loops wrap."""
+    gpu = get_backend("cuda")
+    monkeypatch.setattr(gpu, "_max_blocks", 1)
+    x, y, weight, ignore, s = _ce_case(shape, "weighted_smoothing", np.float32, rng)
+    want_loss, want_grad = ref.softmax_cross_entropy(x, y, weight, ignore, s)
+    loss, grad = gpu.softmax_cross_entropy(gpu.asarray(x), gpu.asarray(y),
+                                           gpu.asarray(weight), ignore, s)
+    _assert_ulps(gpu.to_numpy(loss), want_loss, 1.0, "loss")
+    _assert_ulps(gpu.to_numpy(grad), want_grad, float(weight.max()), "grad")
 
 
 @needs_gpu
@@ -232,6 +366,10 @@ def test_softmax_ce_extreme_logits_and_bad_target(c):
     assert math.isfinite(float(gpu.to_numpy(loss).sum()))
     with pytest.raises(IndexError, match=f"Target {c + 4} is out of bounds"):
         gpu.softmax_cross_entropy(gpu.asarray(x), gpu.asarray(np.array([0, c + 4, -7])), None,
+                                  -100, 0.0)
+    # The FIRST bad row is reported, whichever thread found it first (atomicMin).
+    with pytest.raises(IndexError, match="Target -7 is out of bounds"):
+        gpu.softmax_cross_entropy(gpu.asarray(x), gpu.asarray(np.array([0, -7, c + 4])), None,
                                   -100, 0.0)
     # No device assert fired: the context still works.
     loss, _ = gpu.softmax_cross_entropy(gpu.asarray(x), gpu.asarray(np.array([0, 0, 0])), None,
