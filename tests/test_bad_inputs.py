@@ -664,9 +664,9 @@ CLI_CASES = [  # id, argv (DIR = a fresh tmp_path), needles
     ("non-utf8-csv", ["train", "--dataset", "csv:DIR/latin1.csv"],
      ["latin1.csv: not UTF-8 text", "save the file as UTF-8 CSV"]),
     ("resume-of-a-directory-without-a-run", ["train", "--resume", "DIR"],
-     ["no run_args.json there", "resume a directory that a `gradlab train --out DIR`"]),
+     ["no gradlab-run.json there", "resume a directory that a `gradlab train --out DIR`"]),
     ("out-is-an-existing-file", ["train", "--out", "DIR/latin1.csv"],
-     ["latin1.csv' cannot be written", "choose a directory you can write to"]),
+     ["latin1.csv' is an existing file, not a directory", "give the path of a directory"]),
     ("search-unknown-parameter", ["search", "--param", "colour=red|blue"],
      ["'colour' cannot be searched", "valid names: hidden"]),
 ]

@@ -17,8 +17,6 @@ from .main import UsageError
 from .model import ACTIVATIONS, OPTIMIZERS, SCHEDULES, build_trial, parse_hidden
 
 CHECKPOINT = "best_model.gl"
-RUN_ARGS = "run_args.json"  # the options of a run with --out, so that --resume can reuse them
-_NOT_RESUMED = ("command", "resume", "out", "quiet")
 
 
 # -- shared pieces ---------------------------------------------------------------------------
@@ -27,6 +25,8 @@ def _check_ranges(args):
         raise UsageError(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 0 <= args.seed < 2**32:
+        raise UsageError(f"--seed must be an integer in [0, 2**32), got {args.seed}")
     if not 0.0 <= args.val_split < 1.0:
         raise UsageError(f"--val-split must be in [0, 1), got {args.val_split}")
     if not 0.0 < args.test_split < 1.0:
@@ -40,26 +40,55 @@ def _check_ranges(args):
         if not (math.isfinite(value) and value >= 0):
             raise UsageError(f"--{name.replace('_', '-')} must be a finite number >= 0, got "
                              f"{value}")
+    _delimiter(args.delimiter)
     parse_hidden(args.hidden)
+
+
+def check_env():
+    """Environment variables the backend reads: checked here so that a bad value is a
+    usage error, also when gradlab was imported before the variable was set."""
+    threads = os.environ.get("GRADLAB_NUM_THREADS")
+    if threads:
+        try:
+            ok = int(threads) >= 1
+        except ValueError:
+            ok = False
+        if not ok:
+            raise UsageError(f"GRADLAB_NUM_THREADS={threads!r} is not a positive integer; "
+                             "set it to the number of CPU threads to use (e.g. 2), or unset "
+                             "it to use every core")
 
 
 def check_writable(directory):
     """Create ``directory`` if needed and prove a file can be written there, before any
     training time is spent."""
+    if os.path.exists(directory) and not os.path.isdir(directory):
+        raise UsageError(f"{directory!r} is an existing file, not a directory; give a path "
+                         "in a directory you can write to")
     try:
         os.makedirs(directory, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=directory, prefix=".gradlab-probe-"):
             pass
     except OSError as exc:
-        raise UsageError(f"--out {directory!r} cannot be written: {exc.strerror or exc}; "
+        raise UsageError(f"{directory!r} cannot be written: {exc.strerror or exc}; "
                          "choose a directory you can write to") from None
 
 
 def _device(spec):
     from ..backend import get_backend
+    env = os.environ.get("GRADLAB_DEVICE", "").strip()
+    if spec == "auto" and env:
+        spec, where = env, f"GRADLAB_DEVICE={env!r}"
+    else:
+        where = f"--device {spec!r}"
     if spec not in ("auto", "cpu") and not spec.startswith("cuda"):
-        raise UsageError(f"unknown device {spec!r}; valid choices: auto, cpu, cuda, cuda:N")
-    return get_backend(spec).device  # DeviceUnavailableError says why CUDA is missing
+        raise UsageError(f"{where}: unknown device {spec!r}; valid choices: auto, cpu, cuda, "
+                         "cuda:N")
+    try:
+        return get_backend(spec).device  # DeviceUnavailableError says why CUDA is missing
+    except ValueError as exc:
+        raise UsageError(f"{where}: {exc}; valid choices: auto, cpu, cuda, cuda:N (N a "
+                         "device number, e.g. cuda:0)") from None
 
 
 def _label(text):
@@ -69,20 +98,66 @@ def _label(text):
         return text
 
 
+def _delimiter(text):
+    named = {"tab": "\t", "\\t": "\t", "comma": ",", "semicolon": ";", "space": " "}
+    value = named.get(text, text)
+    if len(value) != 1 or value in "\r\n\"":
+        raise UsageError(f"--delimiter {text!r} must be one character (e.g. ';'), or tab")
+    return value
+
+
+_MAX_CLASSES_PER_LABEL = 10  # more implied classes than this per distinct label: not 0..K-1
+
+
+def _check_labels(y, spec):
+    values = np.unique(y)
+    top = int(values[-1])
+    if top + 1 > max(1000, _MAX_CLASSES_PER_LABEL * values.size):
+        raise UsageError(f"dataset {spec!r}: class labels go up to {top} but only "
+                         f"{values.size} distinct labels occur, so the model would need "
+                         f"{top + 1} outputs; classification needs labels 0..K-1: remap "
+                         "them first (e.g. np.unique(y, return_inverse=True)[1])")
+
+
+def _sizes_message(spec, args, n, train, val, test):
+    hint = []
+    if not test:
+        hint.append("raise --test-split")
+    if not val and args.val_split > 0:
+        hint.append("lower --test-split or --val-split, or pass --val-split 0")
+    if not train:
+        hint.append("lower --test-split and --val-split")
+    return (f"dataset {spec!r} ({n} rows) splits into {train} training, {val} validation and "
+            f"{test} test rows with --test-split {args.test_split:g} --val-split "
+            f"{args.val_split:g}; every part needs at least one row (at least 2 per class "
+            f"for the test split): {', '.join(dict.fromkeys(hint))}, or use more data")
+
+
 def load_splits(args):
     """Train/val/test arrays for the CLI options, the scaler fitted on the train part only.
-    Returns a dict with X/y for each split, and the dataset's size and class count."""
+    Returns a dict with X/y for each split, the dataset's size and class count, and the
+    data's fingerprint."""
     from ..data import StandardScaler, load_dataset, stratified_indices
+    from ..data.registry import BUILTIN, generator_params
+    from . import rundir
     try:
-        X, y, test = load_dataset(args.dataset, seed=args.seed, label=_label(args.label))
+        X, y, test = load_dataset(args.dataset, seed=args.seed, label=_label(args.label),
+                                  delimiter=_delimiter(args.delimiter))
     except ValueError as exc:
         if "unknown dataset" in str(exc):
             raise UsageError(str(exc)) from None
         raise
-    classes = int(max(y.max(), test[1].max() if test else 0)) + 1
+    if X.ndim != 2 or X.shape[1] < 1:
+        raise UsageError(f"dataset {args.dataset!r}: the features have shape {X.shape}; a "
+                         "model needs at least one feature column")
     if np.unique(y).size < 2:
         raise UsageError(f"dataset {args.dataset!r} has a single class; classification needs "
                          "at least 2")
+    _check_labels(np.concatenate([y, test[1]]) if test else y, args.dataset)
+    classes = int(max(y.max(), test[1].max() if test else 0)) + 1
+    arrays = (X, y) if test is None else (X, y, *test)
+    generator = generator_params(args.dataset, args.seed) if args.dataset in BUILTIN else None
+    fingerprint = rundir.fingerprint(args.dataset, generator, arrays, classes)
     if test is None:
         tr, te = stratified_indices(y, args.test_split, seed=args.seed)
         (X_tr, y_tr), (X_te, y_te) = (X[tr], y[tr]), (X[te], y[te])
@@ -92,21 +167,58 @@ def load_splits(args):
         raise UsageError(f"the test set has {X_te.shape[1]} features, the training set "
                          f"{X_tr.shape[1]}")
     X_val = y_val = None
-    if args.val_split > 0:
+    if args.val_split > 0 and len(y_tr):
         tr, va = stratified_indices(y_tr, args.val_split, seed=args.seed + 1)
         X_tr, y_tr, X_val, y_val = X_tr[tr], y_tr[tr], X_tr[va], y_tr[va]
+    n_val = 0 if y_val is None else len(y_val)
+    if not len(y_tr) or not len(y_te) or (args.val_split > 0 and not n_val):
+        raise UsageError(_sizes_message(args.dataset, args, len(y) + (len(test[1]) if test
+                                                                      else 0),
+                                        len(y_tr), n_val, len(y_te)))
     scaler = StandardScaler().fit(X_tr)
     out = {"train": (scaler.transform(X_tr), y_tr), "test": (scaler.transform(X_te), y_te),
            "val": None if X_val is None else (scaler.transform(X_val), y_val),
            "scaler": scaler, "classes": classes, "features": X_tr.shape[1],
-           "samples": len(y) + (len(test[1]) if test else 0)}
+           "samples": len(y) + (len(test[1]) if test else 0), "fingerprint": fingerprint}
     return out
 
 
+def _available_memory():
+    """Bytes this machine can still give (MemAvailable), else its physical memory."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_model_fits(features, classes, hidden, batch_size, n_train, where="--hidden"):
+    """Refuse a model whose parameters, gradients, optimizer state and activations cannot
+    fit in memory, before allocating any of it."""
+    widths = [features, *hidden, classes]
+    params = sum(a * b + b for a, b in zip(widths, widths[1:]))
+    # float32: the weights, their gradients, up to two optimizer buffers (Adam) and a copy
+    # kept by the best-epoch tracker; activations of one batch, forward and backward.
+    need = 4 * (5 * params + 4 * min(batch_size, n_train) * sum(widths) + 1024 * sum(widths))
+    have = _available_memory()
+    if have is not None and need > have:
+        gib = 2**30
+        raise UsageError(f"{where} {','.join(map(str, hidden)) or 'none'}: a "
+                         f"{'-'.join(map(str, widths))} MLP has {params:,} parameters and "
+                         f"needs about {need / gib:.1f} GiB to train, but this machine has "
+                         f"{have / gib:.1f} GiB available; choose smaller layer widths")
+
+
 def _config(args, device):
-    keys = ("dataset", "label", "hidden", "activation", "dropout", "batchnorm", "optimizer",
-            "lr", "momentum", "weight_decay", "l1", "epochs", "batch_size", "schedule",
-            "early_stopping", "val_split", "test_split", "seed")
+    keys = ("dataset", "label", "delimiter", "hidden", "activation", "dropout", "batchnorm",
+            "optimizer", "lr", "momentum", "weight_decay", "l1", "epochs", "batch_size",
+            "schedule", "early_stopping", "val_split", "test_split", "seed")
     config = {k: getattr(args, k) for k in keys}
     config["hidden"] = parse_hidden(args.hidden)
     config["device"] = str(device)
@@ -118,35 +230,76 @@ def _say(args, *text):
         print(*text, flush=True)
 
 
+def drop_last_rule(batchnorm, n_train, batch_size):
+    """The rule for BatchNorm's 1-row batches, as in PyTorch practice: with BatchNorm on,
+    training batches use drop_last=True (a 1-row batch has no batch variance), unless
+    that would leave no batch at all. Returns (drop_last, a note for the user or None)."""
+    if not batchnorm:
+        return False, None
+    if batch_size < 2:
+        raise UsageError("--batch-size 1 with BatchNorm (on by default): a 1-row batch has "
+                         "no batch statistics; use --batch-size 2 or more, or --no-batchnorm")
+    if n_train < batch_size:
+        if n_train < 2:
+            raise UsageError(f"only {n_train} training row(s): BatchNorm needs batches of at "
+                             "least 2 rows; use more data or --no-batchnorm")
+        return False, None  # one batch of all the rows, at least 2 of them
+    dropped = n_train % batch_size
+    note = (f"note: BatchNorm is on, so training batches use drop_last=True (as in PyTorch): "
+            f"each epoch skips {dropped} of {n_train} rows (a different {dropped} each "
+            "epoch, since batches are shuffled)") if dropped else None
+    return True, note
+
+
 # -- gradlab train ---------------------------------------------------------------------------
+# Options a resumed run keeps from its manifest: none may change, except --epochs, which
+# may grow (a longer run), when the schedule does not depend on it.
+_RUN_LOCAL = ("command", "resume", "out", "quiet", "overwrite")
+_EPOCH_SCHEDULES = ("step", "cosine", "onecycle")
+
+
 def cmd_train(args):
     """Train an MLP on the chosen dataset; print (and with --out, write) the test result."""
-    if args.resume:
-        _load_run_args(args)
+    from . import rundir
+    check_env()
+    manifest = _resume_manifest(args) if args.resume else None
     _check_ranges(args)
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise UsageError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
-    if args.out:
-        check_writable(args.out)
-        if not args.resume:
-            _save_run_args(args)
+    if args.overwrite and not args.out:
+        raise UsageError("--overwrite applies to --out DIR; give the directory to reuse")
+    if args.out and not args.resume:
+        rundir.check_out(args.out, args.overwrite)
     device = _device(args.device)
     import gradlab as gl
 
     from ..data import DataLoader, TensorDataset
     from ..train import CSVLogger, EarlyStopping, ModelCheckpoint, evaluate, fit
+    from ..train import checkpoint as ckpt
     from ..train.loop import NonFiniteLossError
 
     data = load_splits(args)
+    if manifest is not None:
+        change = rundir.describe_change(manifest["data"], data["fingerprint"])
+        if change:
+            raise UsageError(f"--resume {args.resume!r}: the data changed since the run "
+                             f"started ({change}); resuming would train on other rows than "
+                             "the checkpoints did: restore the original data, or start a new "
+                             "run with --out NEWDIR")
     X_tr, y_tr = data["train"]
     config = _config(args, device)
+    check_model_fits(data["features"], data["classes"], config["hidden"], args.batch_size,
+                     len(y_tr))
+    drop_last, bn_note = drop_last_rule(args.batchnorm, len(y_tr), args.batch_size)
     gl.manual_seed(args.seed)
     fixed = {**config, "in_features": data["features"], "classes": data["classes"],
-             "n_train": len(y_tr)}
+             "n_train": len(y_tr) // args.batch_size * args.batch_size if drop_last
+             else len(y_tr)}
     model, loss_fn, optimizer, scheduler = build_trial(fixed, {})
     model.to(device)
     train_loader = DataLoader(TensorDataset(X_tr, y_tr), batch_size=args.batch_size,
-                              shuffle=True, seed=args.seed, device=device)
+                              shuffle=True, drop_last=drop_last, seed=args.seed,
+                              device=device)
     val_loader = None if data["val"] is None else \
         DataLoader(TensorDataset(*data["val"]), batch_size=1024, device=device)
     test_loader = DataLoader(TensorDataset(*data["test"]), batch_size=1024, device=device)
@@ -156,12 +309,31 @@ def cmd_train(args):
     best = EarlyStopping(monitor=monitor, patience=args.early_stopping or args.epochs,
                          restore_best_weights=True)
     callbacks = [best]
-    checkpoint = None
+    checkpoint = lock = None
+    resume = False
     if args.out:
+        # Every input is checked: only now is anything written into the directory.
+        lock, moved = rundir.claim(args.out, args.overwrite,
+                                   manifest["run_id"] if manifest is not None else None)
+        if moved:
+            _say(args, f"--overwrite: moved the old contents of {args.out} to {moved}")
+        if manifest is None:
+            manifest = rundir.new_manifest(_run_args(args), config, data["fingerprint"])
+            rundir.write_manifest(args.out, manifest)
+        else:
+            resume = bool(ckpt.list_checkpoints(args.out))
+            if not resume:
+                _say(args, f"--resume: no checkpoint in {args.out} yet (the run stopped "
+                           "before its first one); starting it over from step 0")
+            if args.epochs != manifest["args"]["epochs"]:
+                manifest["extended"].append({"from": manifest["args"]["epochs"],
+                                             "to": args.epochs,
+                                             "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+                manifest["args"]["epochs"] = manifest["config"]["epochs"] = args.epochs
+                rundir.write_manifest(args.out, manifest)
         checkpoint = os.path.join(args.out, CHECKPOINT)
         # (history.csv is rewritten whole from the History at the end of the run)
-        callbacks += [CSVLogger(os.path.join(args.out, "history.csv"),
-                                append=bool(args.resume)),
+        callbacks += [CSVLogger(os.path.join(args.out, "history.csv"), append=resume),
                       ModelCheckpoint(checkpoint, monitor=monitor, save_best_only=True)]
 
     layers = "-".join(str(s) for s in [data["features"], *config["hidden"], data["classes"]])
@@ -169,6 +341,8 @@ def cmd_train(args):
                f"{data['features']} features, {data['classes']} classes) on {device}")
     _say(args, f"model {layers} {args.activation}, {args.optimizer} lr={args.lr:g}, "
                f"up to {args.epochs} epochs, batch {args.batch_size}")
+    if bn_note:
+        _say(args, bn_note)
     start = time.perf_counter()
     try:
         history = fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=args.epochs,
@@ -176,21 +350,24 @@ def cmd_train(args):
                       verbose=0 if args.quiet else 1, l1=args.l1, monitor=monitor,
                       checkpoint_dir=args.out or None,
                       checkpoint_every=(args.checkpoint_every or len(train_loader))
-                      if args.out else None, resume=bool(args.resume))
+                      if args.out else None, resume=resume)
+        train_seconds = time.perf_counter() - start
+        test = evaluate(model, loss_fn, test_loader, device=device)
+        metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
+                   "test_samples": len(data["test"][1]), "epochs_run": len(history),
+                   "best_epoch": best.best_epoch, "train_seconds": round(train_seconds, 3),
+                   "device": str(device), "stop_reason": history.stop_reason,
+                   "gradlab_version": gl.__version__, "config": config,
+                   "run_id": manifest["run_id"] if manifest else None}
+        if args.out:
+            _write_outputs(args.out, metrics, history, data, model)
     except NonFiniteLossError as exc:
         kept = f"; the last good checkpoint is kept in {checkpoint}" if checkpoint and \
             os.path.exists(checkpoint) else ""
         raise NonFiniteLossError(f"{exc}{kept}", exc.epoch, exc.batch, exc.history) from None
-    train_seconds = time.perf_counter() - start
-    test = evaluate(model, loss_fn, test_loader, device=device)
-
-    metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
-               "test_samples": len(data["test"][1]), "epochs_run": len(history),
-               "best_epoch": best.best_epoch, "train_seconds": round(train_seconds, 3),
-               "device": str(device), "stop_reason": history.stop_reason,
-               "gradlab_version": gl.__version__, "config": config}
-    if args.out:
-        _write_outputs(args.out, metrics, history, data, model)
+    finally:
+        if lock is not None:
+            lock.release()
     if history.stop_reason:
         _say(args, history.stop_reason)
     print(f"test accuracy: {test['accuracy']:.4f}  (test loss {test['loss']:.4f}, "
@@ -199,34 +376,90 @@ def cmd_train(args):
     return 0
 
 
-def _save_run_args(args):
-    saved = {k: v for k, v in vars(args).items() if k not in _NOT_RESUMED}
-    path = os.path.join(args.out, RUN_ARGS)
-    with open(path + ".tmp", "w") as f:
-        json.dump(saved, f, indent=2)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
+def _run_args(args):
+    return {k: v for k, v in vars(args).items() if k not in _RUN_LOCAL and
+            not k.startswith("_")}
 
 
-def _load_run_args(args):
-    """Take the resumed run's options from DIR/run_args.json; --out becomes DIR."""
-    path = os.path.join(args.resume, RUN_ARGS)
-    try:
-        with open(path) as f:
-            saved = json.load(f)
-    except FileNotFoundError:
-        raise UsageError(f"--resume {args.resume!r}: no {RUN_ARGS} there; resume a directory "
-                         "that a `gradlab train --out DIR` run wrote") from None
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"--resume: {path} cannot be read ({exc})") from None
-    if not isinstance(saved, dict):
-        raise UsageError(f"--resume: {path} is not a JSON object")
-    if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
+def _check_type(path, name, value, action):
+    import argparse
+    if isinstance(action, (argparse.BooleanOptionalAction, argparse._StoreTrueAction)):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif value is None:
+        ok, kind = action.default is None, "a value"
+    elif action.type is int:
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif action.type is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        kind = "a number"
+    else:
+        ok, kind = isinstance(value, str), "a string"
+    if ok and action.choices is not None and value not in action.choices:
+        ok, kind = False, f"one of {', '.join(map(str, action.choices))}"
+    if not ok:
+        raise UsageError(f"--resume: {path}: {name!r} is {value!r}, expected {kind}; the "
+                         "file was edited or damaged: restore it, or start a new run with "
+                         "--out NEWDIR")
+
+
+def _resume_manifest(args):
+    """Read DIR's manifest, check its options' types, refuse options that would change the
+    run, and set ``args`` to the run's options (--out becomes DIR). Returns the manifest."""
+    from . import rundir
+    from .main import build_parser
+    directory = args.resume
+    if not os.path.isdir(directory):
+        raise UsageError(f"--resume {directory!r}: no such directory; give the --out "
+                         "directory of an earlier `gradlab train` run")
+    manifest = rundir.read_manifest(directory)
+    if manifest is None:
+        legacy = os.path.exists(os.path.join(directory, rundir.LEGACY_ARGS))
+        raise UsageError(
+            f"--resume {directory!r}: no {rundir.MANIFEST} there" +
+            (f" ({rundir.LEGACY_ARGS} was written by an older gradlab, which recorded no "
+             "data fingerprint, so an exact resume cannot be checked); start a new run with "
+             "--out NEWDIR" if legacy else
+             "; resume a directory that a `gradlab train --out DIR` run wrote"))
+    if args.out and os.path.abspath(args.out) != os.path.abspath(directory):
         raise UsageError("--resume DIR continues in DIR; drop --out (or give the same DIR)")
-    for k, v in saved.items():
-        if k not in _NOT_RESUMED and hasattr(args, k):
-            setattr(args, k, v)
-    args.out = args.resume
+    if args.overwrite:
+        raise UsageError("--resume continues the run in DIR; --overwrite would move it aside: "
+                         "drop one of them")
+    path = os.path.join(directory, rundir.MANIFEST)
+    actions = {a.dest: a for a in build_parser().commands["train"]._actions}
+    saved = manifest["args"]
+    missing = [k for k in actions if k not in saved and k not in _RUN_LOCAL and k != "help"]
+    if missing:
+        raise UsageError(f"--resume: {path} lacks {', '.join(missing)}; the file was edited "
+                         "or damaged: restore it, or start a new run with --out NEWDIR")
+    for name, value in saved.items():
+        if name in actions and name not in _RUN_LOCAL:
+            _check_type(path, name, value, actions[name])
+    given = getattr(args, "_given", set())
+    for name in sorted(given - set(_RUN_LOCAL)):
+        if name not in saved or getattr(args, name) == saved[name]:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if name == "epochs":
+            if args.epochs < saved["epochs"]:
+                raise UsageError(f"--resume: --epochs {args.epochs} is fewer than the run's "
+                                 f"{saved['epochs']}; --epochs may only extend a run")
+            if saved["schedule"] in _EPOCH_SCHEDULES:
+                raise UsageError(f"--resume: --epochs cannot extend this run: its --schedule "
+                                 f"{saved['schedule']} was planned over {saved['epochs']} "
+                                 "epochs; start a new run with --out NEWDIR")
+            print(f"gradlab train: --resume: extending the run from {saved['epochs']} to "
+                  f"{args.epochs} epochs", file=sys.stderr)
+            continue
+        raise UsageError(f"--resume: {flag} {getattr(args, name)!r} differs from the run's "
+                         f"{saved[name]!r}: the run's config is fixed; start a new run with "
+                         "--out NEWDIR (only --epochs may change, to extend the run)")
+    for name, value in saved.items():
+        if name in actions and name not in _RUN_LOCAL and not (name == "epochs" and
+                                                               "epochs" in given):
+            setattr(args, name, value)
+    args.out = directory
+    return manifest
 
 
 def _write_outputs(out, metrics, history, data, model):
@@ -236,47 +469,117 @@ def _write_outputs(out, metrics, history, data, model):
     metrics["standardization"] = {"note": "fitted on the training split; apply "
                                           "(x - mean) / scale before the model",
                                   **data["scaler"].state_dict()}
-    history.to_csv(os.path.join(out, "history.csv"))
+    name = "history.csv"
     try:
-        plot_history(history, os.path.join(out, "curves.png"))
-        if data["features"] == 2:
-            X, y = data["train"]
-            plot_decision_boundary(model, X, y, os.path.join(out, "decision_boundary.png"))
-        metrics["plots"] = True
-    except ImportError as exc:
-        metrics["plots"] = False
-        print(f"note: no curves.png: {exc}", file=sys.stderr)
-    path = os.path.join(out, "metrics.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(metrics, f, indent=2)
+        _atomic(os.path.join(out, name), history.to_csv)
+        try:
+            name = "curves.png"
+            _atomic(os.path.join(out, name), lambda p: plot_history(history, p))
+            if data["features"] == 2:
+                X, y = data["train"]
+                name = "decision_boundary.png"
+                _atomic(os.path.join(out, name),
+                        lambda p: plot_decision_boundary(model, X, y, p))
+            metrics["plots"] = True
+        except ImportError as exc:
+            metrics["plots"] = False
+            print(f"note: no curves.png: {exc}", file=sys.stderr)
+        name = "metrics.json"
+        _atomic(os.path.join(out, name), lambda p: _dump_json(metrics, p))
+    except OSError as exc:
+        raise UsageError(f"writing {os.path.join(out, name)} failed: {exc.strerror or exc}; "
+                         f"the trained model and checkpoints are kept in {out}: free some "
+                         f"disk space, then run `gradlab train --resume {out}` to write the "
+                         "results") from None
+
+
+def _dump_json(obj, path):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2)
         f.write("\n")
-    os.replace(tmp, path)
+
+
+def _atomic(path, write):
+    """``write(tmp)`` then rename onto ``path``: a failure leaves no half-written file."""
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.tmp{ext}"  # (matplotlib picks the format from the extension)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 # -- gradlab search --------------------------------------------------------------------------
 _SEARCHABLE = {"hidden": str, "activation": str, "dropout": float, "batchnorm": bool,
                "optimizer": str, "lr": float, "momentum": float, "weight_decay": float,
                "epochs": int, "batch_size": int, "schedule": str}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
-def _parse_value(name, text):
+def _parse_value(name, text, where="--param"):
+    """One value of a searched option, from text (--param) or JSON (--spec): typed the
+    way the option is (so "false" is False, not a true non-empty string) and range-checked
+    like the option itself."""
     kind = _SEARCHABLE[name]
     if kind is bool:
-        if text.lower() in ("1", "true", "yes", "on"):
-            return True
-        if text.lower() in ("0", "false", "no", "off"):
-            return False
-        raise UsageError(f"--param {name}: {text!r} is not a boolean (true/false)")
-    try:
-        value = kind(text)
-    except ValueError:
-        raise UsageError(f"--param {name}: {text!r} is not a valid {kind.__name__}") from None
+        if isinstance(text, bool):
+            return text
+        if isinstance(text, str) and text.strip().lower() in _TRUE + _FALSE:
+            return text.strip().lower() in _TRUE
+        raise UsageError(f"{where} {name}: {text!r} is not a boolean; use true or false")
+    if kind is str:
+        if name == "hidden" and isinstance(text, int) and not isinstance(text, bool):
+            text = str(text)
+        if not isinstance(text, str):
+            raise UsageError(f"{where} {name}: {text!r} is not a string"
+                             + ("; give widths as text, e.g. \"128,64\"" if name == "hidden"
+                                else ""))
+        value = text.strip()
+    elif isinstance(text, bool) or not isinstance(text, (str, int, float)):
+        raise UsageError(f"{where} {name}: {text!r} is not a valid {kind.__name__}")
+    else:
+        try:
+            value = float(text) if kind is float else _to_int(text)
+        except ValueError:
+            raise UsageError(f"{where} {name}: {text!r} is not a valid {kind.__name__}"
+                             ) from None
+    _check_searched(name, value, where)
+    return value
+
+
+def _to_int(text):
+    value = float(text) if isinstance(text, (str, float)) else text
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError(text)
+    return int(value)
+
+
+def _check_searched(name, value, where):
     allowed = {"activation": ACTIVATIONS, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
     if name in allowed and value not in allowed[name]:
-        raise UsageError(f"--param {name}: unknown value {value!r}; valid choices: "
+        raise UsageError(f"{where} {name}: unknown value {value!r}; valid choices: "
                          f"{', '.join(allowed[name])}")
-    return value
+    bad = None
+    if name in ("epochs", "batch_size") and value < 1:
+        bad = "must be >= 1"
+    elif name == "lr" and not (math.isfinite(value) and value > 0):
+        bad = "must be a finite number > 0"
+    elif name == "dropout" and not 0.0 <= value < 1.0:
+        bad = "must be in [0, 1)"
+    elif name in ("momentum", "weight_decay") and not (math.isfinite(value) and value >= 0):
+        bad = "must be a finite number >= 0"
+    if bad:
+        raise UsageError(f"{where} {name}={value!r}: {name} {bad}")
+    if name == "hidden":
+        try:
+            parse_hidden(value)
+        except ValueError as exc:
+            raise UsageError(f"{where} {name}: {exc}") from None
 
 
 def parse_param(text):
@@ -295,29 +598,74 @@ def parse_param(text):
         try:
             nums = [float(p) for p in parts]
             if kind == "int":
-                return name, S.int_range(*[int(n) for n in nums])
-            if len(nums) != 2:
+                dim = S.int_range(*[_to_int(n) for n in nums])
+            elif len(nums) != 2:
                 raise ValueError("needs exactly two bounds")
-            return name, (S.uniform if kind == "uniform" else S.loguniform)(*nums)
+            else:
+                dim = (S.uniform if kind == "uniform" else S.loguniform)(*nums)
         except (TypeError, ValueError) as exc:
             raise UsageError(f"--param {text!r}: {exc}") from None
+        return name, _checked_dimension(name, dim, "--param")
     return name, S.choice([_parse_value(name, v) for v in spec.split("|")])
 
 
+def _checked_dimension(name, dim, where):
+    """A distribution over a searched option whose every value is valid for it."""
+    from ..train import search as S
+    if isinstance(dim, S.Choice):
+        return S.choice([_parse_value(name, v, where) for v in dim.values])
+    if _SEARCHABLE[name] not in (int, float):
+        raise UsageError(f"{where} {name}: a {type(dim).__name__} range needs a numeric "
+                         "option; list the values instead")
+    ends = [dim.values[0], dim.values[-1]] if isinstance(dim, S.IntRange) else \
+        [dim.low, dim.high]
+    for value in ends:
+        _check_searched(name, value, where)
+    if isinstance(dim, S.Uniform) and _SEARCHABLE[name] is int:
+        raise UsageError(f"{where} {name}: takes whole numbers; use int_range (--param "
+                         f"{name}=int:A:B) instead of a float range")
+    return dim
+
+
 def _load_spec(text):
+    stripped = text.strip()
+    if not stripped.startswith(("{", "[")) and not os.path.exists(text):
+        raise UsageError(f"--spec {text!r}: no such file, and not inline JSON text either; "
+                         "check the path, or give the JSON itself, e.g. --spec "
+                         "'{\"space\": {\"lr\": [0.01, 0.1]}}'")
     try:
         if os.path.exists(text):
+            if os.path.isdir(text):
+                raise UsageError(f"--spec {text!r} is a directory; give a JSON file")
             with open(text) as f:
                 return json.load(f)
         return json.loads(text)
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UsageError(f"--spec {text!r}: not a readable JSON file or JSON text ({exc})") \
-            from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"--spec {text!r}: not a readable JSON file or JSON text ({exc}); "
+                         "fix the JSON") from None
+
+
+def _spec_value(spec, key, check, expected, default):
+    if key not in spec:
+        return default
+    value = spec[key]
+    if not check(value):
+        raise UsageError(f"--spec: {key!r} is {value!r}; expected {expected}")
+    return value
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def cmd_search(args):
     """Grid or random search; write the results table as CSV and print the best."""
     from ..train import grid_search, parse_space, random_search
+    check_env()
     _check_ranges(args)
     method, trials, budget = args.method, args.trials, args.time_budget
     scoring, folds = args.scoring, args.folds
@@ -332,26 +680,38 @@ def cmd_search(args):
             raise UsageError(f"--spec: {', '.join(unknown)} cannot be searched; valid names: "
                              f"{', '.join(_SEARCHABLE)}")
         try:
-            space.update(parse_space(raw))
+            parsed = parse_space(raw)
         except (TypeError, ValueError) as exc:
             raise UsageError(f"--spec: {exc}") from None
-        method = spec.get("method", method)
-        trials = spec.get("trials", trials)
-        budget = spec.get("time_budget", budget)
-        scoring = spec.get("scoring", scoring)
-        folds = spec.get("folds", folds)
+        space.update({k: _checked_dimension(k, d, "--spec") for k, d in parsed.items()})
+        method = _spec_value(spec, "method", lambda v: v in ("grid", "random"),
+                             "'grid' or 'random'", method)
+        trials = _spec_value(spec, "trials", lambda v: _is_int(v) and v >= 1,
+                             "a whole number >= 1", trials)
+        budget = _spec_value(spec, "time_budget", lambda v: _is_number(v) and v > 0,
+                             "a number of seconds > 0", budget)
+        scoring = _spec_value(spec, "scoring", lambda v: v in ("holdout", "kfold"),
+                              "'holdout' or 'kfold'", scoring)
+        folds = _spec_value(spec, "folds", lambda v: _is_int(v) and v >= 2,
+                            "a whole number >= 2", folds)
     for text in args.param:
         name, dim = parse_param(text)
         space[name] = dim
     if not space:
         raise UsageError("nothing to search: give --param NAME=SPEC (e.g. "
                          "--param lr=loguniform:1e-4:1e-2) or --spec FILE")
-    if method not in ("grid", "random"):
-        raise UsageError(f"unknown method {method!r}; valid choices: grid, random")
+    if trials is not None and trials < 1:
+        raise UsageError(f"--trials must be >= 1, got {trials}")
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise UsageError(f"--time-budget must be a number of seconds > 0, got {budget}")
+    if folds < 2:
+        raise UsageError(f"--folds must be >= 2 (k-fold cross-validation needs at least 2 "
+                         f"folds), got {folds}")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
-    results_dir = os.path.dirname(os.path.abspath(args.results))
-    check_writable(results_dir)
+    if os.path.isdir(args.results):
+        raise UsageError(f"--results {args.results!r} is a directory; give a file path, e.g. "
+                         f"{os.path.join(args.results, 'search_results.csv')!r}")
     device = _device(args.device)
     data = load_splits(args)
     # Search on train + validation (the search makes its own splits); the test set stays out.
@@ -359,6 +719,9 @@ def cmd_search(args):
         np.concatenate([data["train"][0], data["val"][0]])
     y = data["train"][1] if data["val"] is None else \
         np.concatenate([data["train"][1], data["val"][1]])
+    _check_search_sizes(args, space, data, len(y), scoring, folds)
+    results_dir = os.path.dirname(os.path.abspath(args.results))
+    check_writable(results_dir)
     import functools
     fixed = {**_config(args, device), "in_features": data["features"],
              "classes": data["classes"], "n_train": len(y)}
@@ -366,16 +729,24 @@ def cmd_search(args):
     common = dict(scoring=scoring, k=folds, epochs=args.epochs, batch_size=args.batch_size,
                   early_stopping=args.early_stopping or None, n_jobs=args.jobs,
                   seed=args.seed, device=None if args.jobs > 1 else str(device),
-                  time_budget=budget, verbose=0 if args.quiet else 1)
+                  time_budget=budget, verbose=0 if args.quiet else 1, drop_last="auto")
     _say(args, f"gradlab search: {method} search over {', '.join(space)} on {args.dataset} "
                f"({scoring} scoring, {args.jobs} worker(s))")
+    if _values(space, "batchnorm", args.batchnorm) != {False}:
+        _say(args, "note: trials with BatchNorm train on batches with drop_last=True (as in "
+                   "PyTorch), so no training batch holds a single row")
     start = time.perf_counter()
     if method == "grid":
         result = grid_search(build, space, (X, y), n_trials=trials, **common)
     else:
         result = random_search(build, space, (X, y),
-                               n_trials=trials if trials or budget else 10, **common)
-    result.to_csv(args.results)
+                               n_trials=trials if trials is not None or budget else 10,
+                               **common)
+    try:
+        result.to_csv(args.results)
+    except OSError as exc:
+        raise UsageError(f"--results {args.results!r} cannot be written: "
+                         f"{exc.strerror or exc}; choose a path you can write to") from None
     _say(args, result.table(top=10))
     from ..data import DataLoader, TensorDataset
     from ..train import evaluate
@@ -391,6 +762,29 @@ def cmd_search(args):
           + f"  ({len(result.results)} trials, {time.perf_counter() - start:.1f} s; results "
             f"in {args.results})", flush=True)
     return 0
+
+
+def _values(space, name, default):
+    """Every value option ``name`` takes in the search (its fixed value if not searched)."""
+    from ..train import search as S
+    dim = space.get(name)
+    if dim is None:
+        return {default}
+    return set(dim.values) if isinstance(dim, (S.Choice, S.IntRange)) else {dim.low, dim.high}
+
+
+def _check_search_sizes(args, space, data, n, scoring, folds):
+    batch_sizes = _values(space, "batch_size", args.batch_size)
+    if True in _values(space, "batchnorm", args.batchnorm) and min(batch_sizes) < 2:
+        raise UsageError("--batch-size 1 with BatchNorm (on by default): a 1-row batch has no "
+                         "batch statistics; search batch sizes of 2 or more, or pass "
+                         "--no-batchnorm")
+    if scoring == "kfold" and n < folds:
+        raise UsageError(f"--folds {folds}: the data for the search has only {n} rows; use "
+                         f"--folds {max(2, n)} or fewer, or more data")
+    for hidden in _values(space, "hidden", args.hidden):
+        check_model_fits(data["features"], data["classes"], parse_hidden(hidden),
+                         max(batch_sizes), n)
 
 
 # -- gradlab info ----------------------------------------------------------------------------

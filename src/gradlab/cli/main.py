@@ -6,6 +6,7 @@ dataset, unreadable data, unavailable device, unwritable output directory).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from .model import ACTIVATIONS, OPTIMIZERS, SCHEDULES
@@ -33,6 +34,8 @@ def _data_options(p):
                         "(default: digits, the bundled 8x8 handwritten digits)")
     p.add_argument("--label", default="-1", metavar="COLUMN",
                    help="label column of a CSV file, by index or header name (default: last)")
+    p.add_argument("--delimiter", default=",", metavar="CHAR",
+                   help="cell separator of a CSV file: one character, or 'tab' (default ,)")
     p.add_argument("--val-split", type=float, default=0.1, metavar="FRACTION",
                    help="fraction of the training data held out for validation (default 0.1; "
                         "0 trains on all of it)")
@@ -77,13 +80,21 @@ def build_parser():
     _data_options(train)
     _model_options(train)
     train.add_argument("--out", metavar="DIR",
-                       help="write metrics.json, history.csv, best_model.gl, curves.png here")
+                       help="a new or empty directory for this run: its manifest "
+                            "(gradlab-run.json), checkpoints, metrics.json, history.csv, "
+                            "best_model.gl, curves.png; a directory holding anything else is "
+                            "refused (see --overwrite)")
+    train.add_argument("--overwrite", action="store_true",
+                       help="with --out DIR holding another run or other files: move them "
+                            "aside to DIR.old-<time> (nothing is deleted), then start afresh")
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="STEPS",
                        help="with --out, write a crash-safe checkpoint (ckpt-*.gl) every STEPS "
                             "optimizer steps (default: once per epoch)")
     train.add_argument("--resume", metavar="DIR",
                        help="continue the run whose --out was DIR from its newest checkpoint, "
-                            "with that run's options, to the same result as if never stopped")
+                            "with that run's options, to the same result as if never stopped; "
+                            "refused if its data changed. Only --epochs may be given, to "
+                            "extend the run; any other option that differs is refused")
     train.add_argument("--quiet", action="store_true", help="print only the result line")
 
     search = sub.add_parser("search", help="grid or random hyper-parameter search",
@@ -114,8 +125,20 @@ def build_parser():
     return parser
 
 
+def given_options(argv):
+    """The dests of the options ``argv`` actually gives (not filled in from defaults)."""
+    parser = build_parser()
+    for sub in [parser, *parser.commands.values()]:
+        for action in sub._actions:
+            if action.dest != "command":
+                action.default = argparse.SUPPRESS
+    args, _ = parser.parse_known_args(argv)
+    return set(vars(args)) - {"command"}
+
+
 def main(argv=None):
     """Entry point of the ``gradlab`` console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:
@@ -124,6 +147,21 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
+    args._given = given_options(argv)
+    try:
+        return _run(args)
+    except Exception as exc:  # a bug, not bad input: say so briefly, without a traceback
+        where = exc.__traceback__
+        while where.tb_next is not None:
+            where = where.tb_next
+        site = f"{os.path.basename(where.tb_frame.f_code.co_filename)}:{where.tb_lineno}"
+        print(f"gradlab {args.command}: internal error: {type(exc).__name__}: {exc} (at "
+              f"{site}); this is a bug in gradlab, please report it with the command line "
+              "you ran", file=sys.stderr)
+        return 1
+
+
+def _run(args):
     from ..backend import DeviceUnavailableError
     from ..data.files import DataFormatError
     from ..serialization import SerializationError

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import zlib
 
 import numpy as np
 
@@ -84,7 +85,8 @@ def load_csv(path, label=-1, *, header="auto", delimiter=",", task="classificati
     width = len(names) if names is not None else len(rows[0][1])
     if width < 2:
         raise DataFormatError(f"{path}: needs at least 2 columns (features and a label), "
-                              f"line {rows[0][0]} has {width}")
+                              f"line {rows[0][0]} has {width}" + _delimiter_hint(first,
+                                                                                 delimiter))
 
     if isinstance(label, str):
         if names is None:
@@ -103,6 +105,7 @@ def load_csv(path, label=-1, *, header="auto", delimiter=",", task="classificati
         raise TypeError(f"label must be a column index or name, got {label!r}")
 
     data = np.empty((len(rows), width), dtype=np.float64)
+    hint = _delimiter_hint(rows[0][1], delimiter)
     for r, (line, row) in enumerate(rows):
         if len(row) != width:
             raise DataFormatError(f"{path}, line {line}: expected {width} columns, found "
@@ -113,7 +116,7 @@ def load_csv(path, label=-1, *, header="auto", delimiter=",", task="classificati
             except ValueError:
                 col = f"column {c + 1}" + (f" ({names[c]!r})" if names else "")
                 raise DataFormatError(f"{path}, line {line}, {col}: {cell.strip()!r} is not "
-                                      "a number") from None
+                                      "a number" + hint) from None
     bad = ~np.isfinite(data)
     if bad.any():
         r, c = np.argwhere(bad)[0]
@@ -122,6 +125,17 @@ def load_csv(path, label=-1, *, header="auto", delimiter=",", task="classificati
     X = np.delete(data, label_col, axis=1).astype(np.float32)
     where = [f"{path}, line {line}, column {label_col + 1}" for line, _ in rows]
     return X, _to_labels(data[:, label_col], where, task)
+
+
+def _delimiter_hint(cells, delimiter):
+    """A hint when the cells look separated by another character than ``delimiter``."""
+    text = delimiter.join(cells)
+    for other, name in ((";", "';'"), ("\t", "tab"), ("|", "'|'"), (" ", "' '")):
+        if other != delimiter and other in text.strip():
+            return (f"; the rows look separated by {name}, not {delimiter!r}: pass "
+                    f"delimiter={other!r} (gradlab: --delimiter "
+                    f"{'tab' if other == chr(9) else repr(other)})")
+    return ""
 
 
 def load_npz(path, *, x_key=None, y_key=None, task="classification"):
@@ -153,9 +167,28 @@ def load_npz(path, *, x_key=None, y_key=None, task="classification"):
         X, y = npz[xk], npz[yk]
     if X.dtype.kind not in "biuf" or y.dtype.kind not in "biuf":
         raise DataFormatError(f"{path}: arrays must be numeric, got {X.dtype} and {y.dtype}")
+    if X.ndim == 0 or y.ndim == 0:
+        raise DataFormatError(f"{path}: {xk!r} and {yk!r} must be arrays with one row per "
+                              f"sample, got shapes {X.shape} and {y.shape}")
     if len(X) != len(y):
         raise DataFormatError(f"{path}: {xk!r} has {len(X)} rows but {yk!r} has {len(y)}")
-    X = X.reshape(len(X), -1).astype(np.float32)
+    if X.ndim == 0 or 0 in X.shape[1:]:
+        raise DataFormatError(f"{path}: {xk!r} has shape {X.shape}; it needs one row per "
+                              "sample with at least one feature, shape (samples, features)")
+    if task != "regression" and y.ndim > 1 and y[0].size != 1:
+        raise DataFormatError(f"{path}: {yk!r} has shape {y.shape}; classification needs one "
+                              "class index per row, shape (samples,): for one-hot labels "
+                              f"save {yk}.argmax(axis=1) instead")
+    X = X.reshape(len(X), -1)
+    if X.dtype.kind == "f" and X.dtype.itemsize > 4:
+        too_big = np.isfinite(X) & (np.abs(X) > np.finfo(np.float32).max)
+        if too_big.any():
+            r, c = (int(i) for i in np.argwhere(too_big)[0])
+            raise DataFormatError(f"{path}: {xk}[{r}] has {X[r, c]:g} in column {c}, beyond "
+                                  f"float32's range (±{np.finfo(np.float32).max:.3g}), which "
+                                  f"gradlab trains in ({int(too_big.sum())} such values); "
+                                  "rescale the features (e.g. standardize) before saving")
+    X = X.astype(np.float32)
     bad = ~np.isfinite(X)
     if bad.any():
         r, c = (int(i) for i in np.argwhere(bad)[0])
@@ -186,8 +219,13 @@ _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f
 def read_idx(path):
     """One MNIST-style IDX file (optionally gzipped) as a NumPy array."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+        raise DataFormatError(f"{path}: a corrupt or truncated gzip file ({exc}); download "
+                              "or copy it again (or unpack it, if it is not compressed)"
+                              ) from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES:
         raise DataFormatError(f"{path}: not an IDX file (bad magic number)")
     ndim = raw[3]

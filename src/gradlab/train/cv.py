@@ -26,20 +26,40 @@ def unpack_build(built):
                      f"with those keys, got {type(built).__name__}")
 
 
+def has_batchnorm(model):
+    from ..nn.layers import BatchNorm1d
+    return any(isinstance(m, BatchNorm1d) for m in getattr(model, "modules", list)())
+
+
+def resolve_drop_last(drop_last, model, n, batch_size):
+    """``drop_last`` for a training loader: True/False as given; "auto" means True when the
+    model has BatchNorm1d (a 1-row batch has no batch statistics) and the rows fill at
+    least one batch."""
+    if drop_last == "auto":
+        return has_batchnorm(model) and n >= batch_size
+    if not isinstance(drop_last, bool):
+        raise ValueError(f"drop_last must be True, False or 'auto', got {drop_last!r}")
+    return drop_last
+
+
 def train_on_split(build, X, y, train_idx, val_idx, *, epochs=10, batch_size=32,
                    standardize=False, early_stopping=None, metrics=("accuracy",), seed=0,
-                   device=None, verbose=0):
+                   device=None, verbose=0, drop_last=False):
     """Build a fresh model, train it on rows ``train_idx`` and return its validation scores
     (``val_loss``, ``val_<metric>``, ``epochs``). The scaler, when asked for, is fitted on the
-    training rows only."""
+    training rows only. ``drop_last``: for the training loader (see ``resolve_drop_last``)."""
     X_tr, X_val = X[train_idx], X[val_idx]
     if standardize:
         scaler = StandardScaler().fit(X_tr)
         X_tr, X_val = scaler.transform(X_tr), scaler.transform(X_val)
-    train_loader = DataLoader(TensorDataset(X_tr, y[train_idx]), batch_size=batch_size,
-                              shuffle=True, seed=seed, device=device)
-    val_loader = DataLoader(TensorDataset(X_val, y[val_idx]), batch_size=1024, device=device)
+    # (The loaders draw from their own seeded generators, so building the model first
+    # changes no random number.)
     model, loss_fn, optimizer, scheduler = unpack_build(build())
+    train_loader = DataLoader(TensorDataset(X_tr, y[train_idx]), batch_size=batch_size,
+                              shuffle=True, seed=seed, device=device,
+                              drop_last=resolve_drop_last(drop_last, model, len(X_tr),
+                                                          batch_size))
+    val_loader = DataLoader(TensorDataset(X_val, y[val_idx]), batch_size=1024, device=device)
     callbacks = []
     if early_stopping:
         callbacks.append(EarlyStopping(patience=early_stopping, restore_best_weights=True))
@@ -68,13 +88,14 @@ class CVResult:
 
 def cross_validate(build, dataset, k=5, repeats=1, *, epochs=10, batch_size=32,
                    stratify=True, standardize=False, early_stopping=None,
-                   metrics=("accuracy",), seed=0, device=None, verbose=0):
+                   metrics=("accuracy",), seed=0, device=None, verbose=0, drop_last=False):
     """K-fold (``repeats`` > 1: repeated K-fold) cross-validation.
 
     ``build()`` returns a fresh ``(model, loss_fn, optimizer[, scheduler])`` for every fold.
     ``dataset`` is array-backed (e.g. ``TensorDataset(X, y)``) or ``(X, y)`` arrays. Folds are
     stratified by label when ``stratify``; with ``standardize`` each fold's scaler is fitted
-    on that fold's training part only. Returns a CVResult.
+    on that fold's training part only. ``drop_last`` as in ``train_on_split``. Returns a
+    CVResult.
     """
     X, y = _arrays(dataset)
     if repeats < 1 or int(repeats) != repeats:
@@ -86,7 +107,7 @@ def cross_validate(build, dataset, k=5, repeats=1, *, epochs=10, batch_size=32,
         scores = train_on_split(build, X, y, tr, va, epochs=epochs, batch_size=batch_size,
                                 standardize=standardize, early_stopping=early_stopping,
                                 metrics=metrics, seed=seed + i, device=device,
-                                verbose=verbose)
+                                verbose=verbose, drop_last=drop_last)
         folds.append({"fold": i % k + 1, "repeat": i // k + 1, **scores})
     return CVResult(folds)
 

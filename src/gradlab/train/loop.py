@@ -186,6 +186,13 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
         if not isinstance(cb, Callback):
             raise TypeError(f"callbacks must be Callback instances, got {type(cb).__name__}")
     if scheduler is not None:
+        bound = getattr(scheduler, "optimizer", optimizer)
+        if bound is not optimizer:
+            raise ValueError(f"fit: the scheduler ({type(scheduler).__name__}) was built on "
+                             f"another optimizer ({type(bound).__name__}) than the one "
+                             f"passed to fit ({type(optimizer).__name__}), so it would change "
+                             "the learning rate of an optimizer that does not train; build "
+                             "the scheduler on the optimizer you pass to fit")
         callbacks.append(LRScheduler(scheduler, monitor=monitor))
 
     history = History()
@@ -235,6 +242,13 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                     raise ValueError(f"fit: batch {b} of epoch {epoch} is empty (inputs of "
                                      f"shape {tuple(x.shape)}); its mean loss is undefined: "
                                      "make the loader yield only non-empty batches")
+                if x.ndim and x.shape[0] == 1 and _has_batchnorm(model):
+                    raise ValueError(
+                        f"fit: batch {b} of epoch {epoch} holds 1 row and the model has "
+                        "BatchNorm, which cannot compute batch statistics from one row in "
+                        "training mode; build the train loader with drop_last=True (as "
+                        "PyTorch users do), or choose a batch_size that does not leave a "
+                        "last batch of 1 row")
                 out = model(x)
                 loss = loss_fn(out, y)
                 objective = loss + l1 * _l1_penalty(model) if l1 else loss
@@ -296,6 +310,12 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
     return history
 
 
+def _has_batchnorm(model):
+    from ..nn.layers import BatchNorm1d
+    modules = model.modules() if hasattr(model, "modules") else []
+    return any(isinstance(m, BatchNorm1d) and m.training for m in modules)
+
+
 def _resume(directory, run, callbacks, loader):
     """Load the newest usable checkpoint into the run's objects; returns
     (epoch to start at, batches of it to skip, (totals, count, lr) or None, finished)."""
@@ -314,10 +334,15 @@ def _resume(directory, run, callbacks, loader):
         cb.load_state_dict(cb_state)
     run.history.load_state_dict(state["history"])
     run.step, run.epoch, run.stop_reason = state["step"], state["epoch"], state["stop_reason"]
-    if state["finished"]:
+    # A finished run given more epochs goes on from where it ended, as if it had been
+    # asked for them from the start (unless it stopped early: that decision stands).
+    extend = state["finished"] and run.epochs > state["epochs"] and not state["stop_reason"]
+    if state["finished"] and not extend:
         return state["epoch"], 0, None, True
     loader.load_state_dict(state["loader"])
     ckpt.restore_rng(state["rng"])
+    if extend:
+        return state["epoch"] + 1, 0, None, False
     return state["epoch"], state["batch"], (state["totals"], state["count"], state["lr"]), False
 
 

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from .cv import _arrays, cross_validate, train_on_split, unpack_build
+from .cv import _arrays, cross_validate, resolve_drop_last, train_on_split, unpack_build
 
 
 class Choice:
@@ -169,7 +169,7 @@ def run_trial(build, config, X, y, settings):
     trial_build = functools.partial(build, config)
     common = dict(epochs=epochs, batch_size=batch_size, standardize=settings["standardize"],
                   early_stopping=settings["early_stopping"], metrics=settings["metrics"],
-                  device=settings["device"])
+                  device=settings["device"], drop_last=settings["drop_last"])
     if settings["scoring"] == "kfold":
         result = cross_validate(trial_build, (X, y), k=settings["k"], stratify=True,
                                 seed=settings["seed"], **common)
@@ -312,10 +312,12 @@ def _refit(build, result, X, y, settings):
     if settings["standardize"]:
         result.best_scaler = StandardScaler().fit(X)
         X = result.best_scaler.transform(X)
-    loader = DataLoader(TensorDataset(X, y),
-                        batch_size=int(config.get("batch_size", settings["batch_size"])),
-                        shuffle=True, seed=settings["seed"], device=settings["device"])
     model, loss_fn, optimizer, scheduler = unpack_build(build(config))
+    batch_size = int(config.get("batch_size", settings["batch_size"]))
+    loader = DataLoader(TensorDataset(X, y), batch_size=batch_size, shuffle=True,
+                        seed=settings["seed"], device=settings["device"],
+                        drop_last=resolve_drop_last(settings["drop_last"], model, len(X),
+                                                    batch_size))
     epochs = result.results[0]["epochs_run"] if settings["early_stopping"] else \
         int(config.get("epochs", settings["epochs"]))
     fit(model, loss_fn, optimizer, loader, epochs=max(1, int(round(epochs))),
@@ -326,7 +328,7 @@ def _refit(build, result, X, y, settings):
 
 
 def _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
-              early_stopping, metrics, seed, device):
+              early_stopping, metrics, seed, device, drop_last=False):
     if scoring not in ("holdout", "kfold"):
         raise ValueError(f"scoring must be 'holdout' or 'kfold', got {scoring!r}")
     from .metrics import resolve_metrics
@@ -337,7 +339,7 @@ def _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
     return {"metric": metric, "scoring": scoring, "k": k, "val_fraction": val_fraction,
             "epochs": epochs, "batch_size": batch_size, "standardize": standardize,
             "early_stopping": early_stopping, "metrics": tuple(metrics), "seed": seed,
-            "split_seed": seed, "device": device}
+            "split_seed": seed, "device": device, "drop_last": drop_last}
 
 
 def _metric_mode(metric, mode):
@@ -349,17 +351,20 @@ def grid_search(build, space, dataset, *, scoring="holdout", k=3, val_fraction=0
                 epochs=10, batch_size=32, metric="val_accuracy", mode="auto",
                 n_trials=None, time_budget=None, n_jobs=1, standardize=False,
                 early_stopping=None, metrics=("accuracy",), refit=True, seed=0, device=None,
-                verbose=0):
+                verbose=0, drop_last=False):
     """Try every combination of the space's values (uniform/loguniform contribute
     ``grid_points`` values each), stopping early at ``n_trials`` trials or after
     ``time_budget`` seconds (the trial running at the deadline finishes). Each trial is
     scored on a stratified holdout split (``val_fraction``) or by ``k``-fold
     cross-validation (``scoring="kfold"``). ``n_jobs`` > 1 runs trials in that many worker
-    processes (``build`` must then be a module-level function). Returns a SearchResult;
-    with ``refit`` the best configuration is retrained on all of ``dataset``."""
+    processes (``build`` must then be a module-level function). ``drop_last`` applies to the
+    training batches: True, False, or "auto" (True for models with BatchNorm1d, which
+    cannot train on a 1-row batch). Returns a SearchResult; with ``refit`` the best
+    configuration is retrained on all of ``dataset``."""
     X, y = _arrays(dataset)
     settings = _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
-                         early_stopping, metrics, seed, device)
+                         early_stopping, metrics, seed, device,
+                         drop_last)
     return _search(build, grid_configs(space), X, y, metric=metric,
                    mode=_metric_mode(metric, mode), n_trials=n_trials,
                    time_budget=time_budget, n_jobs=n_jobs, settings=settings,
@@ -370,7 +375,7 @@ def random_search(build, space, dataset, *, n_trials=20, time_budget=None,
                   scoring="holdout", k=3, val_fraction=0.2, epochs=10, batch_size=32,
                   metric="val_accuracy", mode="auto", n_jobs=1, standardize=False,
                   early_stopping=None, metrics=("accuracy",), refit=True, seed=0,
-                  device=None, verbose=0):
+                  device=None, verbose=0, drop_last=False):
     """Sample configurations from the space (seeded by ``seed``) until ``n_trials`` trials
     have run or ``time_budget`` seconds have passed (give ``n_trials=None`` for a budget in
     seconds only). Scoring, parallelism and refitting as in ``grid_search``."""
@@ -378,7 +383,8 @@ def random_search(build, space, dataset, *, n_trials=20, time_budget=None,
         raise ValueError("random_search needs a budget: n_trials, time_budget or both")
     X, y = _arrays(dataset)
     settings = _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
-                         early_stopping, metrics, seed, device)
+                         early_stopping, metrics, seed, device,
+                         drop_last)
     return _search(build, random_configs(space, seed), X, y, metric=metric,
                    mode=_metric_mode(metric, mode), n_trials=n_trials,
                    time_budget=time_budget, n_jobs=n_jobs, settings=settings,
