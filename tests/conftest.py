@@ -1,12 +1,15 @@
-"""Shared fixtures: every backend-independent test takes ``device`` and runs on the CPU
-and, where a GPU is present, on CUDA (skipped with the reason otherwise)."""
+"""Shared fixtures: every backend-independent test takes ``device`` and runs on the CPU and on
+CUDA: a real GPU where there is one, else the emulated CUDA device (tests/devices.py installs
+the CuPy stand-in before gradlab is imported; GRADLAB_EMULATE_CUDA=0 turns that off). The
+CUDA case carries the ``cuda`` marker, so ``pytest -m cuda`` runs the CUDA half."""
 import numpy as np
 import pytest
 
+import devices  # noqa: F401  (first: installs the stand-in before gradlab imports cupy)
 import gradlab as gl
 
 
-@pytest.fixture(params=["cpu", "cuda"])
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def device(request):
     if request.param == "cuda" and not gl.cuda.is_available():
         pytest.skip(f"no CUDA device: {gl.cuda.unavailable_reason()}")

@@ -107,8 +107,10 @@ def _accumulate_leaf(leaf: Tensor, g, handed_out: set):
                            f"{leaf.data.shape}")
     if leaf.grad is None:
         # Leaf gradients must own their memory: optimizers and clip_grad_* update them in
-        # place, and backward functions may return views or the same array twice.
-        if g.base is not None or id(g) in handed_out or not g.flags.writeable:
+        # place, and backward functions may return views or the same array twice. CuPy's
+        # flags have no `writeable` (device arrays are always writable).
+        if g.base is not None or id(g) in handed_out or \
+                not getattr(g.flags, "writeable", True):
             g = g.copy()
         handed_out.add(id(g))
         leaf.grad = Tensor._wrap(g, backend)
