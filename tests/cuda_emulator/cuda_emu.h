@@ -33,7 +33,9 @@
 
 #include <math.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -83,10 +85,14 @@ struct LaunchCfg {
 enum Order { FORWARD = 0, REVERSE = 1, SHUFFLE = 2 };
 enum Rc { OK = 0, MISUSE = 1, BAD_CONFIG = 2, NO_MEMORY = 3 };
 enum State : unsigned char { RUNNABLE, AT_BARRIER, AT_SHFL, AT_SYNCWARP, DONE };
-enum ShflKind { SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR };
+enum ShflKind { SHFL_IDX, SHFL_UP, SHFL_DOWN, SHFL_XOR, VOTE_BALLOT, VOTE_ANY, VOTE_ALL };
+enum BarKind { BAR_PLAIN, BAR_COUNT, BAR_AND, BAR_OR };
 
 constexpr unsigned kMaxThreads = 1024;
 constexpr size_t kStackSize = 64 * 1024;
+// Large enough that a big frame (a local array) cannot step over it into another mapping.
+constexpr size_t kGuardSize = 64 * 1024;
+constexpr size_t kAltStackSize = 64 * 1024;
 
 struct Fiber {
     jmp_buf ctx;
@@ -124,6 +130,10 @@ struct Emu {
     void* body_ctx = nullptr;
     bool allow_early_exit = false;
     bool failed = false;
+    volatile sig_atomic_t in_fiber = 0;  // a fiber (not the scheduler) is running
+    struct sigaction old_segv, old_bus;
+    stack_t old_alt;
+    char* alt_stack = nullptr;
     char msg[4096];
     unsigned long long rng = 0;
 };
@@ -159,6 +169,7 @@ inline const uint3& thread_idx() { return g.cur->tid; }
 
 [[noreturn]] inline void resume(Fiber* f) {
     g.cur = f;
+    g.in_fiber = 1;
     _longjmp(f->ctx, 1);
 }
 
@@ -171,6 +182,7 @@ __attribute__((noinline)) inline void yield() {
         Fiber* n = &g.fibers[g.order[g.pos]];
         if (n->state == RUNNABLE) resume(n);
     }
+    g.in_fiber = 0;
     _longjmp(g.sched, 1);
 }
 
@@ -195,13 +207,14 @@ inline bool alloc_fibers(unsigned n) {
     }
     const size_t page = (size_t)sysconf(_SC_PAGESIZE);
     for (; g.nfibers < n; ++g.nfibers) {
-        char* base = static_cast<char*>(mmap(nullptr, kStackSize + page, PROT_READ | PROT_WRITE,
+        const size_t guard = (kGuardSize + page - 1) / page * page;
+        char* base = static_cast<char*>(mmap(nullptr, kStackSize + guard, PROT_READ | PROT_WRITE,
                                              MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
         if (base == MAP_FAILED) return false;
-        // Guard page below the stack (stacks grow down): an overflow faults at once instead
-        // of corrupting the neighbouring fiber's stack.
-        mprotect(base, page, PROT_NONE);
-        g.fibers[g.nfibers].stack = base + page;
+        // Guard zone below the stack (stacks grow down): an overflow faults at once instead
+        // of corrupting the neighbouring fiber's stack; the fault handler reports it.
+        mprotect(base, guard, PROT_NONE);
+        g.fibers[g.nfibers].stack = base + guard;
         g.fibers[g.nfibers].booted = false;
     }
     return true;
@@ -219,6 +232,65 @@ inline void boot(Fiber* f) {
     f->in_body = false;
 }
 
+// Abandons the launch from inside a fiber (the error is already recorded).
+[[noreturn]] inline void bail_out() {
+    g.in_fiber = 0;
+    _longjmp(g.sched, 1);
+}
+
+inline void trap(const char* file, int line) {
+    const uint3 t = g.cur->tid;
+    fail("thread (%u,%u,%u) called __trap() at %s:%d", t.x, t.y, t.z, file, line);
+    bail_out();
+}
+
+// A fault inside a fiber is the kernel's own access (kernels call nothing that allocates), so
+// it is reported as an error and the launch abandoned. Anything else goes to the handler
+// that was installed before the launch, by re-raising with it restored.
+inline void on_fault(int sig, siginfo_t* info, void* uctx) {
+    if (g.in_fiber && g.cur) {
+        const char* a = static_cast<const char*>(info->si_addr);
+        const Fiber& f = *g.cur;
+        const bool overflow = a < f.stack && a >= f.stack - kGuardSize;
+        char last[256] = "";
+        if (f.file) snprintf(last, sizeof last, "; its last scheduling point: %s at %s:%d",
+                             f.op, f.file, f.line);
+        if (overflow) {
+            fail("thread (%u,%u,%u) overflowed its %zu KiB fiber stack%s", f.tid.x, f.tid.y,
+                 f.tid.z, kStackSize / 1024, last);
+        } else {
+            fail("thread (%u,%u,%u) made an invalid memory access (%s at address %p)%s",
+                 f.tid.x, f.tid.y, f.tid.z, sig == SIGBUS ? "SIGBUS" : "SIGSEGV", info->si_addr,
+                 last);
+        }
+        bail_out();
+    }
+    (void)uctx;
+    sigaction(SIGSEGV, &g.old_segv, nullptr);
+    sigaction(SIGBUS, &g.old_bus, nullptr);
+    // Returning re-executes the faulting instruction under the previous handler.
+}
+
+inline void install_fault_handler() {
+    if (!g.alt_stack) g.alt_stack = static_cast<char*>(malloc(kAltStackSize));
+    stack_t alt{};
+    alt.ss_sp = g.alt_stack;
+    alt.ss_size = kAltStackSize;
+    sigaltstack(&alt, &g.old_alt);
+    struct sigaction sa {};
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;  // NODEFER: we leave by longjmp
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &g.old_segv);
+    sigaction(SIGBUS, &sa, &g.old_bus);
+}
+
+inline void remove_fault_handler() {
+    sigaction(SIGSEGV, &g.old_segv, nullptr);
+    sigaction(SIGBUS, &g.old_bus, nullptr);
+    sigaltstack(&g.old_alt, nullptr);
+}
+
 // -- scheduling points -----------------------------------------------------------------------
 
 inline void wait_here(State s, const char* op, const char* file, int line) {
@@ -230,10 +302,15 @@ inline void wait_here(State s, const char* op, const char* file, int line) {
     yield();
 }
 
-inline void syncthreads(const char* file, int line) {
+inline int syncthreads(const char* file, int line, const char* op = "__syncthreads",
+                       int kind = BAR_PLAIN, int pred = 0) {
+    Fiber* f = g.cur;
+    f->kind = kind;
+    f->arg = pred != 0;
     asm volatile("" ::: "memory");
-    wait_here(AT_BARRIER, "__syncthreads", file, line);
+    wait_here(AT_BARRIER, op, file, line);
     asm volatile("" ::: "memory");
+    return (int)g.cur->result;
 }
 
 inline void syncwarp(const char* file, int line, unsigned mask = 0xffffffffu) {
@@ -241,6 +318,17 @@ inline void syncwarp(const char* file, int line, unsigned mask = 0xffffffffu) {
     asm volatile("" ::: "memory");
     wait_here(AT_SYNCWARP, "__syncwarp", file, line);
     asm volatile("" ::: "memory");
+}
+
+inline unsigned vote(const char* op, const char* file, int line, int kind, unsigned mask,
+                     int pred) {
+    Fiber* f = g.cur;
+    f->mask = mask;
+    f->kind = kind;
+    f->arg = pred != 0;
+    f->width = 32;
+    wait_here(AT_SHFL, op, file, line);
+    return (unsigned)g.cur->result;
 }
 
 struct SyncwarpAt {
@@ -395,7 +483,19 @@ inline bool resolve_warp(unsigned w) {
             return false;
         }
     }
-    if (lead->state == AT_SHFL) {
+    if (lead->state == AT_SHFL && lead->kind >= VOTE_BALLOT) {
+        unsigned ballot = 0;
+        for (unsigned i = first; i < last; ++i) {
+            if (g.fibers[i].state != DONE && g.fibers[i].arg) ballot |= 1u << (i - first);
+        }
+        for (unsigned i = first; i < last; ++i) {
+            Fiber& f = g.fibers[i];
+            if (f.state == DONE) continue;
+            f.result = f.kind == VOTE_BALLOT ? ballot
+                       : f.kind == VOTE_ANY  ? (ballot != 0)
+                                             : (ballot == live);
+        }
+    } else if (lead->state == AT_SHFL) {
         for (unsigned i = first; i < last; ++i) {
             Fiber& f = g.fibers[i];
             if (f.state == DONE) continue;
@@ -461,8 +561,22 @@ inline bool resolve_barrier() {
              exited->tid.z, a);
         return false;
     }
+    unsigned count = 0, waiting = 0;
     for (unsigned i = 0; i < g.nthreads; ++i) {
-        if (g.fibers[i].state == AT_BARRIER) g.fibers[i].state = RUNNABLE;
+        if (g.fibers[i].state == AT_BARRIER) {
+            ++waiting;
+            count += g.fibers[i].arg ? 1u : 0u;
+        }
+    }
+    const unsigned long long r = lead->kind == BAR_COUNT ? count
+                                 : lead->kind == BAR_AND ? (count == waiting)
+                                 : lead->kind == BAR_OR  ? (count != 0)
+                                                         : 0;
+    for (unsigned i = 0; i < g.nthreads; ++i) {
+        if (g.fibers[i].state == AT_BARRIER) {
+            g.fibers[i].state = RUNNABLE;
+            g.fibers[i].result = r;
+        }
     }
     return true;
 }
@@ -483,7 +597,10 @@ inline void make_order(int order) {
 
 __attribute__((noinline)) inline void sweep() {
     g.pos = -1;
-    if (_setjmp(g.sched)) return;
+    if (_setjmp(g.sched)) {
+        g.in_fiber = 0;
+        return;
+    }
     while (++g.pos < g.norder) {
         Fiber* n = &g.fibers[g.order[g.pos]];
         if (n->state == RUNNABLE) resume(n);
@@ -631,15 +748,17 @@ inline int launch(const char* kernel, const LaunchCfg* cfg, void (*body)(void*),
     const unsigned long long gx = cfg->grid[0], gxy = gx * cfg->grid[1];
     const unsigned long long nblocks = gxy * cfg->grid[2];
     BlockOrder blocks(nblocks, cfg->order);
-    for (unsigned long long k = 0; k < nblocks; ++k) {
+    install_fault_handler();
+    for (unsigned long long k = 0; k < nblocks && !g.failed; ++k) {
         const unsigned long long b = blocks.next();
         g.block_idx = uint3{(unsigned)(b % gx), (unsigned)((b / gx) % cfg->grid[1]),
                             (unsigned)(b / gxy)};
         run_block(cfg->order);
-        if (g.failed) {
-            copy_msg(cfg);
-            return MISUSE;
-        }
+    }
+    remove_fault_handler();
+    if (g.failed) {
+        copy_msg(cfg);
+        return MISUSE;
     }
     return OK;
 }
@@ -739,7 +858,20 @@ int launch_kernel(const char* name, void (*fn)(A...), const LaunchCfg* cfg, void
 #define gridDim (static_cast<const dim3&>(::gl_emu::g.grid_dim))
 #define warpSize 32
 
-#define __syncthreads() ::gl_emu::syncthreads(__FILE__, __LINE__)
+#define __syncthreads() ((void)::gl_emu::syncthreads(__FILE__, __LINE__))
+#define __syncthreads_count(p) \
+    ::gl_emu::syncthreads(__FILE__, __LINE__, "__syncthreads_count", ::gl_emu::BAR_COUNT, (p))
+#define __syncthreads_and(p) \
+    ::gl_emu::syncthreads(__FILE__, __LINE__, "__syncthreads_and", ::gl_emu::BAR_AND, (p))
+#define __syncthreads_or(p) \
+    ::gl_emu::syncthreads(__FILE__, __LINE__, "__syncthreads_or", ::gl_emu::BAR_OR, (p))
+#define __ballot_sync(mask, p) \
+    ::gl_emu::vote("__ballot_sync", __FILE__, __LINE__, ::gl_emu::VOTE_BALLOT, (mask), (p))
+#define __any_sync(mask, p) \
+    ((int)::gl_emu::vote("__any_sync", __FILE__, __LINE__, ::gl_emu::VOTE_ANY, (mask), (p)))
+#define __all_sync(mask, p) \
+    ((int)::gl_emu::vote("__all_sync", __FILE__, __LINE__, ::gl_emu::VOTE_ALL, (mask), (p)))
+#define __trap() ::gl_emu::trap(__FILE__, __LINE__)
 // A call site object so that both __syncwarp() and __syncwarp(mask) work in ISO C++17.
 #define __syncwarp(...) ::gl_emu::SyncwarpAt{__FILE__, __LINE__}(__VA_ARGS__)
 #define __shfl_sync(...) ::gl_emu::shfl_idx(__FILE__, __LINE__, __VA_ARGS__)

@@ -691,3 +691,70 @@ def test_launch_speed(real):
     assert np.array_equal(out, y)
     # Generous bounds (a loaded CI machine); typical: ~0.08 s and ~0.01 s.
     assert t1 - t0 < 1.0 and t2 - t1 < 0.5
+
+
+# -- faults, votes and counting barriers ------------------------------------------------------
+EXTRAS = r"""
+extern "C" __global__ void deep_frame(float* out) {
+    volatile float big[40000];  // 160 KB: more than a fiber's 64 KiB stack
+    big[threadIdx.x] = 1.0f;
+    out[threadIdx.x] = big[threadIdx.x];
+}
+
+extern "C" __global__ void store(float* out) {
+    __syncthreads();  // LAST_SYNC
+    out[threadIdx.x] = 1.0f;
+}
+
+extern "C" __global__ void trapping(int* out) {
+    if (threadIdx.x == 3) __trap();  // TRAP
+    out[threadIdx.x] = 1;
+}
+
+extern "C" __global__ void votes(unsigned* ballot, int* any, int* all, int* cnt, int* band,
+                                 int* bor) {
+    const unsigned t = threadIdx.x;
+    ballot[t] = __ballot_sync(0xffffffffu, (t % 3) == 0);
+    any[t] = __any_sync(0xffffffffu, t == 37);
+    all[t] = __all_sync(0xffffffffu, t < 64);
+    cnt[t] = __syncthreads_count(t % 5 == 0);
+    band[t] = __syncthreads_and(t < 1000);
+    bor[t] = __syncthreads_or(t == 63);
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def extras():
+    return rt.Module(EXTRAS, filename="extras.cu")
+
+
+def test_faults_become_errors(extras, misuse):
+    out = np.zeros(64, np.float32)
+    with pytest.raises(rt.EmulatorError, match=r"'deep_frame'.*overflowed its 64 KiB fiber"):
+        extras.get_kernel("deep_frame").launch((1, 1, 1), (4, 1, 1), [addr(out)])
+    with pytest.raises(rt.EmulatorError) as e:
+        extras.get_kernel("store").launch((1, 1, 1), (4, 1, 1), [16])
+    msg = str(e.value)
+    assert "'store'" in msg and "invalid memory access" in msg and "0x10" in msg
+    assert f"extras.cu:{line_of(EXTRAS, 'LAST_SYNC')}" in msg
+    with pytest.raises(rt.EmulatorError, match=rf"__trap\(\) at extras.cu:"
+                                               rf"{line_of(EXTRAS, 'TRAP')}"):
+        extras.get_kernel("trapping").launch((1, 1, 1), (8, 1, 1), [addr(out)])
+    # The module (and the process) carry on.
+    extras.get_kernel("store").launch((1, 1, 1), (64, 1, 1), [addr(out)])
+    assert (out == 1).all()
+
+
+def test_votes_and_counting_barriers(extras):
+    n = 64
+    outs = [np.zeros(n, np.uint32)] + [np.zeros(n, np.int32) for _ in range(5)]
+    extras.get_kernel("votes").launch((1, 1, 1), (n, 1, 1), [addr(o) for o in outs])
+    t = np.arange(n)
+    warp_bits = [sum(1 << i for i in range(32) if (32 * w + i) % 3 == 0) for w in range(2)]
+    np.testing.assert_array_equal(outs[0], np.repeat(warp_bits, 32))
+    np.testing.assert_array_equal(outs[1], np.repeat([0, 1], 32))
+    np.testing.assert_array_equal(outs[2], 1)
+    np.testing.assert_array_equal(outs[3], (t % 5 == 0).sum())
+    np.testing.assert_array_equal(outs[4], 1)
+    np.testing.assert_array_equal(outs[5], 1)
