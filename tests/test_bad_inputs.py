@@ -10,7 +10,10 @@ Every case checks three things:
 3. for cases that touch files, that nothing the user had is damaged: the directory's
    files keep their bytes and mtimes, and no temporary file is left behind.
 """
+import csv
 import errno
+import gzip
+import json
 import os
 
 import numpy as np
@@ -691,3 +694,425 @@ def test_predict_on_zero_rows_returns_the_empty_output():
     model.train()
     out = gl.train.predict(model, gl.zeros(0, 3))
     assert out.shape == (0, 2) and model.training
+
+
+# -- issue 18: run directories, resume, search and the remaining CLI cases --------------------
+RUN = ["train", "--dataset", "moons", "--hidden", "4", "--epochs", "2", "--batch-size", "32",
+       "--quiet"]
+
+
+def _same_files(old, new):
+    """The files of snapshot ``old`` hold the same bytes in snapshot ``new`` (the lock file
+    stays behind: the new run holds it)."""
+    return {k: v[0] for k, v in old.items() if k != ".lock"} == \
+        {k: v[0] for k, v in new.items()}
+
+
+def test_reused_out_is_refused_and_overwrite_moves_the_old_run_aside(tmp_path, capsys,
+                                                                    monkeypatch):
+    out = tmp_path / "R"
+    assert run_cli(RUN + ["--out", str(out)], capsys, monkeypatch)[0] == 0
+    first = json.loads((out / "gradlab-run.json").read_text())
+    before = snapshot(out)
+    status, err = run_cli(RUN + ["--lr", "0.05", "--out", str(out)], capsys, monkeypatch)
+    assert status == 2
+    assert_actionable(err, f"holds run {first['run_id']}", f"--resume {out}", "--overwrite")
+    assert snapshot(out) == before
+    status, _ = run_cli(RUN + ["--lr", "0.05", "--out", str(out), "--overwrite"], capsys,
+                        monkeypatch)
+    assert status == 0
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("R.old-")]
+    assert len(aside) == 1 and _same_files(before, snapshot(aside[0]))
+    second = json.loads((out / "gradlab-run.json").read_text())
+    assert second["run_id"] != first["run_id"] and second["args"]["lr"] == 0.05
+    # The old run's checkpoints went aside with it: a later --resume continues run 2 only.
+    assert all(not n.startswith("ckpt-") or n not in before or
+               (out / n).read_bytes() != before[n][0] for n in os.listdir(out))
+
+
+def test_a_second_run_on_a_locked_directory_fails_at_once(tmp_path, capsys, monkeypatch):
+    from gradlab.cli import rundir
+    out = tmp_path / "R"
+    assert run_cli(RUN + ["--out", str(out)], capsys, monkeypatch)[0] == 0
+    lock = rundir.RunLock(str(out))  # what a run in progress holds
+    try:
+        before = snapshot(tmp_path)
+        status, err = run_cli(["train", "--resume", str(out)], capsys, monkeypatch)
+        assert status == 2
+        assert_actionable(err, repr(str(out)), f"in use by process {os.getpid()}",
+                          "wait for it to finish, or give this run another --out")
+        empty = tmp_path / "E"
+        empty.mkdir()
+        lock2 = rundir.RunLock(str(empty))
+        before = snapshot(tmp_path)
+        status, err = run_cli(RUN + ["--out", str(empty)], capsys, monkeypatch)
+        lock2.release()
+        assert status == 2 and "in use by process" in err
+        assert snapshot(tmp_path) == before
+    finally:
+        lock.release()
+
+
+def test_a_failed_command_leaves_the_run_resumable(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "K"
+    assert run_cli(RUN + ["--out", str(out)], capsys, monkeypatch)[0] == 0
+    before = snapshot(out)
+    status, err = run_cli(["train", "--dataset", f"csv:{tmp_path}/nosuch.csv", "--out",
+                           str(out)], capsys, monkeypatch)
+    assert status == 2 and "holds run" in err
+    assert snapshot(out) == before
+    fresh = tmp_path / "new"
+    status, _ = run_cli(["train", "--dataset", f"csv:{tmp_path}/nosuch.csv", "--out",
+                         str(fresh)], capsys, monkeypatch)
+    assert status == 2 and not fresh.exists()  # nothing created for a run that never began
+    status, _ = run_cli(["train", "--resume", str(out), "--quiet"], capsys, monkeypatch)
+    assert status == 0
+
+
+def test_out_dot_never_overwrites_the_users_files(tmp_path, capsys, monkeypatch):
+    work = tmp_path / "project"
+    work.mkdir()
+    for name in ("metrics.json", "history.csv", "run_args.json"):
+        (work / name).write_text(f"my own {name}\n")
+    monkeypatch.chdir(work)
+    before = snapshot(work)
+    status, err = run_cli(RUN + ["--out", "."], capsys, monkeypatch)
+    assert status == 2
+    assert_actionable(err, "is not empty", "history.csv", "metrics.json", "--overwrite",
+                      "written by an older gradlab")
+    assert snapshot(work) == before
+    status, err = run_cli(RUN + ["--out", ".", "--overwrite"], capsys, monkeypatch)
+    assert status == 0, err
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("project.old-")]
+    assert len(aside) == 1 and _same_files(before, snapshot(aside[0]))
+    assert json.loads((work / "metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_resume_accepts_epochs_to_extend_and_refuses_other_flags(tmp_path, capsys,
+                                                                 monkeypatch):
+    out = tmp_path / "R"
+    assert run_cli(RUN + ["--out", str(out)], capsys, monkeypatch)[0] == 0
+    before = snapshot(out)
+    for flag, value in (("--lr", "0.5"), ("--hidden", "8"), ("--seed", "3")):
+        status, err = run_cli(["train", "--resume", str(out), flag, value], capsys,
+                              monkeypatch)
+        assert status == 2
+        assert_actionable(err, f"{flag} ", "the run's config is fixed",
+                          "start a new run with --out")
+        assert snapshot(out) == before
+    status, err = run_cli(["train", "--resume", str(out), "--epochs", "1"], capsys,
+                          monkeypatch)
+    assert status == 2 and "--epochs may only extend a run" in err
+    status, err = run_cli(["train", "--resume", str(out), "--epochs", "4", "--quiet"], capsys,
+                          monkeypatch)
+    assert status == 0 and "extending the run from 2 to 4 epochs" in err
+    assert len((out / "history.csv").read_text().splitlines()) == 1 + 4
+    # The extended run ends where a 4-epoch run does, bit for bit.
+    ref = tmp_path / "ref"
+    assert run_cli([a if a != "2" else "4" for a in RUN] + ["--out", str(ref)], capsys,
+                   monkeypatch)[0] == 0
+    assert (ref / "best_model.gl").read_bytes() == (out / "best_model.gl").read_bytes()
+    cosine = tmp_path / "C"
+    assert run_cli(RUN + ["--schedule", "cosine", "--out", str(cosine)], capsys,
+                   monkeypatch)[0] == 0
+    status, err = run_cli(["train", "--resume", str(cosine), "--epochs", "5"], capsys,
+                          monkeypatch)
+    assert status == 2 and "--schedule cosine was planned over 2 epochs" in err
+
+
+def _csv(path, rows, classes=2):
+    lines = ["a,b,y"] + [f"{i % 7},{(i * 3) % 5},{i % classes}" for i in range(rows)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("edit,needles", [
+    ("value", ["the data changed", "same shapes but different values"]),
+    ("classes", ["the data changed", "classes 2 -> 3"]),
+])
+def test_resume_after_the_data_file_changed_is_refused(tmp_path, capsys, monkeypatch, edit,
+                                                       needles):
+    data, out = tmp_path / "d.csv", tmp_path / "R"
+    _csv(data, 60)
+    argv = ["train", "--dataset", f"csv:{data}", "--hidden", "4", "--epochs", "1", "--quiet"]
+    assert run_cli(argv + ["--out", str(out)], capsys, monkeypatch)[0] == 0
+    if edit == "value":
+        data.write_text(data.read_text().replace("\n3,4,", "\n3,2,", 1))
+    else:
+        _csv(data, 60, classes=3)
+    before = snapshot(out)
+    status, err = run_cli(["train", "--resume", str(out)], capsys, monkeypatch)
+    assert status == 2
+    assert_actionable(err, *needles, "restore the original data",
+                      "start a new run with --out")
+    assert snapshot(out) == before
+
+
+def test_search_spec_booleans_are_read_as_booleans(tmp_path, capsys, monkeypatch):
+    results = tmp_path / "res.csv"
+    spec = json.dumps({"method": "grid", "space": {"batchnorm": ["false", "true"]}})
+    status, err = run_cli(["search", "--dataset", "moons", "--hidden", "4", "--epochs", "1",
+                           "--spec", spec, "--results", str(results), "--quiet"], capsys,
+                          monkeypatch)
+    assert status == 0, err
+    assert sorted(r["batchnorm"] for r in csv.DictReader(results.open())) == ["False", "True"]
+    status, err = run_cli(["search", "--spec", '{"space": {"batchnorm": ["maybe"]}}'],
+                          capsys, monkeypatch)
+    assert status == 2 and "'maybe' is not a boolean; use true or false" in err
+
+
+def test_search_zero_trials_is_refused(tmp_path, capsys, monkeypatch):
+    results = tmp_path / "res.csv"
+    status, err = run_cli(["search", "--dataset", "moons", "--trials", "0", "--param",
+                           "lr=0.1|0.01", "--results", str(results)], capsys, monkeypatch)
+    assert status == 2 and "--trials must be >= 1, got 0" in err and not results.exists()
+
+
+def test_resume_of_a_run_stopped_before_its_first_checkpoint_starts_over(tmp_path, capsys,
+                                                                         monkeypatch):
+    import gradlab.train as train
+    ref, out = tmp_path / "ref", tmp_path / "K"
+    assert run_cli(RUN + ["--out", str(ref)], capsys, monkeypatch)[0] == 0
+
+    def killed(*args, **kwargs):  # stopped after the manifest, before any step
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "fit", killed)
+        assert run_cli(RUN + ["--out", str(out)], capsys, monkeypatch)[0] == 130
+    assert (out / "gradlab-run.json").exists() and not ckpt.list_checkpoints(out)
+    status, _ = capsys_status = run_cli(["train", "--resume", str(out)], capsys, monkeypatch)
+    assert status == 0, capsys_status
+    assert (ref / "best_model.gl").read_bytes() == (out / "best_model.gl").read_bytes()
+    assert (ref / "history.csv").read_text().count("\n") == \
+        (out / "history.csv").read_text().count("\n")
+
+
+def test_batchnorm_last_batch_of_one_row_cli_and_search(tmp_path, capsys, monkeypatch):
+    # digits: 1293 training rows, so batches of 2 leave one row over.
+    status, _ = run_cli(["train", "--batch-size", "2", "--epochs", "1", "--hidden", "8"],
+                        capsys, monkeypatch)
+    assert status == 0
+    out = capsys.readouterr  # (run_cli consumed the output; rerun to see the note)
+    status = cli_main(["train", "--batch-size", "2", "--epochs", "1", "--hidden", "8"])
+    printed = out().out
+    assert status == 0 and "training batches use drop_last=True" in printed
+    status, err = run_cli(["train", "--dataset", "moons", "--batch-size", "1"], capsys,
+                          monkeypatch)
+    assert status == 2
+    assert_actionable(err, "--batch-size 1 with BatchNorm", "--no-batchnorm")
+    # Search: 384 rows train each holdout trial; batches of 383 leave one row over.
+    status, err = run_cli(["search", "--dataset", "moons", "--hidden", "4", "--epochs", "1",
+                           "--batch-size", "383", "--param", "lr=0.01|0.1", "--results",
+                           str(tmp_path / "r.csv"), "--quiet"], capsys, monkeypatch)
+    assert status == 0, err
+
+
+def test_fit_with_batchnorm_on_a_one_row_batch_names_drop_last():
+    X, y = xy(5)
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
+    check(lambda: tiny_fit(model, X, y, epochs=1), ValueError,
+          ["batch 2 of epoch 1 holds 1 row", "BatchNorm", "drop_last=True"])
+
+
+def _idx_dir(tmp_path):
+    d = tmp_path / "idx"
+    d.mkdir()
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"):
+        payload = np.random.default_rng(0).bytes(4000)
+        _write(d / name, gzip.compress(b"\x00\x00\x08\x01" + payload)[:2000])
+    return d
+
+
+def _issue18_files(tmp_path):
+    (tmp_path / "two.csv").write_text("a,y\n1,0\n2,1\n")
+    (tmp_path / "semi.csv").write_text("a;b;y\n" + "1;2;0\n3;4;1\n" * 10)
+    (tmp_path / "tab.csv").write_text("a\tb\ty\n" + "1\t2\t0\n3\t4\t1\n" * 10)
+    rows = np.arange(40) % 2
+    np.savez(tmp_path / "onehot.npz", X=np.ones((40, 3)), y=np.eye(2)[rows])
+    np.savez(tmp_path / "nofeat.npz", X=np.ones((40, 0)), y=rows)
+    np.savez(tmp_path / "big.npz", X=np.full((40, 3), 1e39), y=rows)
+    np.savez(tmp_path / "sparse.npz", X=np.random.default_rng(0).normal(size=(40, 3)),
+             y=rows * 10**9)
+    _idx_dir(tmp_path)
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run_args.json").write_text('{"epochs": "ten"}\n')
+
+
+ISSUE18_CLI_CASES = [  # id, argv (DIR = tmp_path), environment, needles
+    ("seed-negative", ["train", "--seed", "-1"], {}, ["got -1", "--seed must be an integer"]),
+    ("device-bad-index", ["train", "--device", "cuda:abc"], {},
+     ["'cuda:abc'", "valid choices: auto, cpu, cuda, cuda:N"]),
+    ("env-device-unknown", ["train"], {"GRADLAB_DEVICE": "tpu"},
+     ["GRADLAB_DEVICE='tpu'", "valid choices: auto, cpu, cuda, cuda:N"]),
+    ("env-threads-zero", ["train"], {"GRADLAB_NUM_THREADS": "0"},
+     ["GRADLAB_NUM_THREADS='0'", "unset it"]),
+    ("env-threads-text", ["train"], {"GRADLAB_NUM_THREADS": "abc"},
+     ["GRADLAB_NUM_THREADS='abc'", "set it to the number of CPU threads"]),
+    ("test-split-leaves-no-validation", ["train", "--dataset", "moons", "--test-split",
+                                         "0.999"], {},
+     ["0 validation", "--test-split 0.999", "pass --val-split 0"]),
+    ("csv-of-two-rows", ["train", "--dataset", "csv:DIR/two.csv"], {},
+     ["(2 rows)", "0 test rows", "or use more data"]),
+    ("npz-one-hot-labels", ["train", "--dataset", "npz:DIR/onehot.npz"], {},
+     ["shape (40, 2)", "save y.argmax(axis=1) instead"]),
+    ("npz-zero-features", ["train", "--dataset", "npz:DIR/nofeat.npz"], {},
+     ["shape (40, 0)", "at least one feature"]),
+    ("idx-corrupt-gzip", ["train", "--dataset", "idx:DIR/idx"], {},
+     ["train-images-idx3-ubyte.gz", "corrupt or truncated gzip", "download or copy it again"]),
+    ("labels-0-and-1e9", ["train", "--dataset", "npz:DIR/sparse.npz"], {},
+     ["up to 1000000000", "1000000001 outputs", "remap them"]),
+    ("hidden-too-large", ["train", "--dataset", "moons", "--hidden", "4000000000000"], {},
+     ["GiB to train", "available", "choose smaller layer widths"]),
+    ("manifest-legacy-run-args", ["train", "--resume", "DIR/old"], {},
+     ["run_args.json was written by an older gradlab", "start a new run with --out"]),
+    ("search-negative-trials", ["search", "--trials", "-3", "--param", "lr=0.1"], {},
+     ["--trials must be >= 1, got -3"]),
+    ("search-negative-time-budget", ["search", "--time-budget", "-5", "--param", "lr=0.1"],
+     {}, ["--time-budget must be a number of seconds > 0, got -5.0"]),
+    ("search-zero-folds", ["search", "--folds", "0", "--param", "lr=0.1"], {},
+     ["--folds must be >= 2", "got 0"]),
+    ("search-one-fold", ["search", "--folds", "1", "--param", "lr=0.1"], {},
+     ["--folds must be >= 2", "got 1"]),
+    ("search-param-epochs-zero", ["search", "--param", "epochs=0"], {},
+     ["epochs=0", "must be >= 1"]),
+    ("search-param-batch-size-zero", ["search", "--param", "batch_size=0"], {},
+     ["batch_size=0", "must be >= 1"]),
+    ("search-spec-trials-text", ["search", "--spec", '{"trials": "abc", "space": {"lr": [1]}}'],
+     {}, ["'trials' is 'abc'", "expected a whole number >= 1"]),
+    ("search-spec-scoring-cv", ["search", "--spec",
+                                '{"scoring": "cv", "space": {"lr": [0.1]}}'], {},
+     ["'scoring' is 'cv'", "expected 'holdout' or 'kfold'"]),
+    ("search-spec-lr-text", ["search", "--spec", '{"space": {"lr": "x"}}'], {},
+     ["lr: 'x' is not a valid float"]),
+    # Messages that now help:
+    ("csv-semicolons", ["train", "--dataset", "csv:DIR/semi.csv"], {},
+     ["separated by ';'", "--delimiter ';'"]),
+    ("csv-tabs", ["train", "--dataset", "csv:DIR/tab.csv"], {},
+     ["separated by tab", "--delimiter tab"]),
+    ("out-is-a-file", ["train", "--out", "DIR/two.csv"], {},
+     ["two.csv' is an existing file, not a directory", "give the path of a directory"]),
+    ("search-missing-spec-file", ["search", "--spec", "DIR/nosuch.json"], {},
+     ["nosuch.json", "no such file", "check the path"]),
+    ("search-results-is-a-directory", ["search", "--param", "lr=0.1", "--results", "DIR"], {},
+     ["is a directory", "give a file path"]),
+    ("npz-beyond-float32", ["train", "--dataset", "npz:DIR/big.npz"], {},
+     ["1e+39", "beyond float32's range", "rescale the features"]),
+]
+
+
+@pytest.mark.parametrize("argv,env,needles", [pytest.param(*c[1:], id=c[0])
+                                              for c in ISSUE18_CLI_CASES])
+def test_issue18_cli_cases(tmp_path, capsys, monkeypatch, argv, env, needles):
+    _issue18_files(tmp_path)
+    before = snapshot(tmp_path)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    argv = [a.replace("DIR", str(tmp_path)) for a in argv]
+    if "GRADLAB_DEVICE" in env:  # run_cli would set it to cpu
+        try:
+            status = cli_main(argv)
+        except SystemExit as exc:
+            status = exc.code
+        err = capsys.readouterr().err
+        assert "Traceback" not in err
+    else:
+        status, err = run_cli(argv, capsys, monkeypatch)
+    assert status == 2, err
+    assert_actionable(err, *needles)
+    assert len(err.strip().splitlines()) == 1, err  # one line
+    assert "trial 1" not in capsys.readouterr().out  # refused before any trial ran
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_with_a_manifest_of_wrong_types(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "R"
+    assert run_cli(RUN + ["--out", str(out)], capsys, monkeypatch)[0] == 0
+    manifest = json.loads((out / "gradlab-run.json").read_text())
+    manifest["args"]["epochs"] = "ten"
+    (out / "gradlab-run.json").write_text(json.dumps(manifest))
+    before = snapshot(out)
+    status, err = run_cli(["train", "--resume", str(out)], capsys, monkeypatch)
+    assert status == 2
+    assert_actionable(err, "'epochs' is 'ten', expected an integer", "restore it",
+                      "start a new run with --out")
+    assert snapshot(out) == before
+
+
+def test_disk_full_while_plotting_is_exit_2_and_keeps_the_checkpoints(tmp_path, capsys,
+                                                                    monkeypatch):
+    import gradlab.train as train
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    out = tmp_path / "R"
+    monkeypatch.setattr(train, "plot_history", full)
+    status, err = run_cli(RUN + ["--out", str(out)], capsys, monkeypatch)
+    assert status == 2
+    assert_actionable(err, "curves.png", "No space left on device", "free some disk space",
+                      f"gradlab train --resume {out}")
+    assert ckpt.list_checkpoints(out) and not list(out.glob("*.tmp*"))
+    monkeypatch.undo()
+    status, _ = run_cli(["train", "--resume", str(out), "--quiet"], capsys, monkeypatch)
+    assert status == 0 and (out / "curves.png").exists() and (out / "metrics.json").exists()
+
+
+def _two_optimizers():
+    model = nn.Linear(3, 2)
+    model(gl.ones(2, 3)).sum().backward()
+    adam, sgd = gl.optim.Adam(model.parameters()), gl.optim.SGD(model.parameters(), lr=0.1,
+                                                                momentum=0.9)
+    adam.step()
+    sgd.step()
+    return model, adam, sgd
+
+
+def _scheduler_of_another_optimizer():
+    model, adam, sgd = _two_optimizers()
+    sched = gl.optim.lr_scheduler.StepLR(adam, step_size=1)
+    X, y = xy()
+    return gl.train.fit(model, nn.CrossEntropyLoss(), sgd, loader(X, y), scheduler=sched,
+                        verbose=0, epochs=1)
+
+
+def _map_location_tpu(tmp_path):
+    gl.save({"w": gl.ones(2)}, str(tmp_path / "m.gl"))
+    return gl.load(str(tmp_path / "m.gl"), map_location="tpu")
+
+
+API_MESSAGE_CASES = [
+    case("to-unknown-device", lambda _: gl.ones(2).to("tpu"), ValueError,
+         "'tpu' is neither a device", "'cuda:N'", "nor a dtype"),
+    case("load-map-location-unknown", _map_location_tpu, ValueError,
+         "map_location='tpu' is not a device", "pass 'cpu', 'cuda'"),
+    case("nll-loss-1d-input-batch-target",
+         lambda _: F.nll_loss(gl.randn(3), gl.tensor([1, 0, 2])), ValueError,
+         "input of shape (3,)", "one class index (shape ())", "input of shape (N, C)"),
+    case("adam-state-into-sgd",
+         lambda _: (lambda m, a, s: s.load_state_dict(a.state_dict()))(*_two_optimizers()),
+         ValueError, "was not saved by SGD", "betas", "load what SGD.state_dict() saved"),
+    case("sgd-state-into-adam",
+         lambda _: (lambda m, a, s: a.load_state_dict(s.state_dict()))(*_two_optimizers()),
+         ValueError, "was not saved by Adam", "momentum"),
+    case("scheduler-of-another-optimizer", lambda _: _scheduler_of_another_optimizer(),
+         ValueError, "built on another optimizer (Adam)", "passed to fit (SGD)",
+         "build the scheduler on the optimizer you pass to fit"),
+]
+
+
+@pytest.mark.parametrize("fn,exc,needles", API_MESSAGE_CASES)
+def test_issue18_api_messages(tmp_path, fn, exc, needles):
+    check(lambda: fn(tmp_path), exc, needles)
+
+
+def test_cli_turns_an_unexpected_exception_into_exit_1_please_report(capsys, monkeypatch):
+    from gradlab.cli import commands
+
+    def bug(args):
+        raise ZeroDivisionError("division by zero")
+
+    monkeypatch.setattr(commands, "cmd_info", bug)
+    assert cli_main(["info"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error: ZeroDivisionError" in err
+    assert "please report" in err

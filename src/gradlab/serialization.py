@@ -282,6 +282,10 @@ class _Loader:
         try:
             return get_backend(target)
         except Exception as exc:
+            if loc is not None and loc != saved:  # the asked-for device is at fault
+                raise type(exc)(f"gl.load: map_location={loc!r} is not a device this machine "
+                                f"can use ({exc}); pass 'cpu', 'cuda', 'cuda:N', a gl.device "
+                                "or a dict {saved device: new device}") from None
             raise type(exc)(f"gl.load: the file holds tensors saved on '{saved}', which is "
                             f"not available here ({exc}); pass map_location='cpu'") from None
 

@@ -217,6 +217,12 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     op = "nll_loss"
     _check_reduction(op, reduction)
     if input.ndim == 1:
+        if target.ndim != 0:
+            raise ValueError(f"{op}: input of shape {tuple(input.shape)} is read as ONE "
+                             f"sample's log-probabilities over {input.shape[0]} classes, so "
+                             "target must be one class index (shape ()), got shape "
+                             f"{tuple(target.shape)}; for a batch pass input of shape (N, C), "
+                             "e.g. log_softmax of (N, C) logits")
         return sh.reshape(nll_loss(sh.reshape(input, (1, -1)), sh.reshape(target, (1,)),
                                    weight, ignore_index, reduction), ()) \
             if reduction == "none" else \

@@ -19,6 +19,14 @@ def _reflected(fn):
     return lambda self, other: fn(other, self)
 
 
+def _is_dtype_name(text):
+    try:
+        as_dtype(text)
+    except TypeError:
+        return False
+    return True
+
+
 def _to(self, *args, dtype=None, device=None, copy=False):
     """t.to(device), t.to(dtype), t.to(device, dtype), t.to(other_tensor)."""
     for arg in args:
@@ -26,6 +34,9 @@ def _to(self, *args, dtype=None, device=None, copy=False):
             device, dtype = arg.device, arg.dtype
         elif _is_device_spec(arg):
             device = arg
+        elif isinstance(arg, str) and not _is_dtype_name(arg):
+            raise ValueError(f"Tensor.to({arg!r}): {arg!r} is neither a device ('cpu', "
+                             "'cuda', 'cuda:N') nor a dtype (e.g. gl.float32, 'float64')")
         else:
             dtype = arg
     out = self

@@ -258,6 +258,17 @@ class Optimizer:
                              f"this optimizer has {len(self.param_groups)}")
         id_map = {}
         for i, (mine, saved) in enumerate(zip(self.param_groups, saved_groups)):
+            # Options this class has that the saved group lacks, AND options it does not
+            # know: the state of another optimizer class (a saved group that only lacks an
+            # option added since is still this class's).
+            missing = sorted(set(self.defaults) - set(saved))
+            foreign = sorted(set(saved) - set(self.defaults) - _SCHEDULER_KEYS - {"params"})
+            if missing and foreign:
+                raise ValueError(
+                    f"loaded state dict was not saved by {type(self).__name__}: its parameter "
+                    f"group {i} has {', '.join(foreign)} and lacks {', '.join(missing)}; "
+                    f"load what {type(self).__name__}.state_dict() saved, or build the "
+                    "optimizer class that saved this one")
             if len(mine["params"]) != len(saved["params"]):
                 raise ValueError(f"parameter group {i} has {len(mine['params'])} parameters "
                                  f"here but {len(saved['params'])} in the loaded state dict")
@@ -277,6 +288,11 @@ class Optimizer:
                     mine[k] = copy.deepcopy(v) if isinstance(v, (list, dict)) else v
             if isinstance(mine.get("betas"), list):
                 mine["betas"] = tuple(mine["betas"])
+
+
+# Keys LR schedulers add to parameter groups (initial_lr, OneCycleLR's bounds, ...).
+_SCHEDULER_KEYS = {"initial_lr", "max_lr", "min_lr", "base_lr", "base_momentum",
+                   "max_momentum"}
 
 
 def _state_value(p, name, v):
