@@ -733,8 +733,8 @@ def test_faults_become_errors(extras, misuse):
     out = np.zeros(64, np.float32)
     with pytest.raises(rt.EmulatorError, match=r"'deep_frame'.*overflowed its 64 KiB fiber"):
         extras.get_kernel("deep_frame").launch((1, 1, 1), (4, 1, 1), [addr(out)])
-    with pytest.raises(rt.EmulatorError) as e:
-        extras.get_kernel("store").launch((1, 1, 1), (4, 1, 1), [16])
+    with rt.schedule("forward"), pytest.raises(rt.EmulatorError) as e:
+        extras.get_kernel("store").launch((1, 1, 1), (4, 1, 1), [16])  # thread 0 faults first
     msg = str(e.value)
     assert "'store'" in msg and "invalid memory access" in msg and "0x10" in msg
     assert f"extras.cu:{line_of(EXTRAS, 'LAST_SYNC')}" in msg
@@ -758,3 +758,16 @@ def test_votes_and_counting_barriers(extras):
     np.testing.assert_array_equal(outs[3], (t % 5 == 0).sum())
     np.testing.assert_array_equal(outs[4], 1)
     np.testing.assert_array_equal(outs[5], 1)
+
+
+def test_native_launcher_checks_config_too(builtins):
+    """The C side refuses a bad configuration by itself (callers other than Kernel.launch)."""
+    import ctypes
+
+    k = builtins.get_kernel("no_params")
+    err = ctypes.create_string_buffer(512)
+    cfg = rt._Cfg((ctypes.c_uint * 3)(1, 1, 1), (ctypes.c_uint * 3)(64, 32, 1), 0, 0, 0,
+                  ctypes.cast(err, ctypes.c_char_p), 512)
+    assert k._fn(ctypes.byref(cfg), None) == 2
+    assert err.value.decode() == "kernel 'no_params': block (64,32,1) has 2048 threads; at most " \
+                                 "1024 per block"
