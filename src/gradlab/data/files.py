@@ -31,6 +31,10 @@ def _to_labels(values, where, task):
                 f"{loc}: label {v:g} is not a non-negative integer class index; "
                 "classification needs labels 0, 1, 2, ... (map class names to integers "
                 "first, or use task='regression')")
+        if v >= 2**53:  # (not an exact integer in float64 any more, nor a usable class)
+            raise DataFormatError(f"{loc}: label {v:g} is far too large for a class index; "
+                                  "classification needs labels 0, 1, 2, ...: map the "
+                                  "classes to 0..K-1 first")
         out[i] = int(v)
     return out
 
@@ -172,6 +176,9 @@ def load_npz(path, *, x_key=None, y_key=None, task="classification"):
                               f"sample, got shapes {X.shape} and {y.shape}")
     if len(X) != len(y):
         raise DataFormatError(f"{path}: {xk!r} has {len(X)} rows but {yk!r} has {len(y)}")
+    if len(X) == 0:
+        raise DataFormatError(f"{path}: {xk!r} holds no rows (shape {X.shape}); save the "
+                              "data with one row per sample")
     if X.ndim == 0 or 0 in X.shape[1:]:
         raise DataFormatError(f"{path}: {xk!r} has shape {X.shape}; it needs one row per "
                               "sample with at least one feature, shape (samples, features)")
