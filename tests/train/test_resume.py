@@ -274,3 +274,29 @@ def test_cli_resume_of_a_directory_without_a_run_says_so(tmp_path):
     proc = _cli("--resume", str(tmp_path))
     proc.communicate(timeout=60)
     assert proc.returncode == 2
+
+
+def test_cli_run_killed_before_its_first_checkpoint_resumes_from_step_0(tmp_path):
+    # A checkpoint interval longer than the run: the only checkpoint would be the final one,
+    # so killing as soon as the manifest exists stops the run before any checkpoint.
+    options = ["--dataset", "spirals", "--epochs", "6", "--checkpoint-every", "100000",
+               "--dropout", "0.1", "--quiet"]
+    reference = _cli(*options, "--out", str(tmp_path / "ref"))
+    run = tmp_path / "run"
+    killed = _cli(*options, "--out", str(run))
+    deadline = time.monotonic() + 60
+    while not (run / "gradlab-run.json").exists():
+        assert killed.poll() is None, f"worker exited early: {killed.communicate()[1]}"
+        assert time.monotonic() < deadline, "no manifest appeared in time"
+        time.sleep(0.002)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=10)
+    assert not ckpt.list_checkpoints(run) and not (run / "metrics.json").exists()
+    resumed = _cli("--resume", str(run))
+    out = _finish(resumed)
+    assert "starting it over from step 0" in out and "test accuracy" in out
+    _finish(reference)
+    ref = gl.load(tmp_path / "ref" / "best_model.gl")
+    got = gl.load(run / "best_model.gl")
+    for k in ref:
+        assert np.array_equal(ref[k].numpy(), got[k].numpy()), k
