@@ -1,6 +1,11 @@
 """Device selection: auto, GRADLAB_DEVICE, and the errors when CUDA is missing."""
+import os
+import subprocess
+import sys
+
 import pytest
 
+import devices
 import gradlab as gl
 from gradlab.backend import registry
 
@@ -44,6 +49,25 @@ def test_real_cuda_status_is_consistent():
     if not ok:
         with pytest.raises(gl.DeviceUnavailableError, match="CUDA is unavailable"):
             gl.ones(1, device="cuda")
+    else:  # a GPU, or the emulated device tests/conftest.py installs without one
+        assert why.endswith("CUDA device(s) visible") and gl.cuda.device_count() >= 1
+        assert gl.ones(1, device="cuda").device == gl.device("cuda:0")
+        assert devices.REAL_GPU or devices.EMULATED
+
+
+@pytest.mark.skipif(devices.REAL_GPU, reason="a GPU is present")
+def test_without_a_gpu_a_fresh_process_says_why():
+    # A child without the CuPy stand-in sees this machine as it is: no GPU.
+    code = ("import gradlab as gl; print(gl.cuda.is_available()); "
+            "print(gl.cuda.unavailable_reason())")
+    env = {k: v for k, v in os.environ.items() if k != "GRADLAB_DEVICE"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    available, reason = proc.stdout.splitlines()[:2]
+    assert available == "False"
+    assert any(k in reason for k in ("CuPy is not installed", "no usable NVIDIA driver",
+                                     "could not query the GPU", "reports no GPU")), reason
 
 
 def test_device_parsing():

@@ -10,8 +10,13 @@ import pytest
 import gradlab as gl
 from gradlab.backend.determinism import ordered_scatter_add
 
-needs_gpu = pytest.mark.skipif(not gl.cuda.is_available(),
-                               reason=f"no CUDA device: {gl.cuda.unavailable_reason()}")
+_no_cuda = pytest.mark.skipif(not gl.cuda.is_available(),
+                              reason=f"no CUDA device: {gl.cuda.unavailable_reason()}")
+
+
+def needs_gpu(fn):
+    """Runs on a GPU or the emulated CUDA device (marker ``cuda``)."""
+    return pytest.mark.cuda(_no_cuda(fn))
 
 
 @pytest.fixture

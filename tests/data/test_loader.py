@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 import gradlab as gl
+from gradlab.backend import registry
 from gradlab.data import DataLoader, Dataset, Subset, TensorDataset, dataset_arrays, random_split
 
 
@@ -113,13 +114,15 @@ def test_loader_bad_arguments():
         DataLoader(_ds(5), batch_size=8, drop_last=True)
 
 
-def test_loader_on_cuda_without_gpu_is_the_core_error():
-    if gl.cuda.is_available():
-        pytest.skip("a GPU is present")
-    with pytest.raises(gl.DeviceUnavailableError, match="CUDA is unavailable"):
+def test_loader_on_cuda_without_gpu_is_the_core_error(monkeypatch):
+    # As on a machine without CUDA (this one may have a GPU or the emulated device).
+    monkeypatch.setattr(registry, "_cuda_status", (False, "no CUDA here (test)"))
+    monkeypatch.setattr(registry, "_cuda_backends", {})
+    with pytest.raises(gl.DeviceUnavailableError, match="CUDA is unavailable: no CUDA here"):
         DataLoader(_ds(), batch_size=2, device="cuda")
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not gl.cuda.is_available(), reason="needs a CUDA GPU")
 def test_loader_yields_cuda_tensors_matching_cpu():
     cpu = [y.numpy() for _, y in DataLoader(_ds(20), 6, shuffle=True, seed=2)]

@@ -238,5 +238,8 @@ def randint(low, high=None, size=None, dtype=None, device=None, generator=None):
 def randperm(n, dtype=None, device=None, generator=None):
     backend = get_backend(device)
     gen = generator if generator is not None else backend.random.generator
-    return _finish(gen.permutation(n).astype(as_dtype(dtype) or int64, copy=False), backend,
-                   False)
+    if hasattr(gen, "permutation"):
+        perm = gen.permutation(n)
+    else:  # CuPy's Generator has no permutation(): rank n uniform draws instead
+        perm = backend.xp.argsort(gen.random(n))
+    return _finish(perm.astype(as_dtype(dtype) or int64, copy=False), backend, False)

@@ -266,7 +266,9 @@ class Tensor:
 
     def normal_(self, mean=0.0, std=1.0, generator=None):
         gen = generator or self._backend.random.generator
-        return self._set(gen.normal(mean, std, self.data.shape), "normal_()")
+        # mean + std * z, not gen.normal: CuPy's Generator has no normal(). NumPy's normal
+        # computes exactly this from the same draw, so CPU results are unchanged.
+        return self._set(mean + std * gen.standard_normal(self.data.shape), "normal_()")
 
     # ``t -= x`` updates t in place, as in PyTorch (so ``w -= lr * w.grad`` under no_grad
     # keeps w the same leaf tensor).

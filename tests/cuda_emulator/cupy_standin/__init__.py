@@ -78,6 +78,9 @@ def _module_attr(name):
 
 
 def __getattr__(name):
+    if name == "_environment":  # NVRTC's library loader reads it: the real module
+        from ._real import environment
+        return environment()
     if name.startswith("__") or name not in _NAMES:
         raise AttributeError(f"module 'cupy' has no attribute {name!r}")
     if name in _NOT_MODELLED:
@@ -187,6 +190,16 @@ def ascontiguousarray(a, dtype=None):
     if a.flags.c_contiguous and (dtype is None or _np.dtype(dtype) == a.dtype):
         return a
     return ndarray._copy(_np.ascontiguousarray(a._a, dtype=dtype))
+
+
+def argsort(a, axis=-1, kind=None):
+    """Stable, as CuPy's argsort always is (NumPy's default quicksort is not)."""
+    return _core.call_numpy(_np.argsort, (a,), {"axis": axis, "kind": _core.stable_kind(kind)})
+
+
+def sort(a, axis=-1, kind=None):
+    """A sorted copy, stable like ``cupy.sort``."""
+    return _core.call_numpy(_np.sort, (a,), {"axis": axis, "kind": _core.stable_kind(kind)})
 
 
 def get_array_module(*args):

@@ -54,17 +54,17 @@ class _Args:
     anything else is copied into a fresh guarded allocation with the same memory layout.
     """
 
-    __slots__ = ("mems", "by_id", "ufunc")
+    __slots__ = ("arrays", "by_id", "ufunc")
 
     def __init__(self, ufunc=False):
-        self.mems = []
+        self.arrays = []
         self.by_id = {}
         self.ufunc = ufunc
 
     def unwrap(self, x):
         if type(x) is ndarray:
             a = x._a
-            self.mems.append(x._mem)
+            self.arrays.append(x)
             self.by_id[id(a)] = x
             return a
         if isinstance(x, np.ndarray):
@@ -83,7 +83,7 @@ class _Args:
             same = self.by_id.get(id(r))
             if same is not None:
                 return same
-            return _adopt(r, self.mems)
+            return _adopt(r, self.arrays)
         if isinstance(r, np.generic):
             return _adopt(np.asarray(r), ())
         if isinstance(r, tuple):
@@ -93,17 +93,18 @@ class _Args:
         return r
 
 
-def _adopt(r: np.ndarray, mems) -> "ndarray":
-    """A device array for NumPy result ``r``: a view of one of ``mems`` when ``r`` points into
-    it, else a copy in new device memory laid out like ``r`` (C, F or any axis order)."""
+def _adopt(r: np.ndarray, arrays) -> "ndarray":
+    """A device array for NumPy result ``r``: a view (``base`` set, as CuPy sets it) when
+    ``r`` points into the memory of one of ``arrays``, else a copy in new device memory laid
+    out like ``r`` (C, F or any axis order)."""
     if r.dtype.kind in "OUSVMm":
         raise TypeError(f"Unsupported dtype {r.dtype} (CuPy has no {r.dtype.kind!r}-kind "
                         f"arrays)")
-    if mems:
+    if arrays:
         ptr = r.__array_interface__["data"][0]
-        for m in mems:
-            if m.contains(ptr):
-                return ndarray._view(r, m)
+        for x in arrays:
+            if x._mem.contains(ptr):
+                return ndarray._view(r, x._mem, x if x._base is None else x._base)
     return ndarray._copy(r)
 
 
@@ -118,14 +119,24 @@ def _layout_like(mem, r: np.ndarray) -> np.ndarray:
     return base.transpose(inverse)
 
 
-def call_numpy(fn, args, kwargs, ufunc=False):
-    """Run NumPy function ``fn`` on device arguments, the way CuPy's function would."""
+def call_numpy(fn, args, kwargs, ufunc=False, owner=None):
+    """Run NumPy function ``fn`` on device arguments, the way CuPy's function would.
+    ``owner``: the device array whose NumPy method ``fn`` is (results may be its views)."""
     ctx = _Args(ufunc)
+    if owner is not None:
+        ctx.unwrap(owner)
     a = [ctx.unwrap(x) for x in args]
     k = ctx.unwrap_kwargs(kwargs)
     with np.errstate(all="ignore"):  # device code never warns about NaN/inf/overflow
         r = fn(*a, **k)
     return ctx.wrap(r)
+
+
+def stable_kind(kind):
+    if kind not in (None, "stable"):
+        raise ValueError(f"Unsupported kind {kind!r}: CuPy sorts are always stable (kind=None "
+                         f"or 'stable')")
+    return "stable"
 
 
 class Flags:
@@ -228,7 +239,7 @@ def _unary(name):
 
 def _method(name):
     def method(self, *args, **kwargs):
-        return call_numpy(getattr(self._a, name), args, kwargs)
+        return call_numpy(getattr(self._a, name), args, kwargs, owner=self)
 
     method.__name__ = name
     method.__doc__ = f"numpy.ndarray.{name} on the device (result on the device)."
@@ -238,7 +249,7 @@ def _method(name):
 class ndarray:
     """Multi-dimensional array on the emulated CUDA device (see the module docstring)."""
 
-    __slots__ = ("_a", "_mem", "__weakref__")
+    __slots__ = ("_a", "_mem", "_base", "__weakref__")
     __module__ = "cupy"  # type(a) prints as cupy.ndarray, as on a GPU
     __array_priority__ = 100
     __hash__ = None  # cupy.ndarray is unhashable (it defines __eq__ elementwise)
@@ -253,12 +264,12 @@ class ndarray:
         if order == "F":
             a = mem.view(dtype, shape[::-1]).T
         mem.label = f"{dtype} array of shape {shape}"
-        self._a, self._mem = a, mem
+        self._a, self._mem, self._base = a, mem, None
 
     @classmethod
-    def _view(cls, a, mem):
+    def _view(cls, a, mem, base=None):
         self = object.__new__(cls)
-        self._a, self._mem = a, mem
+        self._a, self._mem, self._base = a, mem, base
         return self
 
     @classmethod
@@ -304,25 +315,21 @@ class ndarray:
 
     @property
     def flags(self):
-        own = self._a.size * self._a.itemsize == self._mem.nbytes and \
-            self._a.__array_interface__["data"][0] == self._mem.ptr
-        return Flags(self._a.flags.c_contiguous, self._a.flags.f_contiguous, own)
+        a = self._a
+        return Flags(a.flags.c_contiguous, a.flags.f_contiguous, self._base is None)
 
     @property
     def base(self):
-        # CuPy: the array this one is a view of, None for an owner. The stand-in keeps no
-        # view chain, so a view reports an array over its whole allocation.
-        if self.flags.owndata:
-            return None
-        return ndarray._view(self._mem.view(np.uint8, (self._mem.nbytes,)), self._mem)
+        """The array owning the memory of this view (None for an owner), as in CuPy."""
+        return self._base
 
     @property
     def T(self):
-        return self if self._a.ndim < 2 else ndarray._view(self._a.T, self._mem)
+        return self if self._a.ndim < 2 else _adopt(self._a.T, (self,))
 
     @property
     def mT(self):
-        return ndarray._view(self._a.mT, self._mem)
+        return _adopt(self._a.mT, (self,))
 
     @property
     def data(self):
@@ -363,10 +370,12 @@ class ndarray:
             raise AttributeError(name) from None
         attr = getattr(a, name)
         if not callable(attr):
-            return _Args().wrap(attr)
+            ctx = _Args()
+            ctx.arrays.append(self)
+            return ctx.wrap(attr)
 
         def method(*args, **kwargs):
-            return call_numpy(getattr(self._a, name), args, kwargs)
+            return call_numpy(getattr(self._a, name), args, kwargs, owner=self)
         method.__name__ = name
         return method
 
@@ -548,13 +557,14 @@ class ndarray:
     view = _method("view")
     clip = _method("clip")
 
-    def argsort(self, axis=-1):
-        """CuPy's argsort is always stable and takes no ``kind``."""
-        return call_numpy(np.argsort, (self,), {"axis": axis, "kind": "stable"})
+    def argsort(self, axis=-1, kind=None):
+        """Always stable (``cupy.ndarray.argsort``: kind None means 'stable', and no other
+        kind is accepted)."""
+        return call_numpy(np.argsort, (self,), {"axis": axis, "kind": stable_kind(kind)})
 
-    def sort(self, axis=-1):
-        """In place; CuPy's sort takes no ``kind`` either."""
-        self._a.sort(axis=axis, kind="stable")
+    def sort(self, axis=-1, kind=None):
+        """In place and stable, like ``cupy.ndarray.sort``."""
+        self._a.sort(axis=axis, kind=stable_kind(kind))
 
     def copy(self, order="C"):
         return ndarray._copy(np.array(self._a, order=order, copy=True))
@@ -654,7 +664,7 @@ def _prepare_index(a: np.ndarray, index):
 
 def _getitem(self, index):
     idx, _ = _prepare_index(self._a, index)
-    return _adopt(self._a[idx], (self._mem,))
+    return _adopt(self._a[idx], (self,))
 
 
 def _setitem(self, index, value):

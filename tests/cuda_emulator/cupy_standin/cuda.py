@@ -262,7 +262,8 @@ def __getattr__(name):
     # real cupy package (shadowed by this stand-in) is never imported.
     if name == "nvrtc":
         try:
-            from cupy_backends.cuda.libs import nvrtc as real
+            from ._real import nvrtc as load
+            real = load()
         except Exception as exc:
             raise AttributeError(f"cupy.cuda.nvrtc: real CuPy/NVRTC is not installed ({exc})") \
                 from None
