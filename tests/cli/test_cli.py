@@ -180,3 +180,16 @@ def test_bench_without_the_suite_says_where_it_lives(monkeypatch, capsys):
     monkeypatch.setattr(commands, "_find_benchmarks", lambda: None)
     assert commands.cmd_bench(type("Args", (), {"full": False})()) == 2
     assert "benchmarks/run.py not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "abc"])
+def test_bad_thread_count_in_a_fresh_process_is_a_message(value, tmp_path):
+    """The variable is read on first use, not when gradlab is imported: the CLI sees it
+    first and answers with exit 2 (it used to be a traceback from ``import gradlab``)."""
+    env = {**os.environ, "GRADLAB_DEVICE": "cpu", "GRADLAB_NUM_THREADS": value}
+    proc = subprocess.run([sys.executable, "-m", "gradlab", "train", "--epochs", "1"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=120, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert f"GRADLAB_NUM_THREADS={value!r}" in proc.stderr
+    _no_traceback(proc)
+    assert list(tmp_path.iterdir()) == []

@@ -39,7 +39,9 @@ def _default_threads():
         return os.cpu_count() or 1
 
 
-_threads = _default_threads()
+# Read on first use, not at import: a bad GRADLAB_NUM_THREADS must reach the caller (the CLI
+# turns it into a message), not break ``import gradlab``.
+_threads = None
 _pool = None          # a ThreadPoolExecutor with _pool_workers threads, made on first use
 _pool_workers = 0
 _pool_lock = threading.Lock()
@@ -59,6 +61,9 @@ if hasattr(os, "register_at_fork"):
 def get_num_threads() -> int:
     """Threads the CPU kernels split large work across (GRADLAB_NUM_THREADS, else the
     cores this process may use)."""
+    global _threads
+    if _threads is None:
+        _threads = _default_threads()
     return _threads
 
 
@@ -73,7 +78,7 @@ def set_num_threads(n: int) -> None:
 
 def parts_for(work: int) -> int:
     """How many parts to cut ``work`` elements into: 1 below PARALLEL_MIN."""
-    return 1 if work < PARALLEL_MIN else _threads
+    return 1 if work < PARALLEL_MIN else get_num_threads()
 
 
 def _get_pool(workers):
