@@ -984,6 +984,9 @@ ISSUE18_CLI_CASES = [  # id, argv (DIR = tmp_path), environment, needles
      ["'scoring' is 'cv'", "expected 'holdout' or 'kfold'"]),
     ("search-spec-lr-text", ["search", "--spec", '{"space": {"lr": "x"}}'], {},
      ["lr: 'x' is not a valid float"]),
+    ("search-spec-unknown-setting", ["search", "--spec",
+                                     '{"space": {"lr": [0.1]}, "strategy": "grid"}'], {},
+     ["unknown setting(s) 'strategy'", "valid settings: space, method"]),
     # Messages that now help:
     ("csv-semicolons", ["train", "--dataset", "csv:DIR/semi.csv"], {},
      ["separated by ';'", "--delimiter ';'"]),

@@ -645,6 +645,9 @@ def _load_spec(text):
                          "fix the JSON") from None
 
 
+_SPEC_SETTINGS = ("space", "method", "trials", "time_budget", "scoring", "folds")
+
+
 def _spec_value(spec, key, check, expected, default):
     if key not in spec:
         return default
@@ -675,6 +678,11 @@ def cmd_search(args):
         raw = spec.get("space", spec) if isinstance(spec, dict) else None
         if not isinstance(raw, dict) or not raw:
             raise UsageError("--spec needs a JSON object with a non-empty 'space' object")
+        if "space" in spec:  # a misspelt setting would otherwise be ignored without a word
+            stray = sorted(set(spec) - set(_SPEC_SETTINGS))
+            if stray:
+                raise UsageError(f"--spec: unknown setting(s) {', '.join(map(repr, stray))}; "
+                                 f"valid settings: {', '.join(_SPEC_SETTINGS)}")
         unknown = [k for k in raw if k not in _SEARCHABLE]
         if unknown:
             raise UsageError(f"--spec: {', '.join(unknown)} cannot be searched; valid names: "
