@@ -11,6 +11,7 @@ kernels that rely on aligned vector loads behave as on a GPU.
 """
 from __future__ import annotations
 
+import threading
 import weakref
 
 import numpy as np
@@ -23,6 +24,7 @@ PATTERN = bytes((0xA5 ^ (i * 37)) & 0xFF for i in range(GUARD))
 POISON = 0xFF  # empty()/empty_like(): all-ones bytes read as NaN in float32/float64
 
 _live: "weakref.WeakSet[Allocation]" = weakref.WeakSet()
+_live_lock = threading.Lock()  # threads allocate while a launch walks the set
 
 
 class GuardError(RuntimeError):
@@ -50,7 +52,8 @@ class Allocation:
         raw[start + nbytes:start + nbytes + GUARD] = np.frombuffer(PATTERN, np.uint8)
         self._lo = memoryview(raw)[start - GUARD:start]
         self._hi = memoryview(raw)[start + nbytes:start + nbytes + GUARD]
-        _live.add(self)
+        with _live_lock:
+            _live.add(self)
 
     def view(self, dtype, shape) -> np.ndarray:
         """The data as a C-contiguous numpy array (the stand-in's "device memory")."""
@@ -78,14 +81,15 @@ class Allocation:
 
 
 def live_allocations():
-    return list(_live)
+    with _live_lock:
+        return list(_live)
 
 
 def check_guards(kernel_name: str):
     """Raise GuardError if any live allocation's guards changed (then restore them, so one
     overflow is reported once)."""
     bad = []
-    for alloc in list(_live):
+    for alloc in live_allocations():
         if alloc._lo != PATTERN or alloc._hi != PATTERN:
             before, after = alloc.damage()
             alloc.repair()
