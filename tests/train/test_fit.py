@@ -182,15 +182,104 @@ def test_nonfinite_loss_raises_naming_epoch_and_batch_and_keeps_checkpoint(tmp_p
     assert np.isfinite(model.state_dict()["0.weight"].numpy()).all()
 
 
-def test_nonfinite_stop_and_skip_batch():
-    train, _ = _problem(64)
+class NanOn:
+    """Cross-entropy that returns NaN on the given (1-based) calls only."""
+
+    def __init__(self, *calls):
+        self.bad, self.calls = set(calls), 0
+        self.inner = nn.CrossEntropyLoss()
+
+    def __call__(self, out, y):
+        self.calls += 1
+        loss = self.inner(out, y)
+        return loss * float("nan") if self.calls in self.bad else loss
+
+
+def _by_hand(model, loader, epochs, skip=(), stop_at=None, lr=0.1):
+    """What fit must do on a loss that is NaN on the (epoch, batch) pairs in ``skip`` (left
+    out) or at ``stop_at`` (training ends before it): plain SGD steps, no fit involved.
+    Returns the per-epoch mean training loss of the batches trained on (an epoch that
+    stopped after some steps included: those steps changed the weights)."""
+    opt = gl.optim.SGD(model.parameters(), lr=lr)
+    loss_fn, means = nn.CrossEntropyLoss(), []
+    for epoch in range(1, epochs + 1):
+        total = count = 0
+        for b, (x, y) in enumerate(loader, 1):
+            if (epoch, b) == stop_at:
+                return means + [total / count] if count else means
+            if (epoch, b) in skip:
+                continue
+            loss = loss_fn(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total, count = total + loss.item() * len(x), count + len(x)
+        means.append(total / count)
+    return means
+
+
+def _plain_problem():
+    X, y = make_moons(96, noise=0.1, seed=0)
+    ds = TensorDataset(((X - X.mean(0)) / X.std(0)).astype(np.float32), y)
+    return DataLoader(ds, batch_size=32)  # 3 batches per epoch, the same order each epoch
+
+
+def test_nonfinite_skip_batch_drops_only_that_batch_and_trains_on():
+    # No validation: the loss is called once per training batch, so call 5 is epoch 2,
+    # batch 2 and call 9 is epoch 3, batch 3.
+    model, ref = _model(), _model()
+    history = fit(model, NanOn(5, 9), gl.optim.SGD(model.parameters(), lr=0.1),
+                  _plain_problem(), epochs=3, verbose=0, on_nonfinite="skip_batch")
+    means = _by_hand(ref, _plain_problem(), 3, skip={(2, 2), (3, 3)})
+    assert len(history) == 3 and history.stop_reason is None
+    np.testing.assert_allclose(history["loss"], means, rtol=1e-6)
+    for k, v in _weights(ref).items():
+        np.testing.assert_array_equal(_weights(model)[k], v, err_msg=k)
+
+
+def test_nonfinite_stop_ends_before_the_bad_step():
+    model, ref = _model(), _model()
+    history = fit(model, NanOn(5), gl.optim.SGD(model.parameters(), lr=0.1),
+                  _plain_problem(), epochs=3, verbose=0, on_nonfinite="stop")
+    means = _by_hand(ref, _plain_problem(), 3, stop_at=(2, 2))
+    # Epoch 2 ended on the NaN after one step; its record is that step's loss.
+    assert len(history) == len(means) == 2
+    np.testing.assert_allclose(history["loss"], means, rtol=1e-6)
+    assert history.stop_reason.startswith("loss is nan at epoch 2, batch 2;")
+    for k, v in _weights(ref).items():
+        np.testing.assert_array_equal(_weights(model)[k], v, err_msg=k)
+
+
+def test_nonfinite_raise_keeps_the_weights_of_the_last_good_step():
+    model, ref = _model(), _model()
+    with pytest.raises(NonFiniteLossError) as info:
+        fit(model, NanOn(5), gl.optim.SGD(model.parameters(), lr=0.1), _plain_problem(),
+            epochs=3, verbose=0)
+    assert (info.value.epoch, info.value.batch) == (2, 2)
+    _by_hand(ref, _plain_problem(), 3, stop_at=(2, 2))
+    for k, v in _weights(ref).items():
+        np.testing.assert_array_equal(_weights(model)[k], v, err_msg=k)
+
+
+@pytest.mark.parametrize("policy", ["raise", "stop", "skip_batch"])
+def test_nonfinite_l1_objective_follows_the_policy(policy):
+    # A finite loss whose L1 term is infinite: the objective, not the loss, is checked.
     model = _model()
-    history = fit(model, NanAt(3), gl.optim.SGD(model.parameters(), lr=0.1), train, epochs=5,
-                  verbose=0, on_nonfinite="stop")
-    assert len(history) == 1 and "epoch 2, batch 1" in history.stop_reason
-    history = fit(model, NanAt(10**9), gl.optim.SGD(model.parameters(), lr=0.1), train,
-                  epochs=2, verbose=0, on_nonfinite="skip_batch")
-    assert len(history) == 2 and history.stop_reason is None
+    with gl.no_grad():
+        model[0].weight.data[0, 0] = np.inf
+    before = _weights(model)
+    fit_args = (model, nn.CrossEntropyLoss(), gl.optim.SGD(model.parameters(), lr=0.1),
+                _plain_problem())
+    if policy == "raise":
+        with pytest.raises(NonFiniteLossError, match="loss is inf at epoch 1, batch 1"):
+            fit(*fit_args, epochs=2, verbose=0, l1=0.01)
+    else:
+        history = fit(*fit_args, epochs=2, verbose=0, l1=0.01, on_nonfinite=policy)
+        assert len(history) == 0
+        assert history.stop_reason.startswith("loss is inf at epoch 1, batch 1;" if policy ==
+                                              "stop" else "every batch of epoch 1 had a")
+    for k, v in before.items():  # every batch was bad: no step at all
+        np.testing.assert_array_equal(_weights(model)[k], v, err_msg=k)
 
 
 def test_reduce_lr_on_plateau_steps_on_the_monitored_value():

@@ -146,8 +146,9 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
     - ``on_nonfinite``: a NaN/Inf loss stops training BEFORE the bad step touches the
       weights. 'raise' raises NonFiniteLossError naming epoch and batch; 'stop' ends
       training and records the reason in ``history.stop_reason``; 'skip_batch' drops that
-      batch and goes on. Callbacks' ``on_train_end`` runs in every case, so checkpoints
-      already written stay the last good ones.
+      batch and goes on (an epoch that drops every batch ends training, with the reason).
+      Callbacks' ``on_train_end`` runs in every case, so checkpoints already written stay
+      the last good ones.
     - ``checkpoint_dir``/``checkpoint_every``: every ``checkpoint_every`` optimizer steps
       (and once at the end) write a crash-safe checkpoint (see ``gl.train.checkpoint``)
       with the model, optimizer, callbacks (scheduler included), History, epoch, batch,
@@ -284,7 +285,12 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                     bar.set_postfix(loss=f"{totals['loss'] / count:.4f}", refresh=False)
             if bar is not None:
                 bar.close()
-            if count == 0:  # a non-finite loss stopped the epoch before any step
+            if count == 0:  # a non-finite loss stopped, or skipped, the epoch before any step
+                if run.stop_reason is None:
+                    # Skipping on would only repeat it: the weights no longer change.
+                    run.stop_reason = (f"every batch of epoch {epoch} had a non-finite loss "
+                                       "and was skipped (on_nonfinite='skip_batch'); "
+                                       "training stopped")
                 break
             logs = {"epoch": epoch, **{k: v / count for k, v in totals.items()}}
             if val_loader is not None:
