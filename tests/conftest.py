@@ -5,14 +5,15 @@ CUDA case carries the ``cuda`` marker, so ``pytest -m cuda`` runs the CUDA half.
 import numpy as np
 import pytest
 
-import devices  # noqa: F401  (first: installs the stand-in before gradlab imports cupy)
+import devices  # first: installs the CuPy stand-in before gradlab imports cupy
 import gradlab as gl
 
 
 @pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def device(request):
     if request.param == "cuda" and not gl.cuda.is_available():
-        pytest.skip(f"no CUDA device: {gl.cuda.unavailable_reason()}")
+        why = f"; {devices.EMULATION_SKIPPED}" if devices.EMULATION_SKIPPED else ""
+        pytest.skip(f"no CUDA device: {gl.cuda.unavailable_reason()}{why}")
     return request.param
 
 

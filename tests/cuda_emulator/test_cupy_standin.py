@@ -2,17 +2,15 @@
 (poison, guard bytes) and kernel-argument checks catch what they are for.
 
 The stand-in is imported directly (not through ``import cupy``), so these tests also run on a
-machine with a real GPU; they only need g++ for the kernels."""
-import shutil
-
+machine with a real GPU; they need g++ for the kernels, and GRADLAB_EMULATE_CUDA=0 skips them."""
 import numpy as np
 import pytest
 
 from cuda_emulator import cupy_standin as cp
-from cuda_emulator.cupy_standin import cupyx, memory
+from cuda_emulator.cupy_standin import cupyx, install, memory
 
 pytestmark = [pytest.mark.cuda,
-              pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")]
+              pytest.mark.skipif(install.why_not() is not None, reason=str(install.why_not()))]
 
 NP_ARRAY = r"Unsupported type <class 'numpy\.ndarray'>"
 
