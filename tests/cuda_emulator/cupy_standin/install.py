@@ -15,17 +15,14 @@ ENV_DISABLE = "GRADLAB_EMULATE_CUDA"  # "0" turns the emulation off
 
 
 def gpu_present() -> bool:
-    """True when the real CuPy imports and sees at least one GPU. Never raises. Leaves no
-    trace of the real package in sys.modules when it finds none, so the stand-in can take
-    its place."""
-    before = set(sys.modules)
+    """True when the real CuPy imports and sees at least one GPU. Never raises. (install()
+    removes the real package from sys.modules again before putting the stand-in there.)"""
+    if installed():
+        return False
     try:
         import cupy
         return cupy.cuda.runtime.getDeviceCount() > 0
     except Exception:
-        for name in set(sys.modules) - before:
-            if name == "cupy" or name.startswith(("cupy.", "cupyx")):
-                del sys.modules[name]
         return False
 
 
