@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import gradlab as gl
+from gradlab.backend import determinism
 from gradlab.backend.determinism import ordered_scatter_add
 
 _no_cuda = pytest.mark.skipif(not gl.cuda.is_available(),
@@ -102,11 +103,39 @@ def _indexing_grad(device, index):
     return x.grad.cpu().numpy()
 
 
-def test_indexing_backward_on_cpu_is_the_same_in_both_modes(deterministic):
-    index = np.random.default_rng(0).integers(0, 4, 3000)
-    with_mode = _indexing_grad("cpu", index)
+def test_deterministic_indexing_backward_adds_repeats_in_index_order(device, deterministic):
+    # float32: in index order position 1 gets ((1e8 + 1) - 1e8) = 0; any other order of its
+    # three additions can give 1 (see the test of ordered_scatter_add above).
+    x = gl.zeros(2, device=device, requires_grad=True)
+    index = gl.tensor([1, 0, 1, 0, 1], device=device)
+    w = gl.tensor([1e8, 3.0, 1.0, 4.0, -1e8], device=device)
+    (x[index] * w).sum().backward()
+    assert x.grad.cpu().numpy().tolist() == [7.0, 0.0]
+
+
+def test_indexing_backward_is_numpys_add_at_on_every_backend(device, deterministic,
+                                                             monkeypatch):
+    # The emulated device's atomics add in order, so the values alone cannot show that the
+    # CUDA backend switched to the ordered scatter: count its calls as well.
+    calls = []
+    ordered = determinism.ordered_scatter_add
+    monkeypatch.setattr(determinism, "ordered_scatter_add",
+                        lambda *a: calls.append(1) or ordered(*a))
+    index = np.random.default_rng(0).integers(0, 4, 3000)  # hundreds of repeats per row
+    rng = np.random.default_rng(3)
+    rng.standard_normal((64, 8))  # x, whose values do not enter the gradient
+    w = rng.standard_normal((len(index), 8)).astype(np.float32)  # as _indexing_grad draws
+    expected = np.zeros((64, 8), np.float32)
+    np.add.at(expected, index, w)
+    assert np.array_equal(_indexing_grad(device, index), expected)
+    assert len(calls) == (device == "cuda")  # the CPU's add.at is already ordered
     gl.use_deterministic_algorithms(False)
-    assert np.array_equal(with_mode, _indexing_grad("cpu", index))
+    fast = _indexing_grad(device, index)
+    assert len(calls) == (device == "cuda")
+    if device == "cpu":  # NumPy's add.at is sequential in both modes
+        assert np.array_equal(fast, expected)
+    else:  # atomics: the same sums in some order
+        np.testing.assert_allclose(fast, expected, rtol=1e-4, atol=1e-4)
 
 
 @needs_gpu
