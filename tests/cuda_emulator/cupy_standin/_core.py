@@ -182,13 +182,14 @@ class MemoryPointer:
         return MemoryPointer(self.mem, self.ptr + int(offset))
 
 
-def _should_use_rop(x, y):
+def _should_use_rop(y):
     # CuPy's core: defer to y's reflected operator when y opts out of NumPy's ufuncs
-    # (__array_ufunc__ = None), or lacks __array_ufunc__ and has a higher __array_priority__.
+    # (__array_ufunc__ = None), or lacks __array_ufunc__ and has a higher __array_priority__
+    # than cupy.ndarray's 100.
     try:
         y_ufunc = type(y).__array_ufunc__
     except AttributeError:
-        return getattr(x, "__array_priority__", 0) < getattr(y, "__array_priority__", 0)
+        return ndarray.__array_priority__ < getattr(y, "__array_priority__", 0)
     return y_ufunc is None
 
 
@@ -198,7 +199,7 @@ def _operand(other):
         return other
     if isinstance(other, np.ndarray):
         raise unsupported(other)
-    if _should_use_rop(None, other):
+    if _should_use_rop(other):
         return None
     raise TypeError(f"operand type(s) all returned NotImplemented from __array_ufunc__: "
                     f"cupy.ndarray and {type(other).__name__}")
