@@ -41,7 +41,9 @@ def test_asking_for_cuda_without_it_says_why(monkeypatch, reason):
     with pytest.raises(gl.DeviceUnavailableError, match="'cuda:0'.*CUDA is unavailable: " +
                        reason.split(" (")[0].replace("`", ".")):
         gl.zeros(2, device="cuda")
-    assert not gl.cuda.is_available() or registry._cuda_status[0]
+    # Every query answers from that one status, none probes the (present or emulated) GPU.
+    assert gl.cuda.is_available() is False and gl.cuda.unavailable_reason() == reason
+    assert gl.cuda.device_count() == 0
 
 
 def test_real_cuda_status_is_consistent():
