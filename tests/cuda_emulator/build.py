@@ -28,11 +28,12 @@ CXX = "g++"
 # protection probes every page of a large frame, so a fiber overflowing its stack always
 # lands in the guard zone below it (and is reported) instead of in a neighbour's stack.
 CXXFLAGS = ("-std=c++17", "-O2", "-fPIC", "-shared", "-ffp-contract=off", "-fno-fast-math",
-            "-U_FORTIFY_SOURCE", "-fstack-clash-protection", "-Wall", "-Wno-unknown-pragmas", "-Wno-unused-variable",
-            "-Wno-unused-but-set-variable", "-Wno-unused-function")
+            "-U_FORTIFY_SOURCE", "-fstack-clash-protection", "-Wall", "-Wno-unknown-pragmas",
+            "-Wno-unused-variable", "-Wno-unused-but-set-variable", "-Wno-unused-function")
 MARKER = "GL_EMU_GLOBAL_MARKER"
 
-_ENTRY = re.compile(r'extern\s*"C"\s+((?:\w+\s+)*?)' + MARKER + r'\s+((?:\w+\s+)*?)void\s+(\w+)\s*\(')
+_ENTRY = re.compile(r'extern\s*"C"\s+((?:\w+\s+)*?)' + MARKER
+                    + r'\s+((?:\w+\s+)*?)void\s+(\w+)\s*\(')
 _version_lock = threading.Lock()
 _version: list = []
 
