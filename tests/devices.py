@@ -22,10 +22,11 @@ EMULATION_SKIPPED = None if REAL_GPU else _install.why_not()
 EMULATED = not REAL_GPU and EMULATION_SKIPPED is None
 if EMULATED:
     _install.install()
-    # device="auto" keeps meaning the CPU, as on the CI machines this emulation is for: the
-    # un-parametrized tests build models and data on the default device and expect the CPU.
-    # The `device` fixture's "cuda" case and tests that ask for "cuda" use the emulated GPU.
-    os.environ.setdefault("GRADLAB_DEVICE", "cpu")
+# device="auto" means the CPU in the test process (unless GRADLAB_DEVICE says otherwise), on
+# a GPU machine as on the emulated device: the un-parametrized tests build models and data on
+# the default device and expect the CPU. The `device` fixture's "cuda" case and tests that
+# ask for "cuda" run on the GPU or the emulated device; tests of "auto" itself unset this.
+os.environ.setdefault("GRADLAB_DEVICE", "cpu")
 
 # For child processes (CLI, kill-and-resume): a PYTHONPATH entry whose sitecustomize.py
 # installs the stand-in when GRADLAB_EMULATE_CUDA_CHILD=1.

@@ -258,3 +258,14 @@ def test_only_cupys_names_exist():
     with pytest.raises(AttributeError):
         cp.zeros(2).ctypes  # noqa: B018
     assert cp.argsort(cp.asarray([1, 0, 1, 0])).tolist() == [1, 3, 0, 2]  # stable
+
+
+# -- gradlab code paths the stand-in caught -----------------------------------------------------
+def test_gradlab_random_ops_on_cuda_use_only_cupys_generator_methods():
+    import gradlab as gl
+    if not gl.cuda.is_available():
+        pytest.skip(f"no CUDA device: {gl.cuda.unavailable_reason()}")
+    perm = gl.randperm(50, device="cuda")  # CuPy's Generator has no permutation()
+    assert perm.device.type == "cuda" and sorted(perm.tolist()) == list(range(50))
+    x = gl.empty(20000, device="cuda").normal_(2.0, 0.5)  # ... and no normal()
+    assert abs(x.mean().item() - 2.0) < 0.02 and abs(x.std().item() - 0.5) < 0.02
