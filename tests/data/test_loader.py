@@ -58,6 +58,24 @@ def test_shuffle_is_a_permutation_reproducible_from_seed_and_new_each_epoch():
     assert a.epoch == 2
 
 
+def test_seed_chooses_the_order():
+    def order(**kw):  # two epochs
+        loader = DataLoader(_ds(50), batch_size=8, shuffle=True, **kw)
+        return [np.concatenate([y.numpy() for _, y in loader]).tolist() for _ in range(2)]
+
+    # The documented generator: NumPy's default_rng(seed), one permutation per epoch.
+    rng = np.random.default_rng(3)
+    assert order(seed=3) == [rng.permutation(50).tolist(), rng.permutation(50).tolist()]
+    assert order(seed=4) != order(seed=3) and order(seed=0) != order(seed=3)
+    # seed=None draws the loader's seed from the global gradlab seed.
+    gl.manual_seed(1)
+    first = order()
+    gl.manual_seed(1)
+    assert order() == first
+    gl.manual_seed(2)
+    assert order() != first
+
+
 def test_shuffle_order_does_not_depend_on_other_random_draws():
     a = DataLoader(_ds(30), batch_size=30, shuffle=True, seed=5)
     first = next(iter(a))[1].numpy().copy()
