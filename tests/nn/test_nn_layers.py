@@ -136,9 +136,33 @@ def test_batchnorm_3d_input_and_cumulative_momentum(device, rng):
     xs = [rng.normal(size=(4, 2, 5)) for _ in range(3)]
     for x in xs:
         bn(_t(x, device))
+    # No parameter and no input needs a gradient: the no-graph branch computes the stats.
     means = [x.mean(axis=(0, 2)) for x in xs]
+    variances = [x.var(axis=(0, 2), ddof=1) for x in xs]  # M = 4 * 5 values per channel
     np.testing.assert_allclose(_np(bn.running_mean), np.mean(means, axis=0), rtol=1e-12)
+    np.testing.assert_allclose(_np(bn.running_var), np.mean(variances, axis=0), rtol=1e-12)
     assert list(dict(bn.named_parameters())) == []
+
+
+@pytest.mark.parametrize("shape", [(6, 3), (4, 3, 5)])
+def test_batchnorm_running_stats_are_the_same_with_and_without_a_graph(device, rng, shape):
+    x = rng.normal(1.0, 2.0, size=shape)
+    axes = (0,) if len(shape) == 2 else (0, 2)
+    for recording in (True, False):
+        bn = nn.BatchNorm1d(3, momentum=0.25).to(device).double()
+        if recording:
+            y = bn(_t(x, device))
+            assert y.grad_fn is not None
+        else:
+            with gl.no_grad():
+                y = bn(_t(x, device))
+            assert y.grad_fn is None
+        np.testing.assert_allclose(_np(bn.running_mean), 0.25 * x.mean(axis=axes), rtol=1e-12)
+        np.testing.assert_allclose(_np(bn.running_var),
+                                   0.75 + 0.25 * x.var(axis=axes, ddof=1), rtol=1e-12)
+        xhat = (x - x.mean(axis=axes, keepdims=True)) / np.sqrt(
+            x.var(axis=axes, keepdims=True) + 1e-5)
+        np.testing.assert_allclose(_np(y), xhat, rtol=1e-10, atol=1e-12)
 
 
 def test_batchnorm_gradcheck_train_and_eval(device, rng):
