@@ -162,3 +162,93 @@ def test_softmax_module_default_dim_is_last(device):
     x = _x(device, shape=(2, 3, 4))
     np.testing.assert_allclose(_np(nn.Softmax()(x)), _np(F.softmax(x, dim=-1)))
     np.testing.assert_allclose(_np(nn.Softmax()(x)).sum(-1), np.ones((2, 3)))
+
+
+# -- backward by value on every branch and at every threshold --------------------------------
+# gradcheck above samples points away from the kinks; these pin dy/dx, derived by hand, on
+# each piece and exactly at the points where the pieces meet (where the one-sided choice is
+# the implementation's, as PyTorch's: the derivative of the piece that owns the point).
+def _sig(z):
+    return 1 / (1 + math.exp(-z))
+
+
+def _isr3(alpha, x):
+    return (1 + alpha * x * x) ** -1.5
+
+
+def _gelu_tanh_d(x):
+    k = math.sqrt(2 / math.pi)
+    t = math.tanh(k * (x + 0.044715 * x ** 3))
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
+
+
+def _phi(x):
+    return math.exp(-x * x / 2) / math.sqrt(2 * math.pi)
+
+
+def _cdf(x):
+    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
+
+
+# name -> (function, points, dy/dx at the points)
+DERIVATIVES = {
+    "identity": (F.identity, [-2.0, 0.0, 3.0], [1, 1, 1]),
+    "relu": (F.relu, [-1.0, 0.0, 2.0], [0, 0, 1]),
+    "sigmoid": (F.sigmoid, [-30.0, 0.0, 2.0],
+                [_sig(-30) * _sig(30), 0.25, _sig(2) * _sig(-2)]),
+    "tanh": (F.tanh, [-1.0, 0.0, 0.5], [1 - math.tanh(1) ** 2, 1, 1 - math.tanh(0.5) ** 2]),
+    "arctan": (F.arctan, [-2.0, 0.0, 1.0], [0.2, 1, 0.5]),
+    "leaky_relu": (lambda x: F.leaky_relu(x, 0.1), [-2.0, 0.0, 3.0], [0.1, 0.1, 1]),
+    "elu": (lambda x: F.elu(x, 0.7), [-1.0, 0.0, 2.0], [0.7 * math.exp(-1), 0.7, 1]),
+    "selu": (F.selu, [-1.0, 0.0, 2.0],
+             [SELU_S * SELU_A * math.exp(-1), SELU_S * SELU_A, SELU_S]),
+    "softsign": (F.softsign, [-3.0, 0.0, 1.0], [1 / 16, 1, 1 / 4]),
+    "isru": (lambda x: F.isru(x, 0.5), [-2.0, 0.0, 1.0],
+             [_isr3(0.5, -2), 1, _isr3(0.5, 1)]),
+    "isrlu": (lambda x: F.isrlu(x, 2.0), [-1.5, 0.0, 2.0], [_isr3(2.0, -1.5), 1, 1]),
+    "sqnl": (F.sqnl, [-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0], [0, 0, 0.5, 1, 0.5, 0, 0]),
+    # even positions relu(x), odd positions min(x, 0): (0 at 0 on both)
+    "bipolar_relu": (F.bipolar_relu, [2.0, 2.0, -1.0, -1.0, 0.0, 0.0], [1, 0, 0, 1, 0, 0]),
+    # beta x = 20 is the threshold: still the smooth piece; above it the linear one.
+    "softplus": (lambda x: F.softplus(x, beta=2.0), [-3.0, 0.0, 10.0, 10.5],
+                 [_sig(-6), 0.5, _sig(20), 1]),
+    "softplus_threshold": (lambda x: F.softplus(x, beta=1.0, threshold=1.0),
+                           [-1.0, 1.0, 1.5], [_sig(-1), _sig(1), 1]),
+    "gelu": (F.gelu, [-1.0, 0.0, 1.0],
+             [_cdf(-1) - _phi(-1), 0.5, _cdf(1) + _phi(1)]),
+    "gelu_tanh": (lambda x: F.gelu(x, approximate="tanh"), [-1.0, 0.0, 1.5],
+                  [_gelu_tanh_d(-1), 0.5, _gelu_tanh_d(1.5)]),
+    "silu": (F.silu, [-2.0, 0.0, 3.0],
+             [_sig(-2) * (1 - 2 * _sig(2)), 0.5, _sig(3) * (1 + 3 * _sig(-3))]),
+    "rrelu_eval": (lambda x: F.rrelu(x, 0.1, 0.3), [-1.0, 0.0, 2.0], [0.2, 1, 1]),
+    "prelu": (lambda x: F.prelu(x, gl.tensor([0.25], dtype=gl.float64, device=x.device)),
+              [-1.0, 0.0, 2.0], [0.25, 0.25, 1]),
+    "binary_step": (F.binary_step, [-1.0, 0.0, 1.0], [0, 0, 0]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DERIVATIVES))
+def test_activation_backward_on_each_branch_and_at_thresholds(device, name):
+    fn, points, slopes = DERIVATIVES[name]
+    x = gl.tensor(points, dtype=gl.float64, device=device, requires_grad=True)
+    g = np.arange(2.0, 2.0 + len(points))  # an upstream gradient that is not all ones
+    (fn(x) * gl.tensor(g, device=device)).sum().backward()
+    np.testing.assert_allclose(_np(x.grad), g * np.array(slopes, dtype=float), rtol=1e-12,
+                               atol=1e-300)
+
+
+def test_every_activation_has_its_backward_pinned():
+    from gradlab.functional import activation
+    public = {n for n, f in vars(activation).items() if callable(f) and not n.startswith("_")
+              and n[0].islower() and getattr(f, "__module__", "") == activation.__name__}
+    # softmax and log_softmax are not elementwise: gradcheck and their values cover them.
+    missing = [n for n in sorted(public - {"softmax", "log_softmax"})
+               if not any(case == n or case.startswith(n + "_") for case in DERIVATIVES)]
+    assert not missing, f"activations whose backward no value test pins: {missing}"
+
+
+def test_softplus_linear_branch_forward_is_x(device):
+    x = gl.tensor([10.0, 10.5, 30.0], dtype=gl.float64, device=device)
+    y = _np(F.softplus(x, beta=2.0))
+    assert y[1:].tolist() == [10.5, 30.0]  # exactly x above the threshold
+    np.testing.assert_allclose(y[0], math.log1p(math.exp(20.0)) / 2, rtol=1e-15)
