@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import devices
@@ -56,18 +57,97 @@ def test_train_out_dir_writes_metrics_history_checkpoint_and_plots(tmp_path):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_train_options_csv_dataset_and_early_stopping(tmp_path):
+# -- each `gradlab train` option's effect, on what it built ----------------------------------
+# In this process: main() with a spy on fit, so that the model, optimizer, scheduler, loaders
+# and History the options produced can be inspected (a subprocess shows only its output).
+def _train(monkeypatch, capsys, *args):
+    import gradlab.train as train_pkg
+    from gradlab.cli.main import main
+
+    seen, real_fit = {}, train_pkg.fit
+
+    def spy(model, loss_fn, optimizer, train_loader, val_loader=None, **kw):
+        seen.update(kw, model=model, optimizer=optimizer, train_loader=train_loader,
+                    val_loader=val_loader)
+        seen["history"] = real_fit(model, loss_fn, optimizer, train_loader, val_loader, **kw)
+        return seen["history"]
+
+    monkeypatch.setattr(train_pkg, "fit", spy)
+    code = main(["train", "--device", "cpu", "--quiet", *args])
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    return seen
+
+
+def _csv(tmp_path):
+    # The label is the FIRST column: the default (--label -1, the last) would give 5 classes.
     path = tmp_path / "data.csv"
-    lines = ["f1,f2,cls"] + [f"{i % 7},{(i * 3) % 5},{int(i % 7 > 3)}" for i in range(80)]
+    lines = ["cls,f1,f2"] + [f"{int(i % 7 > 3)},{i % 7},{(i * 3) % 5}" for i in range(80)]
     path.write_text("\n".join(lines) + "\n")
-    proc = gradlab("train", "--dataset", f"csv:{path}", "--label", "cls", "--optimizer", "sgd",
-                   "--momentum", "0.9", "--lr", "0.05", "--activation", "tanh", "--dropout",
-                   "0.1", "--no-batchnorm", "--weight-decay", "1e-4", "--l1", "1e-4",
-                   "--epochs", "30", "--early-stopping", "2", "--schedule", "plateau",
-                   "--val-split", "0.2", "--seed", "3")
-    assert proc.returncode == 0, proc.stderr
-    assert "80 samples, 2 features, 2 classes" in proc.stdout
-    assert "test accuracy:" in proc.stdout
+    return f"csv:{path}"
+
+
+def _weights(model):
+    return [p.detach().numpy().copy() for p in model.parameters()]
+
+
+def test_train_options_build_what_they_name(tmp_path, monkeypatch, capsys):
+    run = _train(monkeypatch, capsys, "--dataset", _csv(tmp_path), "--label", "cls",
+                 "--hidden", "8,4", "--optimizer", "sgd", "--momentum", "0.9", "--lr", "0.05",
+                 "--activation", "tanh", "--dropout", "0.1", "--no-batchnorm",
+                 "--weight-decay", "1e-4", "--l1", "1e-4", "--epochs", "30",
+                 "--early-stopping", "2", "--schedule", "plateau", "--val-split", "0.2",
+                 "--batch-size", "16", "--seed", "3")
+    model, opt, history = run["model"], run["optimizer"], run["history"]
+    # --dataset/--label: 2 features in, 2 classes out; --hidden 8,4; --activation tanh;
+    # --dropout 0.1 after each hidden layer; --no-batchnorm.
+    layers = [type(m).__name__ for m in model]
+    assert layers == ["Linear", "Tanh", "Dropout", "Linear", "Tanh", "Dropout", "Linear"]
+    assert [tuple(p.shape) for p in model.parameters()] == [(8, 2), (8,), (4, 8), (4,),
+                                                             (2, 4), (2,)]
+    assert [m.p for m in model if type(m).__name__ == "Dropout"] == [0.1, 0.1]
+    # --optimizer sgd --momentum 0.9 --weight-decay 1e-4 --lr 0.05 (the first epoch's lr)
+    group = opt.param_groups[0]
+    assert type(opt).__name__ == "SGD" and group["momentum"] == 0.9
+    assert group["weight_decay"] == 1e-4 and history["lr"][0] == 0.05
+    assert run["l1"] == 1e-4  # --l1, to fit's L1 term (its effect: tests/train/test_fit.py)
+    # --schedule plateau: ReduceLROnPlateau(factor 0.5, patience 3) on the validation loss
+    sched = run["scheduler"]
+    assert type(sched).__name__ == "ReduceLROnPlateau"
+    assert (sched.factor, sched.patience, run["monitor"]) == (0.5, 3, "val_loss")
+    # 80 rows, stratified: 16 to the test set (--test-split 0.2), then 13 of the other 64 to
+    # validation (--val-split 0.2: 8 of 38 and 5 of 26 per class); --batch-size 16
+    assert len(run["train_loader"].dataset) == 51 and len(run["val_loader"].dataset) == 13
+    assert run["train_loader"].batch_size == 16 and len(run["train_loader"]) == 4
+    assert run["train_loader"].seed == 3  # --seed shuffles (and splits, and initializes)
+    # --early-stopping 2: the run ends 2 epochs after its best validation loss
+    val = history["val_loss"]
+    best = int(np.argmin(val)) + 1
+    assert len(history) == best + 2 < 30, val
+    assert history.stop_reason.startswith(f"early stopping at epoch {best + 2}")
+
+
+def test_train_option_schedule_and_val_split(monkeypatch, capsys):
+    run = _train(monkeypatch, capsys, "--dataset", "moons", "--hidden", "8", "--epochs", "6",
+                 "--optimizer", "sgd", "--lr", "0.5", "--schedule", "step", "--val-split",
+                 "0")
+    # StepLR(step_size=epochs // 3, gamma=0.1), the lr recorded at each epoch's start
+    np.testing.assert_allclose(run["history"]["lr"], [0.5, 0.5, 0.05, 0.05, 0.005, 0.005],
+                               rtol=1e-12)
+    assert run["val_loader"] is None and run["monitor"] == "loss"  # --val-split 0
+    assert "val_loss" not in run["history"].keys()
+    # BatchNorm is on by default, with drop_last for its 1-row batches
+    assert [type(m).__name__ for m in run["model"]][:2] == ["Linear", "BatchNorm1d"]
+    assert run["train_loader"].drop_last is True
+
+
+def test_train_option_seed_decides_the_result(monkeypatch, capsys):
+    args = ("--dataset", "moons", "--hidden", "8", "--epochs", "2", "--no-batchnorm")
+    a = _weights(_train(monkeypatch, capsys, *args, "--seed", "5")["model"])
+    b = _weights(_train(monkeypatch, capsys, *args, "--seed", "5")["model"])
+    c = _weights(_train(monkeypatch, capsys, *args, "--seed", "6")["model"])
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not any(np.array_equal(x, y) for x, y in zip(a, c))
 
 
 def test_unknown_dataset_lists_choices():
