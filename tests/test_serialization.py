@@ -12,7 +12,9 @@ import pytest
 
 import gradlab as gl
 import gradlab.nn as nn
-from gradlab.serialization import FORMAT_VERSION, MAGIC, SerializationError
+from gradlab.serialization import LEGACY_MAGIC as MAGIC
+from gradlab.serialization import LEGACY_VERSION as FORMAT_VERSION
+from gradlab.serialization import SerializationError
 
 
 def _roundtrip(obj, **kw):
