@@ -6,20 +6,25 @@ from .autograd import (
                        GradcheckError,
                        Tensor,
                        enable_grad,
+                       inference_mode,
                        is_grad_enabled,
                        no_grad,
                        set_grad_enabled,
 )
 from .autograd.creation import (
+                       Size,
                        arange,
                        as_tensor,
                        empty,
                        empty_like,
                        eye,
+                       from_dlpack,
                        from_numpy,
                        full,
                        full_like,
+                       is_tensor,
                        linspace,
+                       numel,
                        ones,
                        ones_like,
                        rand,
@@ -38,14 +43,19 @@ from .autograd.dtypes import (
                        float16,
                        float32,
                        float64,
+                       get_default_dtype,
                        half,
                        int8,
                        int16,
                        int32,
                        int64,
                        long,
+                       set_default_dtype,
+                       short,
                        uint8,
 )
+from .autograd.dtypes import float32 as float  # PyTorch's torch.float / torch.int
+from .autograd.dtypes import int32 as int
 from .backend import Device as device
 from .backend import (
                        DeviceUnavailableError,
@@ -53,6 +63,7 @@ from .backend import (
                        manual_seed,
                        use_deterministic_algorithms,
 )
+from .backend.generator import Generator
 from .functional import (
                        abs,
                        add,
@@ -86,6 +97,7 @@ from .functional import (
                        mean,
                        min,
                        minimum,
+                       mm,
                        mul,
                        ne,
                        neg,
@@ -114,5 +126,5 @@ from .functional import (
 
 __version__ = "0.1.0"
 # The upper layers come after the core they build on.
-from . import data, nn, optim, train  # noqa: E402
+from . import data, nn, optim, train, utils  # noqa: E402
 from .serialization import SerializationError, load, save  # noqa: E402

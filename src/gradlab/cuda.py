@@ -27,7 +27,19 @@ def synchronize(device="cuda"):
 
 
 def manual_seed(seed: int):
-    """Seed the generators of the CUDA backends already in use."""
+    """Seed the generators of the CUDA backends already in use (no-op without a GPU, as in
+    PyTorch)."""
     for backend in loaded_backends():
         if backend.device.type == "cuda":
             backend.random.reseed(seed)
+
+
+# gradlab has one generator per CUDA backend, all of which manual_seed reaches.
+manual_seed_all = manual_seed
+
+
+def current_device() -> int:
+    if not is_available():
+        raise RuntimeError(f"gl.cuda.current_device(): no CUDA device ({unavailable_reason()})")
+    import cupy
+    return cupy.cuda.runtime.getDevice()

@@ -280,8 +280,8 @@ def test_other_argument_checks():
         optim.Adadelta(p, rho=1.5)
     with pytest.raises(TypeError, match="iterable"):
         optim.SGD(nn.Parameter(gl.ones(1)), lr=0.1)
-    with pytest.raises(ValueError, match="does not require grad"):
-        optim.SGD([gl.ones(1)], lr=0.1)
+    with pytest.raises(ValueError, match="only floating point"):
+        optim.SGD([gl.ones(1, dtype=gl.int64)], lr=0.1)
     with pytest.raises(ValueError, match="more than one parameter group"):
         optim.SGD([{"params": p}, {"params": p}], lr=0.1)
 

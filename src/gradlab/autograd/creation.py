@@ -105,7 +105,56 @@ def from_numpy(array: np.ndarray) -> Tensor:
     return Tensor._wrap(array, get_backend("cpu"))
 
 
-def _size(size):
+class Size(tuple):
+    """PyTorch's shape type: a tuple of ints (``t.shape`` is a plain tuple, which compares
+    equal to it)."""
+
+    def numel(self):
+        n = 1
+        for s in self:
+            n *= s
+        return n
+
+
+def is_tensor(obj) -> bool:
+    return isinstance(obj, Tensor)
+
+
+def numel(input) -> int:
+    return input.numel()
+
+
+# DLPack device types (dlpack.h): the ones gradlab has a backend for.
+_DL_CPU, _DL_CUDA, _DL_CUDA_HOST = 1, 2, 3
+
+
+def from_dlpack(ext_tensor) -> Tensor:
+    """A tensor sharing memory with any DLPack exporter: a NumPy, PyTorch, CuPy or JAX array
+    (or a gradlab tensor), on the CPU or a CUDA device, without a copy."""
+    if isinstance(ext_tensor, Tensor):
+        return ext_tensor
+    if not hasattr(ext_tensor, "__dlpack_device__") or not hasattr(ext_tensor, "__dlpack__"):
+        raise TypeError(f"gl.from_dlpack needs an object with __dlpack__ and "
+                        f"__dlpack_device__ (a NumPy, PyTorch, CuPy or JAX array), got "
+                        f"{type(ext_tensor).__name__}; for other data use gl.tensor(data)")
+    kind, index = ext_tensor.__dlpack_device__()
+    if kind in (_DL_CPU, _DL_CUDA_HOST):
+        backend = get_backend("cpu")
+    elif kind == _DL_CUDA:
+        backend = get_backend(f"cuda:{int(index)}")
+    else:
+        raise ValueError(f"gl.from_dlpack: the array lives on DLPack device type {kind}, "
+                         f"which gradlab has no backend for (it runs on the CPU and CUDA); "
+                         f"move it to the CPU or a CUDA GPU in its own library first")
+    return Tensor._wrap(backend.xp.from_dlpack(ext_tensor), backend)
+
+
+def _size(size, keyword=None):
+    if keyword is not None:
+        if size:
+            raise TypeError(f"give the size once, positionally or as size=, not both "
+                            f"(got {size} and size={keyword})")
+        size = (keyword,)
     if len(size) == 1 and isinstance(size[0], (tuple, list)):
         size = tuple(size[0])
     for s in size:
@@ -114,24 +163,35 @@ def _size(size):
     return tuple(int(s) for s in size)
 
 
+def _size_kw(kw):
+    """PyTorch's ``size=`` keyword (``*size`` can't also be a keyword in Python)."""
+    size = kw.pop("size", None)
+    if kw:
+        raise TypeError(f"unexpected keyword argument(s) {sorted(kw)}")
+    return size
+
+
 def _filled(fill, size, dtype, device, requires_grad):
     backend = get_backend(device)
     dtype = as_dtype(dtype) or default_float
     return _finish(backend.xp.full(_size(size), fill, dtype=dtype), backend, requires_grad)
 
 
-def zeros(*size, dtype=None, device=None, requires_grad=False):
-    return _filled(0, size, dtype, device, requires_grad)
+def zeros(*size, dtype=None, device=None, requires_grad=False, **kw):
+    return _filled(0, _size(size, _size_kw(kw)), dtype, device,
+                   requires_grad)
 
 
-def ones(*size, dtype=None, device=None, requires_grad=False):
-    return _filled(1, size, dtype, device, requires_grad)
+def ones(*size, dtype=None, device=None, requires_grad=False, **kw):
+    return _filled(1, _size(size, _size_kw(kw)), dtype, device,
+                   requires_grad)
 
 
-def empty(*size, dtype=None, device=None, requires_grad=False):
+def empty(*size, dtype=None, device=None, requires_grad=False, **kw):
     backend = get_backend(device)
     dtype = as_dtype(dtype) or default_float
-    return _finish(backend.xp.empty(_size(size), dtype=dtype), backend, requires_grad)
+    return _finish(backend.xp.empty(_size(size, _size_kw(kw)), dtype=dtype), backend,
+                   requires_grad)
 
 
 def full(size, fill_value, dtype=None, device=None, requires_grad=False):
@@ -201,14 +261,14 @@ def _draw(kind, size, dtype, device, requires_grad, generator):
     return _finish(array.astype(dtype, copy=False), backend, requires_grad)
 
 
-def rand(*size, dtype=None, device=None, requires_grad=False, generator=None):
+def rand(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw):
     """Uniform samples in [0, 1)."""
-    return _draw("rand", size, dtype, device, requires_grad, generator)
+    return _draw("rand", _size(size, _size_kw(kw)), dtype, device, requires_grad, generator)
 
 
-def randn(*size, dtype=None, device=None, requires_grad=False, generator=None):
+def randn(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw):
     """Standard normal samples."""
-    return _draw("randn", size, dtype, device, requires_grad, generator)
+    return _draw("randn", _size(size, _size_kw(kw)), dtype, device, requires_grad, generator)
 
 
 def rand_like(input, dtype=None, device=None, requires_grad=False):

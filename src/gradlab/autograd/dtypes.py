@@ -17,6 +17,20 @@ bool_ = np.dtype(np.bool_)
 
 default_float = float32
 
+
+def get_default_dtype():
+    """The dtype of Python floats and of the float factories: float32."""
+    return default_float
+
+
+def set_default_dtype(dtype):
+    """Only float32 is accepted: gradlab's default float dtype is fixed (its kernels and
+    promotion rules assume it). Ask for float64 per tensor or per model instead."""
+    if as_dtype(dtype) != default_float:
+        raise TypeError(f"gl.set_default_dtype({dtype}): gradlab's default float dtype is "
+                        f"fixed to float32; pass dtype=gl.float64 to the factories, or call "
+                        f"model.double() / t.double()")
+
 _BY_NAME = {"float16": float16, "half": float16, "float32": float32, "float": float32,
             "float64": float64, "double": float64, "int8": int8, "uint8": uint8,
             "int16": int16, "int32": int32, "int": int32, "int64": int64, "long": int64,

@@ -75,7 +75,7 @@ def backward(root: Tensor, gradient=None, retain_graph=False, create_graph=False
         g = grads.pop(fn)
         if fn._saved_versions:
             _check_versions(fn, fn._saved_versions)
-        in_grads = fn.backward(g)
+        in_grads = type(fn).backward(fn, g)  # (a @staticmethod backward takes ctx first)
         if not isinstance(in_grads, tuple):
             in_grads = (in_grads,)
         if check_anomalies:

@@ -14,6 +14,9 @@ Write an op like PyTorch's ``autograd.Function``::
 
     y = Exp.apply(x)
 
+PyTorch's spelling, ``@staticmethod def forward(ctx, x)``, works the same. Unlike PyTorch,
+forward and backward see backend arrays (NumPy or CuPy), not Tensors.
+
 ``ctx`` is the node itself: attributes set in ``forward`` are there in ``backward``.
 Arrays that backward needs go through ``save_for_backward`` so that the engine can drop
 them after backward and check that no saved input was changed in place meanwhile.
@@ -72,7 +75,9 @@ class Function:
             raise TypeError(f"{cls.__name__}.apply needs at least one Tensor argument")
         ctx.backend = backend
         ctx.xp = backend.xp
-        out = ctx.forward(*arrays, **kwargs)
+        # Through the class, so forward may be a plain method (ctx as self) or, as PyTorch
+        # writes it, a @staticmethod taking ctx first.
+        out = cls.forward(ctx, *arrays, **kwargs)
         out_backend = ctx.backend  # forward may move the result (ToDevice)
         if out.__class__ is not out_backend.ndarray and not isinstance(out, out_backend.ndarray):
             out = out_backend.xp.asarray(out)  # NumPy returns scalars for 0-d results

@@ -164,6 +164,33 @@ class Tensor:
             return arr.astype(dtype)
         return arr.copy() if copy else arr
 
+    # -- exchange without copies: DLPack and the CUDA Array Interface -------------------
+    def _exportable(self, what):
+        if self._requires_grad:
+            raise RuntimeError(f"{what}: can't export a tensor that requires grad (the other "
+                               "library would not see the graph); export t.detach()")
+        return self.data
+
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """The array's DLPack capsule: ``np.from_dlpack(t)``, ``torch.from_dlpack(t)``,
+        ``cupy.from_dlpack(t)`` and ``jax.dlpack.from_dlpack(t)`` share t's memory."""
+        data = self._exportable("__dlpack__")
+        kwargs = {k: v for k, v in (("stream", stream), ("max_version", max_version),
+                                    ("dl_device", dl_device), ("copy", copy)) if v is not None}
+        return data.__dlpack__(**kwargs)
+
+    def __dlpack_device__(self):
+        return self.data.__dlpack_device__()
+
+    @property
+    def __cuda_array_interface__(self):
+        """CUDA tensors only (CuPy's dict, which Numba, PyTorch and CuPy read); a CPU tensor
+        has no such attribute, so ``hasattr`` tells the two apart."""
+        if self._backend.device.type != "cuda":
+            raise AttributeError("__cuda_array_interface__ exists only for CUDA tensors; a CPU "
+                                 "tensor exports __array__ and __dlpack__")
+        return self._exportable("__cuda_array_interface__").__cuda_array_interface__
+
     def item(self):
         if self.data.size != 1:
             raise ValueError(f"item() needs a tensor with one element, this one has shape "

@@ -24,6 +24,9 @@ class Dataset:
     def __len__(self):
         raise NotImplementedError
 
+    def __add__(self, other):
+        return ConcatDataset([self, other])
+
 
 def _host_array(data, what):
     """A NumPy array for ``data`` (a Tensor, an array or nested lists)."""
@@ -98,6 +101,31 @@ class Subset(Dataset):
 
     def _take(self, indices):
         return self.dataset._take(self.indices[indices])
+
+
+class ConcatDataset(Dataset):
+    """The samples of several datasets one after the other (``ds_a + ds_b`` too)."""
+
+    def __init__(self, datasets):
+        self.datasets = list(datasets)
+        if not self.datasets:
+            raise ValueError("ConcatDataset needs at least one dataset")
+        for ds in self.datasets:
+            check_dataset("ConcatDataset", ds)
+        self.cumulative_sizes = np.cumsum([len(ds) for ds in self.datasets]).tolist()
+
+    def __len__(self):
+        return self.cumulative_sizes[-1]
+
+    def __getitem__(self, index):
+        n = len(self)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} is out of range for a ConcatDataset of {n} "
+                             "samples")
+        index %= n
+        which = int(np.searchsorted(self.cumulative_sizes, index, side="right"))
+        start = self.cumulative_sizes[which - 1] if which else 0
+        return self.datasets[which][index - start]
 
 
 def check_dataset(who, dataset):

@@ -19,6 +19,18 @@ def default_collate(samples):
     return (np.stack([_host_array(s, "sample") for s in samples]),)
 
 
+def _check_torch_options(num_workers, sampler, batch_sampler):
+    """PyTorch's DataLoader options: worker counts give the same batches (gradlab loads in
+    the main process, gathering whole batches at once), samplers have gradlab equivalents."""
+    if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or \
+            num_workers < 0:
+        raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+    if sampler is not None or batch_sampler is not None:
+        raise TypeError("DataLoader(sampler=/batch_sampler=) is not part of gradlab: pass "
+                        "shuffle=True (with seed= or generator=) for a random order, or "
+                        "select samples with gl.data.Subset(dataset, indices)")
+
+
 class DataLoader:
     """Iterate over ``dataset`` in mini-batches.
 
@@ -34,13 +46,19 @@ class DataLoader:
       to the first field of every batch on the host (augmentation, see ``gl.data.augment``),
       with the loader's generator as ``rng``.
     - ``collate_fn``: turns a list of samples into a tuple of arrays (generic datasets).
+    - PyTorch's ``num_workers`` and ``pin_memory`` are accepted and change nothing (batches
+      are gathered in the main process); ``generator`` (a ``gl.Generator``) seeds the order.
 
     Each iteration yields a tuple of tensors, one per dataset field (e.g. ``(x, y)``).
     Array-backed datasets (TensorDataset and its Subsets) are indexed in bulk.
     """
 
     def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, *, seed=None,
-                 device=None, transform=None, collate_fn=None):
+                 device=None, transform=None, collate_fn=None, num_workers=0,
+                 pin_memory=False, generator=None, sampler=None, batch_sampler=None):
+        _check_torch_options(num_workers, sampler, batch_sampler)
+        if generator is not None and seed is None:  # PyTorch's way to seed the order
+            seed = int(generator.integers(2**63))
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or \
                 batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")

@@ -36,7 +36,7 @@ from .elementwise import (
                           unbroadcast,
                           where,
 )
-from .matmul import linear, matmul
+from .matmul import linear, matmul, mm
 from .reduce import all, any, argmax, argmin, logsumexp, max, mean, min, std, sum, var
 from .shape import (
                           broadcast_to,

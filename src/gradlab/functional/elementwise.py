@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import operator
 
+import numpy as np
+
 from ..autograd import grad_mode
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
@@ -32,13 +34,93 @@ def _broadcast_error(op, a, b):
                         "broadcast together (trailing dimensions must be equal or 1)")
 
 
+# -- dtype promotion (PyTorch's rules, not NumPy's) ------------------------------------------
+# PyTorch ranks operands: tensors with dimensions, then 0-d tensors, then Python (and NumPy)
+# scalars. A lower rank only changes the result when it is of a higher category (bool < int <
+# float < complex), so float32 * np.float64(2) stays float32 and int64 * 0.5 is float32
+# (the default float). NumPy instead lets a float64 scalar or an int64 array widen float32 to
+# float64, which doubles memory and time without anyone asking for it.
+_CATEGORY = {"b": 0, "i": 1, "u": 1, "f": 2, "c": 3}
+_SCALAR_DTYPES = {bool: np.dtype(np.bool_), int: np.dtype(np.int64),
+                  float: np.dtype(np.float32), complex: np.dtype(np.complex64)}
+
+
+def _promote_pair(x, y):
+    """PyTorch's promote_types: within a category NumPy's rule; across, the higher category
+    wins with its own dtype (int64 + float32 is float32, where NumPy says float64)."""
+    cx, cy = _CATEGORY[x.kind], _CATEGORY[y.kind]
+    if cx == cy:
+        return np.promote_types(x, y)
+    if cx == 3 or cy == 3:  # complex with a float keeps the float's precision
+        c, other = (x, y) if cx == 3 else (y, x)
+        return np.promote_types(c, other) if other.kind == "f" else c
+    return x if cx > cy else y
+
+
+def _combine(higher, lower):
+    """A higher-ranked result, updated by a lower-ranked one only across categories."""
+    if higher is None:
+        return lower
+    if lower is None or _CATEGORY[higher.kind] >= _CATEGORY[lower.kind]:
+        return higher
+    return _promote_pair(higher, lower)
+
+
+def _scalar_dtype(x):
+    kind = x.dtype.kind if isinstance(x, np.generic) else None
+    if kind is None:
+        return _SCALAR_DTYPES.get(type(x)) or _SCALAR_DTYPES.get(
+            next((t for t in (bool, int, float, complex) if isinstance(x, t)), None))
+    return _SCALAR_DTYPES[{"b": bool, "i": int, "u": int, "f": float, "c": complex}[kind]]
+
+
+def result_type(*operands):
+    """The dtype PyTorch gives an elementwise op of these raw operands (backend arrays keep
+    their rank by ndim; Python and NumPy scalars rank lowest). None when nothing has one."""
+    ranks = [None, None, None]  # dimensioned, 0-d, scalar
+    for x in operands:
+        if x is None:
+            continue
+        if isinstance(x, np.generic) or not hasattr(x, "dtype"):
+            rank, dt = 2, _scalar_dtype(x)
+            if dt is None:
+                continue
+        else:
+            rank, dt = (0 if x.ndim else 1), x.dtype
+        ranks[rank] = dt if ranks[rank] is None else _promote_pair(ranks[rank], dt)
+    return _combine(ranks[0], _combine(ranks[1], ranks[2]))
+
+
+def _cast_operand(x, dtype):
+    """x ready for NumPy to compute in ``dtype``: arrays cast, scalars made Python scalars
+    (weak under NumPy 2, so they never widen the result)."""
+    if isinstance(x, np.generic):
+        return x.item()
+    if hasattr(x, "dtype") and x.dtype != dtype:
+        return x.astype(dtype)
+    return x
+
+
+def promote(a, b, true_divide=False):
+    """(a, b) cast to their PyTorch result dtype; true division of integers gives float32."""
+    dtype = result_type(a, b)
+    if dtype is None:
+        return a, b
+    if true_divide and dtype.kind in "biu":
+        dtype = np.dtype(np.float32)
+    return _cast_operand(a, dtype), _cast_operand(b, dtype)
+
+
 class _Binary(Function):
-    """Shared forward plumbing: records shapes and turns NumPy's broadcast error into ours."""
+    """Shared forward plumbing: PyTorch's dtype promotion, the shapes, and NumPy's broadcast
+    error restated."""
 
     op_name = "?"
+    true_divide = False
 
     def forward(ctx, a, b):
         ctx.a_shape, ctx.b_shape = _shape(a), _shape(b)
+        a, b = promote(a, b, ctx.true_divide)
         try:
             return ctx.compute(a, b)
         except ValueError as exc:
@@ -87,6 +169,7 @@ class Mul(_Binary):
 
 class Div(_Binary):
     op_name = "div"
+    true_divide = True
 
     def compute(ctx, a, b):
         ctx.save_for_backward(a, b)
@@ -246,6 +329,7 @@ class Where(Function):
     def forward(ctx, cond, a, b):
         ctx.save_for_backward(cond)
         ctx.a_shape, ctx.b_shape = _shape(a), _shape(b)
+        a, b = promote(a, b)
         try:
             return ctx.xp.where(cond, a, b)
         except ValueError as exc:
@@ -276,21 +360,28 @@ def _binary(cls, raw):
     about as much as the checks.
     """
     apply = cls.apply
+    true_divide = cls.true_divide
     wrap = Tensor._wrap
     state = _grad_state
 
     def forward(input, other):
         if input.__class__ is Tensor and not (input._requires_grad and state.enabled):
             kind = other.__class__
+            a = input.data
             if kind is float or kind is int:
+                # An integer tensor with a float (or divided at all) changes dtype: the general
+                # path applies PyTorch's promotion.
+                if (kind is float or true_divide) and a.dtype.kind != "f":
+                    return apply(input, other)
                 b = other
             elif kind is Tensor and other._backend is input._backend and not (
-                    other._requires_grad and state.enabled):
+                    other._requires_grad and state.enabled) and other.data.dtype == a.dtype \
+                    and not (true_divide and a.dtype.kind != "f"):
                 b = other.data
             else:
                 return apply(input, other)
             try:
-                out = raw(input.data, b)
+                out = raw(a, b)
             except (ValueError, TypeError, ZeroDivisionError):
                 return apply(input, other)
             backend = input._backend
@@ -302,7 +393,8 @@ def _binary(cls, raw):
     def reflected(self, other):
         if self.__class__ is Tensor and not (self._requires_grad and state.enabled):
             kind = other.__class__
-            if kind is float or kind is int:
+            if (kind is float or kind is int) and not (
+                    (kind is float or true_divide) and self.data.dtype.kind != "f"):
                 try:
                     out = raw(other, self.data)
                 except (ValueError, TypeError, ZeroDivisionError):

@@ -27,11 +27,23 @@ def _linear_error(x_shape, w_shape):
         f"{out_f})")
 
 
+def _dtype_error(op, a, b, names):
+    """PyTorch refuses a product of two dtypes instead of widening one silently (NumPy would
+    compute a float32 model on float64 data in float64, at twice the memory and time)."""
+    first, second = names
+    return RuntimeError(
+        f"{op}: {first} is {a.dtype} but {second} is {b.dtype}; both must have one dtype. "
+        f"Convert one with .to(), e.g. x.float() for float32 (the default) or model.double() "
+        f"for a float64 model")
+
+
 class Matmul(Function):
     def forward(ctx, a, b):
         if a.ndim == 0 or b.ndim == 0:
             raise RuntimeError(f"matmul: both arguments need at least 1 dimension, got shapes "
                                f"{tuple(a.shape)} and {tuple(b.shape)}")
+        if a.dtype != b.dtype:
+            raise _dtype_error("matmul", a, b, ("the first argument", "the second"))
         ctx.save_for_backward(a, b)
         try:
             return a @ b
@@ -62,6 +74,10 @@ class Linear(Function):
     def forward(ctx, x, weight, bias=None):
         if weight.ndim != 2 or x.ndim == 0 or x.shape[-1] != weight.shape[1]:
             raise _linear_error(x.shape, weight.shape)
+        if x.dtype != weight.dtype or (bias is not None and bias.dtype != weight.dtype):
+            raise _dtype_error("linear", x if x.dtype != weight.dtype else bias, weight,
+                               ("the input" if x.dtype != weight.dtype else "the bias",
+                                "the weight"))
         ctx.save_for_backward(x, weight)
         y = x @ weight.T
         if bias is not None:
@@ -80,6 +96,17 @@ class Linear(Function):
             if nb and nb[0]:
                 gb = g2.sum(axis=0)
         return gx, gw, gb
+
+
+def mm(input, mat2):
+    """Product of two matrices (2-D only, as PyTorch's mm; matmul also takes vectors and
+    batches)."""
+    for name, x in (("input", input), ("mat2", mat2)):
+        if getattr(x, "ndim", None) != 2:
+            raise RuntimeError(f"mm: {name} must be a matrix (2-D), got shape "
+                               f"{tuple(getattr(x, 'shape', ()))}; use gl.matmul for vectors "
+                               f"and batches")
+    return Matmul.apply(input, mat2)
 
 
 def matmul(input, other):

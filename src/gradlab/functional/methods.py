@@ -67,6 +67,39 @@ def _contiguous(self):
         if not self._requires_grad else clone(self)
 
 
+def _type(self, dtype=None):
+    """t.type(): the dtype's name; t.type(dtype): the tensor converted (PyTorch's names)."""
+    if dtype is None:
+        return f"gradlab.{self.dtype}"
+    return _to(self, dtype)
+
+
+def _new(fill):
+    """t.new_zeros(size) and friends: a new tensor on t's device with t's dtype."""
+    def new(self, *size, dtype=None, device=None, requires_grad=False):
+        from ..autograd import creation
+        size = creation._size(size)
+        dtype = as_dtype(dtype) or self.dtype
+        device = device or self.device
+        if fill is None:
+            return creation.empty(size, dtype=dtype, device=device, requires_grad=requires_grad)
+        return creation.full(size, fill, dtype=dtype, device=device,
+                             requires_grad=requires_grad)
+    return new
+
+
+def _new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+    from ..autograd import creation
+    return creation.full(size, fill_value, dtype=as_dtype(dtype) or self.dtype,
+                         device=device or self.device, requires_grad=requires_grad)
+
+
+def _new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+    from ..autograd import creation
+    return creation.tensor(data, dtype=as_dtype(dtype) or self.dtype,
+                           device=device or self.device, requires_grad=requires_grad)
+
+
 def _max(self, dim=None, keepdim=False):
     return red.max(self, dim, keepdim)
 
@@ -96,7 +129,9 @@ _METHODS = {
     "floor": ew.floor, "ceil": ew.ceil, "round": ew.round,
     "tanh": activation.tanh, "sigmoid": activation.sigmoid, "relu": activation.relu,
     "softmax": activation.softmax, "log_softmax": activation.log_softmax,
-    "matmul": mm.matmul,
+    "matmul": mm.matmul, "mm": mm.mm,
+    "type": _type, "new_zeros": _new(0), "new_ones": _new(1), "new_empty": _new(None),
+    "new_full": _new_full, "new_tensor": _new_tensor,
     "sum": red.sum, "mean": red.mean, "var": red.var, "std": red.std,
     "max": _max, "min": _min, "argmax": red.argmax, "argmin": red.argmin,
     "logsumexp": red.logsumexp, "all": red.all, "any": red.any,

@@ -154,4 +154,41 @@ def orthogonal_(tensor, gain=1.0, generator=None):
         return tensor.copy_((gain * q).reshape(tensor.shape).astype(tensor.dtype))
 
 
+def trunc_normal_(tensor, mean=0.0, std=1.0, a=-2.0, b=2.0, generator=None):
+    """N(mean, std^2) truncated to [a, b] (bounds in the tensor's units, as PyTorch's):
+    out-of-range draws are drawn again, which samples exactly that distribution."""
+    if not a < b:
+        raise ValueError(f"trunc_normal_: need a < b, got a={a}, b={b}")
+    if (a - mean) / std > 6 or (b - mean) / std < -6:
+        raise ValueError(f"trunc_normal_: [{a}, {b}] lies more than 6 std from the mean "
+                         f"{mean}; almost no draw would land there")
+    xp = tensor._backend.xp
+    gen = generator or tensor._backend.random.generator
+    out = mean + std * gen.standard_normal(tensor.shape)
+    bad = (out < a) | (out > b)
+    while bool(bad.any()):
+        out = xp.where(bad, mean + std * gen.standard_normal(tensor.shape), out)
+        bad = (out < a) | (out > b)
+    with no_grad():
+        return tensor.copy_(out.astype(tensor.dtype))
+
+
+def sparse_(tensor, sparsity, std=0.01, generator=None):
+    """A 2-D tensor drawn from N(0, std^2) with ceil(sparsity * rows) zeros in each column,
+    at random rows (Martens 2010)."""
+    if tensor.ndim != 2:
+        raise ValueError(f"sparse_ needs a 2-D tensor, got shape {tuple(tensor.shape)}")
+    if not 0 <= sparsity <= 1:
+        raise ValueError(f"sparse_: sparsity must lie in [0, 1], got {sparsity}")
+    rows, cols = tensor.shape
+    gen = generator or tensor._backend.random.generator
+    out = std * gen.standard_normal((rows, cols))
+    zeros = int(math.ceil(sparsity * rows))
+    xp = tensor._backend.xp
+    for c in range(cols):  # (argsort of uniform draws: CuPy's Generator has no permutation)
+        out[xp.argsort(gen.random(rows))[:zeros], c] = 0
+    with no_grad():
+        return tensor.copy_(out.astype(tensor.dtype))
+
+
 # PyTorch's un-suffixed deprecated aliases are left out on purpose.

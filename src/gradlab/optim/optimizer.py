@@ -142,9 +142,12 @@ class Optimizer:
             if not p.is_leaf:
                 raise ValueError("can't optimize a non-leaf Tensor (one computed from others);"
                                  " optimize the leaves it was computed from")
-            if not p.requires_grad:
-                raise ValueError("optimizing a tensor that does not require grad; create it "
-                                 "with requires_grad=True or use gl.nn.Parameter")
+            # A tensor that does not require grad is accepted and skipped while its grad is
+            # None, as PyTorch does: freezing a layer (requires_grad_(False)) must not force
+            # rebuilding the optimizer. Integer tensors can never get a gradient.
+            if p.dtype.kind not in "fc":
+                raise ValueError(f"can't optimize a tensor of dtype {p.dtype}: only floating "
+                                 f"point tensors have gradients; convert it with .float()")
         group = dict(param_group)
         group["params"] = params
         for k, v in self.defaults.items():
