@@ -239,8 +239,10 @@ def test_activation_backward_on_each_branch_and_at_thresholds(device, name):
 
 def test_every_activation_has_its_backward_pinned():
     from gradlab.functional import activation
+    # ("mutmut" names: the copies `make mutate` adds beside each function)
     public = {n for n, f in vars(activation).items() if callable(f) and not n.startswith("_")
-              and n[0].islower() and getattr(f, "__module__", "") == activation.__name__}
+              and n[0].islower() and getattr(f, "__module__", "") == activation.__name__
+              and "mutmut" not in n}
     # softmax and log_softmax are not elementwise: gradcheck and their values cover them.
     missing = [n for n in sorted(public - {"softmax", "log_softmax"})
                if not any(case == n or case.startswith(n + "_") for case in DERIVATIVES)]
