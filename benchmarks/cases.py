@@ -26,6 +26,44 @@ def mlp_data(sizes, batch, seed=0):
     return weights, biases, x, y
 
 
+# -- the references each case's result is checked against once, before it is timed -----------
+def _close(what, got, want, rtol=2e-4, atol=1e-6):
+    """A benchmark that times a wrong result is not worth its number: stop with the case."""
+    got = np.asarray(got, dtype=np.float64)
+    if got.shape != np.shape(want) or not np.allclose(got, want, rtol=rtol, atol=atol):
+        err = np.max(np.abs(got - want)) if got.shape == np.shape(want) else "shape"
+        raise AssertionError(f"benchmark case {what}: result differs from the reference "
+                             f"(max abs error {err})")
+
+
+def _host(t):
+    return t.detach().cpu().numpy()
+
+
+def mlp_reference(weights, biases, x, y):
+    """Mean cross-entropy of the ReLU MLP and its parameter gradients [dW1, db1, ...], by
+    hand in float64."""
+    hs, h = [], x.astype(np.float64)
+    for k, (w, b) in enumerate(zip(weights, biases)):
+        hs.append(h)
+        h = h @ w.T.astype(np.float64) + b
+        if k < len(weights) - 1:
+            h = np.maximum(h, 0)
+    z = h - h.max(1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    n = len(y)
+    loss = -np.log(p[np.arange(n), y]).mean()
+    d = p
+    d[np.arange(n), y] -= 1
+    d /= n
+    grads = []
+    for k in range(len(weights) - 1, -1, -1):
+        grads[:0] = [d.T @ hs[k], d.sum(0)]
+        if k:
+            d = (d @ weights[k].astype(np.float64)) * (hs[k] > 0)
+    return loss, grads
+
+
 def _gl_cross_entropy(logits, y_onehot, y):
     nn = getattr(gl, "nn", None)
     if nn is not None and hasattr(nn, "functional") and hasattr(nn.functional, "cross_entropy"):
@@ -33,8 +71,9 @@ def _gl_cross_entropy(logits, y_onehot, y):
     return -(logits.log_softmax(1) * y_onehot).sum() * (1.0 / logits.shape[0])
 
 
-def mlp_forward_backward(sizes, batch):
-    """Forward + backward of a ReLU MLP with cross-entropy (no optimizer step)."""
+def mlp_forward_backward(sizes, batch, check=False):
+    """Forward + backward of a ReLU MLP with cross-entropy (no optimizer step). ``check``:
+    first compare one pass's gradients with :func:`mlp_reference`."""
     weights, biases, x, y = mlp_data(sizes, batch)
     params = []
     for w, b in zip(weights, biases):
@@ -43,14 +82,23 @@ def mlp_forward_backward(sizes, batch):
     onehot = gl.tensor(np.eye(sizes[-1], dtype=np.float32)[y])
     n_layers = len(weights)
 
-    def gl_step():
+    def forward_backward():
         h = gx
         for k in range(n_layers):
             h = linear(h, params[2 * k], params[2 * k + 1])
             if k < n_layers - 1:
                 h = h.relu()
         _gl_cross_entropy(h, onehot, gy).backward()
+
+    def gl_step():
+        forward_backward()
         for p in params:
+            p.grad = None
+
+    if check:
+        forward_backward()
+        for k, (p, want) in enumerate(zip(params, mlp_reference(weights, biases, x, y)[1])):
+            _close(f"mlp fwd+bwd {sizes} gradient {k}", _host(p.grad), want)
             p.grad = None
 
     torch_step = None
@@ -75,9 +123,11 @@ def mlp_forward_backward(sizes, batch):
 
 
 # -- issue 6: the full suite --------------------------------------------------------------------
-def mlp_train_step(sizes, batch, device="cpu"):
+def mlp_train_step(sizes, batch, device="cpu", check=False):
     """One training step: forward, backward, Adam step (ReLU MLP, cross-entropy, float32), with
-    the model and the batch on ``device`` ("cpu" or "cuda") in both libraries."""
+    the model and the batch on ``device`` ("cpu" or "cuda") in both libraries. ``check``:
+    first compare one step's loss and new weights with the reference (Adam's first step from
+    zero state moves each weight by lr * g / (|g| + eps))."""
     weights, biases, x, y = mlp_data(sizes, batch)
     nn = gl.nn
 
@@ -104,6 +154,21 @@ def mlp_train_step(sizes, batch, device="cpu"):
         loss.backward()
         opt.step()
         return loss
+
+    if check:
+        ref_loss, grads = mlp_reference(weights, biases, x, y)
+        start = [p for wb in zip(weights, biases) for p in wb]
+        _close(f"train step {sizes} loss", gl_step().item(), ref_loss)
+        for k, (p, p0, g) in enumerate(zip(model.parameters(), start, grads)):
+            # On the step, not the weight: a wrong step is a tiny change of a weight. Where
+            # |g| is near float32's rounding of the sums that make it, g / |g| is noise: there
+            # only the step's bound lr is checked.
+            step = (_host(p).astype(np.float64) - p0).reshape(-1)
+            g = g.reshape(-1)
+            sure = np.abs(g) > 1e-5
+            _close(f"train step {sizes} update {k}", step[sure],
+                   -1e-3 * g[sure] / (np.abs(g[sure]) + 1e-8), rtol=1e-3, atol=1e-7)
+            _close(f"train step {sizes} update bound {k}", np.abs(step).max() <= 1.001e-3, True)
 
     torch_step = None
     if torch is not None:
@@ -154,8 +219,28 @@ OPTIMIZERS = {
 }
 
 
-def optimizer_step(name, total, n_tensors, seed=0):
-    """``optimizer.step()`` alone on ``total`` float32 parameters in ``n_tensors`` tensors."""
+def first_step_reference(name, p, g):
+    """Each optimizer's first step from zero state with OPTIMIZERS' settings (PyTorch's
+    defaults otherwise), in closed form."""
+    p, g = p.astype(np.float64), g.astype(np.float64)
+    kw = OPTIMIZERS[name][0]
+    if name == "SGD":  # the momentum buffer starts as g
+        return p - kw["lr"] * g
+    if name in ("Adam", "AdamW"):  # bias-corrected m = g, v = g^2
+        decayed = p * (1 - kw["lr"] * kw.get("weight_decay", 0.0))
+        return decayed - kw["lr"] * g / (np.abs(g) + 1e-8)
+    if name == "RMSprop":  # v = (1 - alpha) g^2, alpha = 0.99
+        return p - kw["lr"] * g / (np.sqrt(0.01 * g * g) + 1e-8)
+    if name == "Adagrad":  # sum = g^2
+        return p - kw["lr"] * g / (np.abs(g) + 1e-10)
+    if name == "Adadelta":  # v = (1 - rho) g^2, no accumulated delta yet; rho 0.9, eps 1e-6
+        return p - kw["lr"] * np.sqrt(1e-6) / np.sqrt(0.1 * g * g + 1e-6) * g
+    raise KeyError(name)
+
+
+def optimizer_step(name, total, n_tensors, seed=0, check=False):
+    """``optimizer.step()`` alone on ``total`` float32 parameters in ``n_tensors`` tensors.
+    ``check``: first compare one step with :func:`first_step_reference`."""
     kwargs, _ = OPTIMIZERS[name]
     rng = np.random.default_rng(seed)
     sizes = [total // n_tensors] * n_tensors
@@ -165,6 +250,13 @@ def optimizer_step(name, total, n_tensors, seed=0):
     for p, g in zip(params, grads):
         p.grad = gl.tensor(g)
     opt = getattr(gl.optim, name)(params, **kwargs)
+    if check:
+        opt.step()
+        for p, d, g in zip(params, data, grads):
+            # Within 0.1% of the step, plus the float32 rounding of the new weight (2 ulp).
+            want = first_step_reference(name, d, g)
+            slack = 1e-3 * np.abs(want - d) + 2 * np.spacing(np.abs(want).astype(np.float32))
+            _close(f"{name} step", bool((np.abs(_host(p) - want) <= slack).all()), True)
     torch_step = None
     if torch is not None:
         tparams = [torch.tensor(d, requires_grad=True) for d in data]
@@ -177,7 +269,9 @@ def optimizer_step(name, total, n_tensors, seed=0):
     return opt.step, torch_step
 
 
-def softmax_ce(batch, classes, seed=0):
+def softmax_ce(batch, classes, seed=0, check=False):
+    """Mean cross-entropy forward + backward on logits. ``check``: first compare the
+    gradient with (softmax(x) - onehot(y)) / batch."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, classes)).astype(np.float32)
     y = rng.integers(0, classes, batch)
@@ -187,6 +281,14 @@ def softmax_ce(batch, classes, seed=0):
 
     def gl_fn():
         F.cross_entropy(gx, gy).backward()
+        gx.grad = None
+
+    if check:
+        F.cross_entropy(gx, gy).backward()
+        z = x.astype(np.float64) - x.max(1, keepdims=True)
+        want = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+        want[np.arange(batch), y] -= 1
+        _close(f"softmax-CE {batch}x{classes}", _host(gx.grad), want / batch, atol=1e-9)
         gx.grad = None
 
     torch_fn = None
@@ -201,7 +303,9 @@ def softmax_ce(batch, classes, seed=0):
     return gl_fn, torch_fn, 2 * x.nbytes  # read logits, write the gradient
 
 
-def dropout_fwd_bwd(n, p=0.5, seed=0):
+def dropout_fwd_bwd(n, p=0.5, seed=0, check=False):
+    """Dropout forward + backward. ``check``: first hold one pass to the definition: every
+    output is 0 or x / (1 - p), the gradient is the same mask, and about p of it is 0."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(n).astype(np.float32)
     gx = gl.tensor(x, requires_grad=True)
@@ -209,6 +313,17 @@ def dropout_fwd_bwd(n, p=0.5, seed=0):
 
     def gl_fn():
         F.dropout(gx, p, training=True).sum().backward()
+        gx.grad = None
+
+    if check:
+        y = F.dropout(gx, p, training=True)
+        y.sum().backward()
+        mask = _host(gx.grad)
+        kept = mask != 0
+        _close("dropout gradient", mask[kept], np.full(kept.sum(), 1 / (1 - p)))
+        _close("dropout output", _host(y), np.where(kept, x / (1 - p), 0.0))
+        # binomial: 6 standard deviations of the dropped fraction
+        _close("dropout rate", 1 - kept.mean(), p, rtol=0, atol=6 * np.sqrt(p * (1 - p) / n))
         gx.grad = None
 
     torch_fn = None
@@ -222,9 +337,10 @@ def dropout_fwd_bwd(n, p=0.5, seed=0):
     return gl_fn, torch_fn
 
 
-def elementwise_chain(n=16, length=10, requires_grad=False):
+def elementwise_chain(n=16, length=10, requires_grad=False, check=False):
     """A chain of small elementwise ops: the per-op overhead, against bare NumPy. With
-    ``requires_grad`` every op also records its graph node (what training pays)."""
+    ``requires_grad`` every op also records its graph node (what training pays). ``check``:
+    first compare gradlab's result with NumPy's (the same float32 ops: bitwise)."""
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
     gx = gl.tensor(x, requires_grad=requires_grad)
 
@@ -239,6 +355,9 @@ def elementwise_chain(n=16, length=10, requires_grad=False):
         for _ in range(length):
             y = y * 1.0001
         return y
+
+    if check:
+        _close("elementwise chain", _host(gl_fn()), numpy_fn(), rtol=0, atol=0)
 
     torch_fn = None
     if torch is not None:  # the same chain in torch eager, for context

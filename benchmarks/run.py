@@ -35,6 +35,8 @@ def main(argv=None):
     if torch is not None:
         torch.set_num_threads(os.cpu_count() or 1)
     results = []
+    # Each case's builder (check=True) compares one run of what is timed with its reference
+    # first, and stops the run there if the result is wrong.
 
     def record(result):
         results.append(result)
@@ -49,13 +51,13 @@ def main(argv=None):
 
     for shape in ("tiny", "small"):
         sizes, batch = cases.MLP_SHAPES[shape]
-        gl_fn, th_fn = cases.mlp_forward_backward(sizes, batch)
+        gl_fn, th_fn = cases.mlp_forward_backward(sizes, batch, check=True)
         record(compare(f"mlp fwd+bwd {'-'.join(map(str, sizes))} b{batch}", gl_fn, th_fn,
                        rounds=rounds))
 
     for shape in args.shapes:
         sizes, batch = cases.MLP_SHAPES[shape]
-        gl_fn, th_fn, flops = cases.mlp_train_step(sizes, batch)
+        gl_fn, th_fn, flops = cases.mlp_train_step(sizes, batch, check=True)
         r = compare(f"train step {'-'.join(map(str, sizes))} b{batch}", gl_fn, th_fn,
                     rounds=rounds, target_s=0.05)
         roof = cases.training_flop_rate(sizes, batch)
@@ -87,7 +89,7 @@ def main(argv=None):
 
     for total, n_tensors in ((10_000_000, 10), (1_000_000, 100)):
         for name, (_, bytes_per_param) in cases.OPTIMIZERS.items():
-            gl_fn, th_fn = cases.optimizer_step(name, total, n_tensors)
+            gl_fn, th_fn = cases.optimizer_step(name, total, n_tensors, check=True)
             r = compare(f"{name} step {total // 1_000_000}M params / {n_tensors} tensors",
                         gl_fn, th_fn, rounds=rounds, target_s=0.05)
             r.extra.update(bandwidth_fraction=round(
@@ -95,17 +97,17 @@ def main(argv=None):
             record(r)
 
     for batch, classes in ((4096, 10), (512, 32000)):
-        gl_fn, th_fn, nbytes = cases.softmax_ce(batch, classes)
+        gl_fn, th_fn, nbytes = cases.softmax_ce(batch, classes, check=True)
         r = compare(f"softmax-CE fwd+bwd {batch}x{classes}", gl_fn, th_fn, rounds=rounds)
         r.extra.update(bandwidth_fraction=round(nbytes / r.gradlab_s / bandwidth, 3))
         record(r)
 
-    gl_fn, th_fn = cases.dropout_fwd_bwd(16 * 1024 * 1024)
+    gl_fn, th_fn = cases.dropout_fwd_bwd(16 * 1024 * 1024, check=True)
     record(compare("dropout fwd+bwd 16M", gl_fn, th_fn, rounds=max(3, rounds // 3),
                    target_s=0.2))
 
     for recording in (False, True):
-        gl_fn, np_fn, th_fn = cases.elementwise_chain(requires_grad=recording)
+        gl_fn, np_fn, th_fn = cases.elementwise_chain(requires_grad=recording, check=True)
         label = "recording the graph" if recording else "no graph"
         r = compare(f"10 small elementwise ops, {label} (vs bare NumPy)", gl_fn, th_fn,
                     rounds=rounds)

@@ -9,7 +9,7 @@ from .cases import MLP_SHAPES, mlp_forward_backward
 @pytest.mark.parametrize("shape", ["tiny", "small"])
 def test_mlp_fwd_bwd_gradlab(benchmark, shape):
     benchmark.group = f"mlp-fwd-bwd-{shape}"
-    gl_step, _ = mlp_forward_backward(*MLP_SHAPES[shape])
+    gl_step, _ = mlp_forward_backward(*MLP_SHAPES[shape], check=True)
     benchmark(gl_step)
 
 
