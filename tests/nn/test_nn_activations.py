@@ -221,7 +221,7 @@ DERIVATIVES = {
     "silu": (F.silu, [-2.0, 0.0, 3.0],
              [_sig(-2) * (1 - 2 * _sig(2)), 0.5, _sig(3) * (1 + 3 * _sig(-3))]),
     "rrelu_eval": (lambda x: F.rrelu(x, 0.1, 0.3), [-1.0, 0.0, 2.0], [0.2, 1, 1]),
-    "prelu": (lambda x: F.prelu(x, gl.tensor([0.25], dtype=gl.float64, device=x.device)),
+    "prelu": (lambda x: F.prelu(x, gl.tensor([0.25], dtype=x.dtype, device=x.device)),
               [-1.0, 0.0, 2.0], [0.25, 0.25, 1]),
     "binary_step": (F.binary_step, [-1.0, 0.0, 1.0], [0, 0, 0]),
 }
@@ -254,3 +254,13 @@ def test_softplus_linear_branch_forward_is_x(device):
     y = _np(F.softplus(x, beta=2.0))
     assert y[1:].tolist() == [10.5, 30.0]  # exactly x above the threshold
     np.testing.assert_allclose(y[0], math.log1p(math.exp(20.0)) / 2, rtol=1e-15)
+
+
+@pytest.mark.parametrize("name", sorted(DERIVATIVES))
+def test_activation_keeps_float32(device, name):
+    # A float64 input hides a cast to NumPy's default dtype; float32 shows it.
+    fn, points, _ = DERIVATIVES[name]
+    x = gl.tensor(points, dtype=gl.float32, device=device, requires_grad=True)
+    y = fn(x)
+    y.sum().backward()
+    assert y.dtype == gl.float32 and x.grad.dtype == gl.float32

@@ -165,6 +165,43 @@ def test_batchnorm_running_stats_are_the_same_with_and_without_a_graph(device, r
         np.testing.assert_allclose(_np(y), xhat, rtol=1e-10, atol=1e-12)
 
 
+def test_batch_norm_function_defaults_and_edges(device, rng):
+    x = rng.normal(size=(2, 3, 4))  # 3-D: the running stats broadcast along dim 1
+    rm = gl.tensor([0.5, -1.0, 2.0], dtype=gl.float64, device=device)
+    rv = gl.tensor([4.0, 0.25, 1.0], dtype=gl.float64, device=device)
+    # training=False and eps=1e-5 by default: the running statistics, unchanged
+    y = _np(F.batch_norm(_t(x, device), rm, rv))
+    want = (x - _np(rm)[:, None]) / np.sqrt(_np(rv)[:, None] + 1e-5)
+    np.testing.assert_allclose(y, want, rtol=1e-12)
+    # momentum=0.1 by default; 2 values per channel (the fewest) is enough to train
+    x2 = rng.normal(size=(2, 3))
+    F.batch_norm(_t(x2, device), rm, rv, training=True)
+    np.testing.assert_allclose(_np(rm), 0.9 * np.array([0.5, -1.0, 2.0]) + 0.1 * x2.mean(0),
+                               rtol=1e-12)
+    np.testing.assert_allclose(_np(rv), 0.9 * np.array([4.0, 0.25, 1.0]) +
+                               0.1 * x2.var(0, ddof=1), rtol=1e-12)
+    # with one running statistic missing, nothing is updated (and nothing fails)
+    before = _np(rm).copy()
+    F.batch_norm(_t(x2, device), rm, None, training=True)
+    np.testing.assert_array_equal(_np(rm), before)
+    with pytest.raises(ValueError, match="running_var has shape"):
+        F.batch_norm(_t(x2, device), rm, gl.ones(2, device=device), training=True)
+    with pytest.raises(ValueError, match="eval mode .training=False. needs running_mean"):
+        F.batch_norm(_t(x2, device), rm, None)
+
+
+def test_batch_norm_keeps_float32(device, rng):
+    bn = nn.BatchNorm1d(3).to(device)
+    x = gl.tensor(rng.normal(size=(4, 3)).astype(np.float32), device=device,
+                  requires_grad=True)
+    bn(x).sum().backward()
+    with gl.no_grad():
+        y = bn(x)
+    assert y.dtype == x.grad.dtype == bn.running_var.dtype == bn.weight.grad.dtype == gl.float32
+    bn.eval()
+    assert bn(x).dtype == gl.float32
+
+
 def test_batchnorm_gradcheck_train_and_eval(device, rng):
     x = _t(rng.normal(size=(5, 3)), device, True)
     w = _t(rng.uniform(0.5, 2, size=3), device, True)
