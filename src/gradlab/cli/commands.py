@@ -847,7 +847,15 @@ def _find_benchmarks():
 
 
 def cmd_bench(args):
-    """Run benchmarks/run.py (--quick unless --full) from a source checkout."""
+    """``bench optim``: the packaged optimizer benchmark; else benchmarks/run.py (--quick
+    unless --full) from a source checkout."""
+    if getattr(args, "bench_command", None) == "optim":
+        from ..bench import optim
+        check_env()
+        try:
+            return optim.main(args)
+        except optim.InputError as exc:
+            raise UsageError(str(exc)) from None
     script = _find_benchmarks()
     if script is None:
         print("gradlab bench: benchmarks/run.py not found; the benchmark suite ships with the "

@@ -120,8 +120,18 @@ def build_parser():
     search.add_argument("--quiet", action="store_true")
 
     sub.add_parser("info", help="versions, device, CuPy/GPU and kernel status")
-    bench = sub.add_parser("bench", help="run the benchmark suite's quick summary")
+    bench = sub.add_parser("bench", help="run the benchmark suite's quick summary, or "
+                                         "`bench optim`: optimizer kernels against PyTorch",
+                           description="Without a sub-command: the benchmark suite's quick "
+                                       "summary (a source checkout's benchmarks/run.py).")
     bench.add_argument("--full", action="store_true", help="all rounds, not the quick summary")
+    bench_sub = bench.add_subparsers(dest="bench_command", metavar="{optim}",
+                                     parser_class=_Parser)
+    from ..bench.optim import DESCRIPTION, add_arguments
+    add_arguments(bench_sub.add_parser(
+        "optim", help="time the fused optimizer steps against PyTorch's, with a roofline",
+        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter))
+    bench.commands = bench_sub.choices
     return parser
 
 
@@ -143,6 +153,8 @@ def main(argv=None):
     args, extra = parser.parse_known_args(argv)
     if extra:
         target = parser.commands.get(args.command, parser)
+        target = getattr(target, "commands", {}).get(getattr(args, "bench_command", None),
+                                                     target)
         target.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
