@@ -865,3 +865,10 @@ def cmd_bench(args):
     cmd = [sys.executable, script] + ([] if args.full else ["--quick"])
     print("running: " + " ".join(cmd), flush=True)
     return subprocess.call(cmd)
+
+
+# -- gradlab export --------------------------------------------------------------------------
+def cmd_export(args):
+    """Write a run's best model as ONNX (see cli/export.py)."""
+    from .export import cmd_export as export
+    return export(args)

@@ -1,4 +1,4 @@
-"""The ``gradlab`` command: train, search, info, bench.
+"""The ``gradlab`` command: train, search, export, info, bench.
 
 Exit codes: 0 success; 1 training failed (non-finite loss); 2 bad input (unknown option or
 dataset, unreadable data, unavailable device, unwritable output directory).
@@ -70,7 +70,7 @@ def _model_options(p):
 
 def build_parser():
     parser = _Parser(prog="gradlab", description="Train and tune MLPs with gradlab.")
-    sub = parser.add_subparsers(dest="command", metavar="{train,search,info,bench}",
+    sub = parser.add_subparsers(dest="command", metavar="{train,search,export,info,bench}",
                                 parser_class=_Parser)
     parser.commands = sub.choices  # name -> sub-parser, to report unknown options there
 
@@ -119,6 +119,8 @@ def build_parser():
                         help="where to write the results table (default search_results.csv)")
     search.add_argument("--quiet", action="store_true")
 
+    from .export import add_parser as add_export
+    add_export(sub)
     sub.add_parser("info", help="versions, device, CuPy/GPU and kernel status")
     bench = sub.add_parser("bench", help="run the benchmark suite's quick summary, or "
                                          "`bench optim`: optimizer kernels against PyTorch",

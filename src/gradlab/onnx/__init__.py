@@ -1,0 +1,7 @@
+"""``gl.onnx``: export a trained model to an ONNX file for deployment.
+
+Importing this package never needs the ``onnx`` package; ``export`` imports it when called
+and says how to install it when it is missing."""
+from .export import OPSET, ExportError, export, supported_modules
+
+__all__ = ["OPSET", "ExportError", "export", "supported_modules"]
