@@ -104,7 +104,9 @@ at least --block-time and at least {RESOLUTION_FACTOR} ticks of the timer (its r
 is measured and recorded), then --repeats blocks per implementation, interleaved and
 rotated, so that a change in machine load hits every column alike. CPU: time.perf_counter;
 gradlab's kernels, torch and the roofline all use the same thread count: GRADLAB_NUM_THREADS
-when set, else every core this process may use. CUDA: CUDA events around each block, after
+when set, else every core this process may use; torch's OpenMP threads wait passively
+(OMP_WAIT_POLICY=PASSIVE unless you set it), since spinning ones take the cores from the
+next thing timed. CUDA: CUDA events around each block, after
 synchronizing the device (CuPy's events for gradlab and the roofline, torch's for torch).
 
 Writes DIR/{FILE_STEM}.json (every measurement), DIR/{FILE_STEM}.md (the tables) and
@@ -533,13 +535,22 @@ def split(total, tensors):
     return [base + (i < extra) for i in range(tensors)]
 
 
-def _host_arrays(spec, sizes, dtype, seed):
-    """Parameters, gradients and a state that stay finite and normal (no subnormals) over
-    any number of steps with a fixed gradient."""
+def host_arrays(sizes, dtype, seed):
+    """Parameters in [-1, 1) and gradients in [-1e-3, 1e-3): with a fixed gradient every
+    optimizer's state stays finite and out of the subnormal range (which would slow some
+    CPUs down) over any number of steps. Float32 draws: 1e8 of them take a second, not
+    several."""
     rng = np.random.default_rng(seed)
-    p = [rng.uniform(-1, 1, n).astype(dtype) for n in sizes]
-    g = [((rng.integers(0, 2, n) * 2 - 1) * rng.uniform(0.5, 1.5, n) * 1e-3).astype(dtype)
-         for n in sizes]
+    p, g = [], []
+    for n in sizes:
+        a = rng.random(n, dtype=dtype)
+        a *= 2
+        a -= 1
+        p.append(a)
+        b = rng.random(n, dtype=dtype)
+        b -= 0.5
+        b *= 2e-3
+        g.append(b)
     return p, g
 
 
@@ -597,12 +608,11 @@ def _stats(times):
             "min_s": float(q[0]), "max_s": float(q[4]), "times_s": [float(t) for t in times]}
 
 
-def run_case(target, spec, total, cfg, torch, torch_why):
-    """Time every implementation and the roofline kernels at one total size; returns the
-    case's record."""
-    sizes = split(total, cfg.tensors)
+def run_case(target, spec, total, cfg, torch, torch_why, host):
+    """Time every implementation and the roofline kernels at one total size; ``host`` holds
+    the starting parameters and gradients (host_arrays). Returns the case's record."""
     nbytes = spec.words * total * cfg.dtype.itemsize
-    host_p, host_g = _host_arrays(spec, sizes, cfg.dtype, seed=total)
+    host_p, host_g = host
     n_state = spec.arrays - 2
     timed, notes, keep = [], {}, []
 
@@ -691,14 +701,30 @@ def _record(spec, total, cfg, nbytes, roof, timed, notes, finite):
 
 # -- the sweep -------------------------------------------------------------------------------
 def _import_torch(wanted):
+    """(torch or None, why not, the OpenMP wait policy torch runs with).
+
+    Passive waiting unless the user chose: with libgomp's default, torch's idle OpenMP
+    threads spin after each parallel region and take the cores from whatever is timed next
+    in this process (gradlab, the roofline, torch itself where cores are shared). Measured on
+    the 2-core machine: torch's fused Adam on 1e7 parameters 113 ms instead of 15 ms, and the
+    copy roofline halved. libgomp reads the variable once, when torch loads it."""
     if not wanted:
-        return None, "skipped: --no-torch"
+        return None, "skipped: --no-torch", None
+    if "torch" in sys.modules and sys.modules["torch"] is not None:
+        policy = "as when torch was first imported (before this command)"
+    else:
+        policy = os.environ.get("OMP_WAIT_POLICY") or "PASSIVE (set by gradlab bench optim)"
+    saved = os.environ.get("OMP_WAIT_POLICY")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch
     except Exception as exc:  # torch is optional; a broken install is reported, not raised
         return None, (f"torch is not installed ({_first_line(exc)}); install it (e.g. `pip "
-                      "install torch`) for the PyTorch columns")
-    return torch, None
+                      "install torch`) for the PyTorch columns"), None
+    finally:
+        if saved is None:
+            os.environ.pop("OMP_WAIT_POLICY", None)
+    return torch, None, policy
 
 
 def machine_info(target, torch):
@@ -724,18 +750,23 @@ def machine_info(target, torch):
 
 def run(cfg, log=print):
     """The whole sweep; returns the report (what the JSON holds)."""
-    torch, torch_why = _import_torch(cfg.torch)
+    torch, torch_why, omp_policy = _import_torch(cfg.torch)
     target = CpuTarget(cfg.device) if cfg.device == "cpu" else CudaTarget(cfg.device)
     started = time.time()
     results = []
     with target.context():
-        for name in cfg.optimizers:
-            spec = SPECS[name]
-            for total in cfg.sizes:
-                record = run_case(target, spec, total, cfg, torch, torch_why)
+        # Size by size, so that the starting arrays are drawn once per size.
+        for total in cfg.sizes:
+            host = host_arrays(split(total, cfg.tensors), cfg.dtype, seed=total)
+            for name in cfg.optimizers:
+                record = run_case(target, SPECS[name], total, cfg, torch, torch_why, host)
                 results.append(record)
                 log(_progress_line(record))
+            del host
+        results.sort(key=lambda r: (cfg.optimizers.index(r["optimizer"]), r["size"]))
         info = machine_info(target, torch)
+    if omp_policy:
+        info["torch_omp_wait_policy"] = omp_policy
     return {"command": "gradlab bench optim", "date": datetime.date.today().isoformat(),
             "seconds": round(time.time() - started, 1),
             "config": {"optimizers": cfg.optimizers, "sizes": cfg.sizes,
@@ -827,6 +858,9 @@ def markdown(report):
              f"the per-round ratios; above {cfg['flag_above']} it is flagged instead.", ""]
     if report["torch_note"]:
         lines += [f"PyTorch columns: {report['torch_note']}.", ""]
+    if info.get("torch_omp_wait_policy"):
+        lines += [f"torch's OpenMP wait policy: {info['torch_omp_wait_policy']}; torch uses "
+                  f"{info.get('torch_threads', 'its default')} threads.", ""]
     rows = report["summary"]
     if rows:
         size = max(r["size"] for r in rows)
