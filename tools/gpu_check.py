@@ -10,7 +10,8 @@ seconds (default 480):
    NumPy reference, every device-parametrized test; the CPU half is CI's);
 4. benchmarks/test_kernels_gpu.py: copy bandwidth, fused Adam against torch's fused Adam on
    50M parameters in 128 tensors, softmax-CE and dropout forward+backward, and the training
-   step of the four MLP shapes against torch eager;
+   step of the four MLP shapes against torch eager; then, in the time left, the optimizer
+   sweep of ``gradlab bench optim --device cuda`` (its own JSON/md/PNG under $OUT);
 5. benchmarks/results/<gpu>-<date>.{json,md} (and the same files, plus the raw logs, under
    $OUT when it is set).
 Exit status: 0 when every stage that ran passed, 1 otherwise.
@@ -188,6 +189,16 @@ def main(argv=None) -> int:
                      "benchmarks/test_kernels_gpu.py", f"--benchmark-json={bench_json}"],
                     work / "gpu-check-benchmarks.log", max(30.0, remaining - 15))
     stages.append({"name": "GPU benchmarks", "exit": rc, "seconds": secs})
+
+    # The optimizer sweep of `gradlab bench optim` on CUDA, in whatever time is left.
+    remaining = args.budget - (time.monotonic() - start)
+    if remaining > 45:
+        rc, secs = _run([sys.executable, "-m", "gradlab", "bench", "optim", "--device", "cuda",
+                         "--sizes", "1e5:1e8", "--tensors", "100", "--repeats", "5",
+                         "--out", str(work / "bench-optim-cuda"), "--overwrite"],
+                        work / "gpu-check-bench-optim.log", remaining - 10)
+        stages.append({"name": "gradlab bench optim --device cuda", "exit": rc,
+                       "seconds": secs})
 
     date = datetime.date.today().isoformat()
     report = {"date": date, "gpu": gpu_name, "cupy": cupy.__version__,
