@@ -254,7 +254,8 @@ def drop_last_rule(batchnorm, n_train, batch_size):
 # -- gradlab train ---------------------------------------------------------------------------
 # Options a resumed run keeps from its manifest: none may change, except --epochs, which
 # may grow (a longer run), when the schedule does not depend on it.
-_RUN_LOCAL = ("command", "resume", "out", "quiet", "overwrite")
+_RUN_LOCAL = ("command", "resume", "out", "quiet", "overwrite", "tensorboard",
+              "histogram_every")  # logging only: a resumed run may log elsewhere
 _EPOCH_SCHEDULES = ("step", "cosine", "onecycle")
 
 
@@ -270,6 +271,7 @@ def cmd_train(args):
         raise UsageError("--overwrite applies to --out DIR; give the directory to reuse")
     if args.out and not args.resume:
         rundir.check_out(args.out, args.overwrite)
+    board = _tensorboard(args)
     device = _device(args.device)
     import gradlab as gl
 
@@ -336,6 +338,9 @@ def cmd_train(args):
         callbacks += [CSVLogger(os.path.join(args.out, "history.csv"), append=resume),
                       ModelCheckpoint(checkpoint, monitor=monitor, save_best_only=True)]
 
+    if board is not None:
+        callbacks.append(board)
+
     layers = "-".join(str(s) for s in [data["features"], *config["hidden"], data["classes"]])
     _say(args, f"gradlab train: {args.dataset} ({data['samples']} samples, "
                f"{data['features']} features, {data['classes']} classes) on {device}")
@@ -374,6 +379,30 @@ def cmd_train(args):
           f"{metrics['test_samples']} samples, best epoch {best.best_epoch} of "
           f"{len(history)}, {train_seconds:.1f} s on {device})", flush=True)
     return 0
+
+
+def _tensorboard(args):
+    """The TensorBoard callback --tensorboard asks for (checked now; it writes nothing until
+    training begins), or None."""
+    if args.tensorboard is None:
+        return None
+    if args.histogram_every < 0:
+        raise UsageError(f"--histogram-every must be >= 0 (0: no histograms), got "
+                         f"{args.histogram_every}")
+    directory, default = args.tensorboard, not args.tensorboard
+    if default:
+        if not args.out:
+            raise UsageError("--tensorboard needs a directory (--tensorboard DIR), or --out "
+                             "DIR to log under DIR/tensorboard")
+        directory = os.path.join(args.out, "tensorboard")
+    from ..train import TensorBoard
+    try:
+        # A resumed run continues its own event files rather than refusing them; under
+        # --out --overwrite the old OUT/tensorboard is moved aside with the rest of OUT.
+        return TensorBoard(directory, histogram_every=args.histogram_every,
+                           append=bool(args.resume) or (default and args.overwrite))
+    except (ValueError, ImportError) as exc:
+        raise UsageError(f"--tensorboard: {exc}") from None
 
 
 def _run_args(args):

@@ -95,6 +95,13 @@ def build_parser():
                             "with that run's options, to the same result as if never stopped; "
                             "refused if its data changed. Only --epochs may be given, to "
                             "extend the run; any other option that differs is refused")
+    train.add_argument("--tensorboard", nargs="?", const="", default=None, metavar="DIR",
+                       help="write TensorBoard events (per-epoch losses, metrics, lr; weight "
+                            "histograms every --histogram-every epochs) to DIR, new or empty; "
+                            "with --out, DIR defaults to OUT/tensorboard")
+    train.add_argument("--histogram-every", type=int, default=5, metavar="N",
+                       help="with --tensorboard: weight histograms every N epochs (default 5; "
+                            "0: none)")
     train.add_argument("--quiet", action="store_true", help="print only the result line")
 
     search = sub.add_parser("search", help="grid or random hyper-parameter search",

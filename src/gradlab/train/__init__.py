@@ -23,9 +23,11 @@ from .search import (
                         random_search,
                         uniform,
 )
+from .tensorboard import TensorBoard
 
 __all__ = ["fit", "evaluate", "predict", "History", "NonFiniteLossError", "Callback",
-           "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LRScheduler", "snapshot_state",
+           "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LRScheduler", "TensorBoard",
+           "snapshot_state",
            "cross_validate", "CVResult", "grid_search", "random_search", "SearchResult",
            "choice", "uniform", "loguniform", "int_range", "parse_space", "METRICS",
            "accuracy", "plot_history", "plot_decision_boundary"]
