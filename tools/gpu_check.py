@@ -195,6 +195,7 @@ def main(argv=None) -> int:
     if remaining > 45:
         rc, secs = _run([sys.executable, "-m", "gradlab", "bench", "optim", "--device", "cuda",
                          "--sizes", "1e5:1e8", "--tensors", "100", "--repeats", "5",
+                         "--block-time", "0.002",
                          "--out", str(work / "bench-optim-cuda"), "--overwrite"],
                         work / "gpu-check-bench-optim.log", remaining - 10)
         stages.append({"name": "gradlab bench optim --device cuda", "exit": rc,
