@@ -66,7 +66,7 @@ def test_cuda_array_interface_of_a_cuda_tensor():
     t = gl.arange(6, dtype=gl.float32, device="cuda").reshape(2, 3)
     cai = t.__cuda_array_interface__
     assert cai["shape"] == (2, 3) and cai["typestr"] == "<f4" and cai["version"] == 3
-    assert cai == t.data.__cuda_array_interface__  # the same device memory
+    assert cai == t._data.__cuda_array_interface__  # the same device memory
 
 
 def test_torch_round_trip_without_a_copy():

@@ -200,7 +200,7 @@ def _encode(obj, blobs, depth, path, taken=None):
     if isinstance(obj, np.bool_):
         return bool(obj)
     if isinstance(obj, (Tensor, np.ndarray)):
-        arr = obj._backend.to_numpy(obj.data) if isinstance(obj, Tensor) else obj
+        arr = obj._backend.to_numpy(obj._data) if isinstance(obj, Tensor) else obj
         if arr.dtype.name not in _ST_DTYPES:
             raise SerializationError(
                 f"gl.save: {'tensors' if isinstance(obj, Tensor) else 'arrays'} of dtype "

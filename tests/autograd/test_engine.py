@@ -84,7 +84,7 @@ def test_retain_graph_allows_second_backward(device):
 def test_saved_arrays_are_released_after_backward():
     x = gl.ones(3, requires_grad=True)
     h = x * 2
-    saved = weakref.ref(h.data)  # Sin saves its input: only the graph keeps it alive
+    saved = weakref.ref(h._data)  # Sin saves its input: only the graph keeps it alive
     y = h.sin()
     del h
     gc.collect()

@@ -157,7 +157,43 @@ def test_detach_shares_data_and_cuts_graph():
     assert not y.requires_grad and y.grad_fn is None
     z = x * 2
     d = z.detach()
-    assert d.data is z.data
+    assert d._data is z._data
+
+
+def test_data_is_a_view_that_autograd_does_not_see(device):
+    # PyTorch's t.data: shares memory, requires_grad=False, no grad_fn, its own version
+    # counter (so a change through it is not caught by the saved-tensor check).
+    w = gl.tensor([1.0, 2.0], device=device, requires_grad=True)
+    y = (w * w).sum()
+    d = w.data
+    assert type(d) is gl.Tensor and not d.requires_grad and d.grad_fn is None
+    assert d._data is w._data and d.device == w.device
+    d.mul_(10.0)  # outside no_grad, allowed: d does not require grad
+    assert to_numpy(w).tolist() == [10.0, 20.0] and w._version[0] == 0
+    y.backward()  # Mul saved w's array, which now holds 10, 20: not detected, as in torch
+    assert to_numpy(w.grad).tolist() == [20.0, 40.0]
+    assert to_numpy(w.grad.data).tolist() == [20.0, 40.0]
+    w.data -= 0.5 * w.grad.data  # the old tutorials' manual SGD step
+    assert to_numpy(w).tolist() == [0.0, 0.0] and w.requires_grad and w.is_leaf
+    assert (w * 2).grad_fn is not None and (w.data * 2).grad_fn is None
+    z = (w * 3).data
+    assert z.grad_fn is None and not z.requires_grad
+
+
+def test_data_setter_replaces_storage(device):
+    w = gl.nn.Parameter(gl.zeros(2, device=device))
+    w.grad = gl.ones(2, device=device)
+    w.data = gl.arange(6, dtype=gl.float64, device=device).reshape(2, 3)
+    assert isinstance(w, gl.nn.Parameter) and w.requires_grad and w.is_leaf
+    assert w.shape == (2, 3) and w.dtype == gl.float64
+    assert to_numpy(w).tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    w.data = gl.ones(3)  # to the CPU, as torch allows
+    assert w.device == gl.device("cpu") and to_numpy(w.grad).tolist() == [1.0, 1.0]
+    with pytest.raises(TypeError, match="must be set to a Tensor, not list"):
+        w.data = [1.0, 2.0]
+    with pytest.raises(RuntimeError, match="requires grad.*floating-point, not int64"):
+        w.data = gl.tensor([1, 2])
+    assert to_numpy(w).tolist() == [1.0, 1.0, 1.0]
 
 
 def test_augmented_assignment_is_in_place(device):

@@ -73,7 +73,7 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
                           else data.device)
     dtype = as_dtype(dtype)
     if isinstance(data, Tensor):
-        source = data.data
+        source = data._data
     elif isinstance(data, (np.ndarray, np.generic)) or hasattr(data, "__cuda_array_interface__"):
         source = data
     else:

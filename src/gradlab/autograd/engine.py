@@ -22,22 +22,22 @@ def backward(root: Tensor, gradient=None, retain_graph=False, create_graph=False
                            "gradients for, and compute it outside gl.no_grad()")
     xp = root._backend.xp
     if gradient is None:
-        if root.data.size != 1:
+        if root._data.size != 1:
             raise RuntimeError(
                 f"backward(): grad can be created implicitly only for tensors with one "
                 f"element, this one has shape {tuple(root.shape)}; pass "
                 f"gradient=<tensor of that shape> (e.g. gl.ones_like(out)) or reduce it "
                 f"first (out.sum().backward())")
-        grad = xp.ones(root.data.shape, dtype=root.data.dtype)
+        grad = xp.ones(root._data.shape, dtype=root._data.dtype)
     else:
         if isinstance(gradient, Tensor):
             if gradient._backend is not root._backend:
                 raise RuntimeError(f"backward(): gradient is on {gradient.device} but the "
                                    f"tensor is on {root.device}")
-            grad = gradient.data.copy()
+            grad = gradient._data.copy()
         else:
-            grad = root._backend.asarray(gradient, dtype=root.data.dtype).copy()
-        if grad.shape != root.data.shape:
+            grad = root._backend.asarray(gradient, dtype=root._data.dtype).copy()
+        if grad.shape != root._data.shape:
             raise RuntimeError(f"backward(): gradient has shape {tuple(grad.shape)} but the "
                                f"tensor has shape {tuple(root.shape)}")
 
@@ -100,11 +100,11 @@ def _accumulate_leaf(leaf: Tensor, g, handed_out: set):
     backend = leaf._backend
     if not isinstance(g, backend.ndarray):
         g = backend.xp.asarray(g)
-    if g.dtype != leaf.data.dtype:
-        g = g.astype(leaf.data.dtype)
-    if g.shape != leaf.data.shape:
+    if g.dtype != leaf._data.dtype:
+        g = g.astype(leaf._data.dtype)
+    if g.shape != leaf._data.shape:
         raise RuntimeError(f"internal error: gradient of shape {g.shape} for a leaf of shape "
-                           f"{leaf.data.shape}")
+                           f"{leaf._data.shape}")
     if leaf.grad is None:
         # Leaf gradients must own their memory: optimizers and clip_grad_* update them in
         # place, and backward functions may return views or the same array twice. CuPy's
@@ -115,7 +115,7 @@ def _accumulate_leaf(leaf: Tensor, g, handed_out: set):
         handed_out.add(id(g))
         leaf.grad = Tensor._wrap(g, backend)
     else:
-        leaf.grad.data = leaf.grad.data + g
+        leaf.grad._data = leaf.grad._data + g
 
 
 def _check_versions(fn, versions):

@@ -68,7 +68,7 @@ class Function:
                         f"{backend.device} and {a._backend.device}; move one with .to()")
                 if a._requires_grad:
                     needs_grad = True
-                arrays.append(a.data)
+                arrays.append(a._data)
             else:
                 arrays.append(a)
         if backend is None:
@@ -113,11 +113,11 @@ def _record_versions(saved, args, result):
     """Version counters of the tensors (inputs or output) whose arrays were saved."""
     out = []
     for s in saved:
-        if s is result.data:
+        if s is result._data:
             out.append((result._version, 0, -1))
             continue
         for pos, a in enumerate(args):
-            if isinstance(a, Tensor) and a.data is s:
+            if isinstance(a, Tensor) and a._data is s:
                 out.append((a._version, a._version[0], pos))
                 break
     return out

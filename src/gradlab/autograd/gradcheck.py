@@ -63,14 +63,14 @@ def gradcheck(fn, inputs, *, eps=1e-6, atol=1e-5, rtol=1e-3, raise_exception=Tru
     with no_grad():
         for i in checked:
             x = inputs[i]
-            analytic = (x._backend.to_numpy(x.grad.data) if x.grad is not None
+            analytic = (x._backend.to_numpy(x.grad._data) if x.grad is not None
                         else np.zeros(x.shape))
             numeric = np.zeros(x.shape)
-            flat = x.data.reshape(-1)  # a view: perturbing it perturbs the input
-            if flat.base is None and x.data.size:
+            flat = x._data.reshape(-1)  # a view: perturbing it perturbs the input
+            if flat.base is None and x._data.size:
                 raise ValueError(f"gradcheck: input {i} is not contiguous; pass "
                                  "x.contiguous()")
-            for k in range(x.data.size):
+            for k in range(x._data.size):
                 orig = flat[k].item()
                 flat[k] = orig + eps
                 up = scalar_loss().item()

@@ -20,7 +20,9 @@ class Tensor:
     calling this constructor, which wraps an existing backend array without copying.
     """
 
-    __slots__ = ("data", "grad", "_requires_grad", "grad_fn", "_backend", "_version",
+    # ``_data`` is the backend array (numpy.ndarray or cupy.ndarray) that every op reads;
+    # ``data`` is PyTorch's property, a Tensor view of it for user code.
+    __slots__ = ("_data", "grad", "_requires_grad", "grad_fn", "_backend", "_version",
                  "__weakref__")
     # NumPy must hand binary operators with a Tensor on the right to the Tensor.
     __array_ufunc__ = None
@@ -29,7 +31,7 @@ class Tensor:
         if backend is None:
             backend = get_backend("cpu") if isinstance(data, np.ndarray) else \
                 _backend_of_array(data)
-        self.data = data
+        self._data = data
         self.grad = None
         self._backend = backend
         self.grad_fn = grad_fn
@@ -42,7 +44,7 @@ class Tensor:
     @classmethod
     def _wrap(cls, data, backend, grad_fn=None):
         t = object.__new__(cls)
-        t.data = data
+        t._data = data
         t.grad = None
         t._backend = backend
         t.grad_fn = grad_fn
@@ -58,10 +60,10 @@ class Tensor:
     @requires_grad.setter
     def requires_grad(self, value):
         value = bool(value)
-        if value and self.data.dtype.kind not in "fc":
+        if value and self._data.dtype.kind not in "fc":
             raise RuntimeError(
                 f"only floating-point tensors can require gradients, but this tensor has "
-                f"dtype {self.data.dtype}; convert it first, e.g. t.to(gl.float32)")
+                f"dtype {self._data.dtype}; convert it first, e.g. t.to(gl.float32)")
         if not value and self.grad_fn is not None:
             raise RuntimeError(
                 "requires_grad can only be switched off on leaf tensors; use t.detach() "
@@ -78,7 +80,29 @@ class Tensor:
 
     def detach(self) -> "Tensor":
         """A tensor sharing this one's data, cut from the graph."""
-        return Tensor._wrap(self.data, self._backend)
+        return Tensor._wrap(self._data, self._backend)
+
+    @property
+    def data(self) -> "Tensor":
+        """PyTorch's ``t.data``: a tensor sharing t's memory, with requires_grad=False, no
+        grad_fn and a version counter of its own, so autograd does not see changes made
+        through it (``w.data -= lr * w.grad.data``, ``m.bias.data.fill_(0.01)``). Prefer
+        ``with gl.no_grad():`` plus in-place ops, or ``t.detach()``, which autograd checks.
+        """
+        return Tensor._wrap(self._data, self._backend)
+
+    @data.setter
+    def data(self, value):
+        """``t.data = other`` makes t use other's memory (shape, dtype and device may all
+        change), keeping t's identity, grad and graph flags, as PyTorch does."""
+        if not isinstance(value, Tensor):
+            raise TypeError(f"t.data must be set to a Tensor, not {type(value).__name__}; "
+                            "wrap it with gl.tensor() or gl.as_tensor() first")
+        if self._requires_grad and value._data.dtype.kind not in "fc":
+            raise RuntimeError(f"t.data = ...: t requires grad, so its data must be "
+                               f"floating-point, not {value._data.dtype}")
+        self._data = value._data
+        self._backend = value._backend
 
     def detach_(self) -> "Tensor":
         self.grad_fn = None
@@ -97,31 +121,31 @@ class Tensor:
     # -- metadata -----------------------------------------------------------------------
     @property
     def shape(self):
-        return self.data.shape
+        return self._data.shape
 
     def size(self, dim=None):
         if dim is None:
-            return self.data.shape
-        return self.data.shape[dim]
+            return self._data.shape
+        return self._data.shape[dim]
 
     @property
     def ndim(self):
-        return self.data.ndim
+        return self._data.ndim
 
     def dim(self):
-        return self.data.ndim
+        return self._data.ndim
 
     def numel(self):
-        return self.data.size
+        return self._data.size
 
     def __len__(self):
-        if self.data.ndim == 0:
+        if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
-        return self.data.shape[0]
+        return self._data.shape[0]
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def device(self) -> Device:
@@ -136,13 +160,13 @@ class Tensor:
         return self._backend.device.type == "cuda"
 
     def element_size(self):
-        return self.data.itemsize
+        return self._data.itemsize
 
     def is_floating_point(self):
-        return self.data.dtype.kind == "f"
+        return self._data.dtype.kind == "f"
 
     def is_contiguous(self):
-        return bool(self.data.flags.c_contiguous)
+        return bool(self._data.flags.c_contiguous)
 
     # -- conversion to host values ------------------------------------------------------
     def numpy(self) -> np.ndarray:
@@ -153,13 +177,13 @@ class Tensor:
         if self._backend.device.type != "cpu":
             raise TypeError(f"can't convert a {self.device} tensor to numpy; copy it to the "
                             "host first with t.cpu()")
-        return self.data
+        return self._data
 
     def __array__(self, dtype=None, copy=None):
         if self._backend.device.type != "cpu":
             raise TypeError(f"can't convert a {self.device} tensor to a NumPy array "
                             "implicitly; copy it to the host first with t.cpu()")
-        arr = self.data
+        arr = self._data
         if dtype is not None and arr.dtype != dtype:
             return arr.astype(dtype)
         return arr.copy() if copy else arr
@@ -169,7 +193,7 @@ class Tensor:
         if self._requires_grad:
             raise RuntimeError(f"{what}: can't export a tensor that requires grad (the other "
                                "library would not see the graph); export t.detach()")
-        return self.data
+        return self._data
 
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
         """The array's DLPack capsule: ``np.from_dlpack(t)``, ``torch.from_dlpack(t)``,
@@ -180,7 +204,7 @@ class Tensor:
         return data.__dlpack__(**kwargs)
 
     def __dlpack_device__(self):
-        return self.data.__dlpack_device__()
+        return self._data.__dlpack_device__()
 
     @property
     def __cuda_array_interface__(self):
@@ -192,14 +216,14 @@ class Tensor:
         return self._exportable("__cuda_array_interface__").__cuda_array_interface__
 
     def item(self):
-        if self.data.size != 1:
+        if self._data.size != 1:
             raise ValueError(f"item() needs a tensor with one element, this one has shape "
-                             f"{tuple(self.data.shape)} ({self.data.size} elements)")
-        return self.data.reshape(()).item() if self._backend.device.type == "cpu" else \
-            self._backend.to_numpy(self.data).reshape(()).item()
+                             f"{tuple(self._data.shape)} ({self._data.size} elements)")
+        return self._data.reshape(()).item() if self._backend.device.type == "cpu" else \
+            self._backend.to_numpy(self._data).reshape(()).item()
 
     def tolist(self):
-        return self._backend.to_numpy(self.data).tolist()
+        return self._backend.to_numpy(self._data).tolist()
 
     def __float__(self):
         return float(self.item())
@@ -208,25 +232,25 @@ class Tensor:
         return int(self.item())
 
     def __index__(self):
-        if self.data.dtype.kind not in "iub" or self.data.size != 1:
+        if self._data.dtype.kind not in "iub" or self._data.size != 1:
             raise TypeError("only integer tensors of a single element can be used as an index")
         return self.item()
 
     def __bool__(self):
-        if self.data.size != 1:
-            raise RuntimeError(f"the truth value of a tensor with {self.data.size} elements is "
+        if self._data.size != 1:
+            raise RuntimeError(f"the truth value of a tensor with {self._data.size} elements is "
                                "ambiguous; use t.any() or t.all()")
         return bool(self.item())
 
     __hash__ = object.__hash__
 
     def __iter__(self):
-        if self.data.ndim == 0:
+        if self._data.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
-        return (self[i] for i in range(self.data.shape[0]))
+        return (self[i] for i in range(self._data.shape[0]))
 
     def __repr__(self):
-        arr = self._backend.to_numpy(self.data)
+        arr = self._backend.to_numpy(self._data)
         body = np.array2string(arr, separator=", ", prefix="tensor(", precision=4)
         extras = []
         if self._backend.device.type != "cpu":
@@ -255,7 +279,7 @@ class Tensor:
 
     def _set(self, array, what):
         self._check_inplace(what)
-        self.data[...] = array
+        self._data[...] = array
         self._bump()
         return self
 
@@ -273,29 +297,29 @@ class Tensor:
 
     def add_(self, other, alpha=1):
         other = _raw(other)
-        return self._set(self.data + (other if alpha == 1 else alpha * other), "add_()")
+        return self._set(self._data + (other if alpha == 1 else alpha * other), "add_()")
 
     def sub_(self, other, alpha=1):
         return self.add_(other, alpha=-alpha)
 
     def mul_(self, other):
-        return self._set(self.data * _raw(other), "mul_()")
+        return self._set(self._data * _raw(other), "mul_()")
 
     def div_(self, other):
-        return self._set(self.data / _raw(other), "div_()")
+        return self._set(self._data / _raw(other), "div_()")
 
     def clamp_(self, min=None, max=None):
-        return self._set(self._backend.xp.clip(self.data, min, max), "clamp_()")
+        return self._set(self._backend.xp.clip(self._data, min, max), "clamp_()")
 
     def uniform_(self, a=0.0, b=1.0, generator=None):
         gen = generator or self._backend.random.generator
-        return self._set(gen.uniform(a, b, self.data.shape), "uniform_()")
+        return self._set(gen.uniform(a, b, self._data.shape), "uniform_()")
 
     def normal_(self, mean=0.0, std=1.0, generator=None):
         gen = generator or self._backend.random.generator
         # mean + std * z, not gen.normal: CuPy's Generator has no normal(). NumPy's normal
         # computes exactly this from the same draw, so CPU results are unchanged.
-        return self._set(mean + std * gen.standard_normal(self.data.shape), "normal_()")
+        return self._set(mean + std * gen.standard_normal(self._data.shape), "normal_()")
 
     # ``t -= x`` updates t in place, as in PyTorch (so ``w -= lr * w.grad`` under no_grad
     # keeps w the same leaf tensor).
@@ -314,15 +338,15 @@ class Tensor:
     def __setitem__(self, index, value):
         self._check_inplace("item assignment")
         if isinstance(index, Tensor):
-            index = index.data
+            index = index._data
         elif isinstance(index, tuple):
-            index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
-        self.data[index] = _raw(value)
+            index = tuple(i._data if isinstance(i, Tensor) else i for i in index)
+        self._data[index] = _raw(value)
         self._bump()
 
 
 def _raw(value):
-    return value.data if isinstance(value, Tensor) else value
+    return value._data if isinstance(value, Tensor) else value
 
 
 def _backend_of_array(data):

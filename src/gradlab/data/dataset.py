@@ -33,7 +33,7 @@ def _host_array(data, what):
     if isinstance(data, Tensor):
         if data.requires_grad:
             data = data.detach()
-        return data.backend.to_numpy(data.data)
+        return data.backend.to_numpy(data._data)
     if hasattr(data, "__cuda_array_interface__"):
         return data.get()
     array = np.asarray(data)

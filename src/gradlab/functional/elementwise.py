@@ -382,7 +382,7 @@ def _binary(cls, raw):
     def forward(input, other):
         if input.__class__ is Tensor and not (input._requires_grad and state.enabled):
             kind = other.__class__
-            a = input.data
+            a = input._data
             if kind is float or kind is int:
                 # An integer tensor with a float (or divided at all) changes dtype: the general
                 # path applies PyTorch's promotion.
@@ -390,9 +390,9 @@ def _binary(cls, raw):
                     return apply(input, other)
                 b = other
             elif kind is Tensor and other._backend is input._backend and not (
-                    other._requires_grad and state.enabled) and other.data.dtype == a.dtype \
+                    other._requires_grad and state.enabled) and other._data.dtype == a.dtype \
                     and not (true_divide and a.dtype.kind != "f"):
-                b = other.data
+                b = other._data
             else:
                 return apply(input, other)
             try:
@@ -409,9 +409,9 @@ def _binary(cls, raw):
         if self.__class__ is Tensor and not (self._requires_grad and state.enabled):
             kind = other.__class__
             if (kind is float or kind is int) and not (
-                    (kind is float or true_divide) and self.data.dtype.kind != "f"):
+                    (kind is float or true_divide) and self._data.dtype.kind != "f"):
                 try:
-                    out = raw(other, self.data)
+                    out = raw(other, self._data)
                 except (ValueError, TypeError, ZeroDivisionError):
                     return apply(other, self)
                 backend = self._backend
@@ -503,8 +503,8 @@ def where(condition, input, other):
 # -- comparisons and predicates: no gradient --------------------------------------------------
 def _compare(name, ufunc_name):
     def compare(input, other):
-        a = input.data if isinstance(input, Tensor) else input
-        b = other.data if isinstance(other, Tensor) else other
+        a = input._data if isinstance(input, Tensor) else input
+        b = other._data if isinstance(other, Tensor) else other
         t = input if isinstance(input, Tensor) else other
         if isinstance(input, Tensor) and isinstance(other, Tensor) and \
                 input._backend is not other._backend:
@@ -530,7 +530,7 @@ ge = _compare("ge", "greater_equal")
 
 def _predicate(name, fn_name):
     def predicate(input):
-        return Tensor._wrap(getattr(input._backend.xp, fn_name)(input.data), input._backend)
+        return Tensor._wrap(getattr(input._backend.xp, fn_name)(input._data), input._backend)
     predicate.__name__ = name
     return predicate
 

@@ -150,7 +150,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
             raise ValueError(f"{op}: for a 1-d input (one row of {n_classes} logits) the "
                              f"target must be a 0-d class index, got shape "
                              f"{tuple(target.shape)}")
-        rows, tgt, out_shape = sh.reshape(input, (1, n_classes)), target.data.reshape(1), ()
+        rows, tgt, out_shape = sh.reshape(input, (1, n_classes)), target._data.reshape(1), ()
     else:
         expected = (input.shape[0],) + tuple(input.shape[2:])
         if tuple(target.shape) != expected:
@@ -158,15 +158,15 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                              f"input shape {tuple(input.shape)}: expected {expected} (one "
                              f"class index per row)")
         if input.ndim == 2:
-            rows, tgt, out_shape = input, target.data, expected
+            rows, tgt, out_shape = input, target._data, expected
         else:
             perm = (0,) + tuple(range(2, input.ndim)) + (1,)
             rows = sh.reshape(sh.permute(input, perm), (-1, n_classes))
-            tgt, out_shape = target.data.reshape(-1), expected
+            tgt, out_shape = target._data.reshape(-1), expected
     if target._backend is not input._backend:
         raise RuntimeError(f"{op}: input is on {input.device} but target on {target.device}")
     tgt_t = Tensor._wrap(tgt, target._backend)
-    w = weight.data if weight is not None else None
+    w = weight._data if weight is not None else None
     if w is not None and w.dtype != input.dtype:
         w = w.astype(input.dtype)
     out = SoftmaxCrossEntropy.apply(rows, tgt_t, w, ignore_index=ignore_index,
@@ -234,7 +234,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     if tuple(target.shape) != (input.shape[0],):
         raise ValueError(f"{op}: target shape {tuple(target.shape)} does not match input "
                          f"shape {tuple(input.shape)}: expected ({input.shape[0]},)")
-    w = weight.data.astype(input.dtype, copy=False) if weight is not None else None
+    w = weight._data.astype(input.dtype, copy=False) if weight is not None else None
     return NllLoss.apply(input, target, w, ignore_index=ignore_index, reduction=reduction)
 
 
@@ -289,7 +289,7 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
 
 def ctx_broadcast(weight, input):
     """A weight tensor's raw array broadcast to the input's shape, in the input's dtype."""
-    w = weight.data if isinstance(weight, Tensor) else input._backend.xp.asarray(weight)
+    w = weight._data if isinstance(weight, Tensor) else input._backend.xp.asarray(weight)
     return input._backend.xp.broadcast_to(w.astype(input.dtype, copy=False), input.shape)
 
 
@@ -449,7 +449,7 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
                   and var.shape[-1] == 1):
             raise ValueError(f"{op}: var shape {tuple(var.shape)} must equal the input shape "
                              f"{tuple(input.shape)}, or it with the last dim 1 or dropped")
-    if bool((var.data < 0).any()):
+    if bool((var._data < 0).any()):
         raise ValueError(f"{op}: var has negative entries")
     v = _ClampForward.apply(var, lo=eps)
     d = input - target
@@ -477,7 +477,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
     if tuple(target.shape) != (n,):
         raise ValueError(f"{op}: target shape {tuple(target.shape)} must be ({n},)")
     xp = input._backend.xp
-    t = target.data
+    t = target._data
     if bool(((t < 0) | (t >= c)).any()):
         first = int(t[xp.argmax((t < 0) | (t >= c))])
         raise IndexError(f"{op}: target {first} is out of bounds for {c} classes")
@@ -489,7 +489,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
     not_y = xp.ones((n, c), dtype=input.dtype)
     not_y[rows, t] = 0
     if weight is not None:
-        not_y = not_y * weight.data.astype(input.dtype)[t][:, None]
+        not_y = not_y * weight._data.astype(input.dtype)[t][:, None]
     loss = red.sum(h * Tensor._wrap(not_y, input._backend), dim=1) / c
     if squeeze and reduction == "none":
         loss = sh.reshape(loss, ())

@@ -57,13 +57,13 @@ def _is_device_spec(arg):
 def clone(self):
     """A copy with its own memory; gradients flow back to the original."""
     return ew.Add.apply(self, 0) if self._requires_grad else \
-        Tensor._wrap(self.data.copy(), self._backend)
+        Tensor._wrap(self._data.copy(), self._backend)
 
 
 def _contiguous(self):
-    if self.data.flags.c_contiguous:
+    if self._data.flags.c_contiguous:
         return self
-    return Tensor._wrap(self._backend.xp.ascontiguousarray(self.data), self._backend) \
+    return Tensor._wrap(self._backend.xp.ascontiguousarray(self._data), self._backend) \
         if not self._requires_grad else clone(self)
 
 

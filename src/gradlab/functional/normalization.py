@@ -88,7 +88,7 @@ class LayerNorm(_Normalize):
 
 
 def _raw(t):
-    return None if t is None else t.data
+    return None if t is None else t._data
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
@@ -126,10 +126,10 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                 bm, bv = node.batch_mean, node.batch_var
             else:  # no graph recorded (no_grad): recompute the stats
                 axes = (0,) + tuple(range(2, input.ndim))
-                bm = input.data.mean(axis=axes)
-                bv = input.data.var(axis=axes)
+                bm = input._data.mean(axis=axes)
+                bv = input._data.var(axis=axes)
             unbiased = bv * (m / (m - 1))
-            rm, rv = running_mean.data, running_var.data
+            rm, rv = running_mean._data, running_var._data
             rm *= 1 - momentum
             rm += momentum * bm.astype(rm.dtype, copy=False)
             rv *= 1 - momentum
@@ -140,7 +140,7 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm: eval mode (training=False) needs running_mean and "
                          "running_var")
-    return BatchNorm.apply(input, weight, bias, running_mean.data, running_var.data, eps=eps)
+    return BatchNorm.apply(input, weight, bias, running_mean._data, running_var._data, eps=eps)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):

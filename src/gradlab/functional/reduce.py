@@ -144,7 +144,7 @@ def _count(shape, axes):
 
 
 def _check_reducible(op, input, axes):
-    if input.data.size == 0 and op in ("max", "min", "argmax", "argmin") and \
+    if input._data.size == 0 and op in ("max", "min", "argmax", "argmin") and \
             (not axes or builtins.any(input.shape[a] == 0 for a in axes)):
         raise RuntimeError(f"{op}(): the tensor (shape {tuple(input.shape)}) has no elements "
                            "along the reduced dimension(s)")
@@ -158,7 +158,7 @@ def sum(input, dim=None, keepdim=False, *, dtype=None):
 
 
 def mean(input, dim=None, keepdim=False):
-    if input.data.dtype.kind not in "fc":
+    if input._data.dtype.kind not in "fc":
         raise RuntimeError(f"mean(): needs a floating-point tensor, got {input.dtype}; "
                            "convert it first with t.float()")
     return Mean.apply(input, axes=normalize_dim("mean", dim, input.ndim), keepdim=keepdim)
@@ -191,7 +191,7 @@ def _extreme(cls, op, input, dim, keepdim):
         return ValuesIndices(values, Tensor._wrap(input._backend.xp.zeros((), "int64"),
                                                   input._backend))
     values = cls.apply(input, axis=axis, keepdim=keepdim)
-    idx = getattr(input._backend.xp, "arg" + op)(input.data, axis=axis)
+    idx = getattr(input._backend.xp, "arg" + op)(input._data, axis=axis)
     if keepdim:
         idx = input._backend.xp.expand_dims(idx, axis)
     return ValuesIndices(values, Tensor._wrap(idx.astype("int64", copy=False), input._backend))
@@ -217,14 +217,14 @@ def _arg(op, input, dim, keepdim):
     xp = input._backend.xp
     if dim is None:
         _check_reducible(op, input, ())
-        idx = getattr(xp, op)(input.data.reshape(-1))
+        idx = getattr(xp, op)(input._data.reshape(-1))
         if keepdim:
             idx = xp.reshape(idx, (1,) * input.ndim)
     else:
         axis = normalize_dim(op, dim, input.ndim)
         axis = axis[0] if axis else None
         _check_reducible(op, input, (axis,) if axis is not None else ())
-        idx = getattr(xp, op)(input.data, axis=axis)
+        idx = getattr(xp, op)(input._data, axis=axis)
         if keepdim and axis is not None:
             idx = xp.expand_dims(idx, axis)
     return Tensor._wrap(xp.asarray(idx).astype("int64", copy=False), input._backend)
@@ -247,11 +247,11 @@ def logsumexp(input, dim=None, keepdim=False):
 
 def all(input, dim=None, keepdim=False):
     axes = normalize_dim("all", dim, input.ndim)
-    return Tensor._wrap(input._backend.xp.asarray(input.data.all(axis=axes, keepdims=keepdim)),
+    return Tensor._wrap(input._backend.xp.asarray(input._data.all(axis=axes, keepdims=keepdim)),
                         input._backend)
 
 
 def any(input, dim=None, keepdim=False):
     axes = normalize_dim("any", dim, input.ndim)
-    return Tensor._wrap(input._backend.xp.asarray(input.data.any(axis=axes, keepdims=keepdim)),
+    return Tensor._wrap(input._backend.xp.asarray(input._data.any(axis=axes, keepdims=keepdim)),
                         input._backend)

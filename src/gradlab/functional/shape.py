@@ -251,7 +251,7 @@ def _normalize_index(index):
     out = []
     for item in items:
         if isinstance(item, Tensor):
-            item = item.data
+            item = item._data
             advanced = True
         elif isinstance(item, list):
             advanced = True
@@ -277,7 +277,7 @@ def to_dtype(input, dtype):
         return input
     if input._requires_grad and dtype.kind not in "fc":
         # Integer results can't carry gradients: cut the graph, as PyTorch does.
-        return Tensor._wrap(input.data.astype(dtype), input._backend)
+        return Tensor._wrap(input._data.astype(dtype), input._backend)
     return Cast.apply(input, dtype=dtype)
 
 

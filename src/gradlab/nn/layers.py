@@ -152,9 +152,9 @@ class BatchNorm1d(Module):
 
     def reset_running_stats(self):
         if self.track_running_stats:
-            self.running_mean.data[...] = 0
-            self.running_var.data[...] = 1
-            self.num_batches_tracked.data[...] = 0
+            self.running_mean._data[...] = 0
+            self.running_var._data[...] = 1
+            self.num_batches_tracked._data[...] = 0
 
     def reset_parameters(self):
         self.reset_running_stats()
@@ -172,9 +172,9 @@ class BatchNorm1d(Module):
         if self.training:
             momentum = self.momentum
             if self.track_running_stats:
-                self.num_batches_tracked.data += 1
+                self.num_batches_tracked._data += 1
                 if momentum is None:  # cumulative moving average
-                    momentum = 1.0 / float(self.num_batches_tracked.data)
+                    momentum = 1.0 / float(self.num_batches_tracked._data)
             return _norm.batch_norm(input, self.running_mean, self.running_var, self.weight,
                                     self.bias, True, momentum, self.eps)
         # eval: running statistics, or the batch's when none are tracked

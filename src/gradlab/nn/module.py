@@ -220,7 +220,7 @@ class Module:
             if set_to_none:
                 p.grad = None
             else:
-                p.grad.data[...] = 0
+                p.grad._data[...] = 0
 
     def to(self, *args, **kwargs):
         """Move (``to("cuda")``) and/or cast (``to(gl.float64)``, only floating-point
@@ -360,24 +360,24 @@ def _parse_to(args, kwargs):
 
 def _move(t, backend, dtype):
     """Rebind ``t``'s array in place (same Tensor object) to another device/dtype."""
-    array = t.data
+    array = t._data
     if backend is not None and backend is not t._backend:
         array = backend.asarray(t._backend.to_numpy(array))
         t._backend = backend
     if dtype is not None and array.dtype.kind == "f" and array.dtype != dtype:
         array = array.astype(dtype)
-    if array is not t.data:
-        t.data = array
+    if array is not t._data:
+        t._data = array
         t._bump()
 
 
 def _copy_into(target, value):
     """target[...] = value, moving the value to the target's device first if needed."""
     if isinstance(value, Tensor):
-        src, be = value.data, value._backend
+        src, be = value._data, value._backend
         if be is not target._backend:
             src = target._backend.asarray(be.to_numpy(src))
     else:
         src = target._backend.asarray(value)
-    target.data[...] = src
+    target._data[...] = src
     target._bump()

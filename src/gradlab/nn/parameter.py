@@ -18,11 +18,11 @@ class Parameter(Tensor):
             from ..autograd.creation import empty
             data = empty(0)
         if isinstance(data, Tensor):
-            array, backend = data.data, data._backend
+            array, backend = data._data, data._backend
         else:
             from ..autograd.creation import as_tensor
             t = as_tensor(data)
-            array, backend = t.data, t._backend
+            array, backend = t._data, t._backend
         Tensor.__init__(self, array, requires_grad=requires_grad, backend=backend)
 
     def __repr__(self):

@@ -38,10 +38,10 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     be = grads[0]._backend
     xp = be.xp
     if math.isinf(norm_type):
-        norms = [xp.abs(g.data).max() for g in grads if g.data.size]
+        norms = [xp.abs(g._data).max() for g in grads if g._data.size]
         total = xp.max(xp.stack(norms)) if norms else xp.asarray(0.0)
     else:
-        norms = [(xp.abs(g.data.astype(xp.float64, copy=False)) ** norm_type).sum()
+        norms = [(xp.abs(g._data.astype(xp.float64, copy=False)) ** norm_type).sum()
                  for g in grads]
         total = xp.stack(norms).sum() ** (1.0 / norm_type)
     total_f = float(total)
@@ -52,8 +52,8 @@ def clip_grad_norm_(parameters, max_norm, norm_type=2.0, error_if_nonfinite=Fals
     coef = max_norm / (total_f + 1e-6)
     if coef < 1:
         for g in grads:
-            g.data *= coef
-    return Tensor._wrap(xp.asarray(total_f, dtype=grads[0].data.dtype), be)
+            g._data *= coef
+    return Tensor._wrap(xp.asarray(total_f, dtype=grads[0]._data.dtype), be)
 
 
 def clip_grad_value_(parameters, clip_value):
@@ -62,7 +62,7 @@ def clip_grad_value_(parameters, clip_value):
     for p in _params(parameters):
         if p.grad is not None:
             xp = p.grad._backend.xp
-            xp.clip(p.grad.data, -clip_value, clip_value, out=p.grad.data)
+            xp.clip(p.grad._data, -clip_value, clip_value, out=p.grad._data)
 
 
 def _penalized(model, include_bias):

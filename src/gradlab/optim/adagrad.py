@@ -29,7 +29,7 @@ class Adagrad(Optimizer):
             for p in group["params"]:
                 self.state[p]["step"] = 0
                 self.state[p]["sum"] = p._backend.xp.full_like(
-                    p.data, group["initial_accumulator_value"])
+                    p._data, group["initial_accumulator_value"])
 
     def _check_group(self, group):
         check_lr(group["lr"])

@@ -174,7 +174,7 @@ class Optimizer:
                     if set_to_none:
                         p.grad = None
                     else:
-                        p.grad.data[...] = 0
+                        p.grad._data[...] = 0
 
     def step(self, closure=None):
         """One update of every parameter that has a gradient. ``closure`` (optional)
@@ -201,10 +201,10 @@ class Optimizer:
             g = p.grad
             if g is not None:
                 ps.append(p)
-                pa.append(p.data)
-                gd = g.data
+                pa.append(p._data)
+                gd = g._data
                 if not gd.flags.c_contiguous:
-                    gd = g.data = p._backend.xp.ascontiguousarray(gd)
+                    gd = g._data = p._backend.xp.ascontiguousarray(gd)
                 ga.append(gd)
         return ps, pa, ga
 
@@ -302,7 +302,7 @@ def _state_value(p, name, v):
     """A state entry in the optimizer's internal form: raw arrays on the param's backend
     (shape-checked), plain numbers otherwise."""
     if isinstance(v, Tensor) or hasattr(v, "shape") and hasattr(v, "dtype"):
-        arr = v.data if isinstance(v, Tensor) else v
+        arr = v._data if isinstance(v, Tensor) else v
         be = v._backend if isinstance(v, Tensor) else None
         if arr.ndim == 0:
             return arr.item() if be is None or be.device.type == "cpu" else \

@@ -9,7 +9,7 @@ import numpy as np
 
 
 def _host(t):
-    return t.backend.to_numpy(t.detach().data if t.requires_grad else t.data)
+    return t.backend.to_numpy(t.detach()._data if t.requires_grad else t._data)
 
 
 def accuracy(output, target):

@@ -68,7 +68,7 @@ def plot_decision_boundary(model, X, y, path=None, *, resolution=200, margin=0.5
             out = model(tensor(grid, device=device))
     finally:
         model.train(was_training)
-    logits = out.backend.to_numpy(out.data)
+    logits = out.backend.to_numpy(out._data)
     pred = logits.argmax(axis=1) if logits.ndim == 2 and logits.shape[1] > 1 else \
         (logits.reshape(-1) > 0).astype(int)
     fig = _figure((5, 4.5))
