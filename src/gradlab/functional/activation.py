@@ -5,6 +5,7 @@ import math
 
 from ..autograd.function import Function
 from .elementwise import unbroadcast
+from .out import write_out
 from .reduce import normalize_dim
 
 
@@ -80,12 +81,16 @@ def relu(input):
     return Relu.apply(input)
 
 
-def sigmoid(input):
+def sigmoid(input, *, out=None):
     """1 / (1 + exp(-x)), computed without overflow."""
+    if out is not None:
+        return write_out("sigmoid", out, (input,), lambda: Sigmoid.apply(input))
     return Sigmoid.apply(input)
 
 
-def tanh(input):
+def tanh(input, *, out=None):
+    if out is not None:
+        return write_out("tanh", out, (input,), lambda: Tanh.apply(input))
     return Tanh.apply(input)
 
 

@@ -8,6 +8,7 @@ import numpy as np
 from ..autograd import grad_mode
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
+from .out import write_out
 
 _grad_state = grad_mode._state
 
@@ -380,7 +381,9 @@ def _binary(cls, raw):
     state = _grad_state
 
     def forward(input, other):
-        if input.__class__ is Tensor and not (input._requires_grad and state.enabled):
+        # (A step being recorded takes the general path, so that the tape sees the op.)
+        if input.__class__ is Tensor and not (input._requires_grad and state.enabled) \
+                and state.tape is None:
             kind = other.__class__
             a = input._data
             if kind is float or kind is int:
@@ -406,7 +409,8 @@ def _binary(cls, raw):
         return apply(input, other)
 
     def reflected(self, other):
-        if self.__class__ is Tensor and not (self._requires_grad and state.enabled):
+        if self.__class__ is Tensor and not (self._requires_grad and state.enabled) \
+                and state.tape is None:
             kind = other.__class__
             if (kind is float or kind is int) and not (
                     (kind is float or true_divide) and self._data.dtype.kind != "f"):
@@ -425,54 +429,88 @@ def _binary(cls, raw):
 
 _add, radd = _binary(Add, operator.add)
 _sub, rsub = _binary(Sub, operator.sub)
-mul, rmul = _binary(Mul, operator.mul)
-div, rdiv = _binary(Div, operator.truediv)
-mul.__name__, div.__name__ = "mul", "div"
+_mul, rmul = _binary(Mul, operator.mul)
+_div, rdiv = _binary(Div, operator.truediv)
 
 
 # -- functional wrappers ---------------------------------------------------------------------
-def add(input, other, *, alpha=1):
-    return _add(input, other) if alpha == 1 else Add.apply(input, mul(other, alpha))
+# (The operators call _add, _sub, _mul, _div directly; these add PyTorch's keywords.)
+def add(input, other, *, alpha=1, out=None):
+    if out is not None:
+        return write_out("add", out, (input, other), lambda: add(input, other, alpha=alpha))
+    return _add(input, other) if alpha == 1 else Add.apply(input, _mul(other, alpha))
 
 
-def sub(input, other, *, alpha=1):
-    return _sub(input, other) if alpha == 1 else Sub.apply(input, mul(other, alpha))
+def sub(input, other, *, alpha=1, out=None):
+    if out is not None:
+        return write_out("sub", out, (input, other), lambda: sub(input, other, alpha=alpha))
+    return _sub(input, other) if alpha == 1 else Sub.apply(input, _mul(other, alpha))
 
 
-def pow(input, exponent):
+def mul(input, other, *, out=None):
+    if out is not None:
+        return write_out("mul", out, (input, other), lambda: _mul(input, other))
+    return _mul(input, other)
+
+
+def div(input, other, *, out=None):
+    if out is not None:
+        return write_out("div", out, (input, other), lambda: _div(input, other))
+    return _div(input, other)
+
+
+def pow(input, exponent, *, out=None):
+    if out is not None:
+        return write_out("pow", out, (input, exponent), lambda: Pow.apply(input, exponent))
     return Pow.apply(input, exponent)
 
 
-def neg(input):
+def neg(input, *, out=None):
+    if out is not None:
+        return write_out("neg", out, (input,), lambda: Neg.apply(input))
     return Neg.apply(input)
 
 
-def exp(input):
+def exp(input, *, out=None):
+    if out is not None:
+        return write_out("exp", out, (input,), lambda: Exp.apply(input))
     return Exp.apply(input)
 
 
-def log(input):
+def log(input, *, out=None):
+    if out is not None:
+        return write_out("log", out, (input,), lambda: Log.apply(input))
     return Log.apply(input)
 
 
-def sqrt(input):
+def sqrt(input, *, out=None):
+    if out is not None:
+        return write_out("sqrt", out, (input,), lambda: Sqrt.apply(input))
     return Sqrt.apply(input)
 
 
-def abs(input):
+def abs(input, *, out=None):
+    if out is not None:
+        return write_out("abs", out, (input,), lambda: Abs.apply(input))
     return Abs.apply(input)
 
 
-def sin(input):
+def sin(input, *, out=None):
+    if out is not None:
+        return write_out("sin", out, (input,), lambda: Sin.apply(input))
     return Sin.apply(input)
 
 
-def cos(input):
+def cos(input, *, out=None):
+    if out is not None:
+        return write_out("cos", out, (input,), lambda: Cos.apply(input))
     return Cos.apply(input)
 
 
-def clamp(input, min=None, max=None):
+def clamp(input, min=None, max=None, *, out=None):
     """Limit values to [min, max]; min/max may be numbers or tensors."""
+    if out is not None:
+        return write_out("clamp", out, (input, min, max), lambda: clamp(input, min, max))
     if isinstance(min, Tensor) or isinstance(max, Tensor):
         out = input
         if min is not None:
@@ -486,17 +524,24 @@ def clamp(input, min=None, max=None):
 clip = clamp
 
 
-def maximum(input, other):
+def maximum(input, other, *, out=None):
+    if out is not None:
+        return write_out("maximum", out, (input, other), lambda: Maximum.apply(input, other))
     return Maximum.apply(input, other)
 
 
-def minimum(input, other):
+def minimum(input, other, *, out=None):
+    if out is not None:
+        return write_out("minimum", out, (input, other), lambda: Minimum.apply(input, other))
     return Minimum.apply(input, other)
 
 
-def where(condition, input, other):
+def where(condition, input, other, *, out=None):
     """Elements of ``input`` where ``condition`` holds, else of ``other`` (no grad for the
     condition)."""
+    if out is not None:
+        return write_out("where", out, (input, other),
+                         lambda: Where.apply(condition, input, other))
     return Where.apply(condition, input, other)
 
 

@@ -346,7 +346,7 @@ def mse_loss(input, target, reduction="mean"):
     _check_reduction("mse_loss", reduction)
     _check_same_shape("mse_loss", input, target)
     d = ew.sub(input, target)
-    return _reduce(ew.mul(d, d), reduction)
+    return _reduce(ew._mul(d, d), reduction)
 
 
 def l1_loss(input, target, reduction="mean"):

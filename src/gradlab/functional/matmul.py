@@ -5,6 +5,7 @@ import numpy as np
 
 from ..autograd.function import Function
 from .elementwise import unbroadcast
+from .out import write_out
 
 
 def _matmul_error(op, a_shape, b_shape):
@@ -98,9 +99,11 @@ class Linear(Function):
         return gx, gw, gb
 
 
-def mm(input, mat2):
+def mm(input, mat2, *, out=None):
     """Product of two matrices (2-D only, as PyTorch's mm; matmul also takes vectors and
     batches)."""
+    if out is not None:
+        return write_out("mm", out, (input, mat2), lambda: mm(input, mat2))
     for name, x in (("input", input), ("mat2", mat2)):
         if getattr(x, "ndim", None) != 2:
             raise RuntimeError(f"mm: {name} must be a matrix (2-D), got shape "
@@ -109,8 +112,10 @@ def mm(input, mat2):
     return Matmul.apply(input, mat2)
 
 
-def matmul(input, other):
+def matmul(input, other, *, out=None):
     """Matrix product with NumPy/PyTorch semantics for 1-D, 2-D and batched operands."""
+    if out is not None:
+        return write_out("matmul", out, (input, other), lambda: Matmul.apply(input, other))
     return Matmul.apply(input, other)
 
 

@@ -111,8 +111,8 @@ def _min(self, dim=None, keepdim=False):
 _METHODS = {
     "__add__": ew._add, "__radd__": ew.radd,
     "__sub__": ew._sub, "__rsub__": ew.rsub,
-    "__mul__": ew.mul, "__rmul__": ew.rmul,
-    "__truediv__": ew.div, "__rtruediv__": ew.rdiv,
+    "__mul__": ew._mul, "__rmul__": ew.rmul,
+    "__truediv__": ew._div, "__rtruediv__": ew.rdiv,
     "__pow__": ew.pow, "__rpow__": _reflected(ew.pow),
     "__matmul__": mm.matmul, "__rmatmul__": _reflected(mm.matmul),
     "__neg__": ew.neg, "__abs__": ew.abs,

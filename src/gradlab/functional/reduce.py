@@ -9,6 +9,7 @@ from collections import namedtuple
 
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
+from .out import write_out
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
 
@@ -151,13 +152,17 @@ def _check_reducible(op, input, axes):
 
 
 # -- functional wrappers ---------------------------------------------------------------------
-def sum(input, dim=None, keepdim=False, *, dtype=None):
+def sum(input, dim=None, keepdim=False, *, dtype=None, out=None):
+    if out is not None:
+        return write_out("sum", out, (input,), lambda: sum(input, dim, keepdim, dtype=dtype))
     if dtype is not None:
         input = input.to(dtype)
     return Sum.apply(input, axes=normalize_dim("sum", dim, input.ndim), keepdim=keepdim)
 
 
-def mean(input, dim=None, keepdim=False):
+def mean(input, dim=None, keepdim=False, *, out=None):
+    if out is not None:
+        return write_out("mean", out, (input,), lambda: mean(input, dim, keepdim))
     if input._data.dtype.kind not in "fc":
         raise RuntimeError(f"mean(): needs a floating-point tensor, got {input.dtype}; "
                            "convert it first with t.float()")

@@ -7,6 +7,7 @@ import builtins
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from .elementwise import unbroadcast
+from .out import write_out
 from .reduce import normalize_dim
 
 
@@ -213,9 +214,11 @@ def _check_sequence(op, tensors):
     return tensors
 
 
-def cat(tensors, dim=0):
+def cat(tensors, dim=0, *, out=None):
     """Join tensors along an existing dim; all other dims must match."""
     tensors = _check_sequence("cat", tensors)
+    if out is not None:
+        return write_out("cat", out, tensors, lambda: cat(tensors, dim))
     first = tensors[0]
     axis = normalize_dim("cat", dim, first.ndim)[0]
     for i, t in enumerate(tensors[1:], 1):
@@ -230,9 +233,11 @@ def cat(tensors, dim=0):
 concatenate = cat
 
 
-def stack(tensors, dim=0):
+def stack(tensors, dim=0, *, out=None):
     """Join same-shaped tensors along a new dim."""
     tensors = _check_sequence("stack", tensors)
+    if out is not None:
+        return write_out("stack", out, tensors, lambda: stack(tensors, dim))
     first = tensors[0]
     for i, t in enumerate(tensors[1:], 1):
         if t.shape != first.shape:
