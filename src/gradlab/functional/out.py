@@ -32,7 +32,7 @@ def write_out(name, out, inputs, compute):
         raise RuntimeError(f"{name}(): functions with out=... arguments don't support "
                            "automatic differentiation, but one of the arguments requires "
                            "grad.")
-    if _state.tape is not None:
+    if getattr(_state, "tape", None) is not None:  # (a compiled step being recorded)
         raise RuntimeError(f"{name}(): out= is not recorded into a compiled step; write "
                            "the out-of-place op (y = gl.add(a, b)) inside the step")
     result = compute()
