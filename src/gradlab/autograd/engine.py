@@ -43,6 +43,9 @@ def backward(root: Tensor, gradient=None, retain_graph=False, create_graph=False
 
     handed_out = set()
     root_fn = root.grad_fn
+    tape = _state.tape
+    if tape is not None:
+        tape.backward_root(root, gradient is None)
     if root_fn is None:
         _accumulate_leaf(root, grad, handed_out)
         return
@@ -73,6 +76,8 @@ def backward(root: Tensor, gradient=None, retain_graph=False, create_graph=False
     while ready:
         fn = ready.pop()
         g = grads.pop(fn)
+        if tape is not None:
+            tape.ran(fn)
         if fn._saved_versions:
             _check_versions(fn, fn._saved_versions)
         in_grads = type(fn).backward(fn, g)  # (a @staticmethod backward takes ctx first)

@@ -81,6 +81,8 @@ class Function:
         out_backend = ctx.backend  # forward may move the result (ToDevice)
         if out.__class__ is not out_backend.ndarray and not isinstance(out, out_backend.ndarray):
             out = out_backend.xp.asarray(out)  # NumPy returns scalars for 0-d results
+        if _grad_state.tape is not None:
+            _grad_state.tape.node(cls, ctx, args, kwargs, out)
         if not needs_grad or not _grad_state.enabled:
             return Tensor._wrap(out, out_backend)
         edges = []

@@ -9,6 +9,7 @@ class _GradState(threading.local):
     enabled = True
     anomaly = False
     anomaly_check = True
+    tape = None  # the autograd.tape.Recording of a step being recorded, or None
 
 
 _state = _GradState()

@@ -12,6 +12,11 @@ from ..backend import Device, get_backend
 from . import grad_mode
 from .dtypes import bool_, float32, int64
 
+# Counts the changes that can make a recorded step stale: a tensor's storage rebound
+# (``t.data = ...``, ``module.to()``) or a module's attributes set. A compiled step
+# re-checks its guards only when this moved (train/compiled.py).
+structure_version = [0]
+
 
 class Tensor:
     """An n-dimensional array that can record the operations applied to it.
@@ -79,8 +84,12 @@ class Tensor:
         return self.grad_fn is None
 
     def detach(self) -> "Tensor":
-        """A tensor sharing this one's data, cut from the graph."""
-        return Tensor._wrap(self._data, self._backend)
+        """A tensor sharing this one's data and version counter, cut from the graph: as in
+        PyTorch, an in-place change through it is caught if backward needs the old values
+        (``t.data`` is the unchecked variant)."""
+        t = Tensor._wrap(self._data, self._backend)
+        t._version = self._version
+        return t
 
     @property
     def data(self) -> "Tensor":
@@ -103,6 +112,7 @@ class Tensor:
                                f"floating-point, not {value._data.dtype}")
         self._data = value._data
         self._backend = value._backend
+        structure_version[0] += 1
 
     def detach_(self) -> "Tensor":
         self.grad_fn = None
@@ -177,9 +187,13 @@ class Tensor:
         if self._backend.device.type != "cpu":
             raise TypeError(f"can't convert a {self.device} tensor to numpy; copy it to the "
                             "host first with t.cpu()")
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.read("numpy()")
         return self._data
 
     def __array__(self, dtype=None, copy=None):
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.read("a conversion to a NumPy array")
         if self._backend.device.type != "cpu":
             raise TypeError(f"can't convert a {self.device} tensor to a NumPy array "
                             "implicitly; copy it to the host first with t.cpu()")
@@ -216,6 +230,8 @@ class Tensor:
         return self._exportable("__cuda_array_interface__").__cuda_array_interface__
 
     def item(self):
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.read("item()")
         if self._data.size != 1:
             raise ValueError(f"item() needs a tensor with one element, this one has shape "
                              f"{tuple(self._data.shape)} ({self._data.size} elements)")
@@ -223,6 +239,8 @@ class Tensor:
             self._backend.to_numpy(self._data).reshape(()).item()
 
     def tolist(self):
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.read("tolist()")
         return self._backend.to_numpy(self._data).tolist()
 
     def __float__(self):
@@ -276,6 +294,8 @@ class Tensor:
 
     def _bump(self):
         self._version[0] += 1
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.bump(self)
 
     def _set(self, array, what):
         self._check_inplace(what)

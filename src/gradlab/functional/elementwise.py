@@ -381,7 +381,9 @@ def _binary(cls, raw):
     state = _grad_state
 
     def forward(input, other):
-        if input.__class__ is Tensor and not (input._requires_grad and state.enabled):
+        # (A step being recorded takes the general path, so that the tape sees the op.)
+        if input.__class__ is Tensor and not (input._requires_grad and state.enabled) \
+                and state.tape is None:
             kind = other.__class__
             a = input._data
             if kind is float or kind is int:
@@ -407,7 +409,8 @@ def _binary(cls, raw):
         return apply(input, other)
 
     def reflected(self, other):
-        if self.__class__ is Tensor and not (self._requires_grad and state.enabled):
+        if self.__class__ is Tensor and not (self._requires_grad and state.enabled) \
+                and state.tape is None:
             kind = other.__class__
             if (kind is float or kind is int) and not (
                     (kind is float or true_divide) and self._data.dtype.kind != "f"):

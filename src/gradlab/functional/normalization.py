@@ -50,7 +50,13 @@ class _Normalize(Function):
 
 
 class BatchNorm(_Normalize):
-    def forward(ctx, x, w, b, mean, var, eps):
+    """With batch statistics (``mean`` None), forward also updates the running statistics
+    and the batch counter in place when they are given: the update belongs to the op, so
+    that a recorded step (``autograd.tape``) repeats it on replay."""
+
+    mutates = (5, 6, 7)  # running_mean, running_var, num_batches_tracked
+
+    def forward(ctx, x, w, b, mean, var, running_mean, running_var, count, eps, momentum):
         xp = ctx.xp
         axes = (0,) + tuple(range(2, x.ndim))
         pshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
@@ -58,14 +64,29 @@ class BatchNorm(_Normalize):
             mu = x.mean(axis=axes, keepdims=True)
             xc = x - mu
             v = (xc * xc).mean(axis=axes, keepdims=True)
-            ctx.batch_mean, ctx.batch_var = mu.reshape(-1), v.reshape(-1)
             batch_stats = True
+            if count is not None:
+                count += 1
+            if running_mean is not None and running_var is not None:
+                _update_running(running_mean, running_var, mu.reshape(-1), v.reshape(-1),
+                                x.size // x.shape[1],
+                                1.0 / float(count) if momentum is None else momentum)
         else:
             xc = x - mean.reshape(pshape)
             v = var.reshape(pshape)
             batch_stats = False
         invstd = 1 / xp.sqrt(v + eps)
         return ctx._finish(x, xc * invstd, invstd, w, b, pshape, axes, batch_stats)
+
+
+def _update_running(rm, rv, batch_mean, batch_var, m, momentum):
+    """running = (1 - momentum) running + momentum batch, with the UNBIASED batch variance
+    (PyTorch's rule)."""
+    unbiased = batch_var * (m / (m - 1))
+    rm *= 1 - momentum
+    rm += momentum * batch_mean.astype(rm.dtype, copy=False)
+    rv *= 1 - momentum
+    rv += momentum * unbiased.astype(rv.dtype, copy=False)
 
 
 class LayerNorm(_Normalize):
@@ -92,7 +113,7 @@ def _raw(t):
 
 
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
-               momentum=0.1, eps=1e-5):
+               momentum=0.1, eps=1e-5, *, num_batches_tracked=None):
     """Normalize each channel (dim 1) of an (N, C) or (N, C, L) input:
 
         y = (x - mean) / sqrt(var + eps) * weight + bias
@@ -101,7 +122,9 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     given, are updated in place as PyTorch does:
     running = (1 - momentum) * running + momentum * batch_stat, with the batch's UNBIASED
     variance (var * M / (M - 1)) going into running_var. In eval, the running stats are
-    used. (``momentum=None`` is handled by the BatchNorm module: cumulative average.)"""
+    used. ``num_batches_tracked`` (a 0-d integer tensor, optional) counts the training
+    calls, in place; with it, ``momentum=None`` gives the cumulative average (momentum =
+    1 / num_batches_tracked), as the BatchNorm modules use it."""
     if input.ndim < 2:
         raise ValueError(f"batch_norm: expected an input of shape (N, C) or (N, C, L), got "
                          f"{tuple(input.shape)}")
@@ -119,28 +142,23 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
                              f"batches of at least 2 samples (drop_last=True drops a short "
                              f"last batch), or call model.eval() to use the running "
                              f"statistics")
-        out = BatchNorm.apply(input, weight, bias, None, None, eps=eps)
-        if running_mean is not None and running_var is not None:
-            node = out.grad_fn
-            if node is not None:
-                bm, bv = node.batch_mean, node.batch_var
-            else:  # no graph recorded (no_grad): recompute the stats
-                axes = (0,) + tuple(range(2, input.ndim))
-                bm = input._data.mean(axis=axes)
-                bv = input._data.var(axis=axes)
-            unbiased = bv * (m / (m - 1))
-            rm, rv = running_mean._data, running_var._data
-            rm *= 1 - momentum
-            rm += momentum * bm.astype(rm.dtype, copy=False)
-            rv *= 1 - momentum
-            rv += momentum * unbiased.astype(rv.dtype, copy=False)
-            running_mean._bump()
-            running_var._bump()
+        tracked = running_mean is not None and running_var is not None
+        if momentum is None and tracked and num_batches_tracked is None:
+            raise ValueError("batch_norm: momentum=None (the cumulative average) needs "
+                             "num_batches_tracked")
+        out = BatchNorm.apply(input, weight, bias, None, None,
+                              _raw(running_mean) if tracked else None,
+                              _raw(running_var) if tracked else None,
+                              _raw(num_batches_tracked), eps=eps, momentum=momentum)
+        for t in (running_mean, running_var, num_batches_tracked):
+            if t is not None and (tracked or t is num_batches_tracked):
+                t._bump()
         return out
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm: eval mode (training=False) needs running_mean and "
                          "running_var")
-    return BatchNorm.apply(input, weight, bias, running_mean._data, running_var._data, eps=eps)
+    return BatchNorm.apply(input, weight, bias, running_mean._data, running_var._data, None,
+                           None, None, eps=eps, momentum=0.0)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):

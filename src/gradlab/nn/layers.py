@@ -170,13 +170,9 @@ class BatchNorm1d(Module):
             raise ValueError(f"BatchNorm1d: input has {input.shape[1]} channels (dim 1), "
                              f"the layer was built for {self.num_features}")
         if self.training:
-            momentum = self.momentum
-            if self.track_running_stats:
-                self.num_batches_tracked._data += 1
-                if momentum is None:  # cumulative moving average
-                    momentum = 1.0 / float(self.num_batches_tracked._data)
             return _norm.batch_norm(input, self.running_mean, self.running_var, self.weight,
-                                    self.bias, True, momentum, self.eps)
+                                    self.bias, True, self.momentum, self.eps,
+                                    num_batches_tracked=self.num_batches_tracked)
         # eval: running statistics, or the batch's when none are tracked
         return _norm.batch_norm(input, self.running_mean, self.running_var, self.weight,
                                 self.bias, self.running_mean is None, 0.0, self.eps)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict, namedtuple
 
 from ..autograd.grad_mode import no_grad
-from ..autograd.tensor import Tensor
+from ..autograd.tensor import Tensor, structure_version
 from ..backend import get_backend
 from .parameter import Parameter
 
@@ -49,6 +49,8 @@ class Module:
 
     def __setattr__(self, name, value):
         d = self.__dict__
+        if name != "training":  # train()/eval() are part of a recording's key instead
+            structure_version[0] += 1
         if isinstance(value, Parameter):
             self._check_init()
             self._forget(name)
@@ -75,6 +77,7 @@ class Module:
         d[name] = value
 
     def _forget(self, name):
+        structure_version[0] += 1
         d = self.__dict__
         d["_parameters"].pop(name, None)
         d["_modules"].pop(name, None)
@@ -368,6 +371,7 @@ def _move(t, backend, dtype):
         array = array.astype(dtype)
     if array is not t._data:
         t._data = array
+        structure_version[0] += 1
         t._bump()
 
 
