@@ -458,3 +458,134 @@ def test_scheduler_and_param_groups():
     optimizer.param_groups[0]["lr"] = 0.5
     assert optimizer.param_groups[0]["lr"] == 0.5
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 6
+
+
+# -- t.data: a tensor sharing t's memory that autograd does not track -----------------------
+def test_manual_sgd_through_data_as_the_old_tutorials_write_it():
+    # "Learning PyTorch with Examples" (autograd, pre-0.4 edition) and many course notebooks
+    x = torch.linspace(-1, 1, 21).unsqueeze(1)
+    y = 2 * x + 1
+    w = torch.zeros(1, 1, requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    learning_rate = 0.1
+    # one step by hand: dL/dw = mean(2 (wx + b - y) x) = -2 mean(2x^2 + x) = -4 mean(x^2)
+    loss = (x.mm(w) + b - y).pow(2).mean()
+    loss.backward()
+    mean_x2 = float((x * x).mean().item())
+    assert w.grad.data.item() == pytest.approx(-4 * mean_x2, rel=1e-6)
+    assert b.grad.data.item() == pytest.approx(-2.0, rel=1e-6)
+    w.data -= learning_rate * w.grad.data
+    b.data -= learning_rate * b.grad.data
+    assert w.item() == pytest.approx(0.4 * mean_x2, rel=1e-6) and b.item() == pytest.approx(0.2)
+    assert w.is_leaf and w.requires_grad and w.grad_fn is None
+    w.grad.data.zero_()
+    b.grad.data.zero_()
+    for _ in range(300):
+        loss = (x.mm(w) + b - y).pow(2).mean()
+        loss.backward()
+        w.data -= learning_rate * w.grad.data
+        b.data -= learning_rate * b.grad.data
+        w.grad.data.zero_()
+        b.grad.data.zero_()
+    assert w.item() == pytest.approx(2.0, abs=1e-3) and b.item() == pytest.approx(1.0, abs=1e-4)
+    assert loss.data.item() < 1e-6 and x.data.numpy().shape == (21, 1)
+
+
+def test_init_weights_through_data():
+    def weights_init(m):  # the DCGAN tutorial's and many courses' initializer
+        if isinstance(m, nn.Linear):
+            m.weight.data.normal_(0.0, 0.02)
+            m.bias.data.fill_(0.01)
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(200, 100), nn.ReLU(), nn.Linear(100, 3))
+    net.apply(weights_init)
+    assert (net[0].bias == 0.01).all() and (net[2].bias == 0.01).all()
+    assert abs(net[0].weight.std().item() - 0.02) < 0.001
+    assert abs(net[0].weight.mean().item()) < 0.001
+    net[2].weight.data.uniform_(-0.1, 0.1)
+    assert net[2].weight.abs().max().item() <= 0.1
+    assert net[0].weight.requires_grad and isinstance(net[0].weight, nn.Parameter)
+    net[2].weight.data.clamp_(-0.05, 0.05)  # WGAN's weight clipping
+    assert net[2].weight.abs().max().item() == pytest.approx(0.05)
+
+
+def test_evaluation_with_max_of_outputs_data():
+    # "Training a classifier": _, predicted = torch.max(outputs.data, 1)
+    net = nn.Linear(2, 3)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, -1.0]]))
+        net.bias.zero_()
+    images = torch.tensor([[2.0, 1.0], [0.0, 3.0], [-2.0, -1.0], [1.0, 1.5]])
+    labels = torch.tensor([0, 1, 2, 0])
+    outputs = net(images)
+    assert outputs.requires_grad and not outputs.data.requires_grad
+    _, predicted = torch.max(outputs.data, 1)
+    correct = (predicted == labels).sum().item()
+    assert predicted.tolist() == [0, 1, 2, 1] and correct == 3
+    probs = F.softmax(outputs, dim=1).data.numpy()  # .data before .numpy(), as courses do
+    assert probs.shape == (4, 3) and np.allclose(probs.sum(1), 1)
+
+
+def test_copy_weights_and_soft_update_through_data():
+    # the target network of DQN / the EMA of a teacher: p.data.copy_(...)
+    torch.manual_seed(0)
+    net, target = nn.Linear(3, 2), nn.Linear(3, 2)
+    target.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    tau = 0.25
+    before = [p.detach().numpy().copy() for p in target.parameters()]
+    for target_param, param in zip(target.parameters(), net.parameters()):
+        target_param.data.copy_(tau * param.data + (1.0 - tau) * target_param.data)
+    for p, b in zip(target.parameters(), before):
+        np.testing.assert_allclose(p.detach().numpy(), b + tau, rtol=1e-6)
+    for target_param, param in zip(target.parameters(), net.parameters()):
+        target_param.data.copy_(param.data)
+    assert all((a == b).all() for a, b in zip(target.parameters(), net.parameters()))
+
+
+def test_assigning_data_replaces_a_parameter_storage():
+    lin = nn.Linear(2, 2)
+    lin.weight.data = torch.eye(2)          # a new value of the same shape
+    lin.bias.data = torch.zeros(2).double()  # ... or another dtype, as torch allows
+    assert lin.bias.dtype == torch.float64 and isinstance(lin.weight, nn.Parameter)
+    lin.bias.data = lin.bias.data.float()
+    out = lin(torch.tensor([[3.0, -1.0]]))
+    assert out.tolist() == [[3.0, -1.0]]
+    out.sum().backward()
+    assert lin.weight.grad.tolist() == [[3.0, -1.0], [3.0, -1.0]]
+    assert [n for n, _ in lin.named_parameters()] == ["weight", "bias"]
+
+
+def test_data_changes_are_invisible_to_autograd_detach_changes_are_caught():
+    # PyTorch's documented difference: an in-place change through .data is not caught by the
+    # saved-tensor check (the gradient silently uses the new values); through .detach() it is.
+    a = torch.tensor([1.0, 2.0], requires_grad=True)
+    out = a.sigmoid()
+    out.data.zero_()
+    out.sum().backward()  # sigmoid's gradient out * (1 - out), with out now 0
+    assert a.grad.tolist() == [0.0, 0.0]
+    b = torch.tensor([1.0, 2.0], requires_grad=True)
+    out = b.sigmoid()
+    c = out.detach()
+    c.zero_()
+    with pytest.raises(RuntimeError, match="modified by an inplace operation|in place"):
+        out.sum().backward()
+
+
+# -- out= -----------------------------------------------------------------------------------
+def test_out_argument_as_the_tensor_tutorial_writes_it():
+    x = torch.ones(5, 3)
+    y = torch.arange(15.0).reshape(5, 3)
+    result = torch.empty(5, 3)
+    torch.add(x, y, out=result)
+    assert result.tolist() == (y + 1).tolist()
+    acc = torch.zeros(3)
+    torch.sum(y, 0, out=acc)
+    assert acc.tolist() == [30.0, 35.0, 40.0]
+    torch.matmul(y.t(), x, out=torch.empty(0))  # an empty out is resized
+    w = torch.ones(3, requires_grad=True)
+    with pytest.raises(RuntimeError, match="don't support automatic differentiation"):
+        torch.mul(w, 2, out=torch.empty(3))

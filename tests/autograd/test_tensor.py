@@ -158,6 +158,8 @@ def test_detach_shares_data_and_cuts_graph():
     z = x * 2
     d = z.detach()
     assert d._data is z._data
+    assert d._version is z._version  # shared, as in torch; t.data has its own
+    assert z.data._version is not z._version
 
 
 def test_data_is_a_view_that_autograd_does_not_see(device):
