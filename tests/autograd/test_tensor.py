@@ -175,7 +175,9 @@ def test_data_is_a_view_that_autograd_does_not_see(device):
     y.backward()  # Mul saved w's array, which now holds 10, 20: not detected, as in torch
     assert to_numpy(w.grad).tolist() == [20.0, 40.0]
     assert to_numpy(w.grad.data).tolist() == [20.0, 40.0]
+    shape_changes = gl.autograd.tensor.structure_version[0]
     w.data -= 0.5 * w.grad.data  # the old tutorials' manual SGD step
+    assert gl.autograd.tensor.structure_version[0] == shape_changes  # a compiled step stays
     assert to_numpy(w).tolist() == [0.0, 0.0] and w.requires_grad and w.is_leaf
     assert (w * 2).grad_fn is not None and (w.data * 2).grad_fn is None
     z = (w * 3).data

@@ -110,6 +110,8 @@ class Tensor:
         if self._requires_grad and value._data.dtype.kind not in "fc":
             raise RuntimeError(f"t.data = ...: t requires grad, so its data must be "
                                f"floating-point, not {value._data.dtype}")
+        if value._data is self._data and value._backend is self._backend:
+            return  # `t.data -= x` assigns t's own memory back: nothing changes
         self._data = value._data
         self._backend = value._backend
         structure_version[0] += 1
