@@ -255,7 +255,8 @@ def drop_last_rule(batchnorm, n_train, batch_size):
 # Options a resumed run keeps from its manifest: none may change, except --epochs, which
 # may grow (a longer run), when the schedule does not depend on it.
 _RUN_LOCAL = ("command", "resume", "out", "quiet", "overwrite", "tensorboard",
-              "histogram_every")  # logging only: a resumed run may log elsewhere
+              "histogram_every",  # logging only: a resumed run may log elsewhere
+              "compile")  # how steps run, not what they compute
 _EPOCH_SCHEDULES = ("step", "cosine", "onecycle")
 
 
@@ -355,7 +356,7 @@ def cmd_train(args):
                       verbose=0 if args.quiet else 1, l1=args.l1, monitor=monitor,
                       checkpoint_dir=args.out or None,
                       checkpoint_every=(args.checkpoint_every or len(train_loader))
-                      if args.out else None, resume=resume)
+                      if args.out else None, resume=resume, compile=args.compile)
         train_seconds = time.perf_counter() - start
         test = evaluate(model, loss_fn, test_loader, device=device)
         metrics = {"test_accuracy": test["accuracy"], "test_loss": test["loss"],
@@ -766,7 +767,8 @@ def cmd_search(args):
     common = dict(scoring=scoring, k=folds, epochs=args.epochs, batch_size=args.batch_size,
                   early_stopping=args.early_stopping or None, n_jobs=args.jobs,
                   seed=args.seed, device=None if args.jobs > 1 else str(device),
-                  time_budget=budget, verbose=0 if args.quiet else 1, drop_last="auto")
+                  time_budget=budget, verbose=0 if args.quiet else 1, drop_last="auto",
+                  compile=args.compile)
     _say(args, f"gradlab search: {method} search over {', '.join(space)} on {args.dataset} "
                f"({scoring} scoring, {args.jobs} worker(s))")
     if _values(space, "batchnorm", args.batchnorm) != {False}:

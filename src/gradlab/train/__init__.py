@@ -8,6 +8,7 @@ from .callbacks import (
                         ModelCheckpoint,
                         snapshot_state,
 )
+from .compiled import CompiledStep, compile_step
 from .cv import CVResult, cross_validate
 from .history import History
 from .loop import NonFiniteLossError, evaluate, fit, predict
@@ -27,7 +28,7 @@ from .tensorboard import TensorBoard
 
 __all__ = ["fit", "evaluate", "predict", "History", "NonFiniteLossError", "Callback",
            "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LRScheduler", "TensorBoard",
-           "snapshot_state",
+           "snapshot_state", "compile_step", "CompiledStep",
            "cross_validate", "CVResult", "grid_search", "random_search", "SearchResult",
            "choice", "uniform", "loguniform", "int_range", "parse_space", "METRICS",
            "accuracy", "plot_history", "plot_decision_boundary"]

@@ -143,6 +143,12 @@ class CompiledStep:
             clip_grad_value_(self._params(), self.clip_grad_value)
         self.optimizer.step()
 
+    def discard(self):
+        """Forget the batch that ``forward`` saw without training on it (``fit`` does this
+        for a non-finite loss); a recording in progress is dropped."""
+        self._pending = None
+        self._recording = None
+
     def info(self):
         """How the step has run: counts of eager, recording and replayed calls, the
         signatures recorded, the seconds spent recording, the bytes a replay keeps between

@@ -44,10 +44,11 @@ def resolve_drop_last(drop_last, model, n, batch_size):
 
 def train_on_split(build, X, y, train_idx, val_idx, *, epochs=10, batch_size=32,
                    standardize=False, early_stopping=None, metrics=("accuracy",), seed=0,
-                   device=None, verbose=0, drop_last=False):
+                   device=None, verbose=0, drop_last=False, compile=False):
     """Build a fresh model, train it on rows ``train_idx`` and return its validation scores
     (``val_loss``, ``val_<metric>``, ``epochs``). The scaler, when asked for, is fitted on the
-    training rows only. ``drop_last``: for the training loader (see ``resolve_drop_last``)."""
+    training rows only. ``drop_last``: for the training loader (see ``resolve_drop_last``).
+    ``compile``: as in ``fit``."""
     X_tr, X_val = X[train_idx], X[val_idx]
     if standardize:
         scaler = StandardScaler().fit(X_tr)
@@ -65,7 +66,7 @@ def train_on_split(build, X, y, train_idx, val_idx, *, epochs=10, batch_size=32,
         callbacks.append(EarlyStopping(patience=early_stopping, restore_best_weights=True))
     history = fit(model, loss_fn, optimizer, train_loader, val_loader, epochs=epochs,
                   scheduler=scheduler, callbacks=callbacks, metrics=metrics, device=device,
-                  verbose=verbose)
+                  verbose=verbose, compile=compile)
     scores = {f"val_{k}": v for k, v in evaluate(model, loss_fn, val_loader, metrics).items()}
     scores["epochs"] = len(history)
     return scores
@@ -88,14 +89,15 @@ class CVResult:
 
 def cross_validate(build, dataset, k=5, repeats=1, *, epochs=10, batch_size=32,
                    stratify=True, standardize=False, early_stopping=None,
-                   metrics=("accuracy",), seed=0, device=None, verbose=0, drop_last=False):
+                   metrics=("accuracy",), seed=0, device=None, verbose=0, drop_last=False,
+                   compile=False):
     """K-fold (``repeats`` > 1: repeated K-fold) cross-validation.
 
     ``build()`` returns a fresh ``(model, loss_fn, optimizer[, scheduler])`` for every fold.
     ``dataset`` is array-backed (e.g. ``TensorDataset(X, y)``) or ``(X, y)`` arrays. Folds are
     stratified by label when ``stratify``; with ``standardize`` each fold's scaler is fitted
-    on that fold's training part only. ``drop_last`` as in ``train_on_split``. Returns a
-    CVResult.
+    on that fold's training part only. ``drop_last`` and ``compile`` as in
+    ``train_on_split``. Returns a CVResult.
     """
     X, y = _arrays(dataset)
     if repeats < 1 or int(repeats) != repeats:
@@ -107,7 +109,7 @@ def cross_validate(build, dataset, k=5, repeats=1, *, epochs=10, batch_size=32,
         scores = train_on_split(build, X, y, tr, va, epochs=epochs, batch_size=batch_size,
                                 standardize=standardize, early_stopping=early_stopping,
                                 metrics=metrics, seed=seed + i, device=device,
-                                verbose=verbose, drop_last=drop_last)
+                                verbose=verbose, drop_last=drop_last, compile=compile)
         folds.append({"fold": i % k + 1, "repeat": i // k + 1, **scores})
     return CVResult(folds)
 

@@ -129,7 +129,7 @@ def predict(model, x, batch_size=1024):
 def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, scheduler=None,
         callbacks=(), metrics=("accuracy",), device=None, verbose=1, *, l1=0.0,
         on_nonfinite="raise", monitor=None, checkpoint_dir=None, checkpoint_every=None,
-        resume=False):
+        resume=False, compile=False):
     """Train ``model`` for ``epochs`` passes over ``train_loader``; returns a ``History``.
 
     Each batch: ``out = model(x)``, ``loss = loss_fn(out, y)`` (+ ``l1`` * sum |w| over weight
@@ -156,6 +156,11 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
       newest usable checkpoint there, mid-epoch included, so that a killed and resumed run
       ends with the same weights, bit for bit on the CPU, as one never interrupted. Build
       the model, optimizer, scheduler, loaders and callbacks exactly as for the first run.
+    - ``compile``: train with a compiled step (``gl.train.compile_step``): each batch shape
+      is recorded in two eager steps, then replayed without building graphs (as a CUDA
+      graph on a GPU). The weights and the History are the same as eager training, bit for
+      bit on the CPU. Off by default: recording costs two eager steps per batch shape, and
+      a model it cannot replay runs eagerly with a warning.
     """
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -195,6 +200,15 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                              "the learning rate of an optimizer that does not train; build "
                              "the scheduler on the optimizer you pass to fit")
         callbacks.append(LRScheduler(scheduler, monitor=monitor))
+
+    step = None
+    if compile:
+        from .compiled import CompiledStep
+
+        def objective_and_loss(out, y):
+            loss = loss_fn(out, y)
+            return (loss + l1 * _l1_penalty(model), loss) if l1 else loss
+        step = CompiledStep(model, objective_and_loss, optimizer)
 
     history = History()
     run = Run(model, optimizer, scheduler, history, device, int(epochs))
@@ -250,15 +264,21 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                         "training mode; build the train loader with drop_last=True (as "
                         "PyTorch users do), or choose a batch_size that does not leave a "
                         "last batch of 1 row")
-                out = model(x)
-                loss = loss_fn(out, y)
-                objective = loss + l1 * _l1_penalty(model) if l1 else loss
+                if step is not None:
+                    out, loss = step.forward(x, y)
+                    objective, loss = loss if l1 else (loss, loss)
+                else:
+                    out = model(x)
+                    loss = loss_fn(out, y)
+                    objective = loss + l1 * _l1_penalty(model) if l1 else loss
                 value = loss.item()
                 if not math.isfinite(value) or (l1 and not math.isfinite(objective.item())):
                     bad = value if not math.isfinite(value) else objective.item()
                     msg = (f"loss is {bad} at epoch {epoch}, batch {b}; the weights were not "
                            "updated with it (try a lower learning rate, gradient clipping, "
                            "or check the data for NaN/Inf)")
+                    if step is not None:
+                        step.discard()
                     if on_nonfinite == "skip_batch":
                         optimizer.zero_grad()
                         continue
@@ -267,9 +287,12 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                         raise NonFiniteLossError(msg, epoch, b, history)
                     run.stop_training = True
                     break
-                optimizer.zero_grad()
-                objective.backward()
-                optimizer.step()
+                if step is not None:
+                    step.backward_step()
+                else:
+                    optimizer.zero_grad()
+                    objective.backward()
+                    optimizer.step()
                 run.step += 1
                 n = len(x)
                 totals["loss"] += value * n

@@ -169,7 +169,8 @@ def run_trial(build, config, X, y, settings):
     trial_build = functools.partial(build, config)
     common = dict(epochs=epochs, batch_size=batch_size, standardize=settings["standardize"],
                   early_stopping=settings["early_stopping"], metrics=settings["metrics"],
-                  device=settings["device"], drop_last=settings["drop_last"])
+                  device=settings["device"], drop_last=settings["drop_last"],
+                  compile=settings["compile"])
     if settings["scoring"] == "kfold":
         result = cross_validate(trial_build, (X, y), k=settings["k"], stratify=True,
                                 seed=settings["seed"], **common)
@@ -323,12 +324,13 @@ def _refit(build, result, X, y, settings):
     fit(model, loss_fn, optimizer, loader, epochs=max(1, int(round(epochs))),
         scheduler=None if scheduler is not None and
         type(scheduler).__name__ == "ReduceLROnPlateau" else scheduler,
-        metrics=settings["metrics"], device=settings["device"], verbose=0)
+        metrics=settings["metrics"], device=settings["device"], verbose=0,
+        compile=settings["compile"])
     result.best_model = model
 
 
 def _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
-              early_stopping, metrics, seed, device, drop_last=False):
+              early_stopping, metrics, seed, device, drop_last=False, compile=False):
     if scoring not in ("holdout", "kfold"):
         raise ValueError(f"scoring must be 'holdout' or 'kfold', got {scoring!r}")
     from .metrics import resolve_metrics
@@ -339,7 +341,8 @@ def _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
     return {"metric": metric, "scoring": scoring, "k": k, "val_fraction": val_fraction,
             "epochs": epochs, "batch_size": batch_size, "standardize": standardize,
             "early_stopping": early_stopping, "metrics": tuple(metrics), "seed": seed,
-            "split_seed": seed, "device": device, "drop_last": drop_last}
+            "split_seed": seed, "device": device, "drop_last": drop_last,
+            "compile": bool(compile)}
 
 
 def _metric_mode(metric, mode):
@@ -351,7 +354,7 @@ def grid_search(build, space, dataset, *, scoring="holdout", k=3, val_fraction=0
                 epochs=10, batch_size=32, metric="val_accuracy", mode="auto",
                 n_trials=None, time_budget=None, n_jobs=1, standardize=False,
                 early_stopping=None, metrics=("accuracy",), refit=True, seed=0, device=None,
-                verbose=0, drop_last=False):
+                verbose=0, drop_last=False, compile=False):
     """Try every combination of the space's values (uniform/loguniform contribute
     ``grid_points`` values each), stopping early at ``n_trials`` trials or after
     ``time_budget`` seconds (the trial running at the deadline finishes). Each trial is
@@ -359,12 +362,13 @@ def grid_search(build, space, dataset, *, scoring="holdout", k=3, val_fraction=0
     cross-validation (``scoring="kfold"``). ``n_jobs`` > 1 runs trials in that many worker
     processes (``build`` must then be a module-level function). ``drop_last`` applies to the
     training batches: True, False, or "auto" (True for models with BatchNorm1d, which
-    cannot train on a 1-row batch). Returns a SearchResult; with ``refit`` the best
-    configuration is retrained on all of ``dataset``."""
+    cannot train on a 1-row batch). ``compile``: every trial trains with a compiled step
+    (see ``fit``). Returns a SearchResult; with ``refit`` the best configuration is
+    retrained on all of ``dataset``."""
     X, y = _arrays(dataset)
     settings = _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
                          early_stopping, metrics, seed, device,
-                         drop_last)
+                         drop_last, compile)
     return _search(build, grid_configs(space), X, y, metric=metric,
                    mode=_metric_mode(metric, mode), n_trials=n_trials,
                    time_budget=time_budget, n_jobs=n_jobs, settings=settings,
@@ -375,7 +379,7 @@ def random_search(build, space, dataset, *, n_trials=20, time_budget=None,
                   scoring="holdout", k=3, val_fraction=0.2, epochs=10, batch_size=32,
                   metric="val_accuracy", mode="auto", n_jobs=1, standardize=False,
                   early_stopping=None, metrics=("accuracy",), refit=True, seed=0,
-                  device=None, verbose=0, drop_last=False):
+                  device=None, verbose=0, drop_last=False, compile=False):
     """Sample configurations from the space (seeded by ``seed``) until ``n_trials`` trials
     have run or ``time_budget`` seconds have passed (give ``n_trials=None`` for a budget in
     seconds only). Scoring, parallelism and refitting as in ``grid_search``."""
@@ -384,7 +388,7 @@ def random_search(build, space, dataset, *, n_trials=20, time_budget=None,
     X, y = _arrays(dataset)
     settings = _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
                          early_stopping, metrics, seed, device,
-                         drop_last)
+                         drop_last, compile)
     return _search(build, random_configs(space, seed), X, y, metric=metric,
                    mode=_metric_mode(metric, mode), n_trials=n_trials,
                    time_budget=time_budget, n_jobs=n_jobs, settings=settings,

@@ -1,0 +1,430 @@
+"""The compiled training step (gl.train.compile_step): replays equal eager steps bit for bit,
+and every guard records again or falls back to eager instead of replaying a wrong step."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import gradlab as gl
+from gradlab.nn import functional as F
+from gradlab.train import compile_step
+
+OPTIMIZERS = {
+    "sgd": lambda p: gl.optim.SGD(p, lr=0.05),
+    "sgd_nesterov_wd": lambda p: gl.optim.SGD(p, lr=0.05, momentum=0.9, nesterov=True,
+                                              weight_decay=1e-3),
+    "adam": lambda p: gl.optim.Adam(p, lr=1e-2),
+    "adam_amsgrad_wd": lambda p: gl.optim.Adam(p, lr=1e-2, weight_decay=1e-2, amsgrad=True),
+    "adamw": lambda p: gl.optim.AdamW(p, lr=1e-2),
+    "rmsprop_centered": lambda p: gl.optim.RMSprop(p, lr=1e-2, momentum=0.5, centered=True),
+    "adagrad": lambda p: gl.optim.Adagrad(p, lr=0.05, weight_decay=1e-3),
+    "adadelta": lambda p: gl.optim.Adadelta(p, lr=1.0),
+    "adamax": lambda p: gl.optim.Adamax(p, lr=1e-2),
+    "nadam": lambda p: gl.optim.NAdam(p, lr=1e-2),
+    "radam": lambda p: gl.optim.RAdam(p, lr=1e-2),
+}
+
+
+def _model(seed=0, dropout=0.2, batchnorm=True, device="cpu"):
+    gl.manual_seed(seed)
+    layers = [gl.nn.Linear(4, 16)]
+    if batchnorm:
+        layers.append(gl.nn.BatchNorm1d(16))
+    layers.append(gl.nn.ReLU())
+    if dropout:
+        layers.append(gl.nn.Dropout(dropout))
+    layers += [gl.nn.Linear(16, 8), gl.nn.Tanh(), gl.nn.Linear(8, 3)]
+    return gl.nn.Sequential(*layers).to(device)
+
+
+def _batches(n, rows=(32,), seed=1, device="cpu"):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        r = rows[i % len(rows)]
+        out.append((gl.tensor(rng.standard_normal((r, 4)).astype(np.float32), device=device),
+                    gl.tensor(rng.integers(0, 3, r), device=device)))
+    return out
+
+
+def _state(model, optimizer):
+    arrays = [gl.Tensor(p._data).cpu().numpy().copy() for p in model.parameters()]
+    arrays += [b.cpu().numpy().copy() for b in model.buffers()]
+    arrays.append(np.array([b._version[0] for b in model.buffers()]))  # in-place updates seen
+    for st in optimizer.state.values():
+        arrays += [v.cpu().numpy().copy() for v in st.values() if isinstance(v, gl.Tensor)]
+    return arrays
+
+
+def _eager_step(model, loss_fn, optimizer):
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
+
+
+def _run(compiled, batches, make_opt, loss_fn=None, scheduler=None, **model_kw):
+    model = _model(**model_kw)
+    opt = make_opt(model.parameters())
+    loss_fn = loss_fn or gl.nn.CrossEntropyLoss()
+    sched = scheduler(opt) if scheduler else None
+    step = compile_step(model, loss_fn, opt) if compiled else _eager_step(model, loss_fn, opt)
+    losses = []
+    for x, y in batches:
+        losses.append(step(x, y).item())
+        if sched is not None:
+            sched.step()
+    return losses, _state(model, opt), step
+
+
+def _assert_same(a, b):
+    assert a[0] == b[0], "losses differ"
+    assert len(a[1]) == len(b[1])
+    for k, (u, v) in enumerate(zip(a[1], b[1])):
+        assert u.dtype == v.dtype and np.array_equal(u, v), f"state array {k} differs"
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_replay_equals_eager_for_every_optimizer(name):
+    """Dropout (its Philox offset advances at every replay) and BatchNorm (running stats)
+    included; 8 steps = 2 recordings + 6 replays."""
+    batches = _batches(8)
+    eager = _run(False, batches, OPTIMIZERS[name])
+    compiled = _run(True, batches, OPTIMIZERS[name])
+    _assert_same(eager, compiled)
+    info = compiled[2].info()
+    assert info["recorded"] == 2 and info["replayed"] == 6 and info["eager_reasons"] == []
+
+
+def test_replay_on_each_device(device):
+    batches = _batches(5, device=device)
+    eager = _run(False, batches, OPTIMIZERS["adam"], device=device)
+    compiled = _run(True, batches, OPTIMIZERS["adam"], device=device)
+    _assert_same(eager, compiled)
+    assert compiled[2].info()["replayed"] == 3
+
+
+def test_a_scheduler_changes_the_lr_of_every_replay():
+    batches = _batches(10)
+    sched = lambda opt: gl.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=10)  # noqa: E731
+    eager = _run(False, batches, OPTIMIZERS["sgd_nesterov_wd"], scheduler=sched)
+    compiled = _run(True, batches, OPTIMIZERS["sgd_nesterov_wd"], scheduler=sched)
+    _assert_same(eager, compiled)
+    # and the lr did change: a constant lr gives other weights
+    constant = _run(True, batches, OPTIMIZERS["sgd_nesterov_wd"])
+    assert not all(np.array_equal(u, v) for u, v in zip(constant[1], compiled[1]))
+
+
+def test_a_short_last_batch_gets_its_own_recording():
+    batches = _batches(12, rows=(32, 32, 7))  # epochs of 71 rows in batches of 32
+    eager = _run(False, batches, OPTIMIZERS["adam"])
+    compiled = _run(True, batches, OPTIMIZERS["adam"])
+    _assert_same(eager, compiled)
+    info = compiled[2].info()
+    assert info["signatures"] == 2 and info["recorded"] == 4 and info["replayed"] == 8
+
+
+def test_mse_regression_and_loss_closures():
+    rng = np.random.default_rng(3)
+    batches = [(gl.tensor(rng.standard_normal((16, 4)).astype(np.float32)),
+                gl.tensor(rng.standard_normal((16, 3)).astype(np.float32))) for _ in range(6)]
+    def loss_fn(out, y):
+        return F.mse_loss(out, y) + 0.1 * F.l1_loss(out, y)
+    eager = _run(False, batches, OPTIMIZERS["rmsprop_centered"], loss_fn=loss_fn)
+    compiled = _run(True, batches, OPTIMIZERS["rmsprop_centered"], loss_fn=loss_fn)
+    _assert_same(eager, compiled)
+    assert compiled[2].info()["replayed"] == 4
+
+
+class _Residual(gl.nn.Module):
+    """Nodes with several consumers and a weight used twice: the replay must sum their
+    gradients in the engine's order."""
+
+    def __init__(self):
+        super().__init__()
+        self.inp = gl.nn.Linear(4, 8)
+        self.shared = gl.nn.Linear(8, 8)
+        self.out = gl.nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.inp(x).relu()
+        h = h + self.shared(h).tanh() + self.shared(h.sigmoid()) * h
+        return self.out(F.layer_norm(h, (8,)))
+
+
+def test_replay_sums_gradients_as_the_engine_does():
+    batches = _batches(6)
+    results = []
+    for compiled in (False, True):
+        gl.manual_seed(0)
+        model = _Residual()
+        opt = gl.optim.Adam(model.parameters(), lr=1e-2)
+        loss_fn = gl.nn.CrossEntropyLoss(label_smoothing=0.1)
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            _eager_step(model, loss_fn, opt)
+        results.append(([step(x, y).item() for x, y in batches], _state(model, opt)))
+        if compiled:
+            assert step.info()["replayed"] == 4
+    _assert_same(*results)
+
+
+# -- guards ------------------------------------------------------------------------------------
+def _pair(**model_kw):
+    """An eager and a compiled copy of the same model, optimizer and data."""
+    made = []
+    for compiled in (False, True):
+        model = _model(**model_kw)
+        opt = gl.optim.Adam(model.parameters(), lr=1e-2)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            _eager_step(model, loss_fn, opt)
+        made.append((model, opt, step))
+    return made
+
+
+def _both(pair, x, y):
+    """One step of each; the global generator is reseeded before each, so that both draw
+    the same dropout masks although they take turns."""
+    out = []
+    for _, _, step in pair:
+        gl.manual_seed(len(_both.calls))
+        out.append(step(x, y).item())
+    _both.calls.append(None)
+    return out
+
+
+_both.calls = []
+
+
+def _states_equal(pair):
+    (m1, o1, _), (m2, o2, _) = pair
+    return all(np.array_equal(u, v) for u, v in zip(_state(m1, o1), _state(m2, o2)))
+
+
+def test_input_shape_and_dtype_are_part_of_the_signature():
+    pair = _pair()
+    (x, y), = _batches(1)
+    for _ in range(3):
+        _both(pair, x, y)
+    y32 = gl.tensor(y.numpy().astype(np.int32))
+    for _ in range(3):
+        a, b = _both(pair, x, y32)
+        assert a == b
+    assert _states_equal(pair)
+    assert pair[1][2].info()["signatures"] == 2
+
+
+def test_train_and_eval_modes_record_separately():
+    pair = _pair()
+    batches = _batches(12)
+    for i, (x, y) in enumerate(batches):
+        if i == 4:
+            for m, _, _ in pair:
+                m.eval()   # BatchNorm on running stats, dropout off: another step
+        if i == 8:
+            for m, _, _ in pair:
+                m.train()  # back to the first recording, not a third one
+        a, b = _both(pair, x, y)
+        assert a == b
+    assert _states_equal(pair)
+    info = pair[1][2].info()
+    assert info["signatures"] == 2 and info["recorded"] == 4 and info["replayed"] == 8
+
+
+def test_a_replaced_parameter_records_again_and_is_trained():
+    pair = _pair()
+    batches = _batches(8)
+    for i, (x, y) in enumerate(batches):
+        if i == 4:
+            for m, opt, _ in pair:
+                new = gl.nn.Parameter(gl.zeros(3))
+                m[-1].bias = new
+                opt.param_groups[0]["params"][-1] = new
+        a, b = _both(pair, x, y)
+        assert a == b
+    assert _states_equal(pair)
+    info = pair[1][2].info()
+    assert info["rerecorded"] >= 1 and info["eager_reasons"] == []
+    assert pair[1][0][-1].bias.grad is not None  # the new parameter got its gradient
+
+
+def test_rebinding_data_and_changing_a_setting_record_again():
+    pair = _pair()
+    batches = _batches(10)
+    for i, (x, y) in enumerate(batches):
+        if i == 3:
+            for m, _, _ in pair:
+                m[0].weight.data = m[0].weight.detach() * 0.5   # new storage
+        if i == 6:
+            for m, _, _ in pair:
+                m[3].p = 0.5                                    # Dropout.p
+        a, b = _both(pair, x, y)
+        assert a == b
+    assert _states_equal(pair)
+    assert pair[1][2].info()["rerecorded"] == 2
+
+
+def test_a_new_parameter_group_records_again():
+    pair = _pair(batchnorm=False)
+    batches = _batches(8)
+    for i, (x, y) in enumerate(batches):
+        if i == 4:
+            for m, opt, _ in pair:
+                # the last layer moves to a group of its own with another lr
+                last = list(m[-1].parameters())
+                opt.param_groups[0]["params"] = [p for p in opt.param_groups[0]["params"]
+                                                 if all(p is not q for q in last)]
+                opt.add_param_group({"params": last, "lr": 0.1})
+        a, b = _both(pair, x, y)
+        assert a == b
+    assert _states_equal(pair)
+    assert pair[1][2].info()["rerecorded"] == 1
+
+
+def test_grad_mode_off_runs_eagerly_and_fails_as_eager_does():
+    model = _model()
+    step = compile_step(model, gl.nn.CrossEntropyLoss(), gl.optim.SGD(model.parameters(), 0.1))
+    (x, y), = _batches(1)
+    with gl.no_grad():
+        with pytest.raises(RuntimeError, match="does not require grad"):
+            step(x, y)
+
+
+# -- what a replay cannot repeat runs eagerly, with a warning --------------------------------
+class _Reads(gl.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = gl.nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return h * 2.0 if h.sum().item() > 0 else h   # a Python decision on a value
+
+
+class _RawMask(gl.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = gl.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x * (x > 0))   # (x > 0) is a plain array made from the batch
+
+
+class _Counts(gl.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = gl.nn.Linear(4, 3)
+        self.register_buffer("seen", gl.zeros(()))
+
+    def forward(self, x):
+        with gl.no_grad():
+            self.seen.add_(1)          # an in-place change outside any op
+        return self.fc(x)
+
+
+@pytest.mark.parametrize("cls, reason", [
+    (_Reads, "reads a tensor's value"),
+    (_RawMask, "changes from batch to batch"),
+    (_Counts, "changed in place outside"),
+])
+def test_untraceable_steps_run_eagerly_with_a_warning(cls, reason):
+    results = []
+    for compiled in (False, True):
+        gl.manual_seed(0)
+        model = cls()
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            _eager_step(model, loss_fn, opt)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses = [step(x, y).item() for x, y in _batches(6)]
+        results.append((losses, _state(model, opt)))
+        if compiled:
+            assert reason in step.info()["eager_reasons"][0]
+            assert len([w for w in caught if "running eagerly" in str(w.message)]) == 1
+            assert step.info()["replayed"] == 0
+    _assert_same(*results)
+
+
+def test_bad_arguments_are_refused():
+    model = _model()
+    opt = gl.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(TypeError, match="gl.nn.Module"):
+        compile_step(lambda x: x, F.cross_entropy, opt)
+    with pytest.raises(TypeError, match="optimizer"):
+        compile_step(model, F.cross_entropy, object())
+    with pytest.raises(ValueError, match="not both"):
+        compile_step(model, F.cross_entropy, opt, clip_grad_norm=1.0, clip_grad_value=1.0)
+    step = compile_step(model, F.cross_entropy, opt)
+    with pytest.raises(TypeError, match="must be Tensors"):
+        step(np.zeros((2, 4), np.float32), gl.tensor([0, 1]))
+    with pytest.raises(RuntimeError, match="without a forward"):
+        step.backward_step()
+
+
+def test_clipping_inside_the_step():
+    batches = _batches(6)
+    results = []
+    for compiled in (False, True):
+        model = _model()
+        opt = gl.optim.SGD(model.parameters(), lr=0.5)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        if compiled:
+            step = compile_step(model, loss_fn, opt, clip_grad_norm=0.1)
+            losses = [step(x, y).item() for x, y in batches]
+        else:
+            losses = []
+            for x, y in batches:
+                opt.zero_grad()
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                gl.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+                opt.step()
+                losses.append(loss.item())
+        results.append((losses, _state(model, opt)))
+    _assert_same(*results)
+
+
+# -- fit and the command line ------------------------------------------------------------------
+def _fit(compile, **kw):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((150, 4)).astype(np.float32)
+    y = (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)
+    model = _model()
+    opt = gl.optim.Adam(model.parameters(), lr=1e-2)
+    loader = gl.data.DataLoader(gl.data.TensorDataset(X[:120], y[:120]), batch_size=32,
+                                shuffle=True, seed=0, drop_last=True)
+    val = gl.data.DataLoader(gl.data.TensorDataset(X[120:], y[120:]), batch_size=64)
+    sched = gl.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=4)
+    history = gl.train.fit(model, gl.nn.CrossEntropyLoss(), opt, loader, val, epochs=4,
+                           scheduler=sched, verbose=0, compile=compile, **kw)
+    return history, _state(model, opt)
+
+
+@pytest.mark.parametrize("kw", [{}, {"l1": 1e-3}])
+def test_fit_compiled_equals_fit_eager(kw):
+    (h1, s1), (h2, s2) = _fit(False, **kw), _fit(True, **kw)
+    drop_time = lambda h: {k: v for k, v in h.history.items() if k != "time"}  # noqa: E731
+    assert drop_time(h1) == drop_time(h2) and len(h1) == 4
+    _assert_same(([], s1), ([], s2))
+
+
+def test_cli_train_compile_gives_the_same_run(tmp_path):
+    from gradlab.cli.main import main
+    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+        code = main(["train", "--epochs", "3", "--hidden", "32", "--dropout", "0.1",
+                     "--quiet", "--out", str(tmp_path / name), *extra])
+        assert code == 0
+    a, b = (json.loads((tmp_path / n / "metrics.json").read_text())
+            for n in ("eager", "compiled"))
+    for k in ("test_accuracy", "test_loss", "epochs_run", "best_epoch"):
+        assert a[k] == b[k], k
+    assert (tmp_path / "eager" / "best_model.gl").read_bytes() == \
+        (tmp_path / "compiled" / "best_model.gl").read_bytes()
