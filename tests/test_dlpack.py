@@ -4,13 +4,10 @@ import numpy as np
 import pytest
 
 import gradlab as gl
-from tests.devices import EMULATED
+from tests.devices import REAL_GPU
 
-# The CuPy stand-in does not model DLPack (no __dlpack__ on its arrays, no cupy.from_dlpack),
-# so the CUDA DLPack cases need a real GPU; __cuda_array_interface__ is modelled.
-_needs_real_dlpack = pytest.mark.skipif(
-    EMULATED, reason="the emulated CUDA device's CuPy stand-in has no DLPack; runs on a GPU "
-                     "(make gpu-check)")
+# The CUDA cases run on a GPU (make gpu-check) and on the emulated device, whose CuPy stand-in
+# models DLPack (tests/cuda_emulator/cupy_standin/dlpack.py; FIDELITY.md says what differs).
 
 
 def test_numpy_reads_a_cpu_tensor_without_a_copy():
@@ -82,20 +79,71 @@ def test_torch_round_trip_without_a_copy():
 
 @_cuda[0]
 @_cuda[1]
-@_needs_real_dlpack
-def test_cupy_and_torch_on_the_gpu():
+def test_cupy_reads_and_writes_a_cuda_tensor_without_a_copy():
     import cupy
     t = gl.arange(4, dtype=gl.float32, device="cuda")
+    assert t.__dlpack_device__() == (2, 0)  # (kDLCUDA, device 0)
     c = cupy.from_dlpack(t)
-    c[0] = 5
-    assert t.__dlpack_device__()[0] == 2 and t[0].item() == 5
-    g = gl.from_dlpack(cupy.arange(3, dtype=cupy.float64))
-    assert g.device.type == "cuda" and g.tolist() == [0.0, 1.0, 2.0]
-    try:
-        import torch
-    except ImportError:
-        return
-    if torch.cuda.is_available():
-        tt = torch.from_dlpack(t)
-        tt[1] = 6
-        assert t[1].item() == 6
+    assert isinstance(c, cupy.ndarray) and c.data.ptr == t._data.data.ptr
+    c[0] = 5                     # write through CuPy, read through gradlab
+    assert t.tolist() == [5.0, 1.0, 2.0, 3.0]
+    t.mul_(2)                    # and the other way
+    assert c.tolist() == [10.0, 2.0, 4.0, 6.0]
+    grid = gl.arange(6, dtype=gl.float64, device="cuda").reshape(2, 3)
+    assert cupy.from_dlpack(grid.T).tolist() == [[0.0, 3.0], [1.0, 4.0], [2.0, 5.0]]
+    assert cupy.from_dlpack(grid[1]).tolist() == [3.0, 4.0, 5.0]  # a view at an offset
+
+
+@_cuda[0]
+@_cuda[1]
+def test_gradlab_wraps_a_cupy_array_without_a_copy():
+    import cupy
+    c = cupy.arange(3, dtype=cupy.float64)
+    g = gl.from_dlpack(c)
+    assert g.device == gl.device("cuda:0") and g.dtype == gl.float64
+    assert g._data.data.ptr == c.data.ptr
+    c[1] = -1
+    assert g.tolist() == [0.0, -1.0, 2.0]
+    g[2] = 7.0
+    assert c.tolist() == [0.0, -1.0, 7.0]
+    w = gl.from_dlpack(c).requires_grad_()  # a leaf on the GPU that trains like any other
+    (w * w).sum().backward()
+    assert w.grad.device == g.device and w.grad.tolist() == [0.0, -2.0, 14.0]
+
+
+@_cuda[0]
+@_cuda[1]
+def test_host_and_device_memory_are_not_mixed_up():
+    import cupy
+    # gradlab keeps an array where its producer has it: NumPy memory gives a CPU tensor.
+    assert gl.from_dlpack(np.ones(2)).device == gl.device("cpu")
+    # CuPy takes host memory only as a copy, as it documents (copy=None may not copy).
+    with pytest.raises(BufferError):
+        cupy.from_dlpack(gl.ones(2))
+    assert cupy.from_dlpack(gl.ones(2), copy=True).tolist() == [1.0, 1.0]
+    # NumPy can't read device memory: it refuses the CUDA capsule.
+    with pytest.raises((RuntimeError, BufferError, TypeError)):
+        np.from_dlpack(gl.ones(2, device="cuda"))
+    with pytest.raises(RuntimeError, match="detach"):  # as on the CPU
+        cupy.from_dlpack(gl.ones(2, device="cuda", requires_grad=True))
+    t = gl.ones(2, device="cuda")
+    assert np.from_dlpack(t.cpu()).tolist() == [1.0, 1.0]  # the way: copy to the host
+
+
+@_cuda[0]
+@_cuda[1]
+def test_torch_and_gradlab_share_cuda_memory():
+    torch = pytest.importorskip("torch", reason="torch is not installed (optional)")
+    if not REAL_GPU or not torch.cuda.is_available():
+        pytest.skip("needs torch with CUDA on a real GPU (make gpu-check); the emulated device "
+                    "is gradlab's own")
+    t = gl.arange(4, dtype=gl.float32, device="cuda")
+    tt = torch.from_dlpack(t)
+    assert tt.is_cuda and tt.data_ptr() == t._data.data.ptr
+    tt[1] = 6
+    assert t[1].item() == 6
+    src = torch.arange(3, dtype=torch.float64, device="cuda")
+    g = gl.from_dlpack(src)
+    assert g.device.type == "cuda" and g._data.data.ptr == src.data_ptr()
+    src[0] = -2
+    assert g.tolist() == [-2.0, 1.0, 2.0]

@@ -96,6 +96,64 @@ def test_views_share_memory_and_in_place_ops_stay_in_place(d):
     assert d.nbytes == 24 and d.__cuda_array_interface__["data"][0] == ptr
 
 
+
+def test_dlpack_shares_device_memory_and_says_cuda(d):
+    assert d.__dlpack_device__() == (2, 0)  # (kDLCUDA, device 0)
+    e = cp.from_dlpack(d)
+    assert type(e) is cp.ndarray and e.data.ptr == d.data.ptr and e.shape == (2, 3)
+    e[0, 0] = 42  # the same memory: writes go both ways
+    assert d.get()[0, 0] == 42
+    assert cp.from_dlpack(d.T).tolist() == d.get().T.tolist()
+    assert cp.from_dlpack(d[1]).data.ptr == d.data.ptr + 12
+    assert cp.from_dlpack(d, copy=True).data.ptr != d.data.ptr
+    capsule = d.__dlpack__(stream=1)  # a raw capsule is accepted (CuPy's backward compat)
+    assert cp.from_dlpack(capsule).data.ptr == d.data.ptr
+    with pytest.raises(ValueError, match="not an unconsumed DLPack capsule"):
+        cp.from_dlpack(capsule)  # consumed
+    # The capsule's DLTensor says CUDA, so a host-only consumer refuses it, as with CuPy.
+    with pytest.raises(RuntimeError, match="Unsupported device in DLTensor"):
+        np.from_dlpack(d)
+
+
+def test_dlpack_arguments_follow_the_array_api(d):
+    for bad, err in ((0, ValueError), (-2, ValueError), ("1", TypeError)):
+        with pytest.raises(err, match="stream"):
+            d.__dlpack__(stream=bad)
+    for ok in (None, -1, 1, 2, 12345):
+        assert type(d.__dlpack__(stream=ok)).__name__ == "PyCapsule"
+    with pytest.raises(BufferError, match="without a copy; pass copy=True"):
+        d.__dlpack__(dl_device=(1, 0))
+    host = d.__dlpack__(dl_device=(1, 0), copy=True)
+    assert type(host).__name__ == "PyCapsule"
+    with pytest.raises(BufferError, match=r"DLPack device \(2, 1\)"):
+        d.__dlpack__(dl_device=(2, 1))
+    with pytest.raises(BufferError, match="host memory.*copy=True"):
+        cp.from_dlpack(np.arange(3.0))
+    assert cp.from_dlpack(np.arange(3.0), copy=True).tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match=r"device \(2, 1\) is not this GPU"):
+        cp.from_dlpack(d, device=(2, 1))
+
+
+def test_dlpack_refuses_host_memory_that_claims_to_be_on_the_gpu():
+    class Liar:  # says CUDA, hands over a host buffer
+        def __init__(self):
+            self.a = np.arange(3.0)
+
+        def __dlpack_device__(self):
+            return (2, 0)
+
+        def __dlpack__(self, stream=None, max_version=None):
+            capsule = self.a.__dlpack__(max_version=max_version)
+            from cuda_emulator.cupy_standin import dlpack
+            device = dlpack._device_field(capsule)
+            device[0] = 2
+            return capsule
+
+    with pytest.raises(ValueError, match="not device memory of the emulated GPU"):
+        cp.from_dlpack(Liar())
+    with pytest.raises(BufferError, match=r"DLPack device \(1, 0\), not on this GPU"):
+        cp.from_dlpack(np.arange(3.0).__dlpack__())  # a host capsule
+
 def test_assigning_host_data(d):
     with pytest.raises(ValueError, match="non-scalar numpy.ndarray cannot be used for fill"):
         d[0] = np.zeros(3, np.float32)

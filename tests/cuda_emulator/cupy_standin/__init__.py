@@ -18,13 +18,14 @@ import numpy as _np
 from . import _core, cuda, linalg, memory, random
 from ._core import ndarray
 from .cuda import Device  # noqa: F401  (cupy.cuda.Device is also reachable as cupy.Device)
+from .dlpack import from_dlpack  # noqa: F401
 from .kernel import RawKernel, RawModule
 from .names import CUPY as _NAMES
 
 __version__ = "14.2.0+gradlab.emulated"
 
 # Names CuPy has but the stand-in does not model: fail loudly instead of half-working.
-_NOT_MODELLED = {"ElementwiseKernel", "ReductionKernel", "fuse", "fromDlpack", "from_dlpack",
+_NOT_MODELLED = {"ElementwiseKernel", "ReductionKernel", "fuse", "fromDlpack",
                  "get_default_pinned_memory_pool", "memoize", "clear_memo", "load", "save",
                  "savez", "savez_compressed", "fromfile", "genfromtxt", "loadtxt"}
 

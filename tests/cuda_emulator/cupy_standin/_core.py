@@ -359,6 +359,15 @@ class ndarray:
                 "strides": None if a.flags.c_contiguous else a.strides,
                 "data": (a.__array_interface__["data"][0] if a.size else 0, False)}
 
+    def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
+        """A DLPack capsule sharing this device memory (see dlpack.py for the emulation)."""
+        from .dlpack import export
+        return export(self, stream, max_version, dl_device, copy)
+
+    def __dlpack_device__(self):
+        from .dlpack import kDLCUDA
+        return (kDLCUDA, 0)
+
     def __getattr__(self, name):
         # Methods CuPy has and this class does not define one by one (cumsum, prod, ...):
         # NumPy's method on the device memory. Names CuPy lacks are an AttributeError, as on
