@@ -1,6 +1,8 @@
 """Benchmark cases, each built for gradlab and (when installed) PyTorch from the same data."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 import gradlab as gl
@@ -123,11 +125,14 @@ def mlp_forward_backward(sizes, batch, check=False):
 
 
 # -- issue 6: the full suite --------------------------------------------------------------------
-def mlp_train_step(sizes, batch, device="cpu", check=False):
+def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False):
     """One training step: forward, backward, Adam step (ReLU MLP, cross-entropy, float32), with
     the model and the batch on ``device`` ("cpu" or "cuda") in both libraries. ``check``:
     first compare one step's loss and new weights with the reference (Adam's first step from
-    zero state moves each weight by lr * g / (|g| + eps))."""
+    zero state moves each weight by lr * g / (|g| + eps)). ``compiled``: gradlab's step is
+    ``gl.train.compile_step``'s, already recorded (its two eager recording steps are run
+    here, before the timing); with ``check``, its third step (the first replay) must also
+    equal an eager step's, bit for bit on the CPU."""
     weights, biases, x, y = mlp_data(sizes, batch)
     nn = gl.nn
 
@@ -154,6 +159,31 @@ def mlp_train_step(sizes, batch, device="cpu", check=False):
         loss.backward()
         opt.step()
         return loss
+
+    if compiled:
+        eager_step = gl_step
+        gl_step = functools.partial(gl.train.compile_step(model, loss_fn, opt), gx, gy)
+        if check:
+            twin = build_gl().to(device)
+            twin_opt = gl.optim.Adam(twin.parameters(), lr=1e-3)
+            twin_step = gl.train.compile_step(twin, loss_fn, twin_opt)
+            for _ in range(3):  # 2 recordings, then the first replay
+                twin_step(gx, gy)
+                opt.zero_grad()
+                loss_fn(model(gx), gy).backward()
+                opt.step()
+            exact = device == "cpu"
+            for k, (a, b) in enumerate(zip(twin.parameters(), model.parameters())):
+                _close(f"compiled train step {sizes} replay, parameter {k}", _host(a),
+                       _host(b).astype(np.float64), rtol=0 if exact else 1e-5,
+                       atol=0 if exact else 1e-7)
+            if twin_step.info()["replayed"] != 1:
+                raise AssertionError(f"compiled train step {sizes}: not replayed "
+                                     f"({twin_step.info()})")
+            check = False  # the eager step was checked against the reference by other cases
+        for _ in range(2):
+            gl_step()  # the two recordings
+        del eager_step
 
     if check:
         ref_loss, grads = mlp_reference(weights, biases, x, y)

@@ -11,6 +11,7 @@ stay the headline; these show what each library does on a machine of its own.
 from __future__ import annotations
 
 import os
+import statistics
 import sys
 
 if not __package__:  # run as a script: make the repository root importable
@@ -26,11 +27,12 @@ if framework == "torch":
     torch.set_num_threads(os.cpu_count() or 1)
 from benchmarks import cases
 import benchmarks.harness as harness
-if framework == "gradlab":
+if framework.startswith("gradlab"):
     harness.torch = cases.torch = None  # gradlab alone: torch is not even imported
 sizes, batch = cases.MLP_SHAPES[shape]
-gl_step, torch_step, _ = cases.mlp_train_step(sizes, batch)
-step = gl_step if framework == "gradlab" else torch_step
+gl_step, torch_step, _ = cases.mlp_train_step(sizes, batch,
+                                              compiled=framework == "gradlab-compiled")
+step = torch_step if framework == "torch" else gl_step
 n = harness.calibrate(step, 0.05)
 times = [harness.time_block(step, n) for _ in range(rounds)]
 print(json.dumps({{"median_s": statistics.median(times)}}))
@@ -38,7 +40,8 @@ print(json.dumps({{"median_s": statistics.median(times)}}))
 
 
 def step_time(framework, shape, rounds=15):
-    """Median seconds per training step of ``framework`` alone in a fresh process."""
+    """Median seconds per training step of ``framework`` ("gradlab", "gradlab-compiled" or
+    "torch") alone in a fresh process."""
     return run_child(_CHILD, framework, shape, rounds,
                      what=f"{framework} step")["median_s"]
 
@@ -53,6 +56,24 @@ def alone(shape, with_torch=True, repeats=2, rounds=15):
     out = {"gradlab_alone_s": min(gl_s)}
     if with_torch:
         out.update(torch_alone_s=min(th_s), ratio_alone=min(gl_s) / min(th_s))
+    return out
+
+
+def alone_compiled(shape, with_torch=True, repeats=3, rounds=15):
+    """The compiled step against the eager step and torch, each alone in its own process,
+    processes taking turns: the median of ``repeats`` medians for each."""
+    times = {"compiled": [], "eager": [], "torch": []}
+    for _ in range(repeats):
+        times["compiled"].append(step_time("gradlab-compiled", shape, rounds))
+        times["eager"].append(step_time("gradlab", shape, rounds))
+        if with_torch:
+            times["torch"].append(step_time("torch", shape, rounds))
+    med = {k: statistics.median(v) for k, v in times.items() if v}
+    out = {"compiled_alone_s": med["compiled"], "eager_alone_s": med["eager"],
+           "compiled_vs_eager_alone": med["compiled"] / med["eager"]}
+    if with_torch:
+        out.update(torch_alone_s=med["torch"], compiled_vs_torch_alone=med["compiled"] /
+                   med["torch"], eager_vs_torch_alone=med["eager"] / med["torch"])
     return out
 
 

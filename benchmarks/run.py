@@ -75,6 +75,25 @@ def main(argv=None):
                 flops / iso["gradlab_alone_s"] / roof, 3)
         record(r)
 
+    # The compiled step (gl.train.compile_step, issue 13): replayed after two recording steps.
+    for shape in args.shapes:
+        sizes, batch = cases.MLP_SHAPES[shape]
+        gl_fn, th_fn, _ = cases.mlp_train_step(sizes, batch, check=True, compiled=True)
+        r = compare(f"compiled train step {'-'.join(map(str, sizes))} b{batch}", gl_fn, th_fn,
+                    rounds=rounds, target_s=0.05)
+        info = gl_fn.func.info()
+        r.extra.update(record_ms=round(info["record_seconds"] * 1e3, 2),
+                       held_bytes=info["held_bytes"])
+        try:
+            iso = isolated.alone_compiled(shape, with_torch=torch is not None,
+                                          rounds=5 if args.quick else 15)
+        except (OSError, RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"isolated timing of compiled {shape} failed: {exc}", flush=True)
+        else:
+            r.extra.update({k: round(v, 6) if k.endswith("_s") else round(v, 3)
+                            for k, v in iso.items()})
+        record(r)
+
     # Peak memory of training (optimizer state, gradients, activations, temporaries), each
     # library in a fresh process: see benchmarks/memory.py.
     for shape in [s for s in ("mnist", "wide") if s in args.shapes]:

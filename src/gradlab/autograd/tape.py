@@ -189,17 +189,17 @@ class Replay:
         backward = []
         for index in rec.order:
             cls, ctx = nodes[index][0], nodes[index][1]
-            edges = []
-            for nxt in ctx.next_functions:
+            edges = []  # (input position, is a node, node or leaf index), inputs with edges only
+            for pos, nxt in enumerate(ctx.next_functions):
                 if nxt is None:
-                    edges.append(None)
-                elif isinstance(nxt, Function):
-                    edges.append((True, rec._node_of[id(nxt)]))
+                    continue
+                if isinstance(nxt, Function):
+                    edges.append((pos, True, rec._node_of[id(nxt)]))
                 else:
                     if id(nxt) not in leaf_of:
                         leaf_of[id(nxt)] = len(leaves)
                         leaves.append(nxt)
-                    edges.append((False, leaf_of[id(nxt)]))
+                    edges.append((pos, False, leaf_of[id(nxt)]))
             backward.append((index, cls.backward, ctx, tuple(edges)))
         self.backward_plan = backward
         self.leaves = leaves
@@ -237,7 +237,7 @@ class Replay:
 
     def run_backward(self, xp):
         """The recorded backward pass; leaves' ``.grad`` are set as eager backward sets them
-        after ``zero_grad(set_to_none=True)``."""
+        after ``zero_grad(set_to_none=True)``, summing in the engine's order."""
         index, shape, dtype = self.root
         grads = [None] * self.n_nodes
         grads[index] = xp.ones(shape, dtype=dtype)
@@ -245,16 +245,15 @@ class Replay:
         leaf_grads = [None] * len(leaves)
         handed_out = set()
         for index, backward, ctx, edges in self.backward_plan:
-            g = grads[index]
+            in_grads = backward(ctx, grads[index])
             grads[index] = None
-            in_grads = backward(ctx, g)
-            if not isinstance(in_grads, tuple):
+            if in_grads.__class__ is not tuple:
                 in_grads = (in_grads,)
             ctx.saved_tensors = ()
-            for edge, ig in zip(edges, in_grads):
-                if edge is None or ig is None:
+            for pos, is_node, j in edges:
+                ig = in_grads[pos] if pos < len(in_grads) else None
+                if ig is None:
                     continue
-                is_node, j = edge
                 if is_node:
                     prev = grads[j]
                     grads[j] = ig if prev is None else prev + ig
@@ -264,7 +263,6 @@ class Replay:
                         leaf_grads[j] = _own(leaves[j], ig, handed_out)
                     else:
                         leaf_grads[j] = prev + _cast(leaves[j], ig)
-
         for leaf, g in zip(leaves, leaf_grads):
             if g is None:
                 leaf.grad = None
