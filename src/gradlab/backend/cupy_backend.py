@@ -4,6 +4,7 @@ Only imported once ``registry.cuda_status()`` has found CuPy, a driver and a dev
 """
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import cupy
@@ -18,6 +19,106 @@ _THREADS = 256
 _CHUNK = 1 << 16          # elements of one tensor handled by one block of a multi-tensor launch
 _TABLE_CACHE_SIZE = 64    # pointer tables kept per backend (one per live parameter group)
 _WARP_PER_ROW_MAX_C = 1024  # softmax-CE: a warp per row up to this many classes, else a block
+
+
+class DeferredChecks:
+    """Checks that kernels leave on the device instead of reading them back at once.
+
+    In eager code a launch that can find bad input (softmax-CE's out-of-range target) reads
+    its flag back right away and raises. Inside a CUDA graph capture no read-back is
+    allowed, so while ``CudaGraph.capture`` runs, such a launch appends (flag, limit,
+    error builder) here; the caller gathers the flags into one device array while still
+    capturing (``gather``), and after each launch reads that array once (``raise_first``),
+    raising the error the eager call would have raised (the first one in launch order)."""
+
+    def __init__(self):
+        self.pending = []   # (uint64 device flag of shape (1,), limit, builder(value) -> exc)
+        self.flags = None
+
+    def add(self, flag, limit, builder):
+        self.pending.append((flag, limit, builder))
+
+    def gather(self):
+        """One device array of every flag (a copy kernel inside the capture), or None."""
+        if self.pending:
+            flags = [f for f, _, _ in self.pending]
+            self.flags = flags[0] if len(flags) == 1 else cupy.concatenate(flags)
+        return self.flags
+
+    def raise_first(self):
+        """Read the flags (one device-to-host copy, which waits for the work before it) and
+        raise the first error they report."""
+        if self.flags is None:
+            return
+        values = self.flags.get()
+        for (_, limit, builder), value in zip(self.pending, values):
+            if int(value) < limit:
+                raise builder(int(value))
+
+
+_deferring = threading.local()  # .checks: the DeferredChecks launches report to, or None
+
+
+class CudaGraph:
+    """One CUDA graph: ``capture(fn)`` runs ``fn()`` under stream capture, ``launch()`` runs
+    what it captured again, on the same buffers, with one call.
+
+    - Capture runs on a private non-blocking stream: capture is not allowed on the legacy
+      default stream, and a blocking capturing stream would make any work on the default
+      stream (other code's) an error while it captures. The graph is launched on the
+      *current* stream, so that it is ordered after the copies into its input buffers and
+      before the optimizer step that reads its gradients, as eager work on that stream is.
+    - Every allocation made during capture comes from a private ``cupy.cuda.MemoryPool``,
+      kept as long as this object: a graph writes into the memory it was captured with at
+      every launch, so that memory must never be handed to another array. Arrays freed during
+      capture return to this pool only, which nobody else allocates from. (Capture uses
+      CuPy's default relaxed mode, which lets the pool grow with cudaMalloc.)
+    - Launches inside the capture that would read a flag back defer it (DeferredChecks);
+      ``launch()`` reads all of them once and raises the eager error.
+    """
+
+    def __init__(self, backend):
+        self._backend = backend
+        with backend._cuda_device:
+            self._stream = cupy.cuda.Stream(non_blocking=True)
+        self._pool = cupy.cuda.MemoryPool()
+        self._graph = None
+        self.checks = None
+
+    def capture(self, fn):
+        """``fn()`` captured (not executed: its results hold garbage until ``launch()``);
+        returns what ``fn`` returned. Raises what ``fn`` or the capture raised, after ending
+        the capture."""
+        checks = DeferredChecks()
+        with self._backend._cuda_device, self._stream, \
+                cupy.cuda.using_allocator(self._pool.malloc):
+            self._stream.begin_capture()
+            prev, _deferring.checks = getattr(_deferring, "checks", None), checks
+            try:
+                result = fn()
+                checks.gather()
+            except BaseException:
+                _deferring.checks = prev
+                try:  # leave capture mode; an invalidated capture raises here too
+                    self._stream.end_capture()
+                except Exception:  # noqa: BLE001 - the first error is the one to report
+                    pass
+                raise
+            _deferring.checks = prev
+            self._graph = self._stream.end_capture()
+        self.checks = checks
+        return result
+
+    def launch(self):
+        """Run the captured work once on the current stream, then raise the first deferred
+        check that failed."""
+        with self._backend._cuda_device:
+            self._graph.launch(cupy.cuda.get_current_stream())
+            self.checks.raise_first()
+
+    def held_bytes(self):
+        """Bytes of the private pool (the graph's intermediates, outputs and gradients)."""
+        return int(self._pool.total_bytes())
 
 
 class CupyBackend(Backend):
@@ -53,6 +154,10 @@ class CupyBackend(Backend):
 
     def synchronize(self):
         self._cuda_device.synchronize()
+
+    def cuda_graph(self):
+        """A new, empty CudaGraph on this device (see CudaGraph)."""
+        return CudaGraph(self)
 
 
     # -- fused kernels (kernels/*.cu) ---------------------------------------------------------
@@ -222,6 +327,11 @@ class CupyBackend(Backend):
                 threads = 512 if c >= 8192 else 256
                 fn = get_function("softmax_ce", "softmax_ce_block", logits.dtype, self._index)
                 fn(self._grid(n), (threads,), args)
+            deferred = getattr(_deferring, "checks", None)
+            if deferred is not None:  # inside a graph capture: read after the launch
+                deferred.add(bad_row, n, lambda first, target=target, c=c:
+                             checks.bad_target_error(int(target[first].get()), c))
+                return loss, grad
             # One 8-byte read (it waits for the kernel) instead of a device-side assert,
             # which would leave the CUDA context unusable.
             first_bad = int(bad_row.get()[0])
@@ -230,4 +340,4 @@ class CupyBackend(Backend):
         return loss, grad
 
 
-__all__ = ["CupyBackend"]
+__all__ = ["CupyBackend", "CudaGraph", "DeferredChecks"]

@@ -51,10 +51,12 @@ def compile_step(model, loss_fn, optimizer, *, clip_grad_norm=None, clip_grad_va
 class _Entry:
     """What is known of one signature: its recordings so far, then its replay or why not."""
 
-    __slots__ = ("first", "replay", "out_slot", "loss_slots", "tuple_loss", "eager_reason")
+    __slots__ = ("first", "replay", "out_slot", "loss_slots", "tuple_loss", "eager_reason",
+                 "graph")
 
     def __init__(self):
         self.first = self.replay = self.eager_reason = None
+        self.graph = None  # a _Graphed once a replay runs on a CUDA backend
         self.out_slot = self.loss_slots = None
         self.tuple_loss = False
 
@@ -90,6 +92,7 @@ class CompiledStep:
         self._pending = None
         self._recording = None
         self._warned = set()
+        self._graphs = _CudaGraphs(self._warned)
         self.counts = {"eager": 0, "recorded": 0, "replayed": 0, "rerecorded": 0}
         self.record_seconds = 0.0
 
@@ -122,7 +125,10 @@ class CompiledStep:
         if pending is None:
             raise RuntimeError("compiled step: backward_step() without a forward() first")
         kind, entry, payload = pending
-        if kind == "replay":
+        if kind in ("graph", "warm-up"):
+            self._graphs.backward(kind, entry, payload)
+            self.counts["replayed"] += 1
+        elif kind == "replay":
             entry.replay.run_backward(payload)
             self.counts["replayed"] += 1
         else:
@@ -155,7 +161,8 @@ class CompiledStep:
         calls, and why any signature runs eagerly."""
         held = sum(e.replay.held_bytes() for e in self._entries.values()
                    if e.replay is not None)
-        return {**self.counts, "signatures": len(self._entries),
+        return {**self.counts, **self._graphs.info(self._entries.values()),
+                "signatures": len(self._entries),
                 "record_seconds": self.record_seconds, "held_bytes": held,
                 "eager_reasons": sorted({e.eager_reason for e in self._entries.values()
                                          if e.eager_reason})}
@@ -209,6 +216,10 @@ class CompiledStep:
         self.record_seconds += time.perf_counter() - started
 
     def _replay_forward(self, entry, x, y):
+        if self._graphs.applies(entry, x):
+            kind, out, loss, payload = self._graphs.forward(entry, x, y)
+            self._pending = (kind, entry, payload)
+            return out, loss
         vals = entry.replay.run_forward((x._data, y._data))
         be = x._backend
         out = Tensor._wrap(vals[entry.out_slot], be)
@@ -287,3 +298,167 @@ class CompiledStep:
                 entry.eager_reason = "grad mode is off"
             self._entries[key] = entry
         return entry
+
+
+# -- the GPU half: the replay captured as a CUDA graph --------------------------------------------
+class _Graphed:
+    """The CUDA-graph state of one signature (one _Entry)."""
+
+    __slots__ = ("warm", "reason", "graph", "inputs", "vals", "grads", "launches")
+
+    def __init__(self):
+        self.warm = False       # a plain replay has run forward and backward once
+        self.reason = None      # why this signature replays without a graph, or None
+        self.graph = None       # the backend's CudaGraph once captured
+        self.inputs = None      # the static input buffers the graph reads
+        self.vals = None        # slot values of the captured forward (refilled per launch)
+        self.grads = None       # [(leaf, gradient array or None)] written by each launch
+        self.launches = 0
+
+
+class _CudaGraphs:
+    """Replays a recorded step as one CUDA graph launch on a backend that has them.
+
+    Per signature: the first replay runs plainly (the warm-up: kernels compile, cuBLAS
+    creates its handle and workspace, caches fill; none of that may happen inside a
+    capture, where nothing may synchronise with the host or allocate outside the graph's
+    pool). The second captures ``run_forward`` + ``run_backward`` on static input buffers
+    (``CudaGraph.capture``: private stream, private memory pool) and launches the graph;
+    every later call copies the batch into the static buffers and launches it again.
+
+    Left outside the graph, on purpose:
+    - ``optimizer.step()`` (one fused kernel per parameter group): it reads lr, the step
+      count and bias corrections on the host at every call, so a scheduler keeps working;
+      a graph would bake the scalars of the capture in.
+    - Steps that draw random numbers (dropout): the Philox (key, offset) is passed to the
+      kernel from the host, so a graph would replay the capture's mask forever. Such a
+      signature is seen during the warm-up (the offset moved) and replays ungraphed, with
+      the reason in ``info()["ungraphed_reasons"]`` (no warning: it is a design limit).
+      A device-side offset would make it graphable, at the price of one more argument in
+      every tier of the dropout kernel.
+    - Anything a capture refuses (a host synchronisation inside the step, such as
+      BatchNorm's ``momentum=None`` reading its batch count with ``float()``; an upload
+      from host memory): the capture is abandoned (it executed nothing), the signature
+      replays ungraphed with one warning saying why, and this call runs the plain replay.
+    Checks that eager code reads back at once (softmax-CE's target range) are deferred
+    inside the capture and read once after each launch (``CudaGraph.launch``), raising the
+    eager error then.
+    """
+
+    def __init__(self, warned):
+        self._warned = warned  # shared with CompiledStep: each reason is warned about once
+
+    def applies(self, entry, x):
+        """True when this replay is handled here (a CUDA backend, a graphable signature)."""
+        if entry.graph is None:
+            if getattr(x._backend, "cuda_graph", None) is None:
+                return False
+            entry.graph = _Graphed()
+        return entry.graph.reason is None
+
+    def forward(self, entry, x, y):
+        """(kind, output, loss, payload) of one replayed forward: ``kind`` "warm-up" (a
+        plain replay) or "graph"."""
+        g, be = entry.graph, x._backend
+        if not g.warm:
+            offset = be.random.philox_offset
+            vals = entry.replay.run_forward((x._data, y._data))
+            if be.random.philox_offset != offset:
+                # A design limit, not a failure: info() says it, no warning.
+                g.reason = ("the step draws random numbers (dropout): a CUDA graph would "
+                            "replay the Philox offset of its capture, one mask forever")
+            return ("warm-up",) + _outputs(entry, vals, be, copy=False) + (be.xp,)
+        if g.graph is None:
+            if not self._capture(entry, g, x, y):
+                # Nothing ran on the device: this call is a plain replay.
+                vals = entry.replay.run_forward((x._data, y._data))
+                return ("warm-up",) + _outputs(entry, vals, be, copy=False) + (be.xp,)
+        else:
+            # The batch goes into the buffers the graph was captured with (device to device).
+            g.inputs[0][...] = x._data
+            g.inputs[1][...] = y._data
+            for version in entry.replay.bumped:  # the capture's run_forward bumped once
+                version[0] += 1
+        g.launches += 1
+        try:
+            g.graph.launch()
+        except Exception:
+            # A deferred check failed (a bad target): the gradient buffers now hold that
+            # batch's values; eager would not have computed them, so leave no .grad on them.
+            for leaf, arr in g.grads:
+                if leaf.grad is not None and leaf.grad._data is arr:
+                    leaf.grad = None
+            raise
+        # Copies: the graph overwrites its output buffers at the next launch, and a caller
+        # may keep this step's loss (a list of losses read at the end of an epoch).
+        return ("graph",) + _outputs(entry, g.vals, be, copy=True) + (None,)
+
+    def backward(self, kind, entry, payload):
+        g = entry.graph
+        if kind == "warm-up":
+            entry.replay.run_backward(payload)
+            g.warm = True
+            return
+        for leaf, arr in g.grads:  # the gradients the launch wrote, as run_backward sets them
+            if arr is None:
+                leaf.grad = None
+            elif leaf.grad is None:
+                leaf.grad = Tensor._wrap(arr, leaf._backend)
+            elif leaf.grad._data is not arr:
+                leaf.grad._data = arr
+
+    def _capture(self, entry, g, x, y):
+        be, replay = x._backend, entry.replay
+        # Static inputs, allocated outside the capture and kept with the graph.
+        inputs = (x._data.copy(), y._data.copy())
+        graph = be.cuda_graph()
+        offset = be.random.philox_offset
+        versions = [v[0] for v in replay.bumped]
+
+        def body():
+            vals = replay.run_forward(inputs)
+            replay.run_backward(be.xp)
+            return vals, [(leaf, None if leaf.grad is None else leaf.grad._data)
+                          for leaf in replay.leaves]
+        try:
+            vals, grads = graph.capture(body)
+        except Exception as exc:  # noqa: BLE001 - any refusal: replay without a graph
+            reason = f"capturing it as a CUDA graph failed: {type(exc).__name__}: {exc}"
+        else:
+            reason = None
+            if be.random.philox_offset != offset:
+                reason = "the step draws random numbers (dropout) during capture"
+        if reason is not None:
+            # Undo the host-side effects of the abandoned capture before the plain replay.
+            be.random.philox_offset = offset
+            for v, old in zip(replay.bumped, versions):
+                v[0] = old
+            self._ungraph(g, reason)
+            return False
+        g.graph, g.inputs, g.vals, g.grads = graph, inputs, vals, grads
+        return True
+
+    def _ungraph(self, g, reason):
+        g.reason = reason
+        if reason not in self._warned:
+            self._warned.add(reason)
+            warnings.warn(f"compiled step: replaying without a CUDA graph: {reason}",
+                          RuntimeWarning, stacklevel=5)
+
+    def info(self, entries):
+        graphs = [e.graph for e in entries if e.graph is not None]
+        held = sum(g.graph.held_bytes() + sum(a.nbytes for a in g.inputs)
+                   for g in graphs if g.graph is not None)
+        return {"graphed": sum(g.launches for g in graphs),
+                "graphs": sum(g.graph is not None for g in graphs),
+                "graph_held_bytes": held,
+                "ungraphed_reasons": sorted({g.reason for g in graphs if g.reason})}
+
+
+def _outputs(entry, vals, be, copy):
+    def wrap(slot):
+        a = vals[slot]
+        return Tensor._wrap(a.copy() if copy else a, be)
+    out = wrap(entry.out_slot)
+    losses = tuple(wrap(s) for s in entry.loss_slots)
+    return out, losses if entry.tuple_loss else losses[0]

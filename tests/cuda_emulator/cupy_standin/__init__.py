@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as _np
 
-from . import _core, cuda, linalg, memory, random
+from . import _core, capture, cuda, linalg, memory, random
 from ._core import ndarray
 from .cuda import Device  # noqa: F401  (cupy.cuda.Device is also reachable as cupy.Device)
 from .dlpack import from_dlpack  # noqa: F401
@@ -131,9 +131,19 @@ def array(obj, dtype=None, copy=True, order="K", subok=False, ndmin=0, blocking=
             return obj
         host = obj._a
     else:
+        _h2d(obj)
         host = _host(obj)
     a = _np.array(host, dtype=dtype, order=order, ndmin=ndmin, copy=True)
-    return ndarray._copy(a)
+    out = ndarray._copy(a)
+    if type(obj) is ndarray:  # a device-to-device copy: repeated by a graph launch
+        _core._record_copy(out, lambda: _np.array(host, dtype=dtype, order=order, ndmin=ndmin))
+    return out
+
+
+def _h2d(obj):
+    """While capturing: a host-to-device copy is refused (see capture.py)."""
+    if capture.capturing() is not None:
+        capture.sync(f"a host-to-device copy of a {type(obj).__name__}")
 
 
 def asarray(a, dtype=None, order=None, copy=None, blocking=False):
@@ -146,7 +156,10 @@ def asarray(a, dtype=None, order=None, copy=None, blocking=False):
             if order in (None, "K", "A") or (order == "C" and a.flags.c_contiguous) or \
                     (order == "F" and a.flags.f_contiguous):
                 return a
-        return ndarray._copy(_np.array(a._a, dtype=dtype, order=order or "K"))
+        src = a._a
+        out = ndarray._copy(_np.array(src, dtype=dtype, order=order or "K"))
+        return _core._record_copy(out, lambda: src)
+    _h2d(a)
     return ndarray._copy(_np.array(_host(a), dtype=dtype, order=order or "K"))
 
 
@@ -190,7 +203,9 @@ def ascontiguousarray(a, dtype=None):
         raise _core.unsupported(a)
     if a.flags.c_contiguous and (dtype is None or _np.dtype(dtype) == a.dtype):
         return a
-    return ndarray._copy(_np.ascontiguousarray(a._a, dtype=dtype))
+    src = a._a
+    return _core._record_copy(ndarray._copy(_np.ascontiguousarray(src, dtype=dtype)),
+                              lambda: src)
 
 
 def argsort(a, axis=-1, kind=None):

@@ -27,7 +27,7 @@ import warnings
 
 import numpy as np
 
-from . import memory
+from . import capture, memory
 from .names import CUPY as _CUPY_NAMES
 from .names import NDARRAY as _NDARRAY_NAMES
 
@@ -119,17 +119,68 @@ def _layout_like(mem, r: np.ndarray) -> np.ndarray:
     return base.transpose(inverse)
 
 
+# Functions whose output size depends on the data: CuPy reads a count back (a sync).
+_SIZE_FROM_DATA = frozenset({"nonzero", "argwhere", "flatnonzero", "unique", "extract",
+                             "compress", "unique_values", "unique_counts", "unique_inverse",
+                             "unique_all", "trim_zeros"})
+
+
 def call_numpy(fn, args, kwargs, ufunc=False, owner=None):
     """Run NumPy function ``fn`` on device arguments, the way CuPy's function would.
-    ``owner``: the device array whose NumPy method ``fn`` is (results may be its views)."""
+    ``owner``: the device array whose NumPy method ``fn`` is (results may be its views).
+    While the current stream captures, the call is also recorded (capture.py)."""
     ctx = _Args(ufunc)
     if owner is not None:
         ctx.unwrap(owner)
     a = [ctx.unwrap(x) for x in args]
     k = ctx.unwrap_kwargs(kwargs)
+    cap = capture.capturing()
+    if cap is not None and getattr(fn, "__name__", "") in _SIZE_FROM_DATA:
+        capture.sync(f"{fn.__name__}: the output size depends on the data")
     with np.errstate(all="ignore"):  # device code never warns about NaN/inf/overflow
         r = fn(*a, **k)
-    return ctx.wrap(r)
+    res = ctx.wrap(r)
+    if cap is not None:
+        # Repeat the call at each launch: in-place writes (out=, at, copyto) land in the
+        # arguments' memory again, and fresh results are refilled in the arrays made now.
+        mems = {id(x._mem) for x in ctx.arrays}
+        targets = _targets(res, mems)
+
+        def thunk():
+            with np.errstate(all="ignore"):
+                _refill(targets, fn(*a, **k))
+        capture.record(thunk)
+    return res
+
+
+def _targets(res, mems):
+    """The host views of the freshly allocated arrays in result ``res`` (None for views of
+    the arguments and for non-arrays), in the result's structure."""
+    if type(res) is ndarray:
+        return None if id(res._mem) in mems else res._a
+    if isinstance(res, (tuple, list)):
+        return [_targets(v, mems) for v in res]
+    return None
+
+
+def _refill(targets, r):
+    if targets is None:
+        return
+    if isinstance(targets, np.ndarray):
+        np.copyto(targets, np.asarray(r), casting="no")
+        return
+    for t, v in zip(targets, r):
+        _refill(t, v)
+
+
+def _record_copy(dst, src_fn):
+    """Capture: at each launch, write ``src_fn()`` into device array ``dst``."""
+    if capture.capturing() is not None:
+        def thunk():
+            with np.errstate(all="ignore"):
+                np.copyto(dst._a, src_fn(), casting="unsafe")
+        capture.record(thunk)
+    return dst
 
 
 def stable_kind(kind):
@@ -395,6 +446,7 @@ class ndarray:
 
     def get(self, stream=None, order="C", out=None, blocking=True):
         """Copy to a new host numpy.ndarray (``cupy.ndarray.get``); never a view."""
+        capture.sync("ndarray.get: a device-to-host copy")
         if out is not None:
             if not isinstance(out, np.ndarray):
                 raise TypeError("Only numpy.ndarray can be obtained from cupy.ndarray")
@@ -410,6 +462,7 @@ class ndarray:
 
     def set(self, arr, stream=None):
         """Copy host array ``arr`` (same dtype and shape) into this array (``ndarray.set``)."""
+        capture.sync("ndarray.set: a host-to-device copy")
         if not isinstance(arr, np.ndarray):
             raise TypeError("Only numpy.ndarray can be set to cupy.ndarray")
         if self.dtype != arr.dtype:
@@ -574,10 +627,14 @@ class ndarray:
 
     def sort(self, axis=-1, kind=None):
         """In place and stable, like ``cupy.ndarray.sort``."""
-        self._a.sort(axis=axis, kind=stable_kind(kind))
+        a, kind = self._a, stable_kind(kind)
+        a.sort(axis=axis, kind=kind)
+        if capture.capturing() is not None:
+            capture.record(lambda: a.sort(axis=axis, kind=kind))
 
     def copy(self, order="C"):
-        return ndarray._copy(np.array(self._a, order=order, copy=True))
+        src = self._a
+        return _record_copy(ndarray._copy(np.array(src, order=order, copy=True)), lambda: src)
 
     def astype(self, dtype, order="K", casting=None, subok=None, copy=True):
         if casting is not None:
@@ -587,8 +644,10 @@ class ndarray:
         dtype = np.dtype(dtype)
         if dtype == self.dtype and not copy:
             return self
+        src = self._a
         with np.errstate(all="ignore"):
-            return ndarray._copy(self._a.astype(dtype, order=order))
+            out = ndarray._copy(src.astype(dtype, order=order))
+        return _record_copy(out, lambda: src.astype(dtype, order=order))
 
     def fill(self, value):
         """``cupy.ndarray.fill``: a scalar, a 0-d device array or a 0-d NumPy array."""
@@ -602,8 +661,11 @@ class ndarray:
             value = value._a
         elif not isinstance(value, _SCALARS):
             raise unsupported(value)
+        a = self._a
         with np.errstate(all="ignore"):
-            self._a.fill(value)
+            a.fill(value)
+        if capture.capturing() is not None:
+            capture.record(lambda: a.fill(value))
 
     def dot(self, b, out=None):
         return call_numpy(np.dot, (self, b), {} if out is None else {"out": out})
@@ -672,12 +734,32 @@ def _prepare_index(a: np.ndarray, index):
     return tuple(out), True
 
 
+def _capture_index(index, mask_syncs):
+    """While capturing: refuse index parts CuPy must copy from the host (lists, host arrays)
+    and, for reads, boolean masks (the result size is read back from the device)."""
+    if capture.capturing() is None:
+        return
+    for p in index if isinstance(index, tuple) else (index,):
+        if isinstance(p, (list, np.ndarray)):
+            capture.sync("indexing with a host list or array: a host-to-device copy")
+        if mask_syncs and type(p) is ndarray and p.dtype == np.bool_:
+            capture.sync("boolean-mask indexing: the output size depends on the data")
+
+
 def _getitem(self, index):
-    idx, _ = _prepare_index(self._a, index)
-    return _adopt(self._a[idx], (self,))
+    _capture_index(index, True)
+    idx, advanced = _prepare_index(self._a, index)
+    res = _adopt(self._a[idx], (self,))
+    if advanced and capture.capturing() is not None and res._mem is not self._mem:
+        a = self._a
+        _record_copy(res, lambda: a[_prepare_index(a, index)[0]])
+    return res
 
 
 def _setitem(self, index, value):
+    _capture_index(index, False)
+    if isinstance(value, np.ndarray) and value.shape != () and capture.capturing() is not None:
+        capture.sync("assigning a host array: a host-to-device copy")
     idx, advanced = _prepare_index(self._a, index)
     if type(value) is ndarray:
         v = value._a
@@ -696,6 +778,13 @@ def _setitem(self, index, value):
         raise unsupported(value)
     with np.errstate(all="ignore"):
         self._a[idx] = v
+    if capture.capturing() is not None:
+        a = self._a
+
+        def thunk():
+            with np.errstate(all="ignore"):
+                a[_prepare_index(a, index)[0]] = v
+        capture.record(thunk)
 
 
 __all__ = ["ndarray", "call_numpy", "unsupported", "_CUPY_NAMES"]

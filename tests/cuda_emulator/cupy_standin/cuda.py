@@ -12,6 +12,10 @@ import threading
 import time
 import types
 
+from . import capture as _capture
+from .capture import Graph, GraphMemoryError  # noqa: F401  (cupy.cuda.Graph)
+from .memory import MemoryPool, using_allocator  # noqa: F401  (cupy.cuda.MemoryPool, ...)
+
 MULTIPROCESSOR_COUNT = 2
 DEVICE_NAME = b"gradlab emulated CUDA device"
 
@@ -37,6 +41,7 @@ class _Runtime(types.ModuleType):
             super().__init__(f"{name}: {text}")
 
     is_hip = False
+    streamCaptureModeGlobal, streamCaptureModeThreadLocal, streamCaptureModeRelaxed = 0, 1, 2
     cudaDevAttrMultiProcessorCount = 16
 
     def getDeviceCount(self):
@@ -49,7 +54,7 @@ class _Runtime(types.ModuleType):
         _check_ordinal(device)
 
     def deviceSynchronize(self):
-        pass
+        _capture.device_sync("cudaDeviceSynchronize")
 
     def runtimeGetVersion(self):
         return 13000
@@ -116,7 +121,9 @@ class Device:
         _local.device = self
 
     def synchronize(self):
-        """Work is synchronous here, so there is nothing to wait for."""
+        """Work is synchronous here, so there is nothing to wait for (but it is an error
+        while a stream captures, as cudaDeviceSynchronize is on hardware)."""
+        _capture.device_sync("Device.synchronize")
 
     @property
     def attributes(self):
@@ -169,13 +176,15 @@ def is_available():
 
 
 class Stream:
-    """A context manager; kernels run synchronously whatever the stream."""
+    """A context manager; kernels run synchronously whatever the stream. Capture
+    (``begin_capture``/``end_capture``) is modelled by ``capture.py``."""
 
     null = None
 
-    def __init__(self, null=False, non_blocking=False, ptds=False):
+    def __init__(self, null=False, non_blocking=False, ptds=False, priority=None):
         self.ptr = 0 if null else id(self)
-        self.device_id = 0
+        self.device_id = -1 if null else 0
+        self.non_blocking = bool(non_blocking) and not null
 
     def __enter__(self):
         self._prev = _local.stream
@@ -191,10 +200,13 @@ class Stream:
         return self
 
     def synchronize(self):
-        pass
+        if _capture.active() is not None and _capture.active().stream is self:
+            _capture.sync("Stream.synchronize")
 
     @property
     def done(self):
+        if _capture.active() is not None and _capture.active().stream is self:
+            _capture.sync("Stream.done (cudaStreamQuery)")
         return True
 
     def record(self, event=None):
@@ -204,6 +216,26 @@ class Stream:
 
     def wait_event(self, event):
         pass
+
+    def begin_capture(self, mode=None):
+        """Start capturing (CuPy's default mode is relaxed, the only one modelled)."""
+        if self.ptr == 0:
+            raise RuntimeError("cannot capture on the default (legacy) stream")
+        if mode is not None and mode != runtime.streamCaptureModeRelaxed:
+            raise NotImplementedError("only the relaxed capture mode is modelled")
+        _capture.begin(self)
+
+    def end_capture(self):
+        """Stop capturing; the Graph of what was captured."""
+        return Graph._from(_capture.end(self))
+
+    def is_capturing(self):
+        cap = _capture.active()
+        return cap is not None and cap.stream is self
+
+    @property
+    def is_non_blocking(self):
+        return self.non_blocking
 
 
 Stream.null = Stream(null=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as _np
 
-from . import _core
+from . import _core, capture
 
 _ATOMIC_ADD = ("int32", "float16", "float32", "float64", "uint32", "uint64")
 
@@ -35,11 +35,22 @@ def _scatter(ufunc, name, dtypes, a, slices, value):
         view = a[slices]
         _core.call_numpy(ufunc, (view, value), {"out": view}, ufunc=True)
         return
+    if type(value) is not _core.ndarray and capture.capturing() is not None:
+        if isinstance(value, (list, tuple, _np.ndarray)):
+            capture.sync(f"{name} of host values: a host-to-device copy")
     v = value._a if type(value) is _core.ndarray else _np.asarray(value, dtype=a.dtype)
     v = v.astype(a.dtype, copy=False)
     if str(v.dtype) not in dtypes:
         raise TypeError(f"{name} only supports {', '.join(dtypes)} as data type")
     ufunc.at(a._a, idx, v)
+    if capture.capturing() is not None:
+        target = a._a
+
+        def thunk():
+            vv = value._a.astype(target.dtype, copy=False) if type(value) is _core.ndarray \
+                else v
+            ufunc.at(target, _core._prepare_index(target, slices)[0], vv)
+        capture.record(thunk)
 
 
 def __getattr__(name):

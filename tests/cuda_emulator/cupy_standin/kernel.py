@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import memory
+from . import capture, memory
 from ._core import ndarray
 from .cuda import CompileException, driver
 
@@ -141,6 +141,16 @@ class RawKernel:
             raise driver.CUDADriverError(f"CUDA_ERROR_INVALID_VALUE: invalid argument ({exc})") \
                 from exc
         memory.check_guards(kernel.name)
+        if capture.capturing() is not None and stream is None:
+            # Repeated at each graph launch with the same pointers and scalars; the graph keeps
+            # the buffers alive (capture.end).
+            keep = [a._mem.raw for a in args if type(a) is ndarray]
+
+            def thunk():
+                keep  # noqa: B018
+                kernel.launch(grid3, block3, values)
+                memory.check_guards(kernel.name)
+            capture.record(thunk)
 
 
 def _signature(kernel):

@@ -34,7 +34,7 @@ class GuardError(RuntimeError):
 class Allocation:
     """One device allocation: ``nbytes`` of data between two guard regions."""
 
-    __slots__ = ("raw", "start", "nbytes", "ptr", "label", "_lo", "_hi", "__weakref__")
+    __slots__ = ("raw", "start", "nbytes", "ptr", "label", "pool", "_lo", "_hi", "__weakref__")
 
     def __init__(self, nbytes: int, poison: bool = True):
         nbytes = int(nbytes)
@@ -54,6 +54,13 @@ class Allocation:
         self._hi = memoryview(raw)[start + nbytes:start + nbytes + GUARD]
         with _live_lock:
             _live.add(self)
+        # The allocator current on this thread (cupy.cuda.using_allocator): a private pool
+        # keeps the block reserved for itself after the array is gone (capture.Graph checks it).
+        self.pool = _allocator.pool
+        if self.pool is not None:
+            self.pool._add(self)
+        from . import capture
+        capture.allocated(self, self.pool)
 
     def view(self, dtype, shape) -> np.ndarray:
         """The data as a C-contiguous numpy array (the stand-in's "device memory")."""
@@ -102,3 +109,79 @@ def check_guards(kernel_name: str):
     if bad:
         raise GuardError(f"kernel {kernel_name} wrote outside its buffers (guard bytes of "
                          f"{GUARD} B on each side changed): " + "; ".join(bad))
+
+
+class _Allocator(threading.local):
+    def __init__(self):
+        self.pool = None  # None: the default pool
+
+
+_allocator = _Allocator()
+
+
+class MemoryPool:
+    """``cupy.cuda.MemoryPool``: a private pool. Arrays are allocated from it inside
+    ``cupy.cuda.using_allocator(pool.malloc)``. A block stays reserved for this pool after its
+    array is freed (CuPy keeps freed blocks for the pool's later allocations) until
+    ``free_all_blocks()`` or the pool's end; blocks are not reused here (each allocation is
+    fresh memory, see FIDELITY.md)."""
+
+    def __init__(self, allocator=None):
+        if allocator is not None:
+            raise NotImplementedError("MemoryPool(allocator=...) is not modelled by the CuPy "
+                                      "stand-in")
+        self._blocks = []  # [weakref to the Allocation, its raw buffer, its size]
+
+    def _add(self, alloc):
+        self._blocks.append((weakref.ref(alloc), alloc.raw, alloc.nbytes))
+
+    def holds(self, raw):
+        """True while the block of buffer ``raw`` is reserved by this pool."""
+        return any(r is raw for _, r, _ in self._blocks)
+
+    def malloc(self, size):
+        """A MemoryPointer to ``size`` new bytes of this pool."""
+        from ._core import MemoryPointer
+        prev, _allocator.pool = _allocator.pool, self
+        try:
+            mem = Allocation(size)
+        finally:
+            _allocator.pool = prev
+        return MemoryPointer(mem, mem.ptr)
+
+    def used_bytes(self):
+        return sum(n for ref, _, n in self._blocks if ref() is not None)
+
+    def total_bytes(self):
+        return sum(n for _, _, n in self._blocks)
+
+    def free_bytes(self):
+        return self.total_bytes() - self.used_bytes()
+
+    def n_free_blocks(self):
+        return sum(ref() is None for ref, _, _ in self._blocks)
+
+    def free_all_blocks(self, stream=None):
+        """Give back the blocks whose arrays are gone."""
+        self._blocks = [b for b in self._blocks if b[0]() is not None]
+
+
+class using_allocator:
+    """``cupy.cuda.using_allocator(pool.malloc)``: allocations on this thread come from that
+    pool inside the block. Only a stand-in MemoryPool's ``malloc`` is modelled."""
+
+    def __init__(self, allocator=None):
+        pool = getattr(allocator, "__self__", None)
+        if not isinstance(pool, MemoryPool) or getattr(allocator, "__name__", "") != "malloc":
+            raise NotImplementedError("the CuPy stand-in models using_allocator(pool.malloc) "
+                                      "for a cupy.cuda.MemoryPool only")
+        self._pool = pool
+
+    def __enter__(self):
+        self._prev = _allocator.pool
+        _allocator.pool = self._pool
+        return self
+
+    def __exit__(self, *exc):
+        _allocator.pool = self._prev
+        return False

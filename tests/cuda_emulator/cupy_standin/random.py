@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as _np
 
-from . import _core
+from . import _core, capture
 from .names import GENERATOR as _METHODS
 
 _SEED_SALT = 0x6772_6164_6C61_62  # keeps these streams apart from NumPy's for the same seed
@@ -60,6 +60,13 @@ class Generator:
     def __init__(self, bit_generator):
         self.bit_generator = bit_generator
         self._np = bit_generator._np
+
+    def __getattribute__(self, name):
+        if not name.startswith("_") and name != "bit_generator" and \
+                capture.capturing() is not None:
+            raise NotImplementedError("random draws during stream capture are not modelled by "
+                                      "the CuPy stand-in")
+        return object.__getattribute__(self, name)
 
     def __getattr__(self, name):
         if name.startswith("_") or name not in _METHODS:

@@ -1,0 +1,206 @@
+"""The compiled step on CUDA: from its fourth call on, a signature replays as one CUDA graph
+launch, and N graphed steps end bitwise equal to N eager steps (the same kernels on the same
+data in the same order); what a graph cannot repeat replays ungraphed with the reason, and a
+bad target raises eager's error after the launch.
+
+On a real GPU (``make gpu-check`` runs ``pytest -m cuda``) this is real stream capture; here
+it is the emulated device, whose CuPy stand-in records the captured work without executing
+it and runs it at ``Graph.launch()`` (tests/cuda_emulator/cupy_standin/FIDELITY.md)."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+import gradlab as gl
+from gradlab.train import compile_step
+
+pytestmark = [pytest.mark.cuda,
+              pytest.mark.skipif(not gl.cuda.is_available(),
+                                 reason=f"no CUDA device: {gl.cuda.unavailable_reason()}")]
+
+STEPS = 7  # record, record, warm-up replay, capture + launch, then three more launches
+
+
+def _model(seed=0, batchnorm=False, dropout=0.0, bn_momentum=0.1, out=3):
+    gl.manual_seed(seed)
+    layers = [gl.nn.Linear(4, 16)]
+    if batchnorm:
+        layers.append(gl.nn.BatchNorm1d(16, momentum=bn_momentum))
+    layers.append(gl.nn.ReLU())
+    if dropout:
+        layers.append(gl.nn.Dropout(dropout))
+    layers += [gl.nn.Linear(16, 8), gl.nn.Tanh(), gl.nn.Linear(8, out)]
+    return gl.nn.Sequential(*layers).to("cuda")
+
+
+def _batches(n, rows=(32,), seed=1, regression=False):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        r = rows[i % len(rows)]
+        x = gl.tensor(rng.standard_normal((r, 4)).astype(np.float32), device="cuda")
+        y = rng.standard_normal((r, 3)).astype(np.float32) if regression else \
+            rng.integers(0, 3, r)
+        out.append((x, gl.tensor(y, device="cuda")))
+    return out
+
+
+def _state(model, optimizer):
+    arrays = [p.detach().cpu().numpy() for p in model.parameters()]
+    arrays += [b.cpu().numpy() for b in model.buffers()]
+    arrays.append(np.array([b._version[0] for b in model.buffers()]))
+    for st in optimizer.state.values():
+        arrays += [v.cpu().numpy() for v in st.values() if isinstance(v, gl.Tensor)]
+    return arrays
+
+
+def _run(batches, compiled, make_opt, loss_fn, scheduler=None, **model_kw):
+    """(state after the steps, the losses, the step's info() or None)."""
+    model = _model(**model_kw)
+    opt = make_opt(model.parameters())
+    sched = scheduler(opt) if scheduler else None
+    step = compile_step(model, loss_fn, opt) if compiled else None
+    losses = []
+    for x, y in batches:
+        if compiled:
+            loss = step(x, y)
+        else:
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+        losses.append(loss)
+        if sched is not None:
+            sched.step()
+    # Read at the end: a graphed step's loss must not be overwritten by later launches.
+    losses = [float(t.item()) for t in losses]
+    grads = [p.grad.cpu().numpy() for p in model.parameters()]
+    return _state(model, opt) + grads, losses, step.info() if compiled else None
+
+
+def _assert_equal_runs(batches, make_opt, loss_fn, graphed=None, **kw):
+    eager, eager_losses, _ = _run(batches, False, make_opt, loss_fn, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a graphable step falls back with no warning
+        comp, comp_losses, info = _run(batches, True, make_opt, loss_fn, **kw)
+    assert comp_losses == eager_losses
+    assert len(comp) == len(eager)
+    for a, b in zip(comp, eager):
+        np.testing.assert_array_equal(a, b)
+    if graphed is not None:
+        assert info["graphed"] == graphed, info
+    return info
+
+
+def test_mse_sgd_momentum_graphed_equals_eager():
+    info = _assert_equal_runs(
+        _batches(STEPS, regression=True),
+        lambda p: gl.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
+        gl.nn.MSELoss(), graphed=STEPS - 3)
+    assert info["graphs"] == 1 and info["ungraphed_reasons"] == []
+    assert info["graph_held_bytes"] > 0
+
+
+def test_cross_entropy_adam_graphed_equals_eager():
+    _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2),
+                       gl.nn.CrossEntropyLoss(), graphed=STEPS - 3)
+
+
+def test_batchnorm_running_stats_update_once_per_launch():
+    info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2),
+                              gl.nn.CrossEntropyLoss(), graphed=STEPS - 3, batchnorm=True)
+    assert info["graphs"] == 1
+
+
+def test_scheduler_changes_lr_every_step():
+    # The optimizer step runs after the launch, on the host's current lr: nothing baked in.
+    _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.SGD(p, lr=0.1, momentum=0.5),
+                       gl.nn.CrossEntropyLoss(), graphed=STEPS - 3,
+                       scheduler=lambda o: gl.optim.lr_scheduler.StepLR(o, 1, gamma=0.7))
+
+
+def test_short_last_batch_gets_its_own_graph():
+    # 32 / 32 / ... / 7 rows alternate: two signatures, each recorded, warmed up, captured.
+    info = _assert_equal_runs(_batches(2 * STEPS, rows=(32, 7)),
+                              lambda p: gl.optim.Adam(p, lr=1e-2), gl.nn.CrossEntropyLoss(),
+                              graphed=2 * (STEPS - 3))
+    assert info["graphs"] == 2 and info["signatures"] == 2
+
+
+def test_dropout_replays_ungraphed_with_the_reason():
+    info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2),
+                              gl.nn.CrossEntropyLoss(), graphed=0, dropout=0.3)
+    assert info["replayed"] == STEPS - 2 and info["graphs"] == 0
+    assert any("random numbers" in r for r in info["ungraphed_reasons"])
+
+
+def test_sync_inside_capture_is_detected_and_replays_ungraphed():
+    # BatchNorm with momentum=None reads its batch count with float(): a host sync, which a
+    # stream capture refuses. The step falls back to the plain replay, warns once, and
+    # still equals eager.
+    batches = _batches(STEPS)
+    make_opt = lambda p: gl.optim.Adam(p, lr=1e-2)  # noqa: E731
+    eager, eager_losses, _ = _run(batches, False, make_opt, gl.nn.CrossEntropyLoss(),
+                                  batchnorm=True, bn_momentum=None)
+    with pytest.warns(RuntimeWarning, match="replaying without a CUDA graph: capturing it as "
+                                            "a CUDA graph failed: .*StreamCapture"):
+        comp, comp_losses, info = _run(batches, True, make_opt, gl.nn.CrossEntropyLoss(),
+                                       batchnorm=True, bn_momentum=None)
+    assert comp_losses == eager_losses
+    for a, b in zip(comp, eager):
+        np.testing.assert_array_equal(a, b)
+    assert info["graphed"] == 0 and info["replayed"] == STEPS - 2
+    assert len(info["ungraphed_reasons"]) == 1
+
+
+def test_bad_target_raises_the_eager_error_after_the_launch():
+    batches = _batches(STEPS)
+    bad_y = batches[0][1].cpu().numpy().copy()
+    bad_y[5] = 7
+    bad = (batches[0][0], gl.tensor(bad_y, device="cuda"))
+    loss_fn = gl.nn.CrossEntropyLoss()
+
+    model = _model()
+    opt = gl.optim.Adam(model.parameters(), lr=1e-2)
+    for x, y in batches:
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+    with pytest.raises(IndexError) as eager_err:
+        loss_fn(model(bad[0]), bad[1])
+    eager_state = _state(model, opt)
+
+    model = _model()
+    opt = gl.optim.Adam(model.parameters(), lr=1e-2)
+    step = compile_step(model, loss_fn, opt)
+    for x, y in batches:
+        step(x, y)
+    assert step.info()["graphed"] == STEPS - 3
+    with pytest.raises(IndexError) as graph_err:
+        step(*bad)
+    assert str(graph_err.value) == str(eager_err.value)
+    assert "7" in str(graph_err.value)
+    assert step.info()["graphed"] == STEPS - 2  # the error came from a launch
+    for a, b in zip(_state(model, opt), eager_state):  # no optimizer step was taken
+        np.testing.assert_array_equal(a, b)
+    assert all(p.grad is None for p in model.parameters())
+    # The graph is still good: the next good batch trains as eager does.
+    step(*batches[1])
+    assert step.info()["graphed"] == STEPS - 1
+
+
+def test_outputs_are_fresh_arrays_not_the_graph_buffers():
+    batches = _batches(STEPS)
+    model = _model()
+    step = compile_step(model, gl.nn.CrossEntropyLoss(), gl.optim.SGD(model.parameters(), 0.1))
+    outs = [step.forward(x, y) for x, y in batches[:1]]
+    step.backward_step()
+    for x, y in batches[1:]:
+        out, loss = step.forward(x, y)
+        step.backward_step()
+        outs.append((out, loss))
+    assert step.info()["graphed"] == STEPS - 3
+    ptrs = {out._data.data.ptr for out, _ in outs[-3:]}
+    assert len(ptrs) == 3
