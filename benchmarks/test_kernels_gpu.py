@@ -1,5 +1,6 @@
 """Achieved bandwidth of gradlab's CUDA kernels next to a device-to-device copy and PyTorch,
-and the training step of the four MLP shapes against torch eager, on the same GPU.
+and the training step of the four MLP shapes (eager, and compiled: replayed as a CUDA graph)
+against torch eager, on the same GPU.
 
     PYTHONPATH=src python -m pytest benchmarks/test_kernels_gpu.py --benchmark-json=out.json
 
@@ -181,6 +182,64 @@ def test_gradlab_train_step(benchmark, shape):
     model_loss = _train_loss_drops(gl_step)
     _record(benchmark, gl_step, iters=50, shape="-".join(map(str, sizes)), batch=batch,
             flops=flops, loss_first_last=model_loss)
+
+
+def compiled_mlp_train_step(sizes, batch, device="cuda", steps=6):
+    """The train step of ``cases.mlp_train_step`` (ReLU MLP, cross-entropy, Adam lr=1e-3, the
+    same weights and batch) as ``gl.train.compile_step``, which on CUDA replays it as one CUDA
+    graph launch from its fourth call on. Checked once before it is timed: the eager step
+    loss against the float64 reference, then ``steps`` compiled steps against as many eager
+    steps (whose first update ``cases.mlp_train_step(check=True)`` holds to the reference in
+    the eager benchmark), and at least three of them must have been graph launches. Returns
+    (step, info after the check)."""
+    weights, biases, x, y = cases.mlp_data(sizes, batch)
+    ref_loss, _ = cases.mlp_reference(weights, biases, x, y)
+    gx, gy = gl.tensor(x, device=device), gl.tensor(y, device=device)
+
+    def build():
+        layers = []
+        for k, (w, b) in enumerate(zip(weights, biases)):
+            lin = gl.nn.Linear(w.shape[1], w.shape[0])
+            with gl.no_grad():
+                lin.weight.copy_(gl.tensor(w))
+                lin.bias.copy_(gl.tensor(b))
+            layers.append(lin)
+            if k < len(weights) - 1:
+                layers.append(gl.nn.ReLU())
+        model = gl.nn.Sequential(*layers).to(device)
+        return model, gl.optim.Adam(model.parameters(), lr=1e-3)
+
+    loss_fn = gl.nn.CrossEntropyLoss()
+    eager, eager_opt = build()
+    for k in range(steps):
+        eager_opt.zero_grad()
+        loss = loss_fn(eager(gx), gy)
+        if k == 0:
+            cases._close(f"train step {sizes} loss", loss.item(), ref_loss)
+        loss.backward()
+        eager_opt.step()
+    model, opt = build()
+    step = gl.train.compile_step(model, loss_fn, opt)
+    for _ in range(steps):
+        step(gx, gy)
+    info = step.info()
+    if info["graphed"] < steps - 3:
+        raise AssertionError(f"compiled train step {sizes}: not replayed as a CUDA graph "
+                             f"({info})")
+    for k, (p, q) in enumerate(zip(model.parameters(), eager.parameters())):
+        cases._close(f"compiled train step {sizes} weights {k} after {steps} steps",
+                     cases._host(p), cases._host(q).astype(np.float64), rtol=1e-5, atol=1e-7)
+    return (lambda: step(gx, gy)), info
+
+
+@pytest.mark.parametrize("shape", list(cases.MLP_SHAPES))
+def test_gradlab_compiled_train_step(benchmark, shape):
+    sizes, batch = cases.MLP_SHAPES[shape]
+    gl_step, info = compiled_mlp_train_step(sizes, batch)
+    model_loss = _train_loss_drops(gl_step)
+    _record(benchmark, gl_step, iters=50, shape="-".join(map(str, sizes)), batch=batch,
+            flops=cases.training_flops(sizes, batch), loss_first_last=model_loss,
+            graph_held_bytes=info["graph_held_bytes"], record_seconds=info["record_seconds"])
 
 
 @pytest.mark.parametrize("shape", list(cases.MLP_SHAPES))

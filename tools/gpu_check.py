@@ -10,8 +10,9 @@ seconds (default 480):
    NumPy reference, every device-parametrized test; the CPU half is CI's);
 4. benchmarks/test_kernels_gpu.py: copy bandwidth, fused Adam against torch's fused Adam on
    50M parameters in 128 tensors, softmax-CE and dropout forward+backward, and the training
-   step of the four MLP shapes against torch eager; then, in the time left, the optimizer
-   sweep of ``gradlab bench optim --device cuda`` (its own JSON/md/PNG under $OUT);
+   step of the four MLP shapes, eager and compiled (a CUDA graph), against torch eager;
+   then, in the time left, the optimizer sweep of ``gradlab bench optim --device cuda``
+   (its own JSON/md/PNG under $OUT);
 5. benchmarks/results/<gpu>-<date>.{json,md} (and the same files, plus the raw logs, under
    $OUT when it is set).
 Exit status: 0 when every stage that ran passed, 1 otherwise.
@@ -83,7 +84,8 @@ def _junit_counts(path):
 _PAIRS = {"test_gradlab_adam[float32]": "test_torch_adam_fused",
           "test_gradlab_dropout": "test_torch_dropout"}
 _PAIR_PATTERNS = [(r"test_gradlab_softmax_ce\[(.*)\]", "test_torch_cross_entropy[{}]"),
-                  (r"test_gradlab_train_step\[(.*)\]", "test_torch_train_step[{}]")]
+                  (r"test_gradlab_train_step\[(.*)\]", "test_torch_train_step[{}]"),
+                  (r"test_gradlab_compiled_train_step\[(.*)\]", "test_torch_train_step[{}]")]
 
 
 def _benchmark_rows(path):

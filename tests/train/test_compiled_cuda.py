@@ -204,3 +204,16 @@ def test_outputs_are_fresh_arrays_not_the_graph_buffers():
     assert step.info()["graphed"] == STEPS - 3
     ptrs = {out._data.data.ptr for out, _ in outs[-3:]}
     assert len(ptrs) == 3
+
+
+def test_the_gpu_benchmark_of_the_compiled_step_sets_up_and_checks():
+    # benchmarks/test_kernels_gpu.py times this on a real GPU (make gpu-check); here its
+    # setup and its check (eager vs float64 reference, compiled vs eager, graph launches) run
+    # on the smallest shape.
+    from benchmarks import cases
+    from benchmarks.test_kernels_gpu import compiled_mlp_train_step
+    sizes, batch = cases.MLP_SHAPES["tiny"]
+    step, info = compiled_mlp_train_step(sizes, batch)
+    assert info["graphs"] == 1 and info["graphed"] == 3
+    first, last = float(step()), [float(step()) for _ in range(5)][-1]
+    assert np.isfinite(first) and last < first
