@@ -7,6 +7,7 @@ OpenMP threads spin after each parallel region. Those figures are the issue's me
 stay the headline; these show what each library does on a machine of its own.
 
     python benchmarks/isolated.py mnist wide
+    python benchmarks/isolated.py --compiled [--out STEM] [tiny small mnist wide]
 """
 from __future__ import annotations
 
@@ -77,6 +78,45 @@ def alone_compiled(shape, with_torch=True, repeats=3, rounds=15):
     return out
 
 
+def _compiled_table(shapes, out_stem, repeats):
+    """``--compiled``: the issue-13 table (compiled vs eager vs torch, each alone), printed
+    as markdown and, with ``out_stem``, written to OUT_STEM.{json,md}."""
+    import json
+
+    from benchmarks import cases
+    from benchmarks.harness import machine_info
+    rows = ["| shape | compiled | eager | torch eager | compiled/eager | compiled/torch |"
+            " eager/torch |", "|---|---|---|---|---|---|---|"]
+    results = {}
+    for shape in shapes:
+        r = alone_compiled(shape, repeats=repeats)
+        results[shape] = r
+        sizes, batch = cases.MLP_SHAPES[shape]
+        rows.append(f"| {'-'.join(map(str, sizes))} b{batch} | "
+                    f"{r['compiled_alone_s'] * 1e6:.1f} us | {r['eager_alone_s'] * 1e6:.1f} us"
+                    f" | {r['torch_alone_s'] * 1e6:.1f} us | {r['compiled_vs_eager_alone']:.3f}"
+                    f" | {r['compiled_vs_torch_alone']:.3f} | {r['eager_vs_torch_alone']:.3f} |")
+        print(rows[-1], flush=True)
+    table = "\n".join(rows)
+    if out_stem:
+        with open(out_stem + ".json", "w") as f:
+            json.dump({"machine": machine_info(), "repeats": repeats, "results": results}, f,
+                      indent=2)
+        with open(out_stem + ".md", "w") as f:
+            f.write(f"# Compiled training step vs eager vs torch eager, each alone\n\n"
+                    f"Medians of {repeats} fresh processes per library (each the median of "
+                    f"15 timed blocks), processes taking turns.\n\n{table}\n")
+    return table
+
+
 if __name__ == "__main__":
-    for name in sys.argv[1:] or ["mnist"]:
-        print(name, alone(name))
+    args = sys.argv[1:]
+    if args[:1] == ["--compiled"]:
+        out = None
+        if "--out" in args:
+            i = args.index("--out")
+            out, args = args[i + 1], args[:i] + args[i + 2:]
+        print(_compiled_table(args[1:] or ["tiny", "small", "mnist", "wide"], out, repeats=3))
+    else:
+        for name in args or ["mnist"]:
+            print(name, alone(name))

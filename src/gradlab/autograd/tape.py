@@ -205,7 +205,6 @@ class Replay:
         self.leaves = leaves
         self.n_nodes = len(nodes)
 
-
     def held_bytes(self):
         """Bytes of the arrays this replay keeps between calls (constants, and what the
         recorded nodes keep on their ctx), not counting parameters and buffers."""
