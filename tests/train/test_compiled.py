@@ -54,8 +54,9 @@ def _state(model, optimizer):
     arrays = [gl.Tensor(p._data).cpu().numpy().copy() for p in model.parameters()]
     arrays += [b.cpu().numpy().copy() for b in model.buffers()]
     arrays.append(np.array([b._version[0] for b in model.buffers()]))  # in-place updates seen
-    for st in optimizer.state.values():
-        arrays += [v.cpu().numpy().copy() for v in st.values() if isinstance(v, gl.Tensor)]
+    for st in optimizer.state.values():  # raw backend arrays, and the step counts
+        arrays += [gl.Tensor(v).cpu().numpy().copy() if hasattr(v, "shape") else np.array(v)
+                   for _, v in sorted(st.items())]
     return arrays
 
 
