@@ -747,6 +747,23 @@ def cmd_search(args):
                          f"folds), got {folds}")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.executor == "mpi":
+        raise UsageError("--executor mpi is not available yet; run the trials on a Dask "
+                         "cluster (--scheduler tcp://HOST:PORT) or on this machine (--jobs N)")
+    if args.halving:
+        if "epochs" in space:
+            raise UsageError("--halving sets each rung's epochs itself; do not search epochs "
+                             "(--epochs is the top rung's)")
+        if args.eta < 2:
+            raise UsageError(f"--eta must be >= 2, got {args.eta}")
+        if not 1 <= args.min_epochs <= args.epochs:
+            raise UsageError(f"--min-epochs must be in 1..--epochs ({args.epochs}), got "
+                             f"{args.min_epochs}")
+        if method == "random" and trials is None and budget is not None:
+            raise UsageError("--halving needs --trials (the trials of the first rung)")
+    if not (math.isfinite(args.scheduler_timeout) and args.scheduler_timeout > 0):
+        raise UsageError(f"--scheduler-timeout must be a number of seconds > 0, got "
+                         f"{args.scheduler_timeout}")
     if os.path.isdir(args.results):
         raise UsageError(f"--results {args.results!r} is a directory; give a file path, e.g. "
                          f"{os.path.join(args.results, 'search_results.csv')!r}")
@@ -763,24 +780,51 @@ def cmd_search(args):
     import functools
     fixed = {**_config(args, device), "in_features": data["features"],
              "classes": data["classes"], "n_train": len(y)}
+    del fixed["device"]  # where trials run is not part of the search (nor of its resume)
     build = functools.partial(build_trial, fixed)
+    if args.resume and not os.path.exists(args.results):
+        _say(args, f"gradlab search: --resume: {args.results} does not exist yet; starting "
+                   "the search")
+    client, executor, jobs, where = None, None, args.jobs, f"{args.jobs} worker(s)"
+    if args.scheduler:
+        client = _dask_client(args.scheduler, args.scheduler_timeout)
+        executor = client.get_executor()
+        threads = sum(client.nthreads().values())
+        jobs = args.jobs if "jobs" in getattr(args, "_given", ()) else max(1, threads)
+        where = f"Dask cluster {args.scheduler}, {threads} worker thread(s)"
     common = dict(scoring=scoring, k=folds, epochs=args.epochs, batch_size=args.batch_size,
-                  early_stopping=args.early_stopping or None, n_jobs=args.jobs,
-                  seed=args.seed, device=None if args.jobs > 1 else str(device),
+                  early_stopping=args.early_stopping or None, n_jobs=jobs,
+                  seed=args.seed, device=None if jobs > 1 or executor else str(device),
                   time_budget=budget, verbose=0 if args.quiet else 1, drop_last="auto",
-                  compile=args.compile)
+                  compile=args.compile, executor=executor, results_csv=args.results,
+                  resume=args.resume, halving=args.halving, eta=args.eta,
+                  min_epochs=args.min_epochs)
     _say(args, f"gradlab search: {method} search over {', '.join(space)} on {args.dataset} "
-               f"({scoring} scoring, {args.jobs} worker(s))")
+               f"({scoring} scoring, {where}"
+               + (f", successive halving with eta={args.eta}" if args.halving else "") + ")")
     if _values(space, "batchnorm", args.batchnorm) != {False}:
         _say(args, "note: trials with BatchNorm train on batches with drop_last=True (as in "
                    "PyTorch), so no training batch holds a single row")
     start = time.perf_counter()
-    if method == "grid":
-        result = grid_search(build, space, (X, y), n_trials=trials, **common)
-    else:
-        result = random_search(build, space, (X, y),
-                               n_trials=trials if trials is not None or budget else 10,
-                               **common)
+    from ..train.search import ResumeError
+    try:
+        if method == "grid":
+            result = grid_search(build, space, (X, y), n_trials=trials, **common)
+        else:
+            result = random_search(build, space, (X, y),
+                                   n_trials=trials if trials is not None or budget else 10,
+                                   **common)
+    except ResumeError as exc:
+        raise UsageError(f"--resume: {exc}".replace("resume: ", "", 1)) from None
+    except OSError as exc:
+        if exc.filename and os.path.abspath(exc.filename).startswith(
+                os.path.abspath(args.results)):
+            raise UsageError(f"--results {args.results!r} cannot be written: "
+                             f"{exc.strerror or exc}; choose a path you can write to") from None
+        raise
+    finally:
+        if client is not None:
+            client.close()
     try:
         result.to_csv(args.results)
     except OSError as exc:
@@ -800,7 +844,44 @@ def cmd_search(args):
           + (f"; retrained on train+val, test accuracy {test['accuracy']:.4f}" if test else "")
           + f"  ({len(result.results)} trials, {time.perf_counter() - start:.1f} s; results "
             f"in {args.results})", flush=True)
+    if args.halving:
+        full = len({r["trial"] for r in result.results}) * args.epochs
+        print(f"successive halving: {result.epochs_planned} epochs in all, "
+              f"{result.epochs_planned / full:.0%} of the {full} a full search of these "
+              "trials takes", flush=True)
     return 0
+
+
+def _dask_client(address, timeout):
+    """A dask.distributed Client of the scheduler at ``address`` with at least one worker,
+    or a UsageError that says why not."""
+    import re
+    if not re.fullmatch(r"(tcp|tls|ws|wss|ucx)://(\[[0-9A-Fa-f:.]+\]|[^\s:/\[\]]+):\d+",
+                        address):
+        raise UsageError(f"--scheduler {address!r}: expected a scheduler address such as "
+                         "tcp://127.0.0.1:8786 (what `dask scheduler` prints as 'Scheduler "
+                         "at')")
+    try:
+        from distributed import Client
+    except ImportError:
+        raise UsageError("--scheduler needs dask.distributed, which is not installed: pip "
+                         "install 'gradlab[dask]' (or pip install 'dask[distributed]')"
+                         ) from None
+    try:
+        client = Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError, TypeError) as exc:
+        raise UsageError(f"--scheduler {address!r}: no Dask scheduler answered within "
+                         f"{timeout:g} s ({type(exc).__name__}: {exc}); start one with `dask "
+                         f"scheduler` and workers with `dask worker {address}`, or fix the "
+                         "address") from None
+    try:
+        client.wait_for_workers(1, timeout=timeout)
+    except (OSError, TimeoutError) as exc:
+        client.close()
+        raise UsageError(f"--scheduler {address!r}: the scheduler has no worker after "
+                         f"{timeout:g} s ({type(exc).__name__}); start some with `dask worker "
+                         f"{address}`") from None
+    return client
 
 
 def _values(space, name, default):

@@ -125,9 +125,32 @@ def build_parser():
     search.add_argument("--time-budget", type=float, default=None, metavar="SECONDS")
     search.add_argument("--scoring", choices=["holdout", "kfold"], default="holdout")
     search.add_argument("--folds", type=int, default=3)
-    search.add_argument("--jobs", type=int, default=1, help="parallel worker processes")
+    search.add_argument("--jobs", type=int, default=1,
+                        help="parallel worker processes (with --scheduler: trials in flight "
+                             "at once, default one per worker thread)")
+    search.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                        help="run the trials on the Dask cluster of this scheduler (start it "
+                             "with `dask scheduler`, workers with `dask worker ADDRESS`; "
+                             "needs pip install 'gradlab[dask]')")
+    search.add_argument("--scheduler-timeout", type=float, default=10.0, metavar="SECONDS",
+                        help="how long to wait for the scheduler and a first worker "
+                             "(default 10)")
+    search.add_argument("--executor", choices=["local", "mpi"], default="local",
+                        help="local: this machine (--jobs processes); mpi: not available yet")
     search.add_argument("--results", default="search_results.csv", metavar="CSV",
-                        help="where to write the results table (default search_results.csv)")
+                        help="the results table (default search_results.csv), written a row "
+                             "per finished trial, ranked at the end")
+    search.add_argument("--resume", action="store_true",
+                        help="continue the search whose --results CSV a killed run left: "
+                             "the trials there are kept, the rest run; refused if the CSV "
+                             "comes from a different search")
+    search.add_argument("--halving", action="store_true",
+                        help="successive halving: every trial trains a few epochs, the best "
+                             "1/ETA of them ETA times as many, ... up to --epochs")
+    search.add_argument("--eta", type=int, default=3,
+                        help="with --halving: the fraction 1/ETA promoted per rung (default 3)")
+    search.add_argument("--min-epochs", type=int, default=1, metavar="N",
+                        help="with --halving: the fewest epochs of a rung (default 1)")
     search.add_argument("--quiet", action="store_true")
 
     from .export import add_parser as add_export

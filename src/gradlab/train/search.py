@@ -12,10 +12,15 @@ from __future__ import annotations
 import concurrent.futures as cf
 import csv
 import functools
+import hashlib
 import itertools
+import json
 import math
 import multiprocessing
+import os
+import pickle
 import time
+import traceback
 
 import numpy as np
 
@@ -187,19 +192,20 @@ def run_trial(build, config, X, y, settings):
 
 class SearchResult:
     """Trials sorted best first (``results``: dicts with rank, trial, score, score_std,
-    seconds, epochs_run and the configuration's keys), the ``best_config``, ``best_score``,
-    and — when ``refit`` — the ``best_model`` retrained on all the data."""
+    seconds, epochs_run and the configuration's keys; with successive halving also rung and
+    epochs, the top rung first), the ``best_config``, ``best_score``, and — when ``refit`` —
+    the ``best_model`` retrained on all the data. ``epochs_planned``: the epochs all trials
+    together were given (their sum over the rows, before any early stopping)."""
 
-    def __init__(self, results, metric, mode, param_names):
+    def __init__(self, results, metric, mode, param_names, halving=False):
         self.metric, self.mode, self.param_names = metric, mode, param_names
-        finite = [r for r in results if math.isfinite(r["score"])]
-        broken = [r for r in results if not math.isfinite(r["score"])]
-        finite.sort(key=lambda r: r["score"], reverse=(mode == "max"))
-        self.results = finite + broken
+        self.halving = halving
+        self.results = sorted(results, key=lambda r: _rank_key(r, mode))
         for rank, r in enumerate(self.results, 1):
             r["rank"] = rank
         self.best_model = None
         self.best_scaler = None
+        self.epochs_planned = None
 
     @property
     def best_config(self):
@@ -210,14 +216,20 @@ class SearchResult:
         return self.results[0]["score"]
 
     def columns(self):
-        return ["rank", "trial", "score", "score_std", "epochs_run", "seconds",
-                *self.param_names]
+        cols = ["rank", "trial", *(("rung", "epochs") if self.halving else ()), "score",
+                "score_std", "epochs_run", "seconds", *self.param_names]
+        if any(r.get("error") for r in self.results):
+            cols.append("error")
+        return cols
 
     def to_csv(self, path):
-        with open(path, "w", newline="") as f:
+        """The table, best first; written to a temporary file then renamed over ``path``,
+        so a search's results log is never left half written."""
+        def write(f):
             writer = csv.DictWriter(f, fieldnames=self.columns(), extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self.results)
+        _atomic_write(path, write)
 
     def table(self, top=None):
         """The results as aligned text, best first."""
@@ -232,62 +244,357 @@ class SearchResult:
                 f"{self.best_score:.4g} with {self.best_config})")
 
 
+def _rank_key(row, mode):
+    """Top rung first; then finite scores best first, ties by trial number; NaN last."""
+    score = row["score"]
+    finite = math.isfinite(score)
+    return (-int(row.get("rung", 0)), not finite,
+            (-score if mode == "max" else score) if finite else 0.0, row["trial"])
+
+
 def _fmt(v):
     if isinstance(v, float):
         return f"{v:.4g}"
-    return str(v)
+    return "" if v is None else str(v)
 
 
+def _atomic_write(path, write):
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "w", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# -- where trials run ----------------------------------------------------------------------
+LOST = "lost: "  # the error of a trial whose worker was lost twice (rerun by a resume)
+
+
+def _worker_trial(build, config, X, y, settings):
+    """A trial as an executor runs it: an exception of the trial itself comes back as a
+    value, so that any exception the future raises means the executor lost the trial."""
+    try:
+        return _safe_trial(build, config, X, y, settings)
+    except Exception as exc:
+        try:
+            pickle.dumps(exc)
+        except Exception:
+            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+        return {"raised": exc, "traceback": traceback.format_exc()}
+
+
+class _Trials:
+    """Runs jobs (key, config, settings) inline, in an own pool of ``n_jobs`` spawned
+    processes, or on a given executor, and hands each outcome to ``done`` as it finishes.
+    A trial the executor loses (a killed worker, a broken pool) is submitted once more,
+    then recorded as failed with the reason."""
+
+    def __init__(self, build, X, y, executor, n_jobs, out_of_time):
+        self.build, self.X, self.y = build, X, y
+        self.executor, self.own = executor, executor is None and n_jobs > 1
+        self.n_jobs, self.out_of_time = n_jobs, out_of_time
+        self.pool = None
+
+    def __enter__(self):
+        if self.own:
+            self.pool = self._new_pool()
+        return self
+
+    def __exit__(self, *exc):
+        if self.own and self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def _new_pool(self):
+        # Spawned workers: no inherited CUDA context or locks; `build` must be importable.
+        ctx = multiprocessing.get_context("spawn")
+        return cf.ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=ctx)
+
+    def _width(self):
+        if self.n_jobs > 1:
+            return self.n_jobs
+        return getattr(self.executor, "_max_workers", None) or 8
+
+    def _submit(self, job):
+        pool = self.pool if self.own else self.executor
+        _, config, settings = job
+        try:
+            return pool.submit(_worker_trial, self.build, config, self.X, self.y, settings)
+        except cf.BrokenExecutor:
+            if not self.own:
+                raise
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new_pool()
+            return self.pool.submit(_worker_trial, self.build, config, self.X, self.y,
+                                    settings)
+
+    def run(self, jobs, done, started):
+        """``started()``: whether any trial has a result already (the time budget lets the
+        first trial run)."""
+        if self.executor is None and not self.own:
+            for job in jobs:
+                if self.out_of_time() and started():
+                    break
+                done(job, _safe_trial(self.build, job[1], self.X, self.y, job[2]))
+            return
+        pending, tries, stream, exhausted = {}, {}, iter(jobs), False
+        try:
+            while True:
+                while not exhausted and len(pending) < self._width() and not \
+                        (self.out_of_time() and (started() or pending)):
+                    job = next(stream, None)
+                    if job is None:
+                        exhausted = True
+                        break
+                    tries[job[0]] = 1
+                    pending[self._submit(job)] = job
+                if not pending:
+                    break
+                finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+                for fut in sorted(finished, key=lambda f: pending[f][0]):
+                    job = pending.pop(fut)
+                    try:
+                        outcome = fut.result()
+                    except Exception as exc:  # the executor lost it, not the trial failing
+                        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
+                        if tries[job[0]] < 2:
+                            tries[job[0]] += 1
+                            pending[self._submit(job)] = job
+                            continue
+                        outcome = {"score": math.nan, "score_std": math.nan,
+                                   "epochs_run": 0, "seconds": math.nan,
+                                   "error": f"{LOST}tried twice, the executor lost it "
+                                            f"({reason[:300]})"}
+                    if "raised" in outcome:
+                        raise outcome["raised"]
+                    done(job, outcome)
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+# -- the results log and resuming ------------------------------------------------------------
+def _log_columns(param_names, halving):
+    return ["trial", *(("rung", "epochs") if halving else ()), "score", "score_std",
+            "epochs_run", "seconds", *param_names, "error"]
+
+
+class ResumeError(ValueError):
+    """A results log that cannot be resumed by this search (another search wrote it)."""
+
+
+def _manifest_path(results_csv):
+    return os.fspath(results_csv) + ".search.json"
+
+
+def _number(text):
+    if text is None or text == "":
+        return math.nan
+    if any(c in text.lower() for c in ".en"):
+        return float(text)
+    return int(text)
+
+
+class _Log:
+    """The results CSV written as trials finish (one flushed, fsynced row each), with the
+    search's identity beside it (``<csv>.search.json``), so a killed search resumes."""
+
+    def __init__(self, path, identity, param_names, halving, resume):
+        self.path, self.param_names, self.halving = os.fspath(path), param_names, halving
+        self.columns = _log_columns(param_names, halving)
+        self.done = {}
+        manifest = _manifest_path(self.path)
+        if resume and os.path.exists(self.path):
+            self._check_identity(manifest, identity)
+            self.done = self._read()
+        else:
+            _atomic_write(manifest, lambda f: json.dump(identity, f, indent=1, sort_keys=True))
+        if not self.done:
+            _atomic_write(self.path, lambda f: csv.writer(f).writerow(self.columns))
+        else:  # rewrite what was read, so the rows a resume appends line up with the header
+            def write(f):
+                writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(self.done.values())
+            _atomic_write(self.path, write)
+
+    def _check_identity(self, manifest, identity):
+        if not os.path.exists(manifest):
+            raise ResumeError(f"resume: {self.path} has no {os.path.basename(manifest)} beside "
+                             "it, so it cannot be checked to come from this search; start a "
+                             "new search (without resume) or give another results file")
+        with open(manifest) as f:
+            saved = json.load(f)
+        for key in sorted(set(saved) | set(identity)):
+            if saved.get(key) != identity.get(key):
+                raise ResumeError(
+                    f"resume: {self.path} comes from a different search: its {key} is "
+                    f"{saved.get(key)!r}, this search's is {identity.get(key)!r}; resume "
+                    "with the same space and settings, or write to another results file")
+
+    def _read(self):
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        done = {}
+        for row in rows:
+            if None in row.values() or None in row or not row.get("trial"):
+                continue  # a row cut short by the kill
+            if (row.get("error") or "").startswith(LOST):
+                continue  # lost by the executor: run it again
+            key = (int(row["trial"]), int(row.get("rung") or 0))
+            done[key] = row
+        return done
+
+    def restored(self, key, config):
+        """The outcome of an already finished job, or None; refuses a row whose
+        configuration differs from the one this search gives that trial."""
+        row = self.done.get(key)
+        if row is None:
+            return None
+        for name in self.param_names:
+            if row.get(name) != str(_python(config[name])):
+                raise ResumeError(
+                    f"resume: {self.path}, trial {key[0]}: {name} is {row.get(name)!r} there "
+                    f"but {_python(config[name])!r} in this search; the file comes from a "
+                    "different search: resume with the same space and seed, or write to "
+                    "another results file")
+        outcome = {k: _number(row.get(k)) for k in ("score", "score_std", "epochs_run",
+                                                    "seconds")}
+        if row.get("error"):
+            outcome["error"] = row["error"]
+        return outcome
+
+    def append(self, row):
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(row)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def _identity(method, space, settings, n_trials, build, X, y, halving):
+    """What a resumed search must share with the one that wrote the log (not where or how
+    fast it runs: device, compile, n_jobs, executor, time_budget)."""
+    digest = hashlib.sha256()
+    for a in (np.ascontiguousarray(X), np.ascontiguousarray(y)):
+        digest.update(f"{a.dtype}{a.shape}".encode())
+        digest.update(a.tobytes())
+    kept = {k: v for k, v in settings.items() if k not in ("device", "compile")}
+    identity = {"method": method, "space": {k: _describe(_dimension(v))
+                                            for k, v in space.items()},
+                "settings": kept, "n_trials": n_trials, "build": _describe_build(build),
+                "data": digest.hexdigest(), "halving": halving}
+    return json.loads(json.dumps(identity, default=repr))
+
+
+def _describe(dim):
+    if isinstance(dim, Uniform):
+        return f"{type(dim).__name__}({dim.low!r}, {dim.high!r}, {dim.grid_points})"
+    return f"{type(dim).__name__}({[_python(v) for v in dim.values]!r})"
+
+
+def _describe_build(build):
+    if isinstance(build, functools.partial):
+        return (f"{_describe_build(build.func)}(*{build.args!r}, "
+                f"**{sorted(build.keywords.items())!r})")
+    return f"{getattr(build, '__module__', '?')}.{getattr(build, '__qualname__', repr(build))}"
+
+
+# -- successive halving ----------------------------------------------------------------------
+def halving_schedule(n_candidates, max_epochs, eta=3, min_epochs=1):
+    """Rungs of successive halving as ``[(candidates, epochs), ...]``: rung 0 trains all
+    ``n_candidates`` for few epochs, each next rung the best ``ceil(n / eta)`` of the one
+    before for ``eta`` times the epochs, the last for ``max_epochs`` (as scikit-learn's
+    HalvingRandomSearchCV with ``min_resources="exhaust"``, the resource being epochs)."""
+    if eta < 2 or int(eta) != eta:
+        raise ValueError(f"eta must be a whole number >= 2, got {eta}")
+    if min_epochs < 1 or min_epochs > max_epochs:
+        raise ValueError(f"min_epochs must be in 1..epochs ({max_epochs}), got {min_epochs}")
+    by_candidates = int(math.floor(math.log(n_candidates) / math.log(eta) + 1e-9))
+    by_epochs = int(math.floor(math.log(max_epochs / min_epochs) / math.log(eta) + 1e-9))
+    n_rungs = 1 + min(by_candidates, by_epochs)
+    rungs, n = [], n_candidates
+    for k in range(n_rungs):
+        epochs = max(min_epochs, int(round(max_epochs / eta ** (n_rungs - 1 - k))))
+        rungs.append((n, epochs))
+        n = max(1, math.ceil(n / eta))
+    return rungs
+
+
+# -- the search ------------------------------------------------------------------------------
 def _search(build, configs, X, y, *, metric, mode, n_trials, time_budget, n_jobs, settings,
-            param_names, refit, verbose):
+            param_names, refit, verbose, executor=None, halving=None, results_csv=None,
+            resume=False, identity=None):
     if n_trials is not None and n_trials < 1:
         raise ValueError(f"n_trials must be >= 1, got {n_trials}")
     if time_budget is not None and time_budget <= 0:
         raise ValueError(f"time_budget must be > 0 seconds, got {time_budget}")
+    if n_jobs < 1:
+        raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
+    if executor is not None and not isinstance(executor, cf.Executor):
+        raise TypeError(f"executor must be a concurrent.futures.Executor, got "
+                        f"{type(executor).__name__}")
+    if resume and results_csv is None:
+        raise ValueError("resume=True needs results_csv, the log of the search to resume")
     deadline = time.monotonic() + time_budget if time_budget else None
     configs = itertools.islice(configs, n_trials) if n_trials else configs
-    results = []
-
-    def record(trial, config, outcome):
-        row = {"trial": trial, **{k: _python(v) for k, v in config.items()}, **outcome}
-        results.append(row)
-        if verbose:
-            print(f"trial {trial}: {metric}={outcome['score']:.4g}  {config}", flush=True)
+    log = _Log(results_csv, identity, param_names, halving is not None, resume) \
+        if results_csv is not None else None
+    results, planned = [], [0]
 
     def out_of_time():
         return deadline is not None and time.monotonic() >= deadline
 
-    if n_jobs == 1:
-        for trial, config in enumerate(configs, 1):
-            if out_of_time() and results:
-                break
-            record(trial, config, _safe_trial(build, config, X, y, settings))
-    else:
-        # Spawned workers: no inherited CUDA context or locks; `build` must be importable.
-        ctx = multiprocessing.get_context("spawn")
-        with cf.ProcessPoolExecutor(max_workers=n_jobs, mp_context=ctx) as pool:
-            pending = {}
-            stream = enumerate(configs, 1)
-            exhausted = False
-            while True:
-                while not exhausted and len(pending) < n_jobs and not \
-                        (out_of_time() and (results or pending)):
-                    nxt = next(stream, None)
-                    if nxt is None:
-                        exhausted = True
+    def record(job, outcome, restored=False):
+        (trial, rung), config, rung_settings = job
+        row = {"trial": trial, **{k: _python(v) for k, v in config.items()}, **outcome}
+        if halving is not None:
+            row.update(rung=rung, epochs=rung_settings["epochs"])
+        results.append(row)
+        planned[0] += int(config.get("epochs", rung_settings["epochs"]))
+        if log is not None and not restored:
+            log.append(row)
+        if verbose and not restored:
+            where = f" (rung {rung}, {rung_settings['epochs']} epochs)" if halving else ""
+            print(f"trial {trial}{where}: {metric}={outcome['score']:.4g}  {config}",
+                  flush=True)
+
+    def jobs(pairs, rung, rung_settings):
+        """The jobs of one rung that the log does not already hold."""
+        for trial, config in pairs:
+            job = ((trial, rung), config, rung_settings)
+            outcome = log.restored(job[0], config) if log else None
+            if outcome is not None:
+                record(job, outcome, restored=True)
+            else:
+                yield job
+
+    with _Trials(build, X, y, executor, n_jobs, out_of_time) as trials:
+        if halving is None:
+            trials.run(jobs(enumerate(configs, 1), 0, settings), record, lambda: results)
+        else:
+            candidates = list(enumerate(configs, 1))
+            for rung, (count, epochs) in enumerate(halving_schedule(
+                    len(candidates), settings["epochs"], *halving)):
+                if rung:  # promote the best `count` of the rung before (ties: lower trial)
+                    before = sorted((r for r in results if r["rung"] == rung - 1
+                                     and math.isfinite(r["score"])),
+                                    key=lambda r: _rank_key(r, mode))
+                    keep = {r["trial"] for r in before[:count]}
+                    candidates = [c for c in candidates if c[0] in keep]
+                    if not candidates or out_of_time():
                         break
-                    trial, config = nxt
-                    pending[pool.submit(_safe_trial, build, config, X, y, settings)] = \
-                        (trial, config)
-                if not pending:
-                    break
-                done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for fut in done:
-                    trial, config = pending.pop(fut)
-                    record(trial, config, fut.result())
+                # The build sees the rung's epochs too (an LR schedule spans them).
+                trials.run(jobs([(t, {**c, "epochs": epochs}) for t, c in candidates], rung,
+                                {**settings, "epochs": epochs}), record, lambda: results)
     if not results:
         raise ValueError("the search ran no trial: the space or budget is empty")
-    result = SearchResult(results, metric, mode, param_names)
+    result = SearchResult(results, metric, mode, param_names, halving=halving is not None)
+    result.epochs_planned = planned[0]
     if refit and math.isfinite(result.best_score):
         _refit(build, result, X, y, settings)
     return result
@@ -350,46 +657,99 @@ def _metric_mode(metric, mode):
     return resolve_mode(metric, mode)
 
 
+def _halving(halving, eta, min_epochs, space, epochs):
+    if not halving:
+        return None
+    if "epochs" in space:
+        raise ValueError("halving=True sets each rung's epochs itself; take 'epochs' out of "
+                         "the space (the epochs argument is the top rung's)")
+    halving_schedule(1, int(epochs), eta, min_epochs)  # checks eta and min_epochs
+    return [int(eta), int(min_epochs)]
+
+
+def _run_search(method, build, space, dataset, configs, *, n_trials, metric, mode, settings,
+                time_budget, n_jobs, executor, halving, eta, min_epochs, results_csv, resume,
+                refit, verbose):
+    X, y = _arrays(dataset)
+    halving = _halving(halving, eta, min_epochs, space, settings["epochs"])
+    if halving is not None and n_trials is None and method == "random":
+        raise ValueError("halving=True needs n_trials: the number of rung-0 candidates")
+    identity = _identity(method, space, settings, n_trials, build, X, y, halving) \
+        if results_csv is not None else None
+    return _search(build, configs, X, y, metric=metric, mode=_metric_mode(metric, mode),
+                   n_trials=n_trials, time_budget=time_budget, n_jobs=n_jobs,
+                   settings=settings, param_names=list(space), refit=refit, verbose=verbose,
+                   executor=executor, halving=halving, results_csv=results_csv,
+                   resume=resume, identity=identity)
+
+
 def grid_search(build, space, dataset, *, scoring="holdout", k=3, val_fraction=0.2,
                 epochs=10, batch_size=32, metric="val_accuracy", mode="auto",
                 n_trials=None, time_budget=None, n_jobs=1, standardize=False,
                 early_stopping=None, metrics=("accuracy",), refit=True, seed=0, device=None,
-                verbose=0, drop_last=False, compile=False):
+                verbose=0, drop_last=False, compile=False, executor=None, results_csv=None,
+                resume=False, halving=False, eta=3, min_epochs=1):
     """Try every combination of the space's values (uniform/loguniform contribute
     ``grid_points`` values each), stopping early at ``n_trials`` trials or after
     ``time_budget`` seconds (the trial running at the deadline finishes). Each trial is
     scored on a stratified holdout split (``val_fraction``) or by ``k``-fold
-    cross-validation (``scoring="kfold"``). ``n_jobs`` > 1 runs trials in that many worker
-    processes (``build`` must then be a module-level function). ``drop_last`` applies to the
+    cross-validation (``scoring="kfold"``). ``drop_last`` applies to the
     training batches: True, False, or "auto" (True for models with BatchNorm1d, which
     cannot train on a 1-row batch). ``compile``: every trial trains with a compiled step
     (see ``fit``). Returns a SearchResult; with ``refit`` the best configuration is
-    retrained on all of ``dataset``."""
-    X, y = _arrays(dataset)
+    retrained on all of ``dataset``.
+
+    Where trials run: one after the other in this process; with ``n_jobs`` > 1 in that
+    many spawned worker processes (``build`` must then be importable, e.g. a module-level
+    function or a ``functools.partial`` of one); or on ``executor``, any
+    ``concurrent.futures.Executor`` (a Dask ``Client(address).get_executor()``, an
+    ``mpi4py.futures.MPIPoolExecutor``, a ProcessPoolExecutor), ``n_jobs`` then being how
+    many trials are in flight at once (default: the executor's ``max_workers``, else 8).
+    Every trial seeds itself from ``seed`` alone, and the table is assembled by trial
+    number, so the results are the same wherever and in whatever order trials finish. A
+    trial the executor loses (its worker killed) is submitted once more, then recorded as
+    failed with the reason (score NaN, ranked last); the search goes on.
+
+    ``results_csv``: a file the results are appended to as each trial finishes (flushed
+    and fsynced), with the search's identity beside it in ``<results_csv>.search.json``;
+    ``resume=True`` keeps the trials already there (matched by trial number and
+    configuration) and runs the rest, ending with the same table as a search that was never
+    stopped. A log from another search (other space, settings, data or build) is refused.
+
+    ``halving=True``: successive halving over epochs (see ``halving_schedule``): all
+    candidates train for a few epochs, the best 1/``eta`` of them for ``eta`` times as
+    many, and so on up to ``epochs``; each rung trains from scratch, as scikit-learn's
+    HalvingRandomSearchCV does (``build`` sees the rung's ``config["epochs"]``). The table
+    has one row per trial and rung, with its rung and epochs, the top rung first;
+    ``result.epochs_planned`` is the epochs spent."""
     settings = _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
                          early_stopping, metrics, seed, device,
                          drop_last, compile)
-    return _search(build, grid_configs(space), X, y, metric=metric,
-                   mode=_metric_mode(metric, mode), n_trials=n_trials,
-                   time_budget=time_budget, n_jobs=n_jobs, settings=settings,
-                   param_names=list(space), refit=refit, verbose=verbose)
+    return _run_search("grid", build, space, dataset, grid_configs(space), n_trials=n_trials,
+                       metric=metric, mode=mode, settings=settings, time_budget=time_budget,
+                       n_jobs=n_jobs, executor=executor, halving=halving, eta=eta,
+                       min_epochs=min_epochs, results_csv=results_csv, resume=resume,
+                       refit=refit, verbose=verbose)
 
 
 def random_search(build, space, dataset, *, n_trials=20, time_budget=None,
                   scoring="holdout", k=3, val_fraction=0.2, epochs=10, batch_size=32,
                   metric="val_accuracy", mode="auto", n_jobs=1, standardize=False,
                   early_stopping=None, metrics=("accuracy",), refit=True, seed=0,
-                  device=None, verbose=0, drop_last=False, compile=False):
+                  device=None, verbose=0, drop_last=False, compile=False, executor=None,
+                  results_csv=None, resume=False, halving=False, eta=3, min_epochs=1):
     """Sample configurations from the space (seeded by ``seed``) until ``n_trials`` trials
     have run or ``time_budget`` seconds have passed (give ``n_trials=None`` for a budget in
-    seconds only). Scoring, parallelism and refitting as in ``grid_search``."""
+    seconds only). Scoring, where trials run, the results log and resuming, halving and
+    refitting as in ``grid_search``; with ``halving=True``, ``n_trials`` is the number of
+    rung-0 candidates."""
     if n_trials is None and time_budget is None:
         raise ValueError("random_search needs a budget: n_trials, time_budget or both")
-    X, y = _arrays(dataset)
     settings = _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
                          early_stopping, metrics, seed, device,
                          drop_last, compile)
-    return _search(build, random_configs(space, seed), X, y, metric=metric,
-                   mode=_metric_mode(metric, mode), n_trials=n_trials,
-                   time_budget=time_budget, n_jobs=n_jobs, settings=settings,
-                   param_names=list(space), refit=refit, verbose=verbose)
+    return _run_search("random", build, space, dataset, random_configs(space, seed),
+                       n_trials=n_trials, metric=metric, mode=mode, settings=settings,
+                       time_budget=time_budget, n_jobs=n_jobs, executor=executor,
+                       halving=halving, eta=eta, min_epochs=min_epochs,
+                       results_csv=results_csv, resume=resume, refit=refit, verbose=verbose)
