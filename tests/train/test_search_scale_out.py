@@ -148,6 +148,30 @@ def test_a_worker_killed_mid_trial_loses_no_work(dask_client, tmp_path):
     assert all(r.get("error") is None for r in result.results)
 
 
+def test_own_worker_processes_killed_mid_trial_are_replaced(tmp_path):
+    # n_jobs=2 is the executor path with an own pool: killing one of its processes breaks
+    # the pool, which is rebuilt, and the trials it held run again.
+    X, y = _data(120)
+    space = {"epochs": [2, 1500, 3]}
+    local = grid_search(BUILD, space, (X, y), refit=False)
+    build = functools.partial(dask_cluster.marked_build, str(tmp_path), FIXED)
+    done = {}
+    thread = threading.Thread(target=lambda: done.update(result=grid_search(
+        build, space, (X, y), refit=False, n_jobs=2)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not any(n.startswith("1500-") for n in os.listdir(tmp_path)):
+        assert time.monotonic() < deadline, "the slow trial never started"
+        time.sleep(0.02)
+    time.sleep(0.2)
+    os.kill(int(next(n for n in os.listdir(tmp_path) if n.startswith("1500-"))[5:]),
+            signal.SIGKILL)
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    assert len([n for n in os.listdir(tmp_path) if n.startswith("1500-")]) == 2
+    assert _table(done["result"]) == _table(local)
+
+
 def _rows(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))

@@ -842,7 +842,9 @@ def cmd_search(args):
         test = evaluate(model.to(device), gl.nn.CrossEntropyLoss(), loader, device=device)
     print(f"best {result.metric}: {result.best_score:.4f} with {result.best_config}"
           + (f"; retrained on train+val, test accuracy {test['accuracy']:.4f}" if test else "")
-          + f"  ({len(result.results)} trials, {time.perf_counter() - start:.1f} s; results "
+          + f"  ({len({r['trial'] for r in result.results})} trials"
+          + (f", {len(result.results)} runs over the rungs" if args.halving else "")
+          + f", {time.perf_counter() - start:.1f} s; results "
             f"in {args.results})", flush=True)
     if args.halving:
         full = len({r["trial"] for r in result.results}) * args.epochs

@@ -560,7 +560,8 @@ def _search(build, configs, X, y, *, metric, mode, n_trials, time_budget, n_jobs
             log.append(row)
         if verbose and not restored:
             where = f" (rung {rung}, {rung_settings['epochs']} epochs)" if halving else ""
-            print(f"trial {trial}{where}: {metric}={outcome['score']:.4g}  {config}",
+            shown = {k: v for k, v in config.items() if k in param_names}
+            print(f"trial {trial}{where}: {metric}={outcome['score']:.4g}  {shown}",
                   flush=True)
 
     def jobs(pairs, rung, rung_settings):
