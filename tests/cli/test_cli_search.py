@@ -79,7 +79,7 @@ def test_missing_dask_mpi_and_a_bad_address_exit_2_with_a_message(tmp_path, caps
 
 
 def test_killed_search_resumes_to_the_uninterrupted_table(tmp_path):
-    args = [*SEARCH, "--trials", "8", "--epochs", "100"]
+    args = [*SEARCH, "--trials", "6", "--epochs", "60"]
     whole = tmp_path / "whole.csv"
     proc = gradlab(*args, "--results", str(whole), "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -93,15 +93,15 @@ def test_killed_search_resumes_to_the_uninterrupted_table(tmp_path):
     child.send_signal(signal.SIGKILL)
     child.wait(timeout=10)
     kept = [r["trial"] for r in _table(log)]
-    assert 3 <= len(kept) < 8, kept  # killed in the middle of the search
+    assert 3 <= len(kept) < 6, kept  # killed in the middle of the search
     proc = gradlab(*args, "--results", str(log), "--resume")
     assert proc.returncode == 0, proc.stderr
     ran = [line.split(":")[0] for line in proc.stdout.splitlines()
            if line.startswith("trial ")]
-    assert sorted(ran) == sorted(f"trial {t}" for t in {str(i) for i in range(1, 9)} - set(kept))
+    assert sorted(ran) == sorted(f"trial {t}" for t in set("123456") - set(kept))
     assert _table(log) == _table(whole)
     # Another search (here: other epochs) is refused, and says what differs.
-    proc = gradlab(*SEARCH, "--trials", "8", "--epochs", "99", "--results", str(log),
+    proc = gradlab(*SEARCH, "--trials", "6", "--epochs", "59", "--results", str(log),
                    "--resume")
     assert proc.returncode == 2 and "comes from a different search" in proc.stderr
     _no_traceback(proc)

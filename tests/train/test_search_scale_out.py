@@ -121,7 +121,7 @@ def test_dask_cluster_gives_the_local_table(dask_client):
 
 def test_a_worker_killed_mid_trial_loses_no_work(dask_client, tmp_path):
     X, y = _data(120)
-    space = {"epochs": [2, 3000, 3, 2]}  # trial 2 is slow: a few seconds
+    space = {"epochs": [2, 1500, 3, 2]}  # trial 2 is slow: about a second
     local = grid_search(BUILD, space, (X, y), refit=False)
     build = functools.partial(dask_cluster.marked_build, str(tmp_path), FIXED)
     done = {}
@@ -133,15 +133,15 @@ def test_a_worker_killed_mid_trial_loses_no_work(dask_client, tmp_path):
     thread = threading.Thread(target=search)
     thread.start()
     deadline = time.monotonic() + 60
-    while not any(n.startswith("3000-") for n in os.listdir(tmp_path)):
+    while not any(n.startswith("1500-") for n in os.listdir(tmp_path)):
         assert time.monotonic() < deadline, "the slow trial never started"
         time.sleep(0.02)
-    victim = int(next(n for n in os.listdir(tmp_path) if n.startswith("3000-")).split("-")[1])
+    victim = int(next(n for n in os.listdir(tmp_path) if n.startswith("1500-")).split("-")[1])
     time.sleep(0.2)
     os.kill(victim, signal.SIGKILL)  # the worker process itself, in the middle of the trial
     thread.join(timeout=120)
     assert not thread.is_alive()
-    starts = sorted(n for n in os.listdir(tmp_path) if n.startswith("3000-"))
+    starts = sorted(n for n in os.listdir(tmp_path) if n.startswith("1500-"))
     assert len(starts) == 2 and str(victim) in starts[0] + starts[1]  # ran again elsewhere
     result = done["result"]
     assert _table(result) == _table(local)  # nothing lost, nothing different
