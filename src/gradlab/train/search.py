@@ -1,5 +1,7 @@
 """Hyper-parameter search: grid and random search over a space, scored on a holdout split
-or by k-fold cross-validation, optionally with trials in parallel worker processes.
+or by k-fold cross-validation; trials run here, in local worker processes or on any
+``concurrent.futures.Executor`` (a Dask cluster), log their results to a CSV a killed search
+resumes from, and can share a budget of epochs by successive halving.
 
 A space maps names to a fixed value, a list (a choice), or a distribution from this
 module: ``choice``, ``uniform``, ``loguniform``, ``int_range``. ``build(config)`` gets one
