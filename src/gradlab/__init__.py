@@ -126,5 +126,5 @@ from .functional import (
 
 __version__ = "0.1.0"
 # The upper layers come after the core they build on.
-from . import data, nn, onnx, optim, train, utils  # noqa: E402
+from . import data, distributed, nn, onnx, optim, train, utils  # noqa: E402
 from .serialization import SerializationError, load, save  # noqa: E402

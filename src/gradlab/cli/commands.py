@@ -226,7 +226,7 @@ def _config(args, device):
 
 
 def _say(args, *text):
-    if not args.quiet:
+    if not args.quiet and getattr(args, "_main", True):  # rank 0 only under --distributed
         print(*text, flush=True)
 
 
@@ -256,7 +256,8 @@ def drop_last_rule(batchnorm, n_train, batch_size):
 # may grow (a longer run), when the schedule does not depend on it.
 _RUN_LOCAL = ("command", "resume", "out", "quiet", "overwrite", "tensorboard",
               "histogram_every",  # logging only: a resumed run may log elsewhere
-              "compile")  # how steps run, not what they compute
+              "compile",  # how steps run, not what they compute
+              "distributed")  # how too; the world size is kept in the config and checked
 _EPOCH_SCHEDULES = ("step", "cosine", "onecycle")
 
 
@@ -274,12 +275,11 @@ def cmd_train(args):
         rundir.check_out(args.out, args.overwrite)
     board = _tensorboard(args)
     device = _device(args.device)
+    world = _init_distributed(args, device, manifest)
     import gradlab as gl
 
     from ..data import DataLoader, TensorDataset
-    from ..train import CSVLogger, EarlyStopping, ModelCheckpoint, evaluate, fit
-    from ..train import checkpoint as ckpt
-    from ..train.loop import NonFiniteLossError
+    from ..train import CSVLogger, EarlyStopping, ModelCheckpoint
 
     data = load_splits(args)
     if manifest is not None:
@@ -293,6 +293,8 @@ def cmd_train(args):
     config = _config(args, device)
     check_model_fits(data["features"], data["classes"], config["hidden"], args.batch_size,
                      len(y_tr))
+    if world > 1:
+        config["world_size"] = world
     drop_last, bn_note = drop_last_rule(args.batchnorm, len(y_tr), args.batch_size)
     gl.manual_seed(args.seed)
     fixed = {**config, "in_features": data["features"], "classes": data["classes"],
@@ -300,9 +302,18 @@ def cmd_train(args):
              else len(y_tr)}
     model, loss_fn, optimizer, scheduler = build_trial(fixed, {})
     model.to(device)
-    train_loader = DataLoader(TensorDataset(X_tr, y_tr), batch_size=args.batch_size,
-                              shuffle=True, drop_last=drop_last, seed=args.seed,
-                              device=device)
+    if args.distributed:
+        from ..distributed import DistributedDataParallel, DistributedSampler
+        model = DistributedDataParallel(model)
+        sampler = DistributedSampler(TensorDataset(X_tr, y_tr), seed=args.seed,
+                                     drop_last=drop_last)
+        train_loader = DataLoader(TensorDataset(X_tr, y_tr), batch_size=args.batch_size // world,
+                                  sampler=sampler, drop_last=drop_last, seed=args.seed,
+                                  device=device)
+    else:
+        train_loader = DataLoader(TensorDataset(X_tr, y_tr), batch_size=args.batch_size,
+                                  shuffle=True, drop_last=drop_last, seed=args.seed,
+                                  device=device)
     val_loader = None if data["val"] is None else \
         DataLoader(TensorDataset(*data["val"]), batch_size=1024, device=device)
     test_loader = DataLoader(TensorDataset(*data["test"]), batch_size=1024, device=device)
@@ -314,26 +325,18 @@ def cmd_train(args):
     callbacks = [best]
     checkpoint = lock = None
     resume = False
+    if args.out and not args._main:  # rank > 0: rank 0 sets up --out and says how it went
+        manifest, resume = _from_rank_0(None)
+    if args.out and args._main:
+        try:
+            lock, manifest, resume = _claim_out(args, manifest, config, data)
+        except Exception as exc:
+            if args.distributed:
+                _from_rank_0(exc)
+            raise
+        if args.distributed:
+            _from_rank_0((manifest, resume))
     if args.out:
-        # Every input is checked: only now is anything written into the directory.
-        lock, moved = rundir.claim(args.out, args.overwrite,
-                                   manifest["run_id"] if manifest is not None else None)
-        if moved:
-            _say(args, f"--overwrite: moved the old contents of {args.out} to {moved}")
-        if manifest is None:
-            manifest = rundir.new_manifest(_run_args(args), config, data["fingerprint"])
-            rundir.write_manifest(args.out, manifest)
-        else:
-            resume = bool(ckpt.list_checkpoints(args.out))
-            if not resume:
-                _say(args, f"--resume: no checkpoint in {args.out} yet (the run stopped "
-                           "before its first one); starting it over from step 0")
-            if args.epochs != manifest["args"]["epochs"]:
-                manifest["extended"].append({"from": manifest["args"]["epochs"],
-                                             "to": args.epochs,
-                                             "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
-                manifest["args"]["epochs"] = manifest["config"]["epochs"] = args.epochs
-                rundir.write_manifest(args.out, manifest)
         checkpoint = os.path.join(args.out, CHECKPOINT)
         # (history.csv is rewritten whole from the History at the end of the run)
         callbacks += [CSVLogger(os.path.join(args.out, "history.csv"), append=resume),
@@ -341,7 +344,80 @@ def cmd_train(args):
 
     if board is not None:
         callbacks.append(board)
+    return _train(args, gl, data, config, device, model, loss_fn, optimizer, scheduler,
+                  train_loader, val_loader, test_loader, monitor, best, callbacks, checkpoint,
+                  lock, resume, manifest, bn_note, world)
 
+
+def _init_distributed(args, device, manifest):
+    """Join the process group under --distributed (MPI; NCCL on CUDA); returns the world
+    size (1 without it) and checks it against a resumed run's."""
+    args._main = True
+    world = 1
+    if args.distributed:
+        from ..distributed import get_world_size, init_process_group, is_initialized
+        if not is_initialized():
+            init_process_group("nccl" if device.type == "cuda" else "mpi")
+        from ..distributed import get_rank
+        world, args._main = get_world_size(), get_rank() == 0
+        if args.batch_size % world:
+            raise UsageError(f"--distributed: --batch-size {args.batch_size} (the global "
+                             f"batch) must be a multiple of the {world} ranks")
+        if args.batchnorm and args.batch_size // world < 2:
+            raise UsageError(f"--distributed: --batch-size {args.batch_size} over {world} "
+                             "ranks leaves 1 row per rank, too few for BatchNorm's batch "
+                             "statistics; use a larger --batch-size or --no-batchnorm")
+        if args.compile:
+            raise UsageError("--distributed trains eagerly: drop --compile")
+    if manifest is not None and manifest["config"].get("world_size", 1) != world:
+        raise UsageError(f"--resume: the run trained on {manifest['config'].get('world_size', 1)} "
+                         f"rank(s), this one has {world}: resume it with the same "
+                         "`mpiexec -n N ... --distributed`")
+    return world
+
+
+def _from_rank_0(value):
+    """Rank 0's ``value`` on every rank; an exception there is raised on the others too."""
+    from ..distributed import broadcast_object
+    kind, payload = broadcast_object(("error", str(value)) if isinstance(value, BaseException)
+                                     else ("ok", value), 0)
+    if kind == "error":
+        raise UsageError(f"rank 0 could not set up --out: {payload}")
+    return payload
+
+
+def _claim_out(args, manifest, config, data):
+    """Claim --out (lock, manifest); returns (lock, manifest, resume)."""
+    from ..train import checkpoint as ckpt
+    from . import rundir
+    resume = False
+    # Every input is checked: only now is anything written into the directory.
+    lock, moved = rundir.claim(args.out, args.overwrite,
+                               manifest["run_id"] if manifest is not None else None)
+    if moved:
+        _say(args, f"--overwrite: moved the old contents of {args.out} to {moved}")
+    if manifest is None:
+        manifest = rundir.new_manifest(_run_args(args), config, data["fingerprint"])
+        rundir.write_manifest(args.out, manifest)
+    else:
+        resume = bool(ckpt.list_checkpoints(args.out))
+        if not resume:
+            _say(args, f"--resume: no checkpoint in {args.out} yet (the run stopped "
+                       "before its first one); starting it over from step 0")
+        if args.epochs != manifest["args"]["epochs"]:
+            manifest["extended"].append({"from": manifest["args"]["epochs"],
+                                         "to": args.epochs,
+                                         "at": time.strftime("%Y-%m-%dT%H:%M:%S")})
+            manifest["args"]["epochs"] = manifest["config"]["epochs"] = args.epochs
+            rundir.write_manifest(args.out, manifest)
+    return lock, manifest, resume
+
+
+def _train(args, gl, data, config, device, model, loss_fn, optimizer, scheduler, train_loader,
+           val_loader, test_loader, monitor, best, callbacks, checkpoint, lock, resume,
+           manifest, bn_note, world):
+    from ..train import evaluate, fit
+    from ..train.loop import NonFiniteLossError
     layers = "-".join(str(s) for s in [data["features"], *config["hidden"], data["classes"]])
     _say(args, f"gradlab train: {args.dataset} ({data['samples']} samples, "
                f"{data['features']} features, {data['classes']} classes) on {device}")
@@ -365,7 +441,9 @@ def cmd_train(args):
                    "device": str(device), "stop_reason": history.stop_reason,
                    "gradlab_version": gl.__version__, "config": config,
                    "run_id": manifest["run_id"] if manifest else None}
-        if args.out:
+        if world > 1:
+            metrics["world_size"] = world
+        if args.out and args._main:
             _write_outputs(args.out, metrics, history, data, model)
     except NonFiniteLossError as exc:
         kept = f"; the last good checkpoint is kept in {checkpoint}" if checkpoint and \
@@ -376,6 +454,8 @@ def cmd_train(args):
             lock.release()
     if history.stop_reason:
         _say(args, history.stop_reason)
+    if not args._main:
+        return 0
     print(f"test accuracy: {test['accuracy']:.4f}  (test loss {test['loss']:.4f}, "
           f"{metrics['test_samples']} samples, best epoch {best.best_epoch} of "
           f"{len(history)}, {train_seconds:.1f} s on {device})", flush=True)

@@ -107,6 +107,11 @@ def build_parser():
                        help="with --tensorboard: weight histograms every N epochs (default 5; "
                             "0: none)")
     train.add_argument("--quiet", action="store_true", help="print only the result line")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel training over the processes of `mpiexec -n N "
+                            "gradlab train --distributed ...` (MPI on the CPU, NCCL with "
+                            "--device cuda): --batch-size is the global batch, split evenly "
+                            "over the N ranks; rank 0 prints and writes --out")
 
     search = sub.add_parser("search", help="grid or random hyper-parameter search",
                             description="Search hyper-parameters; the other options fix the "
@@ -212,6 +217,7 @@ def main(argv=None):
 def _run(args):
     from ..backend import DeviceUnavailableError
     from ..data.files import DataFormatError
+    from ..distributed.group import DistributedError
     from ..serialization import SerializationError
     from ..train.checkpoint import CheckpointError
     from ..train.loop import NonFiniteLossError
@@ -226,6 +232,10 @@ def _run(args):
         return 2
     except NonFiniteLossError as exc:
         print(f"gradlab {args.command}: training stopped: {exc}", file=sys.stderr)
+        return 1
+    except DistributedError as exc:
+        print(f"gradlab {args.command}: distributed run failed: {exc}", file=sys.stderr,
+              flush=True)
         return 1
     except KeyboardInterrupt:
         print(f"gradlab {args.command}: interrupted", file=sys.stderr)

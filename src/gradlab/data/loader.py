@@ -25,7 +25,9 @@ def _check_torch_options(num_workers, sampler, batch_sampler):
     if isinstance(num_workers, bool) or not isinstance(num_workers, (int, np.integer)) or \
             num_workers < 0:
         raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
-    if sampler is not None or batch_sampler is not None:
+    # A distributed sampler (gl.distributed.DistributedSampler: it has set_epoch) is taken.
+    if (sampler is not None and not hasattr(sampler, "set_epoch")) or \
+            batch_sampler is not None:
         raise TypeError("DataLoader(sampler=/batch_sampler=) is not part of gradlab: pass "
                         "shuffle=True (with seed= or generator=) for a random order, or "
                         "select samples with gl.data.Subset(dataset, indices)")
@@ -46,6 +48,8 @@ class DataLoader:
       to the first field of every batch on the host (augmentation, see ``gl.data.augment``),
       with the loader's generator as ``rng``.
     - ``collate_fn``: turns a list of samples into a tuple of arrays (generic datasets).
+    - ``sampler``: a ``gl.distributed.DistributedSampler``, whose indices (this rank's share)
+      are the order, instead of ``shuffle``; ``fit`` calls its ``set_epoch`` each epoch.
     - PyTorch's ``num_workers`` and ``pin_memory`` are accepted and change nothing (batches
       are gathered in the main process); ``generator`` (a ``gl.Generator``) seeds the order.
 
@@ -71,7 +75,11 @@ class DataLoader:
             raise ValueError(f"batch_size={batch_size} is larger than the dataset ({n} "
                              "samples) and drop_last=True would yield no batch; lower "
                              "batch_size or set drop_last=False")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler and shuffle=True exclude each other; the "
+                             "sampler decides the order (DistributedSampler(shuffle=True))")
         self.dataset = dataset
+        self.sampler = sampler
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
@@ -92,10 +100,12 @@ class DataLoader:
         return self.backend.device
 
     def __len__(self):
-        n = len(self.dataset)
+        n = len(self.dataset) if self.sampler is None else len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def _order(self):
+        if self.sampler is not None:
+            return np.fromiter(iter(self.sampler), dtype=np.int64)
         n = len(self.dataset)
         return self.generator.permutation(n) if self.shuffle else np.arange(n)
 

@@ -1,5 +1,9 @@
 """Callbacks: hooks that ``fit`` calls around epochs and batches.
 
+Under a distributed ``fit`` every rank runs every callback with the same (global) logs, and
+the callbacks that write files (ModelCheckpoint, CSVLogger, TensorBoard) write them on
+rank 0 only (``run.main_process``).
+
 A callback sees the run through ``self.run`` (set before ``on_train_begin``), which holds
 ``model``, ``optimizer``, ``scheduler``, ``history``, ``epoch`` and ``stop_training``;
 setting ``run.stop_training = True`` ends training after the current epoch. Callbacks
@@ -45,6 +49,11 @@ class Callback:
 
     def load_state_dict(self, state):
         pass
+
+
+def writes_files(callback):
+    """False on ranks > 0 of a distributed run (``run.main_process``): only rank 0 writes."""
+    return getattr(callback.run, "main_process", True)
 
 
 def _monitored(callback, logs, monitor):
@@ -176,6 +185,8 @@ class ModelCheckpoint(Callback):
 
     def save(self, epoch):
         from .. import save
+        if not writes_files(self):
+            return
         path = self.filepath.format(epoch=epoch)
         if self.save_weights_only:
             state = self.run.model.state_dict()
@@ -203,6 +214,8 @@ class CSVLogger(Callback):
 
     def on_train_begin(self):
         self._keys = None
+        if not writes_files(self):
+            return
         if self.append and os.path.exists(self.filename) and os.path.getsize(self.filename):
             with open(self.filename, newline="") as f:
                 self._keys = next(csv.reader(f), None)
@@ -210,6 +223,8 @@ class CSVLogger(Callback):
             open(self.filename, "w").close()
 
     def on_epoch_end(self, epoch, logs):
+        if not writes_files(self):
+            return
         with open(self.filename, "a", newline="") as f:
             if self._keys is None:
                 self._keys = list(logs)

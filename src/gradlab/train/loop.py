@@ -36,6 +36,7 @@ class Run:
         self.step = 0         # optimizer steps taken in this run
         self.stop_training = False
         self.stop_reason = None
+        self.main_process = True  # False on ranks > 0 of a distributed run: they write nothing
 
 
 def _to_device(t, device):
@@ -161,6 +162,14 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
       graph on a GPU). The weights and the History are the same as eager training, bit for
       bit on the CPU. Off by default: recording costs two eager steps per batch shape, and
       a model it cannot replay runs eagerly with a warning.
+    - Distributed (``model`` a ``gl.distributed.DistributedDataParallel`` on an initialized
+      process group): gradients are averaged over the ranks before each step, the epoch's
+      train loss and metrics are summed over the ranks (so every rank logs the global
+      values), BatchNorm running statistics are averaged at the end of each epoch, a
+      non-finite loss on any rank is handled alike on all, and rank 0's stop decision
+      (early stopping, a callback) is broadcast. Only rank 0 writes checkpoints, logs and
+      files; resume reads the same checkpoint on every rank. ``fit`` calls the train
+      loader's ``sampler.set_epoch(epoch - 1)`` (a DistributedSampler) before each epoch.
     """
     if int(epochs) != epochs or epochs < 1:
         raise ValueError(f"epochs must be a positive integer, got {epochs!r}")
@@ -186,6 +195,11 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
         if hasattr(model, "to"):
             model.to(device)
     fns = resolve_metrics(metrics)
+    dist = _process_group(model)
+    if dist is not None and compile:
+        raise ValueError("fit: compile=True is not supported for a DistributedDataParallel "
+                         "model (the compiled step has no place for the gradient allreduce); "
+                         "train it eagerly")
     monitor = monitor or ("val_loss" if val_loader is not None else "loss")
     callbacks = list(callbacks)
     for cb in callbacks:
@@ -212,6 +226,7 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
 
     history = History()
     run = Run(model, optimizer, scheduler, history, device, int(epochs))
+    run.main_process = dist is None or dist.rank == 0
     for cb in callbacks:
         cb.set_run(run)
     for cb in callbacks:
@@ -220,8 +235,16 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
     first_epoch, skip, carried, done = 1, 0, None, False
     if resume:
         first_epoch, skip, carried, done = _resume(checkpoint_dir, run, callbacks, train_loader)
+        if dist is not None:
+            _same_on_every_rank(dist, "resume: the checkpoint step", run.step)
+
+    sampler = getattr(train_loader, "sampler", None)
+    if not hasattr(sampler, "set_epoch"):
+        sampler = None
 
     def save_checkpoint(epoch, batch, loader_state, totals, count, lr, finished):
+        if not run.main_process:
+            return
         ckpt.write(checkpoint_dir, {
             "epoch": epoch, "batch": batch, "step": run.step, "epochs": int(epochs),
             "finished": finished, "stop_reason": run.stop_reason,
@@ -234,6 +257,8 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
     try:
         for epoch in range(first_epoch, 1 if done else int(epochs) + 1):
             run.epoch = epoch
+            if sampler is not None:
+                sampler.set_epoch(epoch - 1)
             # The loader's generator before it draws this epoch's order: resuming replays
             # the order from it and skips the batches already trained on.
             loader_state = train_loader.state_dict() if checkpoint_dir is not None else None
@@ -247,7 +272,8 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
             count = 0
             if epoch == first_epoch and carried is not None:
                 totals, count, lr = carried
-            bar = _progress(len(train_loader), f"epoch {epoch}/{epochs}", verbose)
+            bar = _progress(len(train_loader), f"epoch {epoch}/{epochs}",
+                            verbose if run.main_process else 0)
             for b, batch in enumerate(train_loader, 1):
                 if epoch == first_epoch and b <= skip:
                     # Drawn (so transforms consume the same random numbers) but not trained.
@@ -272,8 +298,13 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                     loss = loss_fn(out, y)
                     objective = loss + l1 * _l1_penalty(model) if l1 else loss
                 value = loss.item()
-                if not math.isfinite(value) or (l1 and not math.isfinite(objective.item())):
+                finite = math.isfinite(value) and not (l1 and not math.isfinite(objective.item()))
+                if dist is not None:
+                    finite = _on_every_rank(dist, finite)
+                if not finite:
                     bad = value if not math.isfinite(value) else objective.item()
+                    if dist is not None and math.isfinite(bad):
+                        bad = "non-finite on another rank"
                     msg = (f"loss is {bad} at epoch {epoch}, batch {b}; the weights were not "
                            "updated with it (try a lower learning rate, gradient clipping, "
                            "or check the data for NaN/Inf)")
@@ -292,6 +323,8 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                 else:
                     optimizer.zero_grad()
                     objective.backward()
+                    if dist is not None:
+                        model.sync_gradients()  # one allreduce per bucket
                     optimizer.step()
                 run.step += 1
                 n = len(x)
@@ -308,6 +341,9 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                     bar.set_postfix(loss=f"{totals['loss'] / count:.4f}", refresh=False)
             if bar is not None:
                 bar.close()
+            if dist is not None:
+                totals, count = _sum_over_ranks(dist, totals, count)
+                model.sync_buffers()  # BatchNorm running statistics: the ranks' mean
             if count == 0:  # a non-finite loss stopped, or skipped, the epoch before any step
                 if run.stop_reason is None:
                     # Skipping on would only repeat it: the weights no longer change.
@@ -324,7 +360,10 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
             history.append(logs)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs)
-            if verbose >= 2 or (verbose == 1 and sys.stderr.isatty()):
+            if dist is not None:  # every rank stops where rank 0 decides to
+                run.stop_training, run.stop_reason = dist.mpi.broadcast_object(
+                    (run.stop_training, run.stop_reason))
+            if run.main_process and (verbose >= 2 or (verbose == 1 and sys.stderr.isatty())):
                 print(_summary(logs, epochs), file=sys.stderr if verbose == 1 else sys.stdout,
                       flush=True)
             if run.stop_training:
@@ -337,6 +376,37 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
         for cb in callbacks:
             cb.on_train_end()
     return history
+
+
+def _process_group(model):
+    """The initialized process group when ``model`` is a DistributedDataParallel, else None."""
+    if not hasattr(model, "sync_gradients"):
+        return None
+    from ..distributed.group import group
+    return group(required=True)
+
+
+def _on_every_rank(dist, flag):
+    """True when ``flag`` is True on every rank."""
+    import numpy as np
+    return bool(dist.mpi.allreduce(np.array([0 if flag else 1], dtype=np.int64), "max")[0] == 0)
+
+
+def _sum_over_ranks(dist, totals, count):
+    import numpy as np
+    keys = list(totals)
+    flat = np.array([float(count)] + [float(totals[k]) for k in keys], dtype=np.float64)
+    dist.mpi.allreduce(flat, "sum")
+    return {k: float(v) for k, v in zip(keys, flat[1:])}, int(round(flat[0]))
+
+
+def _same_on_every_rank(dist, what, value):
+    values = dist.mpi.allgather_object(value)
+    if any(v != values[0] for v in values):
+        from ..distributed import DistributedError
+        raise DistributedError(f"{what} differs between ranks: "
+                               + ", ".join(f"rank {r}: {v!r}" for r, v in enumerate(values))
+                               + "; every rank must read the same checkpoint directory")
 
 
 def _has_batchnorm(model):

@@ -58,6 +58,8 @@ class TensorBoard(Callback):
         self._writer = None
 
     def on_train_begin(self):
+        if not _writes(self):
+            return
         writer_cls, _, _ = self._writer_parts
         os.makedirs(self.log_dir, exist_ok=True)
         # flush_secs is only the background flush; on_epoch_end flushes every epoch.
@@ -69,6 +71,8 @@ class TensorBoard(Callback):
                                                summary=summary_pb2.Summary(value=values)))
 
     def on_epoch_end(self, epoch, logs):
+        if self._writer is None:  # a rank > 0 of a distributed run
+            return
         summary_pb2 = self._writer_parts[2]
         scalars = [summary_pb2.Summary.Value(tag=key, simple_value=float(value))
                    for key, value in logs.items()
@@ -85,6 +89,10 @@ class TensorBoard(Callback):
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+def _writes(callback):
+    return getattr(callback.run, "main_process", True)
 
 
 def histogram(tensor, summary_pb2, bins=30):
