@@ -1,16 +1,20 @@
 """Tensor: an array on some backend plus what autograd needs to know about it.
 
 The differentiable operators and methods (``+``, ``@``, ``.sum()``, ``.reshape()``, ...)
-are defined in ``gradlab.functional`` and bound onto this class by
-``gradlab.functional.methods``, so that imports keep pointing downward.
+are declared on the mixin :class:`~gradlab.autograd.tensor_methods.TensorMethods`, which
+Tensor inherits; each runs its op from ``gradlab.functional`` (tensor_methods.py says why
+there).
 """
 from __future__ import annotations
+
+import operator
 
 import numpy as np
 
 from ..backend import Device, get_backend
 from . import grad_mode
 from .dtypes import bool_, float32, int64
+from .tensor_methods import _F, TensorMethods
 
 # Counts the changes that can make a recorded step stale: a tensor's storage rebound
 # (``t.data = ...``, ``module.to()``) or a module's attributes set. A compiled step
@@ -18,7 +22,83 @@ from .dtypes import bool_, float32, int64
 structure_version = [0]
 
 
-class Tensor:
+def _arithmetic(raw, function, true_divide=False):
+    """A binary arithmetic operator and its reflected twin (``other op self``), each with a
+    fast path for calls that record no graph; the general path is
+    ``gradlab.functional.elementwise.<function>.apply``.
+
+    The four arithmetic operators on a tensor and a Python number or a same-device tensor are
+    most of what user code runs outside training, and on small arrays Function.apply costs
+    more than the NumPy call itself. Only ops whose forward is exactly ``raw`` on the raw
+    arrays come here (Add/Sub/Mul/Div.compute are ``a op b``; ``true_divide`` is Div's), so
+    the result is bit-identical to the general path; every other case, broadcast errors
+    included, takes the general path, which also produces the errors. One flat function
+    each: a helper call costs about as much as the checks. They are Tensor's own operators,
+    not TensorMethods' forwarders, so that this path costs no call more than the NumPy op.
+    """
+    state = grad_mode._state
+    apply = None
+
+    def general(a, b):
+        nonlocal apply
+        if apply is None:  # functional sits above autograd: found at the first recorded op
+            apply = getattr(_F.elementwise, function).apply
+        return apply(a, b)
+
+    def op(input, other):
+        # (A step being recorded takes the general path, so that the tape sees the op.)
+        if input.__class__ is Tensor and not (input._requires_grad and state.enabled) \
+                and state.tape is None:
+            kind = other.__class__
+            a = input._data
+            if kind is float or kind is int:
+                # An integer tensor with a float (or divided at all) changes dtype: the general
+                # path applies PyTorch's promotion.
+                if (kind is float or true_divide) and a.dtype.kind != "f":
+                    return general(input, other)
+                b = other
+            elif kind is Tensor and other._backend is input._backend and not (
+                    other._requires_grad and state.enabled) and other._data.dtype == a.dtype \
+                    and not (true_divide and a.dtype.kind != "f"):
+                b = other._data
+            else:
+                return general(input, other)
+            try:
+                out = raw(a, b)
+            except (ValueError, TypeError, ZeroDivisionError):
+                return general(input, other)
+            backend = input._backend
+            if out.__class__ is not backend.ndarray:
+                out = backend.xp.asarray(out)  # NumPy returns scalars for 0-d results
+            return _wrap(out, backend)
+        return general(input, other)
+
+    def reflected(self, other):
+        if self.__class__ is Tensor and not (self._requires_grad and state.enabled) \
+                and state.tape is None:
+            kind = other.__class__
+            if (kind is float or kind is int) and not (
+                    (kind is float or true_divide) and self._data.dtype.kind != "f"):
+                try:
+                    out = raw(other, self._data)
+                except (ValueError, TypeError, ZeroDivisionError):
+                    return general(other, self)
+                backend = self._backend
+                if out.__class__ is not backend.ndarray:
+                    out = backend.xp.asarray(out)
+                return _wrap(out, backend)
+        return general(other, self)
+
+    name = raw.__name__.strip("_")
+    for fn, dunder, text in ((op, f"__{name}__", f"self {name} other"),
+                             (reflected, f"__r{name}__", f"other {name} self")):
+        fn.__name__, fn.__qualname__ = dunder, f"Tensor.{dunder}"
+        fn.__doc__ = f"{text} (gradlab.functional.elementwise.{function})"
+    return op, reflected
+
+
+
+class Tensor(TensorMethods):
     """An n-dimensional array that can record the operations applied to it.
 
     Create tensors with ``gl.tensor``, ``gl.zeros``, ``gl.randn`` and friends rather than
@@ -31,6 +111,12 @@ class Tensor:
                  "__weakref__")
     # NumPy must hand binary operators with a Tensor on the right to the Tensor.
     __array_ufunc__ = None
+
+    # -- arithmetic operators; the rest are declared on TensorMethods ----------------------
+    __add__, __radd__ = _arithmetic(operator.add, "Add")
+    __sub__, __rsub__ = _arithmetic(operator.sub, "Sub")
+    __mul__, __rmul__ = _arithmetic(operator.mul, "Mul")
+    __truediv__, __rtruediv__ = _arithmetic(operator.truediv, "Div", true_divide=True)
 
     def __init__(self, data, requires_grad=False, *, backend=None, grad_fn=None):
         if backend is None:
@@ -365,6 +451,9 @@ class Tensor:
             index = tuple(i._data if isinstance(i, Tensor) else i for i in index)
         self._data[index] = _raw(value)
         self._bump()
+
+
+_wrap = Tensor._wrap  # for the operators' fast path: one lookup, as a bound method
 
 
 def _raw(value):

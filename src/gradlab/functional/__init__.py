@@ -1,6 +1,5 @@
 """Differentiable ops, one file per family. Each op is a Function (forward on raw arrays,
 hand-written backward) with a lowercase wrapper right below its class."""
-from . import methods
 from .activation import log_softmax, relu, sigmoid, softmax, tanh
 from .elementwise import (
                           abs,
@@ -54,6 +53,4 @@ from .shape import (
                           view,
 )
 
-methods.install()
-
-__all__ = [name for name in dir() if not name.startswith("_") and name != "methods"]
+__all__ = [name for name in dir() if not name.startswith("_")]

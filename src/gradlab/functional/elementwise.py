@@ -1,16 +1,11 @@
 """Elementwise ops with broadcasting: arithmetic, transcendental functions, comparisons."""
 from __future__ import annotations
 
-import operator
-
 import numpy as np
 
-from ..autograd import grad_mode
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
 from .out import write_out
-
-_grad_state = grad_mode._state
 
 
 def unbroadcast(g, shape):
@@ -362,79 +357,14 @@ class Where(Function):
                 unbroadcast(ctx.xp.where(cond, zero, g), ctx.b_shape) if nb else None)
 
 
-# -- graph-free fast path -------------------------------------------------------------------
-def _binary(cls, raw):
-    """The functional form of a binary arithmetic op and its reflected twin (``other op
-    self``, for Tensor.__rop__), with a fast path for calls that record no graph.
-
-    The four arithmetic operators on a tensor and a Python number or a same-device tensor are
-    most of what user code runs outside training, and on small arrays Function.apply costs
-    more than the NumPy call itself. Only ops whose forward is exactly ``raw`` on the raw
-    arrays come here (Add/Sub/Mul/Div.compute are ``a op b``), so the result is bit-identical
-    to the general path; every other case, broadcast errors included, takes the general
-    path, which also produces the errors. One flat function each: a helper call costs
-    about as much as the checks.
-    """
-    apply = cls.apply
-    true_divide = cls.true_divide
-    wrap = Tensor._wrap
-    state = _grad_state
-
-    def forward(input, other):
-        # (A step being recorded takes the general path, so that the tape sees the op.)
-        if input.__class__ is Tensor and not (input._requires_grad and state.enabled) \
-                and state.tape is None:
-            kind = other.__class__
-            a = input._data
-            if kind is float or kind is int:
-                # An integer tensor with a float (or divided at all) changes dtype: the general
-                # path applies PyTorch's promotion.
-                if (kind is float or true_divide) and a.dtype.kind != "f":
-                    return apply(input, other)
-                b = other
-            elif kind is Tensor and other._backend is input._backend and not (
-                    other._requires_grad and state.enabled) and other._data.dtype == a.dtype \
-                    and not (true_divide and a.dtype.kind != "f"):
-                b = other._data
-            else:
-                return apply(input, other)
-            try:
-                out = raw(a, b)
-            except (ValueError, TypeError, ZeroDivisionError):
-                return apply(input, other)
-            backend = input._backend
-            if out.__class__ is not backend.ndarray:
-                out = backend.xp.asarray(out)  # NumPy returns scalars for 0-d results
-            return wrap(out, backend)
-        return apply(input, other)
-
-    def reflected(self, other):
-        if self.__class__ is Tensor and not (self._requires_grad and state.enabled) \
-                and state.tape is None:
-            kind = other.__class__
-            if (kind is float or kind is int) and not (
-                    (kind is float or true_divide) and self._data.dtype.kind != "f"):
-                try:
-                    out = raw(other, self._data)
-                except (ValueError, TypeError, ZeroDivisionError):
-                    return apply(other, self)
-                backend = self._backend
-                if out.__class__ is not backend.ndarray:
-                    out = backend.xp.asarray(out)
-                return wrap(out, backend)
-        return apply(other, self)
-
-    return forward, reflected
-
-
-_add, radd = _binary(Add, operator.add)
-_sub, rsub = _binary(Sub, operator.sub)
-_mul, rmul = _binary(Mul, operator.mul)
-_div, rdiv = _binary(Div, operator.truediv)
+# -- the operators' graph-free fast path ------------------------------------------------------
+# It lives with Tensor (autograd/tensor.py, _arithmetic), whose operators it is; the functional
+# forms below call it too. Its general path is Add/Sub/Mul/Div.apply.
+_add, _sub, _mul, _div = Tensor.__add__, Tensor.__sub__, Tensor.__mul__, Tensor.__truediv__
 
 
 # -- functional wrappers ---------------------------------------------------------------------
-# (The operators call _add, _sub, _mul, _div directly; these add PyTorch's keywords.)
+# (The operators are _add, _sub, _mul, _div; these add PyTorch's keywords.)
 def add(input, other, *, alpha=1, out=None):
     if out is not None:
         return write_out("add", out, (input, other), lambda: add(input, other, alpha=alpha))
