@@ -2,6 +2,7 @@
 successive halving (--halving), and the clear errors of each."""
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,10 +73,29 @@ def test_missing_dask_mpi_and_a_bad_address_exit_2_with_a_message(tmp_path, caps
                    str(tmp_path / "r.csv"), "--scheduler", "tcp://127.0.0.1:8786"])
     err = capsys.readouterr().err
     assert status == 2 and "pip install 'gradlab[dask]'" in err
-    status = main([*SEARCH, "--executor", "mpi"])
-    assert status == 2 and "--executor mpi is not available yet" in capsys.readouterr().err
+    status = main([*SEARCH, "--executor", "mpi"])  # a lone process: no MPI workers
+    err = capsys.readouterr().err
+    assert status == 2 and "mpiexec -n N python -m mpi4py.futures -m gradlab search" in err
+    assert "no MPI workers" in err or "pip install 'gradlab[mpi]'" in err
     status = main([*SEARCH, "--scheduler", "localhost:8786"])
     assert status == 2 and "expected a scheduler address" in capsys.readouterr().err
+
+
+def test_search_under_mpiexec_writes_the_local_table(tmp_path):
+    pytest.importorskip("mpi4py", reason="mpi4py is not installed: pip install '.[mpi]'")
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable)) or \
+        shutil.which("mpiexec")
+    if mpiexec is None:
+        pytest.skip("no mpiexec: pip install '.[mpi]' brings MPICH's")
+    local, mpi = tmp_path / "local.csv", tmp_path / "mpi.csv"
+    args = [*SEARCH, "--trials", "4", "--epochs", "3", "--quiet"]
+    proc = gradlab(*args, "--results", str(local))
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([mpiexec, "-n", "3", sys.executable, "-m", "mpi4py.futures", "-m",
+                           "gradlab", *args, "--executor", "mpi", "--results", str(mpi)],
+                          capture_output=True, text=True, timeout=120, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert _table(mpi) == _table(local) and len(_table(local)) == 4
 
 
 def test_killed_search_resumes_to_the_uninterrupted_table(tmp_path):

@@ -827,9 +827,8 @@ def cmd_search(args):
                          f"folds), got {folds}")
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
-    if args.executor == "mpi":
-        raise UsageError("--executor mpi is not available yet; run the trials on a Dask "
-                         "cluster (--scheduler tcp://HOST:PORT) or on this machine (--jobs N)")
+    if args.executor == "mpi" and args.scheduler:
+        raise UsageError("--executor mpi and --scheduler each say where trials run; give one")
     if args.halving:
         if "epochs" in space:
             raise UsageError("--halving sets each rung's epochs itself; do not search epochs "
@@ -872,6 +871,10 @@ def cmd_search(args):
         threads = sum(client.nthreads().values())
         jobs = args.jobs if "jobs" in getattr(args, "_given", ()) else max(1, threads)
         where = f"Dask cluster {args.scheduler}, {threads} worker thread(s)"
+    elif args.executor == "mpi":
+        executor = _mpi_executor()
+        jobs = args.jobs if "jobs" in getattr(args, "_given", ()) else executor.num_workers
+        where = f"{executor.num_workers} MPI worker process(es)"
     common = dict(scoring=scoring, k=folds, epochs=args.epochs, batch_size=args.batch_size,
                   early_stopping=args.early_stopping or None, n_jobs=jobs,
                   seed=args.seed, device=None if jobs > 1 or executor else str(device),
@@ -905,6 +908,8 @@ def cmd_search(args):
     finally:
         if client is not None:
             client.close()
+        if executor is not None and client is None:
+            executor.shutdown(wait=True)
     try:
         result.to_csv(args.results)
     except OSError as exc:
@@ -932,6 +937,25 @@ def cmd_search(args):
               f"{result.epochs_planned / full:.0%} of the {full} a full search of these "
               "trials takes", flush=True)
     return 0
+
+
+_MPI_HOW = ("start it as `mpiexec -n N python -m mpi4py.futures -m gradlab search "
+            "--executor mpi ...`: rank 0 runs the search, the other N-1 ranks the trials")
+
+
+def _mpi_executor():
+    """The mpi4py.futures pool of the MPI processes this search was started with, or a
+    UsageError that says how to start it (spawning workers from a lone process is not
+    supported: MPICH's singleton cannot spawn without mpiexec)."""
+    try:
+        from mpi4py import MPI
+        from mpi4py.futures import MPIPoolExecutor, _core
+    except ImportError:
+        raise UsageError("--executor mpi needs mpi4py and an MPI: pip install 'gradlab[mpi]'; "
+                         f"then {_MPI_HOW}") from None
+    if MPI.COMM_WORLD.Get_size() < 2 or getattr(_core, "SharedPool", True) is None:
+        raise UsageError(f"--executor mpi: this process has no MPI workers; {_MPI_HOW}")
+    return MPIPoolExecutor()
 
 
 def _dask_client(address, timeout):

@@ -141,7 +141,9 @@ def build_parser():
                         help="how long to wait for the scheduler and a first worker "
                              "(default 10)")
     search.add_argument("--executor", choices=["local", "mpi"], default="local",
-                        help="local: this machine (--jobs processes); mpi: not available yet")
+                        help="local: this machine (--jobs processes); mpi: the other ranks "
+                             "of `mpiexec -n N python -m mpi4py.futures -m gradlab search "
+                             "--executor mpi ...` (needs pip install 'gradlab[mpi]')")
     search.add_argument("--results", default="search_results.csv", metavar="CSV",
                         help="the results table (default search_results.csv), written a row "
                              "per finished trial, ranked at the end")
