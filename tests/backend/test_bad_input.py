@@ -76,13 +76,13 @@ def test_empty_group_and_empty_tensors(bk):
 
 @pytest.mark.parametrize("p", [-0.1, 1.5, float("nan")])
 def test_dropout_p_out_of_range(bk, p):
-    with pytest.raises(ValueError, match="between 0 and 1"):
+    with pytest.raises(ValueError, match=r"a probability in \[0, 1\]"):
         bk.dropout_forward(arrays(bk, (4,))[0], p, 0, 0)
 
 
 def test_dropout_other_bad_arguments(bk):
     x = arrays(bk, (40,))[0]
-    with pytest.raises(TypeError, match="real number"):
+    with pytest.raises(TypeError, match="must be a number"):
         bk.dropout_forward(x, "0.5", 0, 0)
     with pytest.raises(ValueError, match="key must be an int"):
         bk.dropout_forward(x, 0.5, -1, 0)

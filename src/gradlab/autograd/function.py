@@ -108,7 +108,10 @@ class Function:
         self.saved_tensors = _FREED
 
     def name(self) -> str:
-        return type(self).__name__
+        """The op's name, as in ``grad_fn=<SigmoidBackward>``. (A Function whose op shares
+        its name with an nn module carries an ``Fn`` suffix: SigmoidFn, not nn.Sigmoid.)"""
+        name = type(self).__name__
+        return name[:-2] if name.endswith("Fn") else name
 
 
 def _record_versions(saved, args, result):

@@ -364,7 +364,7 @@ class Tensor(TensorMethods):
         if arr.dtype not in (float32, int64, bool_):
             extras.append(f"dtype={arr.dtype}")
         if self.grad_fn is not None:
-            extras.append(f"grad_fn=<{type(self.grad_fn).__name__}Backward>")
+            extras.append(f"grad_fn=<{self.grad_fn.name()}Backward>")
         elif self._requires_grad:
             extras.append("requires_grad=True")
         return "tensor(" + body + "".join(", " + e for e in extras) + ")"

@@ -49,13 +49,16 @@ def check_float_array(op, name, a):
         raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
 
 
-def dropout_p(p) -> float:
+def dropout_p(p, op="dropout") -> float:
+    """Dropout's probability as a float, checked: the one check of it, for nn.Dropout (at
+    construction), F.dropout (eval mode too) and every backend's dropout kernels."""
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        raise TypeError(f"dropout probability must be a real number, got {type(p).__name__}")
-    p = float(p)
+        raise TypeError(f"{op}: p must be a number (a probability in [0, 1]), got "
+                        f"{p!r} ({type(p).__name__})")
     if not 0.0 <= p <= 1.0:  # also rejects NaN
-        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
-    return p
+        raise ValueError(f"{op}: p must be a probability in [0, 1] (the fraction of elements "
+                         f"zeroed, e.g. 0.5), got {p}")
+    return float(p)
 
 
 def dropout_threshold(p: float) -> int:

@@ -20,7 +20,7 @@ class Relu(Function):
         return g * (y > 0)
 
 
-class Sigmoid(Function):
+class SigmoidFn(Function):
     def forward(ctx, x):
         # 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0: never exponentiates a large
         # positive number, so no overflow for any finite x.
@@ -35,7 +35,7 @@ class Sigmoid(Function):
         return g * y * (1 - y)
 
 
-class Tanh(Function):
+class TanhFn(Function):
     def forward(ctx, x):
         y = ctx.xp.tanh(x)
         ctx.save_for_backward(y)
@@ -46,7 +46,7 @@ class Tanh(Function):
         return g * (1 - y * y)
 
 
-class Softmax(Function):
+class SoftmaxFn(Function):
     def forward(ctx, x, dim):
         xp = ctx.xp
         ctx.dim = dim
@@ -62,7 +62,7 @@ class Softmax(Function):
         return gy - y * gy.sum(axis=ctx.dim, keepdims=True)
 
 
-class LogSoftmax(Function):
+class LogSoftmaxFn(Function):
     def forward(ctx, x, dim):
         xp = ctx.xp
         ctx.dim = dim
@@ -84,14 +84,14 @@ def relu(input):
 def sigmoid(input, *, out=None):
     """1 / (1 + exp(-x)), computed without overflow."""
     if out is not None:
-        return write_out("sigmoid", out, (input,), lambda: Sigmoid.apply(input))
-    return Sigmoid.apply(input)
+        return write_out("sigmoid", out, (input,), lambda: SigmoidFn.apply(input))
+    return SigmoidFn.apply(input)
 
 
 def tanh(input, *, out=None):
     if out is not None:
-        return write_out("tanh", out, (input,), lambda: Tanh.apply(input))
-    return Tanh.apply(input)
+        return write_out("tanh", out, (input,), lambda: TanhFn.apply(input))
+    return TanhFn.apply(input)
 
 
 def _softmax_dim(name, input, dim):
@@ -102,12 +102,12 @@ def _softmax_dim(name, input, dim):
 
 def softmax(input, dim=None):
     """exp(x) / sum(exp(x)) along ``dim``, shifted by the max so large logits stay finite."""
-    return Softmax.apply(input, dim=_softmax_dim("softmax", input, dim))
+    return SoftmaxFn.apply(input, dim=_softmax_dim("softmax", input, dim))
 
 
 def log_softmax(input, dim=None):
     """x - logsumexp(x) along ``dim``, stable for large logits."""
-    return LogSoftmax.apply(input, dim=_softmax_dim("log_softmax", input, dim))
+    return LogSoftmaxFn.apply(input, dim=_softmax_dim("log_softmax", input, dim))
 
 
 # -- the rest of the course's activations ----------------------------------------------------
@@ -148,7 +148,7 @@ class _Elementwise(Function):
         return g * d
 
 
-class Identity(Function):
+class IdentityFn(Function):
     def forward(ctx, x):
         return x.copy()
 
@@ -211,7 +211,7 @@ class Prelu(Function):
         return gx, ga
 
 
-class BinaryStep(Function):
+class BinaryStepFn(Function):
     """y = 1 for x >= 0, else 0. Its derivative is 0 wherever it exists (x != 0) and
     undefined at 0; backward returns 0 everywhere, so nothing upstream of a binary step
     learns through it (the course's point about why it is unusable with gradient descent)."""
@@ -245,7 +245,7 @@ class Selu(_Elementwise):
         return xp.where(pos, Selu.SCALE * x, em - Selu.SCALE * Selu.ALPHA)
 
 
-class Softsign(_Elementwise):
+class SoftsignFn(_Elementwise):
     def forward(ctx, x):
         den = 1 + ctx.xp.abs(x)
         ctx.save_for_backward(1 / (den * den))
@@ -287,7 +287,7 @@ class BipolarRelu(_Elementwise):
         return xp.where(keep, x, 0).astype(x.dtype, copy=False)
 
 
-class Softplus(_Elementwise):
+class SoftplusFn(_Elementwise):
     def forward(ctx, x, beta, threshold):
         xp = ctx.xp
         bx = beta * x
@@ -327,7 +327,7 @@ class Silu(_Elementwise):
 
 def identity(input):
     """y = x (a copy, so that the output is a new node of the graph)."""
-    return Identity.apply(input)
+    return IdentityFn.apply(input)
 
 
 def arctan(input):
@@ -340,11 +340,22 @@ def leaky_relu(input, negative_slope=0.01):
     return LeakyRelu.apply(input, slope=negative_slope)
 
 
+def _check_rrelu_bounds(lower, upper, op):
+    """The one check of RReLU's slope bounds (F.rrelu, and nn.RReLU at construction)."""
+    if not 0 <= lower <= upper:
+        raise ValueError(f"{op}: need 0 <= lower <= upper, got lower={lower}, upper={upper}")
+
+
+def _check_gelu_approximate(approximate, op):
+    """The one check of GELU's ``approximate`` (F.gelu, and nn.GELU at construction)."""
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"{op}: approximate must be 'none' or 'tanh', got {approximate!r}")
+
+
 def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False):
     """Randomized leaky ReLU: in training each negative element gets a slope drawn from
     U(lower, upper) (from the backend's generator); in eval the slope is (lower + upper)/2."""
-    if not 0 <= lower <= upper:
-        raise ValueError(f"rrelu: need 0 <= lower <= upper, got lower={lower}, upper={upper}")
+    _check_rrelu_bounds(lower, upper, "rrelu")
     if training:
         backend = input._backend
         slopes = backend.random.generator.uniform(lower, upper, input.shape)
@@ -366,8 +377,8 @@ def prelu(input, weight):
 
 
 def binary_step(input):
-    """1 for x >= 0, else 0. Gradient: 0 everywhere (see BinaryStep)."""
-    return BinaryStep.apply(input)
+    """1 for x >= 0, else 0. Gradient: 0 everywhere (see BinaryStepFn)."""
+    return BinaryStepFn.apply(input)
 
 
 def elu(input, alpha=1.0):
@@ -382,7 +393,7 @@ def selu(input):
 
 def softsign(input):
     """x / (1 + |x|); d/dx = 1 / (1 + |x|)^2."""
-    return Softsign.apply(input)
+    return SoftsignFn.apply(input)
 
 
 def isru(input, alpha=1.0):
@@ -409,14 +420,13 @@ def bipolar_relu(input):
 
 def softplus(input, beta=1.0, threshold=20.0):
     """(1/beta) log(1 + exp(beta x)), and x where beta x > threshold (as PyTorch)."""
-    return Softplus.apply(input, beta=beta, threshold=threshold)
+    return SoftplusFn.apply(input, beta=beta, threshold=threshold)
 
 
 def gelu(input, approximate="none"):
     """x * Phi(x) with Phi the standard normal CDF; approximate='tanh' uses
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
-    if approximate not in ("none", "tanh"):
-        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    _check_gelu_approximate(approximate, "gelu")
     return Gelu.apply(input, approximate=approximate)
 
 

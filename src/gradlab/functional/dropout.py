@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from ..autograd.function import Function
+from ..backend import checks
 
 
-class Dropout(Function):
-    """y = x * keep / (1 - p), keep_i = u(key, offset, i) >= p.
+class DropoutFn(Function):
+    """The op behind F.dropout (and so nn.Dropout): y = x * keep / (1 - p), with
+    keep_i = u(key, offset, i) >= p.
 
     The mask comes from a counter-based generator (Philox 4x32): every call reserves
     ceil(n / 4) counters from the backend's stream (one 4x32 block yields four uniforms,
@@ -31,11 +33,9 @@ def dropout(input, p=0.5, training=True, inplace=False):
     rest by 1 / (1 - p), so the expected value is unchanged; the identity when not
     ``training`` or p == 0. (``inplace`` is accepted for PyTorch compatibility and ignored:
     the result is always a new tensor.)"""
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"dropout: p must be a probability in [0, 1] (the fraction of "
-                         f"elements zeroed, e.g. 0.5), got {p}")
+    p = checks.dropout_p(p, "dropout")
     if not training or p == 0.0:
         return input
     if input.dtype.kind != "f":
         raise TypeError(f"dropout: input must be floating point, got {input.dtype}")
-    return Dropout.apply(input, p=float(p))
+    return DropoutFn.apply(input, p=p)

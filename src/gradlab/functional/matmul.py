@@ -69,7 +69,7 @@ class Matmul(Function):
         return ga, gb
 
 
-class Linear(Function):
+class LinearFn(Function):
     """y = x W^T + b, for x of shape (..., in_features), W (out_features, in_features)."""
 
     def forward(ctx, x, weight, bias=None):
@@ -122,5 +122,5 @@ def matmul(input, other, *, out=None):
 def linear(input, weight, bias=None):
     """x @ weight.T + bias, as one op (one GEMM forward, two backward)."""
     if bias is None:
-        return Linear.apply(input, weight)
-    return Linear.apply(input, weight, bias)
+        return LinearFn.apply(input, weight)
+    return LinearFn.apply(input, weight, bias)

@@ -89,7 +89,7 @@ def _update_running(rm, rv, batch_mean, batch_var, m, momentum):
     rv += momentum * unbiased.astype(rv.dtype, copy=False)
 
 
-class LayerNorm(_Normalize):
+class LayerNormFn(_Normalize):
     def forward(ctx, x, w, b, n_dims, eps):
         xp = ctx.xp
         axes = tuple(range(x.ndim - n_dims, x.ndim))
@@ -172,4 +172,4 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
         raise ValueError(f"layer_norm: input of shape {tuple(input.shape)} does not end with "
                          f"normalized_shape {normalized_shape}; build the layer with the "
                          f"input's last {k} dim(s) as normalized_shape")
-    return LayerNorm.apply(input, weight, bias, n_dims=k, eps=eps)
+    return LayerNormFn.apply(input, weight, bias, n_dims=k, eps=eps)

@@ -8,27 +8,27 @@ from .parameter import Parameter
 
 
 class _Simple(Module):
-    """An activation without settings: forward is the Function's apply."""
+    """An activation without settings: forward is its gl.nn.functional function."""
 
     _fn = None
 
     def forward(self, input):
-        return self._fn.apply(input)
+        return self._fn(input)
 
 
 class Sigmoid(_Simple):
     """1 / (1 + exp(-x))."""
-    _fn = A.Sigmoid
+    _fn = staticmethod(A.sigmoid)
 
 
 class Tanh(_Simple):
     """tanh(x)."""
-    _fn = A.Tanh
+    _fn = staticmethod(A.tanh)
 
 
 class ReLU(_Simple):
     """max(0, x)."""
-    _fn = A.Relu
+    _fn = staticmethod(A.relu)
 
     def __init__(self, inplace=False):
         super().__init__()
@@ -37,37 +37,37 @@ class ReLU(_Simple):
 
 class ArcTan(_Simple):
     """atan(x)."""
-    _fn = A.Arctan
+    _fn = staticmethod(A.arctan)
 
 
 class BinaryStep(_Simple):
     """1 for x >= 0 else 0; gradient 0 everywhere (see gl.nn.functional.binary_step)."""
-    _fn = A.BinaryStep
+    _fn = staticmethod(A.binary_step)
 
 
 class Softsign(_Simple):
     """x / (1 + |x|)."""
-    _fn = A.Softsign
+    _fn = staticmethod(A.softsign)
 
 
 class SQNL(_Simple):
     """Square non-linearity (see gl.nn.functional.sqnl)."""
-    _fn = A.Sqnl
+    _fn = staticmethod(A.sqnl)
 
 
 class BipolarReLU(_Simple):
     """relu(x) at even positions of the last dim, -relu(-x) at odd ones."""
-    _fn = A.BipolarRelu
+    _fn = staticmethod(A.bipolar_relu)
 
 
 class SiLU(_Simple):
     """x * sigmoid(x)."""
-    _fn = A.Silu
+    _fn = staticmethod(A.silu)
 
 
 class SELU(_Simple):
     """scale * (max(0, x) + min(0, alpha (exp(x) - 1)))."""
-    _fn = A.Selu
+    _fn = staticmethod(A.selu)
 
 
 class LeakyReLU(Module):
@@ -78,7 +78,7 @@ class LeakyReLU(Module):
         self.negative_slope = negative_slope
 
     def forward(self, input):
-        return A.LeakyRelu.apply(input, slope=self.negative_slope)
+        return A.leaky_relu(input, self.negative_slope)
 
     def extra_repr(self):
         return f"negative_slope={self.negative_slope}"
@@ -90,8 +90,7 @@ class RReLU(Module):
 
     def __init__(self, lower=1.0 / 8, upper=1.0 / 3, inplace=False):
         super().__init__()
-        if not 0 <= lower <= upper:
-            raise ValueError(f"RReLU: need 0 <= lower <= upper, got {lower}, {upper}")
+        A._check_rrelu_bounds(lower, upper, "RReLU")
         self.lower, self.upper = lower, upper
 
     def forward(self, input):
@@ -126,7 +125,7 @@ class ELU(Module):
         self.alpha = alpha
 
     def forward(self, input):
-        return A.Elu.apply(input, alpha=self.alpha)
+        return A.elu(input, self.alpha)
 
     def extra_repr(self):
         return f"alpha={self.alpha}"
@@ -140,7 +139,7 @@ class ISRU(Module):
         self.alpha = alpha
 
     def forward(self, input):
-        return A.Isru.apply(input, alpha=self.alpha)
+        return A.isru(input, self.alpha)
 
     def extra_repr(self):
         return f"alpha={self.alpha}"
@@ -154,7 +153,7 @@ class ISRLU(Module):
         self.alpha = alpha
 
     def forward(self, input):
-        return A.Isrlu.apply(input, alpha=self.alpha)
+        return A.isrlu(input, self.alpha)
 
     def extra_repr(self):
         return f"alpha={self.alpha}"
@@ -168,7 +167,7 @@ class Softplus(Module):
         self.beta, self.threshold = beta, threshold
 
     def forward(self, input):
-        return A.Softplus.apply(input, beta=self.beta, threshold=self.threshold)
+        return A.softplus(input, self.beta, self.threshold)
 
     def extra_repr(self):
         return f"beta={self.beta}, threshold={self.threshold}"
@@ -179,13 +178,11 @@ class GELU(Module):
 
     def __init__(self, approximate="none"):
         super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"GELU: approximate must be 'none' or 'tanh', got "
-                             f"{approximate!r}")
+        A._check_gelu_approximate(approximate, "GELU")
         self.approximate = approximate
 
     def forward(self, input):
-        return A.Gelu.apply(input, approximate=self.approximate)
+        return A.gelu(input, self.approximate)
 
     def extra_repr(self):
         return f"approximate={self.approximate!r}"

@@ -1,4 +1,5 @@
-"""Basic layers: Linear, Identity, Flatten, Dropout, BatchNorm1d, LayerNorm."""
+"""Basic layers: Linear, Identity, Flatten, Dropout, BatchNorm1d, LayerNorm; each forward is
+the gl.nn.functional function of its name."""
 from __future__ import annotations
 
 import math
@@ -7,10 +8,11 @@ import numpy as np
 
 from ..autograd.creation import empty, ones, tensor, zeros
 from ..autograd.dtypes import int64
-from ..functional import normalization as _norm
-from ..functional.dropout import Dropout as _DropoutFn
-from ..functional.matmul import Linear as _LinearFn
-from ..functional.shape import flatten as _flatten
+from ..backend import checks
+from ..functional.dropout import dropout
+from ..functional.matmul import linear
+from ..functional.normalization import batch_norm, layer_norm
+from ..functional.shape import flatten
 from . import init
 from .module import Module
 from .parameter import Parameter
@@ -65,10 +67,7 @@ class Linear(Module):
             init.uniform_(self.bias, -bound, bound)
 
     def forward(self, input):
-        b = self.bias
-        if b is None:
-            return _LinearFn.apply(input, self.weight)
-        return _LinearFn.apply(input, self.weight, b)
+        return linear(input, self.weight, self.bias)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
@@ -84,7 +83,7 @@ class Flatten(Module):
         self.end_dim = end_dim
 
     def forward(self, input):
-        return _flatten(input, self.start_dim, self.end_dim)
+        return flatten(input, self.start_dim, self.end_dim)
 
     def extra_repr(self):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -97,19 +96,11 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.integer, np.floating)):
-            raise TypeError(f"Dropout: p must be a number (a probability in [0, 1]), got "
-                            f"{p!r} ({type(p).__name__})")
-        if not 0.0 <= p <= 1.0:
-            raise ValueError(f"Dropout: p must be a probability in [0, 1] (the fraction of "
-                             f"elements zeroed, e.g. 0.5), got {p!r}")
-        self.p = float(p)
+        self.p = checks.dropout_p(p, "Dropout")  # now, not at the first forward
         self.inplace = inplace
 
     def forward(self, input):
-        if not self.training or self.p == 0.0:
-            return input
-        return _DropoutFn.apply(input, p=self.p)
+        return dropout(input, self.p, self.training)
 
     def extra_repr(self):
         return f"p={self.p}, inplace={self.inplace}"
@@ -170,12 +161,12 @@ class BatchNorm1d(Module):
             raise ValueError(f"BatchNorm1d: input has {input.shape[1]} channels (dim 1), "
                              f"the layer was built for {self.num_features}")
         if self.training:
-            return _norm.batch_norm(input, self.running_mean, self.running_var, self.weight,
-                                    self.bias, True, self.momentum, self.eps,
-                                    num_batches_tracked=self.num_batches_tracked)
+            return batch_norm(input, self.running_mean, self.running_var, self.weight,
+                              self.bias, True, self.momentum, self.eps,
+                              num_batches_tracked=self.num_batches_tracked)
         # eval: running statistics, or the batch's when none are tracked
-        return _norm.batch_norm(input, self.running_mean, self.running_var, self.weight,
-                                self.bias, self.running_mean is None, 0.0, self.eps)
+        return batch_norm(input, self.running_mean, self.running_var, self.weight,
+                          self.bias, self.running_mean is None, 0.0, self.eps)
 
     def extra_repr(self):
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
@@ -205,8 +196,7 @@ class LayerNorm(Module):
             self.register_parameter("bias", None)
 
     def forward(self, input):
-        return _norm.layer_norm(input, self.normalized_shape, self.weight, self.bias,
-                                self.eps)
+        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
 
     def extra_repr(self):
         return (f"{self.normalized_shape}, eps={self.eps}, "
