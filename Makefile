@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-dev
 BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: install test test-emulated test-slow bench kernels-check gpu-check demo train lint clean \
-        mutate
+        mutate dask bench-search
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,19 @@ $(BENCH_STAMP): $(STAMP)
 
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/run.py
+
+# The dask extra, for `gradlab search --scheduler` (dev has it too, so `make test` brings it;
+# this adds it to a venv made before that).
+DASK_STAMP := $(VENV)/.installed-dask
+$(DASK_STAMP): $(STAMP)
+	$(BIN)/python -c "import distributed" 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[dask]'
+	touch $(DASK_STAMP)
+
+dask: $(DASK_STAMP)
+
+# Search throughput: 16 small trials serial, in 2 local processes, on a loopback Dask cluster.
+bench-search: $(DASK_STAMP)
+	$(BIN)/python benchmarks/search_throughput.py
 
 # One-call acceptance run on a machine with a GPU (tools/gpu_check.py). It uses the venv's
 # Python where one exists, else $(PYTHON) as it is: the lent GPU machine has CuPy, torch and
