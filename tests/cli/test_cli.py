@@ -248,6 +248,22 @@ def test_info_reports_versions_device_and_kernels():
     assert f"gradlab {gl.__version__}" in proc.stdout and "numpy" in proc.stdout
     assert "selected device (auto): cpu" in proc.stdout  # GRADLAB_DEVICE=cpu in gradlab()
     assert "CUDA: " in proc.stdout and "kernels" in proc.stdout
+    assert "CPU kernels: numba (one-pass compiled" in proc.stdout  # numba is a dependency
+
+
+def test_info_says_when_the_cpu_runs_the_numpy_fallback():
+    env = {**os.environ, "GRADLAB_DEVICE": "cpu", "GRADLAB_NO_JIT": "1"}
+    proc = subprocess.run([sys.executable, "-m", "gradlab", "info"], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "CPU kernels: NumPy fallback (GRADLAB_NO_JIT is set; unset it" in proc.stdout
+    code = ("import sys; sys.modules['numba'] = None\n"  # as where numba is not installed
+            "from gradlab.cli.main import main; sys.exit(main(['info']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "GRADLAB_DEVICE": "cpu"})
+    assert proc.returncode == 0, proc.stderr
+    assert "numba      not installed" in proc.stdout
+    assert "CPU kernels: NumPy fallback, slower (numba does not import: " in proc.stdout
 
 
 def test_no_command_prints_help():

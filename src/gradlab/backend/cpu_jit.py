@@ -45,8 +45,11 @@ try:
     import numba
     from numba.core import cgutils, types
     from numba.extending import intrinsic
-except ImportError:  # numba is an optional accelerator
+except ImportError as exc:  # no numba (none for this Python) or switched off: NumPy tier
     numba = None
+    UNAVAILABLE_REASON = str(exc)
+else:
+    UNAVAILABLE_REASON = None
 
 AVAILABLE = numba is not None
 

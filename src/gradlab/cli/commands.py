@@ -1022,6 +1022,19 @@ def _version(module):
         return "not installed"
 
 
+def _cpu_tier():
+    """Which implementation the CPU backend's fused ops (optimizer steps, dropout,
+    softmax-CE) run, and why when it is the slower NumPy one."""
+    from ..backend import cpu_jit
+    if cpu_jit.AVAILABLE:
+        return "numba (one-pass compiled optimizer, dropout and softmax-CE kernels)"
+    why = cpu_jit.UNAVAILABLE_REASON
+    if os.environ.get("GRADLAB_NO_JIT"):
+        return f"NumPy fallback ({why}; unset it for the numba kernels)"
+    return (f"NumPy fallback, slower (numba does not import: {why}); gradlab installs numba "
+            "wherever numba has wheels for this Python and platform")
+
+
 def cmd_info(args):
     """Versions, the selected device, CuPy/GPU status and which kernels compile."""
     import gradlab as gl
@@ -1029,8 +1042,9 @@ def cmd_info(args):
     from ..backend import cuda_status, default_device
     print(f"gradlab {gl.__version__} ({os.path.dirname(gl.__file__)})")
     print(f"python {platform.python_version()} on {platform.platform()}")
-    for name in ("numpy", "cupy", "matplotlib", "tqdm"):
+    for name in ("numpy", "numba", "cupy", "matplotlib", "tqdm"):
         print(f"{name:<11}{_version(name)}")
+    print(f"CPU kernels: {_cpu_tier()}")
     ok, why = cuda_status()
     print(f"CUDA: {'available' if ok else 'unavailable'}: {why}")
     try:
