@@ -1,5 +1,6 @@
-"""The graph-free fast path of + - * / gives exactly what the general Function path gives
-(values, dtype, shape), and leaves every other case (graphs, errors) to that path."""
+"""The graph-free fast path of Tensor's + - * / (autograd/tensor.py, _arithmetic) gives
+exactly what the general Function path gives (values, dtype, shape), and leaves every other
+case (graphs, errors) to that path."""
 import numpy as np
 import pytest
 
