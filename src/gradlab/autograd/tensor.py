@@ -37,13 +37,12 @@ def _arithmetic(raw, function, true_divide=False):
     not TensorMethods' forwarders, so that this path costs no call more than the NumPy op.
     """
     state = grad_mode._state
-    apply = None
+    apply = None  # Add.apply etc.: functional sits above autograd, so found at first use
 
-    def general(a, b):
+    def load():
         nonlocal apply
-        if apply is None:  # functional sits above autograd: found at the first recorded op
-            apply = getattr(_F.elementwise, function).apply
-        return apply(a, b)
+        apply = getattr(_F.elementwise, function).apply
+        return apply
 
     def op(input, other):
         # (A step being recorded takes the general path, so that the tape sees the op.)
@@ -55,23 +54,23 @@ def _arithmetic(raw, function, true_divide=False):
                 # An integer tensor with a float (or divided at all) changes dtype: the general
                 # path applies PyTorch's promotion.
                 if (kind is float or true_divide) and a.dtype.kind != "f":
-                    return general(input, other)
+                    return (apply or load())(input, other)
                 b = other
             elif kind is Tensor and other._backend is input._backend and not (
                     other._requires_grad and state.enabled) and other._data.dtype == a.dtype \
                     and not (true_divide and a.dtype.kind != "f"):
                 b = other._data
             else:
-                return general(input, other)
+                return (apply or load())(input, other)
             try:
                 out = raw(a, b)
             except (ValueError, TypeError, ZeroDivisionError):
-                return general(input, other)
+                return (apply or load())(input, other)
             backend = input._backend
             if out.__class__ is not backend.ndarray:
                 out = backend.xp.asarray(out)  # NumPy returns scalars for 0-d results
             return _wrap(out, backend)
-        return general(input, other)
+        return (apply or load())(input, other)
 
     def reflected(self, other):
         if self.__class__ is Tensor and not (self._requires_grad and state.enabled) \
@@ -82,12 +81,12 @@ def _arithmetic(raw, function, true_divide=False):
                 try:
                     out = raw(other, self._data)
                 except (ValueError, TypeError, ZeroDivisionError):
-                    return general(other, self)
+                    return (apply or load())(other, self)
                 backend = self._backend
                 if out.__class__ is not backend.ndarray:
                     out = backend.xp.asarray(out)
                 return _wrap(out, backend)
-        return general(other, self)
+        return (apply or load())(other, self)
 
     name = raw.__name__.strip("_")
     for fn, dunder, text in ((op, f"__{name}__", f"self {name} other"),
