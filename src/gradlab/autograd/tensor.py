@@ -8,6 +8,7 @@ there).
 from __future__ import annotations
 
 import operator
+from typing import Any, Callable
 
 import numpy as np
 
@@ -21,8 +22,11 @@ from .tensor_methods import _F, TensorMethods
 # re-checks its guards only when this moved (train/compiled.py).
 structure_version = [0]
 
+# What the arithmetic operators are to a type checker: (tensor, tensor or number) -> tensor.
+_BinaryOperator = Callable[["Tensor", Any], "Tensor"]
 
-def _arithmetic(raw, function, true_divide=False):
+
+def _arithmetic(raw, function, true_divide=False) -> tuple[_BinaryOperator, _BinaryOperator]:
     """A binary arithmetic operator and its reflected twin (``other op self``), each with a
     fast path for calls that record no graph; the general path is
     ``gradlab.functional.elementwise.<function>.apply``.

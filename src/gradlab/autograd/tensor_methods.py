@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import importlib
 import types
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
 
 
 def _import_functional(name):
@@ -61,25 +65,25 @@ class TensorMethods:
     __slots__ = ()
 
     # -- operators (Tensor itself defines + - * / with their graph-free fast path) -------
-    def __pow__(self, exponent):
+    def __pow__(self, exponent) -> Tensor:
         return _F.elementwise.pow(self, exponent)
 
-    def __rpow__(self, other):
+    def __rpow__(self, other) -> Tensor:
         return _F.elementwise.pow(other, self)
 
-    def __matmul__(self, other):
+    def __matmul__(self, other) -> Tensor:
         return _F.matmul.matmul(self, other)
 
-    def __rmatmul__(self, other):
+    def __rmatmul__(self, other) -> Tensor:
         return _F.matmul.matmul(other, self)
 
-    def __neg__(self):
+    def __neg__(self) -> Tensor:
         return _F.elementwise.neg(self)
 
-    def __abs__(self):
+    def __abs__(self) -> Tensor:
         return _F.elementwise.abs(self)
 
-    def __invert__(self):
+    def __invert__(self) -> Tensor:
         return _F.elementwise.logical_not(self)
 
     # -- comparisons (no gradient) ------------------------------------------------------
@@ -89,211 +93,211 @@ class TensorMethods:
     def __ne__(self, other):
         return _F.elementwise.ne(self, other)
 
-    def __lt__(self, other):
+    def __lt__(self, other) -> Tensor:
         return _F.elementwise.lt(self, other)
 
-    def __le__(self, other):
+    def __le__(self, other) -> Tensor:
         return _F.elementwise.le(self, other)
 
-    def __gt__(self, other):
+    def __gt__(self, other) -> Tensor:
         return _F.elementwise.gt(self, other)
 
-    def __ge__(self, other):
+    def __ge__(self, other) -> Tensor:
         return _F.elementwise.ge(self, other)
 
     __hash__ = object.__hash__  # defining __eq__ would otherwise set it to None
 
-    def eq(self, other):
+    def eq(self, other) -> Tensor:
         return _F.elementwise.eq(self, other)
 
-    def ne(self, other):
+    def ne(self, other) -> Tensor:
         return _F.elementwise.ne(self, other)
 
-    def lt(self, other):
+    def lt(self, other) -> Tensor:
         return _F.elementwise.lt(self, other)
 
-    def le(self, other):
+    def le(self, other) -> Tensor:
         return _F.elementwise.le(self, other)
 
-    def gt(self, other):
+    def gt(self, other) -> Tensor:
         return _F.elementwise.gt(self, other)
 
-    def ge(self, other):
+    def ge(self, other) -> Tensor:
         return _F.elementwise.ge(self, other)
 
     # -- indexing and slicing (with gradient) -------------------------------------------
-    def __getitem__(self, index):
+    def __getitem__(self, index) -> Tensor:
         return _F.shape.getitem(self, index)
 
     # -- elementwise methods ------------------------------------------------------------
-    def add(self, other, *, alpha=1, out=None):
+    def add(self, other, *, alpha=1, out=None) -> Tensor:
         return _F.elementwise.add(self, other, alpha=alpha, out=out)
 
-    def sub(self, other, *, alpha=1, out=None):
+    def sub(self, other, *, alpha=1, out=None) -> Tensor:
         return _F.elementwise.sub(self, other, alpha=alpha, out=out)
 
-    def mul(self, other, *, out=None):
+    def mul(self, other, *, out=None) -> Tensor:
         return _F.elementwise.mul(self, other, out=out)
 
-    def div(self, other, *, out=None):
+    def div(self, other, *, out=None) -> Tensor:
         return _F.elementwise.div(self, other, out=out)
 
-    def pow(self, exponent, *, out=None):
+    def pow(self, exponent, *, out=None) -> Tensor:
         return _F.elementwise.pow(self, exponent, out=out)
 
-    def neg(self, *, out=None):
+    def neg(self, *, out=None) -> Tensor:
         return _F.elementwise.neg(self, out=out)
 
-    def exp(self, *, out=None):
+    def exp(self, *, out=None) -> Tensor:
         return _F.elementwise.exp(self, out=out)
 
-    def log(self, *, out=None):
+    def log(self, *, out=None) -> Tensor:
         return _F.elementwise.log(self, out=out)
 
-    def sqrt(self, *, out=None):
+    def sqrt(self, *, out=None) -> Tensor:
         return _F.elementwise.sqrt(self, out=out)
 
-    def abs(self, *, out=None):
+    def abs(self, *, out=None) -> Tensor:
         return _F.elementwise.abs(self, out=out)
 
-    def sin(self, *, out=None):
+    def sin(self, *, out=None) -> Tensor:
         return _F.elementwise.sin(self, out=out)
 
-    def cos(self, *, out=None):
+    def cos(self, *, out=None) -> Tensor:
         return _F.elementwise.cos(self, out=out)
 
-    def clamp(self, min=None, max=None, *, out=None):
+    def clamp(self, min=None, max=None, *, out=None) -> Tensor:
         return _F.elementwise.clamp(self, min, max, out=out)
 
     clip = clamp
 
-    def maximum(self, other, *, out=None):
+    def maximum(self, other, *, out=None) -> Tensor:
         return _F.elementwise.maximum(self, other, out=out)
 
-    def minimum(self, other, *, out=None):
+    def minimum(self, other, *, out=None) -> Tensor:
         return _F.elementwise.minimum(self, other, out=out)
 
-    def isnan(self):
+    def isnan(self) -> Tensor:
         return _F.elementwise.isnan(self)
 
-    def isinf(self):
+    def isinf(self) -> Tensor:
         return _F.elementwise.isinf(self)
 
-    def isfinite(self):
+    def isfinite(self) -> Tensor:
         return _F.elementwise.isfinite(self)
 
-    def sign(self):
+    def sign(self) -> Tensor:
         return _F.elementwise.sign(self)
 
-    def floor(self):
+    def floor(self) -> Tensor:
         return _F.elementwise.floor(self)
 
-    def ceil(self):
+    def ceil(self) -> Tensor:
         return _F.elementwise.ceil(self)
 
-    def round(self):
+    def round(self) -> Tensor:
         return _F.elementwise.round(self)
 
     # -- activations --------------------------------------------------------------------
-    def tanh(self, *, out=None):
+    def tanh(self, *, out=None) -> Tensor:
         return _F.activation.tanh(self, out=out)
 
-    def sigmoid(self, *, out=None):
+    def sigmoid(self, *, out=None) -> Tensor:
         return _F.activation.sigmoid(self, out=out)
 
-    def relu(self):
+    def relu(self) -> Tensor:
         return _F.activation.relu(self)
 
-    def softmax(self, dim=None):
+    def softmax(self, dim=None) -> Tensor:
         return _F.activation.softmax(self, dim)
 
-    def log_softmax(self, dim=None):
+    def log_softmax(self, dim=None) -> Tensor:
         return _F.activation.log_softmax(self, dim)
 
     # -- matrix products ----------------------------------------------------------------
-    def matmul(self, other, *, out=None):
+    def matmul(self, other, *, out=None) -> Tensor:
         return _F.matmul.matmul(self, other, out=out)
 
-    def mm(self, mat2, *, out=None):
+    def mm(self, mat2, *, out=None) -> Tensor:
         return _F.matmul.mm(self, mat2, out=out)
 
     # -- reductions: dim=None|int|tuple, keepdim=False, as in PyTorch -------------------
-    def sum(self, dim=None, keepdim=False, *, dtype=None, out=None):
+    def sum(self, dim=None, keepdim=False, *, dtype=None, out=None) -> Tensor:
         return _F.reduce.sum(self, dim, keepdim, dtype=dtype, out=out)
 
-    def mean(self, dim=None, keepdim=False, *, out=None):
+    def mean(self, dim=None, keepdim=False, *, out=None) -> Tensor:
         return _F.reduce.mean(self, dim, keepdim, out=out)
 
-    def var(self, dim=None, unbiased=True, keepdim=False, *, correction=None):
+    def var(self, dim=None, unbiased=True, keepdim=False, *, correction=None) -> Tensor:
         return _F.reduce.var(self, dim, unbiased, keepdim, correction=correction)
 
-    def std(self, dim=None, unbiased=True, keepdim=False, *, correction=None):
+    def std(self, dim=None, unbiased=True, keepdim=False, *, correction=None) -> Tensor:
         return _F.reduce.std(self, dim, unbiased, keepdim, correction=correction)
 
-    def max(self, dim=None, keepdim=False):
+    def max(self, dim=None, keepdim=False) -> Tensor:
         return _F.reduce.max(self, dim, keepdim)
 
-    def min(self, dim=None, keepdim=False):
+    def min(self, dim=None, keepdim=False) -> Tensor:
         return _F.reduce.min(self, dim, keepdim)
 
-    def argmax(self, dim=None, keepdim=False):
+    def argmax(self, dim=None, keepdim=False) -> Tensor:
         return _F.reduce.argmax(self, dim, keepdim)
 
-    def argmin(self, dim=None, keepdim=False):
+    def argmin(self, dim=None, keepdim=False) -> Tensor:
         return _F.reduce.argmin(self, dim, keepdim)
 
-    def logsumexp(self, dim=None, keepdim=False):
+    def logsumexp(self, dim=None, keepdim=False) -> Tensor:
         return _F.reduce.logsumexp(self, dim, keepdim)
 
-    def all(self, dim=None, keepdim=False):
+    def all(self, dim=None, keepdim=False) -> Tensor:
         return _F.reduce.all(self, dim, keepdim)
 
-    def any(self, dim=None, keepdim=False):
+    def any(self, dim=None, keepdim=False) -> Tensor:
         return _F.reduce.any(self, dim, keepdim)
 
     # -- shape --------------------------------------------------------------------------
-    def reshape(self, *shape):
+    def reshape(self, *shape) -> Tensor:
         return _F.shape.reshape(self, *shape)
 
-    def view(self, *shape):
+    def view(self, *shape) -> Tensor:
         return _F.shape.view(self, *shape)
 
-    def flatten(self, start_dim=0, end_dim=-1):
+    def flatten(self, start_dim=0, end_dim=-1) -> Tensor:
         return _F.shape.flatten(self, start_dim, end_dim)
 
-    def transpose(self, dim0, dim1):
+    def transpose(self, dim0, dim1) -> Tensor:
         return _F.shape.transpose(self, dim0, dim1)
 
-    def permute(self, *dims):
+    def permute(self, *dims) -> Tensor:
         return _F.shape.permute(self, *dims)
 
-    def t(self):
+    def t(self) -> Tensor:
         return _F.shape.t(self)
 
     @property
-    def T(self):
+    def T(self) -> Tensor:
         """All dimensions reversed (PyTorch's ``t.T``)."""
         return _F.shape.permute(self, tuple(reversed(range(self.ndim))))
 
     @property
-    def mT(self):
+    def mT(self) -> Tensor:
         """The last two dimensions swapped (a batch of matrices transposed)."""
         return _F.shape.transpose(self, -2, -1)
 
-    def unsqueeze(self, dim):
+    def unsqueeze(self, dim) -> Tensor:
         return _F.shape.unsqueeze(self, dim)
 
-    def squeeze(self, dim=None):
+    def squeeze(self, dim=None) -> Tensor:
         return _F.shape.squeeze(self, dim)
 
-    def expand(self, *sizes):
+    def expand(self, *sizes) -> Tensor:
         return _F.shape.expand(self, *sizes)
 
-    def expand_as(self, other):
+    def expand_as(self, other) -> Tensor:
         return _F.shape.expand_as(self, other)
 
     # -- copies, devices and dtypes -----------------------------------------------------
-    def to(self, *args, dtype=None, device=None, copy=False):
+    def to(self, *args, dtype=None, device=None, copy=False) -> Tensor:
         """t.to(device), t.to(dtype), t.to(device, dtype), t.to(other_tensor)."""
         from ..backend import get_backend
         from .dtypes import as_dtype
@@ -317,14 +321,14 @@ class TensorMethods:
             out = self.clone()
         return out
 
-    def clone(self):
+    def clone(self) -> Tensor:
         """A copy with its own memory; gradients flow back to the original."""
         if self._requires_grad:
             return _F.elementwise.Add.apply(self, 0)
         from .tensor import Tensor
         return Tensor._wrap(self._data.copy(), self._backend)
 
-    def contiguous(self):
+    def contiguous(self) -> Tensor:
         if self._data.flags.c_contiguous:
             return self
         if self._requires_grad:
@@ -332,33 +336,33 @@ class TensorMethods:
         from .tensor import Tensor
         return Tensor._wrap(self._backend.xp.ascontiguousarray(self._data), self._backend)
 
-    def cpu(self):
+    def cpu(self) -> Tensor:
         return self.to("cpu")
 
-    def cuda(self, device=None):
+    def cuda(self, device=None) -> Tensor:
         if device is None:
             return self.to("cuda")
         return self.to(f"cuda:{device}" if isinstance(device, int) else device)
 
-    def float(self):
+    def float(self) -> Tensor:
         return self.to("float32")
 
-    def double(self):
+    def double(self) -> Tensor:
         return self.to("float64")
 
-    def half(self):
+    def half(self) -> Tensor:
         return self.to("float16")
 
-    def long(self):
+    def long(self) -> Tensor:
         return self.to("int64")
 
-    def int(self):
+    def int(self) -> Tensor:
         return self.to("int32")
 
-    def bool(self):
+    def bool(self) -> Tensor:
         return self.to("bool")
 
-    def type_as(self, other):
+    def type_as(self, other) -> Tensor:
         return self.to(other.dtype)
 
     def type(self, dtype=None):
@@ -368,16 +372,16 @@ class TensorMethods:
         return self.to(dtype)
 
     # -- new tensors on this one's device, with its dtype -------------------------------
-    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False):
+    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
         return self._new(size, 0, dtype, device, requires_grad)
 
-    def new_ones(self, *size, dtype=None, device=None, requires_grad=False):
+    def new_ones(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
         return self._new(size, 1, dtype, device, requires_grad)
 
-    def new_empty(self, *size, dtype=None, device=None, requires_grad=False):
+    def new_empty(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
         return self._new(size, None, dtype, device, requires_grad)
 
-    def _new(self, size, fill, dtype, device, requires_grad):
+    def _new(self, size, fill, dtype, device, requires_grad) -> Tensor:
         from . import creation
         from .dtypes import as_dtype
         size = creation._size(size)
@@ -388,13 +392,13 @@ class TensorMethods:
         return creation.full(size, fill, dtype=dtype, device=device,
                              requires_grad=requires_grad)
 
-    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False):
+    def new_full(self, size, fill_value, dtype=None, device=None, requires_grad=False) -> Tensor:
         from . import creation
         from .dtypes import as_dtype
         return creation.full(size, fill_value, dtype=as_dtype(dtype) or self.dtype,
                              device=device or self.device, requires_grad=requires_grad)
 
-    def new_tensor(self, data, dtype=None, device=None, requires_grad=False):
+    def new_tensor(self, data, dtype=None, device=None, requires_grad=False) -> Tensor:
         from . import creation
         from .dtypes import as_dtype
         return creation.tensor(data, dtype=as_dtype(dtype) or self.dtype,
