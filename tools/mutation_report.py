@@ -22,9 +22,10 @@ import os
 import sys
 from collections import defaultdict
 
-# mutmut's exit codes (mutmut/stats.py): 1 and 3 are test failures, 36 a timeout (the
-# mutant hung the tests: counted as killed, as mutmut's own badge does).
-KILLED = {1, 3, 36}
+# mutmut's exit codes (mutmut/stats.py): 1 and 3 are test failures; 36, 24, -24 (SIGXCPU),
+# 152 and 255 a timeout (the mutant hung the tests: counted as killed, as mutmut's own badge
+# does); -9 and -11 a test process the mutant crashed or that ran past its CPU limit.
+KILLED = {1, 3, 36, 24, -24, 152, 255, -9, -11}
 SURVIVED = {0}
 NO_TESTS = {5, 33}
 
