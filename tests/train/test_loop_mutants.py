@@ -706,3 +706,105 @@ def test_a_value_that_differs_between_ranks_is_an_error_naming_each():
                                                r"ranks: rank 0: 3, rank 1: 4; every rank must "
                                                r"read the same checkpoint directory$"):
         L._same_on_every_rank(_TwoRanks(4), "resume: the checkpoint step", 3)
+
+
+def test_fit_defaults_are_10_quiet_epochs(capsys):
+    model = _lin()
+    h = fit(model, nn.CrossEntropyLoss(), gl.optim.SGD(model.parameters(), lr=0.1),
+            _loader(8, 4))
+    assert len(h) == 10
+    out = capsys.readouterr()
+    assert out.out == "" and out.err == ""  # verbose=1 off a terminal prints nothing
+
+
+def test_checkpoint_every_step_is_allowed(tmp_path):
+    _, h = _ckpt_fit(tmp_path / "run", 1, every=1)
+    assert len(h) == 1 and len(ckpt.list_checkpoints(tmp_path / "run")) >= 1
+
+
+def test_the_full_text_of_two_fit_errors():
+    model = _lin()
+    opt = gl.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"^train_loader yields no batches \(is drop_last=True "
+                                         r"with a batch_size larger than the dataset\?\)$"):
+        fit(model, nn.CrossEntropyLoss(), opt, [], epochs=1, verbose=0)
+    sched = gl.optim.lr_scheduler.StepLR(gl.optim.SGD(model.parameters(), lr=0.1), 1)
+    with pytest.raises(ValueError, match=r"^fit: the scheduler \(StepLR\) was built on another "
+                                         r"optimizer \(SGD\) than the one passed to fit \(SGD\), "
+                                         r"so it would change the learning rate of an optimizer "
+                                         r"that does not train; build the scheduler on the "
+                                         r"optimizer you pass to fit$"):
+        fit(model, nn.CrossEntropyLoss(), opt, _loader(8, 4), epochs=1, verbose=0,
+            scheduler=sched)
+
+
+def test_a_scheduler_without_an_optimizer_attribute_is_stepped_each_epoch():
+    class Halve:
+        def __init__(self, opt):
+            self.opt, self.steps = opt, 0
+
+        def step(self):
+            self.steps += 1
+            self.opt.param_groups[0]["lr"] /= 2
+
+    model = _lin()
+    opt = gl.optim.SGD(model.parameters(), lr=1.0)
+    sched = Halve(opt)
+    h = fit(model, nn.CrossEntropyLoss(), opt, _loader(8, 4), epochs=3, verbose=0,
+            scheduler=sched)
+    assert sched.steps == 3 and h["lr"] == [1.0, 0.5, 0.25]
+
+
+def test_the_plateau_scheduler_steps_on_fits_monitor():
+    model = _lin()
+    opt = gl.optim.SGD(model.parameters(), lr=1.0)
+    sched = gl.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=0, factor=0.5)
+    # accuracy flat while the loss keeps rising (better, in max mode): stepping on accuracy
+    # halves the lr after its second epoch; stepping on the loss would not
+    h = fit(model, nn.CrossEntropyLoss(), opt, _loader(8, 4), epochs=3, verbose=0,
+            scheduler=sched, monitor="accuracy",
+            callbacks=[_Script("accuracy", [0.5, 0.5, 0.5]), _Script("loss", [1.0, 2.0, 3.0])])
+    assert h["lr"] == [1.0, 1.0, 0.5]
+
+
+def test_callbacks_see_epoch_0_before_the_first_epoch():
+    seen = []
+
+    class Begin(Callback):
+        def on_train_begin(self):
+            seen.append((self.run.epoch, self.run.stop_training, self.run.stop_reason))
+
+    model = _lin()
+    fit(model, nn.CrossEntropyLoss(), gl.optim.SGD(model.parameters(), lr=0.1), _loader(8, 4),
+        epochs=1, verbose=0, callbacks=[Begin()])
+    assert seen == [(0, False, None)]
+
+
+def test_evaluate_accepts_a_model_without_a_training_flag():
+    class Duck:
+        def __init__(self):
+            self.calls, self.lin = [], _lin()
+
+        def eval(self):
+            self.calls.append("eval")
+
+        def train(self, mode=True):
+            self.calls.append(mode)
+
+        def __call__(self, x):
+            return self.lin(x)
+
+    d = Duck()
+    evaluate(d, nn.CrossEntropyLoss(), _loader(8, 8))
+    assert d.calls == ["eval", False]
+
+
+def test_without_validation_the_plateau_scheduler_monitors_the_training_loss():
+    model = _lin()
+    opt = gl.optim.SGD(model.parameters(), lr=1.0)
+    sched = gl.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=0, factor=0.5)
+    # a callback records a flat val_loss without a val_loader; the loss improves
+    h = fit(model, nn.CrossEntropyLoss(), opt, _loader(8, 4), epochs=3, verbose=0,
+            scheduler=sched,
+            callbacks=[_Script("val_loss", [1.0, 1.0, 1.0]), _Script("loss", [3.0, 2.0, 1.0])])
+    assert h["lr"] == [1.0, 1.0, 1.0]
