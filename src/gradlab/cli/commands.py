@@ -263,6 +263,18 @@ _EPOCH_SCHEDULES = ("step", "cosine", "onecycle")
 
 def cmd_train(args):
     """Train an MLP on the chosen dataset; print (and with --out, write) the test result."""
+    from ..distributed import destroy_process_group, is_initialized
+    joins = args.distributed and not is_initialized()
+    try:
+        return _cmd_train(args)
+    finally:
+        # A group this command joined is left at its end, so that the process (a test, a
+        # notebook calling main()) can run other commands after it.
+        if joins and is_initialized():
+            destroy_process_group()
+
+
+def _cmd_train(args):
     from . import rundir
     check_env()
     manifest = _resume_manifest(args) if args.resume else None
