@@ -146,9 +146,10 @@ class Recording:
             return "the step changes other tensors in place on another batch"
         return None
 
-    def plan(self):
-        """The Replay of this recording (which must not be broken)."""
-        return Replay(self)
+    def plan(self, keep=()):
+        """The Replay of this recording (which must not be broken); ``keep``: the slots the
+        caller reads after the forward pass (the output, the loss)."""
+        return Replay(self, keep)
 
 
 def _same(a, b, xp):
@@ -172,7 +173,7 @@ def _same(a, b, xp):
 class Replay:
     """The recorded pass as a flat program over slots of backend arrays."""
 
-    def __init__(self, rec: Recording):
+    def __init__(self, rec: Recording, keep=()):
         self.ndarray = rec.ndarray
         self.input_slots = rec.input_slots
         # Constants and known tensors keep their recorded values; node outputs are refilled
@@ -180,8 +181,20 @@ class Replay:
         self.template = [v if k in ("const", "known") else None
                          for v, k in zip(rec.values, rec.kinds)]
         self.kinds = rec.kinds
-        self.forward = [(cls.forward, ctx, slots, kwargs, out)
-                        for cls, ctx, slots, kwargs, out in rec.nodes]
+        # After each node, drop the node outputs that no later node reads (unless the caller
+        # keeps them): the replay holds what eager holds, not every activation at once.
+        last_use = {}
+        for i, (_, _, slots, _, out) in enumerate(rec.nodes):
+            last_use[out] = i
+            for s in slots:
+                if rec.kinds[s] == "node":
+                    last_use[s] = i
+        free = [[] for _ in rec.nodes]
+        for s, i in last_use.items():
+            if s not in keep:
+                free[i].append(s)
+        self.forward = [(cls.forward, ctx, slots, kwargs, out, tuple(free[i]))
+                        for i, (cls, ctx, slots, kwargs, out) in enumerate(rec.nodes)]
         self.bumped = [t._version for t in rec.bumped]
         self.root = rec.root
         leaves, leaf_of = [], {}
@@ -210,7 +223,7 @@ class Replay:
         recorded nodes keep on their ctx), not counting parameters and buffers."""
         seen, total = set(), 0
         arrays = [v for v, k in zip(self.template, self.kinds) if k == "const"]
-        for _, ctx, _, _, _ in self.forward:
+        for _, ctx, _, _, _, _ in self.forward:
             arrays += [v for v in vars(ctx).values() if isinstance(v, self.ndarray)]
         for a in arrays:
             if isinstance(a, self.ndarray) and id(a) not in seen:
@@ -224,11 +237,13 @@ class Replay:
         for slot, arr in zip(self.input_slots, inputs):
             vals[slot] = arr
         nd = self.ndarray
-        for forward, ctx, slots, kwargs, out_slot in self.forward:
+        for forward, ctx, slots, kwargs, out_slot, free in self.forward:
             out = forward(ctx, *[vals[s] for s in slots], **kwargs)
             if out.__class__ is not nd and not isinstance(out, nd):
                 out = ctx.xp.asarray(out)
             vals[out_slot] = out
+            for s in free:
+                vals[s] = None
         for version in self.bumped:
             version[0] += 1
 

@@ -210,7 +210,7 @@ class CompiledStep:
             entry.first = None
             if differs is not None:
                 return self._give_up(entry, differs)
-            entry.replay = rec.plan()
+            entry.replay = rec.plan(keep=slots)
             entry.out_slot, entry.loss_slots = slots[0], slots[1:]
             entry.tuple_loss = rec.tuple_loss
         self.record_seconds += time.perf_counter() - started
