@@ -85,11 +85,13 @@ class MPIEngine:
         if self.broken is not None:
             raise DistributedError(f"rank {self.rank}: the process group is broken "
                                    f"({self.broken}); no further collective can run")
-        deadline = time.monotonic() + self.timeout
+        start = time.monotonic()
+        deadline = start + self.timeout
         pause = 0.0
         try:
             while not request.Test():
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     err = CollectiveTimeout(
                         f"rank {self.rank} of {self.world_size}: {what} did not complete "
                         f"within {self.timeout:g} s: another rank has died, hung, or is not "
@@ -97,9 +99,14 @@ class MPIEngine:
                         "init_process_group(timeout=) or GRADLAB_DIST_TIMEOUT)")
                     self.broken = str(err)
                     raise err
-                if pause:
-                    time.sleep(pause)
-                pause = min(max(pause * 2, 1e-5), 1e-3)  # spin first, then back off to 1 ms
+                # MPI moves a non-blocking collective forward only inside calls such as
+                # Test(): sleeping between them stretches every round of an allreduce. So
+                # spin for the first 50 ms (a gradient allreduce takes a few), then back
+                # off to 1 ms, which is what a rank waiting on a slow or dead peer does.
+                if now - start > 0.05:
+                    if pause:
+                        time.sleep(pause)
+                    pause = min(max(pause * 2, 1e-5), 1e-3)
         except self.MPI.Exception as exc:
             self.broken = f"{what}: {exc.Get_error_string()}"
             raise DistributedError(f"rank {self.rank}: {what} failed in MPI: "
