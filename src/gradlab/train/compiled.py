@@ -129,6 +129,9 @@ class CompiledStep:
             self._graphs.backward(kind, entry, payload)
             self.counts["replayed"] += 1
         elif kind == "replay":
+            # As eager: last step's gradients go before backward allocates the new ones
+            # (kept alive, they would make every large gradient land in fresh memory).
+            self.optimizer.zero_grad()
             entry.replay.run_backward(payload)
             self.counts["replayed"] += 1
         else:
