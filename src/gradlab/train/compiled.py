@@ -36,6 +36,14 @@ from ..nn.utils import clip_grad_norm_, clip_grad_value_
 _SCALARS = (bool, int, float, str, type(None))
 
 
+def _setting(value):
+    """A module attribute that can steer its forward: a scalar, or a tuple of scalars
+    (``LayerNorm.normalized_shape``)."""
+    if type(value) is tuple:
+        return all(type(v) in _SCALARS for v in value)
+    return type(value) in _SCALARS
+
+
 def compile_step(model, loss_fn, optimizer, *, clip_grad_norm=None, clip_grad_value=None,
                  max_recordings=8):
     """A ``CompiledStep`` of ``model``, ``loss_fn(output, target)`` and ``optimizer``.
@@ -267,7 +275,7 @@ class CompiledStep:
                 sig.append(tuple(items))
                 sig.append(tuple(map(id, items.values())))
             sig.append(tuple((k, v) for k, v in d.items()
-                             if k[0] != "_" and k != "training" and type(v) in _SCALARS))
+                             if k[0] != "_" and k != "training" and _setting(v)))
         for t in self._known():
             sig.append(None if t is None else id(t._data))
         sig.append(tuple(tuple(map(id, g["params"])) for g in self.optimizer.param_groups))
