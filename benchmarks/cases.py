@@ -125,6 +125,21 @@ def mlp_forward_backward(sizes, batch, check=False):
 
 
 # -- issue 6: the full suite --------------------------------------------------------------------
+def build_gl_mlp(weights, biases, device="cpu"):
+    """The gradlab ReLU MLP of ``mlp_data``'s weights and biases (Linear, ReLU, ..., Linear),
+    on ``device``."""
+    layers = []
+    for k, (w, b) in enumerate(zip(weights, biases)):
+        lin = gl.nn.Linear(w.shape[1], w.shape[0])
+        with gl.no_grad():
+            lin.weight.copy_(gl.tensor(w))
+            lin.bias.copy_(gl.tensor(b))
+        layers.append(lin)
+        if k < len(weights) - 1:
+            layers.append(gl.nn.ReLU())
+    return gl.nn.Sequential(*layers).to(device)
+
+
 def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False):
     """One training step: forward, backward, Adam step (ReLU MLP, cross-entropy, float32), with
     the model and the batch on ``device`` ("cpu" or "cuda") in both libraries. ``check``:
@@ -135,20 +150,7 @@ def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False):
     equal an eager step's, bit for bit on the CPU."""
     weights, biases, x, y = mlp_data(sizes, batch)
     nn = gl.nn
-
-    def build_gl():
-        layers = []
-        for k, (w, b) in enumerate(zip(weights, biases)):
-            lin = nn.Linear(w.shape[1], w.shape[0])
-            with gl.no_grad():
-                lin.weight.copy_(gl.tensor(w))
-                lin.bias.copy_(gl.tensor(b))
-            layers.append(lin)
-            if k < len(weights) - 1:
-                layers.append(nn.ReLU())
-        return nn.Sequential(*layers)
-
-    model = build_gl().to(device)
+    model = build_gl_mlp(weights, biases, device)
     opt = gl.optim.Adam(model.parameters(), lr=1e-3)
     gx, gy = gl.tensor(x, device=device), gl.tensor(y, device=device)
     loss_fn = nn.CrossEntropyLoss()
@@ -164,7 +166,7 @@ def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False):
         eager_step = gl_step
         gl_step = functools.partial(gl.train.compile_step(model, loss_fn, opt), gx, gy)
         if check:
-            twin = build_gl().to(device)
+            twin = build_gl_mlp(weights, biases, device)
             twin_opt = gl.optim.Adam(twin.parameters(), lr=1e-3)
             twin_step = gl.train.compile_step(twin, loss_fn, twin_opt)
             for _ in range(3):  # 2 recordings, then the first replay

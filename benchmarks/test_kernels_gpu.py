@@ -197,16 +197,7 @@ def compiled_mlp_train_step(sizes, batch, device="cuda", steps=6):
     gx, gy = gl.tensor(x, device=device), gl.tensor(y, device=device)
 
     def build():
-        layers = []
-        for k, (w, b) in enumerate(zip(weights, biases)):
-            lin = gl.nn.Linear(w.shape[1], w.shape[0])
-            with gl.no_grad():
-                lin.weight.copy_(gl.tensor(w))
-                lin.bias.copy_(gl.tensor(b))
-            layers.append(lin)
-            if k < len(weights) - 1:
-                layers.append(gl.nn.ReLU())
-        model = gl.nn.Sequential(*layers).to(device)
+        model = cases.build_gl_mlp(weights, biases, device)
         return model, gl.optim.Adam(model.parameters(), lr=1e-3)
 
     loss_fn = gl.nn.CrossEntropyLoss()
