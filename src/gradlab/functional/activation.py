@@ -5,7 +5,7 @@ import math
 
 from ..autograd.function import Function
 from .elementwise import unbroadcast
-from .out import write_out
+from .out import unary
 from .reduce import normalize_dim
 
 
@@ -76,22 +76,11 @@ class LogSoftmaxFn(Function):
         return g - ctx.xp.exp(z) * g.sum(axis=ctx.dim, keepdims=True)
 
 
-def relu(input):
-    """max(x, 0)."""
-    return Relu.apply(input)
-
-
-def sigmoid(input, *, out=None):
-    """1 / (1 + exp(-x)), computed without overflow."""
-    if out is not None:
-        return write_out("sigmoid", out, (input,), lambda: SigmoidFn.apply(input))
-    return SigmoidFn.apply(input)
-
-
-def tanh(input, *, out=None):
-    if out is not None:
-        return write_out("tanh", out, (input,), lambda: TanhFn.apply(input))
-    return TanhFn.apply(input)
+relu = unary("relu", Relu, "max(x, 0).")
+sigmoid = unary("sigmoid", SigmoidFn, "1 / (1 + exp(-x)), computed without overflow.",
+                with_out=True)
+tanh = unary("tanh", TanhFn, "(e^x - e^-x) / (e^x + e^-x); d/dx = 1 - tanh(x)^2.",
+             with_out=True)
 
 
 def _softmax_dim(name, input, dim):
@@ -325,14 +314,22 @@ class Silu(_Elementwise):
         return x * s
 
 
-def identity(input):
-    """y = x (a copy, so that the output is a new node of the graph)."""
-    return IdentityFn.apply(input)
-
-
-def arctan(input):
-    """atan(x); d/dx = 1 / (1 + x^2)."""
-    return Arctan.apply(input)
+# The one-input activations: their wrapper only applies the Function.
+identity = unary("identity", IdentityFn,
+                 "y = x (a copy, so that the output is a new node of the graph).")
+arctan = unary("arctan", Arctan, "atan(x); d/dx = 1 / (1 + x^2).")
+binary_step = unary("binary_step", BinaryStepFn,
+                    "1 for x >= 0, else 0. Gradient: 0 everywhere (see BinaryStepFn).")
+selu = unary("selu", Selu, "scale * (max(0, x) + min(0, alpha * (exp(x) - 1))), "
+                           "alpha ~ 1.6733, scale ~ 1.0507.")
+softsign = unary("softsign", SoftsignFn, "x / (1 + |x|); d/dx = 1 / (1 + |x|)^2.")
+sqnl = unary("sqnl", Sqnl, "Square non-linearity: 1 for x > 2, x - x^2/4 on [0, 2], "
+                           "x + x^2/4 on [-2, 0), -1 for x < -2; d/dx = 1 - |x|/2 inside "
+                           "[-2, 2], 0 outside.")
+bipolar_relu = unary("bipolar_relu", BipolarRelu,
+                     "Bipolar ReLU (Eidnes & Nokland): along the last dim, units at even "
+                     "positions apply relu(x) and units at odd positions -relu(-x).")
+silu = unary("silu", Silu, "x * sigmoid(x) (a.k.a. swish); d/dx = s (1 + x (1 - s)).")
 
 
 def leaky_relu(input, negative_slope=0.01):
@@ -376,24 +373,9 @@ def prelu(input, weight):
     return Prelu.apply(input, weight)
 
 
-def binary_step(input):
-    """1 for x >= 0, else 0. Gradient: 0 everywhere (see BinaryStepFn)."""
-    return BinaryStepFn.apply(input)
-
-
 def elu(input, alpha=1.0):
     """x for x > 0, alpha * (exp(x) - 1) otherwise."""
     return Elu.apply(input, alpha=alpha)
-
-
-def selu(input):
-    """scale * (max(0, x) + min(0, alpha * (exp(x) - 1))), alpha ~ 1.6733, scale ~ 1.0507."""
-    return Selu.apply(input)
-
-
-def softsign(input):
-    """x / (1 + |x|); d/dx = 1 / (1 + |x|)^2."""
-    return SoftsignFn.apply(input)
 
 
 def isru(input, alpha=1.0):
@@ -406,18 +388,6 @@ def isrlu(input, alpha=1.0):
     return Isrlu.apply(input, alpha=alpha)
 
 
-def sqnl(input):
-    """Square non-linearity: 1 for x > 2, x - x^2/4 on [0, 2], x + x^2/4 on [-2, 0),
-    -1 for x < -2; d/dx = 1 - |x|/2 inside [-2, 2], 0 outside."""
-    return Sqnl.apply(input)
-
-
-def bipolar_relu(input):
-    """Bipolar ReLU (Eidnes & Nokland): along the last dim, units at even positions apply
-    relu(x) and units at odd positions -relu(-x)."""
-    return BipolarRelu.apply(input)
-
-
 def softplus(input, beta=1.0, threshold=20.0):
     """(1/beta) log(1 + exp(beta x)), and x where beta x > threshold (as PyTorch)."""
     return SoftplusFn.apply(input, beta=beta, threshold=threshold)
@@ -428,8 +398,3 @@ def gelu(input, approximate="none"):
     0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
     _check_gelu_approximate(approximate, "gelu")
     return Gelu.apply(input, approximate=approximate)
-
-
-def silu(input):
-    """x * sigmoid(x) (a.k.a. swish); d/dx = s (1 + x (1 - s))."""
-    return Silu.apply(input)

@@ -16,14 +16,9 @@ from . import elementwise as ew
 from . import reduce as red
 from . import shape as sh
 from .activation import log_softmax
-
-_REDUCTIONS = ("none", "mean", "sum")
-
-
-def _check_reduction(op, reduction, allowed=_REDUCTIONS):
-    if reduction not in allowed:
-        raise ValueError(f"{op}: reduction must be one of {', '.join(map(repr, allowed))}, "
-                         f"got {reduction!r}")
+from .loss_checks import REDUCTIONS as _REDUCTIONS
+from .loss_checks import check_reduction as _check_reduction
+from .loss_checks import check_same_shape as _check_same_shape
 
 
 def _reduce(loss, reduction):
@@ -32,12 +27,6 @@ def _reduce(loss, reduction):
     if reduction == "sum":
         return red.sum(loss)
     return loss
-
-
-def _check_same_shape(op, input, target):
-    if tuple(input.shape) != tuple(target.shape):
-        raise ValueError(f"{op}: input shape {tuple(input.shape)} and target shape "
-                         f"{tuple(target.shape)} differ; they must be equal")
 
 
 def _as_tensor_like(value, ref):

@@ -53,3 +53,25 @@ def write_out(name, out, inputs, compute):
     dst[...] = src
     out._bump()
     return out
+
+
+def unary(name, fn, doc=None, *, with_out=False):
+    """The public wrapper of the one-input Function ``fn``: ``name(input)``, or with
+    ``with_out`` ``name(input, *, out=None)``.
+
+    One definition for the many ops whose wrapper only applies their Function, so that
+    the ``out=`` rule above is wired the same way everywhere. The wrapper takes the
+    Function's module as its own, so it lists, pickles and documents as if defined there.
+    """
+    if with_out:
+        def op(input, *, out=None):
+            if out is not None:
+                return write_out(name, out, (input,), lambda: fn.apply(input))
+            return fn.apply(input)
+    else:
+        def op(input):
+            return fn.apply(input)
+    op.__name__ = op.__qualname__ = name
+    op.__module__ = fn.__module__
+    op.__doc__ = doc
+    return op

@@ -3,16 +3,17 @@ gl.nn.functional. ``reduction`` is 'mean' (default), 'sum' or 'none'."""
 from __future__ import annotations
 
 from ..functional import loss as L
+from ..functional.loss_checks import REDUCTIONS, check_reduction
 from .module import Module
 
 
 class _Loss(Module):
     def __init__(self, reduction="mean"):
         super().__init__()
-        L._check_reduction(type(self).__name__, reduction, self._reductions)
+        check_reduction(type(self).__name__, reduction, self._reductions)
         self.reduction = reduction
 
-    _reductions = L._REDUCTIONS
+    _reductions = REDUCTIONS
 
     def extra_repr(self):
         return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
@@ -88,7 +89,7 @@ class BCEWithLogitsLoss(_WeightedLoss):
 class KLDivLoss(_Loss):
     """KL(target || exp(input)) pointwise; use reduction='batchmean' for the true KL."""
 
-    _reductions = L._REDUCTIONS + ("batchmean",)
+    _reductions = REDUCTIONS + ("batchmean",)
 
     def __init__(self, reduction="mean", log_target=False):
         super().__init__(reduction)
