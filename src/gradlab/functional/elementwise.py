@@ -5,7 +5,7 @@ import numpy as np
 
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
-from .out import write_out
+from .out import binary, unary, write_out
 
 
 def unbroadcast(g, shape):
@@ -395,46 +395,13 @@ def pow(input, exponent, *, out=None):
     return Pow.apply(input, exponent)
 
 
-def neg(input, *, out=None):
-    if out is not None:
-        return write_out("neg", out, (input,), lambda: Neg.apply(input))
-    return Neg.apply(input)
-
-
-def exp(input, *, out=None):
-    if out is not None:
-        return write_out("exp", out, (input,), lambda: Exp.apply(input))
-    return Exp.apply(input)
-
-
-def log(input, *, out=None):
-    if out is not None:
-        return write_out("log", out, (input,), lambda: Log.apply(input))
-    return Log.apply(input)
-
-
-def sqrt(input, *, out=None):
-    if out is not None:
-        return write_out("sqrt", out, (input,), lambda: Sqrt.apply(input))
-    return Sqrt.apply(input)
-
-
-def abs(input, *, out=None):
-    if out is not None:
-        return write_out("abs", out, (input,), lambda: Abs.apply(input))
-    return Abs.apply(input)
-
-
-def sin(input, *, out=None):
-    if out is not None:
-        return write_out("sin", out, (input,), lambda: Sin.apply(input))
-    return Sin.apply(input)
-
-
-def cos(input, *, out=None):
-    if out is not None:
-        return write_out("cos", out, (input,), lambda: Cos.apply(input))
-    return Cos.apply(input)
+neg = unary("neg", Neg, "-x.", with_out=True)
+exp = unary("exp", Exp, "e^x; d/dx = e^x.", with_out=True)
+log = unary("log", Log, "Natural logarithm; d/dx = 1 / x.", with_out=True)
+sqrt = unary("sqrt", Sqrt, "x^(1/2); d/dx = 1 / (2 sqrt(x)).", with_out=True)
+abs = unary("abs", Abs, "|x|; d/dx = sign(x) (0 at 0).", with_out=True)
+sin = unary("sin", Sin, "sin(x); d/dx = cos(x).", with_out=True)
+cos = unary("cos", Cos, "cos(x); d/dx = -sin(x).", with_out=True)
 
 
 def clamp(input, min=None, max=None, *, out=None):
@@ -454,16 +421,10 @@ def clamp(input, min=None, max=None, *, out=None):
 clip = clamp
 
 
-def maximum(input, other, *, out=None):
-    if out is not None:
-        return write_out("maximum", out, (input, other), lambda: Maximum.apply(input, other))
-    return Maximum.apply(input, other)
-
-
-def minimum(input, other, *, out=None):
-    if out is not None:
-        return write_out("minimum", out, (input, other), lambda: Minimum.apply(input, other))
-    return Minimum.apply(input, other)
+maximum = binary("maximum", Maximum, "The elementwise larger of the two (ties split the "
+                                     "gradient in half).")
+minimum = binary("minimum", Minimum, "The elementwise smaller of the two (ties split the "
+                                     "gradient in half).")
 
 
 def where(condition, input, other, *, out=None):

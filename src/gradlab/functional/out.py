@@ -60,8 +60,7 @@ def unary(name, fn, doc=None, *, with_out=False):
     ``with_out`` ``name(input, *, out=None)``.
 
     One definition for the many ops whose wrapper only applies their Function, so that
-    the ``out=`` rule above is wired the same way everywhere. The wrapper takes the
-    Function's module as its own, so it lists, pickles and documents as if defined there.
+    the ``out=`` rule above is wired the same way everywhere.
     """
     if with_out:
         def op(input, *, out=None):
@@ -71,6 +70,21 @@ def unary(name, fn, doc=None, *, with_out=False):
     else:
         def op(input):
             return fn.apply(input)
+    return _named(op, name, fn, doc)
+
+
+def binary(name, fn, doc=None):
+    """``name(input, other, *, out=None)``, applying the two-input Function ``fn``."""
+    def op(input, other, *, out=None):
+        if out is not None:
+            return write_out(name, out, (input, other), lambda: fn.apply(input, other))
+        return fn.apply(input, other)
+    return _named(op, name, fn, doc)
+
+
+def _named(op, name, fn, doc):
+    # The wrapper takes the Function's module as its own, so that it lists, pickles and
+    # documents as if it were defined there.
     op.__name__ = op.__qualname__ = name
     op.__module__ = fn.__module__
     op.__doc__ = doc
