@@ -175,6 +175,29 @@ def test_replay_sums_gradients_as_the_engine_does():
     _assert_same(*results)
 
 
+def test_a_leaf_outside_the_optimizer_accumulates_its_grad_as_in_eager():
+    """zero_grad clears only the optimizer's parameters: the first layer's weight, left out
+    of it, sums its gradients over the steps in eager, and so must every replay."""
+    batches = _batches(6)
+    grads = []
+    for compiled in (False, True):
+        model = _model(dropout=0)
+        first = model[0].weight
+        opt = gl.optim.SGD([p for p in model.parameters() if p is not first], lr=0.05)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            _eager_step(model, loss_fn, opt)
+        for x, y in batches:
+            step(x, y)
+        grads.append(first.grad.numpy().copy())
+        if compiled:
+            assert step.info()["replayed"] == 4
+    assert np.array_equal(grads[0], grads[1])
+    one = _model(dropout=0)
+    gl.nn.CrossEntropyLoss()(one(batches[-1][0]), batches[-1][1]).backward()
+    assert not np.allclose(grads[0], one[0].weight.grad.numpy())  # it did accumulate
+
+
 # -- guards ------------------------------------------------------------------------------------
 def _pair(**model_kw):
     """An eager and a compiled copy of the same model, optimizer and data."""

@@ -171,39 +171,34 @@ def _same(a, b, xp):
 
 
 class Replay:
-    """The recorded pass as a flat program over slots of backend arrays."""
+    """The recorded pass as straight-line Python: one generated function for the forward
+    pass and one for the backward pass, each a flat sequence of the recorded Function calls
+    on local variables (one per slot).
+
+    Why generated code: on the small models a replay is for, interpreting a plan (a loop
+    over node tuples, argument lists built per call, a set per backward, per-edge tuple
+    unpacking) cost as much as the NumPy calls themselves. The generated functions make the
+    same calls in the same order with the same arguments, so the arithmetic is unchanged;
+    every decision that depends only on the recording (which slot feeds which argument, when
+    a node output is last read, which edges exist, whether a gradient is a node's or a
+    leaf's) is taken once, here."""
 
     def __init__(self, rec: Recording, keep=()):
         self.ndarray = rec.ndarray
-        self.input_slots = rec.input_slots
-        # Constants and known tensors keep their recorded values; node outputs are refilled
-        # on every replay (and dropped after backward, as eager frees its graph).
-        self.template = [v if k in ("const", "known") else None
-                         for v, k in zip(rec.values, rec.kinds)]
+        self.input_slots = list(rec.input_slots)
         self.kinds = rec.kinds
-        # After each node, drop the node outputs that no later node reads (unless the caller
-        # keeps them): the replay holds what eager holds, not every activation at once.
-        last_use = {}
-        for i, (_, _, slots, _, out) in enumerate(rec.nodes):
-            last_use[out] = i
-            for s in slots:
-                if rec.kinds[s] == "node":
-                    last_use[s] = i
-        free = [[] for _ in rec.nodes]
-        for s, i in last_use.items():
-            if s not in keep:
-                free[i].append(s)
-        self.forward = [(cls.forward, ctx, slots, kwargs, out, tuple(free[i]))
-                        for i, (cls, ctx, slots, kwargs, out) in enumerate(rec.nodes)]
-        self.bumped = [t._version for t in rec.bumped]
         self.root = rec.root
-        leaves, leaf_of = [], {}
+        self.bumped = [t._version for t in rec.bumped]
+        self.n_nodes = len(rec.nodes)
+        self._ctxs = [node[1] for node in rec.nodes]
+        self._consts = [v for v, k in zip(rec.values, rec.kinds) if k == "const"]
         nodes = rec.nodes
-        backward = []
+        # Leaves in the order backward first reaches them (the engine's order).
+        leaves, leaf_of = [], {}
+        plan = []
         for index in rec.order:
-            cls, ctx = nodes[index][0], nodes[index][1]
-            edges = []  # (input position, is a node, node or leaf index), inputs with edges only
-            for pos, nxt in enumerate(ctx.next_functions):
+            edges = []
+            for pos, nxt in enumerate(nodes[index][1].next_functions):
                 if nxt is None:
                     continue
                 if isinstance(nxt, Function):
@@ -213,17 +208,22 @@ class Replay:
                         leaf_of[id(nxt)] = len(leaves)
                         leaves.append(nxt)
                     edges.append((pos, False, leaf_of[id(nxt)]))
-            backward.append((index, cls.backward, ctx, tuple(edges)))
-        self.backward_plan = backward
+            plan.append((index, edges))
         self.leaves = leaves
-        self.n_nodes = len(nodes)
+        ns = {"ND": rec.ndarray, "_nd": _as_ndarray, "_own": _own_fast, "_cast": _cast_fast,
+              "WRAP": Tensor._wrap}
+        self.source = (_forward_source(rec, keep, ns) + "\n" +
+                       _backward_source(nodes, plan, leaves, rec.root, ns))
+        exec(compile(self.source, "<gradlab replay>", "exec"), ns)  # noqa: S102 - our code
+        self.run_forward = ns["forward"]
+        self.run_backward = ns["backward"]
 
     def held_bytes(self):
         """Bytes of the arrays this replay keeps between calls (constants, and what the
         recorded nodes keep on their ctx), not counting parameters and buffers."""
         seen, total = set(), 0
-        arrays = [v for v, k in zip(self.template, self.kinds) if k == "const"]
-        for _, ctx, _, _, _, _ in self.forward:
+        arrays = list(self._consts)
+        for ctx in self._ctxs:
             arrays += [v for v in vars(ctx).values() if isinstance(v, self.ndarray)]
         for a in arrays:
             if isinstance(a, self.ndarray) and id(a) not in seen:
@@ -231,73 +231,101 @@ class Replay:
                 total += a.nbytes
         return total
 
-    def run_forward(self, inputs):
-        """The recorded forward pass on new input arrays; returns the slot values."""
-        vals = list(self.template)
-        for slot, arr in zip(self.input_slots, inputs):
-            vals[slot] = arr
-        nd = self.ndarray
-        for forward, ctx, slots, kwargs, out_slot, free in self.forward:
-            out = forward(ctx, *[vals[s] for s in slots], **kwargs)
-            if out.__class__ is not nd and not isinstance(out, nd):
-                out = ctx.xp.asarray(out)
-            vals[out_slot] = out
-            for s in free:
-                vals[s] = None
-        for version in self.bumped:
-            version[0] += 1
 
-        return vals
+def _forward_source(rec, keep, ns):
+    """``forward(inputs)``: the recorded forward pass on new input arrays; returns
+    {slot: array} for the ``keep`` slots (the caller's output and loss)."""
+    kinds = rec.kinds
+    for slot, kind in enumerate(kinds):
+        if kind in ("const", "known"):
+            ns[f"c{slot}"] = rec.values[slot]
 
-    def run_backward(self, xp):
-        """The recorded backward pass; leaves' ``.grad`` are set as eager backward sets them
-        after ``zero_grad(set_to_none=True)``, summing in the engine's order."""
-        index, shape, dtype = self.root
-        grads = [None] * self.n_nodes
-        grads[index] = xp.ones(shape, dtype=dtype)
-        leaves = self.leaves
-        leaf_grads = [None] * len(leaves)
-        handed_out = set()
-        for index, backward, ctx, edges in self.backward_plan:
-            in_grads = backward(ctx, grads[index])
-            grads[index] = None
-            if in_grads.__class__ is not tuple:
-                in_grads = (in_grads,)
-            ctx.saved_tensors = ()
-            for pos, is_node, j in edges:
-                ig = in_grads[pos] if pos < len(in_grads) else None
-                if ig is None:
-                    continue
-                if is_node:
-                    prev = grads[j]
-                    grads[j] = ig if prev is None else prev + ig
-                else:
-                    prev = leaf_grads[j]
-                    if prev is None:
-                        leaf_grads[j] = _own(leaves[j], ig, handed_out)
-                    else:
-                        leaf_grads[j] = prev + _cast(leaves[j], ig)
-        for leaf, g in zip(leaves, leaf_grads):
-            if g is None:
-                leaf.grad = None
-            elif leaf.grad is None:
-                leaf.grad = Tensor._wrap(g, leaf._backend)
+    def ref(slot):
+        return f"c{slot}" if kinds[slot] in ("const", "known") else f"s{slot}"
+
+    # After each node, drop the node outputs no later node reads (unless the caller keeps
+    # them): the replay holds what eager holds, not every activation at once.
+    last_use = {}
+    for i, (_, _, slots, _, out) in enumerate(rec.nodes):
+        last_use[out] = i
+        for s in slots:
+            if kinds[s] == "node":
+                last_use[s] = i
+    free = [[] for _ in rec.nodes]
+    for s, i in last_use.items():
+        if s not in keep:
+            free[i].append(s)
+    lines = ["def forward(inputs):"]
+    lines.append("    " + ", ".join(f"s{s}" for s in rec.input_slots) + ", = inputs")
+    for i, (cls, ctx, slots, kwargs, out) in enumerate(rec.nodes):
+        ns[f"F{i}"], ns[f"X{i}"] = cls.forward, ctx
+        args = [f"X{i}"] + [ref(s) for s in slots]
+        for k, (name, value) in enumerate(kwargs.items()):
+            ns[f"K{i}_{k}"] = value
+            args.append(f"{name}=K{i}_{k}")
+        lines.append(f"    s{out} = F{i}({', '.join(args)})")
+        # NumPy hands back scalars for 0-d results; apply() makes them arrays, so do we.
+        lines.append(f"    if s{out}.__class__ is not ND: s{out} = _nd(s{out}, X{i})")
+        lines += [f"    s{s} = None" for s in sorted(free[i])]
+    for k, version in enumerate(rec.bumped):
+        ns[f"V{k}"] = version._version
+        lines.append(f"    V{k}[0] += 1")
+    lines.append("    return {" + ", ".join(f"{s}: {ref(s)}" for s in keep) + "}")
+    return "\n".join(lines) + "\n"
+
+
+def _backward_source(nodes, plan, leaves, root, ns):
+    """``backward(xp)``: the recorded backward pass. Each leaf's ``.grad`` is accumulated
+    exactly as the engine does it (a first gradient owning its memory becomes ``.grad``;
+    later ones are added to it), node gradients are summed in the engine's order."""
+    index, shape, dtype = root
+    ns["ROOT_SHAPE"], ns["ROOT_DTYPE"] = shape, dtype
+    lines = ["def backward(xp):", "    H = set()"]
+    lines += [f"    g{i} = None" for i, _ in plan[1:]]
+    lines.append(f"    g{index} = xp.ones(ROOT_SHAPE, dtype=ROOT_DTYPE)")
+    for k, leaf in enumerate(leaves):
+        ns[f"LEAF{k}"], ns[f"LDT{k}"], ns[f"BE{k}"] = leaf, leaf._data.dtype, leaf._backend
+    for i, edges in plan:
+        ctx = nodes[i][1]
+        ns[f"B{i}"], ns[f"X{i}"] = type(ctx).backward, ctx
+        lines.append(f"    r = B{i}(X{i}, g{i})")
+        lines.append(f"    g{i} = None")
+        lines.append("    if r.__class__ is not tuple: r = (r,)")
+        lines.append(f"    X{i}.saved_tensors = ()")
+        if edges:
+            lines.append("    n = len(r)")
+        for pos, is_node, j in edges:
+            lines.append(f"    x = r[{pos}] if n > {pos} else None")
+            lines.append("    if x is not None:")
+            if is_node:
+                lines.append(f"        g{j} = x if g{j} is None else g{j} + x")
             else:
-                leaf.grad._data = g  # the same Tensor object, as with zero_grad(set_to_none=False)
+                lines.append(f"        lg = LEAF{j}.grad")
+                lines.append(f"        if lg is None: LEAF{j}.grad = WRAP(_own(x, LDT{j}, BE{j}, "
+                             f"H), BE{j})")
+                lines.append(f"        else: lg._data = lg._data + _cast(x, LDT{j}, BE{j})")
+    lines.append("    r = x = None")
+    return "\n".join(lines) + "\n"
 
 
-def _cast(leaf, g):
-    backend = leaf._backend
+def _as_ndarray(out, ctx):
+    if isinstance(out, ctx.backend.ndarray):
+        return out
+    return ctx.xp.asarray(out)
+
+
+def _cast_fast(g, dtype, backend):
     if not isinstance(g, backend.ndarray):
         g = backend.xp.asarray(g)
-    if g.dtype != leaf._data.dtype:
-        g = g.astype(leaf._data.dtype)
+    if g.dtype != dtype:
+        g = g.astype(dtype)
     return g
 
 
-def _own(leaf, g, handed_out):
+def _own_fast(g, dtype, backend, handed_out):
     """The first gradient of a leaf, owning its memory (engine._accumulate_leaf's rule)."""
-    g = _cast(leaf, g)
+    if g.__class__ is not backend.ndarray or g.dtype is not dtype:
+        g = _cast_fast(g, dtype, backend)
     if g.base is not None or id(g) in handed_out or not getattr(g.flags, "writeable", True):
         g = g.copy()
     handed_out.add(id(g))

@@ -134,6 +134,8 @@ class CompiledStep:
             raise RuntimeError("compiled step: backward_step() without a forward() first")
         kind, entry, payload = pending
         if kind in ("graph", "warm-up"):
+            if kind == "warm-up":
+                self.optimizer.zero_grad()  # run_backward accumulates, as the engine does
             self._graphs.backward(kind, entry, payload)
             self.counts["replayed"] += 1
         elif kind == "replay":
@@ -428,6 +430,10 @@ class _CudaGraphs:
 
         def body():
             vals = replay.run_forward(inputs)
+            # The graph writes each launch's gradients afresh (zero_grad then backward):
+            # run_backward accumulates into an existing .grad, as the engine does.
+            for leaf in replay.leaves:
+                leaf.grad = None
             replay.run_backward(be.xp)
             return vals, [(leaf, None if leaf.grad is None else leaf.grad._data)
                           for leaf in replay.leaves]
