@@ -12,7 +12,7 @@ import pytest
 
 import devices
 import gradlab as gl
-from gradlab.bench import optim
+from gradlab.bench.optim import cases, options, report, timing
 from gradlab.cli.main import build_parser, main
 
 TINY = ["--sizes", "1000:4000:2", "--tensors", "4", "--repeats", "3", "--block-time", "0"]
@@ -37,9 +37,9 @@ def _check_fractions(report):
             ran.add(name)
             if impl["above_roofline"]:
                 assert impl["roofline_fraction"] is None
-                assert impl["rate_over_roofline"] > optim.FLAG_ABOVE
+                assert impl["rate_over_roofline"] > cases.FLAG_ABOVE
             else:
-                assert 0 < impl["roofline_fraction"] <= optim.FLAG_ABOVE
+                assert 0 < impl["roofline_fraction"] <= cases.FLAG_ABOVE
                 assert impl["roofline_fraction"] == impl["rate_over_roofline"]
             assert impl["gbps"] == pytest.approx(rec["bytes_per_step"] / impl["median_s"] / 1e9)
             assert impl["iqr_s"][0] <= impl["median_s"] <= impl["iqr_s"][1]
@@ -82,7 +82,7 @@ def test_without_torch_the_torch_columns_skip_with_a_note(tmp_path, monkeypatch)
         assert rec["bytes_per_param"] == 40  # float64: twice fp32's 20 B
         impls = rec["implementations"]
         assert list(impls) == ["gradlab", "torch-forloop", "torch-foreach", "torch-fused"]
-        for variant in optim.TORCH_VARIANTS:
+        for variant in cases.TORCH_VARIANTS:
             assert "torch is not installed" in impls[variant]["skipped"]
     assert _check_fractions(report) == {"gradlab"}
     assert report["summary"][0]["torch_fastest"] is None
@@ -103,19 +103,19 @@ def test_torch_variants_run_or_say_why_not(tmp_path):
 
 def test_bytes_per_parameter_of_every_fused_optimizer():
     # fp32: each array the step reads or writes counts 4 B once per direction.
-    assert {n: s.words * 4 for n, s in optim.SPECS.items()} == {
+    assert {n: s.words * 4 for n, s in cases.SPECS.items()} == {
         "sgd": 20, "adam": 28, "adamw": 28, "rmsprop": 20, "adagrad": 20, "adadelta": 28}
     backend = gl.backend.get_backend("cpu")
-    for name in optim.SPECS:  # each benchmarked optimizer is a backend entry point
+    for name in cases.SPECS:  # each benchmarked optimizer is a backend entry point
         assert callable(getattr(backend, f"{name.replace('adamw', 'adam')}_step"))
 
 
 def test_sizes_syntax():
-    assert optim.parse_sizes("1e4:1e7") == [10000, 21544, 46416, 100000, 215443, 464159,
+    assert options.parse_sizes("1e4:1e7") == [10000, 21544, 46416, 100000, 215443, 464159,
                                             1000000, 2154435, 4641589, 10000000]
-    assert optim.parse_sizes("1e4:1e6:3") == [10000, 100000, 1000000]
-    assert optim.parse_sizes("1e5, 1000,1e5") == [1000, 100000]
-    assert optim.parse_sizes("5000:5000") == [5000]
+    assert options.parse_sizes("1e4:1e6:3") == [10000, 100000, 1000000]
+    assert options.parse_sizes("1e5, 1000,1e5") == [1000, 100000]
+    assert options.parse_sizes("5000:5000") == [5000]
 
 
 class _FakeClock:
@@ -129,33 +129,33 @@ class _FakeClock:
 
 
 def test_short_steps_are_batched_to_the_block_time():
-    assert optim.calibrate(_FakeClock(1e-6), None, 1e-3) * 1e-6 >= 1e-3
-    assert optim.calibrate(_FakeClock(2e-3), None, 1e-3) == 1
-    assert optim.calibrate(_FakeClock(0.0), None, 1e-3) == optim.MAX_BATCH
+    assert timing.calibrate(_FakeClock(1e-6), None, 1e-3) * 1e-6 >= 1e-3
+    assert timing.calibrate(_FakeClock(2e-3), None, 1e-3) == 1
+    assert timing.calibrate(_FakeClock(0.0), None, 1e-3) == cases.MAX_BATCH
 
 
 def test_a_rate_above_the_roofline_is_flagged_not_reported_as_a_fraction():
     cfg = SimpleNamespace(repeats=3, tensors=1, dtype=np.dtype("float32"))
-    spec = optim.SPECS["adam"]
+    spec = cases.SPECS["adam"]
     nbytes = 28 * 1000
-    roof = [optim.Timed("roofline: copy", None, None, 8000, 1, [1e-6, 1e-6, 1e-6])]  # 8 GB/s
-    timed = [optim.Timed("gradlab", None, None, nbytes, 1, [2e-6, 2e-6, 2e-6]),  # 14 GB/s
-             optim.Timed("torch-fused", None, None, nbytes, 1, [7e-6, 7e-6, 7e-6])]  # 4 GB/s
-    rec = optim._record(spec, 1000, cfg, nbytes, roof, timed, {}, True)
+    roof = [timing.Timed("roofline: copy", None, None, 8000, 1, [1e-6, 1e-6, 1e-6])]  # 8 GB/s
+    timed = [timing.Timed("gradlab", None, None, nbytes, 1, [2e-6, 2e-6, 2e-6]),  # 14 GB/s
+             timing.Timed("torch-fused", None, None, nbytes, 1, [7e-6, 7e-6, 7e-6])]  # 4 GB/s
+    rec = timing._record(spec, 1000, cfg, nbytes, roof, timed, {}, True)
     fast, slow = rec["implementations"]["gradlab"], rec["implementations"]["torch-fused"]
     assert fast["above_roofline"] and fast["roofline_fraction"] is None
     assert fast["rate_over_roofline"] == pytest.approx(1.75)
     assert not slow["above_roofline"] and slow["roofline_fraction"] == pytest.approx(0.5)
-    report = {"config": {"optimizers": ["adam"], "device": "cpu", "dtype": "float32",
-                         "tensors": 1, "repeats": 3, "block_time_s": 0, "warmup_steps": 3,
-                         "flag_above": optim.FLAG_ABOVE},
-              "machine": {"gradlab": "x", "numpy": "x", "torch": None, "python": "x",
-                          "timer": "t", "timer_resolution_s": 1e-7},
-              "date": "d", "torch_note": None, "results": [rec],
-              "bytes_per_param": {"adam": {"bytes": 28, "reads": ["p"], "writes": ["p"],
-                                           "assumes": "a", "options": {}}},
-              "summary": optim.summary([rec])}
-    md = optim.markdown(report)
+    data = {"config": {"optimizers": ["adam"], "device": "cpu", "dtype": "float32",
+                       "tensors": 1, "repeats": 3, "block_time_s": 0, "warmup_steps": 3,
+                       "flag_above": cases.FLAG_ABOVE},
+            "machine": {"gradlab": "x", "numpy": "x", "torch": None, "python": "x",
+                        "timer": "t", "timer_resolution_s": 1e-7},
+            "date": "d", "torch_note": None, "results": [rec],
+            "bytes_per_param": {"adam": {"bytes": 28, "reads": ["p"], "writes": ["p"],
+                                         "assumes": "a", "options": {}}},
+            "summary": report.summary([rec])}
+    md = report.markdown(data)
     assert "| gradlab | 2.0 us |" in md and "above roofline (x1.75) |" in md
     assert "| torch-fused | 7.0 us |" in md and "| 0.50 |" in md
 

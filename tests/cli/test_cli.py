@@ -272,9 +272,9 @@ def test_no_command_prints_help():
 
 
 def test_bench_without_the_suite_says_where_it_lives(monkeypatch, capsys):
-    from gradlab.cli import commands
-    monkeypatch.setattr(commands, "_find_benchmarks", lambda: None)
-    assert commands.cmd_bench(type("Args", (), {"full": False})()) == 2
+    from gradlab.cli import info_command
+    monkeypatch.setattr(info_command, "_find_benchmarks", lambda: None)
+    assert info_command.cmd_bench(type("Args", (), {"full": False})()) == 2
     assert "benchmarks/run.py not found" in capsys.readouterr().err
 
 

@@ -25,8 +25,8 @@ def add_parser(sub):
 def _rebuild(run_dir, manifest):
     """The run's model, with the best epoch's weights."""
     from .. import load
-    from .commands import CHECKPOINT
     from .model import build_mlp
+    from .train_command import CHECKPOINT
     path = os.path.join(run_dir, CHECKPOINT)
     if not os.path.isfile(path):
         raise UsageError(f"{run_dir!r} has no {CHECKPOINT}: the run has not finished an epoch "

@@ -14,16 +14,8 @@ from .history import History
 from .loop import NonFiniteLossError, evaluate, fit, predict
 from .metrics import METRICS, accuracy
 from .plots import plot_decision_boundary, plot_history
-from .search import (
-                        SearchResult,
-                        choice,
-                        grid_search,
-                        int_range,
-                        loguniform,
-                        parse_space,
-                        random_search,
-                        uniform,
-)
+from .search import SearchResult, grid_search, random_search
+from .search_space import choice, int_range, loguniform, parse_space, uniform
 from .tensorboard import TensorBoard
 
 __all__ = ["fit", "evaluate", "predict", "History", "NonFiniteLossError", "Callback",

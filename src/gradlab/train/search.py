@@ -13,183 +13,17 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
-import functools
-import hashlib
 import itertools
-import json
 import math
-import multiprocessing
-import os
-import pickle
 import time
-import traceback
 
-import numpy as np
+from .cv import _arrays, resolve_drop_last, unpack_build
+from .search_log import ResumeError, _Log, atomic_write, search_identity
+from .search_space import grid_configs, python_value, random_configs
+from .search_trials import _Trials, run_trial
 
-from .cv import _arrays, cross_validate, resolve_drop_last, train_on_split, unpack_build
-
-
-class Choice:
-    def __init__(self, values):
-        self.values = list(values)
-        if not self.values:
-            raise ValueError("choice() needs at least one value")
-
-    def sample(self, rng):
-        return self.values[int(rng.integers(len(self.values)))]
-
-    def grid(self):
-        return list(self.values)
-
-    def __repr__(self):
-        return f"choice({self.values!r})"
-
-
-class Uniform:
-    def __init__(self, low, high, grid_points=5):
-        if not low < high:
-            raise ValueError(f"uniform(low, high) needs low < high, got {low}, {high}")
-        self.low, self.high, self.grid_points = float(low), float(high), int(grid_points)
-
-    def sample(self, rng):
-        return float(rng.uniform(self.low, self.high))
-
-    def grid(self):
-        return [float(v) for v in np.linspace(self.low, self.high, self.grid_points)]
-
-    def __repr__(self):
-        return f"uniform({self.low}, {self.high})"
-
-
-class LogUniform(Uniform):
-    def __init__(self, low, high, grid_points=5):
-        if low <= 0:
-            raise ValueError(f"loguniform(low, high) needs low > 0, got {low}")
-        super().__init__(low, high, grid_points)
-
-    def sample(self, rng):
-        return float(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
-
-    def grid(self):
-        return [float(v) for v in np.geomspace(self.low, self.high, self.grid_points)]
-
-    def __repr__(self):
-        return f"loguniform({self.low}, {self.high})"
-
-
-class IntRange:
-    """Integers low, low + step, ..., up to and including high."""
-
-    def __init__(self, low, high, step=1):
-        if int(low) != low or int(high) != high or int(step) != step or step < 1 or low > high:
-            raise ValueError(f"int_range(low, high, step) needs integers low <= high and "
-                             f"step >= 1, got {low}, {high}, {step}")
-        self.values = list(range(int(low), int(high) + 1, int(step)))
-
-    def sample(self, rng):
-        return self.values[int(rng.integers(len(self.values)))]
-
-    def grid(self):
-        return list(self.values)
-
-    def __repr__(self):
-        return f"int_range({self.values[0]}, {self.values[-1]})"
-
-
-def choice(values):
-    """One of ``values``, uniformly."""
-    return Choice(values)
-
-
-def uniform(low, high, grid_points=5):
-    """A float uniform in [low, high] (``grid_points`` evenly spaced values in a grid)."""
-    return Uniform(low, high, grid_points)
-
-
-def loguniform(low, high, grid_points=5):
-    """A float whose log is uniform in [log low, log high] (for learning rates, decays)."""
-    return LogUniform(low, high, grid_points)
-
-
-def int_range(low, high, step=1):
-    """An integer in low..high inclusive, in steps of ``step``."""
-    return IntRange(low, high, step)
-
-
-_DISTS = (Choice, Uniform, IntRange)
-
-
-def _dimension(value):
-    if isinstance(value, _DISTS):
-        return value
-    if isinstance(value, (list, tuple)):
-        return Choice(value)
-    return Choice([value])
-
-
-def parse_space(spec):
-    """A space from JSON-like data: lists are choices; ``{"uniform": [a, b]}``,
-    ``{"loguniform": [a, b]}``, ``{"int_range": [a, b]}`` (or ``[a, b, step]``) and
-    ``{"choice": [...]}`` are distributions; anything else is a fixed value."""
-    makers = {"choice": lambda a: Choice(a), "uniform": lambda a: Uniform(*a),
-              "loguniform": lambda a: LogUniform(*a), "int_range": lambda a: IntRange(*a)}
-    space = {}
-    for name, value in spec.items():
-        if isinstance(value, dict) and len(value) == 1 and next(iter(value)) in makers:
-            kind, args = next(iter(value.items()))
-            space[name] = makers[kind](args)
-        elif isinstance(value, dict):
-            raise ValueError(f"search space entry {name!r}: {value!r} is not a distribution; "
-                             f"use one of {', '.join(makers)} (e.g. {{\"uniform\": [0, 1]}})")
-        else:
-            space[name] = _dimension(value)
-    return space
-
-
-def grid_configs(space):
-    """Every combination of the space's grid values, in order."""
-    dims = {k: _dimension(v).grid() for k, v in space.items()}
-    names = list(dims)
-    for combo in itertools.product(*(dims[n] for n in names)):
-        yield dict(zip(names, combo))
-
-
-def random_configs(space, seed=0):
-    """An endless stream of configurations sampled from the space."""
-    rng = np.random.default_rng(seed)
-    dims = {k: _dimension(v) for k, v in space.items()}
-    while True:
-        yield {k: d.sample(rng) for k, d in dims.items()}
-
-
-def _python(value):
-    return value.item() if isinstance(value, np.generic) else value
-
-
-def run_trial(build, config, X, y, settings):
-    """Score one configuration (module level so worker processes can run it)."""
-    from ..backend import manual_seed
-    manual_seed(settings["seed"])
-    start = time.perf_counter()
-    epochs = int(config.get("epochs", settings["epochs"]))
-    batch_size = int(config.get("batch_size", settings["batch_size"]))
-    trial_build = functools.partial(build, config)
-    common = dict(epochs=epochs, batch_size=batch_size, standardize=settings["standardize"],
-                  early_stopping=settings["early_stopping"], metrics=settings["metrics"],
-                  device=settings["device"], drop_last=settings["drop_last"],
-                  compile=settings["compile"])
-    if settings["scoring"] == "kfold":
-        result = cross_validate(trial_build, (X, y), k=settings["k"], stratify=True,
-                                seed=settings["seed"], **common)
-        score, std = result.mean[settings["metric"]], result.std[settings["metric"]]
-        epochs_run = result.mean["epochs"]
-    else:
-        from ..data.splits import stratified_indices
-        tr, va = stratified_indices(y, settings["val_fraction"], settings["split_seed"])
-        scores = train_on_split(trial_build, X, y, tr, va, seed=settings["seed"], **common)
-        score, std, epochs_run = scores[settings["metric"]], 0.0, scores["epochs"]
-    return {"score": float(score), "score_std": float(std), "epochs_run": epochs_run,
-            "seconds": time.perf_counter() - start}
+__all__ = ["ResumeError", "SearchResult", "grid_search", "halving_schedule", "random_search",
+           "run_trial"]
 
 
 class SearchResult:
@@ -231,7 +65,7 @@ class SearchResult:
             writer = csv.DictWriter(f, fieldnames=self.columns(), extrasaction="ignore")
             writer.writeheader()
             writer.writerows(self.results)
-        _atomic_write(path, write)
+        atomic_write(path, write)
 
     def table(self, top=None):
         """The results as aligned text, best first."""
@@ -258,252 +92,6 @@ def _fmt(v):
     if isinstance(v, float):
         return f"{v:.4g}"
     return "" if v is None else str(v)
-
-
-def _atomic_write(path, write):
-    path = os.fspath(path)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-# -- where trials run ----------------------------------------------------------------------
-LOST = "lost: "  # the error of a trial whose worker was lost twice (rerun by a resume)
-
-
-def _worker_trial(build, config, X, y, settings):
-    """A trial as an executor runs it: an exception of the trial itself comes back as a
-    value, so that any exception the future raises means the executor lost the trial."""
-    try:
-        return _safe_trial(build, config, X, y, settings)
-    except Exception as exc:
-        try:
-            pickle.dumps(exc)
-        except Exception:
-            exc = RuntimeError(f"{type(exc).__name__}: {exc}")
-        return {"raised": exc, "traceback": traceback.format_exc()}
-
-
-class _Trials:
-    """Runs jobs (key, config, settings) inline, in an own pool of ``n_jobs`` spawned
-    processes, or on a given executor, and hands each outcome to ``done`` as it finishes.
-    A trial the executor loses (a killed worker, a broken pool) is submitted once more,
-    then recorded as failed with the reason."""
-
-    def __init__(self, build, X, y, executor, n_jobs, out_of_time):
-        self.build, self.X, self.y = build, X, y
-        self.executor, self.own = executor, executor is None and n_jobs > 1
-        self.n_jobs, self.out_of_time = n_jobs, out_of_time
-        self.pool = None
-
-    def __enter__(self):
-        if self.own:
-            self.pool = self._new_pool()
-        return self
-
-    def __exit__(self, *exc):
-        if self.own and self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def _new_pool(self):
-        # Spawned workers: no inherited CUDA context or locks; `build` must be importable.
-        ctx = multiprocessing.get_context("spawn")
-        return cf.ProcessPoolExecutor(max_workers=self.n_jobs, mp_context=ctx)
-
-    def _width(self):
-        if self.n_jobs > 1:
-            return self.n_jobs
-        return getattr(self.executor, "_max_workers", None) or 8
-
-    def _submit(self, job):
-        pool = self.pool if self.own else self.executor
-        _, config, settings = job
-        try:
-            return pool.submit(_worker_trial, self.build, config, self.X, self.y, settings)
-        except cf.BrokenExecutor:
-            if not self.own:
-                raise
-            self.pool.shutdown(wait=False, cancel_futures=True)
-            self.pool = self._new_pool()
-            return self.pool.submit(_worker_trial, self.build, config, self.X, self.y,
-                                    settings)
-
-    def run(self, jobs, done, started):
-        """``started()``: whether any trial has a result already (the time budget lets the
-        first trial run)."""
-        if self.executor is None and not self.own:
-            for job in jobs:
-                if self.out_of_time() and started():
-                    break
-                done(job, _safe_trial(self.build, job[1], self.X, self.y, job[2]))
-            return
-        pending, tries, stream, exhausted = {}, {}, iter(jobs), False
-        try:
-            while True:
-                while not exhausted and len(pending) < self._width() and not \
-                        (self.out_of_time() and (started() or pending)):
-                    job = next(stream, None)
-                    if job is None:
-                        exhausted = True
-                        break
-                    tries[job[0]] = 1
-                    pending[self._submit(job)] = job
-                if not pending:
-                    break
-                finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-                for fut in sorted(finished, key=lambda f: pending[f][0]):
-                    job = pending.pop(fut)
-                    try:
-                        outcome = fut.result()
-                    except Exception as exc:  # the executor lost it, not the trial failing
-                        reason = " ".join(f"{type(exc).__name__}: {exc}".split())
-                        if tries[job[0]] < 2:
-                            tries[job[0]] += 1
-                            pending[self._submit(job)] = job
-                            continue
-                        outcome = {"score": math.nan, "score_std": math.nan,
-                                   "epochs_run": 0, "seconds": math.nan,
-                                   "error": f"{LOST}tried twice, the executor lost it "
-                                            f"({reason[:300]})"}
-                    if "raised" in outcome:
-                        raise outcome["raised"]
-                    done(job, outcome)
-        finally:
-            for fut in pending:
-                fut.cancel()
-
-
-# -- the results log and resuming ------------------------------------------------------------
-def _log_columns(param_names, halving):
-    return ["trial", *(("rung", "epochs") if halving else ()), "score", "score_std",
-            "epochs_run", "seconds", *param_names, "error"]
-
-
-class ResumeError(ValueError):
-    """A results log that cannot be resumed by this search (another search wrote it)."""
-
-
-def _manifest_path(results_csv):
-    return os.fspath(results_csv) + ".search.json"
-
-
-def _number(text):
-    if text is None or text == "":
-        return math.nan
-    if any(c in text.lower() for c in ".en"):
-        return float(text)
-    return int(text)
-
-
-class _Log:
-    """The results CSV written as trials finish (one flushed, fsynced row each), with the
-    search's identity beside it (``<csv>.search.json``), so a killed search resumes."""
-
-    def __init__(self, path, identity, param_names, halving, resume):
-        self.path, self.param_names, self.halving = os.fspath(path), param_names, halving
-        self.columns = _log_columns(param_names, halving)
-        self.done = {}
-        manifest = _manifest_path(self.path)
-        if resume and os.path.exists(self.path):
-            self._check_identity(manifest, identity)
-            self.done = self._read()
-        else:
-            _atomic_write(manifest, lambda f: json.dump(identity, f, indent=1, sort_keys=True))
-        if not self.done:
-            _atomic_write(self.path, lambda f: csv.writer(f).writerow(self.columns))
-        else:  # rewrite what was read, so the rows a resume appends line up with the header
-            def write(f):
-                writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(self.done.values())
-            _atomic_write(self.path, write)
-
-    def _check_identity(self, manifest, identity):
-        if not os.path.exists(manifest):
-            raise ResumeError(f"resume: {self.path} has no {os.path.basename(manifest)} beside "
-                             "it, so it cannot be checked to come from this search; start a "
-                             "new search (without resume) or give another results file")
-        with open(manifest) as f:
-            saved = json.load(f)
-        for key in sorted(set(saved) | set(identity)):
-            if saved.get(key) != identity.get(key):
-                raise ResumeError(
-                    f"resume: {self.path} comes from a different search: its {key} is "
-                    f"{saved.get(key)!r}, this search's is {identity.get(key)!r}; resume "
-                    "with the same space and settings, or write to another results file")
-
-    def _read(self):
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        done = {}
-        for row in rows:
-            if None in row.values() or None in row or not row.get("trial"):
-                continue  # a row cut short by the kill
-            if (row.get("error") or "").startswith(LOST):
-                continue  # lost by the executor: run it again
-            key = (int(row["trial"]), int(row.get("rung") or 0))
-            done[key] = row
-        return done
-
-    def restored(self, key, config):
-        """The outcome of an already finished job, or None; refuses a row whose
-        configuration differs from the one this search gives that trial."""
-        row = self.done.get(key)
-        if row is None:
-            return None
-        for name in self.param_names:
-            if row.get(name) != str(_python(config[name])):
-                raise ResumeError(
-                    f"resume: {self.path}, trial {key[0]}: {name} is {row.get(name)!r} there "
-                    f"but {_python(config[name])!r} in this search; the file comes from a "
-                    "different search: resume with the same space and seed, or write to "
-                    "another results file")
-        outcome = {k: _number(row.get(k)) for k in ("score", "score_std", "epochs_run",
-                                                    "seconds")}
-        if row.get("error"):
-            outcome["error"] = row["error"]
-        return outcome
-
-    def append(self, row):
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore").writerow(row)
-            f.flush()
-            os.fsync(f.fileno())
-
-
-def _identity(method, space, settings, n_trials, build, X, y, halving):
-    """What a resumed search must share with the one that wrote the log (not where or how
-    fast it runs: device, compile, n_jobs, executor, time_budget)."""
-    digest = hashlib.sha256()
-    for a in (np.ascontiguousarray(X), np.ascontiguousarray(y)):
-        digest.update(f"{a.dtype}{a.shape}".encode())
-        digest.update(a.tobytes())
-    kept = {k: v for k, v in settings.items() if k not in ("device", "compile")}
-    identity = {"method": method, "space": {k: _describe(_dimension(v))
-                                            for k, v in space.items()},
-                "settings": kept, "n_trials": n_trials, "build": _describe_build(build),
-                "data": digest.hexdigest(), "halving": halving}
-    return json.loads(json.dumps(identity, default=repr))
-
-
-def _describe(dim):
-    if isinstance(dim, Uniform):
-        return f"{type(dim).__name__}({dim.low!r}, {dim.high!r}, {dim.grid_points})"
-    return f"{type(dim).__name__}({[_python(v) for v in dim.values]!r})"
-
-
-def _describe_build(build):
-    if isinstance(build, functools.partial):
-        return (f"{_describe_build(build.func)}(*{build.args!r}, "
-                f"**{sorted(build.keywords.items())!r})")
-    return f"{getattr(build, '__module__', '?')}.{getattr(build, '__qualname__', repr(build))}"
 
 
 # -- successive halving ----------------------------------------------------------------------
@@ -553,7 +141,7 @@ def _search(build, configs, X, y, *, metric, mode, n_trials, time_budget, n_jobs
 
     def record(job, outcome, restored=False):
         (trial, rung), config, rung_settings = job
-        row = {"trial": trial, **{k: _python(v) for k, v in config.items()}, **outcome}
+        row = {"trial": trial, **{k: python_value(v) for k, v in config.items()}, **outcome}
         if halving is not None:
             row.update(rung=rung, epochs=rung_settings["epochs"])
         results.append(row)
@@ -601,17 +189,6 @@ def _search(build, configs, X, y, *, metric, mode, n_trials, time_budget, n_jobs
     if refit and math.isfinite(result.best_score):
         _refit(build, result, X, y, settings)
     return result
-
-
-def _safe_trial(build, config, X, y, settings):
-    """A trial whose training diverges scores NaN (ranked last) instead of ending the
-    search; other errors (bugs, bad configuration) propagate."""
-    from .loop import NonFiniteLossError
-    try:
-        return run_trial(build, config, X, y, settings)
-    except NonFiniteLossError as exc:
-        return {"score": math.nan, "score_std": math.nan, "epochs_run": exc.epoch,
-                "seconds": math.nan, "error": str(exc)}
 
 
 def _refit(build, result, X, y, settings):
@@ -677,7 +254,7 @@ def _run_search(method, build, space, dataset, configs, *, n_trials, metric, mod
     halving = _halving(halving, eta, min_epochs, space, settings["epochs"])
     if halving is not None and n_trials is None and method == "random":
         raise ValueError("halving=True needs n_trials: the number of rung-0 candidates")
-    identity = _identity(method, space, settings, n_trials, build, X, y, halving) \
+    identity = search_identity(method, space, settings, n_trials, build, X, y, halving) \
         if results_csv is not None else None
     return _search(build, configs, X, y, metric=metric, mode=_metric_mode(metric, mode),
                    n_trials=n_trials, time_budget=time_budget, n_jobs=n_jobs,
