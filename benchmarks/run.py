@@ -15,7 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # torch first: its OpenMP runtime must start with its own defaults, untouched by the
-# settings gradlab makes for numba's (see gradlab/backend/cpu_jit.py).
+# settings gradlab makes for numba's (see gradlab/backend/cpu_threads.py).
 import benchmarks.harness  # noqa: E402,F401,I001
 from benchmarks import cases, isolated, memory  # noqa: E402
 from benchmarks.cases import copy_bandwidth  # noqa: E402

@@ -1,6 +1,8 @@
-"""Optimizers step by step against their update formulas (the reference update in each
-optimizer's file, itself checked against hand-computed first steps), argument checks,
-param groups, None grads, state_dict round trips."""
+"""Optimizers step by step: the fused ones against the reference tier of their update rule
+(backend/fused/optim/reference.py, itself pinned by hand-derived values in
+tests/backend/fused/test_fused_optim_reference.py), Adamax, NAdam and RAdam against
+hand-derived first and second steps; argument checks, param groups, None grads, state_dict
+round trips."""
 import math
 
 import numpy as np
@@ -9,14 +11,8 @@ import pytest
 import gradlab as gl
 import gradlab.nn as nn
 from gradlab import optim
-from gradlab.optim.adadelta import adadelta_reference
-from gradlab.optim.adagrad import adagrad_reference
-from gradlab.optim.adam import adam_reference
-from gradlab.optim.adamax import adamax_reference
-from gradlab.optim.nadam import nadam_reference
-from gradlab.optim.radam import radam_reference
-from gradlab.optim.rmsprop import rmsprop_reference
-from gradlab.optim.sgd import sgd_reference
+from gradlab.backend.fused.optim import reference as ref
+from gradlab.backend.fused.optim import scalars
 
 SHAPES = [(3, 2), (4,)]
 STEPS = 6
@@ -45,104 +41,62 @@ def _drive(opt, params, grads, device, dtype=gl.float64):
     return seen
 
 
-# Each case: (optimizer class, kwargs, reference stepper(p, g, state, t) -> (p, state))
+# Each case: (optimizer class, kwargs, oracle(params, grads, states, t) stepping host arrays
+# in place with the reference tier's group step and the class's PyTorch defaults).
 def _sgd(kw):
-    def step(p, g, st, t):
-        p, st["b"] = sgd_reference(p, g, st.get("b"), first_step=(t == 1), **kw)
-        return p
+    def step(ps, gs, st, t):
+        if "b" not in st:
+            st["b"] = [np.zeros_like(p) for p in ps]
+        ref.sgd_step(ps, gs, st["b"] if kw.get("momentum") else None, lr=kw["lr"],
+                     momentum=kw.get("momentum", 0.0), dampening=kw.get("dampening", 0.0),
+                     nesterov=kw.get("nesterov", False), weight_decay=kw.get("weight_decay", 0.0),
+                     maximize=kw.get("maximize", False), first_step=t == 1)
     return step
 
 
 def _adam(kw, decoupled):
     b1, b2 = kw.get("betas", (0.9, 0.999))
 
-    def step(p, g, st, t):
-        z = np.zeros_like(p)
-        p, st["m"], st["v"], st["vmax"] = adam_reference(
-            p, g, st.get("m", z), st.get("v", z), st.get("vmax", z), step=t, lr=kw["lr"],
-            beta1=b1, beta2=b2, eps=kw.get("eps", 1e-8),
-            weight_decay=kw.get("weight_decay", 1e-2 if decoupled else 0.0),
-            decoupled_weight_decay=decoupled, amsgrad=kw.get("amsgrad", False),
-            maximize=kw.get("maximize", False))
-        return p
+    def step(ps, gs, st, t):
+        for k in ("m", "v", "vmax"):
+            st.setdefault(k, [np.zeros_like(p) for p in ps])
+        ref.adam_step(ps, gs, st["m"], st["v"], st["vmax"], step=t, lr=kw["lr"], beta1=b1,
+                      beta2=b2, eps=kw.get("eps", 1e-8),
+                      weight_decay=kw.get("weight_decay", 1e-2 if decoupled else 0.0),
+                      decoupled_weight_decay=decoupled, amsgrad=kw.get("amsgrad", False),
+                      maximize=kw.get("maximize", False))
     return step
 
 
 def _rmsprop(kw):
-    def step(p, g, st, t):
-        z = np.zeros_like(p)
-        p, st["v"], st["b"], st["a"] = rmsprop_reference(
-            p, g, st.get("v", z), st.get("b", z), st.get("a", z), lr=kw["lr"],
-            alpha=kw.get("alpha", 0.99), eps=kw.get("eps", 1e-8),
-            weight_decay=kw.get("weight_decay", 0.0), momentum=kw.get("momentum", 0.0),
-            centered=kw.get("centered", False), maximize=kw.get("maximize", False))
-        return p
+    def step(ps, gs, st, t):
+        for k in ("v", "b", "a"):
+            st.setdefault(k, [np.zeros_like(p) for p in ps])
+        ref.rmsprop_step(ps, gs, st["v"], st["b"], st["a"], lr=kw["lr"],
+                         alpha=kw.get("alpha", 0.99), eps=kw.get("eps", 1e-8),
+                         weight_decay=kw.get("weight_decay", 0.0),
+                         momentum=kw.get("momentum", 0.0), centered=kw.get("centered", False),
+                         maximize=kw.get("maximize", False))
     return step
 
 
 def _adagrad(kw):
-    def step(p, g, st, t):
-        s = st.get("s", np.full_like(p, kw.get("initial_accumulator_value", 0.0)))
-        p, st["s"] = adagrad_reference(p, g, s, step=t, lr=kw["lr"],
-                                       lr_decay=kw.get("lr_decay", 0.0),
-                                       weight_decay=kw.get("weight_decay", 0.0),
-                                       eps=kw.get("eps", 1e-10),
-                                       maximize=kw.get("maximize", False))
-        return p
+    def step(ps, gs, st, t):
+        st.setdefault("s", [np.full_like(p, kw.get("initial_accumulator_value", 0.0))
+                            for p in ps])
+        ref.adagrad_step(ps, gs, st["s"], step=t, lr=kw["lr"], lr_decay=kw.get("lr_decay", 0.0),
+                         weight_decay=kw.get("weight_decay", 0.0), eps=kw.get("eps", 1e-10),
+                         maximize=kw.get("maximize", False))
     return step
 
 
 def _adadelta(kw):
-    def step(p, g, st, t):
-        z = np.zeros_like(p)
-        p, st["v"], st["u"] = adadelta_reference(
-            p, g, st.get("v", z), st.get("u", z), lr=kw.get("lr", 1.0), rho=kw.get("rho", 0.9),
-            eps=kw.get("eps", 1e-6), weight_decay=kw.get("weight_decay", 0.0),
-            maximize=kw.get("maximize", False))
-        return p
-    return step
-
-
-def _adamax(kw):
-    b1, b2 = kw.get("betas", (0.9, 0.999))
-
-    def step(p, g, st, t):
-        z = np.zeros_like(p)
-        p, st["m"], st["u"] = adamax_reference(
-            p, g, st.get("m", z), st.get("u", z), step=t, lr=kw["lr"], beta1=b1, beta2=b2,
-            eps=kw.get("eps", 1e-8), weight_decay=kw.get("weight_decay", 0.0),
-            maximize=kw.get("maximize", False))
-        return p
-    return step
-
-
-def _nadam(kw):
-    b1, b2 = kw.get("betas", (0.9, 0.999))
-
-    def step(p, g, st, t):
-        z = np.zeros_like(p)
-        p, st["m"], st["v"], st["mu"] = nadam_reference(
-            p, g, st.get("m", z), st.get("v", z), st.get("mu", 1.0), step=t, lr=kw["lr"],
-            beta1=b1, beta2=b2, eps=kw.get("eps", 1e-8),
-            weight_decay=kw.get("weight_decay", 0.0),
-            momentum_decay=kw.get("momentum_decay", 4e-3),
-            decoupled_weight_decay=kw.get("decoupled_weight_decay", False),
-            maximize=kw.get("maximize", False))
-        return p
-    return step
-
-
-def _radam(kw):
-    b1, b2 = kw.get("betas", (0.9, 0.999))
-
-    def step(p, g, st, t):
-        z = np.zeros_like(p)
-        p, st["m"], st["v"] = radam_reference(
-            p, g, st.get("m", z), st.get("v", z), step=t, lr=kw["lr"], beta1=b1, beta2=b2,
-            eps=kw.get("eps", 1e-8), weight_decay=kw.get("weight_decay", 0.0),
-            decoupled_weight_decay=kw.get("decoupled_weight_decay", False),
-            maximize=kw.get("maximize", False))
-        return p
+    def step(ps, gs, st, t):
+        for k in ("v", "u"):
+            st.setdefault(k, [np.zeros_like(p) for p in ps])
+        ref.adadelta_step(ps, gs, st["v"], st["u"], lr=kw.get("lr", 1.0), rho=kw.get("rho", 0.9),
+                          eps=kw.get("eps", 1e-6), weight_decay=kw.get("weight_decay", 0.0),
+                          maximize=kw.get("maximize", False))
     return step
 
 
@@ -165,75 +119,137 @@ CASES = [
                          initial_accumulator_value=0.5), _adagrad),
     (optim.Adadelta, dict(), _adadelta),
     (optim.Adadelta, dict(lr=0.5, rho=0.8, weight_decay=0.1, maximize=True), _adadelta),
-    (optim.Adamax, dict(lr=0.01), _adamax),
-    (optim.Adamax, dict(lr=0.01, weight_decay=0.1, betas=(0.5, 0.9)), _adamax),
-    (optim.NAdam, dict(lr=0.01), _nadam),
-    (optim.NAdam, dict(lr=0.01, weight_decay=0.1, decoupled_weight_decay=True,
-                       momentum_decay=0.01), _nadam),
-    (optim.RAdam, dict(lr=0.01), _radam),
-    (optim.RAdam, dict(lr=0.01, betas=(0.9, 0.5), weight_decay=0.1), _radam),
-    (optim.RAdam, dict(lr=0.01, betas=(0.9, 0.5), weight_decay=0.1,
-                       decoupled_weight_decay=True, maximize=True), _radam),
 ]
 IDS = [f"{c.__name__}-{i}" for i, (c, _, _) in enumerate(CASES)]
 
 
 @pytest.mark.parametrize("cls,kwargs,make_ref", CASES, ids=IDS)
-def test_steps_follow_the_update_formula(device, rng, cls, kwargs, make_ref):
+def test_steps_follow_the_update_rule(device, rng, cls, kwargs, make_ref):
+    """Bitwise on the CPU (the same operation order in every tier); to rounding on a real
+    GPU (an emulated one is bitwise too, but this is not the parity test)."""
     params = _params(device, rng)
     grads = _grads(rng)
     expected = [_np(p).copy() for p in params]
-    ref = make_ref(kwargs)
-    states = [{} for _ in params]
+    oracle = make_ref(kwargs)
+    states = {}
     seen = _drive(cls(params, **kwargs), params, grads, device)
     for t, step_grads in enumerate(grads, start=1):
-        expected = [ref(p, g, st, t) for p, g, st in zip(expected, step_grads, states)]
+        oracle(expected, [np.ascontiguousarray(g) for g in step_grads], states, t)
         for got, exp in zip(seen[t - 1], expected):
-            np.testing.assert_allclose(got, exp, rtol=1e-11, atol=1e-13,
-                                       err_msg=f"step {t}")
+            np.testing.assert_allclose(got, exp, rtol=1e-11, atol=1e-13, err_msg=f"step {t}")
 
 
 @pytest.mark.parametrize("cls,kwargs,make_ref", CASES[::3], ids=IDS[::3])
-def test_float32_params_track_the_float64_reference(device, rng, cls, kwargs, make_ref):
+def test_float32_params_track_the_float64_rule(device, rng, cls, kwargs, make_ref):
     params = _params(device, rng, dtype=gl.float32)
     grads = _grads(rng)
     expected = [_np(p).astype(np.float64) for p in params]
-    ref = make_ref(kwargs)
-    states = [{} for _ in params]
+    oracle = make_ref(kwargs)
+    states = {}
     seen = _drive(cls(params, **kwargs), params, grads, device, dtype=gl.float32)
     for t, step_grads in enumerate(grads, start=1):
-        expected = [ref(p, g.astype(np.float32).astype(np.float64), st, t)
-                    for p, g, st in zip(expected, step_grads, states)]
+        oracle(expected, [g.astype(np.float32).astype(np.float64) for g in step_grads], states, t)
     for got, exp in zip(seen[-1], expected):
         assert got.dtype == np.float32
         np.testing.assert_allclose(got, exp, rtol=1e-4, atol=1e-5)
 
 
-# -- hand-computed first steps (hold the references themselves to the formulas) ------------
-def test_hand_computed_first_steps():
-    p, g = np.array([1.0]), np.array([0.5])
-    # SGD with momentum, first step: b = g; p - lr b
-    assert sgd_reference(p, g, None, lr=0.1, momentum=0.9)[0][0] == pytest.approx(0.95)
-    # Adam's first step moves every coordinate by ~lr: m_hat = g, v_hat = g^2
-    q = adam_reference(p, g, 0 * p, 0 * p, 0 * p, step=1, lr=0.01, beta1=0.9, beta2=0.999,
-                       eps=0.0)[0]
-    assert q[0] == pytest.approx(0.99, abs=1e-12)
-    # Adagrad: s = g^2, step = lr g / |g| = lr
-    assert adagrad_reference(p, g, 0 * p, step=1, lr=0.1)[0][0] == pytest.approx(0.9)
-    # RMSprop: v = (1 - alpha) g^2, step = lr g / sqrt(v) = lr / sqrt(1 - alpha)
-    assert rmsprop_reference(p, g, 0 * p, 0 * p, 0 * p, lr=0.01, alpha=0.99, eps=0)[0][0] == \
-        pytest.approx(1 - 0.01 / math.sqrt(0.01))
-    # Adadelta: v = 0.1 g^2; d = sqrt(eps)/sqrt(v + eps) g
-    v = 0.1 * 0.25
-    d = math.sqrt(1e-6) / math.sqrt(v + 1e-6) * 0.5
-    assert adadelta_reference(p, g, 0 * p, 0 * p, lr=1.0, rho=0.9, eps=1e-6)[0][0] == \
-        pytest.approx(1 - d)
-    # Adamax: m = 0.1 g, u = |g| + eps, step = lr/(1 - 0.9) * m/u = lr
-    assert adamax_reference(p, g, 0 * p, 0 * p, step=1, lr=0.002, beta1=0.9, beta2=0.999,
-                            eps=0)[0][0] == pytest.approx(0.998)
-    # RAdam: rho_1 = rho_inf - 2 b2 / (1 - b2) = 1 <= 5 -> plain momentum step lr * m_hat
-    assert radam_reference(p, g, 0 * p, 0 * p, step=1, lr=0.01, beta1=0.9, beta2=0.999,
-                           eps=1e-8)[0][0] == pytest.approx(1 - 0.01 * 0.5)
+# -- Adamax, NAdam, RAdam: two steps derived by hand -----------------------------------------
+# One parameter p0 = 1 with gradients g1 = 0.5 then g2 = -0.25; eps, betas and the rest at
+# PyTorch's defaults unless the case says otherwise. Each expected value is the update rule
+# worked through with these numbers (p1 from step 1 is reused in step 2).
+def _adamax_plain():
+    # m1 = 0.1 * 0.5 = 0.05, u1 = max(0, 0.5 + 1e-8); p1 = 1 - 0.002 / 0.1 * m1 / u1
+    p1 = 1 - 0.002 / 0.1 * 0.05 / (0.5 + 1e-8)
+    # m2 = 0.9 * 0.05 + 0.1 * -0.25 = 0.02, u2 = max(0.999 u1, 0.25 + 1e-8) = 0.999 u1
+    p2 = p1 - 0.002 / (1 - 0.81) * 0.02 / (0.999 * (0.5 + 1e-8))
+    return p1, p2
+
+
+def _adamax_decay():
+    # lr 0.01, betas (0.5, 0.9), wd 0.1: g1' = 0.5 + 0.1 * 1 = 0.6, m1 = 0.3, u1 = 0.6 + 1e-8
+    p1 = 1 - 0.01 / 0.5 * 0.3 / (0.6 + 1e-8)
+    g2 = -0.25 + 0.1 * p1
+    m2 = 0.5 * 0.3 + 0.5 * g2
+    u2 = max(0.9 * (0.6 + 1e-8), abs(g2) + 1e-8)
+    return p1, p1 - 0.01 / 0.75 * m2 / u2
+
+
+def _nadam(decoupled):
+    # lr 0.01; decoupled: wd 0.1, momentum_decay 0.01, p *= 1 - 0.01 * 0.1 = 0.999 before each
+    # step; else momentum_decay 4e-3. mu_t = 0.9 (1 - 0.5 * 0.96^(t psi)), P_t = mu_1 ... mu_t
+    psi, keep = (0.01, 0.999) if decoupled else (4e-3, 1.0)
+    mu1, mu2, mu3 = (0.9 * (1 - 0.5 * 0.96 ** (t * psi)) for t in (1, 2, 3))
+    # m1 = 0.05, v1 = 0.001 * 0.25, denom = sqrt(v1 / (1 - 0.999)) + eps = 0.5 + 1e-8
+    d1 = 0.5 + 1e-8
+    p1 = keep - 0.01 * (1 - mu1) / (1 - mu1) * 0.5 / d1 - 0.01 * mu2 / (1 - mu1 * mu2) * 0.05 / d1
+    # m2 = 0.045 - 0.025 = 0.02, v2 = 0.999 * 0.00025 + 0.001 * 0.0625
+    d2 = math.sqrt((0.999 * 0.00025 + 0.001 * 0.0625) / (1 - 0.999 ** 2)) + 1e-8
+    p2 = p1 * keep - 0.01 * (1 - mu2) / (1 - mu1 * mu2) * -0.25 / d2 \
+        - 0.01 * mu3 / (1 - mu1 * mu2 * mu3) * 0.02 / d2
+    return p1, p2
+
+
+def _radam_plain():
+    # rho_inf = 2 / 0.001 - 1 = 1999; rho_1 = 1999 - 2 * 0.999 / 0.001 = 1 and rho_2 =
+    # 1999 - 4 * 0.998001 / 0.001999 = 1.9995: both <= 5, so plain momentum steps lr m_hat
+    p1 = 1 - 0.01 * 0.05 / 0.1
+    return p1, p1 - 0.01 * 0.02 / (1 - 0.81)
+
+
+def _radam_decoupled_max():
+    # betas (0.9, 0.5) (rho_inf = 3: never rectified), wd 0.1 decoupled, maximize: the step
+    # climbs, -g; p0 *= 1 - 0.01 * 0.1 = 0.999 first
+    p1 = 0.999 - 0.01 * (0.1 * -0.5) / 0.1
+    # m2 = 0.9 * -0.05 + 0.1 * 0.25 = -0.02
+    return p1, p1 * 0.999 - 0.01 * -0.02 / 0.19
+
+
+HAND = {
+    "Adamax": (optim.Adamax, dict(lr=0.002), _adamax_plain),
+    "Adamax-decay": (optim.Adamax, dict(lr=0.01, weight_decay=0.1, betas=(0.5, 0.9)),
+                     _adamax_decay),
+    "NAdam": (optim.NAdam, dict(lr=0.01), lambda: _nadam(False)),
+    "NAdam-decoupled": (optim.NAdam, dict(lr=0.01, weight_decay=0.1,
+                                          decoupled_weight_decay=True, momentum_decay=0.01),
+                        lambda: _nadam(True)),
+    "RAdam": (optim.RAdam, dict(lr=0.01), _radam_plain),
+    "RAdam-decoupled-max": (optim.RAdam, dict(lr=0.01, betas=(0.9, 0.5), weight_decay=0.1,
+                                              decoupled_weight_decay=True, maximize=True),
+                            _radam_decoupled_max),
+}
+
+
+@pytest.mark.parametrize("case", list(HAND))
+def test_unfused_optimizers_two_hand_derived_steps(device, case):
+    cls, kwargs, expected = HAND[case]
+    p = nn.Parameter(gl.tensor([1.0], dtype=gl.float64, device=device))
+    seen = _drive(cls([p], **kwargs), [p], [[np.array([0.5])], [np.array([-0.25])]], device)
+    for got, want in zip(seen, expected()):
+        assert got[0][0] == pytest.approx(want, rel=1e-13, abs=1e-15)
+
+
+def test_radam_rectifies_from_step_6_with_beta2_0999():
+    # rho_t = 1999 - 2 t 0.999^t / (1 - 0.999^t): 4.99600 at t = 5 (no adaptive step),
+    # 5.99416 at t = 6, where r_6 = sqrt((rho - 4)(rho - 2) 1999 / (1995 * 1997 * rho))
+    # = sqrt(1.99416 * 3.99416 * 1999 / (1995 * 1997 * 5.99416)) = 0.0258211
+    assert scalars.radam_rectification(0.999, 5) is None
+    assert scalars.radam_rectification(0.999, 6) == pytest.approx(0.0258211, abs=1e-7)
+    sc = scalars.radam_scalars(step=6, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8)
+    assert sc.adaptive_coef == pytest.approx(
+        0.01 / (1 - 0.9 ** 6) * scalars.radam_rectification(0.999, 6) * math.sqrt(1 - 0.999 ** 6))
+
+
+def test_bias_corrections_are_computed_one_way():
+    """The derived scalars of every rule come from scalars.py: Adam's sqrt(1 - beta2^t) with
+    math.sqrt, the bias corrections with one function."""
+    sc = scalars.adam_scalars(step=3, lr=0.1, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0,
+                              decoupled_weight_decay=False)
+    assert sc.bc2_sqrt == math.sqrt(1 - 0.999 ** 3)
+    assert sc.step_size == 0.1 / (1 - 0.9 ** 3)
+    assert scalars.adamax_scalars(step=3, lr=0.1, beta1=0.9, beta2=0.999, eps=0).step_size == \
+        sc.step_size
+    assert not hasattr(optim.optimizer, "bias_correction")
 
 
 def test_course_momentum_maps_to_dampening(device):
@@ -317,16 +333,11 @@ def test_adam_params_that_missed_steps_keep_their_own_count(device, rng):
     b.grad = gl.tensor(gb, device=device)
     opt.step()  # a: step 2, b: step 1
     assert opt.state[a]["step"] == 2 and opt.state[b]["step"] == 1
-    z = np.zeros_like(b0)
-    expect_b = adam_reference(b0, gb, z, z, z, step=1, lr=0.1, beta1=0.9, beta2=0.999,
-                              eps=1e-8)[0]
-    np.testing.assert_allclose(_np(b), expect_b, rtol=1e-12)
-    za = np.zeros_like(a0)
-    a1, m, v, _ = adam_reference(a0, ga, za, za, za, step=1, lr=0.1, beta1=0.9, beta2=0.999,
-                                 eps=1e-8)
-    a2 = adam_reference(a1, ga, m, v, za, step=2, lr=0.1, beta1=0.9, beta2=0.999,
-                        eps=1e-8)[0]
-    np.testing.assert_allclose(_np(a), a2, rtol=1e-12)
+    # b's first step (its own t = 1): m_hat = g, v_hat = g^2, so p -= 0.1 g / (|g| + 1e-8)
+    np.testing.assert_allclose(_np(b), b0 - 0.1 * gb / (np.abs(gb) + 1e-8), rtol=1e-12)
+    # a, the same gradient twice: m_hat and sqrt(v_hat) are g and |g| again at t = 2
+    a1 = a0 - 0.1 * ga / (np.abs(ga) + 1e-8)
+    np.testing.assert_allclose(_np(a), a1 - 0.1 * ga / (np.abs(ga) + 1e-8), rtol=1e-9)
 
 
 @pytest.mark.parametrize("cls,kwargs", [(optim.SGD, dict(lr=0.1, momentum=0.9)),

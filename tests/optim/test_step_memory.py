@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import gradlab as gl
-from gradlab.backend import cpu_jit
+from gradlab.backend import fused
 
 SIZES = [(300, 400), (400,), (400, 500), (500,)]  # 320,900 float32: 1.28 MB
 OPTIMIZERS = {
@@ -40,7 +40,7 @@ def test_tracemalloc_sees_numpy_temporaries():
     assert _traced_peak(lambda: x * 2 + 1) >= x.nbytes
 
 
-@pytest.mark.skipif(not cpu_jit.AVAILABLE,
+@pytest.mark.skipif(not fused.AVAILABLE,
                     reason="needs numba (the fused CPU kernels); the NumPy fallback makes "
                            "temporaries by design")
 @pytest.mark.parametrize("name", list(OPTIMIZERS))

@@ -9,16 +9,9 @@ from collections import OrderedDict
 
 import cupy
 import cupyx
-import numpy as np
 
-from . import checks, determinism, optim_scalars
+from . import determinism
 from .base import Backend, Device
-from .cuda_kernels import get_function
-
-_THREADS = 256
-_CHUNK = 1 << 16          # elements of one tensor handled by one block of a multi-tensor launch
-_TABLE_CACHE_SIZE = 64    # pointer tables kept per backend (one per live parameter group)
-_WARP_PER_ROW_MAX_C = 1024  # softmax-CE: a warp per row up to this many classes, else a block
 
 
 class DeferredChecks:
@@ -57,6 +50,11 @@ class DeferredChecks:
 
 
 _deferring = threading.local()  # .checks: the DeferredChecks launches report to, or None
+
+
+def deferred_checks():
+    """The DeferredChecks of the graph capture running on this thread, or None."""
+    return getattr(_deferring, "checks", None)
 
 
 class CudaGraph:
@@ -131,7 +129,7 @@ class CupyBackend(Backend):
         self._index = index
         # Enough resident blocks to fill the GPU; grid-stride loops cover the rest.
         self._max_blocks = 32 * self._cuda_device.attributes["MultiProcessorCount"]
-        self._tables = OrderedDict()
+        self._tables = OrderedDict()  # the optimizer steps' device tables (fused/optim/cuda.py)
         super().__init__(Device("cuda", index))
 
     def _make_generator(self, seed):
@@ -160,184 +158,11 @@ class CupyBackend(Backend):
         return CudaGraph(self)
 
 
-    # -- fused kernels (kernels/*.cu) ---------------------------------------------------------
+    # -- fused kernels ------------------------------------------------------------------------
+    # The entry points are Backend's; each op's table (backend/fused) runs its "cuda" tier,
+    # fused/<family>/cuda.py, which launches kernels/<family>.cu with this grid.
     def _grid(self, work_items, per_block=1):
         return (max(1, min(-(-work_items // per_block), self._max_blocks)),)
-
-    def _pointer_table(self, op, k, params, grads, states):
-        """Device table for one multi-tensor launch, or None when there is nothing to do.
-
-        Cached on the data pointers (and param sizes, so a freed-and-reused address with a
-        different size misses): an optimizer calling step() on the same buffers pays one
-        tuple of pointers per call instead of rebuilding and uploading the table. Arguments
-        are validated on a miss only; a hit means the very same buffers as a validated call.
-        """
-        named_states = {f"state{i}": s for i, s in enumerate(states)}
-        if not params:
-            checks.group_dtype(op, params, grads, **named_states)
-            return None
-        key = (op, params[0].dtype.char, tuple(a.dtype.char for a in grads[:1]),
-               tuple(a.data.ptr for a in params), tuple(a.size for a in params),
-               tuple(a.data.ptr for a in grads),
-               *(None if s is None else tuple(a.data.ptr for a in s) for s in states))
-        entry = self._tables.get(key)
-        if entry is not None:
-            self._tables.move_to_end(key)
-            return entry
-        checks.group_dtype(op, params, grads, **named_states)
-        columns = [params, grads, *states]
-        live = [i for i, p in enumerate(params) if p.size]
-        ptrs = np.zeros((len(live), k), dtype=np.int64)
-        for row, i in enumerate(live):
-            for col, arrays in enumerate(columns):
-                if arrays is not None:
-                    ptrs[row, col] = arrays[i].data.ptr
-        sizes = np.array([params[i].size for i in live], dtype=np.int64)
-        chunk_tensor = np.repeat(np.arange(len(live), dtype=np.int64), -(-sizes // _CHUNK))
-        chunk_start = np.concatenate(
-            [np.arange(0, n, _CHUNK, dtype=np.int64) for n in sizes] or [np.zeros(0, np.int64)])
-        entry = None
-        if live:
-            with self._cuda_device:
-                table = cupy.asarray(np.concatenate([ptrs.ravel(), sizes, chunk_tensor,
-                                                     chunk_start]))
-            entry = (table, np.int32(len(live)), np.int64(chunk_tensor.size), params[0].dtype)
-        self._tables[key] = entry
-        if len(self._tables) > _TABLE_CACHE_SIZE:
-            self._tables.popitem(last=False)
-        return entry
-
-    def _multi_tensor(self, op, name, k, params, grads, states, scalars):
-        entry = self._pointer_table(op, k, params, grads, states)
-        if entry is None:
-            return
-        table, ntensors, nchunks, dtype = entry
-        fn = get_function("optim", name, dtype, self._index)
-        t = dtype.type
-        args = [table, ntensors, nchunks, np.int64(_CHUNK)]
-        args += [np.int32(v) if isinstance(v, bool) else t(v) for v in scalars]
-        with self._cuda_device:
-            fn(self._grid(int(nchunks)), (_THREADS,), tuple(args))
-
-    def sgd_step(self, params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov,
-                 weight_decay, maximize, first_step):
-        checks.require_state("sgd_step", "momentum != 0", momentum, "momentum_buffers",
-                             momentum_buffers)
-        bufs = momentum_buffers if momentum else None
-        sc = optim_scalars.sgd_scalars(lr=lr, momentum=momentum, dampening=dampening,
-                                       weight_decay=weight_decay)
-        self._multi_tensor("sgd_step", "sgd_step", 3, params, grads, [bufs],
-                           [*sc, bool(nesterov), bool(maximize), bool(first_step),
-                            bool(momentum)])
-
-    def adam_step(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr,
-                  beta1, beta2, eps, weight_decay, decoupled_weight_decay, amsgrad, maximize):
-        checks.require_state("adam_step", "amsgrad", amsgrad, "max_exp_avg_sqs",
-                             max_exp_avg_sqs)
-        sc = optim_scalars.adam_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                                        weight_decay=weight_decay,
-                                        decoupled_weight_decay=decoupled_weight_decay)
-        self._multi_tensor("adam_step", "adam_step", 5, params, grads,
-                           [exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None],
-                           [*sc, bool(amsgrad), bool(maximize)])
-
-    def rmsprop_step(self, params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr,
-                     alpha, eps, weight_decay, momentum, centered, maximize):
-        checks.require_state("rmsprop_step", "momentum != 0", momentum, "momentum_buffers",
-                             momentum_buffers)
-        checks.require_state("rmsprop_step", "centered", centered, "grad_avgs", grad_avgs)
-        sc = optim_scalars.rmsprop_scalars(lr=lr, alpha=alpha, eps=eps,
-                                           weight_decay=weight_decay, momentum=momentum)
-        self._multi_tensor("rmsprop_step", "rmsprop_step", 5, params, grads,
-                           [square_avgs, momentum_buffers if momentum else None,
-                            grad_avgs if centered else None],
-                           [*sc, bool(centered), bool(maximize)])
-
-    def adagrad_step(self, params, grads, state_sums, *, step, lr, lr_decay, weight_decay,
-                     eps, maximize):
-        sc = optim_scalars.adagrad_scalars(step=step, lr=lr, lr_decay=lr_decay, eps=eps,
-                                           weight_decay=weight_decay)
-        self._multi_tensor("adagrad_step", "adagrad_step", 3, params, grads, [state_sums],
-                           [*sc, bool(maximize)])
-
-    def adadelta_step(self, params, grads, square_avgs, acc_deltas, *, lr, rho, eps,
-                      weight_decay, maximize):
-        sc = optim_scalars.adadelta_scalars(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
-        self._multi_tensor("adadelta_step", "adadelta_step", 4, params, grads,
-                           [square_avgs, acc_deltas], [*sc, bool(maximize)])
-
-    def dropout_forward(self, x, p, key, offset):
-        p = checks.dropout_p(p)
-        key, offset = checks.philox_key_offset(key, offset)
-        checks.check_float_array("dropout_forward", "x", x)
-        with self._cuda_device:
-            x = cupy.ascontiguousarray(x)
-            n = x.size
-            y = cupy.empty_like(x)
-            mask = cupy.empty(checks.mask_words(n), dtype=cupy.uint32)
-            if n:
-                fn = get_function("dropout", "dropout_forward", x.dtype, self._index)
-                tiles = -(-n // 128)
-                fn(self._grid(tiles, _THREADS // 32), (_THREADS,),
-                   (x, y, mask, np.int64(n), np.uint64(key), np.uint64(offset),
-                    np.uint64(checks.dropout_threshold(p)),
-                    x.dtype.type(checks.dropout_scale(p))))
-        return y, mask
-
-    def dropout_backward(self, grad, mask, p):
-        p = checks.dropout_p(p)
-        checks.check_float_array("dropout_backward", "grad", grad)
-        checks.check_mask(mask, grad.size)
-        with self._cuda_device:
-            grad = cupy.ascontiguousarray(grad)
-            mask = cupy.ascontiguousarray(mask)
-            out = cupy.empty_like(grad)
-            n = grad.size
-            if n:
-                fn = get_function("dropout", "dropout_backward", grad.dtype, self._index)
-                fn(self._grid(n, _THREADS), (_THREADS,),
-                   (grad, mask, out, np.int64(n), grad.dtype.type(checks.dropout_scale(p))))
-        return out
-
-    def softmax_cross_entropy(self, logits, target, weight, ignore_index, label_smoothing):
-        with self._cuda_device:
-            logits, target, weight, ignore_index, s = checks.softmax_ce_args(
-                cupy, logits, target, weight, ignore_index, label_smoothing)
-            n, c = logits.shape
-            loss = cupy.empty(n, dtype=logits.dtype)
-            grad = cupy.empty((n, c), dtype=logits.dtype)
-            if n == 0:
-                return loss, grad
-            if c == 0:  # no kernel: every non-ignored target is out of range
-                bad = target != ignore_index
-                if bool(bad.any()):
-                    raise checks.bad_target_error(int(target[int(bad.argmax())]), c)
-                loss.fill(0)
-                return loss, grad
-            bad_row = cupy.full(1, n, dtype=cupy.uint64)
-            t = logits.dtype.type
-            null = np.uint64(0)  # a zero pointer: the kernel reads w = 1 when weight is NULL
-            args = (logits, target, null if weight is None else weight,
-                    null if weight is None else weight.sum(), np.int64(n), np.int64(c),
-                    np.int64(ignore_index), t(s), loss, grad, bad_row)
-            if c <= _WARP_PER_ROW_MAX_C:
-                fn = get_function("softmax_ce", "softmax_ce_warp", logits.dtype, self._index)
-                fn(self._grid(n, _THREADS // 32), (_THREADS,), args)
-            else:
-                threads = 512 if c >= 8192 else 256
-                fn = get_function("softmax_ce", "softmax_ce_block", logits.dtype, self._index)
-                fn(self._grid(n), (threads,), args)
-            deferred = getattr(_deferring, "checks", None)
-            if deferred is not None:  # inside a graph capture: read after the launch
-                deferred.add(bad_row, n, lambda first, target=target, c=c:
-                             checks.bad_target_error(int(target[first].get()), c))
-                return loss, grad
-            # One 8-byte read (it waits for the kernel) instead of a device-side assert,
-            # which would leave the CUDA context unusable.
-            first_bad = int(bad_row.get()[0])
-            if first_bad < n:
-                raise checks.bad_target_error(int(target[first_bad].get()), c)
-        return loss, grad
 
 
 __all__ = ["CupyBackend", "CudaGraph", "DeferredChecks"]

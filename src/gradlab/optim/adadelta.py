@@ -1,8 +1,6 @@
 """Adadelta (Zeiler 2012), PyTorch's update rule."""
 from __future__ import annotations
 
-import numpy as np
-
 from .optimizer import Optimizer, check_beta, check_lr, check_nonneg
 
 
@@ -41,14 +39,3 @@ class Adadelta(Optimizer):
         be.adadelta_step(p_arrays, g_arrays, sq, acc, lr=group["lr"], rho=group["rho"],
                          eps=group["eps"], weight_decay=group["weight_decay"],
                          maximize=group["maximize"])
-
-
-def adadelta_reference(p, g, v, u, *, lr, rho, eps, weight_decay=0.0, maximize=False):
-    """One Adadelta step on NumPy arrays, out of place: returns (p, v, u)."""
-    g = -g if maximize else g
-    g = g + weight_decay * p
-    v = rho * v + (1 - rho) * g * g
-    d = np.sqrt(u + eps) / np.sqrt(v + eps) * g
-    u = rho * u + (1 - rho) * d * d
-    p = p - lr * d
-    return p, v, u

@@ -1,8 +1,6 @@
 """Adagrad (Duchi et al.), PyTorch's update rule."""
 from __future__ import annotations
 
-import numpy as np
-
 from .optimizer import Optimizer, check_lr, check_nonneg
 
 
@@ -58,14 +56,3 @@ class Adagrad(Optimizer):
             be.adagrad_step(*lists, step=step, lr=group["lr"], lr_decay=group["lr_decay"],
                             weight_decay=group["weight_decay"], eps=group["eps"],
                             maximize=group["maximize"])
-
-
-def adagrad_reference(p, g, s, *, step, lr, lr_decay=0.0, weight_decay=0.0, eps=1e-10,
-                      maximize=False):
-    """One Adagrad step on NumPy arrays, out of place: returns (p, s)."""
-    g = -g if maximize else g
-    g = g + weight_decay * p
-    clr = lr / (1 + (step - 1) * lr_decay)
-    s = s + g * g
-    p = p - clr * g / (np.sqrt(s) + eps)
-    return p, s

@@ -1,10 +1,6 @@
 """Adam and AdamW (one fused backend step for both)."""
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
 from .optimizer import Optimizer, as_betas, check_adam_family
 
 
@@ -62,6 +58,38 @@ class Adam(Optimizer):
                          decoupled_weight_decay=self._decoupled, amsgrad=amsgrad,
                          maximize=group["maximize"])
 
+    def _prepare_group(self, group, params):
+        """_step_group for a group whose params all have a gradient and share one step
+        count (the compiled step's steady state): the same single backend call, without the
+        regrouping. The state arrays and every option are read at each call."""
+        amsgrad = group["amsgrad"]
+        names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else \
+            ("exp_avg", "exp_avg_sq")
+        states = [self.state[p] for p in params]
+        if any(n not in st for st in states for n in names):
+            return None
+        be = params[0]._backend
+        pairs = list(zip(params, states))
+
+        def ready():
+            step, now = states[0]["step"], self.state
+            return group["amsgrad"] == amsgrad and \
+                all(st["step"] == step and now.get(p) is st for p, st in pairs)
+
+        def run():
+            _, p_arrays, g_arrays = self._with_grads(group)
+            for st in states:
+                st["step"] += 1
+            b1, b2 = group["betas"]
+            be.adam_step(p_arrays, g_arrays, [st["exp_avg"] for st in states],
+                         [st["exp_avg_sq"] for st in states],
+                         [st["max_exp_avg_sq"] for st in states] if amsgrad else None,
+                         step=states[0]["step"], lr=group["lr"], beta1=b1, beta2=b2,
+                         eps=group["eps"], weight_decay=group["weight_decay"],
+                         decoupled_weight_decay=self._decoupled, amsgrad=amsgrad,
+                         maximize=group["maximize"])
+        return ready, run
+
 
 class AdamW(Adam):
     r"""Adam with decoupled weight decay (Loshchilov & Hutter): before the Adam update,
@@ -73,21 +101,3 @@ class AdamW(Adam):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2,
                  amsgrad=False, maximize=False):
         super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize)
-
-
-def adam_reference(p, g, m, v, vmax, *, step, lr, beta1, beta2, eps, weight_decay=0.0,
-                   decoupled_weight_decay=False, amsgrad=False, maximize=False):
-    """One Adam/AdamW step on NumPy arrays, out of place: returns (p, m, v, vmax)."""
-    g = -g if maximize else g
-    if decoupled_weight_decay:
-        p = p * (1 - lr * weight_decay)
-    else:
-        g = g + weight_decay * p
-    m = beta1 * m + (1 - beta1) * g
-    v = beta2 * v + (1 - beta2) * g * g
-    if amsgrad:
-        vmax = np.maximum(vmax, v)
-    denom = (np.sqrt(vmax if amsgrad else v) / math.sqrt(1 - beta2 ** step)) + eps
-    p = p - lr / (1 - beta1 ** step) * m / denom
-    return p, m, v, vmax
-

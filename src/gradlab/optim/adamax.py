@@ -1,9 +1,9 @@
-"""Adamax (Adam with the infinity norm), written with array ops (no fused kernel)."""
+"""Adamax (Adam with the infinity norm): no fused kernel, each parameter steps through the
+array-op formula of backend/fused/optim/reference.py on its own backend."""
 from __future__ import annotations
 
-import numpy as np
-
-from .optimizer import Optimizer, as_betas, check_adam_family, effective_grad
+from ..backend.fused.optim import reference, scalars
+from .optimizer import Optimizer, as_betas, check_adam_family
 
 
 class Adamax(Optimizer):
@@ -30,23 +30,7 @@ class Adamax(Optimizer):
         b1, b2 = group["betas"]
         lr, eps = group["lr"], group["eps"]
         for p, pa, g in zip(params, p_arrays, g_arrays):
-            xp = p._backend.xp
             st = self._count_step(p, pa, "exp_avg", "exp_inf")
-            g = effective_grad(pa, g, group)
-            m, u = st["exp_avg"], st["exp_inf"]
-            m *= b1
-            m += (1 - b1) * g
-            u *= b2
-            xp.maximum(u, xp.abs(g) + eps, out=u)
-            pa -= (lr / (1 - b1 ** st["step"])) * m / u
-
-
-def adamax_reference(p, g, m, u, *, step, lr, beta1, beta2, eps, weight_decay=0.0,
-                     maximize=False):
-    """One Adamax step on NumPy arrays, out of place: returns (p, m, u)."""
-    g = -g if maximize else g
-    g = g + weight_decay * p
-    m = beta1 * m + (1 - beta1) * g
-    u = np.maximum(beta2 * u, np.abs(g) + eps)
-    p = p - lr / (1 - beta1 ** step) * m / u
-    return p, m, u
+            sc = scalars.adamax_scalars(step=st["step"], lr=lr, beta1=b1, beta2=b2, eps=eps)
+            reference.adamax(p._backend.xp, pa, g, st["exp_avg"], st["exp_inf"], sc,
+                             weight_decay=group["weight_decay"], maximize=group["maximize"])

@@ -73,20 +73,6 @@ def check_betas(betas):
     check_beta("beta2 (betas[1])", betas[1])
 
 
-def effective_grad(pa, g, group, decoupled=False):
-    """The gradient an xp-written step uses: -g if maximize, then weight decay, either
-    decoupled (p *= 1 - lr wd, in place) or coupled (g + wd p)."""
-    if group["maximize"]:
-        g = -g
-    wd = group["weight_decay"]
-    if wd:
-        if decoupled:
-            pa *= 1 - group["lr"] * wd
-        else:
-            g = g + wd * pa
-    return g
-
-
 def check_adam_family(group):
     """The arguments Adam, AdamW, Adamax, NAdam and RAdam share: lr, eps, weight_decay, betas."""
     check_lr(group["lr"])
@@ -313,8 +299,3 @@ def _state_value(p, name, v):
         host = be.to_numpy(arr) if be is not None else arr
         return p._backend.asarray(host, dtype=p.dtype).copy()
     return v
-
-
-def bias_correction(beta, step):
-    """1 - beta^step."""
-    return 1.0 - math.pow(beta, step)

@@ -1,8 +1,6 @@
 """RMSprop (Hinton's lecture 6e), PyTorch's variant with optional centering and momentum."""
 from __future__ import annotations
 
-import numpy as np
-
 from .optimizer import Optimizer, check_beta, check_lr, check_nonneg
 
 
@@ -53,22 +51,3 @@ class RMSprop(Optimizer):
                         alpha=group["alpha"], eps=group["eps"],
                         weight_decay=group["weight_decay"], momentum=group["momentum"],
                         centered=centered, maximize=group["maximize"])
-
-
-def rmsprop_reference(p, g, v, b, a, *, lr, alpha, eps, weight_decay=0.0, momentum=0.0,
-                      centered=False, maximize=False):
-    """One RMSprop step on NumPy arrays, out of place: returns (p, v, b, a)."""
-    g = -g if maximize else g
-    g = g + weight_decay * p
-    v = alpha * v + (1 - alpha) * g * g
-    if centered:
-        a = alpha * a + (1 - alpha) * g
-        avg = np.sqrt(v - a * a) + eps
-    else:
-        avg = np.sqrt(v) + eps
-    if momentum > 0:
-        b = momentum * b + g / avg
-        p = p - lr * b
-    else:
-        p = p - lr * g / avg
-    return p, v, b, a

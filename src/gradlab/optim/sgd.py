@@ -75,15 +75,3 @@ class SGD(Optimizer):
             be.sgd_step(*old, first_step=False, **kw)
         if new[0]:
             be.sgd_step(*new, first_step=True, **kw)
-
-
-def sgd_reference(p, g, buf, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                  nesterov=False, maximize=False, first_step=True):
-    """One SGD step on NumPy arrays, out of place, formula per line: returns (p, buf)."""
-    g = -g if maximize else g
-    g = g + weight_decay * p
-    if momentum != 0:
-        buf = g.copy() if first_step else momentum * buf + (1 - dampening) * g
-        g = g + momentum * buf if nesterov else buf
-    p = p - lr * g
-    return p, buf

@@ -1,4 +1,4 @@
-"""Optional numba-compiled dropout for the CPU backend.
+"""The numba tier of dropout (the CPU backend's default when numba imports).
 
 reference.py builds the mask in a dozen NumPy passes (Philox rounds on uint64 work arrays,
 a comparison, ``packbits``, a masked multiply); these kernels do one pass: each task of
@@ -12,21 +12,23 @@ The contract is reference.py's, bit for bit (tests hold them together): element 
 (i % 4) of Philox4x32-10(counter = (offset + i // 4) mod 2^64 as (lo, hi, 0, 0), key =
 (lo, hi)), is kept when that word >= ceil(p 2^32), and becomes x * (1 / (1 - p)) rounded in
 the input's dtype, else +0 (a select, never a multiply by 0, so dropped NaN/inf become 0);
-mask bit i % 32 of uint32 word i // 32, padding bits zero. p == 0 and p == 1 need no draws
-and go to the reference.
+mask bit i % 32 of uint32 word i // 32, padding bits zero. p == 0, p == 1 and empty inputs
+need no draws: the op's table (__init__.py) sends them to the reference.
 
 Integer typing: numba types uint64 (op) int64 as float64, so every Philox operand is a
 uint64 (module constants are np.uint64, loop indices are converted before use). The
 32x32 -> 64 products are uint64 products of values below 2^32; their halves are mulhi and
-mullo. Used when numba imports and ``GRADLAB_NO_JIT`` is unset (see cpu_jit.py).
+mullo.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import checks, reference
-from .cpu_jit import AVAILABLE, numba
-from .cpu_threads import PARALLEL_MIN, parts_for, run_parts  # noqa: F401 (PARALLEL_MIN: tests)
+import numba
+
+from ... import checks
+from ...cpu_threads import PARALLEL_MIN, parts_for, run_parts  # noqa: F401 (PARALLEL_MIN: tests)
+from . import needs_draws, reference
 
 _M0 = np.uint64(reference.PHILOX_M0)
 _M1 = np.uint64(reference.PHILOX_M1)
@@ -125,12 +127,10 @@ def _backward_part(k, nparts, grad, mask, out, scale, zero, bcast):
             out[32 * full + i] = v if (bits >> np.uint64(i)) & np.uint64(1) else zero
 
 
-_forward_kernel = _backward_kernel = None
-if AVAILABLE:
-    _philox = numba.njit(inline="always")(_philox)
-    _draws = numba.njit(inline="always")(_draws)
-    _forward_kernel = numba.njit(cache=True, nogil=True)(_forward_part)
-    _backward_kernel = numba.njit(cache=True, nogil=True)(_backward_part)
+_philox = numba.njit(inline="always")(_philox)
+_draws = numba.njit(inline="always")(_draws)
+_forward_kernel = numba.njit(cache=True, nogil=True)(_forward_part)
+_backward_kernel = numba.njit(cache=True, nogil=True)(_backward_part)
 
 
 def dropout_forward(x, p, key, offset):
@@ -139,7 +139,7 @@ def dropout_forward(x, p, key, offset):
     checks.check_float_array("dropout_forward", "x", x)
     thr = checks.dropout_threshold(p)
     n = x.size
-    if thr == 0 or thr >= 2**32 or n == 0:                # no draws needed
+    if not needs_draws(thr, n):
         return reference.dropout_forward(x, p, key, offset)
     flat = np.ascontiguousarray(x.reshape(-1))             # C order, as the reference's mask
     # Outputs are allocated in their final shape and written through a flat view, so that

@@ -1,4 +1,5 @@
-"""Optional numba-compiled softmax cross-entropy for the CPU backend, for narrow rows.
+"""The numba tier of softmax cross-entropy, for narrow rows (the op's table, __init__.py,
+sends rows wider than MAX_CLASSES to the reference).
 
 reference.py runs some twenty NumPy calls per batch; with few classes (the 4096 x 10 of an
 MLP classifier) their fixed cost and full-size temporaries are most of the time. This kernel
@@ -13,18 +14,17 @@ reference's (40k and 1M elements): C = 2 0.2x, C = 10 0.45x, C = 32 0.7-0.8x, C 
 
 Agreement with the reference is to rounding, not bitwise: the exp is libm's (NumPy has its
 own), and a row's sum of exponentials is accumulated left to right (NumPy sums pairwise).
-Tests hold the two together to a few ulps. Used when numba imports and ``GRADLAB_NO_JIT``
-is unset (see cpu_jit.py).
+Tests hold the two together to a few ulps.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from . import checks, reference
-from .cpu_jit import AVAILABLE, numba
-from .cpu_threads import PARALLEL_MIN, parts_for, run_parts  # noqa: F401 (PARALLEL_MIN: tests)
+import numba
 
-MAX_CLASSES = 32  # wider rows go to the reference (measured crossover: see the module docstring)
+from ... import checks
+from ...cpu_threads import PARALLEL_MIN, parts_for, run_parts  # noqa: F401 (PARALLEL_MIN: tests)
+from . import MAX_CLASSES, reference  # noqa: F401 (MAX_CLASSES: tests)
 
 
 def _part(k, nparts, x_all, target_all, w, wsum, ignore_index, c_smooth, b_smooth, smooth,
@@ -76,9 +76,7 @@ def _part(k, nparts, x_all, target_all, w, wsum, ignore_index, c_smooth, b_smoot
         g[i, t] -= a
 
 
-_part_kernel = None
-if AVAILABLE:
-    _part_kernel = numba.njit(cache=True, nogil=True)(_part)
+_part_kernel = numba.njit(cache=True, nogil=True)(_part)
 
 
 def _kernel(x, *args):
@@ -88,7 +86,7 @@ def _kernel(x, *args):
 
 
 def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing):
-    if logits.ndim != 2 or logits.shape[1] > MAX_CLASSES:
+    if logits.ndim != 2:  # the reference raises the error
         return reference.softmax_cross_entropy(logits, target, weight, ignore_index,
                                                label_smoothing)
     logits, target, weight, ignore_index, s = checks.softmax_ce_args(

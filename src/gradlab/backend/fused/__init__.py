@@ -1,0 +1,126 @@
+"""The fused ops, one subpackage per op family, each op a table of its implementations.
+
+Layout (the same tier module names in every family, the same function name in every tier):
+
+    fused/<family>/__init__.py     the ops' tables (FusedOp) and their selection rules
+    fused/<family>/reference.py    NumPy/array-API formulas: the fallback tier and the oracle
+    fused/<family>/numba_cpu.py    the one-pass numba kernels of the CPU backend
+    fused/<family>/cuda.py         host-side launch preparation of kernels/<family>.cu
+
+An op is chosen at CALL time: a CUDA backend runs the "cuda" tier; the CPU backend runs
+"numba" when numba imports, ``GRADLAB_NO_JIT`` is unset (read at each call, so one process
+can switch it) and the op's own rule accepts the arguments, else "numpy". numba is imported
+on first use, not with gradlab. ``op.implementations()`` gives every tier that can run here
+by name, so one process can hold them against each other (tests/backend/fused).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+_TIERS = ("numpy", "numba", "cuda")
+_MODULES = {"numpy": "reference", "numba": "numba_cpu", "cuda": "cuda"}
+
+_numba_reason = None   # why numba cannot be imported (None: not tried yet, or it imports)
+_numba_ok = None       # None: not tried yet
+
+
+def _jit_disabled():
+    return bool(os.environ.get("GRADLAB_NO_JIT"))
+
+
+def numba_status():
+    """(True, None) when the numba tier runs now, else (False, why). Imports numba on the first
+    call that does not find GRADLAB_NO_JIT set."""
+    global _numba_ok, _numba_reason
+    if _jit_disabled():
+        return False, "GRADLAB_NO_JIT is set"
+    if _numba_ok is None:
+        try:
+            import numba  # noqa: F401
+        except ImportError as exc:  # no numba for this Python/platform: the NumPy tier
+            _numba_ok, _numba_reason = False, str(exc)
+        else:
+            _numba_ok = True
+    return _numba_ok, _numba_reason
+
+
+def __getattr__(name):
+    # ``fused.AVAILABLE`` / ``fused.UNAVAILABLE_REASON``: the numba tier's state right now
+    # (what ``gradlab info`` and the benchmarks print).
+    if name == "AVAILABLE":
+        return numba_status()[0]
+    if name == "UNAVAILABLE_REASON":
+        return numba_status()[1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class FusedOp:
+    """One fused op: its implementations by tier, chosen at each call.
+
+    ``package``: the family's package (``gradlab.backend.fused.optim``); tier t's function is
+    ``<package>.<module of t>.<name>``, imported on first use. ``use_numba(*args, **kw)``:
+    the op's rule for running its numba kernel on these arguments (None: always).
+    CPU tiers take the Backend method's arguments; the cuda tier takes the backend first."""
+
+    __slots__ = ("name", "package", "use_numba", "_fns")
+
+    def __init__(self, name, package, *, use_numba=None):
+        self.name = name
+        self.package = package
+        self.use_numba = use_numba
+        self._fns = {}
+
+    def __repr__(self):
+        return f"<FusedOp {self.package.rsplit('.', 1)[-1]}.{self.name}>"
+
+    def tier_function(self, tier):
+        """The function of ``tier`` (imports its module; ImportError when it cannot run)."""
+        fn = self._fns.get(tier)
+        if fn is None:
+            if tier not in _MODULES:
+                raise KeyError(f"{self.name}: unknown tier {tier!r}; tiers: {', '.join(_TIERS)}")
+            if tier == "numba" and not numba_status()[0]:
+                raise ImportError(f"{self.name}: the numba tier cannot run: "
+                                  f"{numba_status()[1]}")
+            module = importlib.import_module(f"{self.package}.{_MODULES[tier]}")
+            fn = self._fns[tier] = getattr(module, self.name)
+        return fn
+
+    def implementations(self):
+        """{tier: fn(backend, *args, **kw)} for every tier that can run in this process (the
+        cuda tier when a CUDA device, real or emulated, is available)."""
+        from ..registry import cuda_status
+        out = {}
+        for tier in _TIERS:
+            if tier == "numba" and not numba_status()[0]:
+                continue
+            if tier == "cuda" and not cuda_status()[0]:
+                continue
+            fn = self.tier_function(tier)
+            out[tier] = fn if tier == "cuda" else _ignore_backend(fn)
+        return out
+
+    def tier_for(self, backend, *args, **kwargs):
+        """The tier a call with these arguments runs on ``backend``."""
+        if backend.device.type == "cuda":
+            return "cuda"
+        if not _jit_disabled() and (_numba_ok or (_numba_ok is None and numba_status()[0])):
+            if self.use_numba is None or self.use_numba(*args, **kwargs):
+                return "numba"
+        return "numpy"
+
+    def __call__(self, backend, *args, **kwargs):
+        tier = self.tier_for(backend, *args, **kwargs)
+        fn = self._fns.get(tier) or self.tier_function(tier)
+        if tier == "cuda":
+            return fn(backend, *args, **kwargs)
+        return fn(*args, **kwargs)
+
+
+def _ignore_backend(fn):
+    def run(backend, *args, **kwargs):
+        return fn(*args, **kwargs)
+    run.__name__ = run.__qualname__ = fn.__name__
+    run.__wrapped__ = fn
+    return run

@@ -1,0 +1,464 @@
+"""The numba tier of the optimizer steps (the CPU backend's default when numba imports).
+
+reference.py makes a dozen passes over memory per step; these kernels make one (read p, g
+and the state once, write them once), which is what PyTorch's fused CPU Adam does. Each
+rule's element loop follows reference.py's operation order with the same scalars
+(scalars.py, rounded once to the arrays' dtype): the results are reference.py's bit for bit
+(tests/backend/fused hold every flag of every optimizer to it). Flags are resolved outside
+the element loops (one loop per case) and the sign of ``maximize`` is a multiplier: a branch
+inside the loop stops LLVM from vectorizing it. Kernels use numba's "numpy" error model: a
+division by zero gives inf/nan as in NumPy (the "python" model's check would block
+vectorization). One difference at the edge: with weight_decay 0 these add 0 * p, so a
+parameter that is already inf or nan gives a nan gradient term, and a gradient of -0 becomes
++0.
+
+One step of a whole parameter group is ONE numba call per thread. The group's tensors are
+laid end to end in a flat index space, which is cut into one contiguous run per thread; each
+thread walks the tensors its run covers, so a hundred small tensors share one dispatch and
+ten large ones are split exactly as evenly. The threads are cpu_threads' plain Python threads
+running these nogil kernels, not numba's OpenMP pool (why: see cpu_threads.py). A group
+below PARALLEL_MIN elements runs on the calling thread alone.
+
+The kernel finds the tensors through a table of data pointers (rows: p, g, then the states;
+one column per tensor). numba's own ways of passing a variable number of arrays cost more
+than the update of small tensors (measured on 2 cores, 100 arrays: a typed List 190 us to
+build, a reflected list 960 us per call, a tuple one compilation per length and ndim
+pattern, 1.6 s at 100 1-D arrays, 5.7 s with mixed ndims), and ``ndarray.ctypes.data`` costs
+1 us per array. So:
+- the rows of the params and states, which are the same arrays step after step, are built
+  once per group (checked as reference.py checks, with ``ctypes.data``) and cached, keyed on
+  the arrays' ids. The cache holds weak references only: an entry goes as soon as one of its
+  arrays is freed, so an id in a live entry always names the array it was built from.
+- the gradients are new arrays after every backward, so their row is read at every call, from
+  NumPy's public C-struct array interface (``__array_struct__``: a capsule holding a
+  ``PyArrayInterface``, documented as the fast way to an array's data, about 0.1 us), checked
+  against the params' shapes in compiled code. Anything unexpected (not an array, another
+  dtype or shape, not contiguous) goes to the full Python check, which raises
+  reference.py's error.
+"""
+from __future__ import annotations
+
+import ctypes
+import weakref
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic
+
+from ... import checks, cpu_threads
+from ...cpu_threads import PARALLEL_MIN  # noqa: F401  (tests size their groups with it)
+from . import scalars
+
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+
+# -- element loops: one per rule, reference.py's order -----------------------------------------
+# Arrays of options that are off are p (see the pointer table) and are never touched: a loop
+# that merely read them would fail LLVM's run-time overlap check and run unvectorized.
+
+
+@_inline
+def _adam(p, g, m, v, vmax, sc, amsgrad):
+    step_size, bc2_sqrt, b1, c1, b2, c2, eps, wd, decay, sign = (
+        sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9])
+    if amsgrad:
+        for i in range(p.size):
+            gi = sign * g[i] + wd * p[i]
+            mi = b1 * m[i] + c1 * gi
+            vi = b2 * v[i] + c2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            vi = max(vmax[i], vi)
+            vmax[i] = vi
+            p[i] = p[i] * decay - step_size * (mi / (np.sqrt(vi) / bc2_sqrt + eps))
+    else:
+        for i in range(p.size):
+            gi = sign * g[i] + wd * p[i]
+            mi = b1 * m[i] + c1 * gi
+            vi = b2 * v[i] + c2 * (gi * gi)
+            m[i] = mi
+            v[i] = vi
+            p[i] = p[i] * decay - step_size * (mi / (np.sqrt(vi) / bc2_sqrt + eps))
+
+
+@_inline
+def _sgd(p, g, b, sc, nesterov, first):
+    lr, momentum, undamped, wd, sign = sc[0], sc[1], sc[2], sc[3], sc[4]
+    if momentum == 0.0:
+        for i in range(p.size):
+            p[i] -= lr * (sign * g[i] + wd * p[i])
+    elif first:
+        for i in range(p.size):
+            gi = sign * g[i] + wd * p[i]
+            b[i] = gi
+            p[i] -= lr * (momentum * gi + gi if nesterov else gi)
+    elif nesterov:
+        for i in range(p.size):
+            gi = sign * g[i] + wd * p[i]
+            bi = momentum * b[i] + undamped * gi
+            b[i] = bi
+            p[i] -= lr * (momentum * bi + gi)
+    else:
+        for i in range(p.size):
+            gi = sign * g[i] + wd * p[i]
+            bi = momentum * b[i] + undamped * gi
+            b[i] = bi
+            p[i] -= lr * bi
+
+
+@_inline
+def _rmsprop(p, g, v, b, a, sc, centered):
+    lr, alpha, c_alpha, eps, wd, momentum, sign = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6]
+    if momentum != 0.0 and centered:
+        for i in range(p.size):
+            gi = sign * g[i] + wd * p[i]
+            vi = alpha * v[i] + c_alpha * (gi * gi)
+            v[i] = vi
+            ai = alpha * a[i] + c_alpha * gi
+            a[i] = ai
+            bi = momentum * b[i] + gi / (np.sqrt(vi - ai * ai) + eps)
+            b[i] = bi
+            p[i] -= lr * bi
+    elif momentum != 0.0:
+        for i in range(p.size):
+            gi = sign * g[i] + wd * p[i]
+            vi = alpha * v[i] + c_alpha * (gi * gi)
+            v[i] = vi
+            bi = momentum * b[i] + gi / (np.sqrt(vi) + eps)
+            b[i] = bi
+            p[i] -= lr * bi
+    elif centered:
+        for i in range(p.size):
+            gi = sign * g[i] + wd * p[i]
+            vi = alpha * v[i] + c_alpha * (gi * gi)
+            v[i] = vi
+            ai = alpha * a[i] + c_alpha * gi
+            a[i] = ai
+            p[i] -= lr * (gi / (np.sqrt(vi - ai * ai) + eps))
+    else:
+        for i in range(p.size):
+            gi = sign * g[i] + wd * p[i]
+            vi = alpha * v[i] + c_alpha * (gi * gi)
+            v[i] = vi
+            p[i] -= lr * (gi / (np.sqrt(vi) + eps))
+
+
+@_inline
+def _adagrad(p, g, s, sc):
+    clr, eps, wd, sign = sc[0], sc[1], sc[2], sc[3]
+    for i in range(p.size):
+        gi = sign * g[i] + wd * p[i]
+        si = s[i] + gi * gi
+        s[i] = si
+        p[i] -= clr * (gi / (np.sqrt(si) + eps))
+
+
+@_inline
+def _adadelta(p, g, v, u, sc):
+    lr, rho, c_rho, eps, wd, sign = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5]
+    for i in range(p.size):
+        gi = sign * g[i] + wd * p[i]
+        vi = rho * v[i] + c_rho * (gi * gi)
+        v[i] = vi
+        d = np.sqrt(u[i] + eps) / np.sqrt(vi + eps) * gi
+        u[i] = rho * u[i] + c_rho * (d * d)
+        p[i] -= lr * d
+
+
+# -- the multi-tensor part ----------------------------------------------------------------------
+_ADAM, _SGD, _RMSPROP, _ADAGRAD, _ADADELTA = range(5)
+_ROWS = 5  # p, g and up to three states; a state that is off repeats p's row
+
+
+@intrinsic
+def _voidptr(typingctx, addr):
+    """An integer address as a void pointer (for numba.carray)."""
+    if not isinstance(addr, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], cgutils.voidptr_t)
+    return types.voidptr(addr), codegen
+
+
+@intrinsic
+def _call_c(typingctx, fn, a, b):
+    """``fn(a, b)`` for the address of a C function of two pointer-sized integers returning
+    one. The address is an argument, not a constant, so that the cached machine code stays
+    valid in another process."""
+    if not all(isinstance(x, types.Integer) for x in (fn, a, b)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        word = context.get_value_type(types.intp)
+        fnty = ir.FunctionType(word, [word, word])
+        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), list(args[1:]))
+    return types.intp(types.intp, types.intp, types.intp), codegen
+
+
+@_jit
+def _view(ptrs, row, t, lo, n, like):
+    """Elements [lo, lo + n) of tensor t's row-th array, of the dtype of array ``like``."""
+    return numba.carray(_voidptr(ptrs[row, t]), lo + n, like.dtype)[lo:]
+
+
+@_jit
+def _span(offsets, k, nparts):
+    """Part k of nparts: flat range [lo, hi) and the last tensor t with offsets[t] <= lo
+    (a bisection; numba's np.searchsorted costs a third of a second to compile)."""
+    total = offsets[offsets.size - 1]
+    lo = k * total // nparts
+    hi = (k + 1) * total // nparts
+    a, b = 0, offsets.size - 1
+    while b - a > 1:
+        mid = (a + b) // 2
+        if offsets[mid] <= lo:
+            a = mid
+        else:
+            b = mid
+    return lo, hi, a
+
+
+@_jit
+def _part(k, nparts, ptrs, offsets, sc, rule, flag0, flag1):
+    """Part k of nparts of one step of ``rule`` over the group's flat index space: the pieces
+    of the tensors it covers. ``sc`` holds the rule's float scalars in the arrays' dtype,
+    ``flag0``/``flag1`` its booleans. Tensors of one group must not overlap in memory (the
+    parts run concurrently)."""
+    lo, hi, t = _span(offsets, k, nparts)
+    while lo < hi:
+        a = lo - offsets[t]
+        n = min(hi, offsets[t + 1]) - lo
+        if n > 0:
+            p = _view(ptrs, 0, t, a, n, sc)
+            g = _view(ptrs, 1, t, a, n, sc)
+            s0 = _view(ptrs, 2, t, a, n, sc)
+            s1 = _view(ptrs, 3, t, a, n, sc)
+            s2 = _view(ptrs, 4, t, a, n, sc)
+            if rule == _ADAM:
+                _adam(p, g, s0, s1, s2, sc, flag0)
+            elif rule == _SGD:
+                _sgd(p, g, s0, sc, flag0, flag1)
+            elif rule == _RMSPROP:
+                _rmsprop(p, g, s0, s1, s2, sc, flag0)
+            elif rule == _ADAGRAD:
+                _adagrad(p, g, s0, sc)
+            else:
+                _adadelta(p, g, s0, s1, sc)
+            lo += n
+        t += 1
+
+
+# -- the pointer table --------------------------------------------------------------------------
+class _ArrayInterface(ctypes.Structure):
+    """NumPy's PyArrayInterface (the C struct of the ``__array_struct__`` protocol)."""
+    _fields_ = [("two", ctypes.c_int), ("nd", ctypes.c_int), ("typekind", ctypes.c_char),
+                ("itemsize", ctypes.c_int), ("flags", ctypes.c_int),
+                ("shape", ctypes.POINTER(ctypes.c_ssize_t)),
+                ("strides", ctypes.POINTER(ctypes.c_ssize_t)),
+                ("data", ctypes.c_void_p), ("descr", ctypes.c_void_p)]
+
+
+_AI = np.array([_ArrayInterface.two.offset, _ArrayInterface.nd.offset,
+                _ArrayInterface.typekind.offset, _ArrayInterface.itemsize.offset,
+                _ArrayInterface.flags.offset, _ArrayInterface.shape.offset,
+                _ArrayInterface.data.offset], dtype=np.intp)
+_C_CONTIGUOUS, _NOTSWAPPED = 0x0001, 0x0200   # NPY_ARRAY_C_CONTIGUOUS, NPY_ARRAY_NOTSWAPPED
+# The CPython C API's PyCapsule_IsValid and PyCapsule_GetPointer (capsule, name=NULL).
+_CAPI = np.array([ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value
+                  for name in ("PyCapsule_IsValid", "PyCapsule_GetPointer")], dtype=np.intp)
+
+
+@_jit
+def _int32(addr):
+    return numba.carray(_voidptr(addr), 1, np.int32)[0]
+
+
+@_jit
+def _word(addr):
+    return numba.carray(_voidptr(addr), 1, np.intp)[0]
+
+
+@numba.njit(cache=True)
+def _read_grads(capsules, capi, ai, itemsize, dims, dim_start, out):
+    """Fill ``out`` with the data pointers of the arrays whose ``__array_struct__`` capsules
+    are given (their object addresses), after checking each one against its param: float of
+    ``itemsize`` bytes, native byte order, C-contiguous, the param's shape (``dims``, tensor t
+    at dim_start[t]:dim_start[t + 1]). False at the first that is not. Holds the GIL: it
+    calls the C API on live Python objects."""
+    word = ai.itemsize
+    for t in range(capsules.size):
+        if _call_c(capi[0], capsules[t], 0) == 0:  # not a capsule without a name
+            return False
+        base = _call_c(capi[1], capsules[t], 0)
+        if base == 0:
+            return False
+        if (_int32(base + ai[0]) != 2 or _int32(base + ai[3]) != itemsize
+                or numba.carray(_voidptr(base + ai[2]), 1, np.uint8)[0] != 102):  # 'f'
+            return False
+        flags = _int32(base + ai[4])
+        if flags & _C_CONTIGUOUS == 0 or flags & _NOTSWAPPED == 0:
+            return False
+        nd = _int32(base + ai[1])
+        d0 = dim_start[t]
+        if nd != dim_start[t + 1] - d0:
+            return False
+        shape = _word(base + ai[5])
+        for d in range(nd):
+            if _word(shape + d * word) != dims[d0 + d]:
+                return False
+        out[t] = _word(base + ai[6])
+    return True
+
+
+class _Table:
+    """The cached part of one group's table: every row but the grads', and the params'
+    sizes and shapes."""
+
+    __slots__ = ("ptrs", "offsets", "dtype", "dims", "dim_start", "refs", "__weakref__")
+
+
+_tables = {}           # (op, ids of params and states) -> _Table
+_TABLES_MAX = 256      # entries kept (one per live parameter group; weak, so this only bounds)
+
+
+def _forget(key):
+    def drop(_ref):
+        _tables.pop(key, None)
+    return drop
+
+
+def _build(op, key, params, grads, states):
+    """Check the group as reference.py does (and read-only params or states), build and cache
+    its table."""
+    named = {f"state{k}": s for k, s in enumerate(states)}
+    lists = {"params": params, "grads": grads, **{k: s for k, s in named.items() if s is not None}}
+    for name, arrays in lists.items():
+        for i, a in enumerate(arrays):
+            if not isinstance(a, np.ndarray):
+                raise TypeError(f"{op}: {name}[{i}] is a {type(a).__name__}, not a NumPy array")
+    dtype = checks.group_dtype(op, params, grads, **named)
+    n = len(params)
+    ptrs = np.empty((_ROWS, n), dtype=np.intp)
+    rows = (params, None, *states) + (None,) * (_ROWS - 2 - len(states))
+    for r, arrays in enumerate(rows):
+        if r == 1:
+            continue
+        name = "params" if r == 0 else f"state{r - 2}"
+        for i, a in enumerate(params if arrays is None else arrays):
+            if not a.flags.writeable:
+                raise ValueError(f"{op}: {name}[{i}] is read-only; optimizer steps update "
+                                 f"params and their states in place")
+            ptrs[r, i] = a.ctypes.data
+    table = _Table()
+    table.ptrs = ptrs
+    table.offsets = np.zeros(n + 1, dtype=np.intp)
+    np.cumsum([a.size for a in params], out=table.offsets[1:])
+    table.dtype = dtype.type
+    table.dims = np.array([d for a in params for d in a.shape], dtype=np.intp)
+    table.dim_start = np.zeros(n + 1, dtype=np.intp)
+    np.cumsum([a.ndim for a in params], out=table.dim_start[1:])
+    drop = _forget(key)
+    table.refs = [weakref.ref(a, drop) for arrays in (params, *states) if arrays is not None
+                  for a in arrays]
+    if len(_tables) >= _TABLES_MAX:
+        _tables.pop(next(iter(_tables)), None)
+    _tables[key] = table
+    return table
+
+
+def _table(op, params, grads, states):
+    """(ptrs, offsets, scalar type) of one group, with the grads' row filled in; None for an
+    empty group. Rejects what reference.py rejects, with the same errors, and read-only params
+    or states. ``states``: a tuple of lists, None for an option that is off. The caller's
+    lists keep every array alive while the kernel uses the table."""
+    n = len(params)
+    if n == 0 or len(grads) != n or any(s is not None and len(s) != n for s in states):
+        checks.group_dtype(op, params, grads, **{f"state{k}": s for k, s in enumerate(states)})
+        return None  # empty (mismatched lengths raised)
+    key = [op, *map(id, params)]
+    for s in states:
+        if s is None:
+            key.append(None)
+        else:
+            key += map(id, s)
+    key = tuple(key)
+    table = _tables.get(key)
+    try:
+        capsules = [g.__array_struct__ for g in grads]
+    except AttributeError:
+        capsules = None
+    if table is not None and capsules is not None:
+        ptrs = table.ptrs.copy()
+        if _read_grads(np.array(list(map(id, capsules)), dtype=np.intp), _CAPI, _AI,
+                       np.dtype(table.dtype).itemsize, table.dims, table.dim_start, ptrs[1]):
+            return ptrs, table.offsets, table.dtype
+    table = _build(op, key, params, grads, states)  # raises the error of a bad group
+    ptrs = table.ptrs.copy()
+    ptrs[1] = [g.ctypes.data for g in grads]
+    return ptrs, table.offsets, table.dtype
+
+
+def _run(op, rule, table, scalars_, flag0=False, flag1=False):
+    """One step of ``rule`` over a whole group, cut into one part per thread from
+    PARALLEL_MIN elements in total (cpu_threads), else one part on the calling thread.
+    ``scalars_`` are converted to the arrays' dtype (float32 updates stay float32)."""
+    if table is None:
+        return
+    ptrs, offsets, dtype = table
+    total = int(offsets[-1])
+    if total == 0:
+        return
+    sc = np.array(scalars_, dtype=dtype)
+    cpu_threads.run_parts(_part, cpu_threads.parts_for(total), ptrs, offsets, sc, rule,
+                          bool(flag0), bool(flag1))
+
+
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr, beta1, beta2,
+              eps, weight_decay, decoupled_weight_decay, amsgrad, maximize):
+    checks.require_state("adam_step", "amsgrad", amsgrad, "max_exp_avg_sqs", max_exp_avg_sqs)
+    table = _table("adam_step", params, grads,
+                   (exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None))
+    sc = scalars.adam_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                              weight_decay=weight_decay,
+                              decoupled_weight_decay=decoupled_weight_decay)
+    _run("adam_step", _ADAM, table, (*sc, -1.0 if maximize else 1.0), amsgrad)
+
+
+def sgd_step(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov,
+             weight_decay, maximize, first_step):
+    checks.require_state("sgd_step", "momentum != 0", momentum, "momentum_buffers",
+                         momentum_buffers)
+    table = _table("sgd_step", params, grads, (momentum_buffers if momentum else None,))
+    sc = scalars.sgd_scalars(lr=lr, momentum=momentum, dampening=dampening,
+                             weight_decay=weight_decay)
+    _run("sgd_step", _SGD, table, (*sc, -1.0 if maximize else 1.0), nesterov, first_step)
+
+
+def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr, alpha, eps,
+                 weight_decay, momentum, centered, maximize):
+    checks.require_state("rmsprop_step", "momentum != 0", momentum, "momentum_buffers",
+                         momentum_buffers)
+    checks.require_state("rmsprop_step", "centered", centered, "grad_avgs", grad_avgs)
+    table = _table("rmsprop_step", params, grads,
+                   (square_avgs, momentum_buffers if momentum else None,
+                    grad_avgs if centered else None))
+    sc = scalars.rmsprop_scalars(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                 momentum=momentum)
+    _run("rmsprop_step", _RMSPROP, table, (*sc, -1.0 if maximize else 1.0), centered)
+
+
+def adagrad_step(params, grads, state_sums, *, step, lr, lr_decay, weight_decay, eps, maximize):
+    table = _table("adagrad_step", params, grads, (state_sums,))
+    sc = scalars.adagrad_scalars(step=step, lr=lr, lr_decay=lr_decay, eps=eps,
+                                 weight_decay=weight_decay)
+    _run("adagrad_step", _ADAGRAD, table, (*sc, -1.0 if maximize else 1.0))
+
+
+def adadelta_step(params, grads, square_avgs, acc_deltas, *, lr, rho, eps, weight_decay,
+                  maximize):
+    table = _table("adadelta_step", params, grads, (square_avgs, acc_deltas))
+    sc = scalars.adadelta_scalars(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
+    _run("adadelta_step", _ADADELTA, table, (*sc, -1.0 if maximize else 1.0))
