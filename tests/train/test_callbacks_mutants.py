@@ -16,7 +16,7 @@ from gradlab.train import (
     Callback,
     CSVLogger,
     EarlyStopping,
-    LRScheduler,
+    LRSchedulerCallback,
     ModelCheckpoint,
     snapshot_state,
 )
@@ -352,23 +352,23 @@ def _named(name):
 def test_lr_scheduler_interval_choice():
     with pytest.raises(ValueError, match=r"^interval must be 'auto', 'epoch' or 'batch', "
                                          r"got 'step'$"):
-        LRScheduler(_Counting(), interval="step")
-    assert LRScheduler(_named("OneCycleLR")).interval == "batch"
-    assert LRScheduler(_named("CyclicLR")).interval == "batch"
-    assert LRScheduler(_named("StepLR")).interval == "epoch"
-    assert LRScheduler(_named("OneCycleLR"), interval="epoch").interval == "epoch"
-    assert LRScheduler(_named("StepLR"), interval="batch").interval == "batch"
-    cb = LRScheduler(_Counting())
+        LRSchedulerCallback(_Counting(), interval="step")
+    assert LRSchedulerCallback(_named("OneCycleLR")).interval == "batch"
+    assert LRSchedulerCallback(_named("CyclicLR")).interval == "batch"
+    assert LRSchedulerCallback(_named("StepLR")).interval == "epoch"
+    assert LRSchedulerCallback(_named("OneCycleLR"), interval="epoch").interval == "epoch"
+    assert LRSchedulerCallback(_named("StepLR"), interval="batch").interval == "batch"
+    cb = LRSchedulerCallback(_Counting())
     assert cb.monitor == "val_loss"
 
 
 def test_lr_scheduler_steps_per_batch_or_per_epoch():
-    per_batch = LRScheduler(_named("OneCycleLR"))
+    per_batch = LRSchedulerCallback(_named("OneCycleLR"))
     per_batch.on_batch_end(0, 1.0)
     per_batch.on_batch_end(1, 1.0)
     per_batch.on_epoch_end(1, {"loss": 1.0})
     assert per_batch.scheduler.steps == [(), ()]
-    per_epoch = LRScheduler(_named("StepLR"))
+    per_epoch = LRSchedulerCallback(_named("StepLR"))
     per_epoch.on_batch_end(0, 1.0)
     per_epoch.on_epoch_end(1, {"loss": 1.0})
     assert per_epoch.scheduler.steps == [()]
@@ -377,11 +377,11 @@ def test_lr_scheduler_steps_per_batch_or_per_epoch():
 def test_lr_scheduler_plateau_gets_the_monitored_value_or_the_loss():
     assert is_plateau_scheduler(_named("ReduceLROnPlateau"))
     assert not is_plateau_scheduler(_named("StepLR"))
-    cb = LRScheduler(_named("ReduceLROnPlateau"))
+    cb = LRSchedulerCallback(_named("ReduceLROnPlateau"))
     cb.on_epoch_end(1, {"loss": 1.0, "val_loss": 2.0})
     cb.on_epoch_end(2, {"loss": 3.0})  # no val_loss: the training loss
     assert cb.scheduler.steps == [(2.0,), (3.0,)]
-    acc = LRScheduler(_named("ReduceLROnPlateau"), monitor="accuracy")
+    acc = LRSchedulerCallback(_named("ReduceLROnPlateau"), monitor="accuracy")
     acc.on_epoch_end(1, {"loss": 1.0, "accuracy": 0.7})
     assert acc.scheduler.steps == [(0.7,)]
 
@@ -389,19 +389,19 @@ def test_lr_scheduler_plateau_gets_the_monitored_value_or_the_loss():
 def test_lr_scheduler_state_is_the_schedulers():
     run = _run()
     sched = lrs.StepLR(run.optimizer, step_size=1, gamma=0.5)
-    cb = LRScheduler(sched)
+    cb = LRSchedulerCallback(sched)
     cb.on_epoch_end(1, {})
     state = cb.state_dict()
     assert state == sched.state_dict() and state
     sched2 = lrs.StepLR(gl.optim.SGD(_run().model.parameters(), lr=0.1), step_size=1,
                         gamma=0.5)
-    cb2 = LRScheduler(sched2)
+    cb2 = LRSchedulerCallback(sched2)
     cb2.load_state_dict(state)
     assert sched2.state_dict() == state
     cb2.load_state_dict({})  # nothing saved: the scheduler is left as it is
     assert sched2.state_dict() == state
-    assert LRScheduler(_Counting()).state_dict() == {}
-    LRScheduler(_Counting()).load_state_dict({"a": 1})  # no load_state_dict: ignored
+    assert LRSchedulerCallback(_Counting()).state_dict() == {}
+    LRSchedulerCallback(_Counting()).load_state_dict({"a": 1})  # no load_state_dict: ignored
 
 
 def test_early_stopping_state_of_a_stopped_run_keeps_the_stopping_epoch():
@@ -425,8 +425,8 @@ def test_each_callback_names_itself_when_its_monitored_value_is_missing(tmp_path
     logs = {"epoch": 1, "accuracy": 0.5}
     cases = [(EarlyStopping(), "EarlyStopping", "val_loss"),
              (ModelCheckpoint(tmp_path / "m.gl"), "ModelCheckpoint", "val_loss"),
-             (LRScheduler(_named("ReduceLROnPlateau"), monitor="val_loss"), "LRScheduler",
-              "loss")]  # the plateau scheduler falls back to the training loss
+             (LRSchedulerCallback(_named("ReduceLROnPlateau"), monitor="val_loss"),
+              "LRSchedulerCallback", "loss")]  # the plateau scheduler falls back to the loss
     for cb, name, monitor in cases:
         cb.set_run(_run())
         with pytest.raises(KeyError, match=rf"^\"{name} monitors '{monitor}', which fit does "

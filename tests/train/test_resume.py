@@ -211,6 +211,31 @@ def test_resume_without_checkpoints_or_with_other_callbacks_says_what_to_do(tmp_
                      checkpoint_dir=tmp_path / "run", resume=True)
 
 
+def test_a_checkpoint_naming_the_scheduler_callback_by_its_old_name_resumes(tmp_path):
+    """The callback that steps a scheduler was LRScheduler before it was renamed (that is
+    the schedulers' base class, as in PyTorch); checkpoints that name it so still resume."""
+    def run(directory, epochs, resume=False):
+        gl.manual_seed(0)
+        X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+        loader = gl.data.DataLoader(gl.data.TensorDataset(X, (X[:, 0] > 0).astype(np.int64)),
+                                    batch_size=10)
+        model = gl.nn.Linear(3, 2)
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        sched = gl.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+        history = gl.train.fit(model, gl.nn.CrossEntropyLoss(), opt, loader, epochs=epochs,
+                               scheduler=sched, verbose=0, checkpoint_dir=directory,
+                               checkpoint_every=2, resume=resume)
+        return history, sched
+    run(tmp_path, epochs=1)
+    path, state = ckpt.latest(tmp_path)
+    assert state["callback_types"] == ["LRSchedulerCallback"]
+    state = {k: v for k, v in state.items() if k not in ("kind", "version")}
+    os.unlink(path)
+    ckpt.write(tmp_path, {**state, "callback_types": ["LRScheduler"]})
+    history, sched = run(tmp_path, epochs=2, resume=True)
+    assert len(history) == 2 and sched.get_last_lr() == [0.1 * 0.5 ** 2]
+
+
 def test_rng_state_of_a_backend_without_a_portable_generator_state_keeps_its_streams(tmp_path):
     # CuPy's generators have no portable state (bit_generator.state is a method there):
     # the checkpoint must still save, and keep the seed and the Philox stream position.

@@ -4,7 +4,7 @@ from .callbacks import (
                         Callback,
                         CSVLogger,
                         EarlyStopping,
-                        LRScheduler,
+                        LRSchedulerCallback,
                         ModelCheckpoint,
                         snapshot_state,
 )
@@ -19,7 +19,7 @@ from .search_space import choice, int_range, loguniform, parse_space, uniform
 from .tensorboard import TensorBoard
 
 __all__ = ["fit", "evaluate", "predict", "History", "NonFiniteLossError", "Callback",
-           "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LRScheduler", "TensorBoard",
+           "EarlyStopping", "ModelCheckpoint", "CSVLogger", "LRSchedulerCallback", "TensorBoard",
            "snapshot_state", "compile_step", "CompiledStep",
            "cross_validate", "CVResult", "grid_search", "random_search", "SearchResult",
            "choice", "uniform", "loguniform", "int_range", "parse_space", "METRICS",

@@ -239,7 +239,7 @@ def is_plateau_scheduler(scheduler):
     return type(scheduler).__name__ == "ReduceLROnPlateau"
 
 
-class LRScheduler(Callback):
+class LRSchedulerCallback(Callback):
     """Step an LR scheduler: ReduceLROnPlateau once per epoch with the value of ``monitor``;
     OneCycleLR and CyclicLR after every batch; every other scheduler once per epoch.
     ``interval`` ('auto', 'epoch' or 'batch') overrides the choice."""

@@ -8,7 +8,7 @@ import time
 from ..autograd import no_grad
 from ..backend import get_backend
 from . import checkpoint as ckpt
-from .callbacks import Callback, LRScheduler
+from .callbacks import Callback, LRSchedulerCallback
 from .history import History
 from .metrics import resolve_metrics
 
@@ -140,7 +140,7 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
 
     - ``scheduler``: stepped per epoch (ReduceLROnPlateau with the ``monitor`` value,
       default ``val_loss`` or ``loss`` without validation data), or per batch for
-      OneCycleLR/CyclicLR; see ``LRScheduler``.
+      OneCycleLR/CyclicLR; see ``LRSchedulerCallback``.
     - ``device``: where the model and batches go (None: leave both where they are).
     - ``verbose``: 0 silent; 1 a tqdm progress bar when stderr is a terminal; 2 also one
       summary line per epoch whatever the output is.
@@ -213,7 +213,7 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                              f"passed to fit ({type(optimizer).__name__}), so it would change "
                              "the learning rate of an optimizer that does not train; build "
                              "the scheduler on the optimizer you pass to fit")
-        callbacks.append(LRScheduler(scheduler, monitor=monitor))
+        callbacks.append(LRSchedulerCallback(scheduler, monitor=monitor))
 
     step = None
     if compile:
@@ -415,12 +415,17 @@ def _has_batchnorm(model):
     return any(isinstance(m, BatchNorm1d) and m.training for m in modules)
 
 
+# Callback types under their earlier names, as checkpoints written before a rename record
+# them: such a checkpoint still resumes.
+_RENAMED_CALLBACKS = {"LRScheduler": "LRSchedulerCallback"}
+
+
 def _resume(directory, run, callbacks, loader):
     """Load the newest usable checkpoint into the run's objects; returns
     (epoch to start at, batches of it to skip, (totals, count, lr) or None, finished)."""
     path, state = ckpt.latest(directory)
     types = [type(cb).__name__ for cb in callbacks]
-    if state["callback_types"] != types:
+    if [_RENAMED_CALLBACKS.get(t, t) for t in state["callback_types"]] != types:
         raise ckpt.CheckpointError(
             f"resume: {path} was written with callbacks {state['callback_types']} but this "
             f"run has {types}; pass the same callbacks (and scheduler) as the first run")
