@@ -416,6 +416,75 @@ def test_clipping_inside_the_step():
     _assert_same(*results)
 
 
+# -- the optimizer's prepared step (used by replays) -----------------------------------------
+def _changes(opt, model, k):
+    """Step k's change to the optimizer, between two replays: each kind of change the
+    prepared step must notice (and then let step() run)."""
+    if k == 4:
+        opt.param_groups[0]["lr"] *= 0.5          # read at every call, never baked in
+    elif k == 5:
+        opt.param_groups[0]["betas"] = (0.8, 0.99)
+    elif k == 6:
+        opt.param_groups[0]["amsgrad"] = True    # needs a state array it did not have
+    elif k == 7:
+        opt.load_state_dict(opt.state_dict())     # a new state object
+    elif k == 8:
+        p = next(iter(model.parameters()))
+        opt.state[p] = {k2: (v.copy() if hasattr(v, "copy") else v)
+                        for k2, v in opt.state[p].items()}  # one param's state replaced
+
+
+@pytest.mark.parametrize("make", [OPTIMIZERS["adam"], OPTIMIZERS["adamw"],
+                                  OPTIMIZERS["adam_amsgrad_wd"]])
+def test_the_prepared_optimizer_step_equals_step_through_changes(make):
+    batches = _batches(12)
+    results = []
+    for compiled in (False, True):
+        model = _model()
+        opt = make(model.parameters())
+        loss_fn = gl.nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            _eager_step(model, loss_fn, opt)
+        losses = []
+        for k, (x, y) in enumerate(batches):
+            losses.append(step(x, y).item())
+            _changes(opt, model, k)
+        results.append((losses, _state(model, opt)))
+        if compiled:
+            assert step.info()["replayed"] == 10
+            assert step._optimizer_fast is not None and step._optimizer_fast()  # in use
+    _assert_same(*results)
+
+
+def test_a_prepared_step_refuses_what_it_was_not_prepared_for():
+    model = _model(dropout=0, batchnorm=False)
+    opt = gl.optim.Adam(model.parameters(), lr=1e-2)
+    assert opt._prepared_step() is None  # no gradients, no state yet
+    x, y = _batches(1)[0]
+    gl.nn.CrossEntropyLoss()(model(x), y).backward()
+    opt.step()
+    fast = opt._prepared_step()
+    weights = lambda: [p.detach().numpy().copy() for p in model.parameters()]  # noqa: E731
+    before = weights()
+    assert fast() is True and opt.state[next(iter(model.parameters()))]["step"] == 2
+    assert not all(np.array_equal(a, b) for a, b in zip(before, weights()))
+    model[0].bias.grad = None
+    after = weights()
+    assert fast() is False  # a missing gradient: nothing done, step() must run
+    assert all(np.array_equal(a, b) for a, b in zip(after, weights()))
+
+    class Custom(gl.optim.Adam):  # rewrites the step: no prepared form may bypass it
+        def _step_group(self, group):
+            super()._step_group(group)
+
+    for cls in (Custom, gl.optim.SGD):
+        other = cls(model.parameters(), lr=1e-2)
+        for p in model.parameters():
+            p.grad = gl.zeros_like(p)
+        other.step()
+        assert other._prepared_step() is None, cls
+
+
 # -- fit and the command line ------------------------------------------------------------------
 def _fit(compile, **kw):
     rng = np.random.default_rng(0)

@@ -178,6 +178,55 @@ class Optimizer:
     def _step_group(self, group):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _prepare_group(self, group, params):
+        """The prepared form of ``_step_group`` that ``_prepared_step`` uses: a pair of
+        callables ``(ready, run)``, or None (the default: this optimizer has none). Called
+        only when every param of ``group`` has a gradient and a state. ``ready()`` tells,
+        changing nothing, whether ``run()`` would still do exactly what ``_step_group`` does
+        (the options that select state arrays unchanged, one shared step count, ...);
+        ``run()`` does it, reading lr and the other hyper-parameters at every call."""
+        return None
+
+    def _prepared_step(self):
+        """``step()`` without its per-call regrouping, for a caller that repeats it over the
+        same parameters (the compiled training step): a callable that returns True once it
+        has stepped, or False, having changed nothing, when the parameter groups, their
+        gradients or the state no longer fit what was prepared (call ``step()`` then, and
+        prepare again). None where there is no prepared form: a group's class has no
+        ``_prepare_group`` next to its ``_step_group``, or ``step`` is overridden."""
+        if type(self).step is not Optimizer.step:
+            return None
+        owner = next(c for c in type(self).__mro__ if "_step_group" in c.__dict__)
+        if "_prepare_group" not in owner.__dict__:
+            return None  # a subclass rewrote _step_group: its prepared form would skip that
+        state, groups = self.state, self.param_groups
+        layout = [(g, g["params"], len(g["params"])) for g in groups]
+        prepared = []
+        for group, params, _ in layout:
+            if any(p.grad is None or not state.get(p) for p in params):
+                return None
+            pair = self._prepare_group(group, params)
+            if pair is None:
+                return None
+            prepared.append((params,) + tuple(pair))
+        n_groups = len(groups)
+
+        def step():
+            if self.state is not state or self.param_groups is not groups or \
+                    len(groups) != n_groups:
+                return False
+            for (group, params, n), (_, ready, _) in zip(layout, prepared):
+                if group["params"] is not params or len(params) != n or not ready():
+                    return False
+                for p in params:
+                    if p.grad is None:
+                        return False
+            with no_grad():
+                for _, _, run in prepared:
+                    run()
+            return True
+        return step
+
     # -- helpers for subclasses -----------------------------------------------------------
     @staticmethod
     def _with_grads(group):

@@ -101,6 +101,7 @@ class CompiledStep:
         self._recording = None
         self._warned = set()
         self._graphs = _CudaGraphs(self._warned)
+        self._optimizer_fast = None  # the optimizer's prepared step, once it has one
         self.counts = {"eager": 0, "recorded": 0, "replayed": 0, "rerecorded": 0}
         self.record_seconds = 0.0
 
@@ -160,7 +161,17 @@ class CompiledStep:
             clip_grad_norm_(self._params(), self.clip_grad_norm)
         elif self.clip_grad_value is not None:
             clip_grad_value_(self._params(), self.clip_grad_value)
-        self.optimizer.step()
+        if kind in ("eager", "record"):
+            self.optimizer.step()
+            return
+        # A replay's optimizer step: the optimizer's prepared form where it has one (the
+        # same backend calls without regrouping; it checks itself and says when it no
+        # longer fits, and lr & co. are read at every call), else step().
+        fast = self._optimizer_fast
+        if fast is None or not fast():
+            self.optimizer.step()
+            prepare = getattr(self.optimizer, "_prepared_step", None)
+            self._optimizer_fast = prepare() if prepare is not None else None
 
     def discard(self):
         """Forget the batch that ``forward`` saw without training on it (``fit`` does this
