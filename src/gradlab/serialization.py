@@ -49,8 +49,6 @@ _ST_DTYPES = {"bool": "BOOL", "int8": "I8", "uint8": "U8", "int16": "I16", "uint
 _NP_DTYPES = {v: k for k, v in _ST_DTYPES.items()}
 _MAX_HEADER = 100_000_000  # safetensors' own limit
 _ALIGN = 64
-_PREFIX = struct.Struct("<8sIQ")
-_DIGEST = 32
 _MAX_DEPTH = 200
 _DAMAGED = ("it cannot be used: load an intact copy (a backup, or an earlier checkpoint) or "
             "save it again")
@@ -255,7 +253,8 @@ def load(f, map_location=None, weights_only=True):
     buf = memoryview(buf) if not isinstance(buf, memoryview) else buf
     where = f"{name!s}"
     if bytes(buf[:8]) == LEGACY_MAGIC:
-        return _load_legacy(buf, where, map_location)
+        from .serialization_legacy import load_legacy
+        return load_legacy(buf, where, map_location)
     return _load_safetensors(buf, where, map_location)
 
 
@@ -372,67 +371,6 @@ def _read_table(header, data, where):
         arr = np.frombuffer(data, dtype=dt, count=count, offset=begin)
         arrays[name] = arr.reshape(shape).astype(dt.newbyteorder("="), copy=True)
     return arrays
-
-
-def _load_legacy(buf, where, map_location):
-    """Format 1, gradlab's own container (magic, version, JSON header, data, SHA-256)."""
-    if len(buf) < _PREFIX.size:
-        raise SerializationError(f"gl.load: {where} is truncated ({len(buf)} bytes); "
-                                 f"{_DAMAGED}")
-    _, version, header_len = _PREFIX.unpack_from(buf, 0)
-    if version > LEGACY_VERSION:
-        raise SerializationError(f"gl.load: {where} has format version {version}, newer than "
-                                 f"this gradlab reads ({LEGACY_VERSION}); upgrade gradlab")
-    if version < 1:
-        raise SerializationError(f"gl.load: {where} has an invalid format version {version}")
-    if len(buf) < _PREFIX.size + _DIGEST or header_len > len(buf) - _PREFIX.size - _DIGEST:
-        raise SerializationError(f"gl.load: {where} is truncated (header of {header_len} "
-                                 f"bytes announced, file has {len(buf)} bytes); {_DAMAGED}")
-    body, digest = buf[:-_DIGEST], bytes(buf[-_DIGEST:])
-    if hashlib.sha256(body).digest() != digest:
-        raise SerializationError(f"gl.load: {where} is corrupt or truncated (checksum "
-                                 f"mismatch); {_DAMAGED}")
-    hstart = _PREFIX.size
-    try:
-        header = json.loads(bytes(buf[hstart:hstart + header_len]).decode("utf-8"))
-        root, entries, data_len = header["root"], header["tensors"], int(header["data_len"])
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        raise SerializationError(f"gl.load: {where} has a malformed header ({exc}); "
-                                 f"{_DAMAGED}") from None
-    data_start = hstart + header_len + ((-(hstart + header_len)) % _ALIGN)
-    if data_start + data_len != len(body) or not isinstance(entries, list):
-        raise SerializationError(f"gl.load: {where} is malformed (data section of "
-                                 f"{len(body) - data_start} bytes, header says {data_len}); "
-                                 f"{_DAMAGED}")
-    arrays = [_read_array(buf, data_start, data_len, e, i, where) for i, e in
-              enumerate(entries)]
-    ctx = _Loader(arrays, entries, map_location, where)
-    try:
-        return ctx.decode(root, 0)
-    except RecursionError:
-        raise SerializationError(f"gl.load: {where} nests too deeply") from None
-
-
-def _read_array(buf, data_start, data_len, e, i, where):
-    try:
-        dtype, shape = e["dtype"], [int(s) for s in e["shape"]]
-        offset, nbytes = int(e["offset"]), int(e["nbytes"])
-    except (KeyError, TypeError, ValueError):
-        raise SerializationError(f"gl.load: {where}: tensor entry {i} is malformed") from None
-    if dtype not in _DTYPES:
-        raise SerializationError(f"gl.load: {where}: tensor {i} has unsupported dtype "
-                                 f"{dtype!r}")
-    dt = np.dtype(dtype).newbyteorder("<")
-    count = 1
-    for s in shape:
-        if s < 0:
-            raise SerializationError(f"gl.load: {where}: tensor {i} has a negative size")
-        count *= s
-    if count * dt.itemsize != nbytes or offset < 0 or offset + nbytes > data_len:
-        raise SerializationError(f"gl.load: {where}: tensor {i} (shape {shape}, {dtype}) does "
-                                 f"not fit its {nbytes} bytes at offset {offset}")
-    arr = np.frombuffer(buf, dtype=dt, count=count, offset=data_start + offset)
-    return arr.reshape(shape).astype(dt.newbyteorder("="), copy=True)
 
 
 class _Loader:
