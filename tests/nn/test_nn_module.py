@@ -175,6 +175,19 @@ def test_module_list_and_dict_register():
                                                            "b.weight"]
 
 
+def test_slices_keep_sequential_names_and_renumber_a_module_list():
+    seq = nn.Sequential(OrderedDict([("fc", nn.Linear(2, 2)), ("act", nn.Tanh()),
+                                     ("out", nn.Sigmoid())]))
+    assert [n for n, _ in seq[1:].named_children()] == ["act", "out"]
+    ml = nn.ModuleList([nn.ReLU(), nn.Tanh(), nn.Sigmoid()])
+    tail = ml[1:]
+    assert type(tail) is nn.ModuleList and [n for n, _ in tail.named_children()] == ["0", "1"]
+    assert tail[0] is ml[1] and list(tail) == [ml[1], ml[2]] and ml[-1] is ml[2]
+    assert ml.append(nn.ReLU()) is ml and len(ml) == 4
+    with pytest.raises(IndexError, match="index 4 is out of range for a container of 4"):
+        ml[4]
+
+
 def test_missing_forward_is_explained():
     with pytest.raises(NotImplementedError, match="has no forward"):
         nn.Module()(1)

@@ -6,7 +6,27 @@ from collections import OrderedDict
 from .module import Module
 
 
-class Sequential(Module):
+class _Indexed(Module):
+    """What Sequential and ModuleList share: children named "0", "1", ... as they are
+    appended, counted, iterated and indexed like a list."""
+
+    def append(self, module):
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def __len__(self):
+        return len(self._modules)
+
+    def __iter__(self):
+        return iter(self._modules.values())
+
+    def __getitem__(self, idx):
+        if isinstance(idx, slice):
+            return self._of_items(list(self._modules.items())[idx])
+        return list(self._modules.values())[_index(idx, len(self))]
+
+
+class Sequential(_Indexed):
     """Applies its modules in order: ``Sequential(Linear(2, 8), ReLU(), Linear(8, 1))``,
     or from an OrderedDict of name -> module. Children are named "0", "1", ... otherwise."""
 
@@ -34,23 +54,12 @@ class Sequential(Module):
             input = layer(input)
         return input
 
-    def append(self, module):
-        self.add_module(str(len(self._modules)), module)
-        return self
-
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):
-            return Sequential(OrderedDict(list(self._modules.items())[idx]))
-        return list(self._modules.values())[_index(idx, len(self))]
+    @staticmethod
+    def _of_items(items):  # a slice keeps the children's names, as PyTorch's does
+        return Sequential(OrderedDict(items))
 
 
-class ModuleList(Module):
+class ModuleList(_Indexed):
     """A list of modules whose parameters are registered (a plain Python list would hide
     them from ``parameters()``)."""
 
@@ -59,25 +68,14 @@ class ModuleList(Module):
         for m in modules or ():
             self.append(m)
 
-    def append(self, module):
-        self.add_module(str(len(self._modules)), module)
-        return self
-
     def extend(self, modules):
         for m in modules:
             self.append(m)
         return self
 
-    def __len__(self):
-        return len(self._modules)
-
-    def __iter__(self):
-        return iter(self._modules.values())
-
-    def __getitem__(self, idx):
-        if isinstance(idx, slice):
-            return ModuleList(list(self._modules.values())[idx])
-        return list(self._modules.values())[_index(idx, len(self))]
+    @staticmethod
+    def _of_items(items):  # a slice is numbered from 0 again, as PyTorch's is
+        return ModuleList([m for _, m in items])
 
     def __setitem__(self, idx, module):
         self.add_module(str(_index(idx, len(self))), module)

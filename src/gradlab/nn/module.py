@@ -91,35 +91,29 @@ class Module:
 
     def register_parameter(self, name, param):
         """Add ``param`` (a Parameter or None) under ``name``."""
-        self._check_name("parameter", name)
-        if param is not None and not isinstance(param, Parameter):
-            raise TypeError(f"register_parameter('{name}'): expected a gl.nn.Parameter or "
-                            f"None, got {type(param).__name__}")
-        self._forget(name)
-        self.__dict__["_parameters"][name] = param
-        self.__dict__[name] = param
+        self._register("register_parameter", "_parameters", name, param, Parameter,
+                       "a gl.nn.Parameter or None")
 
     def register_buffer(self, name, tensor, persistent=True):
         """Add a non-learnable tensor (e.g. BatchNorm's running_mean) that moves with
         ``to()`` and, if ``persistent``, is saved in ``state_dict``."""
-        self._check_name("buffer", name)
-        if tensor is not None and not isinstance(tensor, Tensor):
-            raise TypeError(f"register_buffer('{name}'): expected a Tensor or None, got "
-                            f"{type(tensor).__name__}")
-        self._forget(name)
-        self.__dict__["_buffers"][name] = tensor
+        self._register("register_buffer", "_buffers", name, tensor, Tensor, "a Tensor or None")
         if not persistent:
             self.__dict__["_non_persistent"].add(name)
-        self.__dict__[name] = tensor
 
     def add_module(self, name, module):
-        self._check_name("module", name)
-        if module is not None and not isinstance(module, Module):
-            raise TypeError(f"add_module('{name}'): expected a gl.nn.Module, got "
-                            f"{type(module).__name__}")
+        self._register("add_module", "_modules", name, module, Module, "a gl.nn.Module")
+
+    def _register(self, method, registry, name, value, cls, expected):
+        """The one path of the three explicit registrations: check the name and the value's
+        type, take ``name`` out of every registry, then put it in ``registry``."""
+        self._check_name(registry[1:-1], name)
+        if value is not None and not isinstance(value, cls):
+            raise TypeError(f"{method}('{name}'): expected {expected}, got "
+                            f"{type(value).__name__}")
         self._forget(name)
-        self.__dict__["_modules"][name] = module
-        self.__dict__[name] = module
+        self.__dict__[registry][name] = value
+        self.__dict__[name] = value
 
     register_module = add_module
 
