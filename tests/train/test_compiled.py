@@ -416,6 +416,63 @@ def test_clipping_inside_the_step():
     _assert_same(*results)
 
 
+# -- replay forms and their buffers (autograd/replay_kernels.py) -----------------------------
+def _mlp_step(seed=0):
+    gl.manual_seed(seed)
+    model = gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.ReLU(), gl.nn.Linear(16, 16),
+                             gl.nn.ReLU(), gl.nn.Linear(16, 3))
+    opt = gl.optim.Adam(model.parameters(), lr=1e-2)
+    return model, opt, compile_step(model, gl.nn.CrossEntropyLoss(), opt)
+
+
+def test_replay_forms_write_buffers_that_never_reach_the_caller():
+    model, opt, step = _mlp_step()
+    batches = _batches(6)
+    kept = []
+    for x, y in batches:
+        out, loss = step.forward(x, y)
+        step.backward_step()
+        kept.append((out, loss, out.detach().numpy().copy(), loss.item(),
+                     [p.grad for p in model.parameters()],
+                     [p.grad.numpy().copy() for p in model.parameters()]))
+    replay = next(iter(step._entries.values())).replay
+    # Linear, ReLU, Linear, ReLU run as replay forms (the last Linear too: its output is
+    # the caller's, so it gets no output buffer); the loss runs its own code.
+    assert sorted(replay.forms) == [0, 1, 2, 3, 4] and replay.buffers
+    for out, loss, out_then, loss_then, grads, grads_then in kept:
+        assert np.array_equal(out.detach().numpy(), out_then) and loss.item() == loss_then
+        for g, then in zip(grads, grads_then):
+            assert np.array_equal(g.numpy(), then)  # no later step wrote into it
+    buffers = {id(b) for b in replay.buffers}
+    for out, loss, *_ in kept:
+        assert id(out._data) not in buffers and id(loss._data) not in buffers
+    assert all(id(p.grad._data) not in buffers for p in model.parameters())
+    assert step.info()["held_bytes"] >= sum(b.nbytes for b in replay.buffers)
+
+
+def test_a_replay_form_that_differs_from_its_function_is_not_used(monkeypatch):
+    from gradlab.autograd import replay_kernels
+    from gradlab.functional.activation import Relu
+    real = replay_kernels.ReluForm.make
+
+    def off_by_a_bit(ctx, args, out, grad_out):
+        forward, backward, inner = real(ctx, args, out, grad_out)
+        return (lambda ctx, x: forward(ctx, x) * np.float32(1.0000001)), backward, inner
+    monkeypatch.setattr(replay_kernels.ReluForm, "make", staticmethod(off_by_a_bit))
+    batches = _batches(6)
+    results = []
+    for compiled in (False, True):
+        model, opt, step = _mlp_step()
+        if not compiled:
+            step = _eager_step(model, gl.nn.CrossEntropyLoss(), opt)
+        results.append(([step(x, y).item() for x, y in batches], _state(model, opt)))
+    _assert_same(*results)
+    replay = next(iter(step._entries.values())).replay
+    assert 1 not in replay.forms and 3 not in replay.forms  # the two ReLUs: their own code
+    assert 0 in replay.forms  # the Linear forms still check out
+    assert Relu in replay_kernels.forms()
+
+
 # -- the optimizer's prepared step (used by replays) -----------------------------------------
 def _changes(opt, model, k):
     """Step k's change to the optimizer, between two replays: each kind of change the

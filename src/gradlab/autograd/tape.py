@@ -210,10 +210,13 @@ class Replay:
                     edges.append((pos, False, leaf_of[id(nxt)]))
             plan.append((index, edges))
         self.leaves = leaves
+        # Replay forms (replay_kernels) where one applies and checks out: {node: (forward,
+        # backward)}, and the buffers they write into.
+        self.forms, self.buffers = _replay_forms(rec, plan, keep)
         ns = {"ND": rec.ndarray, "_nd": _as_ndarray, "_own": _own_fast, "_cast": _cast_fast,
               "WRAP": Tensor._wrap}
-        self.source = (_forward_source(rec, keep, ns) + "\n" +
-                       _backward_source(nodes, plan, leaves, rec.root, ns))
+        self.source = (_forward_source(rec, keep, ns, self.forms) + "\n" +
+                       _backward_source(nodes, plan, leaves, rec.root, ns, self.forms))
         exec(compile(self.source, "<gradlab replay>", "exec"), ns)  # noqa: S102 - our code
         self.run_forward = ns["forward"]
         self.run_backward = ns["backward"]
@@ -222,7 +225,7 @@ class Replay:
         """Bytes of the arrays this replay keeps between calls (constants, and what the
         recorded nodes keep on their ctx), not counting parameters and buffers."""
         seen, total = set(), 0
-        arrays = list(self._consts)
+        arrays = list(self._consts) + list(self.buffers)
         for ctx in self._ctxs:
             arrays += [v for v in vars(ctx).values() if isinstance(v, self.ndarray)]
         for a in arrays:
@@ -232,7 +235,7 @@ class Replay:
         return total
 
 
-def _forward_source(rec, keep, ns):
+def _forward_source(rec, keep, ns, forms):
     """``forward(inputs)``: the recorded forward pass on new input arrays; returns
     {slot: array} for the ``keep`` slots (the caller's output and loss)."""
     kinds = rec.kinds
@@ -258,7 +261,7 @@ def _forward_source(rec, keep, ns):
     lines = ["def forward(inputs):"]
     lines.append("    " + ", ".join(f"s{s}" for s in rec.input_slots) + ", = inputs")
     for i, (cls, ctx, slots, kwargs, out) in enumerate(rec.nodes):
-        ns[f"F{i}"], ns[f"X{i}"] = cls.forward, ctx
+        ns[f"F{i}"], ns[f"X{i}"] = forms[i][0] if i in forms else cls.forward, ctx
         args = [f"X{i}"] + [ref(s) for s in slots]
         for k, (name, value) in enumerate(kwargs.items()):
             ns[f"K{i}_{k}"] = value
@@ -274,7 +277,7 @@ def _forward_source(rec, keep, ns):
     return "\n".join(lines) + "\n"
 
 
-def _backward_source(nodes, plan, leaves, root, ns):
+def _backward_source(nodes, plan, leaves, root, ns, forms):
     """``backward(xp)``: the recorded backward pass. Each leaf's ``.grad`` is accumulated
     exactly as the engine does it (a first gradient owning its memory becomes ``.grad``;
     later ones are added to it), node gradients are summed in the engine's order."""
@@ -287,7 +290,7 @@ def _backward_source(nodes, plan, leaves, root, ns):
         ns[f"LEAF{k}"], ns[f"LDT{k}"], ns[f"BE{k}"] = leaf, leaf._data.dtype, leaf._backend
     for i, edges in plan:
         ctx = nodes[i][1]
-        ns[f"B{i}"], ns[f"X{i}"] = type(ctx).backward, ctx
+        ns[f"B{i}"], ns[f"X{i}"] = forms[i][1] if i in forms else type(ctx).backward, ctx
         lines.append(f"    r = B{i}(X{i}, g{i})")
         lines.append(f"    g{i} = None")
         lines.append("    if r.__class__ is not tuple: r = (r,)")
@@ -306,6 +309,96 @@ def _backward_source(nodes, plan, leaves, root, ns):
                 lines.append(f"        else: lg._data = lg._data + _cast(x, LDT{j}, BE{j})")
     lines.append("    r = x = None")
     return "\n".join(lines) + "\n"
+
+
+def _replay_forms(rec, plan, keep):
+    """({node index: (forward, backward)}, [buffers]) of the nodes that a replay form of
+    ``replay_kernels`` runs (CPU only). A node's output goes to a buffer when only replay
+    forms read it and the caller does not keep it; its input's gradient when it goes to a
+    node that a replay form runs. Each form is first run next to its Function on the
+    recording's own arrays, with and without buffers, and used only if every result is the
+    same byte for byte."""
+    import numpy as np
+
+    from . import replay_kernels
+    if rec.xp is not np:
+        return {}, []
+    table = replay_kernels.forms()
+    nodes, values = rec.nodes, rec.values
+    rng = np.random.default_rng(0)
+    special = {}
+    for i, (cls, ctx, slots, kwargs, _) in enumerate(nodes):
+        form = table.get(cls)
+        if form is None or getattr(cls, "mutates", ()):
+            continue
+        args = [values[s] for s in slots]
+        if form.applies(args, kwargs) and all(
+                _form_checks_out(form, cls, ctx, args, kwargs, out, grad_out, rng)
+                for out in (False, True) for grad_out in (False, True)):
+            special[i] = form
+    readers = {}
+    for i, (_, _, slots, _, _) in enumerate(nodes):
+        for s in slots:
+            readers.setdefault(s, set()).add(i)
+    grad_to = {i: edges for i, edges in plan}
+    made, buffers = {}, []
+    for i, form in special.items():
+        cls, ctx, slots, _, out_slot = nodes[i]
+        args = [values[s] for s in slots]
+        out = None
+        if out_slot not in keep and readers.get(out_slot) and \
+                readers[out_slot] <= special.keys():
+            out = form.output(args)
+            buffers.append(out)
+        grad_out = None
+        for pos, is_node, j in grad_to.get(i, ()):
+            if pos in form.grad_buffers and is_node and j in special:
+                grad_out = np.empty(args[pos].shape, dtype=args[pos].dtype)
+                buffers.append(grad_out)
+        forward, backward, inner = form.make(ctx, args, out, grad_out)
+        buffers += inner
+        made[i] = (forward, backward)
+    return made, buffers
+
+
+def _form_checks_out(form, cls, ctx, args, kwargs, with_out, with_grad_out, rng):
+    """Whether ``form`` computes what ``cls`` computes on these arguments, forward and
+    backward, bit for bit and in the same memory layout."""
+    import numpy as np
+    mine, theirs = _copy_node(ctx), _copy_node(ctx)
+    try:
+        want = cls.forward(theirs, *args, **kwargs)
+        out = form.output(args) if with_out else None
+        grad_out = np.empty(args[0].shape, dtype=args[0].dtype) if with_grad_out else None
+        forward, backward, _ = form.make(mine, args, out, grad_out)
+        got = forward(mine, *args)
+        if not _same_bytes(want, got):
+            return False
+        g = rng.standard_normal(want.shape).astype(want.dtype)
+        want, got = cls.backward(theirs, g), backward(mine, g)
+    except Exception:  # noqa: BLE001 - a form that fails here is simply not used
+        return False
+    want = want if isinstance(want, tuple) else (want,)
+    got = got if isinstance(got, tuple) else (got,)
+    for pos, edge in enumerate(ctx.next_functions):
+        if edge is None:
+            continue
+        a = want[pos] if pos < len(want) else None
+        b = got[pos] if pos < len(got) else None
+        if (a is None) != (b is None) or (a is not None and not _same_bytes(a, b)):
+            return False
+    return True
+
+
+def _copy_node(ctx):
+    copy = object.__new__(type(ctx))
+    copy.__dict__.update(vars(ctx))
+    return copy
+
+
+def _same_bytes(a, b):
+    return hasattr(a, "tobytes") and hasattr(b, "tobytes") and a.shape == b.shape and \
+        a.dtype == b.dtype and a.strides == b.strides and a.tobytes() == b.tobytes()
 
 
 def _as_ndarray(out, ctx):
