@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import gradlab as gl
-from gradlab.autograd.tensor_methods import TensorMethods
+from gradlab.autograd.tensor_methods import TensorMethods, _Op
 
 SRC = pathlib.Path(gl.__file__).parent
 
@@ -88,9 +88,18 @@ print("ok")
 
 def test_help_shows_operators_and_methods():
     text = pydoc.render_doc(gl.Tensor, renderer=pydoc.plaintext)
-    for name in ["__add__", "__matmul__", "__getitem__", "sum(self, dim=None, keepdim=False",
-                 "relu(self)", "reshape(self, *shape)", "log_softmax(self, dim=None)"]:
+    for name in ["__add__", "__matmul__", "__getitem__", "sum(input, dim=None, keepdim=False",
+                 "relu(input)", "reshape(input, *shape)", "log_softmax(input, dim=None)",
+                 "to(self, *args, dtype=None"]:
         assert name in text, name
+
+
+def test_help_gives_every_method_that_is_an_op_its_docstring():
+    text = pydoc.render_doc(gl.Tensor, renderer=pydoc.plaintext)
+    for name in FORWARDED + ["__pow__", "__matmul__", "__neg__", "__eq__", "__getitem__"]:
+        doc = getattr(gl.Tensor, name).__doc__
+        assert doc, name
+        assert doc.strip().splitlines()[0] in text, name
 
 
 def _functional(name):
@@ -101,10 +110,16 @@ def _functional(name):
     return None
 
 
+def _is_op(value):
+    """Declared as a functional op (a descriptor until first used, then the op itself)."""
+    return isinstance(value, _Op) or (inspect.isfunction(value) and
+                                      value.__module__.startswith("gradlab.functional."))
+
+
 # The methods that are a functional op applied to self (the rest, such as to() or new_zeros(),
 # are Tensor methods only).
-FORWARDED = sorted(n for n, v in vars(TensorMethods).items() if inspect.isfunction(v)
-                   and not n.startswith("_") and _functional({"clip": "clamp"}.get(n, n)))
+FORWARDED = sorted(n for n, v in vars(TensorMethods).items() if _is_op(v)
+                   and not n.startswith("_"))
 
 
 def test_the_forwarded_methods_are_the_ops():
@@ -113,13 +128,22 @@ def test_the_forwarded_methods_are_the_ops():
 
 
 @pytest.mark.parametrize("name", FORWARDED)
-def test_method_signature_is_its_functional_ops(name):
-    fn = _functional({"clip": "clamp"}.get(name, name))
-    want = list(inspect.signature(fn).parameters.values())
-    got = list(inspect.signature(getattr(gl.Tensor, name)).parameters.values())
-    assert got[0].name == "self"
-    assert [(p.name, p.kind, p.default) for p in got[1:]] == \
-        [(p.name, p.kind, p.default) for p in want[1:]]
+def test_method_is_its_functional_op(name):
+    # the op itself, so the signature is the op's (self as ``input``) and no call forwards
+    assert getattr(gl.Tensor, name) is _functional({"clip": "clamp"}.get(name, name))
+    assert vars(TensorMethods)[name] is getattr(gl.Tensor, name)  # resolved once, then kept
+
+
+def test_operators_bind_their_op_and_a_swapped_one_keeps_its_order():
+    from gradlab.functional import elementwise as ew
+    from gradlab.functional import shape as sh
+    assert gl.Tensor.__pow__ is ew.pow and gl.Tensor.__eq__ is ew.eq
+    assert gl.Tensor.__getitem__ is sh.getitem and gl.Tensor.__invert__ is ew.logical_not
+    t = gl.tensor([2.0, 3.0])
+    np.testing.assert_array_equal((2 ** t).numpy(), [4.0, 8.0])
+    np.testing.assert_array_equal((t ** 2).numpy(), [4.0, 9.0])
+    m = gl.tensor([[1.0, 2.0], [3.0, 4.0]])
+    np.testing.assert_array_equal((np.eye(2, dtype=np.float32) @ m).numpy(), m.numpy())
 
 
 def test_arithmetic_operators_are_the_functional_forms_and_agree_with_numpy():

@@ -4,26 +4,26 @@
 ``.sum()``, ``.reshape()`` and the rest where Python looks for them: in the class bodies of
 Tensor's MRO, not attached with ``setattr`` at import.
 
-Why here, and why each method forwards: the ops these methods run live in
+Why here, and how a method becomes its op: the ops these methods run live in
 ``gradlab.functional``, one layer above autograd (DESIGN.md: imports point downward), and
 the functional modules import ``Tensor`` themselves. A mixin in functional could not be a
 base of the autograd Tensor without autograd importing functional, so the mixin lives in
-autograd and each method calls its functional op through ``_F``, which imports a functional
-module at its first use and from then on is a plain module attribute lookup. That costs one
-Python call per method call (tens of nanoseconds; a recorded op costs microseconds). The
-one path where that would show, the graph-free fast path of ``+ - * /`` on small arrays,
-is Tensor's own (``_arithmetic`` in tensor.py), so it costs no call more than before; the
-2-16-16-3 Adam step and the chain of 10 small elementwise ops of benchmarks/cases.py time
-the same as with the functions bound onto the class.
+autograd and names each op with an ``_Op`` descriptor (``sum = _Op("reduce", "sum")``, in
+groups below). The first lookup of such a name imports the op through ``_F`` and puts the
+op's function in the class in the descriptor's place; from then on ``t.sum(...)`` is an
+ordinary method call of ``gradlab.functional.reduce.sum`` with ``t`` as its ``input``: no
+forwarding call, and help(gl.Tensor) shows the op's own signature and docstring. The graph-
+free fast path of ``+ - * /`` on small arrays is Tensor's own (``_arithmetic`` in
+tensor.py). Methods whose arguments are not the op's in order (``__rpow__``, ``to()``, the
+dtype conversions) are written out.
 
-The method signatures are the functional ones with ``self`` for ``input``;
-tests/autograd/test_tensor_methods.py holds the two to each other.
+tests/autograd/test_tensor_methods.py holds each declared name to its op.
 """
 from __future__ import annotations
 
 import importlib
 import types
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -58,6 +58,32 @@ def _is_device_spec(arg):
         isinstance(arg, str) and arg.split(":")[0].strip().lower() in ("cpu", "cuda", "auto"))
 
 
+class _Op:
+    """A method of Tensor that is the op ``gradlab.functional.<family>.<name>``, with the
+    tensor as the op's ``input``.
+
+    The op cannot be bound in the class body (functional imports Tensor), so the body holds
+    this descriptor under the method's name. Its first lookup imports the op and puts the
+    op itself in the class in its place: from then on ``t.sum`` is an ordinary method, the
+    op's own function (no forwarding call, the op's signature and docstring in help()).
+    """
+
+    __slots__ = ("family", "name", "owner", "attrs")
+
+    def __init__(self, family, name):
+        self.family, self.name, self.owner, self.attrs = family, name, None, []
+
+    def __set_name__(self, owner, attr):
+        self.owner = owner
+        self.attrs.append(attr)  # one op may stand under two names (clamp, clip)
+
+    def __get__(self, obj, owner=None) -> Callable[..., Tensor]:
+        op = getattr(getattr(_F, self.family), self.name)
+        for attr in self.attrs:
+            setattr(self.owner, attr, op)
+        return op if obj is None else op.__get__(obj, owner)
+
+
 class TensorMethods:
     """The differentiable operators and methods of :class:`gradlab.Tensor`; each is the
     ``gradlab.functional`` op of the same name applied to ``self``."""
@@ -65,214 +91,57 @@ class TensorMethods:
     __slots__ = ()
 
     # -- operators (Tensor itself defines + - * / with their graph-free fast path) -------
-    def __pow__(self, exponent) -> Tensor:
-        return _F.elementwise.pow(self, exponent)
+    __pow__ = _Op("elementwise", "pow")
 
     def __rpow__(self, other) -> Tensor:
         return _F.elementwise.pow(other, self)
 
-    def __matmul__(self, other) -> Tensor:
-        return _F.matmul.matmul(self, other)
+    __matmul__ = _Op("matmul", "matmul")
 
     def __rmatmul__(self, other) -> Tensor:
         return _F.matmul.matmul(other, self)
 
-    def __neg__(self) -> Tensor:
-        return _F.elementwise.neg(self)
-
-    def __abs__(self) -> Tensor:
-        return _F.elementwise.abs(self)
-
-    def __invert__(self) -> Tensor:
-        return _F.elementwise.logical_not(self)
+    __neg__ = _Op("elementwise", "neg")
+    __abs__ = _Op("elementwise", "abs")
+    __invert__ = _Op("elementwise", "logical_not")
 
     # -- comparisons (no gradient) ------------------------------------------------------
-    def __eq__(self, other):
-        return _F.elementwise.eq(self, other)
-
-    def __ne__(self, other):
-        return _F.elementwise.ne(self, other)
-
-    def __lt__(self, other) -> Tensor:
-        return _F.elementwise.lt(self, other)
-
-    def __le__(self, other) -> Tensor:
-        return _F.elementwise.le(self, other)
-
-    def __gt__(self, other) -> Tensor:
-        return _F.elementwise.gt(self, other)
-
-    def __ge__(self, other) -> Tensor:
-        return _F.elementwise.ge(self, other)
-
+    __eq__ = eq = _Op("elementwise", "eq")
+    __ne__ = ne = _Op("elementwise", "ne")
+    __lt__ = lt = _Op("elementwise", "lt")
+    __le__ = le = _Op("elementwise", "le")
+    __gt__ = gt = _Op("elementwise", "gt")
+    __ge__ = ge = _Op("elementwise", "ge")
     __hash__ = object.__hash__  # defining __eq__ would otherwise set it to None
 
-    def eq(self, other) -> Tensor:
-        return _F.elementwise.eq(self, other)
-
-    def ne(self, other) -> Tensor:
-        return _F.elementwise.ne(self, other)
-
-    def lt(self, other) -> Tensor:
-        return _F.elementwise.lt(self, other)
-
-    def le(self, other) -> Tensor:
-        return _F.elementwise.le(self, other)
-
-    def gt(self, other) -> Tensor:
-        return _F.elementwise.gt(self, other)
-
-    def ge(self, other) -> Tensor:
-        return _F.elementwise.ge(self, other)
-
     # -- indexing and slicing (with gradient) -------------------------------------------
-    def __getitem__(self, index) -> Tensor:
-        return _F.shape.getitem(self, index)
+    __getitem__ = _Op("shape", "getitem")
 
     # -- elementwise methods ------------------------------------------------------------
-    def add(self, other, *, alpha=1, out=None) -> Tensor:
-        return _F.elementwise.add(self, other, alpha=alpha, out=out)
-
-    def sub(self, other, *, alpha=1, out=None) -> Tensor:
-        return _F.elementwise.sub(self, other, alpha=alpha, out=out)
-
-    def mul(self, other, *, out=None) -> Tensor:
-        return _F.elementwise.mul(self, other, out=out)
-
-    def div(self, other, *, out=None) -> Tensor:
-        return _F.elementwise.div(self, other, out=out)
-
-    def pow(self, exponent, *, out=None) -> Tensor:
-        return _F.elementwise.pow(self, exponent, out=out)
-
-    def neg(self, *, out=None) -> Tensor:
-        return _F.elementwise.neg(self, out=out)
-
-    def exp(self, *, out=None) -> Tensor:
-        return _F.elementwise.exp(self, out=out)
-
-    def log(self, *, out=None) -> Tensor:
-        return _F.elementwise.log(self, out=out)
-
-    def sqrt(self, *, out=None) -> Tensor:
-        return _F.elementwise.sqrt(self, out=out)
-
-    def abs(self, *, out=None) -> Tensor:
-        return _F.elementwise.abs(self, out=out)
-
-    def sin(self, *, out=None) -> Tensor:
-        return _F.elementwise.sin(self, out=out)
-
-    def cos(self, *, out=None) -> Tensor:
-        return _F.elementwise.cos(self, out=out)
-
-    def clamp(self, min=None, max=None, *, out=None) -> Tensor:
-        return _F.elementwise.clamp(self, min, max, out=out)
-
-    clip = clamp
-
-    def maximum(self, other, *, out=None) -> Tensor:
-        return _F.elementwise.maximum(self, other, out=out)
-
-    def minimum(self, other, *, out=None) -> Tensor:
-        return _F.elementwise.minimum(self, other, out=out)
-
-    def isnan(self) -> Tensor:
-        return _F.elementwise.isnan(self)
-
-    def isinf(self) -> Tensor:
-        return _F.elementwise.isinf(self)
-
-    def isfinite(self) -> Tensor:
-        return _F.elementwise.isfinite(self)
-
-    def sign(self) -> Tensor:
-        return _F.elementwise.sign(self)
-
-    def floor(self) -> Tensor:
-        return _F.elementwise.floor(self)
-
-    def ceil(self) -> Tensor:
-        return _F.elementwise.ceil(self)
-
-    def round(self) -> Tensor:
-        return _F.elementwise.round(self)
+    add, sub, mul, div, pow = (_Op("elementwise", n) for n in ("add", "sub", "mul", "div",
+                                                                "pow"))
+    neg, exp, log, sqrt, abs, sin, cos = (_Op("elementwise", n) for n in (
+        "neg", "exp", "log", "sqrt", "abs", "sin", "cos"))
+    clamp = clip = _Op("elementwise", "clamp")
+    maximum, minimum = _Op("elementwise", "maximum"), _Op("elementwise", "minimum")
+    isnan, isinf, isfinite, sign, floor, ceil, round = (_Op("elementwise", n) for n in (
+        "isnan", "isinf", "isfinite", "sign", "floor", "ceil", "round"))
 
     # -- activations --------------------------------------------------------------------
-    def tanh(self, *, out=None) -> Tensor:
-        return _F.activation.tanh(self, out=out)
-
-    def sigmoid(self, *, out=None) -> Tensor:
-        return _F.activation.sigmoid(self, out=out)
-
-    def relu(self) -> Tensor:
-        return _F.activation.relu(self)
-
-    def softmax(self, dim=None) -> Tensor:
-        return _F.activation.softmax(self, dim)
-
-    def log_softmax(self, dim=None) -> Tensor:
-        return _F.activation.log_softmax(self, dim)
+    tanh, sigmoid, relu, softmax, log_softmax = (_Op("activation", n) for n in (
+        "tanh", "sigmoid", "relu", "softmax", "log_softmax"))
 
     # -- matrix products ----------------------------------------------------------------
-    def matmul(self, other, *, out=None) -> Tensor:
-        return _F.matmul.matmul(self, other, out=out)
-
-    def mm(self, mat2, *, out=None) -> Tensor:
-        return _F.matmul.mm(self, mat2, out=out)
+    matmul, mm = _Op("matmul", "matmul"), _Op("matmul", "mm")
 
     # -- reductions: dim=None|int|tuple, keepdim=False, as in PyTorch -------------------
-    def sum(self, dim=None, keepdim=False, *, dtype=None, out=None) -> Tensor:
-        return _F.reduce.sum(self, dim, keepdim, dtype=dtype, out=out)
-
-    def mean(self, dim=None, keepdim=False, *, out=None) -> Tensor:
-        return _F.reduce.mean(self, dim, keepdim, out=out)
-
-    def var(self, dim=None, unbiased=True, keepdim=False, *, correction=None) -> Tensor:
-        return _F.reduce.var(self, dim, unbiased, keepdim, correction=correction)
-
-    def std(self, dim=None, unbiased=True, keepdim=False, *, correction=None) -> Tensor:
-        return _F.reduce.std(self, dim, unbiased, keepdim, correction=correction)
-
-    def max(self, dim=None, keepdim=False) -> Tensor:
-        return _F.reduce.max(self, dim, keepdim)
-
-    def min(self, dim=None, keepdim=False) -> Tensor:
-        return _F.reduce.min(self, dim, keepdim)
-
-    def argmax(self, dim=None, keepdim=False) -> Tensor:
-        return _F.reduce.argmax(self, dim, keepdim)
-
-    def argmin(self, dim=None, keepdim=False) -> Tensor:
-        return _F.reduce.argmin(self, dim, keepdim)
-
-    def logsumexp(self, dim=None, keepdim=False) -> Tensor:
-        return _F.reduce.logsumexp(self, dim, keepdim)
-
-    def all(self, dim=None, keepdim=False) -> Tensor:
-        return _F.reduce.all(self, dim, keepdim)
-
-    def any(self, dim=None, keepdim=False) -> Tensor:
-        return _F.reduce.any(self, dim, keepdim)
+    sum, mean, var, std, max, min, argmax, argmin, logsumexp, all, any = (
+        _Op("reduce", n) for n in ("sum", "mean", "var", "std", "max", "min", "argmax",
+                                   "argmin", "logsumexp", "all", "any"))
 
     # -- shape --------------------------------------------------------------------------
-    def reshape(self, *shape) -> Tensor:
-        return _F.shape.reshape(self, *shape)
-
-    def view(self, *shape) -> Tensor:
-        return _F.shape.view(self, *shape)
-
-    def flatten(self, start_dim=0, end_dim=-1) -> Tensor:
-        return _F.shape.flatten(self, start_dim, end_dim)
-
-    def transpose(self, dim0, dim1) -> Tensor:
-        return _F.shape.transpose(self, dim0, dim1)
-
-    def permute(self, *dims) -> Tensor:
-        return _F.shape.permute(self, *dims)
-
-    def t(self) -> Tensor:
-        return _F.shape.t(self)
+    reshape, view, flatten, transpose, permute, t = (_Op("shape", n) for n in (
+        "reshape", "view", "flatten", "transpose", "permute", "t"))
 
     @property
     def T(self) -> Tensor:
@@ -284,17 +153,8 @@ class TensorMethods:
         """The last two dimensions swapped (a batch of matrices transposed)."""
         return _F.shape.transpose(self, -2, -1)
 
-    def unsqueeze(self, dim) -> Tensor:
-        return _F.shape.unsqueeze(self, dim)
-
-    def squeeze(self, dim=None) -> Tensor:
-        return _F.shape.squeeze(self, dim)
-
-    def expand(self, *sizes) -> Tensor:
-        return _F.shape.expand(self, *sizes)
-
-    def expand_as(self, other) -> Tensor:
-        return _F.shape.expand_as(self, other)
+    unsqueeze, squeeze, expand, expand_as = (_Op("shape", n) for n in (
+        "unsqueeze", "squeeze", "expand", "expand_as"))
 
     # -- copies, devices and dtypes -----------------------------------------------------
     def to(self, *args, dtype=None, device=None, copy=False) -> Tensor:

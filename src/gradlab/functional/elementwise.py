@@ -366,30 +366,35 @@ _add, _sub, _mul, _div = Tensor.__add__, Tensor.__sub__, Tensor.__mul__, Tensor.
 # -- functional wrappers ---------------------------------------------------------------------
 # (The operators are _add, _sub, _mul, _div; these add PyTorch's keywords.)
 def add(input, other, *, alpha=1, out=None):
+    """input + alpha * other, broadcast (PyTorch's type promotion)."""
     if out is not None:
         return write_out("add", out, (input, other), lambda: add(input, other, alpha=alpha))
     return _add(input, other) if alpha == 1 else Add.apply(input, _mul(other, alpha))
 
 
 def sub(input, other, *, alpha=1, out=None):
+    """input - alpha * other, broadcast."""
     if out is not None:
         return write_out("sub", out, (input, other), lambda: sub(input, other, alpha=alpha))
     return _sub(input, other) if alpha == 1 else Sub.apply(input, _mul(other, alpha))
 
 
 def mul(input, other, *, out=None):
+    """input * other, broadcast."""
     if out is not None:
         return write_out("mul", out, (input, other), lambda: _mul(input, other))
     return _mul(input, other)
 
 
 def div(input, other, *, out=None):
+    """input / other, broadcast; true division (integers give float32)."""
     if out is not None:
         return write_out("div", out, (input, other), lambda: _div(input, other))
     return _div(input, other)
 
 
 def pow(input, exponent, *, out=None):
+    """input ** exponent, broadcast; d/d(exponent) is 0 where input == 0."""
     if out is not None:
         return write_out("pow", out, (input, exponent), lambda: Pow.apply(input, exponent))
     return Pow.apply(input, exponent)
@@ -468,6 +473,7 @@ def _predicate(name, fn_name):
     def predicate(input):
         return Tensor._wrap(getattr(input._backend.xp, fn_name)(input._data), input._backend)
     predicate.__name__ = name
+    predicate.__doc__ = f"Elementwise ``{fn_name}`` as a new tensor (no gradient)."
     return predicate
 
 

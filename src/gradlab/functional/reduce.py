@@ -153,6 +153,7 @@ def _check_reducible(op, input, axes):
 
 # -- functional wrappers ---------------------------------------------------------------------
 def sum(input, dim=None, keepdim=False, *, dtype=None, out=None):
+    """The sum over ``dim`` (all elements when None); ``dtype`` converts the input first."""
     if out is not None:
         return write_out("sum", out, (input,), lambda: sum(input, dim, keepdim, dtype=dtype))
     if dtype is not None:
@@ -161,6 +162,7 @@ def sum(input, dim=None, keepdim=False, *, dtype=None, out=None):
 
 
 def mean(input, dim=None, keepdim=False, *, out=None):
+    """The mean over ``dim`` (all elements when None) of a floating-point tensor."""
     if out is not None:
         return write_out("mean", out, (input,), lambda: mean(input, dim, keepdim))
     if input._data.dtype.kind not in "fc":
@@ -241,6 +243,7 @@ def argmax(input, dim=None, keepdim=False):
 
 
 def argmin(input, dim=None, keepdim=False):
+    """Index of the smallest element (of the flattened tensor when dim is None)."""
     return _arg("argmin", input, dim, keepdim)
 
 
@@ -251,12 +254,14 @@ def logsumexp(input, dim=None, keepdim=False):
 
 
 def all(input, dim=None, keepdim=False):
+    """Whether every element along ``dim`` is true (non-zero); no gradient."""
     axes = normalize_dim("all", dim, input.ndim)
     return Tensor._wrap(input._backend.xp.asarray(input._data.all(axis=axes, keepdims=keepdim)),
                         input._backend)
 
 
 def any(input, dim=None, keepdim=False):
+    """Whether some element along ``dim`` is true (non-zero); no gradient."""
     axes = normalize_dim("any", dim, input.ndim)
     return Tensor._wrap(input._backend.xp.asarray(input._data.any(axis=axes, keepdims=keepdim)),
                         input._backend)

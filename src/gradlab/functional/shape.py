@@ -124,6 +124,7 @@ def _shape_arg(shape):
 
 
 def reshape(input, *shape):
+    """The same elements in ``shape`` (one size may be -1); ``view`` is the same op."""
     shape = _shape_arg(shape)
     if shape == input.shape:
         return input
@@ -134,6 +135,7 @@ view = reshape
 
 
 def flatten(input, start_dim=0, end_dim=-1):
+    """Dims ``start_dim`` to ``end_dim`` merged into one."""
     if input.ndim == 0:
         return reshape(input, 1)
     start, end = (d % input.ndim for d in (start_dim, end_dim))
@@ -145,6 +147,7 @@ def flatten(input, start_dim=0, end_dim=-1):
 
 
 def permute(input, *dims):
+    """The dims reordered: dim i of the result is dim ``dims[i]`` of the input."""
     dims = _shape_arg(dims)
     if sorted(d % builtins.max(input.ndim, 1) for d in dims) != list(range(input.ndim)):
         raise RuntimeError(f"permute: dims {dims} are not a permutation of the "
@@ -153,6 +156,7 @@ def permute(input, *dims):
 
 
 def transpose(input, dim0, dim1):
+    """Dims ``dim0`` and ``dim1`` swapped."""
     d0, d1 = (normalize_dim("transpose", d, input.ndim)[0] for d in (dim0, dim1))
     dims = list(range(input.ndim))
     dims[d0], dims[d1] = dims[d1], dims[d0]
@@ -160,6 +164,7 @@ def transpose(input, dim0, dim1):
 
 
 def t(input):
+    """The transpose of a matrix (0-d and 1-d tensors as they are)."""
     if input.ndim > 2:
         raise RuntimeError(f"t(): expects a tensor with <= 2 dims, got {input.ndim}; "
                            "use transpose(dim0, dim1) or permute")
@@ -167,6 +172,7 @@ def t(input):
 
 
 def unsqueeze(input, dim):
+    """A dim of size 1 inserted at ``dim``."""
     nd = input.ndim + 1
     if not -nd <= dim < nd:
         raise IndexError(f"unsqueeze: dim {dim} is out of range for a result with {nd} dims")
@@ -175,6 +181,7 @@ def unsqueeze(input, dim):
 
 
 def squeeze(input, dim=None):
+    """Dims of size 1 removed (only those in ``dim`` when given)."""
     if dim is None:
         axes = [i for i, s in enumerate(input.shape) if s == 1]
     else:
@@ -183,6 +190,7 @@ def squeeze(input, dim=None):
 
 
 def expand(input, *sizes):
+    """Size-1 dims repeated to ``sizes`` without copying (-1 keeps a size)."""
     sizes = _shape_arg(sizes)
     if len(sizes) < input.ndim:
         raise RuntimeError(f"expand: {len(sizes)} sizes given for a tensor with {input.ndim} "
@@ -197,6 +205,7 @@ def expand(input, *sizes):
 
 
 def expand_as(input, other):
+    """``expand`` to ``other``'s shape."""
     return expand(input, other.shape)
 
 
@@ -267,6 +276,7 @@ def _normalize_index(index):
 
 
 def getitem(input, index):
+    """``t[index]``: basic and advanced (integer array, bool mask) indexing, with gradient."""
     index, advanced = _normalize_index(index)
     if advanced and isinstance(index, list):
         index = input._backend.xp.asarray(index)
