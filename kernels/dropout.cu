@@ -3,7 +3,7 @@
 // Stream: element i draws 32-bit word (i % 4) of Philox4x32-10 applied to the 128-bit
 // counter (offset + i / 4, 0) with the 64-bit key split into two 32-bit words (low first).
 // A draw is thus a pure function of (key, offset, i), whatever the launch configuration,
-// and gradlab/backend/reference.py computes the same words on the CPU.
+// and gradlab/backend/fused/dropout/reference.py computes the same words on the CPU.
 // Element i is kept when word >= threshold, threshold = ceil(p * 2^32) (host-computed, so
 // p = 0 keeps all and p = 1, threshold = 2^32, keeps none).
 // Mask: bit (i % 32) of uint32 word (i / 32); bits past n in the last word are zero.

@@ -1,6 +1,6 @@
 // Multi-tensor optimizer steps: one launch updates every tensor of a parameter group.
 //
-// Host side (gradlab/backend/cupy_backend.py) builds one int64 device table per group:
+// Host side (gradlab/backend/fused/optim/cuda.py) builds one int64 device table per group:
 //   ptrs[ntensors][K]   data pointers, column 0 = param, 1 = grad, 2.. = optimizer state
 //                       (0 where that state is unused, e.g. no momentum buffer)
 //   sizes[ntensors]     elements per tensor
@@ -8,10 +8,11 @@
 //                       each chunk is <= chunk_size elements of one tensor
 // Blocks walk the chunks (grid-stride), threads walk a chunk's elements. Every column but
 // the grad is written back. Formulas are PyTorch's (torch.optim docs); the NumPy reference
-// in gradlab/backend/reference.py follows the same operation order, and every derived scalar
-// (bias corrections, complements 1 - beta, AdamW's decay) comes from the host, computed once
-// in double by gradlab/backend/optim_scalars.py and rounded to T: a complement formed here
-// in float32 from a rounded beta would differ (1 - 0.999f = 0.0009999871f, not 0.001f).
+// in gradlab/backend/fused/optim/reference.py follows the same operation order, and every
+// derived scalar (bias corrections, complements 1 - beta, AdamW's decay) comes from the
+// host, computed once in double by gradlab/backend/fused/optim/scalars.py and rounded to T:
+// a complement formed here in float32 from a rounded beta would differ
+// (1 - 0.999f = 0.0009999871f, not 0.001f).
 // Compiled with --fmad=false, the updates then equal the reference bit for bit.
 #include "common.cuh"
 

@@ -3,7 +3,7 @@ NumPy reference: on a GPU where there is one, else on the emulated CUDA device t
 tests/conftest.py installs (tests/cuda_emulator: the same kernels/*.cu compiled for the CPU).
 
 Optimizer steps and dropout must equal the reference bit for bit (same scalars from
-backend/optim_scalars.py, same operation order, no FMA contraction: NVRTC --fmad=false, the
+backend/fused/optim/scalars.py, same operation order, no FMA contraction: NVRTC --fmad=false, the
 emulator -ffp-contract=off). Softmax-CE calls exp and log, whose last bits differ between
 CUDA's libdevice, glibc and NumPy's SIMD loops: it must agree within CE_ULPS units in the
 last place (scaled as described at _assert_ulps).
@@ -15,7 +15,9 @@ import pytest
 
 import gradlab as gl
 from gradlab.backend import cuda_kernels, get_backend
-from gradlab.backend import reference as ref
+from gradlab.backend.fused.dropout import reference as dropout_ref
+from gradlab.backend.fused.optim import reference as optim_ref
+from gradlab.backend.fused.softmax_ce import reference as ce_ref
 
 try:
     from cupy.cuda import nvrtc  # noqa: F401
@@ -155,7 +157,7 @@ def _run_both(name, sizes, dtype, rng, steps=1):
             kw_k["step"] = kw["step"] + k
         if k and "first_step" in kw_k:
             kw_k["first_step"] = False
-        getattr(ref, method)(*host.values(), **kw_k)
+        getattr(optim_ref, method)(*host.values(), **kw_k)
         getattr(gpu, method)(*dev.values(), **kw_k)
     return host, dev
 
@@ -222,7 +224,7 @@ def test_pointer_table_is_reused_and_rebuilt_on_new_buffers(rng):
     gpu.adagrad_step(*dev, **kw)
     assert len(gpu._tables) == 2
     for _ in range(3):
-        ref.adagrad_step(*host.values(), **kw)
+        optim_ref.adagrad_step(*host.values(), **kw)
     _assert_bitwise(dict(zip(host, host.values())), dict(zip(host, dev)))
 
 
@@ -248,14 +250,14 @@ def test_dropout_bit_identical_to_cpu(n, p, k, dtype, rng):
     gpu = get_backend("cuda")
     key, offset = DROPOUT_KEYS[k]
     x = rng.standard_normal(n).astype(dtype)
-    want_y, want_mask = ref.dropout_forward(x, p, key, offset)
+    want_y, want_mask = dropout_ref.dropout_forward(x, p, key, offset)
     _poison_pool(x.nbytes)
     y, mask = gpu.dropout_forward(gpu.asarray(x), p, key, offset)
     np.testing.assert_array_equal(gpu.to_numpy(mask), want_mask)
     np.testing.assert_array_equal(gpu.to_numpy(y), want_y)
     _poison_pool(x.nbytes)
     g = gpu.dropout_backward(gpu.asarray(x), mask, p)
-    np.testing.assert_array_equal(gpu.to_numpy(g), ref.dropout_backward(x, want_mask, p))
+    np.testing.assert_array_equal(gpu.to_numpy(g), dropout_ref.dropout_backward(x, want_mask, p))
 
 
 @needs_gpu
@@ -266,12 +268,12 @@ def test_dropout_small_grid_and_nd_input(shape, rng, monkeypatch):
     gpu = get_backend("cuda")
     monkeypatch.setattr(gpu, "_max_blocks", 1)
     x = rng.standard_normal(shape).astype(np.float32)
-    want_y, want_mask = ref.dropout_forward(x, 0.4, 99, 5)
+    want_y, want_mask = dropout_ref.dropout_forward(x, 0.4, 99, 5)
     y, mask = gpu.dropout_forward(gpu.asarray(x), 0.4, 99, 5)
     np.testing.assert_array_equal(gpu.to_numpy(mask), want_mask)
     np.testing.assert_array_equal(gpu.to_numpy(y), want_y)
     g = gpu.dropout_backward(gpu.asarray(x), mask, 0.4)
-    np.testing.assert_array_equal(gpu.to_numpy(g), ref.dropout_backward(x, want_mask, 0.4))
+    np.testing.assert_array_equal(gpu.to_numpy(g), dropout_ref.dropout_backward(x, want_mask, 0.4))
 
 
 @needs_gpu
@@ -333,7 +335,7 @@ CE_CASES = [(shape, v) for shape in CE_SHAPES for v in CE_VARIANTS
 def test_softmax_ce_matches_reference(shape, variant, dtype, rng):
     gpu = get_backend("cuda")
     x, y, weight, ignore, s = _ce_case(shape, variant, dtype, rng)
-    want_loss, want_grad = ref.softmax_cross_entropy(x, y, weight, ignore, s)
+    want_loss, want_grad = ce_ref.softmax_cross_entropy(x, y, weight, ignore, s)
     _poison_pool(x.nbytes)
     loss, grad = gpu.softmax_cross_entropy(gpu.asarray(x), gpu.asarray(y),
                                            None if weight is None else gpu.asarray(weight),
@@ -350,7 +352,7 @@ def test_softmax_ce_small_grid(shape, rng, monkeypatch):
     gpu = get_backend("cuda")
     monkeypatch.setattr(gpu, "_max_blocks", 1)
     x, y, weight, ignore, s = _ce_case(shape, "weighted_smoothing", np.float32, rng)
-    want_loss, want_grad = ref.softmax_cross_entropy(x, y, weight, ignore, s)
+    want_loss, want_grad = ce_ref.softmax_cross_entropy(x, y, weight, ignore, s)
     loss, grad = gpu.softmax_cross_entropy(gpu.asarray(x), gpu.asarray(y),
                                            gpu.asarray(weight), ignore, s)
     _assert_ulps(gpu.to_numpy(loss), want_loss, 1.0, "loss")
@@ -365,7 +367,7 @@ def test_softmax_ce_extreme_logits_and_bad_target(c):
     x[:, 0], x[:, 1], x[:, 2] = 1e8, 0.0, -1e8
     loss, grad = gpu.softmax_cross_entropy(gpu.asarray(x), gpu.asarray(np.array([0, 1, 2])),
                                            None, -100, 0.0)
-    want_loss, want_grad = ref.softmax_cross_entropy(x, np.array([0, 1, 2]), None, -100, 0.0)
+    want_loss, want_grad = ce_ref.softmax_cross_entropy(x, np.array([0, 1, 2]), None, -100, 0.0)
     np.testing.assert_allclose(gpu.to_numpy(loss), want_loss, rtol=1e-6)
     np.testing.assert_allclose(gpu.to_numpy(grad), want_grad, atol=1e-6)
     assert math.isfinite(float(gpu.to_numpy(loss).sum()))

@@ -6,7 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from gradlab.backend import checks, cuda_kernels, reference
+from gradlab.backend import checks, cuda_kernels
+from gradlab.backend.fused.dropout import reference as dropout_reference
+from gradlab.backend.fused.softmax_ce import reference as ce_reference
 
 from . import runtime as rt
 
@@ -643,7 +645,7 @@ def test_real_dropout_matches_reference(real, order, dtype):
             (3, 1, 1), (128, 1, 1),
             [addr(x), addr(y), addr(mask), np.int64(n), np.uint64(key), np.uint64(offset),
              np.uint64(checks.dropout_threshold(p)), dtype(checks.dropout_scale(p))])
-    y_ref, mask_ref = reference.dropout_forward(x, p, key, offset)
+    y_ref, mask_ref = dropout_reference.dropout_forward(x, p, key, offset)
     np.testing.assert_array_equal(mask, mask_ref)
     np.testing.assert_array_equal(y, y_ref)  # bit for bit
 
@@ -667,7 +669,7 @@ def test_real_softmax_ce_matches_reference(real, layout, block):
     assert bad[0] == 7
     ok = np.ones(n, bool)
     ok[7] = False
-    want_loss, want_grad = reference.softmax_cross_entropy(
+    want_loss, want_grad = ce_reference.softmax_cross_entropy(
         logits[ok], np.where(target[ok] == c + 5, -100, target[ok]), None, -100, 0.1)
     np.testing.assert_allclose(loss[ok], want_loss, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(grad[ok], want_grad, rtol=1e-11, atol=1e-14)

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from gradlab.backend import reference as ref
+from gradlab.backend.fused.optim import reference as ref
 
 
 def arr(*values, dtype=np.float64):

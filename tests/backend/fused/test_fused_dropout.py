@@ -1,18 +1,20 @@
-"""The numba dropout kernels (the CPU path when numba is installed) against the NumPy
-reference: the same bytes for outputs and masks (compared with tobytes, so NaN payloads,
-signed zeros and padding bits count), on every size class, p, dtype, key and offset."""
-import os
-import subprocess
-import sys
-
+"""Every implementation of dropout held to the reference tier (backend/fused/dropout/
+reference.py): the same bytes for outputs and masks (compared with tobytes, so NaN payloads,
+signed zeros and padding bits count). All tiers in one process (numba, and the CUDA kernel on
+the emulated device or a GPU), then the numba tier on every size class, p, dtype, key and
+offset, and the call-time choice."""
 import numpy as np
 import pytest
 
 import gradlab as gl
-from gradlab.backend import checks, cpu_backend, cpu_jit_dropout, cpu_threads, reference
+from gradlab.backend import checks, cpu_backend, cpu_threads, get_backend
+from gradlab.backend.fused import dropout as fused_dropout
+from gradlab.backend.fused.dropout import reference
+
+cpu_jit_dropout = pytest.importorskip("gradlab.backend.fused.dropout.numba_cpu",
+                                      reason="numba is not installed")
 
 pytestmark = [
-    pytest.mark.skipif(not cpu_jit_dropout.AVAILABLE, reason="numba is not installed"),
     # the reference warns when a kept finfo.max overflows to inf; the kernels do not
     pytest.mark.filterwarnings("ignore:overflow encountered in multiply:RuntimeWarning"),
 ]
@@ -221,10 +223,35 @@ def test_backward_rejects_what_the_reference_rejects(grad, mask):
     assert errors[0] == errors[1]
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_every_tier_is_bitwise_the_reference(dtype):
+    """numpy, numba and cuda (when a device, real or emulated, is there) on the same inputs."""
+    fwd = fused_dropout.dropout_forward.implementations()
+    bwd = fused_dropout.dropout_backward.implementations()
+    assert {"numpy", "numba"} <= set(fwd) and set(fwd) == set(bwd)
+    for n in (0, 1, 33, 4097, TASK + 1):
+        x = _inputs(n, dtype, seed=n)
+        g = np.random.default_rng(n).standard_normal(n).astype(dtype)
+        for p in PS:
+            for key, offset in KEY_OFFSETS[:2]:
+                want_y, want_mask = fwd["numpy"](cpu_backend(), x, p, key, offset)
+                want_g = bwd["numpy"](cpu_backend(), g, want_mask, p)
+                for tier in fwd:
+                    be = get_backend("cuda") if tier == "cuda" else cpu_backend()
+                    y, mask = fwd[tier](be, be.asarray(x), p, key, offset)
+                    _same(be.to_numpy(y), want_y)
+                    _same(be.to_numpy(mask), want_mask)
+                    _same(be.to_numpy(bwd[tier](be, be.asarray(g), mask, p)), want_g)
+
+
 def test_cpu_backend_and_layers_use_the_kernels(monkeypatch):
     bk = cpu_backend()
-    assert bk.dropout_forward is cpu_jit_dropout.dropout_forward
-    assert bk.dropout_backward is cpu_jit_dropout.dropout_backward
+    monkeypatch.delenv("GRADLAB_NO_JIT", raising=False)
+    x1 = np.ones(10, np.float32)
+    assert fused_dropout.dropout_forward.tier_for(bk, x1, 0.3, 0, 0) == "numba"
+    for p in (0.0, 1.0):  # no draws: the reference
+        assert fused_dropout.dropout_forward.tier_for(bk, x1, p, 0, 0) == "numpy"
+    assert fused_dropout.dropout_forward.tier_for(bk, x1[:0], 0.3, 0, 0) == "numpy"
     calls = []
     for name in ("_forward_kernel", "_backward_kernel"):
         kernel = getattr(cpu_jit_dropout, name)
@@ -251,17 +278,9 @@ def test_cpu_backend_and_layers_use_the_kernels(monkeypatch):
     x = gl.tensor(x_np)
     assert layer(x) is x and gl.nn.functional.dropout(x, 0.0) is x
     assert len(calls) == 4
-
-
-def test_no_jit_env_falls_back_to_the_reference():
-    code = ("from gradlab.backend import cpu_backend, cpu_jit_dropout, reference\n"
-            "bk = cpu_backend()\n"
-            "assert not cpu_jit_dropout.AVAILABLE\n"
-            "assert bk.dropout_forward is reference.dropout_forward\n"
-            "assert bk.dropout_backward is reference.dropout_backward\n"
-            "print('fallback ok')\n")
-    env = dict(os.environ, GRADLAB_NO_JIT="1")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert "fallback ok" in out.stdout
+    # GRADLAB_NO_JIT, read at each call: the same layer now runs the reference
+    monkeypatch.setenv("GRADLAB_NO_JIT", "1")
+    assert fused_dropout.dropout_forward.tier_for(bk, x1, 0.3, 0, 0) == "numpy"
+    assert fused_dropout.dropout_backward.tier_for(bk, x1, np.zeros(1, np.uint32), 0.3) == "numpy"
+    gl.nn.functional.dropout(gl.tensor(x_np, requires_grad=True), 0.3).sum().backward()
+    assert len(calls) == 4

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from gradlab.backend import reference as ref
+from gradlab.backend.fused.dropout import reference as ref
 
 # Random123's kat_vectors, "philox4x32 10" lines: counter (4 words), key (2 words) -> output.
 KAT = [
