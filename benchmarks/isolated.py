@@ -36,15 +36,33 @@ gl_step, torch_step, _ = cases.mlp_train_step(sizes, batch,
 step = torch_step if framework == "torch" else gl_step
 n = harness.calibrate(step, 0.05)
 times = [harness.time_block(step, n) for _ in range(rounds)]
-print(json.dumps({{"median_s": statistics.median(times)}}))
+out = {{"median_s": statistics.median(times)}}
+if framework == "gradlab-compiled":
+    cs = gl_step.func  # the CompiledStep behind the partial
+    info = cs.info()
+    # The first recordings also pay the process's first calls of each kernel (numba cache
+    # loads, BLAS start-up): a second compiled step of the same warm model records again.
+    warm = cases.gl.train.compile_step(cs.model, cs.loss_fn, cs.optimizer)
+    for _ in range(3):
+        warm(*gl_step.args)
+    out.update(record_s=info["record_seconds"], held_bytes=info["held_bytes"],
+               record_warm_s=warm.info()["record_seconds"], replayed=info["replayed"],
+               eager=info["eager"] + warm.info()["eager"])
+print(json.dumps(out))
 """
 
 
+def step_run(framework, shape, rounds=15):
+    """{"median_s": seconds per training step} of ``framework`` ("gradlab",
+    "gradlab-compiled" or "torch") alone in a fresh process; for "gradlab-compiled" also
+    the seconds its recordings took (record_s), the bytes a replay keeps between steps
+    (held_bytes) and how many steps were replayed and run eagerly."""
+    return run_child(_CHILD, framework, shape, rounds, what=f"{framework} step")
+
+
 def step_time(framework, shape, rounds=15):
-    """Median seconds per training step of ``framework`` ("gradlab", "gradlab-compiled" or
-    "torch") alone in a fresh process."""
-    return run_child(_CHILD, framework, shape, rounds,
-                     what=f"{framework} step")["median_s"]
+    """Median seconds per training step of ``framework`` alone in a fresh process."""
+    return step_run(framework, shape, rounds)["median_s"]
 
 
 def alone(shape, with_torch=True, repeats=2, rounds=15):
@@ -64,14 +82,23 @@ def alone_compiled(shape, with_torch=True, repeats=3, rounds=15):
     """The compiled step against the eager step and torch, each alone in its own process,
     processes taking turns: the median of ``repeats`` medians for each."""
     times = {"compiled": [], "eager": [], "torch": []}
+    compiled_runs = []
     for _ in range(repeats):
-        times["compiled"].append(step_time("gradlab-compiled", shape, rounds))
+        compiled_runs.append(step_run("gradlab-compiled", shape, rounds))
+        times["compiled"].append(compiled_runs[-1]["median_s"])
         times["eager"].append(step_time("gradlab", shape, rounds))
         if with_torch:
             times["torch"].append(step_time("torch", shape, rounds))
     med = {k: statistics.median(v) for k, v in times.items() if v}
+    if any(r["eager"] for r in compiled_runs):
+        raise RuntimeError(f"compiled step {shape}: some timed steps ran eagerly "
+                           f"({compiled_runs})")
     out = {"compiled_alone_s": med["compiled"], "eager_alone_s": med["eager"],
-           "compiled_vs_eager_alone": med["compiled"] / med["eager"]}
+           "compiled_vs_eager_alone": med["compiled"] / med["eager"],
+           # the two recording steps (eager steps that also record), per process
+           "record_s": statistics.median(r["record_s"] for r in compiled_runs),
+           "record_warm_s": statistics.median(r["record_warm_s"] for r in compiled_runs),
+           "held_bytes": max(r["held_bytes"] for r in compiled_runs)}
     if with_torch:
         out.update(torch_alone_s=med["torch"], compiled_vs_torch_alone=med["compiled"] /
                    med["torch"], eager_vs_torch_alone=med["eager"] / med["torch"])
@@ -86,7 +113,7 @@ def _compiled_table(shapes, out_stem, repeats):
     from benchmarks import cases
     from benchmarks.harness import machine_info
     rows = ["| shape | compiled | eager | torch eager | compiled/eager | compiled/torch |"
-            " eager/torch |", "|---|---|---|---|---|---|---|"]
+            " eager/torch | record (warm) | held |", "|---|---|---|---|---|---|---|---|---|"]
     results = {}
     for shape in shapes:
         r = alone_compiled(shape, repeats=repeats)
@@ -95,7 +122,9 @@ def _compiled_table(shapes, out_stem, repeats):
         rows.append(f"| {'-'.join(map(str, sizes))} b{batch} | "
                     f"{r['compiled_alone_s'] * 1e6:.1f} us | {r['eager_alone_s'] * 1e6:.1f} us"
                     f" | {r['torch_alone_s'] * 1e6:.1f} us | {r['compiled_vs_eager_alone']:.3f}"
-                    f" | {r['compiled_vs_torch_alone']:.3f} | {r['eager_vs_torch_alone']:.3f} |")
+                    f" | {r['compiled_vs_torch_alone']:.3f} | {r['eager_vs_torch_alone']:.3f} |"
+                    f" {r['record_s'] * 1e3:.1f} ms ({r['record_warm_s'] * 1e3:.2f} ms) |"
+                    f" {_kib(r['held_bytes'])} |")
         print(rows[-1], flush=True)
     table = "\n".join(rows)
     if out_stem:
@@ -105,8 +134,18 @@ def _compiled_table(shapes, out_stem, repeats):
         with open(out_stem + ".md", "w") as f:
             f.write(f"# Compiled training step vs eager vs torch eager, each alone\n\n"
                     f"Medians of {repeats} fresh processes per library (each the median of "
-                    f"15 timed blocks), processes taking turns.\n\n{table}\n")
+                    f"15 timed blocks), processes taking turns. record: the time the "
+                    f"compiled step spent in its two recording steps (forward passes that "
+                    f"record, and planning the replay), in a fresh process (with the first "
+                    f"calls of every kernel) and, in brackets, again on the warm model; "
+                    f"held: the bytes a replay keeps between steps (recorded constants, "
+                    f"the arrays its nodes save, its out= buffers; the model's parameters "
+                    f"and buffers and the optimizer state not counted).\n\n{table}\n")
     return table
+
+
+def _kib(n):
+    return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
 if __name__ == "__main__":
