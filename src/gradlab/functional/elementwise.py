@@ -5,7 +5,7 @@ import numpy as np
 
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
-from .out import binary, unary, write_out
+from .out import binary, named, unary, write_out
 
 
 def unbroadcast(g, shape):
@@ -216,35 +216,30 @@ class Pow(_Binary):
         return ga, gb
 
 
-class Maximum(_Binary):
-    op_name = "maximum"
+class _Pick(_Binary):
+    """max/min of two: the gradient goes to the winning input, split in half on ties (as
+    PyTorch)."""
+
+    wins = None  # the array comparison that says where ``a`` wins
 
     def compute(ctx, a, b):
         ctx.save_for_backward(a, b)
-        return ctx.xp.maximum(a, b)
+        return getattr(ctx.xp, ctx.op_name)(a, b)
 
     def backward(ctx, g):
-        return _pick_backward(ctx, g, ctx.xp.greater)
+        a, b = ctx.saved_tensors
+        share_a = getattr(ctx.xp, ctx.wins)(a, b) + 0.5 * (a == b)
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(g * share_a, ctx.a_shape) if na else None,
+                unbroadcast(g * (1 - share_a), ctx.b_shape) if nb else None)
 
 
-class Minimum(_Binary):
-    op_name = "minimum"
-
-    def compute(ctx, a, b):
-        ctx.save_for_backward(a, b)
-        return ctx.xp.minimum(a, b)
-
-    def backward(ctx, g):
-        return _pick_backward(ctx, g, ctx.xp.less)
+class Maximum(_Pick):
+    op_name, wins = "maximum", "greater"
 
 
-def _pick_backward(ctx, g, wins):
-    """Gradient of max/min: to the winning input, split in half on ties (as PyTorch)."""
-    a, b = ctx.saved_tensors
-    share_a = wins(a, b) + 0.5 * (a == b)
-    na, nb = ctx.needs_input_grad
-    return (unbroadcast(g * share_a, ctx.a_shape) if na else None,
-            unbroadcast(g * (1 - share_a), ctx.b_shape) if nb else None)
+class Minimum(_Pick):
+    op_name, wins = "minimum", "less"
 
 
 class Neg(Function):
@@ -255,66 +250,38 @@ class Neg(Function):
         return -g
 
 
-class Exp(Function):
+class _Pointwise(Function):
+    """y = f(x) for the one-input ops of the table below: forward saves the one array the
+    derivative reads (x, or y where it is cheaper from the output), backward applies
+    ``grad(xp, g, saved)``."""
+
+    ufunc = None
+    grad = None
+    from_output = False
+
     def forward(ctx, x):
-        y = ctx.xp.exp(x)
-        ctx.save_for_backward(y)
+        y = getattr(ctx.xp, ctx.ufunc)(x)
+        ctx.save_for_backward(y if ctx.from_output else x)
         return y
 
     def backward(ctx, g):
-        y, = ctx.saved_tensors
-        return g * y
+        saved, = ctx.saved_tensors
+        return ctx.grad(ctx.xp, g, saved)
 
 
-class Log(Function):
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return ctx.xp.log(x)
-
-    def backward(ctx, g):
-        x, = ctx.saved_tensors
-        return g / x
+def _pointwise(name, ufunc, grad, from_output=False):
+    return type(name, (_Pointwise,), {"__module__": __name__, "__qualname__": name,
+                                      "ufunc": ufunc, "grad": staticmethod(grad),
+                                      "from_output": from_output})
 
 
-class Sqrt(Function):
-    def forward(ctx, x):
-        y = ctx.xp.sqrt(x)
-        ctx.save_for_backward(y)
-        return y
-
-    def backward(ctx, g):
-        y, = ctx.saved_tensors
-        return g / (2 * y)
-
-
-class Abs(Function):
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return ctx.xp.abs(x)
-
-    def backward(ctx, g):
-        x, = ctx.saved_tensors
-        return g * ctx.xp.sign(x)
-
-
-class Sin(Function):
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return ctx.xp.sin(x)
-
-    def backward(ctx, g):
-        x, = ctx.saved_tensors
-        return g * ctx.xp.cos(x)
-
-
-class Cos(Function):
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return ctx.xp.cos(x)
-
-    def backward(ctx, g):
-        x, = ctx.saved_tensors
-        return -g * ctx.xp.sin(x)
+# name, the array function, and the gradient from (xp, g, the saved x or y)
+Exp = _pointwise("Exp", "exp", lambda xp, g, y: g * y, from_output=True)
+Log = _pointwise("Log", "log", lambda xp, g, x: g / x)
+Sqrt = _pointwise("Sqrt", "sqrt", lambda xp, g, y: g / (2 * y), from_output=True)
+Abs = _pointwise("Abs", "abs", lambda xp, g, x: g * xp.sign(x))
+Sin = _pointwise("Sin", "sin", lambda xp, g, x: g * xp.cos(x))
+Cos = _pointwise("Cos", "cos", lambda xp, g, x: -g * xp.sin(x))
 
 
 class Clamp(Function):
@@ -456,32 +423,21 @@ def _compare(name, ufunc_name):
         except ValueError:
             raise _broadcast_error(name, a, b) from None
         return Tensor._wrap(t._backend.xp.asarray(out), t._backend)
-    compare.__name__ = name
-    compare.__doc__ = f"Elementwise ``{ufunc_name}`` as a bool tensor (no gradient)."
-    return compare
+    return named(compare, name, __name__,
+                 f"Elementwise ``{ufunc_name}`` as a bool tensor (no gradient).")
 
 
-eq = _compare("eq", "equal")
-ne = _compare("ne", "not_equal")
-lt = _compare("lt", "less")
-le = _compare("le", "less_equal")
-gt = _compare("gt", "greater")
-ge = _compare("ge", "greater_equal")
+eq, ne, lt, le, gt, ge = (_compare(name, ufunc) for name, ufunc in (
+    ("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le", "less_equal"),
+    ("gt", "greater"), ("ge", "greater_equal")))
 
 
-def _predicate(name, fn_name):
+def _predicate(name):
     def predicate(input):
-        return Tensor._wrap(getattr(input._backend.xp, fn_name)(input._data), input._backend)
-    predicate.__name__ = name
-    predicate.__doc__ = f"Elementwise ``{fn_name}`` as a new tensor (no gradient)."
-    return predicate
+        return Tensor._wrap(getattr(input._backend.xp, name)(input._data), input._backend)
+    return named(predicate, name, __name__,
+                 f"Elementwise ``{name}`` as a new tensor (no gradient).")
 
 
-isnan = _predicate("isnan", "isnan")
-isinf = _predicate("isinf", "isinf")
-isfinite = _predicate("isfinite", "isfinite")
-sign = _predicate("sign", "sign")
-floor = _predicate("floor", "floor")
-ceil = _predicate("ceil", "ceil")
-round = _predicate("round", "round")
-logical_not = _predicate("logical_not", "logical_not")
+isnan, isinf, isfinite, sign, floor, ceil, round, logical_not = (_predicate(name) for name in (
+    "isnan", "isinf", "isfinite", "sign", "floor", "ceil", "round", "logical_not"))

@@ -70,7 +70,7 @@ def unary(name, fn, doc=None, *, with_out=False):
     else:
         def op(input):
             return fn.apply(input)
-    return _named(op, name, fn, doc)
+    return named(op, name, fn.__module__, doc)
 
 
 def binary(name, fn, doc=None):
@@ -79,13 +79,13 @@ def binary(name, fn, doc=None):
         if out is not None:
             return write_out(name, out, (input, other), lambda: fn.apply(input, other))
         return fn.apply(input, other)
-    return _named(op, name, fn, doc)
+    return named(op, name, fn.__module__, doc)
 
 
-def _named(op, name, fn, doc):
-    # The wrapper takes the Function's module as its own, so that it lists, pickles and
-    # documents as if it were defined there.
+def named(op, name, module, doc):
+    """``op`` made by a factory, named as if defined as ``name`` in ``module`` (the module
+    of the Function it applies), so that it lists, pickles and documents as such."""
     op.__name__ = op.__qualname__ = name
-    op.__module__ = fn.__module__
+    op.__module__ = module
     op.__doc__ = doc
     return op
