@@ -72,9 +72,13 @@ class Adam(Optimizer):
         pairs = list(zip(params, states))
 
         def ready():
+            if group["amsgrad"] != amsgrad:
+                return False
             step, now = states[0]["step"], self.state
-            return group["amsgrad"] == amsgrad and \
-                all(st["step"] == step and now.get(p) is st for p, st in pairs)
+            for p, st in pairs:  # a loop: all() over a generator costs more at every step
+                if st["step"] != step or now.get(p) is not st:
+                    return False
+            return True
 
         def run():
             _, p_arrays, g_arrays = self._with_grads(group)

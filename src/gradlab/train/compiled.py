@@ -296,8 +296,9 @@ class CompiledStep:
 
     def _entry(self, x, y):
         groups = self.optimizer.param_groups
+        # (list comprehensions: a generator costs a microsecond more, at every step)
         shallow = (structure_version[0], len(groups),
-                   tuple((id(g["params"]), len(g["params"])) for g in groups))
+                   tuple([(id(g["params"]), len(g["params"])) for g in groups]))
         if shallow != self._shallow:
             # Something may have changed: compare everything the recordings depend on.
             self._modules_now = self._modules()
@@ -309,8 +310,9 @@ class CompiledStep:
                 self._world = world
             self._shallow = shallow
         modules = self._modules_now
-        key = (x.shape, x._data.dtype, y.shape, y._data.dtype, x._backend,
-               tuple(m.training for m in modules), _state.enabled)
+        xd, yd = x._data, y._data
+        key = (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend,
+               tuple([m.training for m in modules]), _state.enabled)
         entry = self._entries.get(key)
         if entry is None:
             entry = _Entry()
