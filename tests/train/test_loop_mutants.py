@@ -2,6 +2,7 @@
 gradlab/train/loop.py, on tiny problems: predict's batching and the mode it leaves the model
 in, the one-line epoch summary, the L1 term, the argument errors, and resuming's rules."""
 import os
+import threading
 
 import numpy as np
 import pytest
@@ -25,6 +26,27 @@ class _Sizes(nn.Module):
         self.sizes.append(len(x))
         self.modes.append(self.training)
         return x * 2.0
+
+
+@pytest.fixture(autouse=True)
+def _tqdm_bars_local_to_this_process(monkeypatch):
+    tqdm_process_local(monkeypatch)
+
+
+def tqdm_process_local(monkeypatch):
+    """mutmut forks every mutant's test run from one parent process, in which these tests
+    already drew bars. tqdm's default lock is a multiprocessing semaphore, shared with all
+    those children, and its monitor thread runs in the parent only: once one child was left
+    waiting on it (seen with gdb: a child blocked in SemLock.acquire in tqdm.__new__) and
+    was killed at its timeout, every later child that drew a bar blocked the same way until
+    its own timeout, and mutmut counted those mutants as killed. A thread lock and no
+    monitor thread keep each process's bars to itself; what a bar draws is the same."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return
+    monkeypatch.setattr(tqdm, "_lock", threading.RLock(), raising=False)
+    monkeypatch.setattr(tqdm, "monitor_interval", 0)
 
 
 def _rows(n, d=2):
@@ -171,6 +193,29 @@ def test_l1_penalty_sums_the_weight_matrices_only():
     model = nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 2), nn.Linear(2, 2))
     expected = sum(np.abs(p.detach().numpy()).sum() for p in model.parameters() if p.ndim >= 2)
     assert L._l1_penalty(model).item() == pytest.approx(expected, rel=1e-6)
+
+
+class _BiasOnly(nn.Module):
+    """y = x + b: no weight matrix for the L1 term to penalize."""
+
+    def __init__(self):
+        super().__init__()
+        self.b = nn.Parameter(gl.zeros(2))
+
+    def forward(self, x):
+        return x + self.b
+
+
+def test_l1_on_a_model_without_weight_matrices():
+    model = _BiasOnly()
+    opt = gl.optim.SGD(model.parameters(), lr=0.1)
+    h = fit(model, nn.CrossEntropyLoss(), opt, _loader(8, 4), epochs=1, verbose=0)
+    assert len(h) == 1 and model.b.detach().numpy().any()  # l1=0: no L1 term is built
+    with pytest.raises(ValueError, match=r"^fit: l1=0.5 penalizes the weight matrices "
+                                         r"\(parameters of 2 or more dims\), and this model "
+                                         r"has none; pass l1=0, or add the penalty you want "
+                                         r"to loss_fn$"):
+        fit(model, nn.CrossEntropyLoss(), opt, _loader(8, 4), epochs=1, verbose=0, l1=0.5)
 
 
 def test_lr_of_an_optimizer_and_of_an_object_without_groups():
@@ -448,7 +493,12 @@ def test_resuming_a_finished_run_with_the_same_epochs_trains_no_more(tmp_path):
     assert h2["epoch"] == [1, 2] and h2["loss"] == h["loss"]
     for k, v in _w2(model).items():
         assert np.array_equal(_w2(again)[k], v), k
-    assert len(ckpt.list_checkpoints(tmp_path / "run")) == n  # nothing written
+    assert len(ckpt.list_checkpoints(tmp_path / "run")) == n
+    last = ckpt.list_checkpoints(tmp_path / "run")[-1]
+    before = os.stat(last)
+    _ckpt_fit(tmp_path / "run", 2, resume=True)
+    after = os.stat(last)  # not rewritten either (a rewrite renames a new file into place)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
 
 
 def test_a_run_that_stopped_early_stays_stopped_when_resumed_with_more_epochs(tmp_path):
@@ -808,3 +858,65 @@ def test_without_validation_the_plateau_scheduler_monitors_the_training_loss():
             scheduler=sched,
             callbacks=[_Script("val_loss", [1.0, 1.0, 1.0]), _Script("loss", [3.0, 2.0, 1.0])])
     assert h["lr"] == [1.0, 1.0, 1.0]
+
+
+def test_evaluate_without_a_device_leaves_the_batches_where_they_are(monkeypatch):
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = _lin()
+
+        def forward(self, x):
+            seen.append(x.device)
+            return self.lin(x)
+
+    model, loader = Probe(), _loader(8, 4)  # on the CPU
+    monkeypatch.setenv("GRADLAB_DEVICE", "cuda")  # what device=None would resolve to
+    got = evaluate(model, nn.CrossEntropyLoss(), loader)
+    assert seen == [gl.device("cpu")] * 2 and got["loss"] > 0
+
+
+def test_compiled_fit_replays_the_step_without_running_the_models_forward():
+    calls = []  # outside the module: a changing module attribute would drop the recordings
+
+    class Counting(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = _lin()
+
+        def forward(self, x):
+            calls.append(len(x))
+            return self.lin(x)
+
+    for compile, expected in ((False, 6), (True, 2)):
+        calls.clear()
+        model = Counting()
+        fit(model, nn.CrossEntropyLoss(), gl.optim.SGD(model.parameters(), lr=0.1),
+            _loader(8, 4), epochs=3, verbose=0, compile=compile)
+        # compiled: the one batch shape is recorded in two eager steps, then replayed
+        assert len(calls) == expected, compile
+
+
+def test_the_bar_redraws_at_tqdms_pace_not_at_every_batch(monkeypatch, capsys):
+    pytest.importorskip("tqdm")
+    import tqdm.std
+    monkeypatch.setattr(L.sys.stderr, "isatty", lambda: True, raising=False)
+
+    def run(clock):
+        monkeypatch.setattr(tqdm.std, "time", clock)
+        model = _lin()
+        fit(model, nn.CrossEntropyLoss(), gl.optim.SGD(model.parameters(), lr=0.1),
+            _loader(12, 4), epochs=1, verbose=1)
+        return capsys.readouterr().err
+
+    # A stopped clock: tqdm's own pace (mininterval) never comes, and setting the loss after
+    # each batch does not force a redraw: the bar is drawn once, when it opens.
+    err = run(lambda: 1000.0)
+    assert "0/3" in err and "1/3" not in err and "loss=" not in err
+    # A clock that moves a second a call: tqdm redraws after each batch, showing the loss
+    # set after the batch before.
+    ticks = iter(range(1000, 10**6))
+    err = run(lambda: float(next(ticks)))
+    assert "2/3" in err and "loss=" in err

@@ -178,6 +178,10 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                          f"{on_nonfinite!r}")
     if l1 < 0:
         raise ValueError(f"l1 must be >= 0, got {l1}")
+    if l1 and not any(p.ndim >= 2 for p in model.parameters()):
+        raise ValueError(f"fit: l1={l1} penalizes the weight matrices (parameters of 2 or "
+                         "more dims), and this model has none; pass l1=0, or add the "
+                         "penalty you want to loss_fn")
     if checkpoint_every is not None and (int(checkpoint_every) != checkpoint_every
                                          or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be a positive integer (steps), got "
