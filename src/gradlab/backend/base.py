@@ -153,10 +153,10 @@ class Backend:
         """g = grad (+ weight_decay * p); with momentum: b = g on the first step, else
         b = momentum * b + (1 - dampening) * g; g = g + momentum * b if nesterov else b;
         p -= lr * g. ``momentum_buffers`` is None when momentum == 0."""
-        return _optim.sgd_step(self, params, grads, momentum_buffers, lr=lr, momentum=momentum,
-                                  dampening=dampening, nesterov=nesterov,
-                                  weight_decay=weight_decay, maximize=maximize,
-                                  first_step=first_step)
+        run = _optim.sgd_step.pick(self)
+        return run(params, grads, momentum_buffers, lr=lr, momentum=momentum,
+                   dampening=dampening, nesterov=nesterov, weight_decay=weight_decay,
+                    maximize=maximize, first_step=first_step)
 
     def adam_step(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr,
                   beta1, beta2, eps, weight_decay, decoupled_weight_decay, amsgrad,
@@ -166,11 +166,11 @@ class Backend:
         p -= lr / (1 - b1^step) * m / (sqrt(v_or_vmax) / sqrt(1 - b2^step) + eps).
         ``step`` is the 1-based step count after incrementing. ``max_exp_avg_sqs`` is None
         unless amsgrad."""
-        return _optim.adam_step(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-                                   step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                                   weight_decay=weight_decay,
-                                   decoupled_weight_decay=decoupled_weight_decay,
-                                   amsgrad=amsgrad, maximize=maximize)
+        run = _optim.adam_step.pick(self)
+        return run(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, step=step, lr=lr,
+                   beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay,
+                   decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad,
+                   maximize=maximize)
 
     def rmsprop_step(self, params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr,
                      alpha, eps, weight_decay, momentum, centered, maximize):
@@ -178,25 +178,25 @@ class Backend:
         avg = sqrt(v - a^2) + eps, else avg = sqrt(v) + eps; with momentum:
         b = momentum b + g / avg, p -= lr b; else p -= lr g / avg.
         ``momentum_buffers`` is None when momentum == 0, ``grad_avgs`` None unless centered."""
-        return _optim.rmsprop_step(self, params, grads, square_avgs, momentum_buffers,
-                                      grad_avgs, lr=lr, alpha=alpha, eps=eps,
-                                      weight_decay=weight_decay, momentum=momentum,
-                                      centered=centered, maximize=maximize)
+        run = _optim.rmsprop_step.pick(self)
+        return run(params, grads, square_avgs, momentum_buffers, grad_avgs, lr=lr, alpha=alpha,
+                   eps=eps, weight_decay=weight_decay, momentum=momentum, centered=centered,
+                   maximize=maximize)
 
     def adagrad_step(self, params, grads, state_sums, *, step, lr, lr_decay, weight_decay,
                      eps, maximize):
         """clr = lr / (1 + (step - 1) lr_decay); s += g^2; p -= clr g / (sqrt(s) + eps)."""
-        return _optim.adagrad_step(self, params, grads, state_sums, step=step, lr=lr,
-                                      lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
-                                      maximize=maximize)
+        run = _optim.adagrad_step.pick(self)
+        return run(params, grads, state_sums, step=step, lr=lr, lr_decay=lr_decay,
+                   weight_decay=weight_decay, eps=eps, maximize=maximize)
 
     def adadelta_step(self, params, grads, square_avgs, acc_deltas, *, lr, rho, eps,
                       weight_decay, maximize):
         """v = rho v + (1-rho) g^2; d = sqrt(u + eps) / sqrt(v + eps) g;
         u = rho u + (1-rho) d^2; p -= lr d."""
-        return _optim.adadelta_step(self, params, grads, square_avgs, acc_deltas, lr=lr,
-                                       rho=rho, eps=eps, weight_decay=weight_decay,
-                                       maximize=maximize)
+        run = _optim.adadelta_step.pick(self)
+        return run(params, grads, square_avgs, acc_deltas, lr=lr, rho=rho, eps=eps,
+                   weight_decay=weight_decay, maximize=maximize)
 
     def dropout_forward(self, x, p, key, offset):
         """Inverted dropout. Element i is kept when the counter-based uniform draw
@@ -204,11 +204,11 @@ class Backend:
         mask packed 1 bit per element (bit i % 32 of uint32 word i // 32). p == 0 keeps
         everything, p == 1 drops everything (y = 0). The draws are the same on every
         backend, so CPU and GPU masks are bit-identical for the same key and offset."""
-        return _dropout.dropout_forward(self, x, p, key, offset)
+        return _dropout.dropout_forward.pick(self, x, p, key, offset)(x, p, key, offset)
 
     def dropout_backward(self, grad, mask, p):
         """grad * kept / (1 - p) with the mask dropout_forward returned (0 where p == 1)."""
-        return _dropout.dropout_backward(self, grad, mask, p)
+        return _dropout.dropout_backward.pick(self)(grad, mask, p)
 
     def softmax_cross_entropy(self, logits, target, weight, ignore_index, label_smoothing):
         """Per-row softmax cross-entropy of (N, C) logits and (N,) int64 class targets.
@@ -219,5 +219,5 @@ class Backend:
         equals ``ignore_index``. The caller applies the reduction (for 'mean', dividing by
         the sum of w[y_i] over non-ignored rows, as PyTorch). Targets outside [0, C) that
         are not ignore_index raise IndexError naming the first bad value."""
-        return _softmax_ce.softmax_cross_entropy(self, logits, target, weight, ignore_index,
-                                                 label_smoothing)
+        args = (logits, target, weight, ignore_index, label_smoothing)
+        return _softmax_ce.softmax_cross_entropy.pick(self, *args)(*args)

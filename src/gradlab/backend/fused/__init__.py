@@ -15,6 +15,7 @@ by name, so one process can hold them against each other (tests/backend/fused).
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 
@@ -105,17 +106,28 @@ class FusedOp:
         """The tier a call with these arguments runs on ``backend``."""
         if backend.device.type == "cuda":
             return "cuda"
-        if not _jit_disabled() and (_numba_ok or (_numba_ok is None and numba_status()[0])):
-            if self.use_numba is None or self.use_numba(*args, **kwargs):
-                return "numba"
+        if (_numba_ok or _numba_ok is None and numba_status()[0]) \
+                and not os.environ.get("GRADLAB_NO_JIT") \
+                and (self.use_numba is None or self.use_numba(*args, **kwargs)):
+            return "numba"
         return "numpy"
 
+    def pick(self, backend, *args, **kwargs):
+        """The function to call for these arguments on ``backend``, taking the arguments
+        without the backend: tier_for's choice, written out because every fused call of a
+        training step pays for it. The Backend entry points call this, then the function
+        with their own arguments (one dispatch, no re-packing of keyword arguments)."""
+        fns = self._fns
+        if backend.device.type == "cuda":
+            return functools.partial(fns.get("cuda") or self.tier_function("cuda"), backend)
+        if (_numba_ok or _numba_ok is None and numba_status()[0]) \
+                and not os.environ.get("GRADLAB_NO_JIT") \
+                and (self.use_numba is None or self.use_numba(*args, **kwargs)):
+            return fns.get("numba") or self.tier_function("numba")
+        return fns.get("numpy") or self.tier_function("numpy")
+
     def __call__(self, backend, *args, **kwargs):
-        tier = self.tier_for(backend, *args, **kwargs)
-        fn = self._fns.get(tier) or self.tier_function(tier)
-        if tier == "cuda":
-            return fn(backend, *args, **kwargs)
-        return fn(*args, **kwargs)
+        return self.pick(backend, *args, **kwargs)(*args, **kwargs)
 
 
 def _ignore_backend(fn):

@@ -22,9 +22,8 @@ mullo.
 """
 from __future__ import annotations
 
-import numpy as np
-
 import numba
+import numpy as np
 
 from ... import checks
 from ...cpu_threads import PARALLEL_MIN, parts_for, run_parts  # noqa: F401 (PARALLEL_MIN: tests)

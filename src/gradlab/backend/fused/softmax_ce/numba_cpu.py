@@ -18,9 +18,8 @@ Tests hold the two together to a few ulps.
 """
 from __future__ import annotations
 
-import numpy as np
-
 import numba
+import numpy as np
 
 from ... import checks
 from ...cpu_threads import PARALLEL_MIN, parts_for, run_parts  # noqa: F401 (PARALLEL_MIN: tests)
