@@ -256,3 +256,42 @@ def test_a_transform_on_a_cuda_loader_gets_host_arrays():
     X = np.arange(8, dtype=np.float32).reshape(4, 2)
     list(DataLoader(TensorDataset(X, np.arange(4)), 2, device="cuda", transform=t))
     assert seen == [np.ndarray, np.ndarray]
+
+
+def test_a_distributed_sampler_decides_the_order_and_the_length():
+    from gradlab.distributed import DistributedSampler
+    # rank 1 of 3 over 10 samples: every third index from 1, padded with the first ones
+    sampler = DistributedSampler(_ds(10), num_replicas=3, rank=1, shuffle=False)
+    assert list(sampler) == [1, 4, 7, 0]
+    dl = DataLoader(_ds(10), batch_size=3, sampler=sampler)
+    assert dl.sampler is sampler and len(dl) == 2 and _ys(dl) == [[1, 4, 7], [0]]
+    dl = DataLoader(_ds(10), batch_size=3, sampler=sampler, drop_last=True)
+    assert len(dl) == 1 and _ys(dl) == [[1, 4, 7]]
+    shuffled = DistributedSampler(_ds(10), num_replicas=3, rank=1, shuffle=True, seed=4)
+    dl = DataLoader(_ds(10), batch_size=4, sampler=shuffled)
+    first = _ys(dl)
+    assert first == [list(shuffled)]
+    shuffled.set_epoch(1)  # as fit does before each epoch: the sampler's new order
+    assert _ys(dl) == [list(shuffled)] and _ys(dl) != first
+
+
+def test_any_sampler_with_set_epoch_is_taken_and_excludes_shuffle():
+    class Backwards:
+        def __init__(self, n):
+            self.n = n
+
+        def set_epoch(self, epoch):
+            pass
+
+        def __iter__(self):
+            return iter(range(self.n - 1, -1, -2))
+
+        def __len__(self):
+            return -(-self.n // 2)
+
+    assert _ys(DataLoader(_ds(5), batch_size=2, sampler=Backwards(5))) == [[4, 2], [0]]
+    with pytest.raises(ValueError, match=r"^DataLoader: sampler and shuffle=True exclude each "
+                                         r"other; the sampler decides the order "
+                                         r"\(DistributedSampler\(shuffle=True\)\)$"):
+        DataLoader(_ds(5), shuffle=True, sampler=Backwards(5))
+    assert DataLoader(_ds(5)).sampler is None
