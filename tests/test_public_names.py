@@ -116,11 +116,17 @@ def test_nn_activation_modules_call_their_functions(monkeypatch):
     from gradlab.functional import activation
     calls = []
     real = activation.gelu
-    monkeypatch.setattr(activation, "gelu", lambda *a: calls.append(a) or real(*a))
+    # the module's forward applies the function it holds, with its settings in order
+    monkeypatch.setattr(nn.GELU, "_fn", staticmethod(lambda *a: calls.append(a) or real(*a)))
     x = gl.randn(4)
     np.testing.assert_array_equal(nn.GELU("tanh")(x).numpy(),
                                   F.gelu(x, approximate="tanh").numpy())
     assert len(calls) == 1 and calls[0][1] == "tanh"
+    monkeypatch.undo()
+    assert nn.GELU._fn is activation.gelu is F.gelu
+    for name, fn in [("ELU", "elu"), ("ISRU", "isru"), ("Softplus", "softplus"),
+                     ("LeakyReLU", "leaky_relu"), ("Softmax", "softmax")]:
+        assert getattr(nn, name)._fn is getattr(activation, fn), name
     with pytest.raises(ValueError, match="^GELU: approximate must be 'none' or 'tanh'"):
         nn.GELU("fast")
     with pytest.raises(ValueError, match="^RReLU: need 0 <= lower <= upper, got lower=0.5"):

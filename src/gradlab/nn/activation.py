@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..autograd.creation import full
 from ..functional import activation as A
-from .module import Module
+from .module import Module, _Applies
 from .parameter import Parameter
 
 
@@ -70,23 +70,19 @@ class SELU(_Simple):
     _fn = staticmethod(A.selu)
 
 
-class LeakyReLU(Module):
+class LeakyReLU(_Applies):
     """x for x > 0, negative_slope * x otherwise."""
+    _fn, _repr_settings = staticmethod(A.leaky_relu), ("negative_slope",)
 
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
         self.negative_slope = negative_slope
 
-    def forward(self, input):
-        return A.leaky_relu(input, self.negative_slope)
-
-    def extra_repr(self):
-        return f"negative_slope={self.negative_slope}"
-
 
 class RReLU(Module):
     """Randomized leaky ReLU: slopes ~ U(lower, upper) per element in training, the mean
     slope (lower + upper) / 2 in eval."""
+    _repr_settings = ("lower", "upper")
 
     def __init__(self, lower=1.0 / 8, upper=1.0 / 3, inplace=False):
         super().__init__()
@@ -96,13 +92,11 @@ class RReLU(Module):
     def forward(self, input):
         return A.rrelu(input, self.lower, self.upper, self.training)
 
-    def extra_repr(self):
-        return f"lower={self.lower}, upper={self.upper}"
-
 
 class PReLU(Module):
     """max(0, x) + a * min(0, x) with a learnable: one shared value (num_parameters=1) or
     one per channel (dim 1), initialised to ``init``."""
+    _repr_settings = ("num_parameters",)
 
     def __init__(self, num_parameters=1, init=0.25, device=None, dtype=None):
         super().__init__()
@@ -113,104 +107,71 @@ class PReLU(Module):
     def forward(self, input):
         return A.prelu(input, self.weight)
 
-    def extra_repr(self):
-        return f"num_parameters={self.num_parameters}"
+
+class _Alpha(_Applies):
+    """The activations whose one setting is ``alpha``."""
+    _repr_settings = ("alpha",)
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = alpha
 
 
-class ELU(Module):
+class ELU(_Alpha):
     """x for x > 0, alpha (exp(x) - 1) otherwise."""
+    _fn = staticmethod(A.elu)
 
     def __init__(self, alpha=1.0, inplace=False):
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, input):
-        return A.elu(input, self.alpha)
-
-    def extra_repr(self):
-        return f"alpha={self.alpha}"
+        super().__init__(alpha)
 
 
-class ISRU(Module):
+class ISRU(_Alpha):
     """x / sqrt(1 + alpha x^2)."""
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, input):
-        return A.isru(input, self.alpha)
-
-    def extra_repr(self):
-        return f"alpha={self.alpha}"
+    _fn = staticmethod(A.isru)
 
 
-class ISRLU(Module):
+class ISRLU(_Alpha):
     """x for x >= 0, x / sqrt(1 + alpha x^2) otherwise."""
-
-    def __init__(self, alpha=1.0):
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, input):
-        return A.isrlu(input, self.alpha)
-
-    def extra_repr(self):
-        return f"alpha={self.alpha}"
+    _fn = staticmethod(A.isrlu)
 
 
-class Softplus(Module):
+class Softplus(_Applies):
     """(1/beta) log(1 + exp(beta x)); x where beta x > threshold."""
+    _fn, _repr_settings = staticmethod(A.softplus), ("beta", "threshold")
 
     def __init__(self, beta=1.0, threshold=20.0):
         super().__init__()
         self.beta, self.threshold = beta, threshold
 
-    def forward(self, input):
-        return A.softplus(input, self.beta, self.threshold)
 
-    def extra_repr(self):
-        return f"beta={self.beta}, threshold={self.threshold}"
-
-
-class GELU(Module):
+class GELU(_Applies):
     """x * Phi(x) (approximate='tanh' for the tanh formula)."""
+    _fn, _repr_settings = staticmethod(A.gelu), ("approximate",)
 
     def __init__(self, approximate="none"):
         super().__init__()
         A._check_gelu_approximate(approximate, "GELU")
         self.approximate = approximate
 
+
+class _Normalized(Module):
+    """Softmax and LogSoftmax: ``_fn`` along ``dim`` (None: the last dim)."""
+    _fn = None
+    _repr_settings = ("dim",)
+
+    def __init__(self, dim=None):
+        super().__init__()
+        self.dim = dim
+
     def forward(self, input):
-        return A.gelu(input, self.approximate)
-
-    def extra_repr(self):
-        return f"approximate={self.approximate!r}"
+        return self._fn(input, -1 if self.dim is None else self.dim)
 
 
-class Softmax(Module):
+class Softmax(_Normalized):
     """exp(x_i) / sum_j exp(x_j) along ``dim`` (dim=None means the last dim)."""
-
-    def __init__(self, dim=None):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, input):
-        return A.softmax(input, -1 if self.dim is None else self.dim)
-
-    def extra_repr(self):
-        return f"dim={self.dim}"
+    _fn = staticmethod(A.softmax)
 
 
-class LogSoftmax(Module):
+class LogSoftmax(_Normalized):
     """x_i - log sum_j exp(x_j) along ``dim`` (dim=None means the last dim)."""
-
-    def __init__(self, dim=None):
-        super().__init__()
-        self.dim = dim
-
-    def forward(self, input):
-        return A.log_softmax(input, -1 if self.dim is None else self.dim)
-
-    def extra_repr(self):
-        return f"dim={self.dim}"
+    _fn = staticmethod(A.log_softmax)

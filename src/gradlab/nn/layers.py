@@ -14,7 +14,7 @@ from ..functional.matmul import linear
 from ..functional.normalization import batch_norm, layer_norm
 from ..functional.shape import flatten
 from . import init
-from .module import Module
+from .module import Module, _Applies
 from .parameter import Parameter
 
 
@@ -74,25 +74,21 @@ class Linear(Module):
                 f"bias={self.bias is not None}")
 
 
-class Flatten(Module):
+class Flatten(_Applies):
     """Flattens dims start_dim..end_dim (default: all but the batch dim)."""
+    _fn, _repr_settings = staticmethod(flatten), ("start_dim", "end_dim")
 
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
         self.start_dim = start_dim
         self.end_dim = end_dim
 
-    def forward(self, input):
-        return flatten(input, self.start_dim, self.end_dim)
-
-    def extra_repr(self):
-        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
-
 
 class Dropout(Module):
     """Inverted dropout: in training, zeroes each element with probability p and scales
     the survivors by 1/(1-p); the identity in eval mode. Masks come from the backend's
     counter-based generator (identical on CPU and GPU for the same seed)."""
+    _repr_settings = ("p", "inplace")
 
     def __init__(self, p=0.5, inplace=False):
         super().__init__()
@@ -101,9 +97,6 @@ class Dropout(Module):
 
     def forward(self, input):
         return dropout(input, self.p, self.training)
-
-    def extra_repr(self):
-        return f"p={self.p}, inplace={self.inplace}"
 
 
 class BatchNorm1d(Module):

@@ -10,6 +10,7 @@ no ``__getattr__`` detour (this is the hot path of every training step).
 from __future__ import annotations
 
 from collections import OrderedDict, namedtuple
+from operator import attrgetter
 
 from ..autograd.grad_mode import no_grad
 from ..autograd.tensor import Tensor, structure_version
@@ -155,32 +156,30 @@ class Module:
         for _, m in self.named_children():
             yield m
 
-    def _named_members(self, kind, recurse):
+    def _named_members(self, kind, prefix, recurse):
+        """(dotted name under ``prefix``, value) of the registry ``kind`` of this module and,
+        with ``recurse``, of every descendant; a value shared by two modules comes once."""
         seen = set()
-        mods = self.named_modules() if recurse else [("", self)]
-        for prefix, mod in mods:
+        mods = self.named_modules(prefix=prefix) if recurse else [(prefix, self)]
+        for path, mod in mods:
             for name, t in getattr(mod, kind).items():
                 if t is None or id(t) in seen:
                     continue
                 seen.add(id(t))
-                yield (prefix + "." + name if prefix else name), t
+                yield (path + "." + name if path else name), t
 
     def named_parameters(self, prefix="", recurse=True):
         """(dotted name, Parameter) pairs; a parameter shared by two modules appears once."""
-        for name, p in self._named_members("_parameters", recurse):
-            yield (prefix + "." + name if prefix else name), p
+        return self._named_members("_parameters", prefix, recurse)
 
     def parameters(self, recurse=True):
-        for _, p in self.named_parameters(recurse=recurse):
-            yield p
+        return (p for _, p in self._named_members("_parameters", "", recurse))
 
     def named_buffers(self, prefix="", recurse=True):
-        for name, b in self._named_members("_buffers", recurse):
-            yield (prefix + "." + name if prefix else name), b
+        return self._named_members("_buffers", prefix, recurse)
 
     def buffers(self, recurse=True):
-        for _, b in self.named_buffers(recurse=recurse):
-            yield b
+        return (b for _, b in self._named_members("_buffers", "", recurse))
 
     def get_submodule(self, target):
         mod = self
@@ -307,9 +306,13 @@ class Module:
         return IncompatibleKeys(missing, unexpected)
 
     # -- printing -------------------------------------------------------------------------
+    _repr_settings = ()  # the attributes extra_repr shows, as name=value
+
     def extra_repr(self):
-        """One-line description of this module's settings, shown inside its repr."""
-        return ""
+        """One-line description of this module's settings, shown inside its repr: by
+        default the attributes named in ``_repr_settings`` (strings quoted)."""
+        return ", ".join(f"{n}={v!r}" if isinstance(v, str) else f"{n}={v}"
+                         for n, v in ((n, getattr(self, n)) for n in self._repr_settings))
 
     def _get_name(self):
         return type(self).__name__
@@ -379,3 +382,31 @@ def _copy_into(target, value):
         src = target._backend.asarray(value)
     target._data[...] = src
     target._bump()
+
+
+def settings_getter(names):
+    """A reader of a module's attributes ``names`` as a tuple, at call time (a setting may
+    be changed after construction); attrgetter does the reads in C."""
+    if not names:
+        return lambda module: ()
+    if len(names) == 1:
+        get = attrgetter(names[0])
+        return lambda module: (get(module),)
+    return attrgetter(*names)
+
+
+class _Applies(Module):
+    """A module whose forward is the function ``_fn`` applied to its input and its settings:
+    the attributes named in ``_repr_settings``, which are the function's next parameters in
+    order (``ELU``: ``elu(input, alpha)``)."""
+
+    _fn = None
+    _settings = staticmethod(settings_getter(()))
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._settings = staticmethod(settings_getter(cls._repr_settings))
+
+    def forward(self, input):
+        return self._fn(input, *self._settings(self))
+
