@@ -84,6 +84,26 @@ class _Op:
         return op if obj is None else op.__get__(obj, owner)
 
 
+def _converter(name, dtype):
+    """The method ``name`` of TensorMethods: the tensor as ``dtype`` (PyTorch's t.float()
+    and the like)."""
+    def convert(self) -> Tensor:
+        return self.to(dtype)
+    convert.__name__, convert.__qualname__ = name, f"TensorMethods.{name}"
+    convert.__doc__ = f"The tensor as {dtype} (itself when it is one already)."
+    return convert
+
+
+def _new_filled(name, fill, what):
+    """The method ``name`` of TensorMethods: a new tensor of ``what``, shaped ``size``."""
+    def new(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
+        return self._new(size, fill, dtype, device, requires_grad)
+    new.__name__, new.__qualname__ = name, f"TensorMethods.{name}"
+    new.__doc__ = (f"A tensor of {what} of ``size``, with this tensor's dtype and device "
+                   "unless given.")
+    return new
+
+
 class TensorMethods:
     """The differentiable operators and methods of :class:`gradlab.Tensor`; each is the
     ``gradlab.functional`` op of the same name applied to ``self``."""
@@ -204,23 +224,9 @@ class TensorMethods:
             return self.to("cuda")
         return self.to(f"cuda:{device}" if isinstance(device, int) else device)
 
-    def float(self) -> Tensor:
-        return self.to("float32")
-
-    def double(self) -> Tensor:
-        return self.to("float64")
-
-    def half(self) -> Tensor:
-        return self.to("float16")
-
-    def long(self) -> Tensor:
-        return self.to("int64")
-
-    def int(self) -> Tensor:
-        return self.to("int32")
-
-    def bool(self) -> Tensor:
-        return self.to("bool")
+    float, double, half, long, int, bool = (_converter(name, dtype) for name, dtype in (
+        ("float", "float32"), ("double", "float64"), ("half", "float16"), ("long", "int64"),
+        ("int", "int32"), ("bool", "bool")))
 
     def type_as(self, other) -> Tensor:
         return self.to(other.dtype)
@@ -232,14 +238,8 @@ class TensorMethods:
         return self.to(dtype)
 
     # -- new tensors on this one's device, with its dtype -------------------------------
-    def new_zeros(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
-        return self._new(size, 0, dtype, device, requires_grad)
-
-    def new_ones(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
-        return self._new(size, 1, dtype, device, requires_grad)
-
-    def new_empty(self, *size, dtype=None, device=None, requires_grad=False) -> Tensor:
-        return self._new(size, None, dtype, device, requires_grad)
+    new_zeros, new_ones, new_empty = (_new_filled(name, fill, what) for name, fill, what in (
+        ("new_zeros", 0, "zeros"), ("new_ones", 1, "ones"), ("new_empty", None, "uninitialised")))
 
     def _new(self, size, fill, dtype, device, requires_grad) -> Tensor:
         from . import creation
