@@ -455,8 +455,8 @@ def test_a_replay_form_that_differs_from_its_function_is_not_used(monkeypatch):
     from gradlab.functional.activation import Relu
     real = replay_kernels.ReluForm.make
 
-    def off_by_a_bit(ctx, args, out, grad_out):
-        forward, backward, inner = real(ctx, args, out, grad_out)
+    def off_by_a_bit(ctx, args, out, grad_out, scratch):
+        forward, backward, inner = real(ctx, args, out, grad_out, scratch)
         return (lambda ctx, x: forward(ctx, x) * np.float32(1.0000001)), backward, inner
     monkeypatch.setattr(replay_kernels.ReluForm, "make", staticmethod(off_by_a_bit))
     batches = _batches(6)

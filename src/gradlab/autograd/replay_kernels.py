@@ -45,9 +45,10 @@ class LinearForm:
         return np.empty((args[0].shape[0], args[1].shape[0]), dtype=args[0].dtype)
 
     @staticmethod
-    def make(ctx, args, out, grad_out):
+    def make(ctx, args, out, grad_out, scratch):
         """(forward, backward, internal buffers) of one node; ``out``/``grad_out``: the
-        buffers for its output and its input's gradient, or None (fresh arrays)."""
+        buffers for its output and its input's gradient, or None (fresh arrays);
+        ``scratch``: whether the form may keep buffers of its own for what it uses inside."""
         needs = tuple(ctx.needs_input_grad) + (False,) * (3 - len(ctx.needs_input_grad))
         nx, nw, nb = needs
         matmul, add = np.matmul, np.add
@@ -99,9 +100,9 @@ class ReluForm:
         return np.empty_like(args[0], order="C")
 
     @staticmethod
-    def make(ctx, args, out, grad_out):
+    def make(ctx, args, out, grad_out, scratch):
         maximum, greater, multiply = np.maximum, np.greater, np.multiply
-        mask = np.empty(args[0].shape, dtype=bool)
+        mask = np.empty(args[0].shape, dtype=bool) if scratch else None
 
         def forward(ctx, x):
             y = maximum(x, 0, out=out)
@@ -111,4 +112,4 @@ class ReluForm:
         def backward(ctx, g):
             y, = ctx.saved_tensors
             return multiply(g, greater(y, 0, out=mask), out=grad_out)
-        return forward, backward, (mask,)
+        return forward, backward, () if mask is None else (mask,)

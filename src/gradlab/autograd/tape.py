@@ -311,6 +311,13 @@ def _backward_source(nodes, plan, leaves, root, ns, forms):
     return "\n".join(lines) + "\n"
 
 
+# Buffers only for arrays up to this size. A small array's allocation is a noticeable part
+# of its op; a large one's is not, while a buffer holds its memory between steps and
+# spreads a step over more memory than eager, whose allocator hands the same recently used
+# blocks back from op to op.
+BUFFER_MAX_BYTES = 256 * 1024
+
+
 def _replay_forms(rec, plan, keep):
     """({node index: (forward, backward)}, [buffers]) of the nodes that a replay form of
     ``replay_kernels`` runs (CPU only). A node's output goes to a buffer when only replay
@@ -347,15 +354,18 @@ def _replay_forms(rec, plan, keep):
         args = [values[s] for s in slots]
         out = None
         if out_slot not in keep and readers.get(out_slot) and \
-                readers[out_slot] <= special.keys():
+                readers[out_slot] <= special.keys() and \
+                values[out_slot].nbytes <= BUFFER_MAX_BYTES:
             out = form.output(args)
             buffers.append(out)
         grad_out = None
         for pos, is_node, j in grad_to.get(i, ()):
-            if pos in form.grad_buffers and is_node and j in special:
+            if pos in form.grad_buffers and is_node and j in special and \
+                    args[pos].nbytes <= BUFFER_MAX_BYTES:
                 grad_out = np.empty(args[pos].shape, dtype=args[pos].dtype)
                 buffers.append(grad_out)
-        forward, backward, inner = form.make(ctx, args, out, grad_out)
+        forward, backward, inner = form.make(ctx, args, out, grad_out,
+                                             values[out_slot].nbytes <= BUFFER_MAX_BYTES)
         buffers += inner
         made[i] = (forward, backward)
     return made, buffers
@@ -370,7 +380,7 @@ def _form_checks_out(form, cls, ctx, args, kwargs, with_out, with_grad_out, rng)
         want = cls.forward(theirs, *args, **kwargs)
         out = form.output(args) if with_out else None
         grad_out = np.empty(args[0].shape, dtype=args[0].dtype) if with_grad_out else None
-        forward, backward, _ = form.make(mine, args, out, grad_out)
+        forward, backward, _ = form.make(mine, args, out, grad_out, with_out)
         got = forward(mine, *args)
         if not _same_bytes(want, got):
             return False
