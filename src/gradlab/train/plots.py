@@ -19,6 +19,14 @@ def _figure(figsize):
     return fig
 
 
+def _finish(fig, path):
+    """Lay out ``fig`` and, when ``path`` is given, save it there as a PNG; returns fig."""
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+    return fig
+
+
 def plot_history(history, path=None, *, title=None):
     """Train vs validation loss (left) and, when recorded, accuracy (right) per epoch.
     Saves a PNG to ``path`` when given; returns the matplotlib Figure."""
@@ -37,10 +45,7 @@ def plot_history(history, path=None, *, title=None):
         ax.legend()
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
+    return _finish(fig, path)
 
 
 def plot_decision_boundary(model, X, y, path=None, *, resolution=200, margin=0.5,
@@ -81,7 +86,4 @@ def plot_decision_boundary(model, X, y, path=None, *, resolution=200, margin=0.5
     ax.set_ylim(lo[1], hi[1])
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    if path is not None:
-        fig.savefig(path, dpi=100)
-    return fig
+    return _finish(fig, path)
