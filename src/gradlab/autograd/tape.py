@@ -339,9 +339,12 @@ def _replay_forms(rec, plan, keep):
         if form is None or getattr(cls, "mutates", ()):
             continue
         args = [values[s] for s in slots]
+        # Without buffers, then with both: the output buffer is the forward's, the
+        # gradient buffer the backward's, so two runs cover every path (half the cost of
+        # four at recording time; on the large shapes this check is most of the planning).
         if form.applies(args, kwargs) and all(
-                _form_checks_out(form, cls, ctx, args, kwargs, out, grad_out, rng)
-                for out in (False, True) for grad_out in (False, True)):
+                _form_checks_out(form, cls, ctx, args, kwargs, buffered, buffered, rng)
+                for buffered in (False, True)):
             special[i] = form
     readers = {}
     for i, (_, _, slots, _, _) in enumerate(nodes):
