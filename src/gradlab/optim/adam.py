@@ -37,22 +37,44 @@ class Adam(Optimizer):
         amsgrad = group["amsgrad"]
         arrays = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else \
             ("exp_avg", "exp_avg_sq")
+        state = self.state
+        sts = []
+        step = None
+        shared = True
+        for p, pa in zip(params, p_arrays):
+            st = state.get(p)
+            # The usual step: a state with every array, counted here without _count_step's
+            # call (a training step of a small model feels each microsecond per parameter)
+            if st and "exp_avg" in st and "exp_avg_sq" in st and \
+                    (not amsgrad or "max_exp_avg_sq" in st):
+                st["step"] += 1
+            else:
+                st = self._count_step(p, pa, *arrays)
+            sts.append(st)
+            if step is None:
+                step = st["step"]
+            elif st["step"] != step:
+                shared = False
         # Params normally share one step count; ones that missed steps (grad None) form
         # their own call, since the kernel takes one step value.
-        by_step = {}
-        for p, pa, ga in zip(params, p_arrays, g_arrays):
-            st = self._count_step(p, pa, *arrays)
-            lists = by_step.get(st["step"])
-            if lists is None:
-                lists = by_step[st["step"]] = ([], [], [], [], [] if amsgrad else None)
-            lists[0].append(pa)
-            lists[1].append(ga)
-            lists[2].append(st["exp_avg"])
-            lists[3].append(st["exp_avg_sq"])
-            if amsgrad:
-                lists[4].append(st["max_exp_avg_sq"])
+        if shared:
+            calls = {step: (p_arrays, g_arrays, [st["exp_avg"] for st in sts],
+                            [st["exp_avg_sq"] for st in sts],
+                            [st["max_exp_avg_sq"] for st in sts] if amsgrad else None)}
+        else:
+            calls = {}
+            for pa, ga, st in zip(p_arrays, g_arrays, sts):
+                lists = calls.get(st["step"])
+                if lists is None:
+                    lists = calls[st["step"]] = ([], [], [], [], [] if amsgrad else None)
+                lists[0].append(pa)
+                lists[1].append(ga)
+                lists[2].append(st["exp_avg"])
+                lists[3].append(st["exp_avg_sq"])
+                if amsgrad:
+                    lists[4].append(st["max_exp_avg_sq"])
         b1, b2 = group["betas"]
-        for step, lists in by_step.items():
+        for step, lists in calls.items():
             be.adam_step(*lists, step=step, lr=group["lr"], beta1=b1, beta2=b2,
                          eps=group["eps"], weight_decay=group["weight_decay"],
                          decoupled_weight_decay=self._decoupled, amsgrad=amsgrad,

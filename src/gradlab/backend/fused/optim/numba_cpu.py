@@ -318,36 +318,49 @@ def _byte(addr):
     return numba.carray(_voidptr(addr), 1, np.uint8)[0]
 
 
+# The header of a table's ``meta`` array (then dim_start[n + 1], dims, and a Py_buffer's room)
+_M_CODE, _M_ITEMSIZE, _M_N, _M_CAPI, _M_BUF = 0, 1, 2, 3, 6
+_M_HEAD = _M_BUF + _BUF.size
+
+
 @numba.njit(cache=True)
-def _read_grads(objs, capi, bufl, view, code, itemsize, dims, dim_start, out):
+def _read_grads(objs, meta, out):
     """Fill ``out`` with the data pointers of the objects whose addresses ``objs`` holds,
     through the buffer protocol (a C-contiguous view with its format), after checking each
-    one against its param: the format ``code`` ('f' or 'd', native order) of ``itemsize``
-    bytes and the param's shape (``dims``, tensor t at dim_start[t]:dim_start[t + 1]).
-    False at the first that is not (with no Python error left set). ``view``: scratch for one
-    Py_buffer. Holds the GIL: it calls the C API on live Python objects, which the caller's
-    list keeps alive."""
+    one against its param. ``meta`` (built by _build): the format code ('f' or 'd', native
+    order) and item size of the params, their count n, the C API's addresses, the Py_buffer
+    field offsets, then dim_start (n + 1: tensor t's shape is dims[dim_start[t]:
+    dim_start[t + 1]]), dims, and room for one Py_buffer. False at the first object that does
+    not fit (with no Python error left set). Holds the GIL: it calls the C API on live
+    Python objects, which the caller's list keeps alive."""
+    n = meta[_M_N]
+    dims0 = _M_HEAD + n + 1
+    view = meta[dims0 + meta[_M_HEAD + n]:]
     vp = view.ctypes.data
-    word = bufl.itemsize
-    for t in range(objs.size):
-        if _get_buffer(capi[0], objs[t], vp, _BUF_FLAGS) != 0:
-            _call_void0(capi[2])
+    word = meta.itemsize
+    get, release, clear = meta[_M_CAPI], meta[_M_CAPI + 1], meta[_M_CAPI + 2]
+    b_buf, b_itemsize, b_ndim, b_format, b_shape = (meta[_M_BUF], meta[_M_BUF + 1],
+                                                    meta[_M_BUF + 2], meta[_M_BUF + 3],
+                                                    meta[_M_BUF + 4])
+    for t in range(n):
+        if _get_buffer(get, objs[t], vp, _BUF_FLAGS) != 0:
+            _call_void0(clear)
             return False
-        fmt = _word(vp + bufl[3])
-        ok = (_word(vp + bufl[1]) == itemsize and fmt != 0 and _byte(fmt) == code
-              and _byte(fmt + 1) == 0)
-        nd = _int32(vp + bufl[2])
-        d0 = dim_start[t]
-        ok = ok and nd == dim_start[t + 1] - d0
+        fmt = _word(vp + b_format)
+        ok = (_word(vp + b_itemsize) == meta[_M_ITEMSIZE] and fmt != 0
+              and _byte(fmt) == meta[_M_CODE] and _byte(fmt + 1) == 0)
+        nd = _int32(vp + b_ndim)
+        d0 = meta[_M_HEAD + t]
+        ok = ok and nd == meta[_M_HEAD + t + 1] - d0
         if ok:
-            shape = _word(vp + bufl[4])
+            shape = _word(vp + b_shape)
             for d in range(nd):
-                if _word(shape + d * word) != dims[d0 + d]:
+                if _word(shape + d * word) != meta[dims0 + d0 + d]:
                     ok = False
                     break
         if ok:
-            out[t] = _word(vp)
-        _call_void(capi[1], vp)
+            out[t] = _word(vp + b_buf)
+        _call_void(release, vp)
         if not ok:
             return False
     return True
@@ -357,8 +370,7 @@ class _Table:
     """The cached part of one group's table: every row but the grads', and the params'
     sizes and shapes."""
 
-    __slots__ = ("ptrs", "offsets", "dtype", "code", "itemsize", "ids", "dims", "dim_start",
-                 "view", "refs")
+    __slots__ = ("ptrs", "offsets", "dtype", "ids", "meta", "refs")
 
 
 _tables = {}           # (op, id of params[0], len(params), which states are off) -> _Table
@@ -399,13 +411,14 @@ def _build(op, key, ids, params, grads, states):
     table.offsets = np.zeros(n + 1, dtype=np.intp)
     np.cumsum([a.size for a in params], out=table.offsets[1:])
     table.dtype = dtype.type
-    table.code = ord(dtype.char)
-    table.itemsize = dtype.itemsize
-    table.view = np.zeros(_BUF_WORDS, dtype=np.intp)
     table.ids = ids
-    table.dims = np.array([d for a in params for d in a.shape], dtype=np.intp)
-    table.dim_start = np.zeros(n + 1, dtype=np.intp)
-    np.cumsum([a.ndim for a in params], out=table.dim_start[1:])
+    dim_start = np.zeros(n + 1, dtype=np.intp)
+    np.cumsum([a.ndim for a in params], out=dim_start[1:])
+    head = np.array([ord(dtype.char), dtype.itemsize, n, *_CAPI, *_BUF], dtype=np.intp)
+    assert head.size == _M_HEAD
+    table.meta = np.concatenate([head, dim_start,
+                                 np.array([d for a in params for d in a.shape], dtype=np.intp),
+                                 np.zeros(_BUF_WORDS, dtype=np.intp)])
     drop = _forget(key, table)
     table.refs = [weakref.ref(a, drop) for arrays in (params, *states) if arrays is not None
                   for a in arrays]
@@ -432,9 +445,8 @@ def _table(op, params, grads, states):
     table = _tables.get(key)
     if table is not None and table.ids != ids:
         table = None
-    if table is not None and _read_grads(np.fromiter(map(id, grads), np.intp, n), _CAPI, _BUF,
-                                         table.view, table.code, table.itemsize, table.dims,
-                                         table.dim_start, table.ptrs[1]):
+    if table is not None and _read_grads(np.fromiter(map(id, grads), np.intp, n), table.meta,
+                                         table.ptrs[1]):
         return table.ptrs, table.offsets, table.dtype
     table = _build(op, key, ids, params, grads, states)  # raises the error of a bad group
     table.ptrs[1] = [g.ctypes.data for g in grads]
