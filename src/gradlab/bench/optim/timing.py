@@ -109,7 +109,8 @@ class CpuTarget:
     kind = "cpu"
 
     def __init__(self, device):
-        from ...backend import cpu_threads, fused as cpu_jit, get_backend
+        from ...backend import cpu_threads, get_backend
+        from ...backend import fused as cpu_jit
         self.device, self.be, self.xp = device, get_backend("cpu"), np
         self.threads = cpu_threads.get_num_threads()
         self._run_parts = cpu_threads.run_parts
