@@ -17,6 +17,8 @@ from . import reduce as red
 from . import shape as sh
 from .activation import log_softmax
 from .loss_checks import REDUCTIONS as _REDUCTIONS
+from .loss_checks import check_label_smoothing as _check_label_smoothing
+from .loss_checks import check_margin_power as _check_margin_power
 from .loss_checks import check_reduction as _check_reduction
 from .loss_checks import check_same_shape as _check_same_shape
 
@@ -117,8 +119,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
     probabilities (loss_i = -sum_c w_c t_ic log p_ic). Stable for any finite logits."""
     op = "cross_entropy"
     _check_reduction(op, reduction)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    _check_label_smoothing(op, label_smoothing)
     if input.ndim == 0:
         raise ValueError(f"{op}: input must have a class dimension, got a 0-d tensor")
     if input.dtype.kind != "f":
@@ -454,8 +455,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
     loss_i = sum_{j != y} w[y] max(0, margin - x[y] + x[j])^p / C, p in {1, 2}."""
     op = "multi_margin_loss"
     _check_reduction(op, reduction)
-    if p not in (1, 2):
-        raise ValueError(f"{op}: p must be 1 or 2, got {p}")
+    _check_margin_power(op, p)
     squeeze = input.ndim == 1
     if squeeze:
         input, target = sh.reshape(input, (1, -1)), sh.reshape(target, (1,))

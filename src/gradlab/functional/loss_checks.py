@@ -15,3 +15,13 @@ def check_same_shape(op, input, target):
     if tuple(input.shape) != tuple(target.shape):
         raise ValueError(f"{op}: input shape {tuple(input.shape)} and target shape "
                          f"{tuple(target.shape)} differ; they must be equal")
+
+
+def check_label_smoothing(op, label_smoothing):
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{op}: label_smoothing must be in [0, 1], got {label_smoothing}")
+
+
+def check_margin_power(op, p):
+    if p not in (1, 2):
+        raise ValueError(f"{op}: p must be 1 or 2, got {p}")

@@ -3,7 +3,12 @@ gl.nn.functional. ``reduction`` is 'mean' (default), 'sum' or 'none'."""
 from __future__ import annotations
 
 from ..functional import loss as L
-from ..functional.loss_checks import REDUCTIONS, check_reduction
+from ..functional.loss_checks import (
+    REDUCTIONS,
+    check_label_smoothing,
+    check_margin_power,
+    check_reduction,
+)
 from .module import Module, settings_getter
 
 
@@ -57,9 +62,7 @@ class CrossEntropyLoss(_WeightedLoss):
 
     def __init__(self, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__(weight, reduction)
-        if not 0.0 <= label_smoothing <= 1.0:
-            raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], got "
-                             f"{label_smoothing}")
+        check_label_smoothing("CrossEntropyLoss", label_smoothing)
         self.ignore_index = ignore_index
         self.label_smoothing = label_smoothing
 
@@ -125,8 +128,7 @@ class MultiMarginLoss(_WeightedLoss):
 
     def __init__(self, p=1, margin=1.0, weight=None, reduction="mean"):
         super().__init__(weight, reduction)
-        if p not in (1, 2):
-            raise ValueError(f"MultiMarginLoss: p must be 1 or 2, got {p}")
+        check_margin_power("MultiMarginLoss", p)
         self.p, self.margin = p, margin
 
 
