@@ -23,8 +23,8 @@ class Adadelta(Optimizer):
     def _check_group(self, group):
         check_lr(group["lr"])
         check_beta("rho", group["rho"], closed=True)
-        check_nonneg("eps", group["eps"])
-        check_nonneg("weight_decay", group["weight_decay"])
+        for name in ("eps", "weight_decay"):
+            check_nonneg(name, group[name])
 
     def _step_group(self, group):
         params, p_arrays, g_arrays = self._with_grads(group)

@@ -31,10 +31,8 @@ class Adagrad(Optimizer):
 
     def _check_group(self, group):
         check_lr(group["lr"])
-        check_nonneg("lr_decay", group["lr_decay"])
-        check_nonneg("weight_decay", group["weight_decay"])
-        check_nonneg("initial_accumulator_value", group["initial_accumulator_value"])
-        check_nonneg("eps", group["eps"])
+        for name in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
+            check_nonneg(name, group[name])
 
     def _step_group(self, group):
         params, p_arrays, g_arrays = self._with_grads(group)

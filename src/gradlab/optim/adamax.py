@@ -3,10 +3,11 @@ array-op formula of backend/fused/optim/reference.py on its own backend."""
 from __future__ import annotations
 
 from ..backend.fused.optim import reference, scalars
-from .optimizer import Optimizer, as_betas, check_adam_family
+from .optimizer import as_betas
+from .per_tensor import PerTensorOptimizer
 
 
-class Adamax(Optimizer):
+class Adamax(PerTensorOptimizer):
     r"""Adamax, PyTorch's update rule. With t the step count (from 1):
 
         g = -g if maximize
@@ -22,15 +23,11 @@ class Adamax(Optimizer):
         super().__init__(params, dict(lr=lr, betas=as_betas(betas), eps=eps,
                                       weight_decay=weight_decay, maximize=maximize))
 
-    def _check_group(self, group):
-        check_adam_family(group)
+    _arrays = ("exp_avg", "exp_inf")
 
-    def _step_group(self, group):
-        params, p_arrays, g_arrays = self._with_grads(group)
+    def _update(self, xp, p, g, state, group):
         b1, b2 = group["betas"]
-        lr, eps = group["lr"], group["eps"]
-        for p, pa, g in zip(params, p_arrays, g_arrays):
-            st = self._count_step(p, pa, "exp_avg", "exp_inf")
-            sc = scalars.adamax_scalars(step=st["step"], lr=lr, beta1=b1, beta2=b2, eps=eps)
-            reference.adamax(p._backend.xp, pa, g, st["exp_avg"], st["exp_inf"], sc,
-                             weight_decay=group["weight_decay"], maximize=group["maximize"])
+        sc = scalars.adamax_scalars(step=state["step"], lr=group["lr"], beta1=b1, beta2=b2,
+                                    eps=group["eps"])
+        reference.adamax(xp, p, g, state["exp_avg"], state["exp_inf"], sc,
+                         weight_decay=group["weight_decay"], maximize=group["maximize"])

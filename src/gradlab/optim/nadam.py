@@ -3,10 +3,11 @@ through the array-op formula of backend/fused/optim/reference.py on its own back
 from __future__ import annotations
 
 from ..backend.fused.optim import reference, scalars
-from .optimizer import Optimizer, as_betas, check_adam_family, check_nonneg
+from .optimizer import as_betas, check_adam_family, check_nonneg
+from .per_tensor import PerTensorOptimizer
 
 
-class NAdam(Optimizer):
+class NAdam(PerTensorOptimizer):
     r"""NAdam, PyTorch's update rule. With t the step count (from 1), psi = momentum_decay:
 
         g = -g if maximize
@@ -35,16 +36,17 @@ class NAdam(Optimizer):
         check_adam_family(group)
         check_nonneg("momentum_decay", group["momentum_decay"])
 
-    def _step_group(self, group):
-        params, p_arrays, g_arrays = self._with_grads(group)
+    _arrays = ("exp_avg", "exp_avg_sq")
+    _scalar_state = {"mu_product": 1.0}
+
+    def _update(self, xp, p, g, state, group):
         b1, b2 = group["betas"]
-        lr, eps, psi = group["lr"], group["eps"], group["momentum_decay"]
-        wd = group["weight_decay"]
-        decay = scalars.decoupled_decay(lr, wd) if group["decoupled_weight_decay"] else None
-        for p, pa, g in zip(params, p_arrays, g_arrays):
-            st = self._count_step(p, pa, "exp_avg", "exp_avg_sq", mu_product=1.0)
-            sc = scalars.nadam_scalars(step=st["step"], lr=lr, beta1=b1, beta2=b2, eps=eps,
-                                       momentum_decay=psi, mu_product=st["mu_product"])
-            st["mu_product"] = sc.mu_product
-            reference.nadam(p._backend.xp, pa, g, st["exp_avg"], st["exp_avg_sq"], sc,
-                            weight_decay=wd, decay=decay, maximize=group["maximize"])
+        lr, wd = group["lr"], group["weight_decay"]
+        sc = scalars.nadam_scalars(step=state["step"], lr=lr, beta1=b1, beta2=b2,
+                                   eps=group["eps"], momentum_decay=group["momentum_decay"],
+                                   mu_product=state["mu_product"])
+        state["mu_product"] = sc.mu_product
+        reference.nadam(xp, p, g, state["exp_avg"], state["exp_avg_sq"], sc, weight_decay=wd,
+                        decay=scalars.decoupled_decay(lr, wd)
+                        if group["decoupled_weight_decay"] else None,
+                        maximize=group["maximize"])

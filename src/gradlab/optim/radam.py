@@ -4,10 +4,11 @@ own backend."""
 from __future__ import annotations
 
 from ..backend.fused.optim import reference, scalars
-from .optimizer import Optimizer, as_betas, check_adam_family
+from .optimizer import as_betas
+from .per_tensor import PerTensorOptimizer
 
 
-class RAdam(Optimizer):
+class RAdam(PerTensorOptimizer):
     r"""RAdam, PyTorch's update rule. With t the step count (from 1):
 
         g = -g if maximize
@@ -34,17 +35,14 @@ class RAdam(Optimizer):
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize))
 
-    def _check_group(self, group):
-        check_adam_family(group)
+    _arrays = ("exp_avg", "exp_avg_sq")
 
-    def _step_group(self, group):
-        params, p_arrays, g_arrays = self._with_grads(group)
+    def _update(self, xp, p, g, state, group):
         b1, b2 = group["betas"]
-        lr, eps = group["lr"], group["eps"]
-        wd = group["weight_decay"]
-        decay = scalars.decoupled_decay(lr, wd) if group["decoupled_weight_decay"] else None
-        for p, pa, g in zip(params, p_arrays, g_arrays):
-            st = self._count_step(p, pa, "exp_avg", "exp_avg_sq")
-            sc = scalars.radam_scalars(step=st["step"], lr=lr, beta1=b1, beta2=b2, eps=eps)
-            reference.radam(p._backend.xp, pa, g, st["exp_avg"], st["exp_avg_sq"], sc,
-                            weight_decay=wd, decay=decay, maximize=group["maximize"])
+        lr, wd = group["lr"], group["weight_decay"]
+        sc = scalars.radam_scalars(step=state["step"], lr=lr, beta1=b1, beta2=b2,
+                                   eps=group["eps"])
+        reference.radam(xp, p, g, state["exp_avg"], state["exp_avg_sq"], sc, weight_decay=wd,
+                        decay=scalars.decoupled_decay(lr, wd)
+                        if group["decoupled_weight_decay"] else None,
+                        maximize=group["maximize"])

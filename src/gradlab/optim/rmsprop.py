@@ -26,9 +26,8 @@ class RMSprop(Optimizer):
 
     def _check_group(self, group):
         check_lr(group["lr"])
-        check_nonneg("eps", group["eps"])
-        check_nonneg("momentum", group["momentum"])
-        check_nonneg("weight_decay", group["weight_decay"])
+        for name in ("eps", "momentum", "weight_decay"):
+            check_nonneg(name, group[name])
         check_beta("alpha", group["alpha"], closed=True)  # v = alpha v + (1 - alpha) g^2
 
     def _step_group(self, group):

@@ -37,8 +37,8 @@ class SGD(Optimizer):
 
     def _check_group(self, group):
         check_lr(group["lr"])
-        check_nonneg("momentum", group["momentum"])
-        check_nonneg("weight_decay", group["weight_decay"])
+        for name in ("momentum", "weight_decay"):
+            check_nonneg(name, group[name])
         if group["nesterov"] and (group["momentum"] <= 0 or group["dampening"] != 0):
             raise ValueError(f"Nesterov momentum requires a momentum > 0 and zero dampening, "
                              f"got momentum={group['momentum']!r}, "

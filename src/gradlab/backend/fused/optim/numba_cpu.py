@@ -60,14 +60,18 @@ _inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always
 
 
 @_inline
+def _adam_moments(pi, gi, mi, vi, sign, wd, b1, c1, b2, c2):
+    g = sign * gi + wd * pi
+    return b1 * mi + c1 * g, b2 * vi + c2 * (g * g)
+
+
+@_inline
 def _adam(p, g, m, v, vmax, sc, amsgrad):
     step_size, bc2_sqrt, b1, c1, b2, c2, eps, wd, decay, sign = (
         sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9])
-    if amsgrad:
+    if amsgrad:  # two loops: a flag tested inside one would stop its vectorization
         for i in range(p.size):
-            gi = sign * g[i] + wd * p[i]
-            mi = b1 * m[i] + c1 * gi
-            vi = b2 * v[i] + c2 * (gi * gi)
+            mi, vi = _adam_moments(p[i], g[i], m[i], v[i], sign, wd, b1, c1, b2, c2)
             m[i] = mi
             v[i] = vi
             vi = max(vmax[i], vi)
@@ -75,9 +79,7 @@ def _adam(p, g, m, v, vmax, sc, amsgrad):
             p[i] = p[i] * decay - step_size * (mi / (np.sqrt(vi) / bc2_sqrt + eps))
     else:
         for i in range(p.size):
-            gi = sign * g[i] + wd * p[i]
-            mi = b1 * m[i] + c1 * gi
-            vi = b2 * v[i] + c2 * (gi * gi)
+            mi, vi = _adam_moments(p[i], g[i], m[i], v[i], sign, wd, b1, c1, b2, c2)
             m[i] = mi
             v[i] = vi
             p[i] = p[i] * decay - step_size * (mi / (np.sqrt(vi) / bc2_sqrt + eps))
@@ -109,12 +111,17 @@ def _sgd(p, g, b, sc, nesterov, first):
 
 
 @_inline
+def _rms_square(pi, gi, vi, sign, wd, alpha, c_alpha):
+    g = sign * gi + wd * pi
+    return g, alpha * vi + c_alpha * (g * g)
+
+
+@_inline
 def _rmsprop(p, g, v, b, a, sc, centered):
     lr, alpha, c_alpha, eps, wd, momentum, sign = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6]
     if momentum != 0.0 and centered:
         for i in range(p.size):
-            gi = sign * g[i] + wd * p[i]
-            vi = alpha * v[i] + c_alpha * (gi * gi)
+            gi, vi = _rms_square(p[i], g[i], v[i], sign, wd, alpha, c_alpha)
             v[i] = vi
             ai = alpha * a[i] + c_alpha * gi
             a[i] = ai
@@ -123,24 +130,21 @@ def _rmsprop(p, g, v, b, a, sc, centered):
             p[i] -= lr * bi
     elif momentum != 0.0:
         for i in range(p.size):
-            gi = sign * g[i] + wd * p[i]
-            vi = alpha * v[i] + c_alpha * (gi * gi)
+            gi, vi = _rms_square(p[i], g[i], v[i], sign, wd, alpha, c_alpha)
             v[i] = vi
             bi = momentum * b[i] + gi / (np.sqrt(vi) + eps)
             b[i] = bi
             p[i] -= lr * bi
     elif centered:
         for i in range(p.size):
-            gi = sign * g[i] + wd * p[i]
-            vi = alpha * v[i] + c_alpha * (gi * gi)
+            gi, vi = _rms_square(p[i], g[i], v[i], sign, wd, alpha, c_alpha)
             v[i] = vi
             ai = alpha * a[i] + c_alpha * gi
             a[i] = ai
             p[i] -= lr * (gi / (np.sqrt(vi - ai * ai) + eps))
     else:
         for i in range(p.size):
-            gi = sign * g[i] + wd * p[i]
-            vi = alpha * v[i] + c_alpha * (gi * gi)
+            gi, vi = _rms_square(p[i], g[i], v[i], sign, wd, alpha, c_alpha)
             v[i] = vi
             p[i] -= lr * (gi / (np.sqrt(vi) + eps))
 
