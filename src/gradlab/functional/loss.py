@@ -99,6 +99,8 @@ def _soft_target_cross_entropy(input, target, weight, label_smoothing, reduction
     if weight is not None:
         shape = [1] * input.ndim
         shape[dim] = n_classes
+        if weight.dtype != input.dtype:  # as with class-index targets: float32 stays float32
+            weight = weight.to(input.dtype)
         logp = logp * sh.reshape(weight, tuple(shape))
     loss = -red.sum(logp * target, dim=dim)
     if reduction == "mean":
