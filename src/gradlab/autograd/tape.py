@@ -181,7 +181,12 @@ class Replay:
     same calls in the same order with the same arguments, so the arithmetic is unchanged;
     every decision that depends only on the recording (which slot feeds which argument, when
     a node output is last read, which edges exist, whether a gradient is a node's or a
-    leaf's) is taken once, here."""
+    leaf's) is taken once, here.
+
+    Results are allocated as eager allocates them. NumPy ``out=`` buffers kept per node
+    (for Linear and ReLU) were tried and timed within noise of fresh arrays on the course's
+    MLPs, while each needed a rule for who may see a buffer and a check that ``out=`` gives
+    the same bytes; so a replay has none."""
 
     def __init__(self, rec: Recording, keep=()):
         self.ndarray = rec.ndarray
@@ -210,13 +215,10 @@ class Replay:
                     edges.append((pos, False, leaf_of[id(nxt)]))
             plan.append((index, edges))
         self.leaves = leaves
-        # Replay forms (replay_kernels) where one applies and checks out: {node: (forward,
-        # backward)}, and the buffers they write into.
-        self.forms, self.buffers = _replay_forms(rec, plan, keep)
         ns = {"ND": rec.ndarray, "_nd": _as_ndarray, "_own": _own_fast, "_cast": _cast_fast,
               "WRAP": Tensor._wrap}
-        self.source = (_forward_source(rec, keep, ns, self.forms) + "\n" +
-                       _backward_source(nodes, plan, leaves, rec.root, ns, self.forms))
+        self.source = (_forward_source(rec, keep, ns) + "\n" +
+                       _backward_source(nodes, plan, leaves, rec.root, ns))
         exec(compile(self.source, "<gradlab replay>", "exec"), ns)  # noqa: S102 - our code
         self.run_forward = ns["forward"]
         self.run_backward = ns["backward"]
@@ -225,7 +227,7 @@ class Replay:
         """Bytes of the arrays this replay keeps between calls (constants, and what the
         recorded nodes keep on their ctx), not counting parameters and buffers."""
         seen, total = set(), 0
-        arrays = list(self._consts) + list(self.buffers)
+        arrays = list(self._consts)
         for ctx in self._ctxs:
             arrays += [v for v in vars(ctx).values() if isinstance(v, self.ndarray)]
         for a in arrays:
@@ -235,7 +237,7 @@ class Replay:
         return total
 
 
-def _forward_source(rec, keep, ns, forms):
+def _forward_source(rec, keep, ns):
     """``forward(inputs)``: the recorded forward pass on new input arrays; returns
     {slot: array} for the ``keep`` slots (the caller's output and loss)."""
     kinds = rec.kinds
@@ -261,7 +263,7 @@ def _forward_source(rec, keep, ns, forms):
     lines = ["def forward(inputs):"]
     lines.append("    " + ", ".join(f"s{s}" for s in rec.input_slots) + ", = inputs")
     for i, (cls, ctx, slots, kwargs, out) in enumerate(rec.nodes):
-        ns[f"F{i}"], ns[f"X{i}"] = forms[i][0] if i in forms else cls.forward, ctx
+        ns[f"F{i}"], ns[f"X{i}"] = cls.forward, ctx
         args = [f"X{i}"] + [ref(s) for s in slots]
         for k, (name, value) in enumerate(kwargs.items()):
             ns[f"K{i}_{k}"] = value
@@ -277,7 +279,7 @@ def _forward_source(rec, keep, ns, forms):
     return "\n".join(lines) + "\n"
 
 
-def _backward_source(nodes, plan, leaves, root, ns, forms):
+def _backward_source(nodes, plan, leaves, root, ns):
     """``backward(xp)``: the recorded backward pass. Each leaf's ``.grad`` is accumulated
     exactly as the engine does it (a first gradient owning its memory becomes ``.grad``;
     later ones are added to it), node gradients are summed in the engine's order."""
@@ -290,7 +292,7 @@ def _backward_source(nodes, plan, leaves, root, ns, forms):
         ns[f"LEAF{k}"], ns[f"LDT{k}"], ns[f"BE{k}"] = leaf, leaf._data.dtype, leaf._backend
     for i, edges in plan:
         ctx = nodes[i][1]
-        ns[f"B{i}"], ns[f"X{i}"] = forms[i][1] if i in forms else type(ctx).backward, ctx
+        ns[f"B{i}"], ns[f"X{i}"] = type(ctx).backward, ctx
         lines.append(f"    r = B{i}(X{i}, g{i})")
         lines.append(f"    g{i} = None")
         lines.append("    if r.__class__ is not tuple: r = (r,)")
@@ -309,109 +311,6 @@ def _backward_source(nodes, plan, leaves, root, ns, forms):
                 lines.append(f"        else: lg._data = lg._data + _cast(x, LDT{j}, BE{j})")
     lines.append("    r = x = None")
     return "\n".join(lines) + "\n"
-
-
-# Buffers only for arrays up to this size. A small array's allocation is a noticeable part
-# of its op; a large one's is not, while a buffer holds its memory between steps and
-# spreads a step over more memory than eager, whose allocator hands the same recently used
-# blocks back from op to op.
-BUFFER_MAX_BYTES = 256 * 1024
-
-
-def _replay_forms(rec, plan, keep):
-    """({node index: (forward, backward)}, [buffers]) of the nodes that a replay form of
-    ``replay_kernels`` runs (CPU only). A node's output goes to a buffer when only replay
-    forms read it and the caller does not keep it; its input's gradient when it goes to a
-    node that a replay form runs. Each form is first run next to its Function on the
-    recording's own arrays, with and without buffers, and used only if every result is the
-    same byte for byte."""
-    import numpy as np
-
-    from . import replay_kernels
-    if rec.xp is not np:
-        return {}, []
-    table = replay_kernels.forms()
-    nodes, values = rec.nodes, rec.values
-    rng = np.random.default_rng(0)
-    special = {}
-    for i, (cls, ctx, slots, kwargs, _) in enumerate(nodes):
-        form = table.get(cls)
-        if form is None or getattr(cls, "mutates", ()):
-            continue
-        args = [values[s] for s in slots]
-        # Without buffers, then with both: the output buffer is the forward's, the
-        # gradient buffer the backward's, so two runs cover every path (half the cost of
-        # four at recording time; on the large shapes this check is most of the planning).
-        if form.applies(args, kwargs) and all(
-                _form_checks_out(form, cls, ctx, args, kwargs, buffered, buffered, rng)
-                for buffered in (False, True)):
-            special[i] = form
-    readers = {}
-    for i, (_, _, slots, _, _) in enumerate(nodes):
-        for s in slots:
-            readers.setdefault(s, set()).add(i)
-    grad_to = {i: edges for i, edges in plan}
-    made, buffers = {}, []
-    for i, form in special.items():
-        cls, ctx, slots, _, out_slot = nodes[i]
-        args = [values[s] for s in slots]
-        out = None
-        if out_slot not in keep and readers.get(out_slot) and \
-                readers[out_slot] <= special.keys() and \
-                values[out_slot].nbytes <= BUFFER_MAX_BYTES:
-            out = form.output(args)
-            buffers.append(out)
-        grad_out = None
-        for pos, is_node, j in grad_to.get(i, ()):
-            if pos in form.grad_buffers and is_node and j in special and \
-                    args[pos].nbytes <= BUFFER_MAX_BYTES:
-                grad_out = np.empty(args[pos].shape, dtype=args[pos].dtype)
-                buffers.append(grad_out)
-        forward, backward, inner = form.make(ctx, args, out, grad_out,
-                                             values[out_slot].nbytes <= BUFFER_MAX_BYTES)
-        buffers += inner
-        made[i] = (forward, backward)
-    return made, buffers
-
-
-def _form_checks_out(form, cls, ctx, args, kwargs, with_out, with_grad_out, rng):
-    """Whether ``form`` computes what ``cls`` computes on these arguments, forward and
-    backward, bit for bit and in the same memory layout."""
-    import numpy as np
-    mine, theirs = _copy_node(ctx), _copy_node(ctx)
-    try:
-        want = cls.forward(theirs, *args, **kwargs)
-        out = form.output(args) if with_out else None
-        grad_out = np.empty(args[0].shape, dtype=args[0].dtype) if with_grad_out else None
-        forward, backward, _ = form.make(mine, args, out, grad_out, with_out)
-        got = forward(mine, *args)
-        if not _same_bytes(want, got):
-            return False
-        g = rng.standard_normal(want.shape).astype(want.dtype)
-        want, got = cls.backward(theirs, g), backward(mine, g)
-    except Exception:  # noqa: BLE001 - a form that fails here is simply not used
-        return False
-    want = want if isinstance(want, tuple) else (want,)
-    got = got if isinstance(got, tuple) else (got,)
-    for pos, edge in enumerate(ctx.next_functions):
-        if edge is None:
-            continue
-        a = want[pos] if pos < len(want) else None
-        b = got[pos] if pos < len(got) else None
-        if (a is None) != (b is None) or (a is not None and not _same_bytes(a, b)):
-            return False
-    return True
-
-
-def _copy_node(ctx):
-    copy = object.__new__(type(ctx))
-    copy.__dict__.update(vars(ctx))
-    return copy
-
-
-def _same_bytes(a, b):
-    return hasattr(a, "tobytes") and hasattr(b, "tobytes") and a.shape == b.shape and \
-        a.dtype == b.dtype and a.strides == b.strides and a.tobytes() == b.tobytes()
 
 
 def _as_ndarray(out, ctx):
