@@ -20,7 +20,7 @@ from gradlab.backend.fused import optim as fused_optim
 
 numba_cpu = pytest.importorskip("gradlab.backend.fused.optim.numba_cpu",
                                 reason="numba is not installed")
-from gradlab.backend.fused.optim import reference  # noqa: E402
+from gradlab.backend.fused.optim import numba_table, reference  # noqa: E402
 
 PARALLEL_MIN = cpu_threads.PARALLEL_MIN
 # Groups: size-0 and size-1 tensors first, inside and last; one small group (serial on the
@@ -153,7 +153,7 @@ def test_any_partition_gives_the_same_bits(nparts):
                    1.0 - 0.99, 1e-8, 0.1, 1.0, 1.0], dtype=np.float32)
     for run in ("one by one", "on threads"):
         p, s = _copies(params, states)
-        ptrs, offsets, _ = numba_cpu._table("adam_step", p, grads, tuple(s))
+        ptrs, offsets, _ = numba_table.group_table("adam_step", p, grads, tuple(s))
         if run == "one by one":
             for k in range(nparts):
                 numba_cpu._part(k, nparts, ptrs, offsets, sc, numba_cpu._ADAM, True, False)
@@ -233,7 +233,7 @@ def test_table_rows_are_the_arrays_data_pointers():
     grads = [np.ones_like(a) for a in params]
     states = ([np.zeros_like(a) for a in params], None)
     for _ in range(2):  # built, then found in the cache with the grads read anew
-        ptrs, offsets, dtype = numba_cpu._table("adam_step", params, grads, states)
+        ptrs, offsets, dtype = numba_table.group_table("adam_step", params, grads, states)
         assert list(offsets) == [0, 0, 12, 13, 13, 14, 20] and dtype is np.float32
         assert list(ptrs[0]) == [a.ctypes.data for a in params]
         assert list(ptrs[1]) == [a.ctypes.data for a in grads]
@@ -246,18 +246,18 @@ def test_table_is_cached_per_group_and_forgotten_with_its_arrays():
     params = [np.ones(3), np.ones((2, 2))]
     sums = [np.zeros(3), np.zeros((2, 2))]
     kw = dict(step=1, lr=0.1, lr_decay=0.0, weight_decay=0.0, eps=1e-10, maximize=False)
-    numba_cpu._tables.clear()
+    numba_table._tables.clear()
     numba_cpu.adagrad_step(params, [np.ones(3), np.ones((2, 2))], sums, **kw)
-    (first,) = numba_cpu._tables.values()
+    (first,) = numba_table._tables.values()
     numba_cpu.adagrad_step(params, [np.ones(3), np.ones((2, 2))], sums, **kw)
-    assert list(numba_cpu._tables.values()) == [first]
+    assert list(numba_table._tables.values()) == [first]
     sums[1] = np.zeros((2, 2))                 # a new state array (load_state_dict): rebuilt
     numba_cpu.adagrad_step(params, [np.ones(3), np.ones((2, 2))], sums, **kw)
-    (second,) = numba_cpu._tables.values()
+    (second,) = numba_table._tables.values()
     assert second is not first and second.ptrs[2, 1] == sums[1].ctypes.data
     np.testing.assert_allclose(sums[1], 1.0)
     del params, sums                           # weak references: the entry goes with its arrays
-    assert not numba_cpu._tables
+    assert not numba_table._tables
 
 
 class _Sub(np.ndarray):
