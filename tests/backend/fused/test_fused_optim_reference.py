@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from gradlab.backend.fused.optim import reference as ref
+from gradlab.backend.fused.optim import scalars
 
 
 def arr(*values, dtype=np.float64):
@@ -141,28 +142,68 @@ def test_adadelta_one_step():
     assert p[0] == pytest.approx(1 - d, abs=1e-15)
 
 
-def naive_adam(p, g, m, v, step, lr, b1, b2, eps):
-    """Elementwise float64 Adam written out plainly, to hold the sliced version to."""
-    m = b1 * m + (1 - b1) * g
-    v = b2 * v + (1 - b2) * g * g
-    p = p - lr / (1 - b1 ** step) * m / (np.sqrt(v) / math.sqrt(1 - b2 ** step) + eps)
-    return p, m, v
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_group_of_mixed_sizes_crossing_slices(dtype, rng):
+    """The group step walks tensors in slices of _SLICE elements: the same bits as the rule's
+    single-tensor formula applied to each whole tensor at once."""
     sizes = [0, 1, 31, 4097, ref._SLICE + 5, 3 * ref._SLICE]
     shapes = [(n,) if n % 2 else (n // 2, 2) if n else (0,) for n in sizes]
     ps = [rng.standard_normal(s).astype(dtype) for s in shapes]
     gs = [rng.standard_normal(s).astype(dtype) for s in shapes]
     ms = [rng.standard_normal(s).astype(dtype) for s in shapes]
     vs = [rng.random(s).astype(dtype) for s in shapes]
-    want = [naive_adam(*(a.astype(np.float64) for a in t), 3, 1e-2, 0.9, 0.999, 1e-8)
-            for t in zip(ps, gs, ms, vs)]
+    start = [p.copy() for p in ps]
+    want = [tuple(a.copy() for a in t) for t in zip(ps, ms, vs)]
+    sc = scalars.adam_scalars(step=3, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8,
+                              weight_decay=0.0, decoupled_weight_decay=False)
+    for (p, m, v), g in zip(want, gs):
+        ref.adam(np, p.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1), None, sc,
+                 maximize=False, tmp=np.empty(p.size, dtype), tmp2=np.empty(p.size, dtype))
     ref.adam_step(ps, gs, ms, vs, None, step=3, lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8,
                   weight_decay=0.0, decoupled_weight_decay=False, amsgrad=False, maximize=False)
-    tol = 1e-5 if dtype == np.float32 else 1e-12
     for got, exp in zip(zip(ps, ms, vs), want):
         for a, b in zip(got, exp):
             assert a.dtype == dtype
-            np.testing.assert_allclose(a, b, rtol=tol, atol=tol)
+            np.testing.assert_array_equal(a, b)
+    assert all(not np.array_equal(p, p0) for p, p0 in zip(ps, start) if p.size)
+
+
+def test_rmsprop_weight_decay_and_maximize():
+    p, g, v = arr(1.0), arr(2.0), arr(0.0)
+    ref.rmsprop_step([p], [g], [v], None, None, lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.1,
+                     momentum=0.0, centered=False, maximize=True)
+    # g' = -2 + 0.1 * 1 = -1.9, v = 0.01 * 3.61 = 0.0361, sqrt(v) = 0.19: the step climbs
+    assert v[0] == pytest.approx(0.0361, abs=1e-16)
+    assert p[0] == pytest.approx(1 + 0.01 * 1.9 / (0.19 + 1e-8), abs=1e-15)
+
+
+def test_adagrad_weight_decay_and_maximize_two_steps():
+    p, g, s = arr(1.0), arr(3.0), arr(0.0)
+    kw = dict(lr=0.1, lr_decay=0.0, weight_decay=0.5, eps=1e-10, maximize=True)
+    ref.adagrad_step([p], [g], [s], step=1, **kw)
+    # g' = -3 + 0.5 * 1 = -2.5, s = 6.25, p = 1 + 0.1 * 2.5 / 2.5
+    assert s[0] == 6.25
+    p1 = 1 + 0.1 * 2.5 / (2.5 + 1e-10)
+    assert p[0] == pytest.approx(p1, abs=1e-15)
+    ref.adagrad_step([p], [g], [s], step=2, **kw)
+    g2 = -3 + 0.5 * p1                                   # -2.45 (p1 = 1.1)
+    assert s[0] == pytest.approx(6.25 + g2 * g2, abs=1e-14)
+    assert p[0] == pytest.approx(p1 - 0.1 * g2 / (math.sqrt(6.25 + g2 * g2) + 1e-10), abs=1e-14)
+
+
+def test_adadelta_weight_decay_and_maximize_two_steps():
+    p, g, v, u = arr(1.0), arr(1.0), arr(0.0), arr(0.0)
+    kw = dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.1, maximize=True)
+    ref.adadelta_step([p], [g], [v], [u], **kw)
+    # g' = -1 + 0.1 = -0.9; v = 0.1 * 0.81; d = sqrt(0 + eps) / sqrt(v + eps) g'; u = 0.1 d^2
+    d1 = math.sqrt(1e-6) / math.sqrt(0.081 + 1e-6) * -0.9
+    assert v[0] == pytest.approx(0.081, abs=1e-16)
+    assert u[0] == pytest.approx(0.1 * d1 * d1, rel=1e-14)
+    assert p[0] == pytest.approx(1 - d1, abs=1e-15)
+    ref.adadelta_step([p], [g], [v], [u], **kw)
+    g2 = -1 + 0.1 * (1 - d1)
+    v2 = 0.9 * 0.081 + 0.1 * g2 * g2
+    d2 = math.sqrt(0.1 * d1 * d1 + 1e-6) / math.sqrt(v2 + 1e-6) * g2
+    assert v[0] == pytest.approx(v2, rel=1e-14)
+    assert u[0] == pytest.approx(0.9 * 0.1 * d1 * d1 + 0.1 * d2 * d2, rel=1e-13)
+    assert p[0] == pytest.approx(1 - d1 - d2, abs=1e-14)
