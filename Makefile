@@ -91,7 +91,10 @@ $(MUTMUT_STAMP): $(STAMP)
 MUTMUT_CHILDREN ?= 2
 mutate: $(MUTMUT_STAMP)
 	rm -rf mutants
-	$(BIN)/mutmut run --max-children $(MUTMUT_CHILDREN) > mutmut-run.log 2>&1 || (tail -c 3000 mutmut-run.log; exit 1)
+	@start=$$(date +%s); \
+	$(BIN)/mutmut run --max-children $(MUTMUT_CHILDREN) > mutmut-run.log 2>&1 || \
+		{ tail -c 3000 mutmut-run.log; exit 1; }; \
+	echo "mutmut run: $$(( $$(date +%s) - start )) s wall, $(MUTMUT_CHILDREN) children (log: mutmut-run.log)"
 	$(BIN)/python tools/mutation_report.py tests/mutation_survivors.txt
 
 lint: $(STAMP)

@@ -11,7 +11,8 @@ tests/mutation_survivors.txt) names a surviving mutant that changes no behaviour
 The fingerprint is the first 8 hex digits of the sha256 of the mutant's changed lines, so a
 justification goes stale, and is reported, when a source edit renumbers mutants or changes
 the code it was written for. Score = killed / (mutants - justified equivalents); mutants no
-test reaches count as not killed. Exits 1 while a survivor is neither killed nor justified,
+test reaches count as not killed. Killed includes mutants stopped at mutmut's timeout or by a
+crash; the 'timeout' column says how many of them were, and the last row sums the modules. Exits 1 while a survivor is neither killed nor justified,
 or a justification is stale.
 """
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections import defaultdict
 # 152 and 255 a timeout (the mutant hung the tests: counted as killed, as mutmut's own badge
 # does); -9 and -11 a test process the mutant crashed or that ran past its CPU limit.
 KILLED = {1, 3, 36, 24, -24, 152, 255, -9, -11}
+TIMED_OUT = KILLED - {1, 3}  # killed, but not by a failing test: shown in their own column
 SURVIVED = {0}
 NO_TESTS = {5, 33}
 
@@ -72,6 +74,14 @@ def load_justified(path):
     return out
 
 
+def _row(label, counts):
+    scored = counts["mutants"] - counts["equivalent"]
+    score = 100.0 * counts["killed"] / scored if scored else 100.0
+    print(f"{label:44} {counts['mutants']:7} {counts['killed']:6} {counts['timeout']:7} "
+          f"{counts['equivalent']:5} {counts['survived']:5} {counts['untested']:8} "
+          f"{score:5.1f}%")
+
+
 def main(argv):
     survivors_file = argv[1] if len(argv) > 1 else "tests/mutation_survivors.txt"
     results = load_results()
@@ -79,13 +89,15 @@ def main(argv):
         sys.exit("no mutmut results under mutants/: run `make mutate`")
     justified = load_justified(survivors_file)
     problems, seen = [], set()
-    print(f"{'module':44} {'mutants':>7} {'killed':>6} {'equiv':>5} {'surv':>5} "
-          f"{'untested':>8} {'score':>6}")
+    print(f"{'module':44} {'mutants':>7} {'killed':>6} {'timeout':>7} {'equiv':>5} "
+          f"{'surv':>5} {'untested':>8} {'score':>6}")
+    grand = defaultdict(int)
     for module in sorted(results):
         counts = defaultdict(int)
         for name, code in sorted(results[module].items()):
             if code in KILLED:
                 counts["killed"] += 1
+                counts["timeout"] += code in TIMED_OUT
             elif code in SURVIVED and name in justified:
                 seen.add(name)
                 if justified[name][0] != fingerprint(name):
@@ -100,11 +112,11 @@ def main(argv):
                 counts["survived"] += 1
                 problems.append(f"survived: {name}  [{fingerprint(name)}]  "
                                 f"{' | '.join(changed_lines(name))}")
-        total = len(results[module])
-        scored = total - counts["equivalent"]
-        score = 100.0 * counts["killed"] / scored if scored else 100.0
-        print(f"{module:44} {total:7} {counts['killed']:6} {counts['equivalent']:5} "
-              f"{counts['survived']:5} {counts['untested']:8} {score:5.1f}%")
+        counts["mutants"] = len(results[module])
+        _row(module, counts)
+        for key, value in counts.items():
+            grand[key] += value
+    _row("all", grand)
     for name in sorted(set(justified) - seen):
         problems.append(f"justified but not a survivor (killed, or renamed): {name}")
     if problems:

@@ -493,3 +493,47 @@ def test_multi_margin_loss_with_a_float64_weight_keeps_float32():
     got = F.multi_margin_loss(x, _t([2, 0], np.int64), weight=_t([0.5, 1.0, 3.0]),
                               reduction="none")
     assert got.dtype == np.float32
+
+
+class _GradDtype(gl.autograd.Function):
+    """Identity whose backward records the dtype of the gradient it is handed: what a float32
+    layer (or a user's own Function) before the loss receives."""
+    seen = []
+
+    def forward(ctx, x):
+        return x.copy()
+
+    def backward(ctx, g):
+        _GradDtype.seen.append(g.dtype)
+        return g
+
+
+_W64 = np.array([0.5, 2.0, 1.5])  # float64 class weights for a float32 model
+_T = np.array([0, 2, 1, 2])
+_WEIGHTED = {
+    "cross_entropy": lambda x: F.cross_entropy(x, _t(_T, np.int64), weight=_t(_W64)),
+    "cross_entropy_ignore": lambda x: F.cross_entropy(x, _t([0, -100, 1, 2], np.int64),
+                                                      weight=_t(_W64)),
+    "cross_entropy_smoothing": lambda x: F.cross_entropy(x, _t(_T, np.int64), weight=_t(_W64),
+                                                         label_smoothing=0.1),
+    "cross_entropy_probs": lambda x: F.cross_entropy(x, _t(np.eye(3)[_T], np.float32),
+                                                     weight=_t(_W64)),
+    "nll_loss": lambda x: F.nll_loss(F.log_softmax(x, dim=1), _t(_T, np.int64),
+                                     weight=_t(_W64)),
+    "nll_loss_plain": lambda x: F.nll_loss(F.log_softmax(x, dim=1), _t(_T, np.int64)),
+    "multi_margin": lambda x: F.multi_margin_loss(x, _t(_T, np.int64), weight=_t(_W64)),
+    "bce": lambda x: F.binary_cross_entropy(F.sigmoid(x), _t(np.full((4, 3), 0.25), np.float32),
+                                            weight=_t(_W64)),
+    "bce_logits": lambda x: F.binary_cross_entropy_with_logits(
+        x, _t(np.full((4, 3), 0.25), np.float32), weight=_t(_W64), pos_weight=_t(_W64)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_WEIGHTED))
+def test_float64_weights_give_a_float32_model_float32_gradients(name):
+    x = _t(np.linspace(-2.0, 2.0, 12).reshape(4, 3), np.float32, grad=True)
+    _GradDtype.seen.clear()
+    loss = _WEIGHTED[name](_GradDtype.apply(x))
+    assert loss.dtype == gl.float32
+    loss.backward()
+    assert _GradDtype.seen == [np.float32] and x.grad.dtype == gl.float32
