@@ -20,6 +20,8 @@ from gradlab.backend.fused import optim as fused_optim
 
 numba_cpu = pytest.importorskip("gradlab.backend.fused.optim.numba_cpu",
                                 reason="numba is not installed")
+if not fused.AVAILABLE:
+    pytest.skip("the numba tier is off (GRADLAB_NO_JIT is set)", allow_module_level=True)
 from gradlab.backend.fused.optim import numba_table, reference  # noqa: E402
 
 PARALLEL_MIN = cpu_threads.PARALLEL_MIN
