@@ -225,12 +225,16 @@ def test_backward_rejects_what_the_reference_rejects(grad, mask):
     assert errors[0] == errors[1]
 
 
+@pytest.mark.parametrize("tier", ["numba", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_every_tier_is_bitwise_the_reference(dtype):
-    """numpy, numba and cuda (when a device, real or emulated, is there) on the same inputs."""
+def test_every_tier_is_bitwise_the_reference(dtype, tier):
+    """The numba tier and the CUDA kernel (emulated device here, the real one on a GPU) on the
+    reference's inputs."""
     fwd = fused_dropout.dropout_forward.implementations()
     bwd = fused_dropout.dropout_backward.implementations()
-    assert {"numpy", "numba"} <= set(fwd) and set(fwd) == set(bwd)
+    if tier not in fwd:
+        pytest.skip(f"no {tier} tier in this process: {gl.cuda.unavailable_reason()}")
+    be = get_backend("cuda") if tier == "cuda" else cpu_backend()
     for n in (0, 1, 33, 4097, TASK + 1):
         x = _inputs(n, dtype, seed=n)
         g = np.random.default_rng(n).standard_normal(n).astype(dtype)
@@ -238,12 +242,10 @@ def test_every_tier_is_bitwise_the_reference(dtype):
             for key, offset in KEY_OFFSETS[:2]:
                 want_y, want_mask = fwd["numpy"](cpu_backend(), x, p, key, offset)
                 want_g = bwd["numpy"](cpu_backend(), g, want_mask, p)
-                for tier in fwd:
-                    be = get_backend("cuda") if tier == "cuda" else cpu_backend()
-                    y, mask = fwd[tier](be, be.asarray(x), p, key, offset)
-                    _same(be.to_numpy(y), want_y)
-                    _same(be.to_numpy(mask), want_mask)
-                    _same(be.to_numpy(bwd[tier](be, be.asarray(g), mask, p)), want_g)
+                y, mask = fwd[tier](be, be.asarray(x), p, key, offset)
+                _same(be.to_numpy(y), want_y)
+                _same(be.to_numpy(mask), want_mask)
+                _same(be.to_numpy(bwd[tier](be, be.asarray(g), mask, p)), want_g)
 
 
 def test_cpu_backend_and_layers_use_the_kernels(monkeypatch):
