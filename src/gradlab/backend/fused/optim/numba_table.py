@@ -10,7 +10,9 @@ pattern, 1.6 s at 100 1-D arrays, 5.7 s with mixed ndims), and ``ndarray.ctypes.
 - the rows of the params and states, which are the same arrays step after step, are built
   once per group (checked as reference.py checks, with ``ctypes.data``) and cached, keyed on
   the arrays' ids. The cache holds weak references only: an entry goes as soon as one of its
-  arrays is freed, so an id in a live entry always names the array it was built from.
+  arrays is freed, so an id in a live entry always names the array it was built from. (An
+  array's data pointer never changes while it lives, short of ``ndarray.resize`` with
+  ``refcheck=False`` on a parameter or state, which would leave a stale pointer here.)
 - the gradients are new arrays after every backward, so their row is read at every call, in
   compiled code, through the buffer protocol (CPython's public PyObject_GetBuffer asking for a
   C-contiguous view with its format and shape; measured about 0.1 us per array with the id
