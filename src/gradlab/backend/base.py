@@ -156,7 +156,7 @@ class Backend:
         run = _optim.sgd_step.pick(self)
         return run(params, grads, momentum_buffers, lr=lr, momentum=momentum,
                    dampening=dampening, nesterov=nesterov, weight_decay=weight_decay,
-                    maximize=maximize, first_step=first_step)
+                   maximize=maximize, first_step=first_step)
 
     def adam_step(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr,
                   beta1, beta2, eps, weight_decay, decoupled_weight_decay, amsgrad,
