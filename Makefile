@@ -80,8 +80,8 @@ gpu-check:
 # Mutation testing of the modules and tests [tool.mutmut] in pyproject.toml names (issue 17),
 # then the score per module (tools/mutation_report.py); it fails while a surviving mutant is
 # neither killed nor listed, with a reason, in tests/mutation_survivors.txt. Not part of CI:
-# 20 minutes measured with MUTMUT_CHILDREN=1 on the 2-core machine (expected about half with 2
-# children when both cores are free). A fresh mutants/ each time: mutmut's cache keeps old
+# 15.4 minutes measured with MUTMUT_CHILDREN=1 on the 2-core machine shared with other work
+# (5007 mutants; expected less with 2 children when both cores are free). A fresh mutants/ each time: mutmut's cache keeps old
 # verdicts.
 MUTMUT_STAMP := $(VENV)/.installed-mutmut
 $(MUTMUT_STAMP): $(STAMP)
