@@ -12,8 +12,8 @@ The fingerprint is the first 8 hex digits of the sha256 of the mutant's changed 
 justification goes stale, and is reported, when a source edit renumbers mutants or changes
 the code it was written for. Score = killed / (mutants - justified equivalents); mutants no
 test reaches count as not killed. Killed includes mutants stopped at mutmut's timeout or by a
-crash; the 'timeout' column says how many of them were, and the last row sums the modules. Exits 1 while a survivor is neither killed nor justified,
-or a justification is stale.
+crash; the 'timeout' column says how many of them were, and the last row sums the modules.
+Exits 1 while a survivor is neither killed nor justified, or a justification is stale.
 """
 from __future__ import annotations
 

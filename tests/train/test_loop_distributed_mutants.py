@@ -12,16 +12,15 @@ import os
 
 import numpy as np
 import pytest
+from test_loop_mutants import tqdm_process_local
 
 import gradlab as gl
 from gradlab import nn
 from gradlab.data import DataLoader, TensorDataset
 from gradlab.distributed import DistributedError, DistributedSampler
-from gradlab.train import Callback, EarlyStopping, NonFiniteLossError, fit
+from gradlab.train import Callback, NonFiniteLossError, fit
 from gradlab.train import checkpoint as ckpt
 from gradlab.train import loop as L
-
-from test_loop_mutants import tqdm_process_local
 
 _group = importlib.import_module("gradlab.distributed.group")
 
