@@ -58,27 +58,29 @@ class Adam(Optimizer):
         # Params normally share one step count; ones that missed steps (grad None) form
         # their own call, since the kernel takes one step value.
         if shared:
-            calls = {step: (p_arrays, g_arrays, [st["exp_avg"] for st in sts],
-                            [st["exp_avg_sq"] for st in sts],
-                            [st["max_exp_avg_sq"] for st in sts] if amsgrad else None)}
-        else:
-            calls = {}
-            for pa, ga, st in zip(p_arrays, g_arrays, sts):
-                lists = calls.get(st["step"])
-                if lists is None:
-                    lists = calls[st["step"]] = ([], [], [], [], [] if amsgrad else None)
-                lists[0].append(pa)
-                lists[1].append(ga)
-                lists[2].append(st["exp_avg"])
-                lists[3].append(st["exp_avg_sq"])
-                if amsgrad:
-                    lists[4].append(st["max_exp_avg_sq"])
+            self._backend_step(be, group, step, p_arrays, g_arrays, sts)
+            return
+        calls = {}
+        for pa, ga, st in zip(p_arrays, g_arrays, sts):
+            lists = calls.setdefault(st["step"], ([], [], []))
+            lists[0].append(pa)
+            lists[1].append(ga)
+            lists[2].append(st)
+        for step, (ps, gs, group_sts) in calls.items():
+            self._backend_step(be, group, step, ps, gs, group_sts)
+
+    def _backend_step(self, be, group, step, p_arrays, g_arrays, states):
+        """The one fused backend call for tensors that share the step count ``step``; the
+        options are read from ``group`` at this call."""
+        amsgrad = group["amsgrad"]
         b1, b2 = group["betas"]
-        for step, lists in calls.items():
-            be.adam_step(*lists, step=step, lr=group["lr"], beta1=b1, beta2=b2,
-                         eps=group["eps"], weight_decay=group["weight_decay"],
-                         decoupled_weight_decay=self._decoupled, amsgrad=amsgrad,
-                         maximize=group["maximize"])
+        be.adam_step(p_arrays, g_arrays, [st["exp_avg"] for st in states],
+                     [st["exp_avg_sq"] for st in states],
+                     [st["max_exp_avg_sq"] for st in states] if amsgrad else None,
+                     step=step, lr=group["lr"], beta1=b1, beta2=b2, eps=group["eps"],
+                     weight_decay=group["weight_decay"],
+                     decoupled_weight_decay=self._decoupled, amsgrad=amsgrad,
+                     maximize=group["maximize"])
 
     def _prepare_group(self, group, params):
         """_step_group for a group whose params all have a gradient and share one step
@@ -106,14 +108,7 @@ class Adam(Optimizer):
             _, p_arrays, g_arrays = self._with_grads(group)
             for st in states:
                 st["step"] += 1
-            b1, b2 = group["betas"]
-            be.adam_step(p_arrays, g_arrays, [st["exp_avg"] for st in states],
-                         [st["exp_avg_sq"] for st in states],
-                         [st["max_exp_avg_sq"] for st in states] if amsgrad else None,
-                         step=states[0]["step"], lr=group["lr"], beta1=b1, beta2=b2,
-                         eps=group["eps"], weight_decay=group["weight_decay"],
-                         decoupled_weight_decay=self._decoupled, amsgrad=amsgrad,
-                         maximize=group["maximize"])
+            self._backend_step(be, group, states[0]["step"], p_arrays, g_arrays, states)
         return ready, run
 
 
