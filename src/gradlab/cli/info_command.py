@@ -22,10 +22,10 @@ def _version(module):
 def _cpu_tier():
     """Which implementation the CPU backend's fused ops (optimizer steps, dropout,
     softmax-CE) run, and why when it is the slower NumPy one."""
-    from ..backend import fused as cpu_jit
-    if cpu_jit.AVAILABLE:
+    from ..backend import fused
+    if fused.AVAILABLE:
         return "numba (one-pass compiled optimizer, dropout and softmax-CE kernels)"
-    why = cpu_jit.UNAVAILABLE_REASON
+    why = fused.UNAVAILABLE_REASON
     if os.environ.get("GRADLAB_NO_JIT"):
         return f"NumPy fallback ({why}; unset it for the numba kernels)"
     return (f"NumPy fallback, slower (numba does not import: {why}); gradlab installs numba "

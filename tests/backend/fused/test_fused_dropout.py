@@ -11,7 +11,7 @@ from gradlab.backend import checks, cpu_backend, cpu_threads, fused, get_backend
 from gradlab.backend.fused import dropout as fused_dropout
 from gradlab.backend.fused.dropout import reference
 
-cpu_jit_dropout = pytest.importorskip("gradlab.backend.fused.dropout.numba_cpu",
+numba_dropout = pytest.importorskip("gradlab.backend.fused.dropout.numba_cpu",
                                       reason="numba is not installed")
 if not fused.AVAILABLE:
     pytest.skip("the numba tier is off (GRADLAB_NO_JIT is set)", allow_module_level=True)
@@ -28,11 +28,11 @@ KAT = [
     ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
      (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
 ]
-TASK = 32 * cpu_jit_dropout.TASK_WORDS
+TASK = 32 * numba_dropout.TASK_WORDS
 # empty, single, not multiples of 4 / 32, one task exactly and around it, several tasks with a
 # ragged tail, and past the size from which every thread is used
 SIZES = [0, 1, 3, 4, 5, 31, 32, 33, 63, 100, TASK - 1, TASK, TASK + 1, 3 * TASK + 37,
-         cpu_jit_dropout.PARALLEL_MIN + 77]
+         numba_dropout.PARALLEL_MIN + 77]
 PS = [0.0, 0.1, 0.5, 0.9, 1.0]
 # offsets near 2^32 (the counter's low word carries into the high word) and near 2^64 (the
 # counter wraps inside one call)
@@ -54,18 +54,18 @@ def _same(a, b):
 
 
 def _check(x, p, key, offset, grad=None):
-    y, mask = cpu_jit_dropout.dropout_forward(x, p, key, offset)
+    y, mask = numba_dropout.dropout_forward(x, p, key, offset)
     y_ref, mask_ref = reference.dropout_forward(x, p, key, offset)
     _same(y, y_ref)
     _same(mask, mask_ref)
     g = x if grad is None else grad
-    _same(cpu_jit_dropout.dropout_backward(g, mask, p), reference.dropout_backward(g, mask, p))
+    _same(numba_dropout.dropout_backward(g, mask, p), reference.dropout_backward(g, mask, p))
     return y, mask
 
 
 @pytest.mark.parametrize("ctr,key,expected", KAT)
 def test_kernel_philox_known_answers(ctr, key, expected):
-    words = cpu_jit_dropout._philox(*(np.uint64(c) for c in ctr), np.uint64(key[0]),
+    words = numba_dropout._philox(*(np.uint64(c) for c in ctr), np.uint64(key[0]),
                                     np.uint64(key[1]))
     assert tuple(int(w) for w in words) == expected
 
@@ -74,12 +74,12 @@ def test_kernel_philox_known_answers(ctr, key, expected):
 def test_kernel_stream_words_match_reference(key, offset):
     nblocks = 777
     words = np.empty(4 * nblocks, dtype=np.uint32)
-    cpu_jit_dropout._draws(words, 0, nblocks, np.uint64(key & 0xFFFFFFFF), np.uint64(key >> 32),
+    numba_dropout._draws(words, 0, nblocks, np.uint64(key & 0xFFFFFFFF), np.uint64(key >> 32),
                            np.uint64(offset))
     _same(words, reference.philox_stream(key, offset, 4 * nblocks))
     # a run that starts later in the stream: block b of it is block first + b of the stream
     tail = np.empty(40, dtype=np.uint32)
-    cpu_jit_dropout._draws(tail, 700, 10, np.uint64(key & 0xFFFFFFFF), np.uint64(key >> 32),
+    numba_dropout._draws(tail, 700, 10, np.uint64(key & 0xFFFFFFFF), np.uint64(key >> 32),
                            np.uint64(offset))
     _same(tail, words[2800:2840])
 
@@ -124,40 +124,40 @@ def test_shapes_and_layouts(dtype):
 def test_backward_broadcast_and_strided_grads(dtype, n):
     """The gradient of sum() or mean() reaches dropout as a stride-0 broadcast."""
     x = _inputs(n, dtype)
-    _, mask = cpu_jit_dropout.dropout_forward(x, 0.3, 5, 11)
+    _, mask = numba_dropout.dropout_forward(x, 0.3, 5, 11)
     src = _inputs(3 * n, dtype, seed=1)
     grads = [np.broadcast_to(dtype(1.5), (n,)), np.broadcast_to(src[:1], (n,)), src[::3],
              np.broadcast_to(dtype(-2.0), (1, n)), np.broadcast_to(src[2:3], (n,))]
     for g in grads:
-        _same(cpu_jit_dropout.dropout_backward(g, mask, 0.3),
+        _same(numba_dropout.dropout_backward(g, mask, 0.3),
               reference.dropout_backward(g, mask, 0.3))
 
 
 def test_mask_padding_bits_are_zero():
     for n in (1, 33, TASK + 5):
-        _, mask = cpu_jit_dropout.dropout_forward(np.ones(n, np.float32), 0.01, 3, 0)
+        _, mask = numba_dropout.dropout_forward(np.ones(n, np.float32), 0.01, 3, 0)
         assert int(mask[-1]) >> (n % 32 or 32) == 0
         assert int(mask[-1]) != 0        # p = 0.01 keeps nearly all: the live bits are set
 
 
 def test_thread_count_kept_and_results_thread_independent():
     threads = cpu_threads.get_num_threads()
-    n = cpu_jit_dropout.PARALLEL_MIN * 2 + 3                 # a partial last mask word
+    n = numba_dropout.PARALLEL_MIN * 2 + 3                 # a partial last mask word
     x = _inputs(n, np.float32)
     g = _inputs(n, np.float32, seed=1)
-    y_all, m_all = cpu_jit_dropout.dropout_forward(x, 0.5, 8, 1)
-    b_all = cpu_jit_dropout.dropout_backward(g, m_all, 0.5)
-    bc_all = cpu_jit_dropout.dropout_backward(np.broadcast_to(np.float32(2), (n,)), m_all, 0.5)
-    cpu_jit_dropout.dropout_forward(x[:100], 0.5, 8, 1)          # small: runs on one thread
+    y_all, m_all = numba_dropout.dropout_forward(x, 0.5, 8, 1)
+    b_all = numba_dropout.dropout_backward(g, m_all, 0.5)
+    bc_all = numba_dropout.dropout_backward(np.broadcast_to(np.float32(2), (n,)), m_all, 0.5)
+    numba_dropout.dropout_forward(x[:100], 0.5, 8, 1)          # small: runs on one thread
     assert cpu_threads.get_num_threads() == threads
     try:
         for t in (1, 2, 3):
             cpu_threads.set_num_threads(t)
-            y, m = cpu_jit_dropout.dropout_forward(x, 0.5, 8, 1)
+            y, m = numba_dropout.dropout_forward(x, 0.5, 8, 1)
             _same(y, y_all)
             _same(m, m_all)
-            _same(cpu_jit_dropout.dropout_backward(g, m, 0.5), b_all)
-            _same(cpu_jit_dropout.dropout_backward(np.broadcast_to(np.float32(2), (n,)), m, 0.5),
+            _same(numba_dropout.dropout_backward(g, m, 0.5), b_all)
+            _same(numba_dropout.dropout_backward(np.broadcast_to(np.float32(2), (n,)), m, 0.5),
                   bc_all)
     finally:
         cpu_threads.set_num_threads(threads)
@@ -176,19 +176,19 @@ def test_parts_cover_every_task_once():
         y = np.full(n, np.nan)
         mask = np.zeros(m_ref.size, np.uint32)
         for k in range(nparts):
-            cpu_jit_dropout._forward_kernel(k, nparts, x, y, mask, *args)
+            numba_dropout._forward_kernel(k, nparts, x, y, mask, *args)
         mask[-1] &= np.uint32((1 << (n % 32)) - 1)
         _same(y, y_ref)
         _same(mask, m_ref)
         out = np.full(n, np.nan)
         for k in range(nparts):
-            cpu_jit_dropout._backward_kernel(k, nparts, x, m_ref, out, args[4], args[5], False)
+            numba_dropout._backward_kernel(k, nparts, x, m_ref, out, args[4], args[5], False)
         _same(out, reference.dropout_backward(x, m_ref, 0.3))
 
 
 def test_kernels_are_serial_nogil_numba():
     """The threads are cpu_threads' own: no numba parallel=True (an OpenMP pool)."""
-    for kernel in (cpu_jit_dropout._forward_kernel, cpu_jit_dropout._backward_kernel):
+    for kernel in (numba_dropout._forward_kernel, numba_dropout._backward_kernel):
         assert kernel.targetoptions.get("nogil") is True
         assert not kernel.targetoptions.get("parallel")
 
@@ -202,7 +202,7 @@ def test_kernels_are_serial_nogil_numba():
     ((np.ones(3, np.float16), 0.5, 0, 0), TypeError),
 ])
 def test_forward_rejects_what_the_reference_rejects(args, exc):
-    for impl in (reference, cpu_jit_dropout):
+    for impl in (reference, numba_dropout):
         with pytest.raises(exc) as info:
             impl.dropout_forward(*args)
         if impl is reference:
@@ -218,7 +218,7 @@ def test_forward_rejects_what_the_reference_rejects(args, exc):
 ])
 def test_backward_rejects_what_the_reference_rejects(grad, mask):
     errors = []
-    for impl in (reference, cpu_jit_dropout):
+    for impl in (reference, numba_dropout):
         with pytest.raises((ValueError, TypeError)) as info:
             impl.dropout_backward(grad, mask, 0.5)
         errors.append((type(info.value), str(info.value)))
@@ -260,12 +260,12 @@ def test_cpu_backend_and_layers_use_the_kernels(monkeypatch):
     assert fused_dropout.dropout_forward.tier_for(bk, x1[:0], 0.3, 0, 0) == "numpy"
     calls = []
     for name in ("_forward_kernel", "_backward_kernel"):
-        kernel = getattr(cpu_jit_dropout, name)
+        kernel = getattr(numba_dropout, name)
 
         def counted(*args, _kernel=kernel, _name=name):
             calls.append(_name)
             return _kernel(*args)
-        monkeypatch.setattr(cpu_jit_dropout, name, counted)
+        monkeypatch.setattr(numba_dropout, name, counted)
 
     x_np = _inputs(1000, np.float32)
     for make in (lambda: gl.nn.Dropout(0.3), lambda: (lambda t: gl.nn.functional.dropout(t, 0.3))):

@@ -15,7 +15,7 @@ from gradlab.backend import cpu_backend, cpu_threads, fused, get_backend
 from gradlab.backend.fused import softmax_ce as fused_ce
 from gradlab.backend.fused.softmax_ce import reference
 
-cpu_jit_softmax_ce = pytest.importorskip("gradlab.backend.fused.softmax_ce.numba_cpu",
+numba_softmax_ce = pytest.importorskip("gradlab.backend.fused.softmax_ce.numba_cpu",
                                          reason="numba is not installed")
 if not fused.AVAILABLE:
     pytest.skip("the numba tier is off (GRADLAB_NO_JIT is set)", allow_module_level=True)
@@ -37,7 +37,7 @@ def _close(got, want):
 
 
 def _both(logits, target, weight=None, ignore_index=-100, smoothing=0.0):
-    got = cpu_jit_softmax_ce.softmax_cross_entropy(logits, target, weight, ignore_index,
+    got = numba_softmax_ce.softmax_cross_entropy(logits, target, weight, ignore_index,
                                                    smoothing)
     want = reference.softmax_cross_entropy(logits, target, weight, ignore_index, smoothing)
     return got, want
@@ -55,7 +55,7 @@ def _case(n, c, dtype, seed=0, scale=3.0):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matches_reference_to_rounding(dtype, weighted, smoothing):
     shapes = [(1, 1), (1, 2), (7, 3), (64, 10), (4096, 10), (33, WIDE),
-              (cpu_jit_softmax_ce.PARALLEL_MIN // 10 + 3, 10)]  # the last runs in parallel
+              (numba_softmax_ce.PARALLEL_MIN // 10 + 3, 10)]  # the last runs in parallel
     for n, c in shapes:
         for scale in (1.0, 30.0):
             x, y, w = _case(n, c, dtype, seed=n + c, scale=scale)
@@ -126,7 +126,7 @@ def test_bad_targets_same_error_as_reference(target, ignore_index):
     x = np.zeros((4, 3), np.float32)
     target = np.array(target)
     errors = []
-    for impl in (reference, cpu_jit_softmax_ce):
+    for impl in (reference, numba_softmax_ce):
         try:
             impl.softmax_cross_entropy(x, target, None, ignore_index, 0.0)
             errors.append(None)
@@ -141,7 +141,7 @@ def test_bad_arguments_same_error_as_reference():
     x = np.zeros((4, 3), np.float32)
     for args in ((x[0], np.zeros(3, np.int64)), (x, np.zeros(4)), (x, np.zeros(5, np.int64))):
         errors = []
-        for impl in (reference, cpu_jit_softmax_ce):
+        for impl in (reference, numba_softmax_ce):
             with pytest.raises((ValueError, TypeError)) as info:
                 impl.softmax_cross_entropy(*args, None, -100, 0.0)
             errors.append((type(info.value), str(info.value)))
@@ -151,33 +151,33 @@ def test_bad_arguments_same_error_as_reference():
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_results_thread_independent(smoothing):
     """Rows are independent: any thread count (and any cut into parts) gives the same bits."""
-    x, y, w = _case(cpu_jit_softmax_ce.PARALLEL_MIN // 10 + 3, 10, np.float32, seed=4)
+    x, y, w = _case(numba_softmax_ce.PARALLEL_MIN // 10 + 3, 10, np.float32, seed=4)
     y[::7] = -100
-    want = cpu_jit_softmax_ce.softmax_cross_entropy(x, y, w, -100, smoothing)
+    want = numba_softmax_ce.softmax_cross_entropy(x, y, w, -100, smoothing)
     threads = cpu_threads.get_num_threads()
     try:
         for t in (1, 2, 3):
             cpu_threads.set_num_threads(t)
-            got = cpu_jit_softmax_ce.softmax_cross_entropy(x, y, w, -100, smoothing)
+            got = numba_softmax_ce.softmax_cross_entropy(x, y, w, -100, smoothing)
             assert got[0].tobytes() == want[0].tobytes()
             assert got[1].tobytes() == want[1].tobytes()
     finally:
         cpu_threads.set_num_threads(threads)
     xs, ys = x[:50], y[:50]                                # more parts than rows, too
-    loss_ref, grad_ref = cpu_jit_softmax_ce.softmax_cross_entropy(xs, ys, w, -100, smoothing)
+    loss_ref, grad_ref = numba_softmax_ce.softmax_cross_entropy(xs, ys, w, -100, smoothing)
     args = (w, np.float32(w.sum()), np.int64(-100), np.float32(1 - smoothing),
             np.float32(smoothing / 10), bool(smoothing), np.float32(0))
     for nparts in (2, 3, 64):
         loss = np.full(50, np.nan, np.float32)
         grad = np.full((50, 10), np.nan, np.float32)
         for k in range(nparts):
-            cpu_jit_softmax_ce._part_kernel(k, nparts, xs, ys, *args, loss, grad)
+            numba_softmax_ce._part_kernel(k, nparts, xs, ys, *args, loss, grad)
         assert loss.tobytes() == loss_ref.tobytes() and grad.tobytes() == grad_ref.tobytes()
 
 
 def test_kernel_is_serial_nogil_numba():
     """The threads are cpu_threads' own: no numba parallel=True (an OpenMP pool)."""
-    options = cpu_jit_softmax_ce._part_kernel.targetoptions
+    options = numba_softmax_ce._part_kernel.targetoptions
     assert options.get("nogil") is True and not options.get("parallel")
 
 
@@ -188,12 +188,12 @@ def test_cpu_backend_and_loss_use_the_kernel(monkeypatch):
     assert op.tier_for(bk, np.zeros((4, WIDE), np.float32), y4, None, -100, 0.0) == "numba"
     assert op.tier_for(bk, np.zeros((4, WIDE + 1), np.float32), y4, None, -100, 0.0) == "numpy"
     calls = []
-    kernel = cpu_jit_softmax_ce._kernel
+    kernel = numba_softmax_ce._kernel
 
     def counted(*args):
         calls.append(args[0].shape)
         return kernel(*args)
-    monkeypatch.setattr(cpu_jit_softmax_ce, "_kernel", counted)
+    monkeypatch.setattr(numba_softmax_ce, "_kernel", counted)
     x, y, _ = _case(64, 10, np.float32)
     t = gl.tensor(x, requires_grad=True)
     gl.nn.functional.cross_entropy(t, gl.tensor(y)).backward()

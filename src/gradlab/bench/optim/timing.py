@@ -109,14 +109,13 @@ class CpuTarget:
     kind = "cpu"
 
     def __init__(self, device):
-        from ...backend import cpu_threads, get_backend
-        from ...backend import fused as cpu_jit
+        from ...backend import cpu_threads, fused, get_backend
         self.device, self.be, self.xp = device, get_backend("cpu"), np
         self.threads = cpu_threads.get_num_threads()
         self._run_parts = cpu_threads.run_parts
         self.clock = HostClock()
-        self.tier = "numba kernels (cpu_jit)" if cpu_jit.AVAILABLE else \
-            "NumPy reference (numba not installed)"
+        self.tier = "numba kernels (backend/fused/*/numba_cpu.py)" if fused.AVAILABLE else \
+            f"NumPy reference ({fused.UNAVAILABLE_REASON})"
 
     def context(self):
         return _nullcontext()
