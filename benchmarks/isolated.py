@@ -139,7 +139,7 @@ def _compiled_table(shapes, out_stem, repeats):
                     f"record, and planning the replay), in a fresh process (with the first "
                     f"calls of every kernel) and, in brackets, again on the warm model; "
                     f"held: the bytes a replay keeps between steps (recorded constants, "
-                    f"the arrays its nodes save, its out= buffers; the model's parameters "
+                    f"the arrays its nodes save; the model's parameters "
                     f"and buffers and the optimizer state not counted).\n\n{table}\n")
     return table
 
