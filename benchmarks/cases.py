@@ -125,19 +125,19 @@ def mlp_forward_backward(sizes, batch, check=False):
 
 
 # -- issue 6: the full suite --------------------------------------------------------------------
-def build_gl_mlp(weights, biases, device="cpu"):
-    """The gradlab ReLU MLP of ``mlp_data``'s weights and biases (Linear, ReLU, ..., Linear),
-    on ``device``."""
+def build_mlp(lib, weights, biases, device="cpu"):
+    """The ReLU MLP of ``mlp_data``'s weights and biases (Linear, ReLU, ..., Linear) in
+    ``lib`` (gradlab or torch: the same names), on ``device``."""
     layers = []
     for k, (w, b) in enumerate(zip(weights, biases)):
-        lin = gl.nn.Linear(w.shape[1], w.shape[0])
-        with gl.no_grad():
-            lin.weight.copy_(gl.tensor(w))
-            lin.bias.copy_(gl.tensor(b))
+        lin = lib.nn.Linear(w.shape[1], w.shape[0])
+        with lib.no_grad():
+            lin.weight.copy_(lib.tensor(w))
+            lin.bias.copy_(lib.tensor(b))
         layers.append(lin)
         if k < len(weights) - 1:
-            layers.append(gl.nn.ReLU())
-    return gl.nn.Sequential(*layers).to(device)
+            layers.append(lib.nn.ReLU())
+    return lib.nn.Sequential(*layers).to(device)
 
 
 def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False):
@@ -150,7 +150,7 @@ def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False):
     equal an eager step's, bit for bit on the CPU."""
     weights, biases, x, y = mlp_data(sizes, batch)
     nn = gl.nn
-    model = build_gl_mlp(weights, biases, device)
+    model = build_mlp(gl, weights, biases, device)
     opt = gl.optim.Adam(model.parameters(), lr=1e-3)
     gx, gy = gl.tensor(x, device=device), gl.tensor(y, device=device)
     loss_fn = nn.CrossEntropyLoss()
@@ -166,7 +166,7 @@ def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False):
         eager_step = gl_step
         gl_step = functools.partial(gl.train.compile_step(model, loss_fn, opt), gx, gy)
         if check:
-            twin = build_gl_mlp(weights, biases, device)
+            twin = build_mlp(gl, weights, biases, device)
             twin_opt = gl.optim.Adam(twin.parameters(), lr=1e-3)
             twin_step = gl.train.compile_step(twin, loss_fn, twin_opt)
             for _ in range(3):  # 2 recordings, then the first replay
@@ -204,16 +204,7 @@ def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False):
 
     torch_step = None
     if torch is not None:
-        layers = []
-        for k, (w, b) in enumerate(zip(weights, biases)):
-            lin = torch.nn.Linear(w.shape[1], w.shape[0])
-            with torch.no_grad():
-                lin.weight.copy_(torch.tensor(w))
-                lin.bias.copy_(torch.tensor(b))
-            layers.append(lin)
-            if k < len(weights) - 1:
-                layers.append(torch.nn.ReLU())
-        tmodel = torch.nn.Sequential(*layers).to(device)
+        tmodel = build_mlp(torch, weights, biases, device)
         topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
         tx, ty = torch.tensor(x, device=device), torch.tensor(y, device=device)
         tloss = torch.nn.CrossEntropyLoss()

@@ -199,7 +199,7 @@ def compiled_mlp_train_step(sizes, batch, device="cuda", steps=6):
     gx, gy = gl.tensor(x, device=device), gl.tensor(y, device=device)
 
     def build():
-        model = cases.build_gl_mlp(weights, biases, device)
+        model = cases.build_mlp(gl, weights, biases, device)
         return model, gl.optim.Adam(model.parameters(), lr=1e-3)
 
     loss_fn = gl.nn.CrossEntropyLoss()

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from grad_dtype_probe import GradDtype
 
 import gradlab as gl
 import gradlab.nn.functional as F
@@ -149,19 +150,6 @@ def test_gelu_approximate_error_names_gelu():
         F.gelu(_t([1.0]), approximate="erf")
 
 
-class _GradDtype(gl.autograd.Function):
-    """Identity whose backward records the dtype of the gradient it is handed: what a float32
-    layer (or a user's own Function) before the activation receives."""
-    seen = []
-
-    def forward(ctx, x):
-        return x.copy()
-
-    def backward(ctx, g):
-        _GradDtype.seen.append(g.dtype)
-        return g
-
-
 _FLOAT32_CASES = {
     "relu": F.relu, "sigmoid": F.sigmoid, "tanh": F.tanh, "arctan": F.arctan,
     "selu": F.selu, "softsign": F.softsign, "sqnl": F.sqnl, "silu": F.silu,
@@ -180,8 +168,8 @@ def test_a_float32_activation_passes_float32_gradients_back(name):
     # Both branches of every piecewise activation, their switch points and a large value.
     x = _t([-30.0, -3.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.5, 3.0, 30.0], np.float32, grad=True)
     w = _t(np.linspace(0.3, 1.7, 10), np.float32)  # so that no branch's gradient is 1 alone
-    _GradDtype.seen.clear()
-    y = _FLOAT32_CASES[name](_GradDtype.apply(x))
+    GradDtype.seen.clear()
+    y = _FLOAT32_CASES[name](GradDtype.apply(x))
     assert y.dtype == gl.float32
     (y * w).sum().backward()
-    assert _GradDtype.seen == [np.float32] and x.grad.dtype == gl.float32
+    assert GradDtype.seen == [np.float32] and x.grad.dtype == gl.float32

@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pytest
+from grad_dtype_probe import GradDtype
 
 import gradlab as gl
 import gradlab.nn.functional as F
@@ -495,19 +496,6 @@ def test_multi_margin_loss_with_a_float64_weight_keeps_float32():
     assert got.dtype == np.float32
 
 
-class _GradDtype(gl.autograd.Function):
-    """Identity whose backward records the dtype of the gradient it is handed: what a float32
-    layer (or a user's own Function) before the loss receives."""
-    seen = []
-
-    def forward(ctx, x):
-        return x.copy()
-
-    def backward(ctx, g):
-        _GradDtype.seen.append(g.dtype)
-        return g
-
-
 _W64 = np.array([0.5, 2.0, 1.5])  # float64 class weights for a float32 model
 _T = np.array([0, 2, 1, 2])
 _WEIGHTED = {
@@ -532,8 +520,8 @@ _WEIGHTED = {
 @pytest.mark.parametrize("name", sorted(_WEIGHTED))
 def test_float64_weights_give_a_float32_model_float32_gradients(name):
     x = _t(np.linspace(-2.0, 2.0, 12).reshape(4, 3), np.float32, grad=True)
-    _GradDtype.seen.clear()
-    loss = _WEIGHTED[name](_GradDtype.apply(x))
+    GradDtype.seen.clear()
+    loss = _WEIGHTED[name](GradDtype.apply(x))
     assert loss.dtype == gl.float32
     loss.backward()
-    assert _GradDtype.seen == [np.float32] and x.grad.dtype == gl.float32
+    assert GradDtype.seen == [np.float32] and x.grad.dtype == gl.float32

@@ -149,20 +149,23 @@ def test_evaluate_weights_each_batch_by_its_size():
         {"loss": pytest.approx(rows.mean(), rel=1e-6)}
 
 
+class _Probe(nn.Module):
+    """A Linear layer that calls ``look(module, x)`` on every forward."""
+
+    def __init__(self, look):
+        super().__init__()
+        self.lin = _lin()
+        self._look = look
+
+    def forward(self, x):
+        self._look(self, x)
+        return self.lin(x)
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_evaluate_runs_in_eval_mode_and_restores_the_mode(training):
     seen = []
-
-    class Probe(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = _lin()
-
-        def forward(self, x):
-            seen.append(self.training)
-            return self.lin(x)
-
-    m = Probe()
+    m = _Probe(lambda module, x: seen.append(module.training))
     m.train(training)
     evaluate(m, nn.CrossEntropyLoss(), _loader(8, 4))
     assert seen == [False, False] and m.training is training
@@ -862,17 +865,8 @@ def test_without_validation_the_plateau_scheduler_monitors_the_training_loss():
 
 def test_evaluate_without_a_device_leaves_the_batches_where_they_are(monkeypatch):
     seen = []
-
-    class Probe(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = _lin()
-
-        def forward(self, x):
-            seen.append(x.device)
-            return self.lin(x)
-
-    model, loader = Probe(), _loader(8, 4)  # on the CPU
+    model = _Probe(lambda module, x: seen.append(x.device))
+    loader = _loader(8, 4)  # on the CPU
     monkeypatch.setenv("GRADLAB_DEVICE", "cuda")  # what device=None would resolve to
     got = evaluate(model, nn.CrossEntropyLoss(), loader)
     assert seen == [gl.device("cpu")] * 2 and got["loss"] > 0
