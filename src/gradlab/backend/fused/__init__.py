@@ -114,17 +114,12 @@ class FusedOp:
 
     def pick(self, backend, *args, **kwargs):
         """The function to call for these arguments on ``backend``, taking the arguments
-        without the backend: tier_for's choice, written out because every fused call of a
-        training step pays for it. The Backend entry points call this, then the function
-        with their own arguments (one dispatch, no re-packing of keyword arguments)."""
-        fns = self._fns
-        if backend.device.type == "cuda":
-            return functools.partial(fns.get("cuda") or self.tier_function("cuda"), backend)
-        if (_numba_ok or _numba_ok is None and numba_status()[0]) \
-                and not os.environ.get("GRADLAB_NO_JIT") \
-                and (self.use_numba is None or self.use_numba(*args, **kwargs)):
-            return fns.get("numba") or self.tier_function("numba")
-        return fns.get("numpy") or self.tier_function("numpy")
+        without the backend (tier_for's choice). The Backend entry points call this, then
+        the function with their own arguments (one dispatch, no re-packing of keyword
+        arguments)."""
+        tier = self.tier_for(backend, *args, **kwargs)
+        fn = self._fns.get(tier) or self.tier_function(tier)
+        return functools.partial(fn, backend) if tier == "cuda" else fn
 
     def __call__(self, backend, *args, **kwargs):
         return self.pick(backend, *args, **kwargs)(*args, **kwargs)
