@@ -26,7 +26,21 @@ _numba_reason = None   # why numba cannot be imported (None: not tried yet, or i
 _numba_ok = None       # None: not tried yet
 
 
+# GRADLAB_NO_JIT is read at every fused call. ``os.environ.get`` of an unset variable raises
+# and catches a KeyError inside the Mapping (about 2 us a call on a slow 2-core machine,
+# several times per training step); the bytes dict that os.environ keeps in step with every
+# assignment and deletion answers the same question in a dictionary lookup. Where os.environ
+# has no such dict (not CPython), the public read.
+_ENV = getattr(os.environ, "_data", None)
+try:
+    _NO_JIT_KEY = os.environ.encodekey("GRADLAB_NO_JIT")
+except AttributeError:
+    _ENV = None
+
+
 def _jit_disabled():
+    if _ENV is not None:
+        return bool(_ENV.get(_NO_JIT_KEY))
     return bool(os.environ.get("GRADLAB_NO_JIT"))
 
 
@@ -106,8 +120,7 @@ class FusedOp:
         """The tier a call with these arguments runs on ``backend``."""
         if backend.device.type == "cuda":
             return "cuda"
-        if (_numba_ok or _numba_ok is None and numba_status()[0]) \
-                and not os.environ.get("GRADLAB_NO_JIT") \
+        if (_numba_ok or _numba_ok is None and numba_status()[0]) and not _jit_disabled() \
                 and (self.use_numba is None or self.use_numba(*args, **kwargs)):
             return "numba"
         return "numpy"
