@@ -15,10 +15,15 @@ pattern, 1.6 s at 100 1-D arrays, 5.7 s with mixed ndims), and ``ndarray.ctypes.
   ``refcheck=False`` on a parameter or state, which would leave a stale pointer here.)
 - the gradients are new arrays after every backward, so their row is read at every call, in
   compiled code, through the buffer protocol (CPython's public PyObject_GetBuffer asking for a
-  C-contiguous view with its format and shape; measured about 0.1 us per array with the id
-  list, against 0.2 us for NumPy's ``__array_struct__`` capsule) and checked against the
-  params' shapes and dtype. Anything unexpected (not an array, another dtype or shape, not
-  contiguous) goes to the full Python check, which raises reference.py's error.
+  C-contiguous view with its format and shape; measured about 0.1 us per array, against
+  0.2 us for NumPy's ``__array_struct__`` capsule) and checked against the params' shapes and
+  dtype. The compiled code takes the address of the grads' list and its items with the
+  public PyList_GetItem: an array of the grads' ids cost 2 us for six grads (``np.fromiter``
+  or filling a kept array), more than the whole read. Anything unexpected (not an array,
+  another dtype or shape, not contiguous) goes to the full Python check, which raises
+  reference.py's error.
+- a caller that keeps a group's params and states (the prepared steps, numba_cpu.py) takes
+  a table of its own from prepared_table, checked once, and reads only the grads per call.
 """
 from __future__ import annotations
 
@@ -66,6 +71,19 @@ def _get_buffer(typingctx, fn, obj, view, flags):
 
 
 @intrinsic
+def _call_word2(typingctx, fn, a, b):
+    """``fn(a, b)`` for the address of a C function of two words returning a word."""
+    if not all(isinstance(x, types.Integer) for x in (fn, a, b)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        word = context.get_value_type(types.intp)
+        fnty = ir.FunctionType(word, [word, word])
+        return builder.call(builder.inttoptr(args[0], fnty.as_pointer()), [args[1], args[2]])
+    return types.intp(types.intp, types.intp, types.intp), codegen
+
+
+@intrinsic
 def _call_void(typingctx, fn, arg):
     """``fn(arg)`` for the address of a C function of one pointer returning nothing."""
     if not all(isinstance(x, types.Integer) for x in (fn, arg)):
@@ -108,9 +126,10 @@ _BUF_WORDS = -(-ctypes.sizeof(_PyBuffer) // ctypes.sizeof(ctypes.c_ssize_t))
 # PyBUF_C_CONTIGUOUS | PyBUF_FORMAT: a C-contiguous view with its shape and format, or an
 # error (BufferError for a strided array)
 _BUF_FLAGS = 0x0020 | 0x0010 | 0x0008 | 0x0004
-# PyObject_GetBuffer, PyBuffer_Release, PyErr_Clear: the CPython C API
+# PyObject_GetBuffer, PyBuffer_Release, PyErr_Clear, PyList_GetItem: the CPython C API
 _CAPI = np.array([ctypes.cast(getattr(ctypes.pythonapi, name), ctypes.c_void_p).value
-                  for name in ("PyObject_GetBuffer", "PyBuffer_Release", "PyErr_Clear")],
+                  for name in ("PyObject_GetBuffer", "PyBuffer_Release", "PyErr_Clear",
+                               "PyList_GetItem")],
                  dtype=np.intp)
 
 
@@ -130,31 +149,35 @@ def _byte(addr):
 
 
 # The header of a table's ``meta`` array (then dim_start[n + 1], dims, and a Py_buffer's room)
-_M_CODE, _M_ITEMSIZE, _M_N, _M_CAPI, _M_BUF = 0, 1, 2, 3, 6
+_M_CODE, _M_ITEMSIZE, _M_N, _M_CAPI = 0, 1, 2, 3
+_M_BUF = _M_CAPI + _CAPI.size
 _M_HEAD = _M_BUF + _BUF.size
 
 
 @numba.njit(cache=True)
-def _read_grads(objs, meta, out):
-    """Fill ``out`` with the data pointers of the objects whose addresses ``objs`` holds,
-    through the buffer protocol (a C-contiguous view with its format), after checking each
-    one against its param. ``meta`` (built by _build): the format code ('f' or 'd', native
-    order) and item size of the params, their count n, the C API's addresses, the Py_buffer
-    field offsets, then dim_start (n + 1: tensor t's shape is dims[dim_start[t]:
-    dim_start[t + 1]]), dims, and room for one Py_buffer. False at the first object that does
-    not fit (with no Python error left set). Holds the GIL: it calls the C API on live
-    Python objects, which the caller's list keeps alive."""
+def _read_grads(grads, meta, out):
+    """Fill ``out`` with the data pointers of the items of the list at address ``grads``
+    (``id`` of a list of exactly n items, the caller checks), through the buffer protocol (a
+    C-contiguous view with its format), after checking each one against its param. ``meta``
+    (built by _check): the format code ('f' or 'd', native order) and item size of the
+    params, their count n, the C API's addresses, the Py_buffer field offsets, then
+    dim_start (n + 1: tensor t's shape is dims[dim_start[t]:dim_start[t + 1]]), dims, and
+    room for one Py_buffer. False at the first object that does not fit (with no Python
+    error left set). Holds the GIL: it calls the C API on live
+    Python objects (borrowed from the list, which the caller keeps alive and unchanged)."""
     n = meta[_M_N]
     dims0 = _M_HEAD + n + 1
     view = meta[dims0 + meta[_M_HEAD + n]:]
     vp = view.ctypes.data
     word = meta.itemsize
-    get, release, clear = meta[_M_CAPI], meta[_M_CAPI + 1], meta[_M_CAPI + 2]
+    get, release, clear, item = (meta[_M_CAPI], meta[_M_CAPI + 1], meta[_M_CAPI + 2],
+                                 meta[_M_CAPI + 3])
     b_buf, b_itemsize, b_ndim, b_format, b_shape = (meta[_M_BUF], meta[_M_BUF + 1],
                                                     meta[_M_BUF + 2], meta[_M_BUF + 3],
                                                     meta[_M_BUF + 4])
     for t in range(n):
-        if _get_buffer(get, objs[t], vp, _BUF_FLAGS) != 0:
+        obj = _call_word2(item, grads, t)
+        if obj == 0 or _get_buffer(get, obj, vp, _BUF_FLAGS) != 0:
             _call_void0(clear)
             return False
         fmt = _word(vp + b_format)
@@ -195,16 +218,19 @@ def _forget(key, table):
     return drop
 
 
-def _build(op, key, ids, params, grads, states):
-    """Check the group as reference.py does (and read-only params or states), build and cache
-    its table."""
+def _check(op, params, grads, states):
+    """Check the group as reference.py does (and read-only params or states) and return a new
+    table of it, the grads' row not filled in. ``grads`` None: params and states only (the
+    caller reads and checks the grads at each call)."""
     named = {f"state{k}": s for k, s in enumerate(states)}
-    lists = {"params": params, "grads": grads, **{k: s for k, s in named.items() if s is not None}}
+    lists = {"params": params, **({} if grads is None else {"grads": grads}),
+             **{k: s for k, s in named.items() if s is not None}}
     for name, arrays in lists.items():
         for i, a in enumerate(arrays):
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"{op}: {name}[{i}] is a {type(a).__name__}, not a NumPy array")
-    dtype = checks.group_dtype(op, params, grads, **named)
+    # Without grads, params stand in for them: they pass every check a grad gets
+    dtype = checks.group_dtype(op, params, params if grads is None else grads, **named)
     n = len(params)
     ptrs = np.empty((_ROWS, n), dtype=np.intp)
     rows = (params, None, *states) + (None,) * (_ROWS - 2 - len(states))
@@ -222,7 +248,6 @@ def _build(op, key, ids, params, grads, states):
     table.offsets = np.zeros(n + 1, dtype=np.intp)
     np.cumsum([a.size for a in params], out=table.offsets[1:])
     table.dtype = dtype.type
-    table.ids = ids
     dim_start = np.zeros(n + 1, dtype=np.intp)
     np.cumsum([a.ndim for a in params], out=dim_start[1:])
     head = np.array([ord(dtype.char), dtype.itemsize, n, *_CAPI, *_BUF], dtype=np.intp)
@@ -230,6 +255,13 @@ def _build(op, key, ids, params, grads, states):
     table.meta = np.concatenate([head, dim_start,
                                  np.array([d for a in params for d in a.shape], dtype=np.intp),
                                  np.zeros(_BUF_WORDS, dtype=np.intp)])
+    return table
+
+
+def _build(op, key, ids, params, grads, states):
+    """_check's table of the group, cached under ``key``."""
+    table = _check(op, params, grads, states)
+    table.ids = ids
     drop = _forget(key, table)
     table.refs = [weakref.ref(a, drop) for arrays in (params, *states) if arrays is not None
                   for a in arrays]
@@ -256,9 +288,22 @@ def group_table(op, params, grads, states):
     table = _tables.get(key)
     if table is not None and table.ids != ids:
         table = None
-    if table is not None and _read_grads(np.fromiter(map(id, grads), np.intp, n), table.meta,
-                                         table.ptrs[1]):
+    if type(grads) is not list:  # _read_grads reads a list
+        grads = list(grads)
+    if table is not None and _read_grads(id(grads), table.meta, table.ptrs[1]):
         return table.ptrs, table.offsets, table.dtype
     table = _build(op, key, ids, params, grads, states)  # raises the error of a bad group
     table.ptrs[1] = [g.ctypes.data for g in grads]
     return table.ptrs, table.offsets, table.dtype
+
+
+def prepared_table(op, params, states):
+    """A table of its own for a caller that keeps ``params`` and ``states`` (the same lists
+    and arrays, alive, at every call): (ptrs, offsets, scalar type, meta), checked here once
+    (group_table's checks of params and states), not cached. The caller fills the grads' row
+    at each call with ``_read_grads(id(grads), meta, ptrs[1])``, which checks them. None for
+    an empty group."""
+    if not params:
+        return None
+    table = _check(op, params, None, states)
+    return table.ptrs, table.offsets, table.dtype, table.meta
