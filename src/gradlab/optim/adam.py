@@ -69,23 +69,28 @@ class Adam(Optimizer):
         for step, (ps, gs, group_sts) in calls.items():
             self._backend_step(be, group, step, ps, gs, group_sts)
 
-    def _backend_step(self, be, group, step, p_arrays, g_arrays, states):
-        """The one fused backend call for tensors that share the step count ``step``; the
-        options are read from ``group`` at this call."""
-        amsgrad = group["amsgrad"]
+    def _options(self, group):
+        """The hyper-parameters of one backend call, read from ``group`` at this call."""
         b1, b2 = group["betas"]
+        return dict(lr=group["lr"], beta1=b1, beta2=b2, eps=group["eps"],
+                    weight_decay=group["weight_decay"], decoupled_weight_decay=self._decoupled,
+                    maximize=group["maximize"])
+
+    def _backend_step(self, be, group, step, p_arrays, g_arrays, states):
+        """The one fused backend call for tensors that share the step count ``step``."""
+        amsgrad = group["amsgrad"]
         be.adam_step(p_arrays, g_arrays, [st["exp_avg"] for st in states],
                      [st["exp_avg_sq"] for st in states],
                      [st["max_exp_avg_sq"] for st in states] if amsgrad else None,
-                     step=step, lr=group["lr"], beta1=b1, beta2=b2, eps=group["eps"],
-                     weight_decay=group["weight_decay"],
-                     decoupled_weight_decay=self._decoupled, amsgrad=amsgrad,
-                     maximize=group["maximize"])
+                     step=step, amsgrad=amsgrad, **self._options(group))
 
     def _prepare_group(self, group, params):
         """_step_group for a group whose params all have a gradient and share one step
-        count (the compiled step's steady state): the same single backend call, without the
-        regrouping. The state arrays and every option are read at each call."""
+        count (the compiled step's steady state): the backend's prepared adam_step on the
+        arrays of now, which ``ready()`` checks are still the params' and the states' (a
+        replaced ``p.data`` or state array must never be written through an old pointer).
+        Every option is read at each call; where the prepared call declines (the grads do
+        not fit, the tier changed), the plain backend call runs."""
         amsgrad = group["amsgrad"]
         names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else \
             ("exp_avg", "exp_avg_sq")
@@ -93,22 +98,31 @@ class Adam(Optimizer):
         if any(n not in st for st in states for n in names):
             return None
         be = params[0]._backend
-        pairs = list(zip(params, states))
+        held = [(p, st, p._data, *(st[n] for n in names)) for p, st in zip(params, states)]
+        prepared = be.prepare_adam_step(
+            [row[2] for row in held], [st["exp_avg"] for st in states],
+            [st["exp_avg_sq"] for st in states],
+            [st["max_exp_avg_sq"] for st in states] if amsgrad else None, amsgrad=amsgrad)
 
         def ready():
             if group["amsgrad"] != amsgrad:
                 return False
             step, now = states[0]["step"], self.state
-            for p, st in pairs:  # a loop: all() over a generator costs more at every step
-                if st["step"] != step or now.get(p) is not st:
+            for p, st, data, m, v, *vmax in held:  # a loop: all() costs more at every step
+                if st["step"] != step or now.get(p) is not st or p._data is not data or \
+                        st["exp_avg"] is not m or st["exp_avg_sq"] is not v or \
+                        (amsgrad and st["max_exp_avg_sq"] is not vmax[0]):
                     return False
             return True
 
         def run():
-            _, p_arrays, g_arrays = self._with_grads(group)
+            grads = [p.grad._data for p in params]
             for st in states:
                 st["step"] += 1
-            self._backend_step(be, group, states[0]["step"], p_arrays, g_arrays, states)
+            step = states[0]["step"]
+            if not prepared(grads, step=step, **self._options(group)):
+                _, p_arrays, g_arrays = self._with_grads(group)
+                self._backend_step(be, group, step, p_arrays, g_arrays, states)
         return ready, run
 
 

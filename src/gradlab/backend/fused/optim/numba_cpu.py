@@ -29,7 +29,7 @@ import numpy as np
 
 from ... import checks, cpu_threads
 from ...cpu_threads import PARALLEL_MIN  # noqa: F401  (tests size their groups with it)
-from . import scalars
+from . import numba_table, scalars
 from .numba_table import group_table, voidptr
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -233,6 +233,42 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr
                               weight_decay=weight_decay,
                               decoupled_weight_decay=decoupled_weight_decay)
     _run("adam_step", _ADAM, table, (*sc, -1.0 if maximize else 1.0), amsgrad)
+
+
+def prepared_adam_step(params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, amsgrad):
+    """adam_step on arrays the caller keeps (alive and unchanged: their pointers are taken
+    once, numba_table.prepared_table): ``run(grads, *, step, lr, ...)`` reads only the grads'
+    pointers at each call (checked against the params) and the scalars, then runs the kernel;
+    False, having done nothing, when the grads do not fit."""
+    checks.require_state("adam_step", "amsgrad", amsgrad, "max_exp_avg_sqs", max_exp_avg_sqs)
+    states = (exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None)
+    prepared = numba_table.prepared_table("adam_step", params, states)
+    if prepared is None:
+        return lambda grads, **options: True  # an empty group: adam_step does nothing
+    ptrs, offsets, dtype, meta = prepared
+    n, total, flag = len(params), int(offsets[-1]), bool(amsgrad)
+    sc = np.empty(len(scalars.AdamScalars._fields) + 1, dtype=dtype)
+    grads_row = ptrs[1]
+
+    def run(grads, *, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay,
+            maximize):
+        if type(grads) is not list or len(grads) != n or \
+                not numba_table.read_grads(grads, meta, grads_row):
+            return False
+        if total == 0:
+            return True
+        sc[:] = (*scalars.adam_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                       weight_decay=weight_decay,
+                                       decoupled_weight_decay=decoupled_weight_decay),
+                 -1.0 if maximize else 1.0)
+        nparts = cpu_threads.parts_for(total)
+        if nparts == 1:
+            _part(0, 1, ptrs, offsets, sc, _ADAM, flag, False)
+        else:
+            cpu_threads.run_parts(_part, nparts, ptrs, offsets, sc, _ADAM, flag, False)
+        return True
+    run.arrays = (list(params), [list(s) for s in states if s is not None])  # kept alive
+    return run
 
 
 def sgd_step(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov,

@@ -301,9 +301,16 @@ def prepared_table(op, params, states):
     """A table of its own for a caller that keeps ``params`` and ``states`` (the same lists
     and arrays, alive, at every call): (ptrs, offsets, scalar type, meta), checked here once
     (group_table's checks of params and states), not cached. The caller fills the grads' row
-    at each call with ``_read_grads(id(grads), meta, ptrs[1])``, which checks them. None for
+    at each call with ``read_grads(grads, meta, ptrs[1])``, which checks them. None for
     an empty group."""
     if not params:
         return None
     table = _check(op, params, None, states)
     return table.ptrs, table.offsets, table.dtype, table.meta
+
+
+def read_grads(grads, meta, out):
+    """Fill ``out`` (a table's grads row) from the list ``grads`` of exactly as many arrays as
+    the table's params, each checked against its param (format, item size, shape, C
+    order); False, with ``out`` partly filled, at the first that does not fit."""
+    return _read_grads(id(grads), meta, out)

@@ -1,0 +1,115 @@
+"""Adam's prepared step (Optimizer._prepared_step, Backend.prepare_adam_step) against
+step(), bit for bit: the prepared arrays' pointers are taken once, so every change that
+could make them stale must make the prepared step decline (and step() run), and every
+change it tolerates must give step()'s results."""
+import numpy as np
+import pytest
+
+import gradlab as gl
+
+
+def _pair(make):
+    out = []
+    for _ in range(2):
+        gl.manual_seed(0)
+        model = gl.nn.Sequential(gl.nn.Linear(4, 6), gl.nn.ReLU(), gl.nn.Linear(6, 3))
+        out.append((model, make(model.parameters())))
+    return out
+
+
+def _grads(model, k):
+    rng = np.random.default_rng(k)
+    for p in model.parameters():
+        p.grad = gl.tensor(rng.standard_normal(p.shape).astype(np.float32))
+
+
+def _same(a, b):
+    (m1, o1), (m2, o2) = a, b
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert p.detach().numpy().tobytes() == q.detach().numpy().tobytes()
+    for s1, s2 in zip(o1.state.values(), o2.state.values()):
+        assert s1.keys() == s2.keys()
+        for k in s1:
+            assert np.asarray(s1[k]).tobytes() == np.asarray(s2[k]).tobytes(), k
+
+
+def _change(k, model, opt):
+    """A change between two steps; returns whether the prepared step must decline it."""
+    p = next(iter(model.parameters()))
+    if k == 2:
+        opt.param_groups[0]["lr"] *= 0.3            # read at every call
+        return False
+    if k == 5:                                       # a transposed grad: C order expected
+        p.grad = gl.tensor(np.ascontiguousarray(p.grad.numpy().T).T)
+        return False
+    if k == 6:
+        p.data = p.data * 1                          # a new array behind the param
+        return True
+    if k == 7:
+        st = opt.state[p]
+        st["exp_avg"] = st["exp_avg"].copy()         # a new state array
+        return True
+    return False
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: gl.optim.Adam(ps, lr=1e-2),
+    lambda ps: gl.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+    lambda ps: gl.optim.Adam(ps, lr=1e-2, amsgrad=True, weight_decay=0.01, maximize=True),
+], ids=["adam", "adamw", "amsgrad-wd-maximize"])
+def test_prepared_step_equals_step_through_changes(make, monkeypatch):
+    (m1, o1), (m2, o2) = pair = _pair(make)
+    fast = None
+    for k in range(10):
+        _grads(m1, k)
+        _grads(m2, k)
+        declines = _change(k, m2, o2)
+        _change(k, m1, o1)  # the same change on the eager twin
+        if k == 3:
+            monkeypatch.setenv("GRADLAB_NO_JIT", "1")   # another tier, for both
+        if k == 4:
+            monkeypatch.delenv("GRADLAB_NO_JIT")
+        if k == 5:  # the same transposed values in both
+            for p, q in zip(m1.parameters(), m2.parameters()):
+                p.grad = gl.tensor(q.grad.numpy().copy())
+        o1.step()
+        if fast is None:
+            o2.step()
+            fast = o2._prepared_step()
+            assert fast is not None
+        elif not fast():
+            assert declines or k == 0, f"step {k}: declined"
+            o2.step()
+            fast = o2._prepared_step()
+        else:
+            assert not declines, f"step {k}: stepped through a stale array"
+        _same(*pair)
+
+
+def test_a_replaced_param_array_is_never_written():
+    (model, opt), _ = _pair(lambda ps: gl.optim.Adam(ps, lr=1e-2))
+    _grads(model, 0)
+    opt.step()
+    fast = opt._prepared_step()
+    p = next(iter(model.parameters()))
+    old = p._data
+    before = old.copy()
+    p.data = gl.tensor(old.copy())
+    _grads(model, 1)
+    assert fast() is False
+    assert old.tobytes() == before.tobytes()
+
+
+def test_a_grad_of_another_dtype_gets_steps_error():
+    (model, opt), _ = _pair(lambda ps: gl.optim.Adam(ps, lr=1e-2))
+    _grads(model, 0)
+    opt.step()
+    fast = opt._prepared_step()
+    p = next(iter(model.parameters()))
+    p.grad = gl.tensor(p.grad.numpy().astype(np.float64))
+    with pytest.raises(Exception) as prepared_error:
+        fast()
+    with pytest.raises(Exception) as step_error:
+        opt.step()
+    assert type(prepared_error.value) is type(step_error.value)
+    assert str(prepared_error.value) == str(step_error.value)
