@@ -220,14 +220,18 @@ class Backend:
         """grad * kept / (1 - p) with the mask dropout_forward returned (0 where p == 1)."""
         return _dropout.dropout_backward.pick(self)(grad, mask, p)
 
-    def softmax_cross_entropy(self, logits, target, weight, ignore_index, label_smoothing):
-        """Per-row softmax cross-entropy of (N, C) logits and (N,) int64 class targets.
+    def softmax_cross_entropy(self, logits, target, weight, ignore_index, label_smoothing,
+                              reduction="none"):
+        """Softmax cross-entropy of (N, C) logits and (N,) integer class targets, reduced.
 
-        Returns (row_loss (N,), grad (N, C)): row_loss[i] = (1-s) w[y_i] (-log p_iy) +
-        s/C sum_c w_c (-log p_ic) and grad[i] = d row_loss[i] / d logits[i], with w = 1
-        when ``weight`` is None, s = label_smoothing, and both zero for rows whose target
-        equals ``ignore_index``. The caller applies the reduction (for 'mean', dividing by
-        the sum of w[y_i] over non-ignored rows, as PyTorch). Targets outside [0, C) that
-        are not ignore_index raise IndexError naming the first bad value."""
-        args = (logits, target, weight, ignore_index, label_smoothing)
+        Per row: loss_i = (1-s) w[y_i] (-log p_iy) + s/C sum_c w_c (-log p_ic) and
+        grad_i = d loss_i / d logits[i], with w = 1 when ``weight`` is None, s =
+        label_smoothing, and both zero for rows whose target equals ``ignore_index``.
+        Returns (loss, grad): ``reduction`` 'none' gives the row losses (N,) and their
+        gradient (N, C); 'sum' gives sum_i loss_i (0-d, the logits' dtype) and the same
+        gradient; 'mean' divides both by D = sum of w[y_i] over the non-ignored rows (their
+        count when weight is None; PyTorch's rule), so grad is the gradient of the returned
+        loss in every case (all rows ignored: 0 / 0, nan). Targets outside [0, C) that are
+        not ignore_index raise IndexError naming the first bad value."""
+        args = (logits, target, weight, ignore_index, label_smoothing, reduction)
         return _softmax_ce.softmax_cross_entropy.pick(self, *args)(*args)

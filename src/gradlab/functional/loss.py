@@ -58,29 +58,15 @@ class SoftmaxCrossEntropy(Function):
     ``softmax_cross_entropy`` (one kernel on CUDA for loss and gradient)."""
 
     def forward(ctx, logits, target, weight, ignore_index, label_smoothing, reduction):
-        be = ctx.backend
-        xp = ctx.xp
         if target.dtype != np.int64:
             target = target.astype(np.int64)
-        row_loss, grad = be.softmax_cross_entropy(logits, target, weight, ignore_index,
-                                                  label_smoothing)
+        # The backend reduces too ('mean': PyTorch's division by the weight of the kept
+        # rows), so that grad is already the returned loss's gradient.
+        loss, grad = ctx.backend.softmax_cross_entropy(logits, target, weight, ignore_index,
+                                                       label_smoothing, reduction)
         ctx.reduction = reduction
-        if reduction == "none":
-            ctx.save_for_backward(grad)
-            return row_loss
-        if reduction == "sum":
-            ctx.save_for_backward(grad)
-            return row_loss.sum()
-        # mean: divide by the total weight of the non-ignored rows (PyTorch's rule).
-        valid = target != ignore_index
-        if weight is None:
-            denom = valid.sum().astype(logits.dtype)
-        else:
-            w_rows = weight[xp.where(valid, target, 0)]
-            denom = (w_rows * valid).sum()
-        grad = grad / denom
         ctx.save_for_backward(grad)
-        return row_loss.sum() / denom
+        return loss
 
     def backward(ctx, g):
         grad, = ctx.saved_tensors

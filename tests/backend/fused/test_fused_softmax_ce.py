@@ -36,10 +36,11 @@ def _close(got, want):
     assert err.size == 0 or err.max() <= 8 * eps, err.max() / eps
 
 
-def _both(logits, target, weight=None, ignore_index=-100, smoothing=0.0):
+def _both(logits, target, weight=None, ignore_index=-100, smoothing=0.0, reduction="none"):
     got = numba_softmax_ce.softmax_cross_entropy(logits, target, weight, ignore_index,
-                                                   smoothing)
-    want = reference.softmax_cross_entropy(logits, target, weight, ignore_index, smoothing)
+                                                   smoothing, reduction)
+    want = reference.softmax_cross_entropy(logits, target, weight, ignore_index, smoothing,
+                                           reduction)
     return got, want
 
 
@@ -65,6 +66,88 @@ def test_matches_reference_to_rounding(dtype, weighted, smoothing):
             _close(loss, loss_r)
             _close(grad, grad_r)
             assert not loss[::5].any() and not grad[::5].any()   # ignored rows: exact zeros
+
+
+PARALLEL_ROWS = numba_softmax_ce.PARALLEL_MIN // 10 + 3     # 10 classes: split into parts
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_reductions_match_reference_to_rounding(dtype, weighted, smoothing, reduction):
+    """'sum' and 'mean' (the kernel's compensated float64 sums against NumPy's pairwise
+    ones): a 0-d loss of the logits' dtype, and for 'mean' the gradient divided by the
+    weight of the kept rows."""
+    for n, c in [(1, 1), (7, 3), (64, 3), (64, 10), (4096, 10), (33, WIDE),
+                 (PARALLEL_ROWS, 10)]:
+        x, y, w = _case(n, c, dtype, seed=n + c + 1)
+        y[1::5] = -100                                     # some ignored rows, not all
+        weight = w if weighted else None
+        (loss, grad), (loss_r, grad_r) = _both(x, y, weight, smoothing=smoothing,
+                                               reduction=reduction)
+        assert isinstance(loss, np.ndarray) and loss.shape == () and loss.dtype == dtype
+        _close(loss, loss_r)
+        _close(grad, grad_r)
+        rows, rows_grad = reference.softmax_cross_entropy(x, y, weight, -100, smoothing)
+        kept = (w[y[y != -100]] if weighted else np.ones(int((y != -100).sum()))).sum()
+        scale = kept if reduction == "mean" else 1.0
+        assert float(loss) == pytest.approx(rows.astype(np.float64).sum() / scale,
+                                            rel=1e-5 if dtype == np.float32 else 1e-12)
+        np.testing.assert_allclose(grad, rows_grad / scale, rtol=1e-5,
+                                   atol=8 * np.finfo(dtype).eps / scale)
+        assert not grad[1::5].any()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the reference
+@pytest.mark.parametrize("n", [5, PARALLEL_ROWS])
+def test_mean_of_all_ignored_rows_is_nan(n):
+    """0 / 0, as the reference (and PyTorch): loss and gradient nan; 'sum' gives 0."""
+    x, _, w = _case(n, 10, np.float32)
+    y = np.full(n, -100)
+    for weight in (None, w):
+        (loss, grad), (loss_r, grad_r) = _both(x, y, weight, reduction="mean")
+        assert np.isnan(loss) and np.isnan(grad).all()
+        _close(loss, loss_r)
+        _close(grad, grad_r)
+        (loss, grad), _ = _both(x, y, weight, reduction="sum")
+        assert loss == 0 and not grad.any()
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the reference
+def test_reductions_of_non_finite_rows():
+    # row 0 with target 1: loss inf (m - x_y = inf); rows 2 and 3: nan
+    x = np.array([[0.0, -np.inf, 1.0], [0.0, 1.0, 2.0], [-np.inf] * 3, [np.nan, 0.0, 1.0]],
+                 np.float32)
+    for y in ([1, 0, -100, -100], [1, 0, 2, -100], [1, 0, -100, 0]):
+        for reduction in ("sum", "mean"):
+            (loss, grad), (loss_r, grad_r) = _both(x, np.array(y), reduction=reduction)
+            _close(loss, loss_r)
+            _close(grad, grad_r)
+    (loss, _), _ = _both(x[:2], np.array([1, 0]), reduction="sum")
+    assert loss == np.inf                                  # inf stays inf, not inf - inf
+
+
+def test_empty_inputs_reduced():
+    for n, c in ((0, 5), (0, 0), (3, 0)):
+        y = np.full(n, -100)
+        with np.errstate(invalid="ignore"):
+            for reduction in ("sum", "mean"):
+                (loss, grad), (loss_r, grad_r) = _both(np.zeros((n, c), np.float32), y,
+                                                       reduction=reduction)
+                assert loss.shape == () and grad.shape == (n, c)
+                _close(loss, loss_r)
+                assert np.isnan(loss) if reduction == "mean" else loss == 0
+
+
+def test_unknown_reduction_same_error_as_reference():
+    x, y, _ = _case(4, 3, np.float32)
+    errors = []
+    for impl in (reference, numba_softmax_ce):
+        with pytest.raises(ValueError) as info:
+            impl.softmax_cross_entropy(x, y, None, -100, 0.0, "avg")
+        errors.append(str(info.value))
+    assert errors[0] == errors[1] and "'avg'" in errors[0]
 
 
 def test_ignore_index_inside_the_class_range_and_int32_targets():
@@ -119,22 +202,49 @@ def test_empty_inputs():
     assert loss.tolist() == [0, 0, 0] and grad.shape == (3, 0)
 
 
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 @pytest.mark.parametrize("target,ignore_index", [([0, 5, 7, 1], -100), ([0, -1, 2, 1], -100),
                                                  ([-100, 3, -7, 1], -100), ([0, 1, 2, 9], 2),
-                                                 ([0, 1, 2, 2], 2**70)])
-def test_bad_targets_same_error_as_reference(target, ignore_index):
+                                                 ([0, 1, 2, 2], 2**70), ([0, 1, 2, -2**63], 2**70),
+                                                 ([0, 1, -2**63, 7], -2**63)])
+def test_bad_targets_same_error_as_reference(target, ignore_index, reduction):
     x = np.zeros((4, 3), np.float32)
     target = np.array(target)
     errors = []
     for impl in (reference, numba_softmax_ce):
         try:
-            impl.softmax_cross_entropy(x, target, None, ignore_index, 0.0)
+            impl.softmax_cross_entropy(x, target, None, ignore_index, 0.0, reduction)
             errors.append(None)
         except IndexError as e:
             errors.append(str(e))
     assert errors[0] == errors[1]
-    if ignore_index == 2**70:                              # huge ignore_index: no row ignored
+    if target.tolist() == [0, 1, 2, 2]:                    # huge ignore_index: no row ignored
         assert errors[0] is None
+    else:
+        assert errors[0] is not None
+
+
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+def test_bad_targets_in_the_parallel_split_name_the_first(reduction):
+    """The parts report their first bad rows; the error names the first in row order, a
+    bad row in a later part included, whatever the thread count."""
+    x, y, w = _case(PARALLEL_ROWS, 10, np.float32, seed=3)
+    threads = cpu_threads.get_num_threads()
+    try:
+        for t in (2, 3):
+            cpu_threads.set_num_threads(t)
+            last, mid = PARALLEL_ROWS - 1, PARALLEL_ROWS // 2
+            for bad in ([(last, 10)], [(last - 4, -3), (last - 1, 11)],
+                        [(10, 12), (mid, -1), (last, 99)], [(mid + 1, 13), (mid + 2, -9)]):
+                yb = y.copy()
+                for row, value in bad:
+                    yb[row] = value
+                with pytest.raises(IndexError, match=f"^Target {bad[0][1]} is out of bounds"):
+                    numba_softmax_ce.softmax_cross_entropy(x, yb, w, -100, 0.1, reduction)
+                with pytest.raises(IndexError, match=f"^Target {bad[0][1]} is out of bounds"):
+                    reference.softmax_cross_entropy(x, yb, w, -100, 0.1, reduction)
+    finally:
+        cpu_threads.set_num_threads(threads)
 
 
 def test_bad_arguments_same_error_as_reference():
@@ -150,35 +260,50 @@ def test_bad_arguments_same_error_as_reference():
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 def test_results_thread_independent(smoothing):
-    """Rows are independent: any thread count (and any cut into parts) gives the same bits."""
+    """Rows are independent and the reductions sum in row order on one thread: any thread
+    count (and any cut into parts) gives the same bits."""
     x, y, w = _case(numba_softmax_ce.PARALLEL_MIN // 10 + 3, 10, np.float32, seed=4)
     y[::7] = -100
-    want = numba_softmax_ce.softmax_cross_entropy(x, y, w, -100, smoothing)
+    want = {r: numba_softmax_ce.softmax_cross_entropy(x, y, w, -100, smoothing, r)
+            for r in ("none", "sum", "mean")}
     threads = cpu_threads.get_num_threads()
     try:
         for t in (1, 2, 3):
             cpu_threads.set_num_threads(t)
-            got = numba_softmax_ce.softmax_cross_entropy(x, y, w, -100, smoothing)
-            assert got[0].tobytes() == want[0].tobytes()
-            assert got[1].tobytes() == want[1].tobytes()
+            for r in ("none", "sum", "mean"):
+                got = numba_softmax_ce.softmax_cross_entropy(x, y, w, -100, smoothing, r)
+                assert got[0].tobytes() == want[r][0].tobytes()
+                assert got[1].tobytes() == want[r][1].tobytes()
     finally:
         cpu_threads.set_num_threads(threads)
     xs, ys = x[:50], y[:50]                                # more parts than rows, too
     loss_ref, grad_ref = numba_softmax_ce.softmax_cross_entropy(xs, ys, w, -100, smoothing)
-    args = (w, np.float32(w.sum()), np.int64(-100), np.float32(1 - smoothing),
-            np.float32(smoothing / 10), bool(smoothing), np.float32(0))
+    mean_ref, mgrad_ref = numba_softmax_ce.softmax_cross_entropy(xs, ys, w, -100, smoothing,
+                                                                 "mean")
     for nparts in (2, 3, 64):
         loss = np.full(50, np.nan, np.float32)
         grad = np.full((50, 10), np.nan, np.float32)
+        bad = np.full(nparts, -1, np.int64)
         for k in range(nparts):
-            numba_softmax_ce._part_kernel(k, nparts, xs, ys, *args, loss, grad)
+            numba_softmax_ce._part_kernel(k, nparts, xs, ys, w, -100, smoothing, loss, grad,
+                                          bad)
         assert loss.tobytes() == loss_ref.tobytes() and grad.tobytes() == grad_ref.tobytes()
+        assert (bad == 50).all()
+        out, denom = np.full((), np.nan, np.float32), np.full(1, np.nan, np.float32)
+        numba_softmax_ce._reduction(loss, ys, w, -100, True, out, denom)
+        for k in range(nparts):
+            numba_softmax_ce._scale_part_kernel(k, nparts, grad, denom)
+        assert out.tobytes() == mean_ref.tobytes() and grad.tobytes() == mgrad_ref.tobytes()
 
 
 def test_kernel_is_serial_nogil_numba():
-    """The threads are cpu_threads' own: no numba parallel=True (an OpenMP pool)."""
-    options = numba_softmax_ce._part_kernel.targetoptions
-    assert options.get("nogil") is True and not options.get("parallel")
+    """The threads are cpu_threads' own: no numba parallel=True (an OpenMP pool). Division
+    by zero ('mean' of no rows) follows NumPy: the "numpy" error model."""
+    for kernel in (numba_softmax_ce._part_kernel, numba_softmax_ce._reduction,
+                   numba_softmax_ce._scale_part_kernel, numba_softmax_ce._whole):
+        options = kernel.targetoptions
+        assert options.get("nogil") is True and not options.get("parallel")
+        assert options.get("error_model") == "numpy"
 
 
 def test_cpu_backend_and_loss_use_the_kernel(monkeypatch):
@@ -210,12 +335,14 @@ def test_cpu_backend_and_loss_use_the_kernel(monkeypatch):
     assert calls == [(64, 10)]
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # 1 x 1: 0 / 0
 @pytest.mark.parametrize("tier", ["numba", pytest.param("cuda", marks=pytest.mark.cuda)])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_every_tier_matches_the_reference(dtype, smoothing, tier):
     """The numba kernel and the CUDA one (emulated device here, the real one on a GPU) on
-    the reference's inputs, rows narrow and wide."""
+    the reference's inputs, rows narrow and wide, every reduction (the 1 x 1 case's one row
+    is ignored: 'mean' is nan in every tier)."""
     impls = fused_ce.softmax_cross_entropy.implementations()
     if tier not in impls:
         pytest.skip(f"no {tier} tier in this process: {gl.cuda.unavailable_reason()}")
@@ -223,7 +350,9 @@ def test_every_tier_matches_the_reference(dtype, smoothing, tier):
     for n, c in [(1, 1), (7, 3), (64, 10), (33, WIDE), (5, 300)]:
         x, y, w = _case(n, c, dtype, seed=n + c)
         y[::3] = -100
-        want = impls["numpy"](cpu_backend(), x, y, w, -100, smoothing)
-        got = impls[tier](be, be.asarray(x), be.asarray(y), be.asarray(w), -100, smoothing)
-        for a, b in zip(got, want):
-            _close(be.to_numpy(a), b)
+        for reduction in ("none", "sum", "mean"):
+            want = impls["numpy"](cpu_backend(), x, y, w, -100, smoothing, reduction)
+            got = impls[tier](be, be.asarray(x), be.asarray(y), be.asarray(w), -100,
+                              smoothing, reduction)
+            for a, b in zip(got, want):
+                _close(be.to_numpy(a), b)

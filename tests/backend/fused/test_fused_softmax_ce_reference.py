@@ -90,3 +90,59 @@ def test_empty_batch():
     loss, grad = ref.softmax_cross_entropy(np.zeros((0, 4)), np.zeros(0, np.int64), None,
                                            -100, 0.1)
     assert loss.shape == (0,) and grad.shape == (0, 4)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sum_and_mean_against_direct_formula(weighted, rng):
+    """'sum': sum_i loss_i; 'mean': / sum of w[y_i] over the kept rows (PyTorch's rule), and
+    grad the finite-difference gradient of the returned loss."""
+    n, c, ignore, s = 6, 5, 2, 0.1
+    x = rng.standard_normal((n, c)) * 3
+    y = np.array([0, 4, 2, 1, 3, 2])          # rows 2 and 5 are ignored
+    w = rng.random(c) + 0.5 if weighted else None
+    wl = w.tolist() if weighted else [1.0] * c
+    kept = [i for i in range(n) if y[i] != ignore]
+    denom = sum(wl[y[i]] for i in kept)
+
+    def direct(xs, reduction):
+        total = sum(direct_row_loss(xs[i].tolist(), y[i], wl, s) for i in kept)
+        return total / denom if reduction == "mean" else total
+
+    for reduction in ("sum", "mean"):
+        loss, grad = ref.softmax_cross_entropy(x, y, w, ignore, s, reduction)
+        assert isinstance(loss, np.ndarray) and loss.shape == () and loss.dtype == np.float64
+        assert float(loss) == pytest.approx(direct(x, reduction), rel=1e-12)
+        h = 1e-6
+        for i, k in [(0, 0), (1, 4), (3, 2), (4, 1), (5, 3)]:
+            up, down = x.copy(), x.copy()
+            up[i, k] += h
+            down[i, k] -= h
+            fd = (direct(up, reduction) - direct(down, reduction)) / (2 * h)
+            assert grad[i, k] == pytest.approx(fd, abs=1e-7)
+
+
+def test_reductions_keep_float32():
+    x = np.zeros((4, 3), np.float32)
+    for reduction in ("sum", "mean"):
+        loss, grad = ref.softmax_cross_entropy(x, np.array([0, 1, 2, -100]), None, -100, 0.0,
+                                               reduction)
+        assert loss.dtype == np.float32 and loss.shape == () and grad.dtype == np.float32
+    assert float(loss) == pytest.approx(math.log(3), rel=1e-6)   # 3 log 3 / 3 kept rows
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_mean_of_no_rows_is_nan():
+    """0 / 0 as PyTorch: nan loss and gradient when every row is ignored or there are none;
+    'sum' gives 0."""
+    for x, y in ((np.zeros((3, 4)), np.full(3, -100)), (np.zeros((0, 4)), np.zeros(0, int))):
+        loss, grad = ref.softmax_cross_entropy(x, y, None, -100, 0.0, "mean")
+        assert np.isnan(loss) and np.isnan(grad).all() and grad.shape == x.shape
+        loss, grad = ref.softmax_cross_entropy(x, y, None, -100, 0.0, "sum")
+        assert loss == 0 and not grad.any()
+
+
+def test_unknown_reduction():
+    with pytest.raises(ValueError, match=r"reduction must be 'none', 'sum' or 'mean', got "
+                                         r"'elementwise_mean'"):
+        ref.softmax_cross_entropy(np.zeros((2, 3)), np.array([0, 1]), None, -100, 0.0,
+                                  "elementwise_mean")

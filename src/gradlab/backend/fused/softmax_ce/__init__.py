@@ -12,7 +12,7 @@ _PKG = __name__
 MAX_CLASSES = 32
 
 
-def _on_numba(logits, target, weight, ignore_index, label_smoothing):
+def _on_numba(logits, target, weight, ignore_index, label_smoothing, reduction="none"):
     shape = getattr(logits, "shape", ())
     return len(shape) == 2 and shape[1] <= MAX_CLASSES
 

@@ -12,9 +12,18 @@ the row length. Measured on 2 cores, float32, time of this entry point over the
 reference's (40k and 1M elements): C = 2 0.2x, C = 10 0.45x, C = 32 0.7-0.8x, C = 100
 1.4-1.5x, C = 1000 1.8-2.4x.
 
+At a training step's sizes (64 x 10) the kernel is a few microseconds and the Python around
+it was most of the call, so everything that can be is in compiled code: the target range
+check (the first bad row, in row order, comes back as an index; the wrapper raises the
+reference's error), the dtype's constants, and the 'sum' / 'mean' reduction (one call on a
+single part; after the parts, a second pass when split).
+
 Agreement with the reference is to rounding, not bitwise: the exp is libm's (NumPy has its
 own), and a row's sum of exponentials is accumulated left to right (NumPy sums pairwise).
-Tests hold the two together to a few ulps.
+The reduction's sums (of the row losses, and of w[y_i] for 'mean') are compensated float64
+sums rounded once to the logits' dtype, so left-to-right order costs nothing against
+NumPy's pairwise sum; the divisions are the reference's (loss_sum / denom and grad / denom
+in the logits' dtype). Tests hold the two together to a few ulps.
 """
 from __future__ import annotations
 
@@ -23,31 +32,44 @@ import numpy as np
 
 from ... import checks
 from ...cpu_threads import PARALLEL_MIN, parts_for, run_parts  # noqa: F401 (PARALLEL_MIN: tests)
-from . import MAX_CLASSES, reference  # noqa: F401 (MAX_CLASSES: tests)
+from . import MAX_CLASSES, reference
+
+# "numpy" error model: 'mean' over all-ignored rows divides 0 by 0 and must give nan (the
+# reference's IEEE result), not raise ZeroDivisionError.
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+
+_MODES = {"none": 0, "sum": 1, "mean": 2}
 
 
-def _part(k, nparts, x_all, target_all, w, wsum, ignore_index, c_smooth, b_smooth, smooth,
-          zero, loss_all, g_all):
-    """Rows [k n / nparts, (k + 1) n / nparts): loss[i] and grad[i] as
-    reference.softmax_cross_entropy computes them, with c_smooth = 1 - s and b_smooth = s / C
-    in the logits' dtype. Rows are indexed in 2-D (x[i, j]): a row view per row costs
-    reference-count atomics worth more than a short row. The part's rows are sliced once and
-    indexed from 0, an index LLVM can prove non-negative (indexing x[r0 + i] instead measured
-    3-5% slower on 4096 and 65536 rows of 10)."""
-    n, c = x_all.shape
-    r0 = k * n // nparts
-    r1 = (k + 1) * n // nparts
-    x = x_all[r0:r1]
-    target = target_all[r0:r1]
-    loss = loss_all[r0:r1]
-    g = g_all[r0:r1]
-    for i in range(r1 - r0):
+@_inline
+def _rows(x, target, w, ignore_index, s, loss, g):
+    """loss[i] and g[i] of every row of x as reference.softmax_cross_entropy computes them,
+    s = label_smoothing. Returns the first bad row (a target outside [0, C) that is not
+    ignore_index; len(x): none), where it stops: its w[y] is never read.
+
+    Rows are indexed in 2-D (x[i, j]): a row view per row costs reference-count atomics
+    worth more than a short row."""
+    n, c = x.shape
+    k = np.empty(3, x.dtype)        # the constants, rounded once to the logits' dtype
+    k[0] = 1 - s
+    k[1] = s / c
+    k[2] = 0
+    c_smooth, b_smooth, zero = k[0], k[1], k[2]
+    smooth = s != 0
+    wsum = zero
+    if smooth:
+        for j in range(c):
+            wsum += w[j]
+    for i in range(n):
         t = target[i]
         if t == ignore_index:
             loss[i] = zero
             for j in range(c):
                 g[i, j] = zero
             continue
+        if t < 0 or t >= c:
+            return i
         m = x[i, 0]
         for j in range(1, c):
             m = max(m, x[i, j])
@@ -73,35 +95,136 @@ def _part(k, nparts, x_all, target_all, w, wsum, ignore_index, c_smooth, b_smoot
             for j in range(c):
                 g[i, j] -= b_smooth * w[j]
         g[i, t] -= a
+    return n
 
 
-_part_kernel = numba.njit(cache=True, nogil=True)(_part)
+@_inline
+def _add(total, comp, v):
+    """One step of Neumaier's compensated sum: (total + v, its running error)."""
+    t = total + v
+    if abs(total) >= abs(v):
+        comp += (total - t) + v
+    else:
+        comp += (v - t) + total
+    return t, comp
 
 
-def _kernel(x, *args):
-    """Every row of x (the arguments of _part after k, nparts), split across the threads
-    from PARALLEL_MIN elements."""
-    run_parts(_part_kernel, parts_for(x.size), x, *args)
+@_jit
+def _reduction(loss, target, w, ignore_index, mean, out, denom):
+    """After _rows (no bad row): out[()] = sum_i loss_i, or / D when mean, and denom[0] = D
+    = sum of w[y_i] over the non-ignored rows. Both sums run in float64, compensated, in row
+    order (whatever the cut into parts, the same bits), and are rounded once to the logits'
+    dtype before the division, as NumPy's sums are."""
+    lsum = lcomp = dsum = dcomp = 0.0
+    for i in range(loss.shape[0]):
+        t = target[i]
+        if t != ignore_index:
+            lsum, lcomp = _add(lsum, lcomp, np.float64(loss[i]))
+            dsum, dcomp = _add(dsum, dcomp, np.float64(w[t]))
+    # A non-finite sum keeps its value: its compensation is nan (inf - inf).
+    r = np.empty(2, out.dtype)
+    r[0] = lsum if not np.isfinite(lsum) else lsum + lcomp
+    r[1] = dsum if not np.isfinite(dsum) else dsum + dcomp
+    out[()] = r[0] / r[1] if mean else r[0]
+    denom[0] = r[1]
 
 
-def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing):
-    if logits.ndim != 2:  # the reference raises the error
+@_inline
+def _scale(g, denom):
+    n, c = g.shape
+    for i in range(n):
+        for j in range(c):
+            g[i, j] = g[i, j] / denom
+
+
+@_jit
+def _whole(x, target, w, ignore_index, s, mode, loss, g, out):
+    """Every row on this thread, then the reduction (mode: 0 none, 1 sum, 2 mean) into the
+    0-d out; returns the first bad row (len(x): none), leaving out unwritten if there is
+    one."""
+    bad = _rows(x, target, w, ignore_index, s, loss, g)
+    if bad == x.shape[0] and mode:
+        denom = np.empty(1, g.dtype)
+        _reduction(loss, target, w, ignore_index, mode == 2, out, denom)
+        if mode == 2:
+            _scale(g, denom[0])
+    return bad
+
+
+def _part(k, nparts, x_all, target_all, w, ignore_index, s, loss_all, g_all, bad):
+    """Rows [k n / nparts, (k + 1) n / nparts) as _rows does them; bad[k] = the part's first
+    bad row (n: none). The part's rows are sliced once and indexed from 0, an index LLVM can
+    prove non-negative (indexing x[r0 + i] instead measured 3-5% slower on 4096 and 65536
+    rows of 10)."""
+    n = x_all.shape[0]
+    r0 = k * n // nparts
+    r1 = (k + 1) * n // nparts
+    first = _rows(x_all[r0:r1], target_all[r0:r1], w, ignore_index, s, loss_all[r0:r1],
+                  g_all[r0:r1])
+    bad[k] = r0 + first if first < r1 - r0 else n
+
+
+_part_kernel = _jit(_part)
+
+
+def _scale_part(k, nparts, g_all, denom):
+    """Rows [k n / nparts, (k + 1) n / nparts) of the gradient divided by denom[0]."""
+    n = g_all.shape[0]
+    _scale(g_all[k * n // nparts:(k + 1) * n // nparts], denom[0])
+
+
+_scale_part_kernel = _jit(_scale_part)
+
+
+def _kernel(x, target, w, ignore_index, s, mode, loss, grad, out):
+    """Every row of x (_whole's arguments) and the reduction, split across the threads from
+    PARALLEL_MIN elements; returns the first bad row (len(x): none)."""
+    nparts = parts_for(x.size)
+    if nparts == 1:
+        return _whole(x, target, w, ignore_index, s, mode, loss, grad, out)
+    bad = np.empty(nparts, np.int64)
+    run_parts(_part_kernel, nparts, x, target, w, ignore_index, s, loss, grad, bad)
+    first = int(bad.min())                          # the parts are in row order
+    if first == x.shape[0] and mode:
+        denom = np.empty(1, x.dtype)
+        _reduction(loss, target, w, ignore_index, mode == 2, out, denom)
+        if mode == 2:
+            run_parts(_scale_part_kernel, nparts, grad, denom)
+    return first
+
+
+# (C, dtype) -> ones, the weight of an unweighted call (only read by the kernel), for the
+# table's widths: np.ones per call was a tenth of a 64 x 10 call.
+_ONES = {}
+
+
+def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing,
+                          reduction="none"):
+    if logits.ndim != 2 or 0 in logits.shape:
+        # The reference raises the error, or has nothing to compute (no kernel for C = 0,
+        # where every target that is not ignored is out of range).
         return reference.softmax_cross_entropy(logits, target, weight, ignore_index,
-                                               label_smoothing)
+                                               label_smoothing, reduction)
     logits, target, weight, ignore_index, s = checks.softmax_ce_args(
-        np, logits, target, weight, ignore_index, label_smoothing)
+        np, logits, target, weight, ignore_index, label_smoothing, reduction)
     n, c = logits.shape
     dt = logits.dtype
-    checks.check_targets(target, ignore_index, c)
-    loss = np.zeros(n, dtype=dt)
-    grad = np.empty((n, c), dtype=dt)
-    if n == 0 or c == 0:
-        return loss, grad
     if not -2**63 <= ignore_index < 2**63:
-        # no int64 target equals it; -2^63 stands in (such a target failed the check above)
+        # No int64 target equals it; -2^63 stands in once no target is -2^63 (which would
+        # be a bad one the kernel took for ignored).
+        checks.check_targets(target, ignore_index, c)
         ignore_index = -2**63
-    w = np.ones(c, dtype=dt) if weight is None else weight
-    args = (logits, target, w, dt.type(w.sum()), np.int64(ignore_index), dt.type(1 - s),
-            dt.type(s / c), bool(s), dt.type(0), loss, grad)
-    _kernel(*args)
-    return loss, grad
+    if weight is None:
+        weight = _ONES.get((c, dt))
+        if weight is None:
+            weight = np.ones(c, dtype=dt)
+            if c <= MAX_CLASSES:
+                _ONES[c, dt] = weight
+    mode = _MODES[reduction]
+    loss = np.empty(n, dtype=dt)
+    grad = np.empty((n, c), dtype=dt)
+    out = np.empty((), dtype=dt) if mode else loss
+    first_bad = _kernel(logits, target, weight, ignore_index, s, mode, loss, grad, out)
+    if first_bad < n:
+        raise checks.bad_target_error(target[first_bad], c)
+    return out, grad

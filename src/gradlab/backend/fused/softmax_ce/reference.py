@@ -3,7 +3,8 @@ to rounding, kernels/softmax_ce.cu within a few ulps: exp and log differ in thei
 between libraries; tests/backend/fused).
 
 Per row: loss = (1-s) w_y (lse - x_y) + s/C sum_c w_c (lse - x_c), formed as (m - x) + log S
-with m the row's max, so that logits of 1e8 lose nothing to cancellation.
+with m the row's max, so that logits of 1e8 lose nothing to cancellation. reduce_rows then
+applies the reduction (this tier's and the CUDA tier's; numba_cpu.py does it in its kernel).
 """
 from __future__ import annotations
 
@@ -12,9 +13,34 @@ import numpy as np
 from ... import checks
 
 
-def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing):
+def reduce_rows(xp, loss, grad, target, weight, ignore_index, reduction):
+    """The reduction of the row losses and their gradient, for the NumPy and CUDA tiers
+    (array module xp; target and weight as softmax_ce_args returns them). 'none': (loss,
+    grad) unchanged; 'sum': (sum_i loss_i as a 0-d array, grad); 'mean': (sum_i loss_i / D,
+    grad / D) with D = sum of w[y_i] over the non-ignored rows (their count when weight is
+    None), in the logits' dtype: PyTorch's rule. No row left: 0 / 0, nan."""
+    if reduction == "none":
+        return loss, grad
+    if reduction == "sum":
+        return xp.asarray(loss.sum()), grad
+    valid = target != ignore_index
+    if weight is None:
+        denom = valid.sum().astype(loss.dtype)
+    else:
+        denom = (weight[xp.where(valid, target, 0)] * valid).sum()
+    return xp.asarray(loss.sum() / denom), grad / denom
+
+
+def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing,
+                          reduction="none"):
     logits, target, weight, ignore_index, s = checks.softmax_ce_args(
-        np, logits, target, weight, ignore_index, label_smoothing)
+        np, logits, target, weight, ignore_index, label_smoothing, reduction)
+    loss, grad = _rows(logits, target, weight, ignore_index, s)
+    return reduce_rows(np, loss, grad, target, weight, ignore_index, reduction)
+
+
+def _rows(logits, target, weight, ignore_index, s):
+    """Every row's loss and gradient (arguments as softmax_ce_args returns them)."""
     n, c = logits.shape
     dt = logits.dtype
     checks.check_targets(target, ignore_index, c)
