@@ -86,12 +86,16 @@ def test_prepared_step_equals_step_through_changes(make, monkeypatch):
         _same(*pair)
 
 
-def test_a_replaced_param_array_is_never_written():
+def _prepared_adam():
+    """An Adam optimizer after one step, its prepared step and the first parameter."""
     (model, opt), _ = _pair(lambda ps: gl.optim.Adam(ps, lr=1e-2))
     _grads(model, 0)
     opt.step()
-    fast = opt._prepared_step()
-    p = next(iter(model.parameters()))
+    return model, opt, opt._prepared_step(), next(iter(model.parameters()))
+
+
+def test_a_replaced_param_array_is_never_written():
+    model, _, fast, p = _prepared_adam()
     old = p._data
     before = old.copy()
     p.data = gl.tensor(old.copy())
@@ -101,11 +105,7 @@ def test_a_replaced_param_array_is_never_written():
 
 
 def test_a_grad_of_another_dtype_gets_steps_error():
-    (model, opt), _ = _pair(lambda ps: gl.optim.Adam(ps, lr=1e-2))
-    _grads(model, 0)
-    opt.step()
-    fast = opt._prepared_step()
-    p = next(iter(model.parameters()))
+    _, opt, fast, p = _prepared_adam()
     p.grad = gl.tensor(p.grad.numpy().astype(np.float64))
     with pytest.raises(Exception) as prepared_error:
         fast()

@@ -26,7 +26,7 @@ def _cpu_tier():
     if fused.AVAILABLE:
         return "numba (one-pass compiled optimizer, dropout and softmax-CE kernels)"
     why = fused.UNAVAILABLE_REASON
-    if os.environ.get("GRADLAB_NO_JIT"):
+    if fused.jit_disabled():
         return f"NumPy fallback ({why}; unset it for the numba kernels)"
     return (f"NumPy fallback, slower (numba does not import: {why}); gradlab installs numba "
             "wherever numba has wheels for this Python and platform")

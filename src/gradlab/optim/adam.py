@@ -99,10 +99,9 @@ class Adam(Optimizer):
             return None
         be = params[0]._backend
         held = [(p, st, p._data, *(st[n] for n in names)) for p, st in zip(params, states)]
-        prepared = be.prepare_adam_step(
-            [row[2] for row in held], [st["exp_avg"] for st in states],
-            [st["exp_avg_sq"] for st in states],
-            [st["max_exp_avg_sq"] for st in states] if amsgrad else None, amsgrad=amsgrad)
+        _, _, data, exp_avgs, exp_avg_sqs, *vmax = map(list, zip(*held))
+        prepared = be.prepare_adam_step(data, exp_avgs, exp_avg_sqs,
+                                        vmax[0] if amsgrad else None, amsgrad=amsgrad)
 
         def ready():
             if group["amsgrad"] != amsgrad:

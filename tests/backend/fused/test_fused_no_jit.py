@@ -15,7 +15,7 @@ def _answers():
             os.environ.pop("GRADLAB_NO_JIT", None)
         else:
             os.environ["GRADLAB_NO_JIT"] = action
-        out.append(fused._jit_disabled())
+        out.append(fused.jit_disabled())
     return out
 
 
@@ -24,10 +24,10 @@ def test_every_change_is_seen_at_the_next_call(monkeypatch, read):
     monkeypatch.delenv("GRADLAB_NO_JIT", raising=False)
     if read == "public":
         monkeypatch.setattr(fused, "_ENV", None)
-    assert fused._jit_disabled() is False
+    assert fused.jit_disabled() is False
     assert _answers() == [True, False, True, False]
     monkeypatch.setenv("GRADLAB_NO_JIT", "1")
-    assert fused._jit_disabled() is True
+    assert fused.jit_disabled() is True
     assert fused.numba_status() == (False, "GRADLAB_NO_JIT is set")
     monkeypatch.delenv("GRADLAB_NO_JIT")
-    assert fused._jit_disabled() is False
+    assert fused.jit_disabled() is False

@@ -38,7 +38,8 @@ except AttributeError:
     _ENV = None
 
 
-def _jit_disabled():
+def jit_disabled():
+    """Whether GRADLAB_NO_JIT is set (non-empty) now."""
     if _ENV is not None:
         return bool(_ENV.get(_NO_JIT_KEY))
     return bool(os.environ.get("GRADLAB_NO_JIT"))
@@ -48,7 +49,7 @@ def numba_status():
     """(True, None) when the numba tier runs now, else (False, why). Imports numba on the first
     call that does not find GRADLAB_NO_JIT set."""
     global _numba_ok, _numba_reason
-    if _jit_disabled():
+    if jit_disabled():
         return False, "GRADLAB_NO_JIT is set"
     if _numba_ok is None:
         try:
@@ -120,7 +121,7 @@ class FusedOp:
         """The tier a call with these arguments runs on ``backend``."""
         if backend.device.type == "cuda":
             return "cuda"
-        if (_numba_ok or _numba_ok is None and numba_status()[0]) and not _jit_disabled() \
+        if (_numba_ok or _numba_ok is None and numba_status()[0]) and not jit_disabled() \
                 and (self.use_numba is None or self.use_numba(*args, **kwargs)):
             return "numba"
         return "numpy"
