@@ -267,6 +267,22 @@ def test_table_is_cached_per_group_and_forgotten_with_its_arrays():
     assert not numba_table._tables
 
 
+def test_table_entry_forgotten_during_interpreter_exit(monkeypatch):
+    # At exit the module's globals can be None before the last arrays die; their callback
+    # must still find the table dict (it printed "Exception ignored ... 'NoneType'").
+    params, sums = [np.ones(3)], [np.zeros(3)]
+    numba_table._tables.clear()
+    numba_cpu.adagrad_step(params, [np.ones(3)], sums, step=1, lr=0.1, lr_decay=0.0,
+                           weight_decay=0.0, eps=1e-10, maximize=False)
+    assert len(numba_table._tables) == 1
+    tables = numba_table._tables
+    monkeypatch.setattr(numba_table, "_tables", None)
+    unraisable = []
+    monkeypatch.setattr("sys.unraisablehook", unraisable.append)
+    del params, sums
+    assert unraisable == [] and tables == {}
+
+
 class _Sub(np.ndarray):
     pass
 

@@ -211,10 +211,12 @@ _tables = {}           # (op, id of params[0], len(params), which states are off
 _TABLES_MAX = 256      # entries kept (one per live parameter group; weak, so this only bounds)
 
 
-def _forget(key, table):
+def _forget(key, table, tables=_tables):
+    # ``tables`` bound now: at interpreter exit the module's globals may be None before the
+    # last arrays die and call this
     def drop(_ref):
-        if _tables.get(key) is table:
-            del _tables[key]
+        if tables.get(key) is table:
+            del tables[key]
     return drop
 
 
