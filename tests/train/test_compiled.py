@@ -416,6 +416,54 @@ def test_clipping_inside_the_step():
     _assert_same(*results)
 
 
+class _SharedGrad(gl.nn.Module):
+    """Add's backward hands both operands one array: left and right get the very same
+    one, col a reshaped view of row's. Two leaves would share one gradient unless each
+    first gradient is copied as the engine copies it (a view, or an array already handed
+    to another leaf)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = gl.nn.Linear(4, 3)
+        self.col = gl.nn.Parameter(gl.zeros(3, 1))
+        self.row = gl.nn.Parameter(gl.zeros(3))
+        self.left = gl.nn.Parameter(gl.zeros(32, 3))   # one per row of a batch of 32
+        self.right = gl.nn.Parameter(gl.zeros(32, 3))
+
+    def forward(self, x):
+        return self.lin(x) + (self.col.reshape(3) + self.row) + (self.left + self.right)
+
+
+def test_leaf_gradients_own_their_memory_as_in_eager():
+    # In-place clipping scales each .grad once: a gradient shared by two leaves would be
+    # scaled twice.
+    batches = _batches(6)
+    results = []
+    for compiled in (False, True):
+        gl.manual_seed(0)
+        model = _SharedGrad()
+        opt = gl.optim.SGD(model.parameters(), lr=0.5)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        if compiled:
+            step = compile_step(model, loss_fn, opt, clip_grad_norm=1e-3)
+            losses = [step(x, y).item() for x, y in batches]
+            assert step.info()["replayed"] == 4
+            grads = [p.grad._data for p in model.parameters()]
+            assert all(g.base is None for g in grads)
+            assert len({id(g) for g in grads}) == len(grads)
+        else:
+            losses = []
+            for x, y in batches:
+                opt.zero_grad()
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                gl.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
+                opt.step()
+                losses.append(loss.item())
+        results.append((losses, _state(model, opt)))
+    _assert_same(*results)
+
+
 # -- what a replay hands out, and whose code it runs ----------------------------------------
 def _mlp_step(seed=0):
     gl.manual_seed(seed)

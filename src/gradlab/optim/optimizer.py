@@ -184,7 +184,8 @@ class Optimizer:
         only when every param of ``group`` has a gradient and a state. ``ready()`` tells,
         changing nothing, whether ``run()`` would still do exactly what ``_step_group`` does
         (the options that select state arrays unchanged, one shared step count, ...);
-        ``run()`` does it, reading lr and the other hyper-parameters at every call."""
+        ``run()`` does it on the raw arrays (no Tensor op, so grad mode does not matter),
+        reading lr and the other hyper-parameters at every call."""
         return None
 
     def _prepared_step(self):
@@ -221,9 +222,8 @@ class Optimizer:
                 for p in params:
                     if p.grad is None:
                         return False
-            with no_grad():
-                for _, _, run in prepared:
-                    run()
+            for _, _, run in prepared:  # backend calls on arrays: no grad mode to switch
+                run()
             return True
         return step
 
