@@ -172,15 +172,17 @@ class Backend:
                    decoupled_weight_decay=decoupled_weight_decay, amsgrad=amsgrad,
                    maximize=maximize)
 
-    def prepare_adam_step(self, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, amsgrad):
-        """adam_step for a caller that steps the same arrays again and again (the compiled
-        training step): a callable ``run(grads, *, step, lr, beta1, beta2, eps,
-        weight_decay, decoupled_weight_decay, maximize)`` that does what adam_step does with
-        these params and states and returns True, or does nothing and returns False (the
-        tier changed, or the grads do not fit the params): call adam_step then. The caller
-        keeps the arrays alive and never replaces them while it uses ``run``."""
-        return _optim.prepare_adam_step(self, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-                                        amsgrad=amsgrad)
+    def prepare_optimizer_step(self, op, params, states, **flags):
+        """The optimizer step ``op`` ("adam_step", "sgd_step", "rmsprop_step",
+        "adagrad_step", "adadelta_step") for a caller that steps the same arrays again and
+        again (the compiled training step): a callable ``run(grads, **options)`` that does
+        what ``op`` does with these params and states and returns True, or does nothing and
+        returns False (the tier changed, or the grads do not fit the params): make the plain
+        call then. ``states``: the op's state lists in its argument order (None for one that
+        is off); ``flags``: its arguments that choose states or loops (amsgrad; nesterov and
+        first_step; centered), fixed here; ``options``: the others, read at every call. The
+        caller keeps the arrays alive and never replaces them while it uses ``run``."""
+        return _optim.prepare_step(self, op, params, states, **flags)
 
     def rmsprop_step(self, params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr,
                      alpha, eps, weight_decay, momentum, centered, maximize):

@@ -36,6 +36,15 @@ class Adadelta(Optimizer):
             st = self._count_step(p, pa, "square_avg", "acc_delta")
             sq.append(st["square_avg"])
             acc.append(st["acc_delta"])
-        be.adadelta_step(p_arrays, g_arrays, sq, acc, lr=group["lr"], rho=group["rho"],
-                         eps=group["eps"], weight_decay=group["weight_decay"],
-                         maximize=group["maximize"])
+        be.adadelta_step(p_arrays, g_arrays, sq, acc, **self._options(group))
+
+    def _options(self, group, step=None):
+        """The backend call's arguments but the arrays, read from ``group`` at this call
+        (the step count plays no part in the rule)."""
+        return dict(lr=group["lr"], rho=group["rho"], eps=group["eps"],
+                    weight_decay=group["weight_decay"], maximize=group["maximize"])
+
+    def _prepare_group(self, group, params):
+        return self._prepared_fused(group, params, "adadelta_step",
+                                    ("square_avg", "acc_delta"), {}, lambda g: (),
+                                    self._options, counted=True)

@@ -51,6 +51,14 @@ class Adagrad(Optimizer):
             lists[1].append(ga)
             lists[2].append(st["sum"])
         for step, lists in by_step.items():
-            be.adagrad_step(*lists, step=step, lr=group["lr"], lr_decay=group["lr_decay"],
-                            weight_decay=group["weight_decay"], eps=group["eps"],
-                            maximize=group["maximize"])
+            be.adagrad_step(*lists, **self._options(group, step))
+
+    def _options(self, group, step):
+        """The backend call's arguments but the arrays, read from ``group`` at this call."""
+        return dict(step=step, lr=group["lr"], lr_decay=group["lr_decay"],
+                    weight_decay=group["weight_decay"], eps=group["eps"],
+                    maximize=group["maximize"])
+
+    def _prepare_group(self, group, params):
+        return self._prepared_fused(group, params, "adagrad_step", ("sum",), {},
+                                    lambda g: (), self._options, counted=True)

@@ -69,10 +69,11 @@ class Adam(Optimizer):
         for step, (ps, gs, group_sts) in calls.items():
             self._backend_step(be, group, step, ps, gs, group_sts)
 
-    def _options(self, group):
-        """The hyper-parameters of one backend call, read from ``group`` at this call."""
+    def _options(self, group, step):
+        """The arguments of one backend call but the arrays and amsgrad, read from ``group``
+        at this call."""
         b1, b2 = group["betas"]
-        return dict(lr=group["lr"], beta1=b1, beta2=b2, eps=group["eps"],
+        return dict(step=step, lr=group["lr"], beta1=b1, beta2=b2, eps=group["eps"],
                     weight_decay=group["weight_decay"], decoupled_weight_decay=self._decoupled,
                     maximize=group["maximize"])
 
@@ -82,47 +83,14 @@ class Adam(Optimizer):
         be.adam_step(p_arrays, g_arrays, [st["exp_avg"] for st in states],
                      [st["exp_avg_sq"] for st in states],
                      [st["max_exp_avg_sq"] for st in states] if amsgrad else None,
-                     step=step, amsgrad=amsgrad, **self._options(group))
+                     amsgrad=amsgrad, **self._options(group, step))
 
     def _prepare_group(self, group, params):
-        """_step_group for a group whose params all have a gradient and share one step
-        count (the compiled step's steady state): the backend's prepared adam_step on the
-        arrays of now, which ``ready()`` checks are still the params' and the states' (a
-        replaced ``p.data`` or state array must never be written through an old pointer).
-        Every option is read at each call; where the prepared call declines (the grads do
-        not fit, the tier changed), the plain backend call runs."""
         amsgrad = group["amsgrad"]
-        names = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if amsgrad else \
-            ("exp_avg", "exp_avg_sq")
-        states = [self.state[p] for p in params]
-        if any(n not in st for st in states for n in names):
-            return None
-        be = params[0]._backend
-        held = [(p, st, p._data, *(st[n] for n in names)) for p, st in zip(params, states)]
-        _, _, data, exp_avgs, exp_avg_sqs, *vmax = map(list, zip(*held))
-        prepared = be.prepare_adam_step(data, exp_avgs, exp_avg_sqs,
-                                        vmax[0] if amsgrad else None, amsgrad=amsgrad)
-
-        def ready():
-            if group["amsgrad"] != amsgrad:
-                return False
-            step, now = states[0]["step"], self.state
-            for p, st, data, m, v, *vmax in held:  # a loop: all() costs more at every step
-                if st["step"] != step or now.get(p) is not st or p._data is not data or \
-                        st["exp_avg"] is not m or st["exp_avg_sq"] is not v or \
-                        (amsgrad and st["max_exp_avg_sq"] is not vmax[0]):
-                    return False
-            return True
-
-        def run():
-            grads = [p.grad._data for p in params]
-            for st in states:
-                st["step"] += 1
-            step = states[0]["step"]
-            if not prepared(grads, step=step, **self._options(group)):
-                _, p_arrays, g_arrays = self._with_grads(group)
-                self._backend_step(be, group, step, p_arrays, g_arrays, states)
-        return ready, run
+        return self._prepared_fused(
+            group, params, "adam_step",
+            ("exp_avg", "exp_avg_sq", "max_exp_avg_sq" if amsgrad else None),
+            dict(amsgrad=amsgrad), lambda g: g["amsgrad"], self._options, counted=True)
 
 
 class AdamW(Adam):

@@ -180,8 +180,9 @@ class Optimizer:
 
     def _prepare_group(self, group, params):
         """The prepared form of ``_step_group`` that ``_prepared_step`` uses: a pair of
-        callables ``(ready, run)``, or None (the default: this optimizer has none). Called
-        only when every param of ``group`` has a gradient and a state. ``ready()`` tells,
+        callables ``(ready, run)``, or None (the default: this optimizer has none, or not
+        for this group now). Called only when every param of ``group`` has a gradient (after
+        at least one ``step()``). ``ready()`` tells,
         changing nothing, whether ``run()`` would still do exactly what ``_step_group`` does
         (the options that select state arrays unchanged, one shared step count, ...);
         ``run()`` does it on the raw arrays (no Tensor op, so grad mode does not matter),
@@ -204,7 +205,7 @@ class Optimizer:
         layout = [(g, g["params"], len(g["params"])) for g in groups]
         prepared = []
         for group, params, _ in layout:
-            if any(p.grad is None or not state.get(p) for p in params):
+            if any(p.grad is None for p in params):
                 return None
             pair = self._prepare_group(group, params)
             if pair is None:
@@ -226,6 +227,60 @@ class Optimizer:
                 run()
             return True
         return step
+
+    def _prepared_fused(self, group, params, op, names, flags, chosen, options, counted):
+        """The (ready, run) pair of a group whose step is the one fused backend call ``op``
+        (``Backend.prepare_optimizer_step`` on the arrays of now), or None while a state
+        array it needs is missing. ``names``: the state entries holding the op's state lists,
+        in its argument order (None for a list that is off); ``flags``: the op's fixed
+        arguments; ``chosen(group)``: the options that select those states and loops, which
+        must stay as they are now; ``options(group, step)``: the call's other arguments,
+        read from the group at every call; ``counted``: the state counts steps (one shared
+        count, passed as ``step`` after this step). ``ready()`` also checks that each
+        param's array, state dict and state arrays are still the prepared ones: a replaced
+        ``p.data`` or state array must never be written through an old pointer. Where the
+        prepared call declines (the grads do not fit, the tier changed), ``_step_group``
+        runs instead."""
+        state = self.state
+        needed = [n for n in names if n is not None]
+        sts = [state.get(p) for p in params]
+        if (counted or needed) and any(st is None or (counted and "step" not in st) or
+                                       any(n not in st for n in needed) for st in sts):
+            return None
+        prepared = params[0]._backend.prepare_optimizer_step(
+            op, [p._data for p in params],
+            [None if n is None else [st[n] for st in sts] for n in names], **flags)
+        now_chosen = chosen(group)
+        held = [(p, st, p._data) for p, st in zip(params, sts)]
+        arrays = [(st, n, st[n]) for st in sts for n in needed]
+        first = sts[0]
+
+        def ready():
+            if chosen(group) != now_chosen:
+                return False
+            now = self.state
+            for p, st, data in held:  # loops: all() costs more at every step
+                if p._data is not data or now.get(p) is not st:
+                    return False
+            for st, n, a in arrays:
+                if st[n] is not a:
+                    return False
+            if counted:
+                step = first["step"]
+                for st in sts:
+                    if st["step"] != step:
+                        return False
+            return True
+
+        def run():
+            grads = [p.grad._data for p in params]
+            step = first["step"] + 1 if counted else None
+            if not prepared(grads, **options(group, step)):
+                self._step_group(group)  # copies or raises as step() does; counts itself
+            elif counted:
+                for st in sts:
+                    st["step"] = step
+        return ready, run
 
     # -- helpers for subclasses -----------------------------------------------------------
     @staticmethod

@@ -46,7 +46,21 @@ class RMSprop(Optimizer):
                 mom.append(st["momentum_buffer"])
             if centered:
                 gavg.append(st["grad_avg"])
-        be.rmsprop_step(p_arrays, g_arrays, sq, mom, gavg, lr=group["lr"],
-                        alpha=group["alpha"], eps=group["eps"],
-                        weight_decay=group["weight_decay"], momentum=group["momentum"],
-                        centered=centered, maximize=group["maximize"])
+        be.rmsprop_step(p_arrays, g_arrays, sq, mom, gavg, centered=centered,
+                        **self._options(group))
+
+    def _options(self, group, step=None):
+        """The backend call's arguments but the arrays and centered, read from ``group`` at
+        this call (the step count plays no part in the rule)."""
+        return dict(lr=group["lr"], alpha=group["alpha"], eps=group["eps"],
+                    weight_decay=group["weight_decay"], momentum=group["momentum"],
+                    maximize=group["maximize"])
+
+    def _prepare_group(self, group, params):
+        use_mom, centered = group["momentum"] > 0, group["centered"]
+        return self._prepared_fused(
+            group, params, "rmsprop_step",
+            ("square_avg", "momentum_buffer" if use_mom else None,
+             "grad_avg" if centered else None),
+            dict(centered=centered), lambda g: (g["momentum"] > 0, g["centered"]),
+            self._options, counted=True)

@@ -50,9 +50,8 @@ class SGD(Optimizer):
         if not params:
             return
         be = params[0]._backend
-        kw = dict(lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
-                  nesterov=group["nesterov"], weight_decay=group["weight_decay"],
-                  maximize=group["maximize"])
+        kw = self._options(group)
+        kw["nesterov"] = group["nesterov"]
         if group["momentum"] == 0:
             be.sgd_step(p_arrays, g_arrays, None, first_step=False, **kw)
             return
@@ -75,3 +74,16 @@ class SGD(Optimizer):
             be.sgd_step(*old, first_step=False, **kw)
         if new[0]:
             be.sgd_step(*new, first_step=True, **kw)
+
+    def _options(self, group, step=None):
+        """The backend call's arguments but the arrays, nesterov and first_step, read from
+        ``group`` at this call (SGD counts no steps)."""
+        return dict(lr=group["lr"], momentum=group["momentum"], dampening=group["dampening"],
+                    weight_decay=group["weight_decay"], maximize=group["maximize"])
+
+    def _prepare_group(self, group, params):
+        momentum = group["momentum"] != 0
+        return self._prepared_fused(
+            group, params, "sgd_step", ("momentum_buffer" if momentum else None,),
+            dict(nesterov=group["nesterov"], first_step=False),
+            lambda g: (g["momentum"] != 0, g["nesterov"]), self._options, counted=False)

@@ -17,25 +17,24 @@ adadelta_step = FusedOp("adadelta_step", _PKG)
 OPS = {op.name: op for op in (sgd_step, adam_step, rmsprop_step, adagrad_step, adadelta_step)}
 
 
-def prepare_adam_step(backend, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, amsgrad):
-    """Backend.prepare_adam_step: ``run(grads, *, step, lr, ...)`` for a caller that steps
-    the same arrays again and again. The tier is the one chosen now; at a call that would
+def prepare_step(backend, op, params, states, **flags):
+    """Backend.prepare_optimizer_step: ``run(grads, **options)`` for a caller that steps the
+    same arrays again and again. The tier is the one chosen now; at a call that would
     choose another (GRADLAB_NO_JIT changed) run returns False and does nothing, and so does
-    the numba tier's run when the grads do not fit what it checked (the caller then calls
-    adam_step, which copies or raises as usual)."""
-    tier = adam_step.tier_for(backend)
+    the numba tier's run when the grads do not fit what it checked (the caller then makes
+    the plain call, which copies or raises as usual)."""
+    fused = OPS[op]
+    tier = fused.tier_for(backend)
     if tier == "numba":
-        from .numba_cpu import prepared_adam_step
-        step_now = prepared_adam_step(params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs,
-                                      amsgrad=amsgrad)
+        from .numba_cpu import prepared_step
+        step_now = prepared_step(op, params, states, **flags)
     else:
-        plain = adam_step.pick(backend)
+        plain = fused.pick(backend)
 
         def step_now(grads, **options):
-            plain(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, amsgrad=amsgrad,
-                  **options)
+            plain(params, grads, *states, **flags, **options)
             return True
 
     def run(grads, **options):
-        return adam_step.tier_for(backend) == tier and step_now(grads, **options)
+        return fused.tier_for(backend) == tier and step_now(grads, **options)
     return run

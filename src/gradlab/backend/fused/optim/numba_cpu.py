@@ -224,85 +224,115 @@ def _run(op, rule, table, scalars_, flag0=False, flag1=False):
                           bool(flag0), bool(flag1))
 
 
-def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, step, lr, beta1, beta2,
-              eps, weight_decay, decoupled_weight_decay, amsgrad, maximize):
+# -- each rule's call: its state rows, its scalars in kernel order (the sign of maximize
+# last), its loop-choosing flags ----------------------------------------------------------------
+def _sign(maximize):
+    return -1.0 if maximize else 1.0
+
+
+def _adam_scalars(*, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay,
+                  maximize):
+    return (*scalars.adam_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                  weight_decay=weight_decay,
+                                  decoupled_weight_decay=decoupled_weight_decay),
+            _sign(maximize))
+
+
+def _sgd_scalars(*, lr, momentum, dampening, weight_decay, maximize):
+    return (*scalars.sgd_scalars(lr=lr, momentum=momentum, dampening=dampening,
+                                 weight_decay=weight_decay), _sign(maximize))
+
+
+def _rmsprop_scalars(*, lr, alpha, eps, weight_decay, momentum, maximize):
+    return (*scalars.rmsprop_scalars(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                                     momentum=momentum), _sign(maximize))
+
+
+def _adagrad_scalars(*, step, lr, lr_decay, weight_decay, eps, maximize):
+    return (*scalars.adagrad_scalars(step=step, lr=lr, lr_decay=lr_decay, eps=eps,
+                                     weight_decay=weight_decay), _sign(maximize))
+
+
+def _adadelta_scalars(*, lr, rho, eps, weight_decay, maximize):
+    return (*scalars.adadelta_scalars(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay),
+            _sign(maximize))
+
+
+# op -> (rule, its scalars, the names of its flag0 and flag1 arguments)
+_RULES = {
+    "adam_step": (_ADAM, _adam_scalars, ("amsgrad", None)),
+    "sgd_step": (_SGD, _sgd_scalars, ("nesterov", "first_step")),
+    "rmsprop_step": (_RMSPROP, _rmsprop_scalars, ("centered", None)),
+    "adagrad_step": (_ADAGRAD, _adagrad_scalars, (None, None)),
+    "adadelta_step": (_ADADELTA, _adadelta_scalars, (None, None)),
+}
+
+
+def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, amsgrad, **options):
     checks.require_state("adam_step", "amsgrad", amsgrad, "max_exp_avg_sqs", max_exp_avg_sqs)
     table = group_table("adam_step", params, grads,
-                   (exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None))
-    sc = scalars.adam_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                              weight_decay=weight_decay,
-                              decoupled_weight_decay=decoupled_weight_decay)
-    _run("adam_step", _ADAM, table, (*sc, -1.0 if maximize else 1.0), amsgrad)
+                        (exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None))
+    _run("adam_step", _ADAM, table, _adam_scalars(**options), amsgrad)
 
 
-def prepared_adam_step(params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, amsgrad):
-    """adam_step on arrays the caller keeps (alive and unchanged: their pointers are taken
-    once, numba_table.prepared_table): ``run(grads, *, step, lr, ...)`` reads only the grads'
-    pointers at each call (checked against the params) and the scalars, then runs the kernel;
-    False, having done nothing, when the grads do not fit."""
-    checks.require_state("adam_step", "amsgrad", amsgrad, "max_exp_avg_sqs", max_exp_avg_sqs)
-    states = (exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None)
-    prepared = numba_table.prepared_table("adam_step", params, states)
+def sgd_step(params, grads, momentum_buffers, *, nesterov, first_step, **options):
+    checks.require_state("sgd_step", "momentum != 0", options["momentum"], "momentum_buffers",
+                         momentum_buffers)
+    table = group_table("sgd_step", params, grads,
+                        (momentum_buffers if options["momentum"] else None,))
+    _run("sgd_step", _SGD, table, _sgd_scalars(**options), nesterov, first_step)
+
+
+def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, centered,
+                 **options):
+    checks.require_state("rmsprop_step", "momentum != 0", options["momentum"],
+                         "momentum_buffers", momentum_buffers)
+    checks.require_state("rmsprop_step", "centered", centered, "grad_avgs", grad_avgs)
+    table = group_table("rmsprop_step", params, grads,
+                        (square_avgs, momentum_buffers if options["momentum"] else None,
+                         grad_avgs if centered else None))
+    _run("rmsprop_step", _RMSPROP, table, _rmsprop_scalars(**options), centered)
+
+
+def adagrad_step(params, grads, state_sums, **options):
+    table = group_table("adagrad_step", params, grads, (state_sums,))
+    _run("adagrad_step", _ADAGRAD, table, _adagrad_scalars(**options))
+
+
+def adadelta_step(params, grads, square_avgs, acc_deltas, **options):
+    table = group_table("adadelta_step", params, grads, (square_avgs, acc_deltas))
+    _run("adadelta_step", _ADADELTA, table, _adadelta_scalars(**options))
+
+
+def prepared_step(op, params, states, **flags):
+    """The step ``op`` on arrays the caller keeps (alive and unchanged: their pointers are
+    taken once, numba_table.prepared_table): ``run(grads, **options)`` reads only the grads'
+    pointers at each call (checked against the params) and the scalars, then runs the
+    kernel; False, having done nothing, when the grads do not fit. ``states``: the op's
+    state lists in its argument order, None for one that is off; ``flags``: its
+    loop-choosing booleans (amsgrad; nesterov, first_step; centered)."""
+    rule, scalars_of, (name0, name1) = _RULES[op]
+    prepared = numba_table.prepared_table(op, params, states)
     if prepared is None:
-        return lambda grads, **options: True  # an empty group: adam_step does nothing
+        return lambda grads, **options: True  # an empty group: the step does nothing
     ptrs, offsets, dtype, meta = prepared
-    n, total, flag = len(params), int(offsets[-1]), bool(amsgrad)
-    sc = np.empty(len(scalars.AdamScalars._fields) + 1, dtype=dtype)
+    n, total = len(params), int(offsets[-1])
+    flag0 = bool(flags.get(name0, False))
+    flag1 = bool(flags.get(name1, False))
     grads_row = ptrs[1]
 
-    def run(grads, *, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay,
-            maximize):
+    def run(grads, **options):
         if type(grads) is not list or len(grads) != n or \
                 not numba_table.read_grads(grads, meta, grads_row):
             return False
         if total == 0:
             return True
-        sc[:] = (*scalars.adam_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                                       weight_decay=weight_decay,
-                                       decoupled_weight_decay=decoupled_weight_decay),
-                 -1.0 if maximize else 1.0)
+        sc = np.array(scalars_of(**options), dtype=dtype)
         nparts = cpu_threads.parts_for(total)
         if nparts == 1:
-            _part(0, 1, ptrs, offsets, sc, _ADAM, flag, False)
+            _part(0, 1, ptrs, offsets, sc, rule, flag0, flag1)
         else:
-            cpu_threads.run_parts(_part, nparts, ptrs, offsets, sc, _ADAM, flag, False)
+            cpu_threads.run_parts(_part, nparts, ptrs, offsets, sc, rule, flag0, flag1)
         return True
     run.arrays = (list(params), [list(s) for s in states if s is not None])  # kept alive
     return run
-
-
-def sgd_step(params, grads, momentum_buffers, *, lr, momentum, dampening, nesterov,
-             weight_decay, maximize, first_step):
-    checks.require_state("sgd_step", "momentum != 0", momentum, "momentum_buffers",
-                         momentum_buffers)
-    table = group_table("sgd_step", params, grads, (momentum_buffers if momentum else None,))
-    sc = scalars.sgd_scalars(lr=lr, momentum=momentum, dampening=dampening,
-                             weight_decay=weight_decay)
-    _run("sgd_step", _SGD, table, (*sc, -1.0 if maximize else 1.0), nesterov, first_step)
-
-
-def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, lr, alpha, eps,
-                 weight_decay, momentum, centered, maximize):
-    checks.require_state("rmsprop_step", "momentum != 0", momentum, "momentum_buffers",
-                         momentum_buffers)
-    checks.require_state("rmsprop_step", "centered", centered, "grad_avgs", grad_avgs)
-    table = group_table("rmsprop_step", params, grads,
-                   (square_avgs, momentum_buffers if momentum else None,
-                    grad_avgs if centered else None))
-    sc = scalars.rmsprop_scalars(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                 momentum=momentum)
-    _run("rmsprop_step", _RMSPROP, table, (*sc, -1.0 if maximize else 1.0), centered)
-
-
-def adagrad_step(params, grads, state_sums, *, step, lr, lr_decay, weight_decay, eps, maximize):
-    table = group_table("adagrad_step", params, grads, (state_sums,))
-    sc = scalars.adagrad_scalars(step=step, lr=lr, lr_decay=lr_decay, eps=eps,
-                                 weight_decay=weight_decay)
-    _run("adagrad_step", _ADAGRAD, table, (*sc, -1.0 if maximize else 1.0))
-
-
-def adadelta_step(params, grads, square_avgs, acc_deltas, *, lr, rho, eps, weight_decay,
-                  maximize):
-    table = group_table("adadelta_step", params, grads, (square_avgs, acc_deltas))
-    sc = scalars.adadelta_scalars(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
-    _run("adadelta_step", _ADADELTA, table, (*sc, -1.0 if maximize else 1.0))

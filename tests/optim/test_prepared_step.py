@@ -1,5 +1,5 @@
-"""Adam's prepared step (Optimizer._prepared_step, Backend.prepare_adam_step) against
-step(), bit for bit: the prepared arrays' pointers are taken once, so every change that
+"""The optimizers' prepared steps (Optimizer._prepared_step, Backend.prepare_optimizer_step)
+against step(), bit for bit: the prepared arrays' pointers are taken once, so every change that
 could make them stale must make the prepared step decline (and step() run), and every
 change it tolerates must give step()'s results."""
 import numpy as np
@@ -46,17 +46,48 @@ def _change(k, model, opt):
         p.data = p.data * 1                          # a new array behind the param
         return True
     if k == 7:
-        st = opt.state[p]
-        st["exp_avg"] = st["exp_avg"].copy()         # a new state array
+        st = opt.state.get(p, {})                    # (state[p] would add one to SGD's)
+        names = sorted(n for n, v in st.items() if hasattr(v, "shape"))
+        if not names:                                # plain SGD keeps no state
+            return False
+        st[names[0]] = st[names[0]].copy()           # a new state array
+        return True
+    if k == 8 and type(opt).__name__ in _SWITCH:     # states or loops chosen otherwise
+        group = opt.param_groups[0]
+        group.update(_SWITCH[type(opt).__name__](group))
         return True
     return False
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: gl.optim.Adam(ps, lr=1e-2),
-    lambda ps: gl.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
-    lambda ps: gl.optim.Adam(ps, lr=1e-2, amsgrad=True, weight_decay=0.01, maximize=True),
-], ids=["adam", "adamw", "amsgrad-wd-maximize"])
+# Per optimizer, the options that choose other state arrays or other kernel loops
+_SWITCH = {
+    "Adam": lambda g: {"amsgrad": not g["amsgrad"]},
+    "AdamW": lambda g: {"amsgrad": not g["amsgrad"]},
+    "SGD": lambda g: {"momentum": 0.0 if g["momentum"] else 0.9, "nesterov": False},
+    "RMSprop": lambda g: {"centered": not g["centered"],
+                          "momentum": 0.0 if g["momentum"] else 0.5},
+}
+
+
+FUSED = {
+    "adam": lambda ps: gl.optim.Adam(ps, lr=1e-2),
+    "adamw": lambda ps: gl.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+    "amsgrad-wd-maximize": lambda ps: gl.optim.Adam(ps, lr=1e-2, amsgrad=True,
+                                                    weight_decay=0.01, maximize=True),
+    "sgd": lambda ps: gl.optim.SGD(ps, lr=0.05),
+    "sgd-nesterov-wd": lambda ps: gl.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True,
+                                               weight_decay=1e-3),
+    "sgd-dampening-maximize": lambda ps: gl.optim.SGD(ps, lr=0.05, momentum=0.5,
+                                                      dampening=0.5, maximize=True),
+    "rmsprop": lambda ps: gl.optim.RMSprop(ps, lr=1e-2),
+    "rmsprop-centered-momentum": lambda ps: gl.optim.RMSprop(ps, lr=1e-2, momentum=0.5,
+                                                             centered=True),
+    "adagrad": lambda ps: gl.optim.Adagrad(ps, lr=0.05, lr_decay=0.01, weight_decay=1e-3),
+    "adadelta": lambda ps: gl.optim.Adadelta(ps, lr=1.0, weight_decay=1e-3),
+}
+
+
+@pytest.mark.parametrize("make", FUSED.values(), ids=FUSED.keys())
 def test_prepared_step_equals_step_through_changes(make, monkeypatch):
     (m1, o1), (m2, o2) = pair = _pair(make)
     fast = None
