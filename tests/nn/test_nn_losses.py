@@ -292,6 +292,15 @@ def test_gaussian_nll(device, rng, full):
                      [_t(x, device, True), _t(y, device, True), _t(var1, device, True)])
     with pytest.raises(ValueError, match="negative"):
         F.gaussian_nll_loss(_t(x, device), _t(y, device), _t(-np.ones((4, 3)), device))
+    # A Python number is one variance for every expectation, whatever the input's shape
+    per0 = 0.5 * (math.log(0.25) + (x - y) ** 2 / 0.25)
+    for var0 in (0.25, np.float64(0.25)):
+        assert F.gaussian_nll_loss(_t(x, device), _t(y, device), var0).item() == \
+            pytest.approx(per0.mean(), rel=1e-12)
+    with pytest.raises(ValueError, match="negative"):
+        F.gaussian_nll_loss(_t(x, device), _t(y, device), -1.0)
+    with pytest.raises(TypeError, match="positive number"):
+        F.gaussian_nll_loss(_t(x, device), _t(y, device), True)
 
 
 # -- margins ---------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ the rest are composites of differentiable ops.
 from __future__ import annotations
 
 import math
+import numbers
 
 import numpy as np
 
@@ -414,13 +415,20 @@ class _ClampForward(Function):
 
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
     """0.5 (log(max(var, eps)) + (x - y)^2 / max(var, eps)) (+ 0.5 log(2 pi) if ``full``).
-    ``var`` has the input's shape, or it with the last dim 1 or dropped (homoscedastic)."""
+    ``var`` has the input's shape, or it with the last dim 1 or dropped (homoscedastic), or
+    is a Python number used for every expectation (as PyTorch's float ``var``)."""
     op = "gaussian_nll_loss"
     _check_reduction(op, reduction)
     _check_same_shape(op, input, target)
+    if isinstance(var, bool):
+        raise TypeError(f"{op}: var must be a Tensor of variances or a positive number, got "
+                        f"{var!r}")
+    scalar = isinstance(var, numbers.Real)
     if not isinstance(var, Tensor):
         var = _as_tensor_like(var, input)
-    if tuple(var.shape) != tuple(input.shape):
+    if scalar:
+        pass  # a 0-d var broadcasts to any input shape
+    elif tuple(var.shape) != tuple(input.shape):
         if tuple(var.shape) == tuple(input.shape[:-1]):
             var = sh.unsqueeze(var, -1)
         elif not (var.ndim == input.ndim and tuple(var.shape[:-1]) == tuple(input.shape[:-1])
