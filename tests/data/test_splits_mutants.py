@@ -79,6 +79,17 @@ def test_stratified_indices_per_class_counts_and_seed():
     assert tr.tolist() == [] and te.tolist() == [0]
 
 
+@pytest.mark.parametrize("labels, fraction", [([0, 1], 0.2), ([3, 1, 2], 0.2),
+                                               ([0, 1, 2, 3, 4], 0.6), ([7, 9], 0.9)])
+def test_classes_of_one_sample_still_give_two_non_empty_parts(labels, fraction):
+    # Each singleton class rounds whole to one side; one sample moves to the empty part.
+    tr, te = stratified_indices(labels, fraction, seed=0)
+    assert tr.size >= 1 and te.size >= 1
+    assert sorted(tr.tolist() + te.tolist()) == list(range(len(labels)))
+    train, test = train_test_split(_ds(len(labels), labels), fraction)
+    assert len(train) >= 1 and len(test) >= 1
+
+
 def test_stratified_indices_is_the_documented_draw():
     y = np.array([1, 0, 1, 0, 1, 0, 1, 0])
     rng = np.random.default_rng(2)

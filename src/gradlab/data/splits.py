@@ -24,6 +24,8 @@ def stratified_indices(labels, test_fraction, seed=0):
 
     Every class with at least 2 samples puts at least one in each part; the parts' sizes
     add up to ``round(n * test_fraction)`` for the test side, up to rounding per class.
+    When every class has a single sample (each goes whole to one side), one sample moves
+    over if a part would be empty, so that both parts have one from 2 samples on.
     """
     _check_fraction("test_fraction", test_fraction)
     labels = np.asarray(labels).reshape(-1)
@@ -38,6 +40,11 @@ def stratified_indices(labels, test_fraction, seed=0):
         test.append(idx[:k])
         train.append(idx[k:])
     train_idx, test_idx = np.concatenate(train), np.concatenate(test)
+    if labels.size >= 2 and (train_idx.size == 0 or test_idx.size == 0):
+        full, empty = (train_idx, test_idx) if test_idx.size == 0 else (test_idx, train_idx)
+        j = int(rng.integers(full.size))
+        empty, full = full[j:j + 1], np.delete(full, j)
+        train_idx, test_idx = (full, empty) if test_idx.size == 0 else (empty, full)
     return rng.permutation(train_idx), rng.permutation(test_idx)
 
 
