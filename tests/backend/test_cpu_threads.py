@@ -68,3 +68,24 @@ def test_a_forked_child_can_use_the_threads():
         pytest.fail("the forked child hung in its first multi-threaded step")
     assert child.exitcode == 0
     assert queue.get(timeout=5) == pytest.approx(-0.1)
+
+
+@pytest.mark.parametrize("value, expected", [(None, None), ("", None), ("3", 3), ("1", 1),
+                                             ("0", ValueError), ("-2", ValueError),
+                                             ("two", ValueError), ("1.5", ValueError)])
+def test_the_thread_count_variable_is_read_by_one_rule(monkeypatch, value, expected):
+    # The backend and the CLI (inputs.check_env) both use env_threads
+    from gradlab.cli.inputs import UsageError, check_env
+    if value is None:
+        monkeypatch.delenv("GRADLAB_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("GRADLAB_NUM_THREADS", value)
+    if expected is ValueError:
+        with pytest.raises(ValueError, match=f"GRADLAB_NUM_THREADS={value!r} is not a "
+                                             "positive integer.*unset it"):
+            cpu_threads.env_threads()
+        with pytest.raises(UsageError, match="set it to the number of CPU threads"):
+            check_env()
+    else:
+        assert cpu_threads.env_threads() == expected
+        check_env()

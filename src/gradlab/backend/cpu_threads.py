@@ -22,16 +22,26 @@ from concurrent.futures import ThreadPoolExecutor
 PARALLEL_MIN = 1 << 16  # elements from which a kernel is split across threads
 
 
-def _default_threads():
+def env_threads():
+    """GRADLAB_NUM_THREADS as a thread count, None when unset or empty; ValueError saying
+    what to set when it is not a positive integer (the CLI shows it as a usage error)."""
     env = os.environ.get("GRADLAB_NUM_THREADS")
-    if env:
-        try:
-            value = int(env)
-        except ValueError:
-            raise ValueError(f"GRADLAB_NUM_THREADS must be a positive integer, got {env!r}; "
-                             "unset it to use every core this process may run on") from None
-        if value < 1:
-            raise ValueError(f"GRADLAB_NUM_THREADS must be a positive integer, got {value}")
+    if not env:
+        return None
+    try:
+        value = int(env)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"GRADLAB_NUM_THREADS={env!r} is not a positive integer; set it to "
+                         "the number of CPU threads to use (e.g. 2), or unset it to use every "
+                         "core this process may run on")
+    return value
+
+
+def _default_threads():
+    value = env_threads()
+    if value is not None:
         return value
     try:
         return len(os.sched_getaffinity(0))

@@ -41,16 +41,11 @@ def check_ranges(args):
 def check_env():
     """Environment variables the backend reads: checked here so that a bad value is a
     usage error, also when gradlab was imported before the variable was set."""
-    threads = os.environ.get("GRADLAB_NUM_THREADS")
-    if threads:
-        try:
-            ok = int(threads) >= 1
-        except ValueError:
-            ok = False
-        if not ok:
-            raise UsageError(f"GRADLAB_NUM_THREADS={threads!r} is not a positive integer; "
-                             "set it to the number of CPU threads to use (e.g. 2), or unset "
-                             "it to use every core")
+    from ..backend.cpu_threads import env_threads
+    try:
+        env_threads()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def check_writable(directory):
