@@ -82,12 +82,14 @@ def test_stratified_indices_per_class_counts_and_seed():
 @pytest.mark.parametrize("labels, fraction", [([0, 1], 0.2), ([3, 1, 2], 0.2),
                                                ([0, 1, 2, 3, 4], 0.6), ([7, 9], 0.9)])
 def test_classes_of_one_sample_still_give_two_non_empty_parts(labels, fraction):
-    # Each singleton class rounds whole to one side; one sample moves to the empty part.
+    # Each singleton class rounds whole to one side; train_test_split moves one sample to
+    # the empty part (stratified_indices itself keeps its per-class rule).
     tr, te = stratified_indices(labels, fraction, seed=0)
-    assert tr.size >= 1 and te.size >= 1
-    assert sorted(tr.tolist() + te.tolist()) == list(range(len(labels)))
+    assert min(tr.size, te.size) == 0 and tr.size + te.size == len(labels)
     train, test = train_test_split(_ds(len(labels), labels), fraction)
     assert len(train) >= 1 and len(test) >= 1
+    assert sorted(_idx(train) + _idx(test)) == list(range(len(labels)))
+    assert len(test) == (1 if te.size == 0 else len(labels) - 1)
 
 
 def test_stratified_indices_is_the_documented_draw():

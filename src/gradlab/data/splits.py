@@ -23,9 +23,9 @@ def stratified_indices(labels, test_fraction, seed=0):
     """(train_idx, test_idx) with each class split in the same proportion.
 
     Every class with at least 2 samples puts at least one in each part; the parts' sizes
-    add up to ``round(n * test_fraction)`` for the test side, up to rounding per class.
-    When every class has a single sample (each goes whole to one side), one sample moves
-    over if a part would be empty, so that both parts have one from 2 samples on.
+    add up to ``round(n * test_fraction)`` for the test side, up to rounding per class. A
+    class of one sample goes whole to one side, so where every class has one, a part can
+    be empty (the CLI says so with the part sizes; train_test_split moves one over).
     """
     _check_fraction("test_fraction", test_fraction)
     labels = np.asarray(labels).reshape(-1)
@@ -40,11 +40,6 @@ def stratified_indices(labels, test_fraction, seed=0):
         test.append(idx[:k])
         train.append(idx[k:])
     train_idx, test_idx = np.concatenate(train), np.concatenate(test)
-    if labels.size >= 2 and (train_idx.size == 0 or test_idx.size == 0):
-        full, empty = (train_idx, test_idx) if test_idx.size == 0 else (test_idx, train_idx)
-        j = int(rng.integers(full.size))
-        empty, full = full[j:j + 1], np.delete(full, j)
-        train_idx, test_idx = (full, empty) if test_idx.size == 0 else (empty, full)
     return rng.permutation(train_idx), rng.permutation(test_idx)
 
 
@@ -60,6 +55,12 @@ def train_test_split(dataset, test_size=0.2, *, stratify=True, seed=0):
         raise ValueError(f"cannot split a dataset of {n} sample(s) into train and test")
     if stratify:
         train_idx, test_idx = stratified_indices(_labels_of(dataset), test_size, seed)
+        if not train_idx.size or not test_idx.size:
+            # Every class has one sample and they all rounded to one side: one moves over
+            # (the last of the shuffled side), so that both parts have one.
+            full = train_idx if train_idx.size else test_idx
+            moved, kept = full[-1:], full[:-1]
+            train_idx, test_idx = (kept, moved) if train_idx.size else (moved, kept)
     else:
         order = np.random.default_rng(seed).permutation(n)
         k = min(max(int(round(n * test_size)), 1), n - 1)
