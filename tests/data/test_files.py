@@ -72,6 +72,21 @@ def test_csv_nan_cell_is_refused(tmp_path):
         load_csv(_write(tmp_path, "1,nan,0\n"))
 
 
+def test_csv_value_beyond_float32_is_refused_with_its_place(tmp_path):
+    # float32 would turn it into inf (NumPy only warns)
+    path = _write(tmp_path, "a,b,label\n1,2,0\n3,-1e39,1\n5,1e300,1\n")
+    with pytest.raises(DataFormatError, match=r"line 3, column 2: value -1e\+39 is beyond "
+                                              r"float32's range.*\(2 such values\); rescale"):
+        load_csv(path, label="label")
+    # A regression target is a float32 too; a large class label has its own message
+    with pytest.raises(DataFormatError, match="line 2, column 2: value 1e\\+40 is beyond"):
+        load_csv(_write(tmp_path, "x,t\n1,1e40\n", "reg.csv"), task="regression")
+    with pytest.raises(DataFormatError, match="far too large for a class index"):
+        load_csv(_write(tmp_path, "x,t\n1,1e40\n", "cls.csv"))
+    X, _ = load_csv(_write(tmp_path, "x,t\n3e38,0\n-3e38,1\n", "edge.csv"))
+    assert np.isfinite(X).all()
+
+
 def test_npz_default_and_explicit_keys(tmp_path):
     path = str(tmp_path / "d.npz")
     np.savez(path, X=np.ones((4, 2, 2)), y=np.array([0, 1, 1, 0]))

@@ -126,6 +126,17 @@ def load_csv(path, label=-1, *, header="auto", delimiter=",", task="classificati
         r, c = np.argwhere(bad)[0]
         raise DataFormatError(f"{path}, line {rows[r][0]}, column {c + 1}: value "
                               f"{data[r, c]} is not finite; remove or impute it")
+    # Features (and regression targets) become float32: a larger value would turn into inf
+    too_big = np.abs(data) > np.finfo(np.float32).max
+    if task != "regression":
+        too_big[:, label_col] = False  # class labels have their own checks
+    if too_big.any():
+        r, c = (int(i) for i in np.argwhere(too_big)[0])
+        raise DataFormatError(f"{path}, line {rows[r][0]}, column {c + 1}: value "
+                              f"{data[r, c]:g} is beyond float32's range "
+                              f"(±{np.finfo(np.float32).max:.3g}), which gradlab trains in "
+                              f"({int(too_big.sum())} such values); rescale the column (e.g. "
+                              "standardize it) first")
     X = np.delete(data, label_col, axis=1).astype(np.float32)
     where = [f"{path}, line {line}, column {label_col + 1}" for line, _ in rows]
     return X, _to_labels(data[:, label_col], where, task)
