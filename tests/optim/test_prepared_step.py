@@ -144,3 +144,26 @@ def test_a_grad_of_another_dtype_gets_steps_error():
         opt.step()
     assert type(prepared_error.value) is type(step_error.value)
     assert str(prepared_error.value) == str(step_error.value)
+
+
+@pytest.mark.parametrize("op, states, options", [
+    ("sgd_step", [None], dict(lr=0.1, momentum=0.9, dampening=0.0, weight_decay=0.0,
+                              maximize=False)),
+    ("rmsprop_step", ["square", None, None], dict(lr=0.1, alpha=0.99, eps=1e-8,
+                                                  weight_decay=0.0, momentum=0.5,
+                                                  maximize=False)),
+])
+def test_an_option_needing_a_state_list_prepared_without_one_is_refused(op, states, options):
+    # The list that is off stands for nothing in the kernel's table but the params' row: a
+    # momentum switched on at the call must raise (as the plain call does), never run.
+    p = gl.tensor(np.ones((3, 2), np.float32))
+    arrays = [[np.zeros((3, 2), np.float32)] if s else None for s in states]
+    flags = {"sgd_step": dict(nesterov=False, first_step=False),
+             "rmsprop_step": dict(centered=False)}[op]
+    run = p._backend.prepare_optimizer_step(op, [p._data], arrays, **flags)
+    with pytest.raises(ValueError, match="momentum != 0 needs momentum_buffers"):
+        run([np.ones((3, 2), np.float32)], **options)
+    assert (p.numpy() == 1).all()
+    with pytest.raises(ValueError, match="momentum != 0 needs momentum_buffers"):
+        getattr(p._backend, op)([p._data], [np.ones((3, 2), np.float32)], *arrays, **flags,
+                                **options)

@@ -244,6 +244,8 @@ class Optimizer:
         state = self.state
         needed = [n for n in names if n is not None]
         sts = [state.get(p) for p in params]
+        if not params:  # (a group's list emptied after construction)
+            return None
         if (counted or needed) and any(st is None or (counted and "step" not in st) or
                                        any(n not in st for n in needed) for st in sts):
             return None

@@ -258,13 +258,16 @@ def _adadelta_scalars(*, lr, rho, eps, weight_decay, maximize):
             _sign(maximize))
 
 
-# op -> (rule, its scalars, the names of its flag0 and flag1 arguments)
+# op -> (rule, its scalars, the names of its flag0 and flag1 arguments, the per-call options
+# that need a state list: (option, position in the states, the list's name))
 _RULES = {
-    "adam_step": (_ADAM, _adam_scalars, ("amsgrad", None)),
-    "sgd_step": (_SGD, _sgd_scalars, ("nesterov", "first_step")),
-    "rmsprop_step": (_RMSPROP, _rmsprop_scalars, ("centered", None)),
-    "adagrad_step": (_ADAGRAD, _adagrad_scalars, (None, None)),
-    "adadelta_step": (_ADADELTA, _adadelta_scalars, (None, None)),
+    "adam_step": (_ADAM, _adam_scalars, ("amsgrad", None), ()),
+    "sgd_step": (_SGD, _sgd_scalars, ("nesterov", "first_step"),
+                 (("momentum", 0, "momentum_buffers"),)),
+    "rmsprop_step": (_RMSPROP, _rmsprop_scalars, ("centered", None),
+                     (("momentum", 1, "momentum_buffers"),)),
+    "adagrad_step": (_ADAGRAD, _adagrad_scalars, (None, None), ()),
+    "adadelta_step": (_ADADELTA, _adadelta_scalars, (None, None), ()),
 }
 
 
@@ -311,7 +314,10 @@ def prepared_step(op, params, states, **flags):
     kernel; False, having done nothing, when the grads do not fit. ``states``: the op's
     state lists in its argument order, None for one that is off; ``flags``: its
     loop-choosing booleans (amsgrad; nesterov, first_step; centered)."""
-    rule, scalars_of, (name0, name1) = _RULES[op]
+    rule, scalars_of, (name0, name1), needs = _RULES[op]
+    # A state list that is off is the params' row in the table: an option switched on at a
+    # call would make the kernel write its state into the parameters.
+    needs = [(option, name) for option, k, name in needs if states[k] is None]
     prepared = numba_table.prepared_table(op, params, states)
     if prepared is None:
         return lambda grads, **options: True  # an empty group: the step does nothing
@@ -322,6 +328,8 @@ def prepared_step(op, params, states, **flags):
     grads_row = ptrs[1]
 
     def run(grads, **options):
+        for option, name in needs:
+            checks.require_state(op, f"{option} != 0", options[option], name, None)
         if type(grads) is not list or len(grads) != n or \
                 not numba_table.read_grads(grads, meta, grads_row):
             return False
