@@ -80,11 +80,20 @@ __device__ __forceinline__ void dropout_backward_impl(const T* __restrict__ grad
     }
 }
 
+// dropout_forward_graphed: the same draws with the key and a base offset read from device
+// memory (state[0], state[1]; offset = state[1] + delta). Inside a CUDA graph, scalar
+// arguments are frozen at capture; a state in memory, advanced by the graph itself after its
+// draws, gives every launch the next masks (gradlab/backend/cupy_backend.py: CudaGraph).
 #define GL_DEFINE_DROPOUT_KERNELS(T, SUFFIX)                                                   \
     extern "C" __global__ void dropout_forward_##SUFFIX(const T* x, T* y, u32* mask, i64 n,    \
                                                         u64 key, u64 offset, u64 threshold,    \
                                                         T scale) {                             \
         dropout_forward_impl<T>(x, y, mask, n, key, offset, threshold, scale);                 \
+    }                                                                                          \
+    extern "C" __global__ void dropout_forward_graphed_##SUFFIX(                               \
+        const T* x, T* y, u32* mask, i64 n, const u64* state, u64 delta, u64 threshold,        \
+        T scale) {                                                                             \
+        dropout_forward_impl<T>(x, y, mask, n, state[0], state[1] + delta, threshold, scale);  \
     }                                                                                          \
     extern "C" __global__ void dropout_backward_##SUFFIX(const T* grad, const u32* mask,       \
                                                          T* out, i64 n, T scale) {             \

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import gradlab as gl
-from gradlab.backend import cuda_kernels, get_backend
+from gradlab.backend import checks, cuda_kernels, get_backend
 from gradlab.backend.fused.dropout import reference as dropout_ref
 from gradlab.backend.fused.optim import reference as optim_ref
 from gradlab.backend.fused.softmax_ce import reference as ce_ref
@@ -274,6 +274,30 @@ def test_dropout_small_grid_and_nd_input(shape, rng, monkeypatch):
     np.testing.assert_array_equal(gpu.to_numpy(y), want_y)
     g = gpu.dropout_backward(gpu.asarray(x), mask, 0.4)
     np.testing.assert_array_equal(gpu.to_numpy(g), dropout_ref.dropout_backward(x, want_mask, 0.4))
+
+
+@needs_gpu
+@pytest.mark.parametrize("k", range(len(DROPOUT_KEYS)))
+def test_graphed_dropout_kernel_draws_from_its_device_state(k, rng):
+    # dropout_forward_graphed reads (key, base) from device memory and adds delta: the draws
+    # of dropout_forward at offset base + delta (the counter wraps modulo 2^64 in both).
+    import cupy
+    from gradlab.backend.cuda_kernels import get_function
+    gpu = get_backend("cuda")
+    key, base = DROPOUT_KEYS[k]
+    delta = 12345
+    x = gpu.asarray(rng.standard_normal(4097).astype(np.float32))
+    want_y, want_mask = dropout_ref.dropout_forward(gpu.to_numpy(x), 0.3, key,
+                                                    (base + delta) % 2**64)
+    with gpu._cuda_device:
+        y, mask = cupy.empty_like(x), cupy.empty(-(-x.size // 32), dtype=cupy.uint32)
+        state = cupy.array([key, base], dtype=cupy.uint64)
+        fn = get_function("dropout", "dropout_forward_graphed", x.dtype, gpu._index)
+        fn(gpu._grid(-(-x.size // 128), 8), (256,),
+           (x, y, mask, np.int64(x.size), state, np.uint64(delta),
+            np.uint64(checks.dropout_threshold(0.3)), np.float32(checks.dropout_scale(0.3))))
+    np.testing.assert_array_equal(gpu.to_numpy(mask), want_mask)
+    np.testing.assert_array_equal(gpu.to_numpy(y), want_y)
 
 
 @needs_gpu

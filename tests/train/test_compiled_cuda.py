@@ -1,7 +1,7 @@
 """The compiled step on CUDA: from its fourth call on, a signature replays as one CUDA graph
 launch, and N graphed steps end bitwise equal to N eager steps (the same kernels on the same
-data in the same order); what a graph cannot repeat replays ungraphed with the reason, and a
-bad target raises eager's error after the launch.
+data in the same order, dropout's masks included); what a graph cannot repeat replays
+ungraphed with the reason, and a bad target raises eager's error after the launch.
 
 On a real GPU (``make gpu-check`` runs ``pytest -m cuda``) this is real stream capture; here
 it is the emulated device, whose CuPy stand-in records the captured work without executing
@@ -129,11 +129,56 @@ def test_short_last_batch_gets_its_own_graph():
     assert info["graphs"] == 2 and info["signatures"] == 2
 
 
-def test_dropout_replays_ungraphed_with_the_reason():
+def test_dropout_is_graphed_and_every_launch_draws_new_masks():
+    # The graph's dropout reads its Philox state from device memory, which each launch
+    # advances: N launches give the masks of N eager steps (the states, losses and grads
+    # compared bit for bit), not the capture's mask again.
     info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2),
-                              gl.nn.CrossEntropyLoss(), graphed=0, dropout=0.3)
-    assert info["replayed"] == STEPS - 2 and info["graphs"] == 0
-    assert any("random numbers" in r for r in info["ungraphed_reasons"])
+                              gl.nn.CrossEntropyLoss(), graphed=STEPS - 3, dropout=0.3)
+    assert info["graphs"] == 1 and info["ungraphed_reasons"] == []
+
+
+def _dropout_run(compiled, between):
+    """Graphed (or eager) steps with ``between(k)`` run before step k; the losses, the end
+    state and where the host's Philox stream stands."""
+    model = _model(dropout=0.5)
+    opt = gl.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = gl.nn.CrossEntropyLoss()
+    step = compile_step(model, loss_fn, opt) if compiled else None
+    losses = []
+    for k, (x, y) in enumerate(_batches(9)):
+        between(k)
+        if compiled:
+            losses.append(float(step(x, y).item()))
+        else:
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.item()))
+    be = next(iter(model.parameters()))._backend
+    return losses, _state(model, opt), (be.random.philox_key, be.random.philox_offset), step
+
+
+@pytest.mark.parametrize("what", ["reseed", "draw-outside"])
+def test_graphed_dropout_follows_the_host_generator(what):
+    # A reseed, or a draw outside the graph, between launches moves the host's stream: the
+    # next launch must draw from there, as eager does.
+    x_side = gl.tensor(np.ones((5, 7), np.float32), device="cuda")
+
+    def between(k):
+        if k in (5, 7):
+            if what == "reseed":
+                gl.manual_seed(100 + k)
+            else:
+                gl.nn.functional.dropout(x_side, 0.5)
+    eager = _dropout_run(False, between)
+    graphed = _dropout_run(True, between)
+    assert graphed[0] == eager[0]
+    for a, b in zip(graphed[1], eager[1]):
+        np.testing.assert_array_equal(a, b)
+    assert graphed[2] == eager[2]
+    assert graphed[3].info()["graphed"] == 9 - 3
 
 
 def test_sync_inside_capture_is_detected_and_replays_ungraphed():

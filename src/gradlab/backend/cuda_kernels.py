@@ -21,7 +21,7 @@ from pathlib import Path
 # ``<name>_f32`` and ``<name>_f64``.
 MODULES = {
     "optim": ["sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step"],
-    "dropout": ["dropout_forward", "dropout_backward"],
+    "dropout": ["dropout_forward", "dropout_forward_graphed", "dropout_backward"],
     "softmax_ce": ["softmax_ce_warp", "softmax_ce_block"],
 }
 DTYPE_SUFFIX = {"float32": "f32", "float64": "f64"}

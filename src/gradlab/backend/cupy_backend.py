@@ -9,6 +9,7 @@ from collections import OrderedDict
 
 import cupy
 import cupyx
+import numpy as np
 
 from . import determinism
 from .base import Backend, Device
@@ -49,12 +50,45 @@ class DeferredChecks:
                 raise builder(int(value))
 
 
-_deferring = threading.local()  # .checks: the DeferredChecks launches report to, or None
+class GraphRandom:
+    """The dropout stream of one CUDA graph, kept in device memory.
+
+    Eager dropout launches take the Philox (key, offset) as scalars, which a graph would
+    replay as captured: one mask forever. While a graph captures, dropout launches the
+    kernel that reads the key and a base offset from ``state`` (device memory) and takes only
+    its offset within the step (``delta``) as a scalar; the capture ends with a kernel that
+    advances ``state``'s offset by what the step drew (``total``). Each launch thus draws the
+    next masks, as the next eager step would; ``CudaGraph.launch`` keeps the host's
+    generator in step without reading the device, and writes the host's (key, offset) into
+    ``state`` first whenever they are not what the last launch left there (a reseed, a draw
+    outside the graph)."""
+
+    def __init__(self, random):
+        self.key, self.start = random.philox_key, random.philox_offset
+        self.state = cupy.array([self.key, self.start], dtype=cupy.uint64)
+        self.total = 0
+        self.at = (self.key, self.start)  # (key, offset) that state holds now
+
+    def delta(self, key, offset):
+        """The ``delta`` of a draw at host (key, offset) taken while capturing."""
+        if key != self.key:
+            raise RuntimeError("the Philox key changed while a CUDA graph was capturing "
+                               "(manual_seed inside the step)")
+        return offset - self.start
+
+
+_deferring = threading.local()  # .checks: the DeferredChecks launches report to, or None;
+                                # .random: the GraphRandom of the capture, or None
 
 
 def deferred_checks():
     """The DeferredChecks of the graph capture running on this thread, or None."""
     return getattr(_deferring, "checks", None)
+
+
+def graph_random():
+    """The GraphRandom of the graph capture running on this thread, or None."""
+    return getattr(_deferring, "random", None)
 
 
 class CudaGraph:
@@ -73,6 +107,9 @@ class CudaGraph:
       CuPy's default relaxed mode, which lets the pool grow with cudaMalloc.)
     - Launches inside the capture that would read a flag back defer it (DeferredChecks);
       ``launch()`` reads all of them once and raises the eager error.
+    - Dropout draws from a device-side state (GraphRandom): every launch draws the next
+      masks. The host's generator is left where it was before the capture (nothing ran);
+      each launch advances it by what the step draws, as an eager step would.
     """
 
     def __init__(self, backend):
@@ -82,35 +119,54 @@ class CudaGraph:
         self._pool = cupy.cuda.MemoryPool()
         self._graph = None
         self.checks = None
+        self.random = None  # the GraphRandom, when the captured work draws
 
     def capture(self, fn):
         """``fn()`` captured (not executed: its results hold garbage until ``launch()``);
         returns what ``fn`` returned. Raises what ``fn`` or the capture raised, after ending
         the capture."""
         checks = DeferredChecks()
+        host_random = self._backend.random
         with self._backend._cuda_device, self._stream, \
                 cupy.cuda.using_allocator(self._pool.malloc):
+            rng = GraphRandom(host_random)  # (its upload must precede the capture)
             self._stream.begin_capture()
-            prev, _deferring.checks = getattr(_deferring, "checks", None), checks
+            prev = getattr(_deferring, "checks", None), getattr(_deferring, "random", None)
+            _deferring.checks, _deferring.random = checks, rng
             try:
                 result = fn()
                 checks.gather()
+                rng.total = host_random.philox_offset - rng.start
+                if rng.total:
+                    rng.state[1:] += cupy.uint64(rng.total)  # the next launch's offset
             except BaseException:
-                _deferring.checks = prev
+                _deferring.checks, _deferring.random = prev
+                host_random.philox_offset = rng.start
                 try:  # leave capture mode; an invalidated capture raises here too
                     self._stream.end_capture()
                 except Exception:  # noqa: BLE001 - the first error is the one to report
                     pass
                 raise
-            _deferring.checks = prev
+            _deferring.checks, _deferring.random = prev
+            host_random.philox_offset = rng.start  # captured, not drawn: launch() draws
             self._graph = self._stream.end_capture()
         self.checks = checks
+        self.random = rng if rng.total else None
         return result
 
     def launch(self):
-        """Run the captured work once on the current stream, then raise the first deferred
-        check that failed."""
+        """Run the captured work once on the current stream (its dropout draws from where
+        the host's generator stands, which then advances past them), then raise the first
+        deferred check that failed."""
         with self._backend._cuda_device:
+            rng = self.random
+            if rng is not None:
+                host = self._backend.random
+                now = (host.philox_key, host.philox_offset)
+                if now != rng.at:  # stream-ordered before the launch
+                    rng.state.set(np.array(now, dtype=np.uint64))
+                rng.at = (now[0], now[1] + rng.total)
+                host.philox_offset = now[1] + rng.total
             self._graph.launch(cupy.cuda.get_current_stream())
             self.checks.raise_first()
 

@@ -352,16 +352,14 @@ class _CudaGraphs:
     (``CudaGraph.capture``: private stream, private memory pool) and launches the graph;
     every later call copies the batch into the static buffers and launches it again.
 
+    Dropout is captured too: inside a graph it draws from a device-side Philox state that
+    each launch advances (``CudaGraph``, ``GraphRandom``), so every launch draws the masks
+    the next eager step would, and the host's generator stays in step.
+
     Left outside the graph, on purpose:
     - ``optimizer.step()`` (one fused kernel per parameter group): it reads lr, the step
       count and bias corrections on the host at every call, so a scheduler keeps working;
       a graph would bake the scalars of the capture in.
-    - Steps that draw random numbers (dropout): the Philox (key, offset) is passed to the
-      kernel from the host, so a graph would replay the capture's mask forever. Such a
-      signature is seen during the warm-up (the offset moved) and replays ungraphed, with
-      the reason in ``info()["ungraphed_reasons"]`` (no warning: it is a design limit).
-      A device-side offset would make it graphable, at the price of one more argument in
-      every tier of the dropout kernel.
     - Anything a capture refuses (a host synchronisation inside the step, such as
       BatchNorm's ``momentum=None`` reading its batch count with ``float()``; an upload
       from host memory): the capture is abandoned (it executed nothing), the signature
@@ -387,12 +385,7 @@ class _CudaGraphs:
         plain replay) or "graph"."""
         g, be = entry.graph, x._backend
         if not g.warm:
-            offset = be.random.philox_offset
             vals = entry.replay.run_forward((x._data, y._data))
-            if be.random.philox_offset != offset:
-                # A design limit, not a failure: info() says it, no warning.
-                g.reason = ("the step draws random numbers (dropout): a CUDA graph would "
-                            "replay the Philox offset of its capture, one mask forever")
             return ("warm-up",) + _outputs(entry, vals, be, copy=False) + (be.xp,)
         if g.graph is None:
             if not self._capture(entry, g, x, y):
@@ -438,7 +431,6 @@ class _CudaGraphs:
         # Static inputs, allocated outside the capture and kept with the graph.
         inputs = (x._data.copy(), y._data.copy())
         graph = be.cuda_graph()
-        offset = be.random.philox_offset
         versions = [v[0] for v in replay.bumped]
 
         def body():
@@ -451,19 +443,14 @@ class _CudaGraphs:
             return vals, [(leaf, None if leaf.grad is None else leaf.grad._data)
                           for leaf in replay.leaves]
         try:
+            # (the capture leaves the host's Philox offset as it was: each launch draws)
             vals, grads = graph.capture(body)
         except Exception as exc:  # noqa: BLE001 - any refusal: replay without a graph
-            reason = f"capturing it as a CUDA graph failed: {type(exc).__name__}: {exc}"
-        else:
-            reason = None
-            if be.random.philox_offset != offset:
-                reason = "the step draws random numbers (dropout) during capture"
-        if reason is not None:
             # Undo the host-side effects of the abandoned capture before the plain replay.
-            be.random.philox_offset = offset
             for v, old in zip(replay.bumped, versions):
                 v[0] = old
-            self._ungraph(g, reason)
+            self._ungraph(g, f"capturing it as a CUDA graph failed: {type(exc).__name__}: "
+                             f"{exc}")
             return False
         g.graph, g.inputs, g.vals, g.grads = graph, inputs, vals, grads
         return True

@@ -7,6 +7,7 @@ import numpy as np
 
 from ... import checks
 from ...cuda_kernels import get_function
+from ...cupy_backend import graph_random
 
 _THREADS = 256
 
@@ -21,11 +22,16 @@ def dropout_forward(backend, x, p, key, offset):
         y = cupy.empty_like(x)
         mask = cupy.empty(checks.mask_words(n), dtype=cupy.uint32)
         if n:
-            fn = get_function("dropout", "dropout_forward", x.dtype, backend._index)
+            # While a CUDA graph captures, the key and base offset come from its device-side
+            # state (GraphRandom), so that each launch draws anew; the same draws otherwise.
+            rng = graph_random()
+            name = "dropout_forward" if rng is None else "dropout_forward_graphed"
+            stream = (np.uint64(key), np.uint64(offset)) if rng is None else \
+                (rng.state, np.uint64(rng.delta(key, offset)))
+            fn = get_function("dropout", name, x.dtype, backend._index)
             tiles = -(-n // 128)
             fn(backend._grid(tiles, _THREADS // 32), (_THREADS,),
-               (x, y, mask, np.int64(n), np.uint64(key), np.uint64(offset),
-                np.uint64(checks.dropout_threshold(p)),
+               (x, y, mask, np.int64(n), *stream, np.uint64(checks.dropout_threshold(p)),
                 x.dtype.type(checks.dropout_scale(p))))
     return y, mask
 
