@@ -127,9 +127,12 @@ class CudaGraph:
         the capture."""
         checks = DeferredChecks()
         host_random = self._backend.random
+        with self._backend._cuda_device, cupy.cuda.using_allocator(self._pool.malloc):
+            # Uploaded before the capture, on the current stream: the stream launch() uses,
+            # so the upload is ordered before the first launch.
+            rng = GraphRandom(host_random)
         with self._backend._cuda_device, self._stream, \
                 cupy.cuda.using_allocator(self._pool.malloc):
-            rng = GraphRandom(host_random)  # (its upload must precede the capture)
             self._stream.begin_capture()
             prev = getattr(_deferring, "checks", None), getattr(_deferring, "random", None)
             _deferring.checks, _deferring.random = checks, rng
