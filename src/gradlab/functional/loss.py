@@ -426,9 +426,7 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
     scalar = isinstance(var, numbers.Real)
     if not isinstance(var, Tensor):
         var = _as_tensor_like(var, input)
-    if scalar:
-        pass  # a 0-d var broadcasts to any input shape
-    elif tuple(var.shape) != tuple(input.shape):
+    if not scalar and tuple(var.shape) != tuple(input.shape):  # (a 0-d var broadcasts)
         if tuple(var.shape) == tuple(input.shape[:-1]):
             var = sh.unsqueeze(var, -1)
         elif not (var.ndim == input.ndim and tuple(var.shape[:-1]) == tuple(input.shape[:-1])
