@@ -127,6 +127,33 @@ def test_train_options_build_what_they_name(tmp_path, monkeypatch, capsys):
     assert history.stop_reason.startswith(f"early stopping at epoch {best + 2}")
 
 
+@pytest.mark.parametrize("optimizer, lr", [("adam", 1e-3), ("sgd", 1e-3), ("rmsprop", 1e-2),
+                                           ("adagrad", 1e-2), ("adadelta", 1.0)])
+def test_without_lr_each_optimizer_gets_its_own_default(tmp_path, monkeypatch, capsys,
+                                                        optimizer, lr):
+    # PyTorch's defaults: Adadelta's lr is 1.0 (1e-3 barely trains it), RMSprop's and
+    # Adagrad's 1e-2; the value is the run's config, so a resume keeps it.
+    run = _train(monkeypatch, capsys, "--dataset", _csv(tmp_path), "--label", "cls",
+                 "--hidden", "4", "--epochs", "1", "--optimizer", optimizer,
+                 "--out", str(tmp_path / "run"))
+    assert run["optimizer"].param_groups[0]["lr"] == lr
+    config = json.loads((tmp_path / "run" / "metrics.json").read_text())["config"]
+    assert config["lr"] == lr and config["optimizer"] == optimizer
+
+
+def test_a_searched_optimizer_without_lr_gets_each_its_own_default():
+    from gradlab.cli.model import build_trial
+    fixed = {"in_features": 2, "classes": 2, "hidden": [4], "activation": "relu",
+             "dropout": 0.0, "batchnorm": False, "lr": None, "momentum": 0.0,
+             "weight_decay": 0.0, "n_train": 10, "batch_size": 5, "epochs": 1,
+             "schedule": "none"}
+    for name, lr in (("adadelta", 1.0), ("adam", 1e-3)):
+        _, _, opt, _ = build_trial(fixed, {"optimizer": name})
+        assert opt.param_groups[0]["lr"] == lr
+    _, _, opt, _ = build_trial({**fixed, "lr": 0.3}, {"optimizer": "adadelta"})
+    assert opt.param_groups[0]["lr"] == 0.3
+
+
 def test_train_option_schedule_and_val_split(monkeypatch, capsys):
     run = _train(monkeypatch, capsys, "--dataset", "moons", "--hidden", "8", "--epochs", "6",
                  "--optimizer", "sgd", "--lr", "0.5", "--schedule", "step", "--val-split",

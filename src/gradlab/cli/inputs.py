@@ -27,7 +27,7 @@ def check_ranges(args):
         raise UsageError(f"--test-split must be in (0, 1), got {args.test_split}")
     if not 0.0 <= args.dropout < 1.0:
         raise UsageError(f"--dropout must be in [0, 1), got {args.dropout}")
-    if not (math.isfinite(args.lr) and args.lr > 0):  # (NaN and inf too)
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):  # (NaN, inf)
         raise UsageError(f"--lr must be a finite number > 0, got {args.lr}")
     for name in ("momentum", "weight_decay", "l1", "early_stopping"):
         value = getattr(args, name)

@@ -55,7 +55,10 @@ def _model_options(p):
     p.add_argument("--batchnorm", action=argparse.BooleanOptionalAction, default=True,
                    help="BatchNorm1d after each hidden Linear (default on)")
     p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS))
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default: the optimizer's own, as in PyTorch: 1e-3 "
+                        "for sgd, adam and adamw, 1e-2 for rmsprop and adagrad, 1.0 for "
+                        "adadelta)")
     p.add_argument("--momentum", type=float, default=0.0, help="for sgd and rmsprop")
     p.add_argument("--weight-decay", type=float, default=0.0, metavar="WD")
     p.add_argument("--l1", type=float, default=0.0, metavar="LAMBDA",

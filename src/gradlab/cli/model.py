@@ -58,10 +58,23 @@ def build_mlp(in_features, classes, hidden=(128, 64), activation="relu", dropout
     return nn.Sequential(*layers)
 
 
-def build_optimizer(name, params, lr, momentum=0.0, weight_decay=0.0):
+def default_lr(name):
+    """The learning rate optimizer ``name`` defaults to in gl.optim (PyTorch's defaults):
+    the CLI's --lr when none is given."""
+    import inspect
+
     from .. import optim
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}")
+    return float(inspect.signature(getattr(optim, OPTIMIZERS[name])).parameters["lr"].default)
+
+
+def build_optimizer(name, params, lr=None, momentum=0.0, weight_decay=0.0):
+    from .. import optim
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}")
+    if lr is None:
+        lr = default_lr(name)
     if lr <= 0:
         raise ConfigError(f"--lr must be > 0, got {lr}")
     cls = getattr(optim, OPTIMIZERS[name])
@@ -99,9 +112,11 @@ def build_trial(fixed, config):
     c = {**fixed, **config}
     model = build_mlp(c["in_features"], c["classes"], c["hidden"], c["activation"],
                       float(c["dropout"]), bool(c["batchnorm"]))
-    optimizer = build_optimizer(c["optimizer"], model.parameters(), float(c["lr"]),
+    # lr None: not given and not searched, while the optimizer is: each trial's own default
+    lr = default_lr(c["optimizer"]) if c["lr"] is None else float(c["lr"])
+    optimizer = build_optimizer(c["optimizer"], model.parameters(), lr,
                                 float(c["momentum"]), float(c["weight_decay"]))
     steps_per_epoch = -(-int(c["n_train"]) // int(c["batch_size"]))
     scheduler = build_schedule(c["schedule"], optimizer, int(c["epochs"]), steps_per_epoch,
-                               float(c["lr"]))
+                               lr)
     return model, nn.CrossEntropyLoss(), optimizer, scheduler

@@ -21,7 +21,7 @@ from .inputs import (
     say,
 )
 from .main import UsageError
-from .model import ACTIVATIONS, OPTIMIZERS, SCHEDULES, build_trial, parse_hidden
+from .model import ACTIVATIONS, OPTIMIZERS, SCHEDULES, build_trial, default_lr, parse_hidden
 
 _SEARCHABLE = {"hidden": str, "activation": str, "dropout": float, "batchnorm": bool,
                "optimizer": str, "lr": float, "momentum": float, "weight_decay": float,
@@ -255,6 +255,8 @@ def cmd_search(args):
     results_dir = os.path.dirname(os.path.abspath(args.results))
     check_writable(results_dir)
     import functools
+    if args.lr is None and "optimizer" not in space:
+        args.lr = default_lr(args.optimizer)  # (a searched optimizer: each trial's own)
     fixed = {**run_config(args, device), "in_features": data["features"],
              "classes": data["classes"], "n_train": len(y)}
     del fixed["device"]  # where trials run is not part of the search (nor of its resume)

@@ -18,7 +18,7 @@ from .inputs import (
     say,
 )
 from .main import UsageError
-from .model import build_trial
+from .model import build_trial, default_lr
 
 CHECKPOINT = "best_model.gl"
 
@@ -50,6 +50,8 @@ def _cmd_train(args):
     check_env()
     manifest = _resume_manifest(args) if args.resume else None
     check_ranges(args)
+    if args.lr is None:  # the optimizer's own default, written into the run's config
+        args.lr = default_lr(args.optimizer)
     if args.checkpoint_every is not None and args.checkpoint_every < 1:
         raise UsageError(f"--checkpoint-every must be >= 1, got {args.checkpoint_every}")
     if args.overwrite and not args.out:
