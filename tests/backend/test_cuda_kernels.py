@@ -282,6 +282,7 @@ def test_graphed_dropout_kernel_draws_from_its_device_state(k, rng):
     # dropout_forward_graphed reads (key, base) from device memory and adds delta: the draws
     # of dropout_forward at offset base + delta (the counter wraps modulo 2^64 in both).
     import cupy
+
     from gradlab.backend.cuda_kernels import get_function
     gpu = get_backend("cuda")
     key, base = DROPOUT_KEYS[k]
