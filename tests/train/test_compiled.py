@@ -396,15 +396,18 @@ def test_bad_arguments_are_refused():
         step.backward_step()
 
 
-def test_clipping_inside_the_step():
+def _clipped_runs(make_model, max_norm):
+    """An eager (clip_grad_norm_ between backward and step) and a compiled
+    (clip_grad_norm=) run of SGD on the same batches: [(losses, state)] twice, and the
+    compiled step."""
     batches = _batches(6)
     results = []
     for compiled in (False, True):
-        model = _model()
+        model = make_model()
         opt = gl.optim.SGD(model.parameters(), lr=0.5)
         loss_fn = gl.nn.CrossEntropyLoss()
         if compiled:
-            step = compile_step(model, loss_fn, opt, clip_grad_norm=0.1)
+            step = compile_step(model, loss_fn, opt, clip_grad_norm=max_norm)
             losses = [step(x, y).item() for x, y in batches]
         else:
             losses = []
@@ -412,10 +415,15 @@ def test_clipping_inside_the_step():
                 opt.zero_grad()
                 loss = loss_fn(model(x), y)
                 loss.backward()
-                gl.nn.utils.clip_grad_norm_(model.parameters(), 0.1)
+                gl.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
                 opt.step()
                 losses.append(loss.item())
         results.append((losses, _state(model, opt)))
+    return results, model, step
+
+
+def test_clipping_inside_the_step():
+    results, _, _ = _clipped_runs(_model, 0.1)
     _assert_same(*results)
 
 
@@ -440,30 +448,14 @@ class _SharedGrad(gl.nn.Module):
 def test_leaf_gradients_own_their_memory_as_in_eager():
     # In-place clipping scales each .grad once: a gradient shared by two leaves would be
     # scaled twice.
-    batches = _batches(6)
-    results = []
-    for compiled in (False, True):
+    def make():
         gl.manual_seed(0)
-        model = _SharedGrad()
-        opt = gl.optim.SGD(model.parameters(), lr=0.5)
-        loss_fn = gl.nn.CrossEntropyLoss()
-        if compiled:
-            step = compile_step(model, loss_fn, opt, clip_grad_norm=1e-3)
-            losses = [step(x, y).item() for x, y in batches]
-            assert step.info()["replayed"] == 4
-            grads = [p.grad._data for p in model.parameters()]
-            assert all(g.base is None for g in grads)
-            assert len({id(g) for g in grads}) == len(grads)
-        else:
-            losses = []
-            for x, y in batches:
-                opt.zero_grad()
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                gl.nn.utils.clip_grad_norm_(model.parameters(), 1e-3)
-                opt.step()
-                losses.append(loss.item())
-        results.append((losses, _state(model, opt)))
+        return _SharedGrad()
+    results, model, step = _clipped_runs(make, 1e-3)
+    assert step.info()["replayed"] == 4
+    grads = [p.grad._data for p in model.parameters()]
+    assert all(g.base is None for g in grads)
+    assert len({id(g) for g in grads}) == len(grads)
     _assert_same(*results)
 
 
