@@ -297,6 +297,25 @@ def test_rebinding_data_and_changing_a_setting_record_again():
     assert pair[1][2].info()["rerecorded"] == 2
 
 
+def test_freezing_and_unfreezing_a_parameter_record_again():
+    pair = _pair()
+    batches = _batches(11)
+    for i, (x, y) in enumerate(batches):
+        if i in (3, 7):
+            for m, _, _ in pair:
+                m[0].weight.requires_grad_(i == 7)   # frozen, then trained again
+        if i == 3:
+            frozen = pair[1][0][0].weight.detach().numpy().copy()
+        a, b = _both(pair, x, y)
+        assert a == b
+        if 3 <= i < 7:
+            assert pair[1][0][0].weight.grad is None
+            assert np.array_equal(pair[1][0][0].weight.detach().numpy(), frozen)
+    assert _states_equal(pair)
+    info = pair[1][2].info()
+    assert info["rerecorded"] == 2 and info["replayed"] == 11 - 3 * 2
+
+
 def test_a_new_parameter_group_records_again():
     pair = _pair(batchnorm=False)
     batches = _batches(8)

@@ -18,7 +18,8 @@ from .dtypes import bool_, float32, int64
 from .tensor_methods import _F, TensorMethods
 
 # Counts the changes that can make a recorded step stale: a tensor's storage rebound
-# (``t.data = ...``, ``module.to()``) or a module's attributes set. A compiled step
+# (``t.data = ...``, ``module.to()``), a tensor's requires_grad switched (a parameter
+# frozen) or a module's attributes set. A compiled step
 # re-checks its guards only when this moved (train/compiled.py).
 structure_version = [0]
 
@@ -132,7 +133,8 @@ class Tensor(TensorMethods):
         self._version = [0]
         self._requires_grad = False
         if requires_grad:
-            self.requires_grad = True
+            _check_requires_grad(data, self.grad_fn, True)
+            self._requires_grad = True
 
     # -- construction shortcut used by every op (no checks: the op guarantees them) -------
     @classmethod
@@ -154,14 +156,10 @@ class Tensor(TensorMethods):
     @requires_grad.setter
     def requires_grad(self, value):
         value = bool(value)
-        if value and self._data.dtype.kind not in "fc":
-            raise RuntimeError(
-                f"only floating-point tensors can require gradients, but this tensor has "
-                f"dtype {self._data.dtype}; convert it first, e.g. t.to(gl.float32)")
-        if not value and self.grad_fn is not None:
-            raise RuntimeError(
-                "requires_grad can only be switched off on leaf tensors; use t.detach() "
-                "to get a tensor that is cut from the graph")
+        _check_requires_grad(self._data, self.grad_fn, value)
+        if value != self._requires_grad:
+            # Freezing or unfreezing a parameter changes what a compiled step computes.
+            structure_version[0] += 1
         self._requires_grad = value
 
     def requires_grad_(self, requires_grad=True):
@@ -206,6 +204,8 @@ class Tensor(TensorMethods):
         structure_version[0] += 1
 
     def detach_(self) -> "Tensor":
+        if self._requires_grad:
+            structure_version[0] += 1  # as the requires_grad setter
         self.grad_fn = None
         self._requires_grad = False
         return self
@@ -457,6 +457,17 @@ class Tensor(TensorMethods):
 
 
 _wrap = Tensor._wrap  # for the operators' fast path: one lookup, as a bound method
+
+
+def _check_requires_grad(data, grad_fn, value):
+    if value and data.dtype.kind not in "fc":
+        raise RuntimeError(
+            f"only floating-point tensors can require gradients, but this tensor has "
+            f"dtype {data.dtype}; convert it first, e.g. t.to(gl.float32)")
+    if not value and grad_fn is not None:
+        raise RuntimeError(
+            "requires_grad can only be switched off on leaf tensors; use t.detach() "
+            "to get a tensor that is cut from the graph")
 
 
 def _raw(value):

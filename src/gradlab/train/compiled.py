@@ -290,7 +290,9 @@ class CompiledStep:
             sig.append(tuple((k, v) for k, v in d.items()
                              if k[0] != "_" and k != "training" and _setting(v)))
         for t in self._known():
-            sig.append(None if t is None else id(t._data))
+            # requires_grad: a frozen parameter gets no gradient, which the replay's
+            # backward (recorded with one) would still compute and the optimizer apply.
+            sig.append(None if t is None else (id(t._data), t._requires_grad))
         sig.append(tuple(tuple(map(id, g["params"])) for g in self.optimizer.param_groups))
         return tuple(sig)
 
