@@ -19,6 +19,8 @@ __device__ __forceinline__ float gl_log(float x) { return logf(x); }
 __device__ __forceinline__ double gl_log(double x) { return log(x); }
 __device__ __forceinline__ float gl_sqrt(float x) { return sqrtf(x); }
 __device__ __forceinline__ double gl_sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float gl_abs(float x) { return fabsf(x); }
+__device__ __forceinline__ double gl_abs(double x) { return fabs(x); }
 __device__ __forceinline__ float gl_max(float a, float b) { return fmaxf(a, b); }
 __device__ __forceinline__ double gl_max(double a, double b) { return fmax(a, b); }
 

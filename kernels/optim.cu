@@ -153,6 +153,60 @@ template <typename T> struct AdadeltaOp {
     }
 };
 
+// Columns: param, grad, exp_avg, exp_inf.
+template <typename T> struct AdamaxOp {
+    T step_size, beta1, one_minus_beta1, beta2, eps, weight_decay;
+    int maximize;
+    __device__ __forceinline__ void operator()(T* r) const {
+        T g = maximize ? -r[1] : r[1];
+        if (weight_decay != T(0)) g = g + weight_decay * r[0];
+        const T m = beta1 * r[2] + one_minus_beta1 * g;
+        const T u = gl_max(beta2 * r[3], gl_abs(g) + eps);
+        r[2] = m;
+        r[3] = u;
+        r[0] = r[0] - step_size * m / u;
+    }
+};
+
+// NAdam's and RAdam's start: decoupled decay of p, the gradient with its L2 term, and the
+// moments m = b1 m + (1-b1) g, v = b2 v + ((1-b2) g) g (reference._adam_moments).
+template <typename T> struct AdamMoments {
+    T beta1, one_minus_beta1, beta2, one_minus_beta2, eps, weight_decay, decay;
+    int maximize;
+    __device__ __forceinline__ T operator()(T* r) const {
+        T g = maximize ? -r[1] : r[1];
+        if (weight_decay != T(0)) g = g + weight_decay * r[0];
+        r[0] = r[0] * decay;  // exact when decay == 1
+        r[2] = beta1 * r[2] + one_minus_beta1 * g;
+        r[3] = beta2 * r[3] + (one_minus_beta2 * g) * g;
+        return g;
+    }
+};
+
+// Columns: param, grad, exp_avg, exp_avg_sq. grad_coef, avg_coef and bc2 from the host
+// (they carry the mu_t schedule and the product of the mu_i).
+template <typename T> struct NadamOp {
+    T grad_coef, avg_coef, bc2;
+    AdamMoments<T> moments;
+    __device__ __forceinline__ void operator()(T* r) const {
+        const T g = moments(r);
+        const T denom = gl_sqrt(r[3] / bc2) + moments.eps;
+        r[0] = (r[0] - grad_coef * g / denom) - avg_coef * r[2] / denom;
+    }
+};
+
+// Columns: param, grad, exp_avg, exp_avg_sq. rectified (rho_t > 5) comes from the host.
+template <typename T> struct RadamOp {
+    T step_size, adaptive_coef;
+    int rectified;
+    AdamMoments<T> moments;
+    __device__ __forceinline__ void operator()(T* r) const {
+        moments(r);
+        r[0] = rectified ? r[0] - adaptive_coef * r[2] / (gl_sqrt(r[3]) + moments.eps)
+                         : r[0] - step_size * r[2];
+    }
+};
+
 #define GL_TABLE_ARGS const i64 *table, int ntensors, i64 nchunks, i64 chunk_size
 #define GL_TABLE table, ntensors, nchunks, chunk_size
 
@@ -188,6 +242,29 @@ template <typename T> struct AdadeltaOp {
                                                       T one_minus_rho, T eps, T weight_decay,  \
                                                       int maximize) {                          \
         const AdadeltaOp<T> op{lr, rho, one_minus_rho, eps, weight_decay, maximize};           \
+        multi_tensor_apply<T, 4>(GL_TABLE, op);                                                \
+    }                                                                                          \
+    extern "C" __global__ void adamax_step_##SUFFIX(GL_TABLE_ARGS, T step_size, T beta1,       \
+                                                    T one_minus_beta1, T beta2, T eps,         \
+                                                    T weight_decay, int maximize) {            \
+        const AdamaxOp<T> op{step_size, beta1, one_minus_beta1, beta2, eps, weight_decay,      \
+                             maximize};                                                        \
+        multi_tensor_apply<T, 4>(GL_TABLE, op);                                                \
+    }                                                                                          \
+    extern "C" __global__ void nadam_step_##SUFFIX(                                            \
+        GL_TABLE_ARGS, T grad_coef, T avg_coef, T bc2, T beta1, T one_minus_beta1, T beta2,    \
+        T one_minus_beta2, T eps, T weight_decay, T decay, int maximize) {                     \
+        const NadamOp<T> op{grad_coef, avg_coef, bc2,                                          \
+                            {beta1, one_minus_beta1, beta2, one_minus_beta2, eps,              \
+                             weight_decay, decay, maximize}};                                  \
+        multi_tensor_apply<T, 4>(GL_TABLE, op);                                                \
+    }                                                                                          \
+    extern "C" __global__ void radam_step_##SUFFIX(                                            \
+        GL_TABLE_ARGS, T step_size, T adaptive_coef, T beta1, T one_minus_beta1, T beta2,      \
+        T one_minus_beta2, T eps, T weight_decay, T decay, int rectified, int maximize) {      \
+        const RadamOp<T> op{step_size, adaptive_coef, rectified,                               \
+                            {beta1, one_minus_beta1, beta2, one_minus_beta2, eps,              \
+                             weight_decay, decay, maximize}};                                  \
         multi_tensor_apply<T, 4>(GL_TABLE, op);                                                \
     }
 

@@ -128,9 +128,26 @@ OPTIMIZERS = {
                      maximize=False)),
     "adadelta": (["square_avgs", "acc_deltas"], [True, True],
                  dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=True)),
+    "adamax": (["exp_avgs", "exp_infs"], [False, True],
+               dict(step=2, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                    maximize=True)),
+    "nadam": (["exp_avgs", "exp_avg_sqs"], [False, True],
+              dict(step=2, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                   decoupled_weight_decay=False, momentum_decay=4e-3, mu_product=0.45,
+                   maximize=False)),
+    "nadam_decoupled": (["exp_avgs", "exp_avg_sqs"], [False, True],
+                        dict(step=1, lr=2e-3, beta1=0.9, beta2=0.99, eps=1e-8,
+                             weight_decay=0.1, decoupled_weight_decay=True,
+                             momentum_decay=4e-3, mu_product=1.0, maximize=True)),
+    "radam": (["exp_avgs", "exp_avg_sqs"], [False, True],  # rectified from step 6
+              dict(step=7, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                   decoupled_weight_decay=False, maximize=False)),
+    "radam_early": (["exp_avgs", "exp_avg_sqs"], [False, True],
+                    dict(step=1, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1,
+                         decoupled_weight_decay=True, maximize=True)),
 }
 METHOD = {"sgd_first": "sgd", "sgd_plain": "sgd", "adamw": "adam",
-          "rmsprop_plain": "rmsprop"}
+          "rmsprop_plain": "rmsprop", "nadam_decoupled": "nadam", "radam_early": "radam"}
 
 
 def _optimizer_case(name, sizes, dtype, rng):

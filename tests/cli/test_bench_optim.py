@@ -104,7 +104,8 @@ def test_torch_variants_run_or_say_why_not(tmp_path):
 def test_bytes_per_parameter_of_every_fused_optimizer():
     # fp32: each array the step reads or writes counts 4 B once per direction.
     assert {n: s.words * 4 for n, s in cases.SPECS.items()} == {
-        "sgd": 20, "adam": 28, "adamw": 28, "rmsprop": 20, "adagrad": 20, "adadelta": 28}
+        "sgd": 20, "adam": 28, "adamw": 28, "rmsprop": 20, "adagrad": 20, "adadelta": 28,
+        "adamax": 28, "nadam": 28, "radam": 28}
     backend = gl.backend.get_backend("cpu")
     for name in cases.SPECS:  # each benchmarked optimizer is a backend entry point
         assert callable(getattr(backend, f"{name.replace('adamw', 'adam')}_step"))

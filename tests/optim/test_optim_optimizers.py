@@ -235,7 +235,11 @@ def test_radam_rectifies_from_step_6_with_beta2_0999():
     # = sqrt(1.99416 * 3.99416 * 1999 / (1995 * 1997 * 5.99416)) = 0.0258211
     assert scalars.radam_rectification(0.999, 5) is None
     assert scalars.radam_rectification(0.999, 6) == pytest.approx(0.0258211, abs=1e-7)
-    sc = scalars.radam_scalars(step=6, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8)
+    sc = scalars.radam_scalars(step=6, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8,
+                               weight_decay=0.0, decoupled_weight_decay=False)
+    assert sc.rectified and not scalars.radam_scalars(
+        step=5, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0,
+        decoupled_weight_decay=False).rectified
     assert sc.adaptive_coef == pytest.approx(
         0.01 / (1 - 0.9 ** 6) * scalars.radam_rectification(0.999, 6) * math.sqrt(1 - 0.999 ** 6))
 
@@ -247,7 +251,8 @@ def test_bias_corrections_are_computed_one_way():
                               decoupled_weight_decay=False)
     assert sc.bc2_sqrt == math.sqrt(1 - 0.999 ** 3)
     assert sc.step_size == 0.1 / (1 - 0.9 ** 3)
-    assert scalars.adamax_scalars(step=3, lr=0.1, beta1=0.9, beta2=0.999, eps=0).step_size == \
+    assert scalars.adamax_scalars(step=3, lr=0.1, beta1=0.9, beta2=0.999, eps=0,
+                                  weight_decay=0).step_size == \
         sc.step_size
     assert not hasattr(optim.optimizer, "bias_correction")
 

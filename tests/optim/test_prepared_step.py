@@ -84,6 +84,15 @@ FUSED = {
                                                              centered=True),
     "adagrad": lambda ps: gl.optim.Adagrad(ps, lr=0.05, lr_decay=0.01, weight_decay=1e-3),
     "adadelta": lambda ps: gl.optim.Adadelta(ps, lr=1.0, weight_decay=1e-3),
+    "adamax-wd": lambda ps: gl.optim.Adamax(ps, lr=1e-2, weight_decay=1e-3),
+    "nadam": lambda ps: gl.optim.NAdam(ps, lr=1e-2),
+    "nadam-decoupled-maximize": lambda ps: gl.optim.NAdam(ps, lr=1e-2, weight_decay=0.1,
+                                                          decoupled_weight_decay=True,
+                                                          maximize=True),
+    # ten steps: rectified from step 6 on
+    "radam": lambda ps: gl.optim.RAdam(ps, lr=1e-2, weight_decay=1e-3),
+    "radam-decoupled": lambda ps: gl.optim.RAdam(ps, lr=1e-2, weight_decay=0.1,
+                                                 decoupled_weight_decay=True),
 }
 
 
@@ -123,6 +132,25 @@ def _prepared_adam():
     _grads(model, 0)
     opt.step()
     return model, opt, opt._prepared_step(), next(iter(model.parameters()))
+
+
+def test_nadam_params_with_another_mu_product_step_apart():
+    """NAdam's call takes one mu_product: a param whose product differs (its own history)
+    makes the prepared step decline, and step() gives it a call of its own."""
+    (m1, o1), (m2, o2) = pair = _pair(lambda ps: gl.optim.NAdam(ps, lr=1e-2))
+    for opt, model in ((o1, m1), (o2, m2)):
+        _grads(model, 0)
+        opt.step()
+    fast = o2._prepared_step()
+    for opt, model in ((o1, m1), (o2, m2)):
+        opt.state[next(iter(model.parameters()))]["mu_product"] = 0.5
+        _grads(model, 1)
+    o1.step()
+    assert fast() is False
+    o2.step()
+    _same(*pair)
+    products = [st["mu_product"] for st in o2.state.values()]
+    assert products[0] != products[1] and len(set(products[1:])) == 1
 
 
 def test_a_replaced_param_array_is_never_written():

@@ -101,9 +101,8 @@ def test_replay_equals_eager_for_every_optimizer(name):
     _assert_same(eager, compiled)
     info = compiled[2].info()
     assert info["recorded"] == 2 and info["replayed"] == 6 and info["eager_reasons"] == []
-    # The optimizers with one fused call per group replay through their prepared step
-    fused = not name.startswith(("adamax", "nadam", "radam"))
-    assert (compiled[2]._optimizer_fast is not None) == fused
+    # Every optimizer's step is one fused call per group: replayed through its prepared form
+    assert compiled[2]._optimizer_fast is not None
 
 
 def test_replay_on_each_device(device):
@@ -598,12 +597,11 @@ def test_a_prepared_step_refuses_what_it_was_not_prepared_for():
         def _step_group(self, group):
             super()._step_group(group)
 
-    for cls in (Custom, gl.optim.Adamax):  # Adamax: a formula per tensor, no fused call
-        other = cls(model.parameters(), lr=1e-2)
-        for p in model.parameters():
-            p.grad = gl.zeros_like(p)
-        other.step()
-        assert other._prepared_step() is None, cls
+    other = Custom(model.parameters(), lr=1e-2)
+    for p in model.parameters():
+        p.grad = gl.zeros_like(p)
+    other.step()
+    assert other._prepared_step() is None
 
 
 # -- fit and the command line ------------------------------------------------------------------

@@ -173,8 +173,8 @@ class Backend:
                    maximize=maximize)
 
     def prepare_optimizer_step(self, op, params, states, **flags):
-        """The optimizer step ``op`` ("adam_step", "sgd_step", "rmsprop_step",
-        "adagrad_step", "adadelta_step") for a caller that steps the same arrays again and
+        """The optimizer step ``op`` (any of the ``*_step`` methods' names: "adam_step",
+        "sgd_step", ...) for a caller that steps the same arrays again and
         again (the compiled training step): a callable ``run(grads, **options)`` that does
         what ``op`` does with these params and states and returns True, or does nothing and
         returns False (the tier changed, or the grads do not fit the params): make the plain
@@ -209,6 +209,35 @@ class Backend:
         run = _optim.adadelta_step.pick(self)
         return run(params, grads, square_avgs, acc_deltas, lr=lr, rho=rho, eps=eps,
                    weight_decay=weight_decay, maximize=maximize)
+
+    def adamax_step(self, params, grads, exp_avgs, exp_infs, *, step, lr, beta1, beta2, eps,
+                    weight_decay, maximize):
+        """m = b1 m + (1-b1) g; u = max(b2 u, |g| + eps); p -= lr / (1 - b1^step) m / u."""
+        run = _optim.adamax_step.pick(self)
+        return run(params, grads, exp_avgs, exp_infs, step=step, lr=lr, beta1=beta1,
+                   beta2=beta2, eps=eps, weight_decay=weight_decay, maximize=maximize)
+
+    def nadam_step(self, params, grads, exp_avgs, exp_avg_sqs, *, step, lr, beta1, beta2, eps,
+                   weight_decay, decoupled_weight_decay, momentum_decay, mu_product,
+                   maximize):
+        """NAdam: m, v as Adam's; denom = sqrt(v / (1 - b2^step)) + eps;
+        p -= lr (1 - mu_t) / (1 - P_t) g / denom + lr mu_{t+1} / (1 - P_t mu_{t+1}) m / denom,
+        with P_t = mu_product mu_t (``mu_product``: the product of the earlier mu_i; the
+        caller keeps scalars.nadam_mu_product as its state)."""
+        run = _optim.nadam_step.pick(self)
+        return run(params, grads, exp_avgs, exp_avg_sqs, step=step, lr=lr, beta1=beta1,
+                   beta2=beta2, eps=eps, weight_decay=weight_decay,
+                   decoupled_weight_decay=decoupled_weight_decay,
+                   momentum_decay=momentum_decay, mu_product=mu_product, maximize=maximize)
+
+    def radam_step(self, params, grads, exp_avgs, exp_avg_sqs, *, step, lr, beta1, beta2, eps,
+                   weight_decay, decoupled_weight_decay, maximize):
+        """RAdam: m, v as Adam's; once rho_step > 5, p -= lr r_t sqrt(1 - b2^step) /
+        (1 - b1^step) m / (sqrt(v) + eps), before that p -= lr / (1 - b1^step) m."""
+        run = _optim.radam_step.pick(self)
+        return run(params, grads, exp_avgs, exp_avg_sqs, step=step, lr=lr, beta1=beta1,
+                   beta2=beta2, eps=eps, weight_decay=weight_decay,
+                   decoupled_weight_decay=decoupled_weight_decay, maximize=maximize)
 
     def dropout_forward(self, x, p, key, offset):
         """Inverted dropout. Element i is kept when the counter-based uniform draw

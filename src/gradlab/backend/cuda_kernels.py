@@ -20,7 +20,8 @@ from pathlib import Path
 # Module name -> entry points without the dtype suffix. Every entry point exists as
 # ``<name>_f32`` and ``<name>_f64``.
 MODULES = {
-    "optim": ["sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step"],
+    "optim": ["sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
+              "adamax_step", "nadam_step", "radam_step"],
     "dropout": ["dropout_forward", "dropout_forward_graphed", "dropout_backward"],
     "softmax_ce": ["softmax_ce_warp", "softmax_ce_block"],
 }

@@ -1,13 +1,11 @@
-"""Adamax (Adam with the infinity norm): no fused kernel, each parameter steps through the
-array-op formula of backend/fused/optim/reference.py on its own backend."""
+"""Adamax (Adam with the infinity norm): one fused backend step per parameter group."""
 from __future__ import annotations
 
-from ..backend.fused.optim import reference, scalars
 from .optimizer import as_betas
-from .per_tensor import PerTensorOptimizer
+from .step_counted import StepCountedOptimizer
 
 
-class Adamax(PerTensorOptimizer):
+class Adamax(StepCountedOptimizer):
     r"""Adamax, PyTorch's update rule. With t the step count (from 1):
 
         g = -g if maximize
@@ -23,11 +21,10 @@ class Adamax(PerTensorOptimizer):
         super().__init__(params, dict(lr=lr, betas=as_betas(betas), eps=eps,
                                       weight_decay=weight_decay, maximize=maximize))
 
+    _op = "adamax_step"
     _arrays = ("exp_avg", "exp_inf")
 
-    def _update(self, xp, p, g, state, group):
+    def _options(self, group, step, st):
         b1, b2 = group["betas"]
-        sc = scalars.adamax_scalars(step=state["step"], lr=group["lr"], beta1=b1, beta2=b2,
-                                    eps=group["eps"])
-        reference.adamax(xp, p, g, state["exp_avg"], state["exp_inf"], sc,
-                         weight_decay=group["weight_decay"], maximize=group["maximize"])
+        return dict(step=step, lr=group["lr"], beta1=b1, beta2=b2, eps=group["eps"],
+                    weight_decay=group["weight_decay"], maximize=group["maximize"])

@@ -1,13 +1,13 @@
-"""NAdam (Dozat 2016): Adam with Nesterov momentum. No fused kernel: each parameter steps
-through the array-op formula of backend/fused/optim/reference.py on its own backend."""
+"""NAdam (Dozat 2016): Adam with Nesterov momentum; one fused backend step per parameter
+group."""
 from __future__ import annotations
 
-from ..backend.fused.optim import reference, scalars
+from ..backend.fused.optim import scalars
 from .optimizer import as_betas, check_adam_family, check_nonneg
-from .per_tensor import PerTensorOptimizer
+from .step_counted import StepCountedOptimizer
 
 
-class NAdam(PerTensorOptimizer):
+class NAdam(StepCountedOptimizer):
     r"""NAdam, PyTorch's update rule. With t the step count (from 1), psi = momentum_decay:
 
         g = -g if maximize
@@ -36,17 +36,22 @@ class NAdam(PerTensorOptimizer):
         check_adam_family(group)
         check_nonneg("momentum_decay", group["momentum_decay"])
 
+    _op = "nadam_step"
     _arrays = ("exp_avg", "exp_avg_sq")
     _scalar_state = {"mu_product": 1.0}
 
-    def _update(self, xp, p, g, state, group):
+    def _options(self, group, step, st):
         b1, b2 = group["betas"]
-        lr, wd = group["lr"], group["weight_decay"]
-        sc = scalars.nadam_scalars(step=state["step"], lr=lr, beta1=b1, beta2=b2,
-                                   eps=group["eps"], momentum_decay=group["momentum_decay"],
-                                   mu_product=state["mu_product"])
-        state["mu_product"] = sc.mu_product
-        reference.nadam(xp, p, g, state["exp_avg"], state["exp_avg_sq"], sc, weight_decay=wd,
-                        decay=scalars.decoupled_decay(lr, wd)
-                        if group["decoupled_weight_decay"] else None,
-                        maximize=group["maximize"])
+        return dict(step=step, lr=group["lr"], beta1=b1, beta2=b2, eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    decoupled_weight_decay=group["decoupled_weight_decay"],
+                    momentum_decay=group["momentum_decay"], mu_product=st["mu_product"],
+                    maximize=group["maximize"])
+
+    def _stepped(self, group, sts):
+        first = sts[0]
+        product = scalars.nadam_mu_product(step=first["step"], beta1=group["betas"][0],
+                                           momentum_decay=group["momentum_decay"],
+                                           mu_product=first["mu_product"])
+        for st in sts:
+            st["mu_product"] = product

@@ -228,7 +228,8 @@ class Optimizer:
             return True
         return step
 
-    def _prepared_fused(self, group, params, op, names, flags, chosen, options, counted):
+    def _prepared_fused(self, group, params, op, names, flags, chosen, options, counted,
+                        shared=(), after=None):
         """The (ready, run) pair of a group whose step is the one fused backend call ``op``
         (``Backend.prepare_optimizer_step`` on the arrays of now), or None while a state
         array it needs is missing. ``names``: the state entries holding the op's state lists,
@@ -236,7 +237,10 @@ class Optimizer:
         arguments; ``chosen(group)``: the options that select those states and loops, which
         must stay as they are now; ``options(group, step)``: the call's other arguments,
         read from the group at every call; ``counted``: the state counts steps (one shared
-        count, passed as ``step`` after this step). ``ready()`` also checks that each
+        count, passed as ``step`` after this step); ``shared``: scalar state entries that
+        the params must share as well, as they share one call; ``after(states)``: called
+        once the prepared call has stepped (a fallback to ``_step_group`` does its own
+        bookkeeping). ``ready()`` also checks that each
         param's array, state dict and state arrays are still the prepared ones: a replaced
         ``p.data`` or state array must never be written through an old pointer. Where the
         prepared call declines (the grads do not fit, the tier changed), ``_step_group``
@@ -247,7 +251,8 @@ class Optimizer:
         if not params:  # (a group's list emptied after construction)
             return None
         if (counted or needed) and any(st is None or (counted and "step" not in st) or
-                                       any(n not in st for n in needed) for st in sts):
+                                       any(n not in st for n in needed + list(shared))
+                                       for st in sts):
             return None
         prepared = params[0]._backend.prepare_optimizer_step(
             op, [p._data for p in params],
@@ -272,6 +277,11 @@ class Optimizer:
                 for st in sts:
                     if st["step"] != step:
                         return False
+            for k in shared:
+                value = first[k]
+                for st in sts:
+                    if st[k] != value:
+                        return False
             return True
 
         def run():
@@ -279,9 +289,12 @@ class Optimizer:
             step = first["step"] + 1 if counted else None
             if not prepared(grads, **options(group, step)):
                 self._step_group(group)  # copies or raises as step() does; counts itself
-            elif counted:
+                return
+            if counted:
                 for st in sts:
                     st["step"] = step
+            if after is not None:
+                after(sts)
         return ready, run
 
     # -- helpers for subclasses -----------------------------------------------------------

@@ -1,14 +1,12 @@
-"""RAdam (Liu et al. 2019): Adam with a rectified adaptive learning rate. No fused kernel:
-each parameter steps through the array-op formula of backend/fused/optim/reference.py on its
-own backend."""
+"""RAdam (Liu et al. 2019): Adam with a rectified adaptive learning rate; one fused backend
+step per parameter group."""
 from __future__ import annotations
 
-from ..backend.fused.optim import reference, scalars
 from .optimizer import as_betas
-from .per_tensor import PerTensorOptimizer
+from .step_counted import StepCountedOptimizer
 
 
-class RAdam(PerTensorOptimizer):
+class RAdam(StepCountedOptimizer):
     r"""RAdam, PyTorch's update rule. With t the step count (from 1):
 
         g = -g if maximize
@@ -35,14 +33,12 @@ class RAdam(PerTensorOptimizer):
                                       decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize))
 
+    _op = "radam_step"
     _arrays = ("exp_avg", "exp_avg_sq")
 
-    def _update(self, xp, p, g, state, group):
+    def _options(self, group, step, st):
         b1, b2 = group["betas"]
-        lr, wd = group["lr"], group["weight_decay"]
-        sc = scalars.radam_scalars(step=state["step"], lr=lr, beta1=b1, beta2=b2,
-                                   eps=group["eps"])
-        reference.radam(xp, p, g, state["exp_avg"], state["exp_avg_sq"], sc, weight_decay=wd,
-                        decay=scalars.decoupled_decay(lr, wd)
-                        if group["decoupled_weight_decay"] else None,
-                        maximize=group["maximize"])
+        return dict(step=step, lr=group["lr"], beta1=b1, beta2=b2, eps=group["eps"],
+                    weight_decay=group["weight_decay"],
+                    decoupled_weight_decay=group["decoupled_weight_decay"],
+                    maximize=group["maximize"])

@@ -33,7 +33,7 @@ GROUPS = {
     "large": [1, 0, PARALLEL_MIN + 5, 3, 0, 2 * PARALLEL_MIN - 1, 1],
 }
 N_STATES = {"adam_step": 3, "sgd_step": 1, "rmsprop_step": 3, "adagrad_step": 1,
-            "adadelta_step": 2}
+            "adadelta_step": 2, "adamax_step": 2, "nadam_step": 2, "radam_step": 2}
 
 
 def _off(op, kwargs):
@@ -41,7 +41,7 @@ def _off(op, kwargs):
     return {"sgd_step": [not kwargs.get("momentum")],
             "rmsprop_step": [False, not kwargs.get("momentum"), not kwargs.get("centered")],
             "adam_step": [False, False, not kwargs.get("amsgrad")],
-            "adagrad_step": [False], "adadelta_step": [False, False]}[op]
+            "adagrad_step": [False]}.get(op, [False] * N_STATES[op])
 
 
 def _all_flags(op):
@@ -66,9 +66,25 @@ def _all_flags(op):
     elif op == "adagrad_step":
         for wd, mx, ld in itertools.product((0.0, 0.02), (False, True), (0.0, 0.01)):
             yield dict(step=4, lr=0.1, lr_decay=ld, weight_decay=wd, eps=1e-10, maximize=mx)
-    else:
+    elif op == "adadelta_step":
         for wd, mx in itertools.product((0.0, 0.01), (False, True)):
             yield dict(lr=1.0, rho=0.9, eps=1e-6, weight_decay=wd, maximize=mx)
+    elif op == "adamax_step":
+        for step, wd, mx in itertools.product((1, 5), (0.0, 0.1), (False, True)):
+            yield dict(step=step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=wd,
+                       maximize=mx)
+    elif op == "nadam_step":
+        for step, wd, dec, mx in itertools.product((1, 5), (0.0, 0.1), (False, True),
+                                                   (False, True)):
+            yield dict(step=step, lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=wd,
+                       decoupled_weight_decay=dec, momentum_decay=4e-3,
+                       mu_product=1.0 if step == 1 else 0.3, maximize=mx)
+    else:
+        # beta2 0.999 is rectified from step 6 on: step 3 takes the momentum-only branch
+        for step, wd, dec, mx in itertools.product((3, 9), (0.0, 0.1), (False, True),
+                                                   (False, True)):
+            yield dict(step=step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=wd,
+                       decoupled_weight_decay=dec, maximize=mx)
 
 
 def _state(rng, dtype, n_states, kwargs, sizes):

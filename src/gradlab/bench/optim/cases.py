@@ -58,6 +58,14 @@ SPECS = {s.name: s for s in (
          "lr_decay=0, weight_decay=0"),
     Spec("adadelta", "Adadelta", {"lr": 1.0}, ("p", "g", "square_avg", "acc_delta"),
          ("p", "square_avg", "acc_delta"), "weight_decay=0"),
+    Spec("adamax", "Adamax", {"lr": 2e-3}, ("p", "g", "exp_avg", "exp_inf"),
+         ("p", "exp_avg", "exp_inf"), "weight_decay=0"),
+    Spec("nadam", "NAdam", {"lr": 2e-3}, ("p", "g", "exp_avg", "exp_avg_sq"),
+         ("p", "exp_avg", "exp_avg_sq"), "weight_decay=0, momentum_decay=4e-3"),
+    Spec("radam", "RAdam", {"lr": 1e-3}, ("p", "g", "exp_avg", "exp_avg_sq"),
+         ("p", "exp_avg", "exp_avg_sq"),
+         "weight_decay=0; with beta2 0.999 steps 1-5 take the momentum-only branch, every "
+         "later one the rectified step"),
 )}
 
 # Constructor options per PyTorch variant. The for-loop is asked for explicitly: PyTorch's
@@ -76,7 +84,8 @@ What each row reports:
               range (and min/max in the JSON)
   bytes       what the update must read and write, counted once per array: fp32 Adam reads
               p, g, m, v and writes p, m, v = 28 B per parameter; SGD with momentum 20 B;
-              RMSprop and Adagrad 20 B; Adadelta 28 B (float64: twice that). The options
+              RMSprop and Adagrad 20 B; Adadelta, Adamax, NAdam and RAdam 28 B
+              (float64: twice that). The options
               each count assumes are listed in the table.
   GB/s        bytes / median time
   fraction    of a memory roofline measured in the same process, interleaved with the

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ...backend.fused.optim import scalars
 from .cases import (
     CUDA_EVENT_RESOLUTION_S,
     FLAG_ABOVE,
@@ -263,6 +264,29 @@ def _gradlab_step(spec, be, p, g, state):
         def step():
             be.adadelta_step(p, g, state[0], state[1], lr=o["lr"], rho=0.9, eps=1e-6,
                              weight_decay=0.0, maximize=False)
+    elif spec.name == "adamax":
+        def step():
+            count[0] += 1
+            be.adamax_step(p, g, state[0], state[1], step=count[0], lr=o["lr"], beta1=0.9,
+                           beta2=0.999, eps=1e-8, weight_decay=0.0, maximize=False)
+    elif spec.name == "nadam":
+        mu_product = [1.0]
+
+        def step():
+            count[0] += 1
+            be.nadam_step(p, g, state[0], state[1], step=count[0], lr=o["lr"], beta1=0.9,
+                          beta2=0.999, eps=1e-8, weight_decay=0.0,
+                          decoupled_weight_decay=False, momentum_decay=4e-3,
+                          mu_product=mu_product[0], maximize=False)
+            mu_product[0] = scalars.nadam_mu_product(step=count[0], beta1=0.9,
+                                                     momentum_decay=4e-3,
+                                                     mu_product=mu_product[0])
+    elif spec.name == "radam":
+        def step():
+            count[0] += 1
+            be.radam_step(p, g, state[0], state[1], step=count[0], lr=o["lr"], beta1=0.9,
+                          beta2=0.999, eps=1e-8, weight_decay=0.0,
+                          decoupled_weight_decay=False, maximize=False)
     else:  # pragma: no cover - SPECS and this table are kept together
         raise KeyError(spec.name)
     return step

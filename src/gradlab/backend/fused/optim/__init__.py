@@ -1,8 +1,8 @@
 """Optimizer update rules, fused: one call steps every tensor of a parameter group.
 
-Tiers: reference.py (NumPy; also the single-tensor formulas Adamax, NAdam and RAdam step
-with), numba_cpu.py, cuda.py (host side of kernels/optim.cu); scalars.py derives every scalar
-all of them and gl.optim use. Every tier gives the same bits (tests/backend/fused).
+Tiers: reference.py (NumPy), numba_cpu.py, cuda.py (host side of kernels/optim.cu);
+scalars.py derives every scalar all of them use. Every tier gives the same bits
+(tests/backend/fused).
 """
 from .. import FusedOp
 
@@ -13,8 +13,12 @@ adam_step = FusedOp("adam_step", _PKG)
 rmsprop_step = FusedOp("rmsprop_step", _PKG)
 adagrad_step = FusedOp("adagrad_step", _PKG)
 adadelta_step = FusedOp("adadelta_step", _PKG)
+adamax_step = FusedOp("adamax_step", _PKG)
+nadam_step = FusedOp("nadam_step", _PKG)
+radam_step = FusedOp("radam_step", _PKG)
 
-OPS = {op.name: op for op in (sgd_step, adam_step, rmsprop_step, adagrad_step, adadelta_step)}
+OPS = {op.name: op for op in (sgd_step, adam_step, rmsprop_step, adagrad_step, adadelta_step,
+                              adamax_step, nadam_step, radam_step)}
 
 
 def prepare_step(backend, op, params, states, **flags):

@@ -121,3 +121,21 @@ def adadelta_step(backend, params, grads, square_avgs, acc_deltas, *, lr, rho, e
     sc = scalars.adadelta_scalars(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
     _launch(backend, "adadelta_step", 4, params, grads, [square_avgs, acc_deltas],
             [*sc, bool(maximize)])
+
+
+def adamax_step(backend, params, grads, exp_avgs, exp_infs, *, maximize, **options):
+    sc = scalars.adamax_scalars(**options)
+    _launch(backend, "adamax_step", 4, params, grads, [exp_avgs, exp_infs],
+            [*sc, bool(maximize)])
+
+
+def nadam_step(backend, params, grads, exp_avgs, exp_avg_sqs, *, maximize, **options):
+    sc = scalars.nadam_scalars(**options)
+    _launch(backend, "nadam_step", 4, params, grads, [exp_avgs, exp_avg_sqs],
+            [*sc, bool(maximize)])
+
+
+def radam_step(backend, params, grads, exp_avgs, exp_avg_sqs, *, maximize, **options):
+    sc = scalars.radam_scalars(**options)
+    _launch(backend, "radam_step", 4, params, grads, [exp_avgs, exp_avg_sqs],
+            [*sc, bool(maximize)])

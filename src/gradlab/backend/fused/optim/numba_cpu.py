@@ -152,8 +152,57 @@ def _adadelta(p, g, v, u, sc):
         p[i] -= lr * d
 
 
+@_inline
+def _adamax(p, g, m, u, sc):
+    step_size, b1, c1, b2, eps, wd, sign = sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6]
+    for i in range(p.size):
+        gi = sign * g[i] + wd * p[i]
+        mi = b1 * m[i] + c1 * gi
+        m[i] = mi
+        ui = max(b2 * u[i], abs(gi) + eps)
+        u[i] = ui
+        p[i] -= step_size * mi / ui
+
+
+@_inline
+def _moments(pi, gi, mi, vi, sign, wd, decay, b1, c1, b2, c2):
+    """NAdam's and RAdam's start (reference._adam_moments): (decayed p, g, m, v)."""
+    g = sign * gi + wd * pi
+    return pi * decay, g, b1 * mi + c1 * g, b2 * vi + (c2 * g) * g
+
+
+@_inline
+def _nadam(p, g, m, v, sc):
+    grad_coef, avg_coef, bc2, b1, c1, b2, c2, eps, wd, decay, sign = (
+        sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9], sc[10])
+    for i in range(p.size):
+        pi, gi, mi, vi = _moments(p[i], g[i], m[i], v[i], sign, wd, decay, b1, c1, b2, c2)
+        m[i] = mi
+        v[i] = vi
+        denom = np.sqrt(vi / bc2) + eps
+        p[i] = (pi - grad_coef * gi / denom) - avg_coef * mi / denom
+
+
+@_inline
+def _radam(p, g, m, v, sc):
+    step_size, coef, b1, c1, b2, c2, eps, wd, decay, rectified, sign = (
+        sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7], sc[8], sc[9], sc[10])
+    if rectified != 0.0:
+        for i in range(p.size):
+            pi, gi, mi, vi = _moments(p[i], g[i], m[i], v[i], sign, wd, decay, b1, c1, b2, c2)
+            m[i] = mi
+            v[i] = vi
+            p[i] = pi - coef * mi / (np.sqrt(vi) + eps)
+    else:
+        for i in range(p.size):
+            pi, gi, mi, vi = _moments(p[i], g[i], m[i], v[i], sign, wd, decay, b1, c1, b2, c2)
+            m[i] = mi
+            v[i] = vi
+            p[i] = pi - step_size * mi
+
+
 # -- the multi-tensor part ----------------------------------------------------------------------
-_ADAM, _SGD, _RMSPROP, _ADAGRAD, _ADADELTA = range(5)
+_ADAM, _SGD, _RMSPROP, _ADAGRAD, _ADADELTA, _ADAMAX, _NADAM, _RADAM = range(8)
 
 
 @_jit
@@ -203,8 +252,14 @@ def _part(k, nparts, ptrs, offsets, sc, rule, flag0, flag1):
                 _rmsprop(p, g, s0, s1, s2, sc, flag0)
             elif rule == _ADAGRAD:
                 _adagrad(p, g, s0, sc)
-            else:
+            elif rule == _ADADELTA:
                 _adadelta(p, g, s0, s1, sc)
+            elif rule == _ADAMAX:
+                _adamax(p, g, s0, s1, sc)
+            elif rule == _NADAM:
+                _nadam(p, g, s0, s1, sc)
+            else:
+                _radam(p, g, s0, s1, sc)
             lo += n
         t += 1
 
@@ -258,6 +313,19 @@ def _adadelta_scalars(*, lr, rho, eps, weight_decay, maximize):
             _sign(maximize))
 
 
+def _adamax_scalars(*, step, lr, beta1, beta2, eps, weight_decay, maximize):
+    return (*scalars.adamax_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                    weight_decay=weight_decay), _sign(maximize))
+
+
+def _nadam_scalars(*, maximize, **options):
+    return (*scalars.nadam_scalars(**options), _sign(maximize))
+
+
+def _radam_scalars(*, maximize, **options):
+    return (*scalars.radam_scalars(**options), _sign(maximize))
+
+
 # op -> (rule, its scalars, the names of its flag0 and flag1 arguments, the per-call options
 # that need a state list: (option, position in the states, the list's name))
 _RULES = {
@@ -268,6 +336,9 @@ _RULES = {
                      (("momentum", 1, "momentum_buffers"),)),
     "adagrad_step": (_ADAGRAD, _adagrad_scalars, (None, None), ()),
     "adadelta_step": (_ADADELTA, _adadelta_scalars, (None, None), ()),
+    "adamax_step": (_ADAMAX, _adamax_scalars, (None, None), ()),
+    "nadam_step": (_NADAM, _nadam_scalars, (None, None), ()),
+    "radam_step": (_RADAM, _radam_scalars, (None, None), ()),
 }
 
 
@@ -305,6 +376,21 @@ def adagrad_step(params, grads, state_sums, **options):
 def adadelta_step(params, grads, square_avgs, acc_deltas, **options):
     table = group_table("adadelta_step", params, grads, (square_avgs, acc_deltas))
     _run("adadelta_step", _ADADELTA, table, _adadelta_scalars(**options))
+
+
+def adamax_step(params, grads, exp_avgs, exp_infs, **options):
+    table = group_table("adamax_step", params, grads, (exp_avgs, exp_infs))
+    _run("adamax_step", _ADAMAX, table, _adamax_scalars(**options))
+
+
+def nadam_step(params, grads, exp_avgs, exp_avg_sqs, **options):
+    table = group_table("nadam_step", params, grads, (exp_avgs, exp_avg_sqs))
+    _run("nadam_step", _NADAM, table, _nadam_scalars(**options))
+
+
+def radam_step(params, grads, exp_avgs, exp_avg_sqs, **options):
+    table = group_table("radam_step", params, grads, (exp_avgs, exp_avg_sqs))
+    _run("radam_step", _RADAM, table, _radam_scalars(**options))
 
 
 def prepared_step(op, params, states, **flags):

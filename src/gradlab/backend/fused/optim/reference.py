@@ -1,7 +1,6 @@
 """The optimizer update rules written once with array ops: the NumPy tier of the fused steps
-(the fallback when numba is missing or switched off), the oracle every other tier is held to
-(tests/backend/fused), and the step of the optimizers without a fused kernel (Adamax, NAdam,
-RAdam, on any backend: ``xp`` is numpy or cupy).
+(the fallback when numba is missing or switched off) and the oracle every other tier is held
+to (tests/backend/fused).
 
 Each rule is ONE single-tensor function updating its arrays in place, in the operation order
 that numba_cpu.py and kernels/optim.cu follow, with the scalars of scalars.py rounded once to
@@ -145,55 +144,65 @@ def adadelta(xp, p, g, v, u, sc, *, maximize, tmp, tmp2, tmp3):
     p += tmp
 
 
-def _plain_grad(xp, p, g, weight_decay, maximize, decay):
-    """The gradient of the optimizers without a fused kernel: -g if maximize; then either the
-    decoupled decay p *= decay (``decay`` not None) or g + weight_decay p."""
-    if maximize:
-        g = -g
-    if weight_decay:
-        if decay is not None:
-            p *= decay
-        else:
-            g = g + weight_decay * p
+def adamax(xp, p, g, m, u, sc, *, maximize, tmp, tmp2):
+    """m = b1 m + (1-b1) g; u = max(b2 u, |g| + eps); p -= step_size m / u."""
+    g = effective_grad(xp, p, g, sc.weight_decay, maximize, tmp2)
+    m *= sc.beta1
+    xp.multiply(g, sc.one_minus_beta1, out=tmp)
+    m += tmp
+    u *= sc.beta2
+    xp.abs(g, out=tmp)
+    tmp += sc.eps
+    xp.maximum(u, tmp, out=u)
+    xp.multiply(m, sc.step_size, out=tmp)
+    tmp /= u
+    p -= tmp
+
+
+def _adam_moments(xp, p, g, m, v, sc, maximize, tmp, tmp2):
+    """NAdam's and RAdam's start: AdamW's decay of p, the effective gradient, then
+    m = b1 m + (1-b1) g and v = b2 v + ((1-b2) g) g (PyTorch's addcmul order). Returns g."""
+    g = effective_grad(xp, p, g, sc.coupled_wd, maximize, tmp2)
+    if sc.decay != 1.0:
+        p *= sc.decay
+    m *= sc.beta1
+    xp.multiply(g, sc.one_minus_beta1, out=tmp)
+    m += tmp
+    v *= sc.beta2
+    xp.multiply(g, sc.one_minus_beta2, out=tmp)
+    tmp *= g
+    v += tmp
     return g
 
 
-def adamax(xp, p, g, m, u, sc, *, weight_decay, maximize):
-    """m = b1 m + (1-b1) g; u = max(b2 u, |g| + eps); p -= step_size m / u."""
-    g = _plain_grad(xp, p, g, weight_decay, maximize, None)
-    m *= sc.beta1
-    m += sc.one_minus_beta1 * g
-    u *= sc.beta2
-    xp.maximum(u, xp.abs(g) + sc.eps, out=u)
-    p -= sc.step_size * m / u
+def nadam(xp, p, g, m, v, sc, *, maximize, tmp, tmp2, tmp3):
+    """m, v as _adam_moments; denom = sqrt(v / bc2) + eps; p -= grad_coef g / denom;
+    p -= avg_coef m / denom."""
+    g = _adam_moments(xp, p, g, m, v, sc, maximize, tmp, tmp2)
+    xp.divide(v, sc.bc2, out=tmp)
+    xp.sqrt(tmp, out=tmp)
+    tmp += sc.eps
+    xp.multiply(g, sc.grad_coef, out=tmp3)
+    tmp3 /= tmp
+    p -= tmp3
+    xp.multiply(m, sc.avg_coef, out=tmp3)
+    tmp3 /= tmp
+    p -= tmp3
 
 
-def nadam(xp, p, g, m, v, sc, *, weight_decay, decay, maximize):
-    """m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2; denom = sqrt(v / bc2) + eps;
-    p -= grad_coef g / denom; p -= avg_coef m / denom. ``decay``: AdamW-style factor, or None
-    for the L2 term through the gradient."""
-    g = _plain_grad(xp, p, g, weight_decay, maximize, decay)
-    m *= sc.beta1
-    m += sc.one_minus_beta1 * g
-    v *= sc.beta2
-    v += sc.one_minus_beta2 * g * g
-    denom = xp.sqrt(v / sc.bc2) + sc.eps
-    p -= sc.grad_coef * g / denom
-    p -= sc.avg_coef * m / denom
-
-
-def radam(xp, p, g, m, v, sc, *, weight_decay, decay, maximize):
-    """m, v as Adam's; p -= adaptive_coef m / (sqrt(v) + eps) once the SMA is long enough,
-    else p -= step_size m."""
-    g = _plain_grad(xp, p, g, weight_decay, maximize, decay)
-    m *= sc.beta1
-    m += sc.one_minus_beta1 * g
-    v *= sc.beta2
-    v += sc.one_minus_beta2 * g * g
-    if sc.adaptive_coef is None:
-        p -= sc.step_size * m
+def radam(xp, p, g, m, v, sc, *, maximize, tmp, tmp2):
+    """m, v as _adam_moments; rectified: p -= adaptive_coef m / (sqrt(v) + eps), else
+    p -= step_size m."""
+    _adam_moments(xp, p, g, m, v, sc, maximize, tmp, tmp2)
+    if sc.rectified:
+        xp.sqrt(v, out=tmp)
+        tmp += sc.eps
+        xp.multiply(m, sc.adaptive_coef, out=tmp2)  # (the gradient is no longer needed)
+        tmp2 /= tmp
+        p -= tmp2
     else:
-        p -= sc.adaptive_coef * m / (xp.sqrt(v) + sc.eps)
+        xp.multiply(m, sc.step_size, out=tmp)
+        p -= tmp
 
 
 # -- the fused steps of the NumPy tier: every tensor of a group, in slices --------------------
@@ -265,3 +274,31 @@ def adadelta_step(params, grads, square_avgs, acc_deltas, *, lr, rho, eps, weigh
     for p, g, v, u, tmp, tmp2, tmp3 in _slices("adadelta_step", params, grads, square_avgs,
                                                acc_deltas, scratch=3):
         adadelta(np, p, g, v, u, sc, maximize=maximize, tmp=tmp, tmp2=tmp2, tmp3=tmp3)
+
+
+def adamax_step(params, grads, exp_avgs, exp_infs, *, step, lr, beta1, beta2, eps,
+                weight_decay, maximize):
+    sc = scalars.adamax_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                                weight_decay=weight_decay)
+    for p, g, m, u, tmp, tmp2 in _slices("adamax_step", params, grads, exp_avgs, exp_infs):
+        adamax(np, p, g, m, u, sc, maximize=maximize, tmp=tmp, tmp2=tmp2)
+
+
+def nadam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr, beta1, beta2, eps,
+               weight_decay, decoupled_weight_decay, momentum_decay, mu_product, maximize):
+    sc = scalars.nadam_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                               weight_decay=weight_decay,
+                               decoupled_weight_decay=decoupled_weight_decay,
+                               momentum_decay=momentum_decay, mu_product=mu_product)
+    for p, g, m, v, tmp, tmp2, tmp3 in _slices("nadam_step", params, grads, exp_avgs,
+                                               exp_avg_sqs, scratch=3):
+        nadam(np, p, g, m, v, sc, maximize=maximize, tmp=tmp, tmp2=tmp2, tmp3=tmp3)
+
+
+def radam_step(params, grads, exp_avgs, exp_avg_sqs, *, step, lr, beta1, beta2, eps,
+               weight_decay, decoupled_weight_decay, maximize):
+    sc = scalars.radam_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                               weight_decay=weight_decay,
+                               decoupled_weight_decay=decoupled_weight_decay)
+    for p, g, m, v, tmp, tmp2 in _slices("radam_step", params, grads, exp_avgs, exp_avg_sqs):
+        radam(np, p, g, m, v, sc, maximize=maximize, tmp=tmp, tmp2=tmp2)

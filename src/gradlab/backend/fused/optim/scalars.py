@@ -1,7 +1,6 @@
 """The scalars each optimizer step derives from its hyper-parameters, computed in ONE place
-for every tier: the NumPy reference (reference.py), the numba kernels (numba_cpu.py), the CUDA
-kernels (kernels/optim.cu through cuda.py), and the optimizer classes of gl.optim (Adamax,
-NAdam and RAdam, which have no fused kernel, step through reference.py with these too).
+for every tier: the NumPy reference (reference.py), the numba kernels (numba_cpu.py) and the CUDA
+kernels (kernels/optim.cu through cuda.py).
 
 Definition, the same for float32 and float64 parameters: every derived scalar (bias
 corrections, complements such as ``1 - beta``, AdamW's decay ``1 - lr * weight_decay``,
@@ -42,15 +41,18 @@ class AdamScalars(NamedTuple):
 
 
 def adam_scalars(*, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay):
-    decoupled = bool(decoupled_weight_decay) and weight_decay != 0
-    return AdamScalars(
-        step_size=lr / bias_correction(beta1, step),
-        bc2_sqrt=math.sqrt(bias_correction(beta2, step)),
-        beta1=float(beta1), one_minus_beta1=1.0 - beta1,
-        beta2=float(beta2), one_minus_beta2=1.0 - beta2,
-        eps=float(eps),
-        coupled_wd=0.0 if decoupled_weight_decay else float(weight_decay),
-        decay=decoupled_decay(lr, weight_decay) if decoupled else 1.0)
+    return AdamScalars(lr / bias_correction(beta1, step),
+                       math.sqrt(bias_correction(beta2, step)),
+                       float(beta1), 1.0 - beta1, float(beta2), 1.0 - beta2, float(eps),
+                       *_decay_terms(lr, weight_decay, decoupled_weight_decay))
+
+
+def _decay_terms(lr, weight_decay, decoupled_weight_decay):
+    """(coupled_wd, decay): the L2 term added to the gradient, or (decoupled, AdamW's) the
+    factor p *= 1 - lr * weight_decay; the other is the identity (0, 1)."""
+    if decoupled_weight_decay:
+        return 0.0, decoupled_decay(lr, weight_decay) if weight_decay != 0 else 1.0
+    return float(weight_decay), 1.0
 
 
 class SgdScalars(NamedTuple):
@@ -100,22 +102,21 @@ def adadelta_scalars(*, lr, rho, eps, weight_decay):
     return AdadeltaScalars(float(lr), float(rho), 1.0 - rho, float(eps), float(weight_decay))
 
 
-# -- the optimizers without a fused kernel (reference.py's adamax, nadam, radam) ----------------
 class AdamaxScalars(NamedTuple):
     step_size: float       # lr / (1 - beta1^step)
     beta1: float
     one_minus_beta1: float
     beta2: float
     eps: float
+    weight_decay: float
 
 
-def adamax_scalars(*, step, lr, beta1, beta2, eps):
+def adamax_scalars(*, step, lr, beta1, beta2, eps, weight_decay):
     return AdamaxScalars(lr / bias_correction(beta1, step), float(beta1), 1.0 - beta1,
-                         float(beta2), float(eps))
+                         float(beta2), float(eps), float(weight_decay))
 
 
 class NadamScalars(NamedTuple):
-    mu_product: float      # prod_{i <= step} mu_i, the state to keep for the next step
     grad_coef: float       # lr (1 - mu_t) / (1 - P_t)
     avg_coef: float        # lr mu_{t+1} / (1 - P_t mu_{t+1})
     bc2: float             # 1 - beta2^step
@@ -124,26 +125,44 @@ class NadamScalars(NamedTuple):
     beta2: float
     one_minus_beta2: float
     eps: float
+    coupled_wd: float      # the L2 term added to the gradient (0 when decoupled)
+    decay: float           # decoupled: p *= 1 - lr * weight_decay (else 1)
 
 
-def nadam_scalars(*, step, lr, beta1, beta2, eps, momentum_decay, mu_product):
+def _nadam_mu(beta1, momentum_decay, step):
+    return beta1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
+
+
+def nadam_mu_product(*, step, beta1, momentum_decay, mu_product):
+    """P_t = mu_product * mu_t: the state 'mu_product' after step ``step``, from the
+    product of the previous steps' mu_i (1 before the first)."""
+    return mu_product * _nadam_mu(beta1, momentum_decay, step)
+
+
+def nadam_scalars(*, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay,
+                  momentum_decay, mu_product):
     """``mu_product``: the product of the mu_i of the previous steps (1 before the first)."""
-    mu = beta1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
-    mu_next = beta1 * (1 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
-    prod = mu_product * mu
-    return NadamScalars(prod, lr * (1 - mu) / (1 - prod), lr * mu_next / (1 - prod * mu_next),
+    mu = _nadam_mu(beta1, momentum_decay, step)
+    mu_next = _nadam_mu(beta1, momentum_decay, step + 1)
+    prod = nadam_mu_product(step=step, beta1=beta1, momentum_decay=momentum_decay,
+                            mu_product=mu_product)
+    return NadamScalars(lr * (1 - mu) / (1 - prod), lr * mu_next / (1 - prod * mu_next),
                         bias_correction(beta2, step), float(beta1), 1.0 - beta1, float(beta2),
-                        1.0 - beta2, float(eps))
+                        1.0 - beta2, float(eps),
+                        *_decay_terms(lr, weight_decay, decoupled_weight_decay))
 
 
 class RadamScalars(NamedTuple):
     step_size: float       # lr / (1 - beta1^step)
-    adaptive_coef: float | None  # step_size r_t sqrt(1 - beta2^step); None while rho_t <= 5
+    adaptive_coef: float   # step_size r_t sqrt(1 - beta2^step); 0 while not rectified
     beta1: float
     one_minus_beta1: float
     beta2: float
     one_minus_beta2: float
     eps: float
+    coupled_wd: float      # the L2 term added to the gradient (0 when decoupled)
+    decay: float           # decoupled: p *= 1 - lr * weight_decay (else 1)
+    rectified: bool        # rho_t > 5: the adaptive step; else the plain momentum step
 
 
 def radam_rectification(beta2, step):
@@ -157,9 +176,10 @@ def radam_rectification(beta2, step):
     return math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
 
 
-def radam_scalars(*, step, lr, beta1, beta2, eps):
+def radam_scalars(*, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay):
     step_size = lr / bias_correction(beta1, step)
     r = radam_rectification(beta2, step)
-    coef = None if r is None else step_size * r * math.sqrt(bias_correction(beta2, step))
+    coef = 0.0 if r is None else step_size * r * math.sqrt(bias_correction(beta2, step))
     return RadamScalars(step_size, coef, float(beta1), 1.0 - beta1, float(beta2), 1.0 - beta2,
-                        float(eps))
+                        float(eps), *_decay_terms(lr, weight_decay, decoupled_weight_decay),
+                        r is not None)
