@@ -105,12 +105,13 @@ def test_replay_equals_eager_for_every_optimizer(name):
     assert compiled[2]._optimizer_fast is not None
 
 
-def test_replay_on_each_device(device):
-    batches = _batches(5, device=device)
-    eager = _run(False, batches, OPTIMIZERS["adam"], device=device)
-    compiled = _run(True, batches, OPTIMIZERS["adam"], device=device)
+@pytest.mark.parametrize("name", ["adam", "nadam", "radam"])
+def test_replay_on_each_device(device, name):
+    batches = _batches(7, device=device)  # RAdam (beta2 0.999) is rectified from step 6
+    eager = _run(False, batches, OPTIMIZERS[name], device=device)
+    compiled = _run(True, batches, OPTIMIZERS[name], device=device)
     _assert_same(eager, compiled)
-    assert compiled[2].info()["replayed"] == 3
+    assert compiled[2].info()["replayed"] == 5
 
 
 def test_a_scheduler_changes_the_lr_of_every_replay():
