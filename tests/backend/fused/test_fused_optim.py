@@ -418,3 +418,12 @@ def test_no_jit_env_from_the_start_never_imports_numba():
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "fallback ok" in out.stdout
+
+
+def test_a_missing_state_list_is_refused_not_read_from_the_params():
+    p = [np.ones(5, np.float32)]
+    with pytest.raises(TypeError, match="adadelta_step takes the state lists square_avgs, "
+                                        "acc_deltas; got 1 lists"):
+        numba_cpu.adadelta_step(p, [np.ones(5, np.float32)], [np.zeros(5, np.float32)],
+                                lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, maximize=False)
+    assert (p[0] == 1).all()

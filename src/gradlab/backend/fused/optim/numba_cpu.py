@@ -313,9 +313,8 @@ def _adadelta_scalars(*, lr, rho, eps, weight_decay, maximize):
             _sign(maximize))
 
 
-def _adamax_scalars(*, step, lr, beta1, beta2, eps, weight_decay, maximize):
-    return (*scalars.adamax_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                                    weight_decay=weight_decay), _sign(maximize))
+def _adamax_scalars(*, maximize, **options):
+    return (*scalars.adamax_scalars(**options), _sign(maximize))
 
 
 def _nadam_scalars(*, maximize, **options):
@@ -368,29 +367,25 @@ def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, cen
     _run("rmsprop_step", _RMSPROP, table, _rmsprop_scalars(**options), centered)
 
 
-def adagrad_step(params, grads, state_sums, **options):
-    table = group_table("adagrad_step", params, grads, (state_sums,))
-    _run("adagrad_step", _ADAGRAD, table, _adagrad_scalars(**options))
+def _stateful_step(op, *state_names):
+    """The plain call of a rule whose states are all on and whose loop no flag chooses:
+    ``step(params, grads, *state_lists, **options)``, one list per name."""
+    rule, scalars_of, _, _ = _RULES[op]
+
+    def step(params, grads, *states, **options):
+        if len(states) != len(state_names):  # a missing list would be the params' row
+            raise TypeError(f"{op} takes the state lists {', '.join(state_names)}; got "
+                            f"{len(states)} lists")
+        _run(op, rule, group_table(op, params, grads, states), scalars_of(**options))
+    step.__name__ = step.__qualname__ = op
+    return step
 
 
-def adadelta_step(params, grads, square_avgs, acc_deltas, **options):
-    table = group_table("adadelta_step", params, grads, (square_avgs, acc_deltas))
-    _run("adadelta_step", _ADADELTA, table, _adadelta_scalars(**options))
-
-
-def adamax_step(params, grads, exp_avgs, exp_infs, **options):
-    table = group_table("adamax_step", params, grads, (exp_avgs, exp_infs))
-    _run("adamax_step", _ADAMAX, table, _adamax_scalars(**options))
-
-
-def nadam_step(params, grads, exp_avgs, exp_avg_sqs, **options):
-    table = group_table("nadam_step", params, grads, (exp_avgs, exp_avg_sqs))
-    _run("nadam_step", _NADAM, table, _nadam_scalars(**options))
-
-
-def radam_step(params, grads, exp_avgs, exp_avg_sqs, **options):
-    table = group_table("radam_step", params, grads, (exp_avgs, exp_avg_sqs))
-    _run("radam_step", _RADAM, table, _radam_scalars(**options))
+adagrad_step = _stateful_step("adagrad_step", "state_sums")
+adadelta_step = _stateful_step("adadelta_step", "square_avgs", "acc_deltas")
+adamax_step = _stateful_step("adamax_step", "exp_avgs", "exp_infs")
+nadam_step = _stateful_step("nadam_step", "exp_avgs", "exp_avg_sqs")
+radam_step = _stateful_step("radam_step", "exp_avgs", "exp_avg_sqs")
 
 
 def prepared_step(op, params, states, **flags):

@@ -1,6 +1,6 @@
 """The scalars each optimizer step derives from its hyper-parameters, computed in ONE place
-for every tier: the NumPy reference (reference.py), the numba kernels (numba_cpu.py) and the CUDA
-kernels (kernels/optim.cu through cuda.py).
+for every tier: the NumPy reference (reference.py), the numba kernels (numba_cpu.py) and
+the CUDA kernels (kernels/optim.cu through cuda.py).
 
 Definition, the same for float32 and float64 parameters: every derived scalar (bias
 corrections, complements such as ``1 - beta``, AdamW's decay ``1 - lr * weight_decay``,
