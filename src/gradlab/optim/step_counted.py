@@ -9,8 +9,9 @@ from .optimizer import Optimizer, check_adam_family
 class StepCountedOptimizer(Optimizer):
     """A subclass names its backend call (``_op``), its state arrays in the call's order
     (zeros at the first step) and scalar state entries (with their first values), and
-    writes ``_options(group, st)``: the call's other arguments, from the group and the state
-    ``st`` of the call's first param (after counting this step)."""
+    writes ``_options(group, step, st)``: the call's other arguments, from the group, the
+    step count after this step and the state ``st`` of the call's first param (its scalar
+    state as before this step); a rule with scalar state updates it in ``_stepped``."""
 
     _op: str = ""
     _arrays: tuple = ()
