@@ -399,6 +399,28 @@ def test_untraceable_steps_run_eagerly_with_a_warning(cls, reason):
     _assert_same(*results)
 
 
+
+def test_inputs_that_require_grad_get_their_grad_as_in_eager():
+    pair = _pair(dropout=0.0)
+    batches = _batches(6)
+    for i, (x, y) in enumerate(batches):
+        inputs = []
+        for _ in pair:
+            xi = gl.tensor(x.numpy(), requires_grad=i >= 2)  # plain batches first: replayed
+            inputs.append(xi)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses = [step(xi, y).item() for (_, _, step), xi in zip(pair, inputs)]
+        assert losses[0] == losses[1]
+        if i >= 2:
+            assert inputs[1].grad is not None
+            assert np.array_equal(inputs[0].grad.numpy(), inputs[1].grad.numpy())
+        if i == 2:
+            assert any("an input requires grad" in str(w.message) for w in caught)
+    assert _states_equal(pair)
+    info = pair[1][2].info()
+    assert info["signatures"] == 2 and info["replayed"] == 0 and info["eager"] == 4
+
 def test_bad_arguments_are_refused():
     model = _model()
     opt = gl.optim.SGD(model.parameters(), lr=0.1)

@@ -17,10 +17,11 @@ advances at every replay). Results are bitwise those of the eager step.
 A recording belongs to one *signature*: input shapes and dtypes, train/eval mode of every
 module, and grad mode. Another signature (the short last batch of an epoch, an
 ``eval()``) records again. Changing the model's structure (a parameter or buffer replaced
-or added, a module's scalar setting such as ``Dropout.p``), or the optimizer's parameter
-groups, drops every recording. A step that a replay cannot repeat (see the tape's
-docstring), or more than ``max_recordings`` signatures, runs eagerly with one warning
-saying why.
+or added, a parameter frozen or unfrozen, a module's scalar setting such as
+``Dropout.p``), or the optimizer's parameter groups, drops every recording. A step that a
+replay cannot repeat (see the tape's docstring; also inputs that require grad, whose
+``.grad`` a replay would not set), or more than ``max_recordings`` signatures, runs
+eagerly with one warning saying why.
 """
 from __future__ import annotations
 
@@ -314,11 +315,17 @@ class CompiledStep:
         modules = self._modules_now
         xd, yd = x._data, y._data
         key = (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend,
-               tuple([m.training for m in modules]), _state.enabled)
+               tuple([m.training for m in modules]), _state.enabled,
+               x._requires_grad or y._requires_grad)
         entry = self._entries.get(key)
         if entry is None:
             entry = _Entry()
-            if len(self._entries) >= self.max_recordings:
+            if x._requires_grad or y._requires_grad:
+                # The replay's backward sets the .grad of the tensors it was recorded with:
+                # each new batch's input would get none, and an old one would accumulate.
+                self._give_up(entry, "an input requires grad (a replay would not give the "
+                                     "new batch's input its .grad)")
+            elif len(self._entries) >= self.max_recordings:
                 self._give_up(entry, f"more than {self.max_recordings} input signatures "
                                      "(shapes, dtypes, train/eval modes); raise "
                                      "max_recordings if that is expected")
