@@ -297,6 +297,30 @@ def test_rebinding_data_and_changing_a_setting_record_again():
     assert pair[1][2].info()["rerecorded"] == 2
 
 
+def test_a_parameter_outside_the_model_rebound_records_again():
+    # A learnable temperature the loss closes over, trained by the same optimizer: the
+    # recordings hold its array as a constant, so a new array must drop them.
+    runs = []
+    for compiled in (False, True):
+        model = _model(dropout=0.0)
+        scale = gl.nn.Parameter(gl.ones(1))
+        opt = gl.optim.SGD(list(model.parameters()) + [scale], lr=0.1)
+        ce = gl.nn.CrossEntropyLoss()
+
+        def loss_fn(out, y, ce=ce, scale=scale):
+            return ce(out * scale, y)
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            _eager_step(model, loss_fn, opt)
+        losses = []
+        for i, (x, y) in enumerate(_batches(8)):
+            if i == 5:
+                scale.data = scale.detach() * 2
+            losses.append(step(x, y).item())
+        runs.append((losses, _state(model, opt) + [scale.detach().numpy().copy()], step))
+    _assert_same(runs[0], runs[1])
+    assert runs[1][2].info()["rerecorded"] == 1
+
+
 def test_freezing_and_unfreezing_a_parameter_record_again():
     pair = _pair()
     batches = _batches(11)

@@ -295,6 +295,9 @@ class CompiledStep:
             # backward (recorded with one) would still compute and the optimizer apply.
             sig.append(None if t is None else (id(t._data), t._requires_grad))
         sig.append(tuple(tuple(map(id, g["params"])) for g in self.optimizer.param_groups))
+        # Also the optimizer's params outside the modules (a learnable scale that the loss
+        # closes over): a recording holds their arrays as constants.
+        sig.append(tuple((id(p._data), p._requires_grad) for p in self._params()))
         return tuple(sig)
 
     def _entry(self, x, y):
