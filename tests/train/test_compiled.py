@@ -297,9 +297,10 @@ def test_rebinding_data_and_changing_a_setting_record_again():
     assert pair[1][2].info()["rerecorded"] == 2
 
 
-def test_a_parameter_outside_the_model_rebound_records_again():
+def test_a_parameter_outside_the_model_rebound_or_frozen_records_again():
     # A learnable temperature the loss closes over, trained by the same optimizer: the
-    # recordings hold its array as a constant, so a new array must drop them.
+    # recordings hold its array as a constant, so a new array, or freezing it, must drop
+    # them.
     runs = []
     for compiled in (False, True):
         model = _model(dropout=0.0)
@@ -312,13 +313,15 @@ def test_a_parameter_outside_the_model_rebound_records_again():
         step = compile_step(model, loss_fn, opt) if compiled else \
             _eager_step(model, loss_fn, opt)
         losses = []
-        for i, (x, y) in enumerate(_batches(8)):
-            if i == 5:
+        for i, (x, y) in enumerate(_batches(12)):
+            if i == 4:
                 scale.data = scale.detach() * 2
+            if i == 8:
+                scale.requires_grad_(False)
             losses.append(step(x, y).item())
         runs.append((losses, _state(model, opt) + [scale.detach().numpy().copy()], step))
     _assert_same(runs[0], runs[1])
-    assert runs[1][2].info()["rerecorded"] == 1
+    assert runs[1][2].info()["rerecorded"] == 2 and runs[1][2].info()["replayed"] == 6
 
 
 def test_freezing_and_unfreezing_a_parameter_record_again():

@@ -47,6 +47,8 @@ class Recording:
         for t in self.known:
             if id(t._data) not in self._slot_of:
                 self._add(t._data, "known")
+        self.const_tensors = []         # (tensor, its array, requires_grad) of the tensor
+        #                                 constants, as they were while recording
         self.nodes = []                 # (cls, ctx, arg slots, kwargs, out slot)
         self._node_of = {}              # id(ctx) -> node index
         self.mutated = set()            # ids of arrays that recorded nodes change in place
@@ -70,12 +72,15 @@ class Recording:
         return slot if slot is not None and self.kinds[slot] in ("node", "input") else None
 
     def _slot(self, value):
+        tensor = None
         if isinstance(value, Tensor):
-            value = value._data
+            tensor, value = value, value._data
         if isinstance(value, self.ndarray):
             slot = self._slot_of.get(id(value))
             if slot is not None:
                 return slot
+        if tensor is not None:
+            self.const_tensors.append((tensor, value, tensor._requires_grad))
         return self._add(value, "const")
 
     def node(self, cls, ctx, args, kwargs, out):
@@ -152,6 +157,17 @@ class Recording:
         return Replay(self, keep)
 
 
+def constants_current(rec):
+    """False when a tensor whose array the recording or replay ``rec`` holds as a constant
+    (one outside the inputs and the known tensors: a tensor the loss closes over) has been
+    given another array since (``t.data = ...``), which a replay would not read, or has
+    been frozen or unfrozen, which would change its backward."""
+    for tensor, array, requires_grad in rec.const_tensors:
+        if tensor._data is not array or tensor._requires_grad != requires_grad:
+            return False
+    return True
+
+
 def _same(a, b, xp):
     if a is b:
         return True
@@ -197,6 +213,7 @@ class Replay:
         self.n_nodes = len(rec.nodes)
         self._ctxs = [node[1] for node in rec.nodes]
         self._consts = [v for v, k in zip(rec.values, rec.kinds) if k == "const"]
+        self.const_tensors = rec.const_tensors
         nodes = rec.nodes
         # Leaves in the order backward first reaches them (the engine's order).
         leaves, leaf_of = [], {}

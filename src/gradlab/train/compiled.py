@@ -29,7 +29,7 @@ import time
 import warnings
 
 from ..autograd.grad_mode import _state
-from ..autograd.tape import Recording, recording
+from ..autograd.tape import Recording, constants_current, recording
 from ..autograd.tensor import Tensor, structure_version
 from ..nn.module import Module
 from ..nn.utils import clip_grad_norm_, clip_grad_value_
@@ -295,9 +295,6 @@ class CompiledStep:
             # backward (recorded with one) would still compute and the optimizer apply.
             sig.append(None if t is None else (id(t._data), t._requires_grad))
         sig.append(tuple(tuple(map(id, g["params"])) for g in self.optimizer.param_groups))
-        # Also the optimizer's params outside the modules (a learnable scale that the loss
-        # closes over): a recording holds their arrays as constants.
-        sig.append(tuple((id(p._data), p._requires_grad) for p in self._params()))
         return tuple(sig)
 
     def _entry(self, x, y):
@@ -309,7 +306,10 @@ class CompiledStep:
             # Something may have changed: compare everything the recordings depend on.
             self._modules_now = self._modules()
             world = self._world_signature(self._modules_now)
-            if world != self._world:
+            # Tensors the recordings hold as constants (not the model's): rebound or frozen?
+            stale = any(not constants_current(rec) for e in self._entries.values()
+                        for rec in (e.first, e.replay) if rec is not None)
+            if world != self._world or stale:
                 if self._world is not None and self._entries:
                     self.counts["rerecorded"] += 1
                 self._entries.clear()
