@@ -324,6 +324,57 @@ def test_a_parameter_outside_the_model_rebound_or_frozen_records_again():
     assert runs[1][2].info()["rerecorded"] == 2 and runs[1][2].info()["replayed"] == 6
 
 
+WEIGHT = 0.0  # a loss weight in this module's globals, read by _weighted_loss
+
+
+def _weighted_loss(out, y):
+    return F.cross_entropy(out, y) + WEIGHT * (out * out).mean()
+
+
+class _WeightedLoss:
+    def __init__(self):
+        self.weight = 0.0
+
+    def __call__(self, out, y):
+        return F.cross_entropy(out, y) + self.weight * (out * out).mean()
+
+
+@pytest.mark.parametrize("where", ["global", "closure", "attribute", "dict+reset"])
+def test_a_python_number_the_loss_reads_is_not_baked_into_the_replay(where):
+    """A recording bakes the numbers of the step in; a loss weight changed between epochs
+    must record again (the closure, globals and attributes of the loss are guarded; for a
+    number read elsewhere, reset())."""
+    global WEIGHT
+    runs = []
+    for compiled in (False, True):
+        model = _model(dropout=0.0)
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        closure_weight, box, obj = 0.0, {"weight": 0.0}, _WeightedLoss()
+
+        # (the closures read the loop's variables on purpose: the guard must see them change)
+        def closure_loss(out, y):
+            return F.cross_entropy(out, y) + closure_weight * (out * out).mean()  # noqa: B023
+
+        def dict_loss(out, y):
+            return F.cross_entropy(out, y) + box["weight"] * (out * out).mean()  # noqa: B023
+        loss_fn = {"global": _weighted_loss, "closure": closure_loss, "attribute": obj,
+                   "dict+reset": dict_loss}[where]
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            _eager_step(model, loss_fn, opt)
+        losses = []
+        for i, (x, y) in enumerate(_batches(12)):
+            if i % 4 == 0:  # a new "epoch"
+                WEIGHT = closure_weight = box["weight"] = obj.weight = 0.1 * i
+                if compiled and where == "dict+reset":
+                    step.reset()
+            losses.append(step(x, y).item())
+        runs.append((losses, _state(model, opt), step))
+    WEIGHT = 0.0
+    _assert_same(runs[0], runs[1])
+    info = runs[1][2].info()
+    assert info["rerecorded"] == 2 and info["replayed"] == 6, info
+
+
 def test_freezing_and_unfreezing_a_parameter_record_again():
     pair = _pair()
     batches = _batches(11)

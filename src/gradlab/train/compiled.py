@@ -22,10 +22,18 @@ or added, a parameter frozen or unfrozen, a module's scalar setting such as
 replay cannot repeat (see the tape's docstring; also inputs that require grad, whose
 ``.grad`` a replay would not set), or more than ``max_recordings`` signatures, runs
 eagerly with one warning saying why.
+
+A recording bakes in the Python numbers the step computes with (``beta * kl`` records
+beta's value). Those the loss function reads from its closure, its module's globals or its
+object's public attributes are guarded: a change records again. A number read elsewhere (a
+dict entry, a helper's globals, a module's private attribute) is not seen: keep such a
+value in a tensor updated in place (a replay reads the array), or call ``step.reset()``
+after changing it.
 """
 from __future__ import annotations
 
 import time
+import types
 import warnings
 
 from ..autograd.grad_mode import _state
@@ -97,6 +105,7 @@ class CompiledStep:
         self._entries = {}
         self._world = None
         self._shallow = None      # the cheap part of the guards, checked at every call
+        self._numbers = _numbers_read_by(loss_fn)
         self._modules_now = None
         self._pending = None
         self._recording = None
@@ -173,6 +182,16 @@ class CompiledStep:
             self.optimizer.step()
             prepare = getattr(self.optimizer, "_prepared_step", None)
             self._optimizer_fast = prepare() if prepare is not None else None
+
+    def reset(self):
+        """Forget every recording: the next calls record again. For a change the guards do
+        not see (module docstring), such as a Python number that a helper of the loss
+        reads from its own globals."""
+        if self._entries:
+            self.counts["rerecorded"] += 1
+        self._entries.clear()
+        self._world = self._shallow = None
+        self._pending = self._recording = None
 
     def discard(self):
         """Forget the batch that ``forward`` saw without training on it (``fit`` does this
@@ -295,13 +314,15 @@ class CompiledStep:
             # backward (recorded with one) would still compute and the optimizer apply.
             sig.append(None if t is None else (id(t._data), t._requires_grad))
         sig.append(tuple(tuple(map(id, g["params"])) for g in self.optimizer.param_groups))
+        sig.append(self._numbers())
         return tuple(sig)
 
     def _entry(self, x, y):
         groups = self.optimizer.param_groups
         # (list comprehensions: a generator costs a microsecond more, at every step)
         shallow = (structure_version[0], len(groups),
-                   tuple([(id(g["params"]), len(g["params"])) for g in groups]))
+                   tuple([(id(g["params"]), len(g["params"])) for g in groups]),
+                   self._numbers())
         if shallow != self._shallow:
             # Something may have changed: compare everything the recordings depend on.
             self._modules_now = self._modules()
@@ -336,6 +357,45 @@ class CompiledStep:
                 entry.eager_reason = "grad mode is off"
             self._entries[key] = entry
         return entry
+
+
+_OTHER = object()  # stands for a value that is not a setting (a module, an array, ...)
+
+
+def _numbers_read_by(loss_fn):
+    """``numbers()``: the Python numbers (and strings, bools, None) that ``loss_fn`` reads
+    from its closure, from its module's globals and from its object's public attributes,
+    as they are now; a recording bakes them in (``alpha * penalty`` records alpha's value),
+    so a change must record again. A loss Module's settings are guarded with the modules';
+    numbers read elsewhere (a helper's globals, a dict entry) are not seen (``reset()``)."""
+    if isinstance(loss_fn, Module):
+        return tuple
+    fn, owner = loss_fn, None
+    if isinstance(fn, types.MethodType):
+        fn, owner = fn.__func__, fn.__self__
+    elif not isinstance(fn, types.FunctionType):
+        owner, fn = fn, type(fn).__call__  # (compile_step checked that it is callable)
+    cells, names, glob = (), (), {}
+    if isinstance(fn, types.FunctionType):
+        cells = fn.__closure__ or ()
+        glob = fn.__globals__
+        names = tuple(n for n in fn.__code__.co_names if n in glob)
+    attrs = getattr(owner, "__dict__", None) if owner is not None else None
+    if not cells and not names and attrs is None:
+        return tuple
+
+    def numbers():
+        values = []
+        for cell in cells:
+            try:
+                values.append(cell.cell_contents)
+            except ValueError:  # a cell not assigned yet
+                values.append(_OTHER)
+        values += [glob.get(n, _OTHER) for n in names]
+        if attrs is not None:
+            values += [(k, v) for k, v in attrs.items() if k[0] != "_"]
+        return tuple(v if _setting(v) else _OTHER for v in values)
+    return numbers
 
 
 # -- the GPU half: the replay captured as a CUDA graph --------------------------------------------
