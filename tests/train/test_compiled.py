@@ -375,6 +375,37 @@ def test_a_python_number_the_loss_reads_is_not_baked_into_the_replay(where):
     assert info["rerecorded"] == 2 and info["replayed"] == 6, info
 
 
+class _Tempered(gl.nn.Module):
+    """Logits divided by a temperature read from this module's globals (WEIGHT + 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = _model(dropout=0.0)
+
+    def forward(self, x):
+        return self.body(x) * (1.0 / (1.0 + WEIGHT))
+
+
+def test_a_python_number_a_models_forward_reads_is_not_baked_into_the_replay():
+    global WEIGHT
+    runs = []
+    for compiled in (False, True):
+        model = _Tempered()
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            _eager_step(model, loss_fn, opt)
+        losses = []
+        for i, (x, y) in enumerate(_batches(12)):
+            if i % 4 == 0:
+                WEIGHT = 0.5 * i
+            losses.append(step(x, y).item())
+        runs.append((losses, _state(model, opt), step))
+    WEIGHT = 0.0
+    _assert_same(runs[0], runs[1])
+    assert runs[1][2].info()["rerecorded"] == 2
+
+
 def test_freezing_and_unfreezing_a_parameter_record_again():
     pair = _pair()
     batches = _batches(11)

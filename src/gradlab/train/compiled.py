@@ -25,8 +25,9 @@ eagerly with one warning saying why.
 
 A recording bakes in the Python numbers the step computes with (``beta * kl`` records
 beta's value). Those the loss function reads from its closure, its module's globals or its
-object's public attributes are guarded: a change records again. A number read elsewhere (a
-dict entry, a helper's globals, a module's private attribute) is not seen: keep such a
+object's public attributes, and those the ``forward`` of a module class of your own reads
+from its closure or globals, are guarded: a change records again. A number read elsewhere
+(a dict entry, a helper's globals, a module's private attribute) is not seen: keep such a
 value in a tensor updated in place (a replay reads the array), or call ``step.reset()``
 after changing it.
 """
@@ -105,7 +106,7 @@ class CompiledStep:
         self._entries = {}
         self._world = None
         self._shallow = None      # the cheap part of the guards, checked at every call
-        self._numbers = _numbers_read_by(loss_fn)
+        self._numbers = tuple     # the guarded Python numbers, once the modules are known
         self._modules_now = None
         self._pending = None
         self._recording = None
@@ -326,6 +327,8 @@ class CompiledStep:
         if shallow != self._shallow:
             # Something may have changed: compare everything the recordings depend on.
             self._modules_now = self._modules()
+            self._numbers = _numbers_read_by(self.loss_fn, self._modules_now)
+            shallow = shallow[:-1] + (self._numbers(),)
             world = self._world_signature(self._modules_now)
             # Tensors the recordings hold as constants (not the model's): rebound or frozen?
             stale = any(not constants_current(rec) for e in self._entries.values()
@@ -362,25 +365,31 @@ class CompiledStep:
 _OTHER = object()  # stands for a value that is not a setting (a module, an array, ...)
 
 
-def _numbers_read_by(loss_fn):
-    """``numbers()``: the Python numbers (and strings, bools, None) that ``loss_fn`` reads
+def _numbers_read_by(loss_fn, modules):
+    """``numbers()``: the Python numbers (and strings, bools, None) that the step reads
+    outside its tensors, as they are now; a recording bakes them in (``alpha * penalty``
+    records alpha's value), so a change must record again. They are what ``loss_fn`` reads
     from its closure, from its module's globals and from its object's public attributes,
-    as they are now; a recording bakes them in (``alpha * penalty`` records alpha's value),
-    so a change must record again. A loss Module's settings are guarded with the modules';
-    numbers read elsewhere (a helper's globals, a dict entry) are not seen (``reset()``)."""
-    if isinstance(loss_fn, Module):
-        return tuple
-    fn, owner = loss_fn, None
-    if isinstance(fn, types.MethodType):
-        fn, owner = fn.__func__, fn.__self__
-    elif not isinstance(fn, types.FunctionType):
-        owner, fn = fn, type(fn).__call__  # (compile_step checked that it is callable)
-    cells, names, glob = (), (), {}
-    if isinstance(fn, types.FunctionType):
-        cells = fn.__closure__ or ()
-        glob = fn.__globals__
-        names = tuple(n for n in fn.__code__.co_names if n in glob)
-    attrs = getattr(owner, "__dict__", None) if owner is not None else None
+    and what the ``forward`` of each module class defined outside gradlab reads from its
+    closure and globals. (Modules' own settings are guarded with the modules.) Numbers read
+    elsewhere (a helper's globals, a dict entry) are not seen: ``reset()``."""
+    cells, names = [], []
+    attrs = None
+    functions = [type(m).forward for m in modules
+                 if not type(m).__module__.startswith("gradlab.")]
+    if not isinstance(loss_fn, Module):
+        fn, owner = loss_fn, None
+        if isinstance(fn, types.MethodType):
+            fn, owner = fn.__func__, fn.__self__
+        elif not isinstance(fn, types.FunctionType):
+            owner, fn = fn, type(fn).__call__  # (compile_step checked that it is callable)
+        functions.append(fn)
+        attrs = getattr(owner, "__dict__", None) if owner is not None else None
+    for fn in {id(f): f for f in functions}.values():
+        if isinstance(fn, types.FunctionType):
+            cells += fn.__closure__ or ()
+            glob = fn.__globals__
+            names += [(glob, n) for n in fn.__code__.co_names if n in glob]
     if not cells and not names and attrs is None:
         return tuple
 
@@ -391,7 +400,7 @@ def _numbers_read_by(loss_fn):
                 values.append(cell.cell_contents)
             except ValueError:  # a cell not assigned yet
                 values.append(_OTHER)
-        values += [glob.get(n, _OTHER) for n in names]
+        values += [glob.get(n, _OTHER) for glob, n in names]
         if attrs is not None:
             values += [(k, v) for k, v in attrs.items() if k[0] != "_"]
         return tuple(v if _setting(v) else _OTHER for v in values)
