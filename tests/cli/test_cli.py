@@ -128,7 +128,9 @@ def test_train_options_build_what_they_name(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("optimizer, lr", [("adam", 1e-3), ("sgd", 1e-3), ("rmsprop", 1e-2),
-                                           ("adagrad", 1e-2), ("adadelta", 1.0)])
+                                           ("adagrad", 1e-2), ("adadelta", 1.0),
+                                           ("adamax", 2e-3), ("nadam", 2e-3),
+                                           ("radam", 1e-3)])
 def test_without_lr_each_optimizer_gets_its_own_default(tmp_path, monkeypatch, capsys,
                                                         optimizer, lr):
     # PyTorch's defaults: Adadelta's lr is 1.0 (1e-3 barely trains it), RMSprop's and

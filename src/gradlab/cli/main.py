@@ -57,8 +57,8 @@ def _model_options(p):
     p.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS))
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default: the optimizer's own, as in PyTorch: 1e-3 "
-                        "for sgd, adam and adamw, 1e-2 for rmsprop and adagrad, 1.0 for "
-                        "adadelta)")
+                        "for sgd, adam, adamw and radam, 2e-3 for adamax and nadam, 1e-2 "
+                        "for rmsprop and adagrad, 1.0 for adadelta)")
     p.add_argument("--momentum", type=float, default=0.0, help="for sgd and rmsprop")
     p.add_argument("--weight-decay", type=float, default=0.0, metavar="WD")
     p.add_argument("--l1", type=float, default=0.0, metavar="LAMBDA",

@@ -7,7 +7,8 @@ ACTIVATIONS = {"relu": "ReLU", "leaky_relu": "LeakyReLU", "elu": "ELU", "selu": 
                "gelu": "GELU", "silu": "SiLU", "tanh": "Tanh", "sigmoid": "Sigmoid",
                "softplus": "Softplus"}
 OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW", "rmsprop": "RMSprop",
-              "adagrad": "Adagrad", "adadelta": "Adadelta"}
+              "adagrad": "Adagrad", "adadelta": "Adadelta", "adamax": "Adamax",
+              "nadam": "NAdam", "radam": "RAdam"}
 SCHEDULES = ("none", "step", "exponential", "cosine", "plateau", "onecycle")
 
 
