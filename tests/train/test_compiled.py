@@ -297,6 +297,36 @@ def test_rebinding_data_and_changing_a_setting_record_again():
     assert pair[1][2].info()["rerecorded"] == 2
 
 
+class _Scaled(gl.nn.Module):
+    """Logits times a plain tensor attribute (neither a parameter nor a buffer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = _model(dropout=0.0)
+        self.scale = gl.tensor([1.0])
+
+    def forward(self, x):
+        return self.body(x) * self.scale
+
+
+def test_a_tensor_attribute_set_anew_records_again():
+    runs = []
+    for compiled in (False, True):
+        model = _Scaled()
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            _eager_step(model, loss_fn, opt)
+        losses = []
+        for i, (x, y) in enumerate(_batches(8)):
+            if i == 4:
+                model.scale = gl.tensor([2.0])
+            losses.append(step(x, y).item())
+        runs.append((losses, _state(model, opt), step))
+    _assert_same(runs[0], runs[1])
+    assert runs[1][2].info()["rerecorded"] == 1
+
+
 def test_a_parameter_outside_the_model_rebound_or_frozen_records_again():
     # A learnable temperature the loss closes over, trained by the same optimizer: the
     # recordings hold its array as a constant, so a new array, or freezing it, must drop

@@ -310,6 +310,9 @@ class CompiledStep:
                 sig.append(tuple(map(id, items.values())))
             sig.append(tuple((k, v) for k, v in d.items()
                              if k[0] != "_" and k != "training" and _setting(v)))
+            # Plain tensor attributes (not parameters or buffers): a recording holds the
+            # array of the one it saw, so another tensor in its place must record again.
+            sig.append(tuple((k, id(v._data)) for k, v in d.items() if isinstance(v, Tensor)))
         for t in self._known():
             # requires_grad: a frozen parameter gets no gradient, which the replay's
             # backward (recorded with one) would still compute and the optimizer apply.
