@@ -29,7 +29,8 @@ object's public attributes, and those the ``forward`` of a module class of your 
 from its closure or globals, are guarded: a change records again. A number read elsewhere
 (a dict entry, a helper's globals, a module's private attribute) is not seen: keep such a
 value in a tensor updated in place (a replay reads the array), or call ``step.reset()``
-after changing it.
+after changing it. Python-side randomness or state in ``forward`` (``random.random()``, a
+call counter) is not seen either: a replay repeats the recording's branch.
 """
 from __future__ import annotations
 
