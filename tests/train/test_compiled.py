@@ -309,52 +309,63 @@ class _Scaled(gl.nn.Module):
         return self.body(x) * self.scale
 
 
-def test_a_tensor_attribute_set_anew_records_again():
+def _same_with_changes(build, change, steps):
+    """Eager and compiled runs of ``build()``'s (model, optimizer, loss_fn), with
+    ``change(i, model, optimizer)`` made before step i in both; asserts that they end the
+    same (every optimizer param included) and returns the compiled step."""
     runs = []
     for compiled in (False, True):
-        model = _Scaled()
-        opt = gl.optim.SGD(model.parameters(), lr=0.1)
-        loss_fn = gl.nn.CrossEntropyLoss()
+        model, opt, loss_fn = build()
         step = compile_step(model, loss_fn, opt) if compiled else \
             _eager_step(model, loss_fn, opt)
         losses = []
-        for i, (x, y) in enumerate(_batches(8)):
-            if i == 4:
-                model.scale = gl.tensor([2.0])
+        for i, (x, y) in enumerate(_batches(steps)):
+            change(i, model, opt)
             losses.append(step(x, y).item())
-        runs.append((losses, _state(model, opt), step))
-    _assert_same(runs[0], runs[1])
-    assert runs[1][2].info()["rerecorded"] == 1
+        params = [p.detach().numpy().copy() for g in opt.param_groups for p in g["params"]]
+        runs.append((losses, _state(model, opt) + params))
+    _assert_same(*runs)
+    return step
+
+
+def test_a_tensor_attribute_set_anew_records_again():
+    def build():
+        model = _Scaled()
+        return model, gl.optim.SGD(model.parameters(), lr=0.1), gl.nn.CrossEntropyLoss()
+
+    def change(i, model, opt):
+        if i == 4:
+            model.scale = gl.tensor([2.0])
+    assert _same_with_changes(build, change, 8).info()["rerecorded"] == 1
 
 
 def test_a_parameter_outside_the_model_rebound_or_frozen_records_again():
     # A learnable temperature the loss closes over, trained by the same optimizer: the
     # recordings hold its array as a constant, so a new array, or freezing it, must drop
     # them.
-    runs = []
-    for compiled in (False, True):
+    def build():
         model = _model(dropout=0.0)
         scale = gl.nn.Parameter(gl.ones(1))
-        opt = gl.optim.SGD(list(model.parameters()) + [scale], lr=0.1)
         ce = gl.nn.CrossEntropyLoss()
+        opt = gl.optim.SGD(list(model.parameters()) + [scale], lr=0.1)
+        return model, opt, lambda out, y: ce(out * scale, y)
 
-        def loss_fn(out, y, ce=ce, scale=scale):
-            return ce(out * scale, y)
-        step = compile_step(model, loss_fn, opt) if compiled else \
-            _eager_step(model, loss_fn, opt)
-        losses = []
-        for i, (x, y) in enumerate(_batches(12)):
-            if i == 4:
-                scale.data = scale.detach() * 2
-            if i == 8:
-                scale.requires_grad_(False)
-            losses.append(step(x, y).item())
-        runs.append((losses, _state(model, opt) + [scale.detach().numpy().copy()], step))
-    _assert_same(runs[0], runs[1])
-    assert runs[1][2].info()["rerecorded"] == 2 and runs[1][2].info()["replayed"] == 6
+    def change(i, model, opt):
+        scale = opt.param_groups[0]["params"][-1]
+        if i == 4:
+            scale.data = scale.detach() * 2
+        if i == 8:
+            scale.requires_grad_(False)
+    info = _same_with_changes(build, change, 12).info()
+    assert info["rerecorded"] == 2 and info["replayed"] == 6
 
 
 WEIGHT = 0.0  # a loss weight in this module's globals, read by _weighted_loss
+
+
+def _reset_weight():
+    global WEIGHT
+    WEIGHT = 0.0
 
 
 def _weighted_loss(out, y):
@@ -417,23 +428,18 @@ class _Tempered(gl.nn.Module):
 
 
 def test_a_python_number_a_models_forward_reads_is_not_baked_into_the_replay():
-    global WEIGHT
-    runs = []
-    for compiled in (False, True):
+    def build():
         model = _Tempered()
-        opt = gl.optim.SGD(model.parameters(), lr=0.1)
-        loss_fn = gl.nn.CrossEntropyLoss()
-        step = compile_step(model, loss_fn, opt) if compiled else \
-            _eager_step(model, loss_fn, opt)
-        losses = []
-        for i, (x, y) in enumerate(_batches(12)):
-            if i % 4 == 0:
-                WEIGHT = 0.5 * i
-            losses.append(step(x, y).item())
-        runs.append((losses, _state(model, opt), step))
-    WEIGHT = 0.0
-    _assert_same(runs[0], runs[1])
-    assert runs[1][2].info()["rerecorded"] == 2
+        return model, gl.optim.SGD(model.parameters(), lr=0.1), gl.nn.CrossEntropyLoss()
+
+    def change(i, model, opt):
+        global WEIGHT
+        if i % 4 == 0:
+            WEIGHT = 0.5 * i
+    try:
+        assert _same_with_changes(build, change, 12).info()["rerecorded"] == 2
+    finally:
+        _reset_weight()
 
 
 def test_freezing_and_unfreezing_a_parameter_record_again():
