@@ -1,10 +1,11 @@
 """Adagrad (Duchi et al.), PyTorch's update rule."""
 from __future__ import annotations
 
-from .optimizer import Optimizer, check_lr, check_nonneg
+from .optimizer import check_lr, check_nonneg
+from .step_counted import StepCountedOptimizer
 
 
-class Adagrad(Optimizer):
+class Adagrad(StepCountedOptimizer):
     r"""Adagrad. With t the step count (from 1):
 
         g = -g if maximize
@@ -25,40 +26,31 @@ class Adagrad(Optimizer):
         # construction already holds the accumulators.
         for group in self.param_groups:
             for p in group["params"]:
-                self.state[p]["step"] = 0
-                self.state[p]["sum"] = p._backend.xp.full_like(
-                    p._data, group["initial_accumulator_value"])
+                self._start_state(p, group)
+
+    _op = "adagrad_step"
+    _arrays = ("sum",)
 
     def _check_group(self, group):
         check_lr(group["lr"])
         for name in ("lr_decay", "weight_decay", "initial_accumulator_value", "eps"):
             check_nonneg(name, group[name])
 
-    def _step_group(self, group):
-        params, p_arrays, g_arrays = self._with_grads(group)
-        if not params:
-            return
-        be = params[0]._backend
-        by_step = {}
-        for p, pa, ga in zip(params, p_arrays, g_arrays):
-            st = self.state[p]
-            if "sum" not in st:  # a group added after construction
-                st["step"] = 0
-                st["sum"] = be.xp.full_like(pa, group["initial_accumulator_value"])
-            st["step"] += 1
-            lists = by_step.setdefault(st["step"], ([], [], []))
-            lists[0].append(pa)
-            lists[1].append(ga)
-            lists[2].append(st["sum"])
-        for step, lists in by_step.items():
-            be.adagrad_step(*lists, **self._options(group, step))
+    def _start_state(self, p, group):
+        st = self.state[p]
+        st["step"] = 0
+        st["sum"] = p._backend.xp.full_like(p._data, group["initial_accumulator_value"])
+        return st
 
-    def _options(self, group, step):
+    def _counted_state(self, p, like, group):
+        st = self.state[p]
+        if "sum" not in st:  # a group added after construction
+            st = self._start_state(p, group)
+        st["step"] += 1
+        return st
+
+    def _options(self, group, step, st):
         """The backend call's arguments but the arrays, read from ``group`` at this call."""
         return dict(step=step, lr=group["lr"], lr_decay=group["lr_decay"],
                     weight_decay=group["weight_decay"], eps=group["eps"],
                     maximize=group["maximize"])
-
-    def _prepare_group(self, group, params):
-        return self._prepared_fused(group, params, "adagrad_step", ("sum",), {},
-                                    lambda g: (), self._options, counted=True)

@@ -1,6 +1,7 @@
-"""The base of the optimizers whose fused backend call takes one step count (Adamax, NAdam,
-RAdam): the params of a group that share their count (all of them, normally) step in ONE
-call; ones that missed steps (a grad that was None) form a call of their own."""
+"""The base of the optimizers whose fused backend call takes one step count (Adagrad,
+Adamax, NAdam, RAdam): the params of a group that share their count (all of them,
+normally) step in ONE call; ones that missed steps (a grad that was None) form a call of
+their own."""
 from __future__ import annotations
 
 from .optimizer import Optimizer, check_adam_family
@@ -24,6 +25,11 @@ class StepCountedOptimizer(Optimizer):
         """What the params of one call share: the step count and the scalar state."""
         return (st["step"], *[st[k] for k in self._scalar_state])
 
+    def _counted_state(self, p, like, group):
+        """``self.state[p]`` with this step counted; a state array it lacks starts as zeros
+        like ``like`` (a rule that starts it otherwise overrides this)."""
+        return self._count_step(p, like, *self._arrays, **self._scalar_state)
+
     def _stepped(self, group, sts):
         """After a call that stepped the params with states ``sts``: update their scalar
         state (nothing, unless the rule has some)."""
@@ -35,7 +41,7 @@ class StepCountedOptimizer(Optimizer):
         be = params[0]._backend
         calls = {}
         for p, pa, ga in zip(params, p_arrays, g_arrays):
-            st = self._count_step(p, pa, *self._arrays, **self._scalar_state)
+            st = self._counted_state(p, pa, group)
             lists = calls.setdefault(self._call_key(st), ([], [], []))
             lists[0].append(pa)
             lists[1].append(ga)
