@@ -109,33 +109,22 @@ def rmsprop_step(backend, params, grads, square_avgs, momentum_buffers, grad_avg
             [*sc, bool(centered), bool(maximize)])
 
 
-def adagrad_step(backend, params, grads, state_sums, *, step, lr, lr_decay, weight_decay, eps,
-                 maximize):
-    sc = scalars.adagrad_scalars(step=step, lr=lr, lr_decay=lr_decay, eps=eps,
-                                 weight_decay=weight_decay)
-    _launch(backend, "adagrad_step", 3, params, grads, [state_sums], [*sc, bool(maximize)])
+def _stateful_step(op, scalars_of, *state_names):
+    """The launch of a rule whose states are all on and whose only flag is maximize:
+    ``step(backend, params, grads, *state_lists, maximize, **options)``."""
+    def step(backend, params, grads, *states, maximize, **options):
+        if len(states) != len(state_names):  # a missing list would be a 0 pointer column
+            raise TypeError(f"{op} takes the state lists {', '.join(state_names)}; got "
+                            f"{len(states)} lists")
+        _launch(backend, op, 2 + len(states), params, grads, list(states),
+                [*scalars_of(**options), bool(maximize)])
+    step.__name__ = step.__qualname__ = op
+    return step
 
 
-def adadelta_step(backend, params, grads, square_avgs, acc_deltas, *, lr, rho, eps,
-                  weight_decay, maximize):
-    sc = scalars.adadelta_scalars(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay)
-    _launch(backend, "adadelta_step", 4, params, grads, [square_avgs, acc_deltas],
-            [*sc, bool(maximize)])
-
-
-def adamax_step(backend, params, grads, exp_avgs, exp_infs, *, maximize, **options):
-    sc = scalars.adamax_scalars(**options)
-    _launch(backend, "adamax_step", 4, params, grads, [exp_avgs, exp_infs],
-            [*sc, bool(maximize)])
-
-
-def nadam_step(backend, params, grads, exp_avgs, exp_avg_sqs, *, maximize, **options):
-    sc = scalars.nadam_scalars(**options)
-    _launch(backend, "nadam_step", 4, params, grads, [exp_avgs, exp_avg_sqs],
-            [*sc, bool(maximize)])
-
-
-def radam_step(backend, params, grads, exp_avgs, exp_avg_sqs, *, maximize, **options):
-    sc = scalars.radam_scalars(**options)
-    _launch(backend, "radam_step", 4, params, grads, [exp_avgs, exp_avg_sqs],
-            [*sc, bool(maximize)])
+adagrad_step = _stateful_step("adagrad_step", scalars.adagrad_scalars, "state_sums")
+adadelta_step = _stateful_step("adadelta_step", scalars.adadelta_scalars, "square_avgs",
+                               "acc_deltas")
+adamax_step = _stateful_step("adamax_step", scalars.adamax_scalars, "exp_avgs", "exp_infs")
+nadam_step = _stateful_step("nadam_step", scalars.nadam_scalars, "exp_avgs", "exp_avg_sqs")
+radam_step = _stateful_step("radam_step", scalars.radam_scalars, "exp_avgs", "exp_avg_sqs")
