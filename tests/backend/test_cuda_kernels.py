@@ -2,11 +2,12 @@
 NumPy reference: on a GPU where there is one, else on the emulated CUDA device that
 tests/conftest.py installs (tests/cuda_emulator: the same kernels/*.cu compiled for the CPU).
 
-Optimizer steps and dropout must equal the reference bit for bit (same scalars from
+Optimizer steps, dropout and bias + ReLU must equal the reference bit for bit (same scalars from
 backend/fused/optim/scalars.py, same operation order, no FMA contraction: NVRTC --fmad=false, the
 emulator -ffp-contract=off). Softmax-CE calls exp and log, whose last bits differ between
 CUDA's libdevice, glibc and NumPy's SIMD loops: it must agree within CE_ULPS units in the
-last place (scaled as described at _assert_ulps).
+last place (scaled as described at _assert_ulps). Bias + ReLU's column sums are CuPy's own
+reduction (an eager step's), held to NumPy's within the rounding of another order.
 """
 import math
 
@@ -15,6 +16,7 @@ import pytest
 
 import gradlab as gl
 from gradlab.backend import checks, cuda_kernels, get_backend
+from gradlab.backend.fused.bias_relu import reference as bias_relu_ref
 from gradlab.backend.fused.dropout import reference as dropout_ref
 from gradlab.backend.fused.optim import reference as optim_ref
 from gradlab.backend.fused.softmax_ce import reference as ce_ref
@@ -328,6 +330,59 @@ def test_dropout_reproducible_under_manual_seed():
     gl.manual_seed(5)
     c = gpu.dropout_forward(x, 0.5, *gpu.random.take_philox(x.size))[1]
     assert (a == c).all() and not (a == b).all()
+
+
+BIAS_RELU_SHAPES = [(0, 4), (1, 1), (1, 7), (64, 16), (65, 10), (300, 3), (2, 5, 3),
+                    (1000, 600)]
+
+
+def _bias_relu_case(shape, dtype, rng):
+    y = rng.standard_normal(shape).astype(dtype)
+    bias = rng.standard_normal(shape[-1]).astype(dtype)
+    grad = rng.standard_normal(shape).astype(dtype)
+    special = np.array([np.nan, -np.inf, np.inf, -0.0, 0.0, np.finfo(dtype).max], dtype=dtype)
+    k = min(y.size, special.size)
+    y.reshape(-1)[:k] = special[:k]
+    grad.reshape(-1)[-k:] = special[:k] if k else grad.reshape(-1)[-k:]
+    return y, bias, grad
+
+
+@needs_gpu
+@pytest.mark.filterwarnings("ignore:invalid value encountered in multiply:RuntimeWarning")
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", BIAS_RELU_SHAPES, ids=str)
+def test_bias_relu_is_the_reference(shape, dtype, rng, monkeypatch):
+    gpu = get_backend("cuda")
+    if shape == (1000, 600):
+        monkeypatch.setattr(gpu, "_max_blocks", 3)     # the grid-stride loops wrap
+    y, bias, grad = _bias_relu_case(shape, dtype, rng)
+    want = bias_relu_ref.bias_relu_forward(y.copy(), bias)
+    got = gpu.bias_relu_forward(gpu.asarray(y), gpu.asarray(bias))
+    assert gpu.to_numpy(got).tobytes() == want.tobytes()
+    _poison_pool(grad.nbytes)
+    got_pre, got_bias = gpu.bias_relu_backward(gpu.asarray(grad), gpu.asarray(want))
+    want_pre, want_bias = bias_relu_ref.bias_relu_backward(grad, want)
+    assert gpu.to_numpy(got_pre).tobytes() == want_pre.tobytes()
+    got_bias = gpu.to_numpy(got_bias)
+    assert got_bias.dtype == want_bias.dtype and got_bias.shape == want_bias.shape
+    assert np.array_equal(np.isnan(got_bias), np.isnan(want_bias))
+    fin, inf = np.isfinite(want_bias), np.isinf(want_bias)
+    assert np.array_equal(got_bias[inf], want_bias[inf])
+    # another summation order: each partial sum rounds within eps of the column's |sum|
+    rows = max(1, want_pre.size // max(1, shape[-1]))
+    scale = np.abs(np.where(np.isfinite(want_pre), want_pre, 0)).reshape(-1, shape[-1]).sum(0)
+    bound = rows * np.finfo(dtype).eps * scale
+    assert (np.abs(got_bias[fin].astype(np.float64) - want_bias[fin]) <= bound[fin]).all()
+
+
+@needs_gpu
+def test_bias_relu_refuses_mismatched_arrays():
+    gpu = get_backend("cuda")
+    y = gpu.asarray(np.ones((4, 3), np.float32))
+    with pytest.raises(ValueError, match="bias must have shape"):
+        gpu.bias_relu_forward(y, gpu.asarray(np.ones(4, np.float32)))
+    with pytest.raises(ValueError, match="one shape and dtype"):
+        gpu.bias_relu_backward(y, gpu.asarray(np.ones((4, 3), np.float64)))
 
 
 # Softmax-CE agreement: |got - want| <= CE_ULPS * spacing(max(|want|, scale)) elementwise,

@@ -654,6 +654,76 @@ def _mlp_step(seed=0):
     return model, opt, compile_step(model, gl.nn.CrossEntropyLoss(), opt)
 
 
+class _ReadsThePreActivation(gl.nn.Module):
+    """relu(linear(x)) + linear(x): the Linear's output has a second reader."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = gl.nn.Linear(4, 16)
+        self.out = gl.nn.Linear(16, 3)
+
+    def forward(self, x):
+        h = self.lin(x)
+        return self.out(F.relu(h) + h)
+
+
+_FUSION_CASES = {
+    # name: (model maker, input shape, input dtype, pairs the replay fuses)
+    "mlp": (lambda: gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.ReLU(), gl.nn.Linear(16, 16),
+                                     gl.nn.ReLU(), gl.nn.Linear(16, 3)), (32, 4), np.float32, 2),
+    "dropout_after": (lambda: gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.ReLU(),
+                                               gl.nn.Dropout(0.3), gl.nn.Linear(16, 3)),
+                      (32, 4), np.float32, 1),
+    "float64": (lambda: gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.ReLU(),
+                                         gl.nn.Linear(16, 3)).double(), (32, 4), np.float64, 1),
+    # one column: the bias gradient is NumPy's pairwise sum (the numba tier declines it)
+    "one_unit": (lambda: gl.nn.Sequential(gl.nn.Linear(4, 1), gl.nn.ReLU(),
+                                          gl.nn.Linear(1, 3)), (32, 4), np.float32, 1),
+    # a batch of sequences: (8, 5, 16) activations, the reference tier
+    "sequences": (lambda: gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.ReLU(), gl.nn.Linear(16, 3),
+                                           gl.nn.Flatten(), gl.nn.Linear(15, 3)),
+                  (8, 5, 4), np.float32, 1),
+    # what is not fused: no bias, a pre-activation read twice, BatchNorm between the two
+    "no_bias": (lambda: gl.nn.Sequential(gl.nn.Linear(4, 16, bias=False), gl.nn.ReLU(),
+                                         gl.nn.Linear(16, 3)), (32, 4), np.float32, 0),
+    "read_twice": (_ReadsThePreActivation, (32, 4), np.float32, 0),
+    "batchnorm_between": (lambda: _model(dropout=0.0), (32, 4), np.float32, 0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_FUSION_CASES))
+def test_a_fused_linear_and_relu_give_the_eager_bits(case):
+    make, shape, dtype, fused = _FUSION_CASES[case]
+    rng = np.random.default_rng(5)
+    batches = [(gl.tensor(rng.standard_normal(shape).astype(dtype)),
+                gl.tensor(rng.integers(0, 3, shape[0]))) for _ in range(7)]
+    runs = []
+    for compiled in (False, True):
+        gl.manual_seed(0)
+        model = make()
+        opt = gl.optim.Adam(model.parameters(), lr=1e-2)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            _eager_step(model, loss_fn, opt)
+        runs.append(([step(x, y).item() for x, y in batches], _state(model, opt), step))
+    _assert_same(*runs)
+    info = runs[1][2].info()
+    assert info["replayed"] == 5 and info["eager_reasons"] == []
+    assert info["fused"] == fused
+
+
+def test_a_fusion_steps_aside_for_a_patched_function(monkeypatch):
+    # A fusion stands for LinearFn's and Relu's code as registered: patch either and the
+    # replay runs the patched code, unfused (test_a_replay_runs_the_functions_own_... too).
+    from gradlab.functional.activation import Relu
+    backward = Relu.backward
+    monkeypatch.setattr(Relu, "backward", lambda ctx, g: backward(ctx, g * np.float32(2)))
+    model, opt, step = _mlp_step()
+    for x, y in _batches(4):
+        step(x, y)
+    assert step.info()["replayed"] == 2 and step.info()["fused"] == 0
+
+
 def test_a_replay_never_writes_into_what_an_earlier_step_handed_out():
     model, opt, step = _mlp_step()
     batches = _batches(6)

@@ -101,6 +101,7 @@ def test_mse_sgd_momentum_graphed_equals_eager():
         gl.nn.MSELoss(), graphed=STEPS - 3)
     assert info["graphs"] == 1 and info["ungraphed_reasons"] == []
     assert info["graph_held_bytes"] > 0
+    assert info["fused"] == 1  # the Linear + ReLU ran as bias_relu kernels, in the graph
 
 
 def test_cross_entropy_adam_graphed_equals_eager():

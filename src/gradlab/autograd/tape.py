@@ -8,7 +8,10 @@ output array), the backward engine reports the order in which nodes ran, and
 recorded order. A replay builds no Tensor and no graph node and checks no version counter;
 what it computes is what the eager step computes, bit for bit, because it runs the very
 same ``forward``/``backward`` code on the same arrays in the same order (the gradient sums
-of nodes with several consumers included).
+of nodes with several consumers included). The one exception is a registered fusion
+(``register_fusion``; functional/fusions.py): two adjacent nodes, the second the only reader
+of the first's output, run as one call each way, built from the first's own helpers and a
+backend kernel that gives the two nodes' bits.
 
 What a replay cannot repeat makes a recording *untraceable* (``Recording.broken`` says
 why), and the caller then stays eager:
@@ -30,6 +33,27 @@ from __future__ import annotations
 from .function import Function
 from .grad_mode import _state
 from .tensor import Tensor
+
+# (first Function class, second Function class) -> (the fusion that replays the two as one,
+# the four forward/backward functions it was written for)
+_FUSIONS = {}
+
+
+def register_fusion(fusion):
+    """Let a replay run a node of ``fusion.first`` and the node of ``fusion.second`` that
+    alone reads its output as one call each way (functional/fusions.py has them). A fusion
+    has ``fits(first_ctx, second_ctx, *first_args)`` (the recorded arrays: whether it
+    applies to them), ``forward(first_ctx, second_ctx, *first_args)`` (the second node's
+    output, both nodes' saved arrays left as their own forwards leave them) and
+    ``backward(first_ctx, second_ctx, grad)`` (the first node's input gradients from the
+    second's output gradient). Each must give the two nodes' bits. A pair is fused only
+    while both classes keep the forward and backward they had here (a patched one is what
+    the replay must run)."""
+    _FUSIONS[(fusion.first, fusion.second)] = (fusion, _methods(fusion.first, fusion.second))
+
+
+def _methods(first, second):
+    return first.forward, first.backward, second.forward, second.backward
 
 
 class Recording:
@@ -232,10 +256,11 @@ class Replay:
                     edges.append((pos, False, leaf_of[id(nxt)]))
             plan.append((index, edges))
         self.leaves = leaves
+        self.fused = _fused_pairs(rec, keep)
         ns = {"ND": rec.ndarray, "_nd": _as_ndarray, "_own": _own_fast, "_cast": _cast_fast,
               "WRAP": Tensor._wrap}
-        self.source = (_forward_source(rec, keep, ns) + "\n" +
-                       _backward_source(nodes, plan, leaves, rec.root, ns))
+        self.source = (_forward_source(rec, keep, ns, self.fused) + "\n" +
+                       _backward_source(nodes, plan, leaves, rec.root, ns, self.fused))
         exec(compile(self.source, "<gradlab replay>", "exec"), ns)  # noqa: S102 - our code
         self.run_forward = ns["forward"]
         self.run_backward = ns["backward"]
@@ -254,7 +279,33 @@ class Replay:
         return total
 
 
-def _forward_source(rec, keep, ns):
+def _fused_pairs(rec, keep):
+    """{index of a first node: its fusion} for each registered pair (i, i + 1) of recorded
+    nodes where node i's output is read by node i + 1 alone, as its first argument, and is
+    neither kept by the caller nor changed in place, and the fusion fits the arrays."""
+    nodes = rec.nodes
+    readers = {}
+    for node in nodes:
+        for s in node[2]:
+            readers[s] = readers.get(s, 0) + 1
+    fused = {}
+    i = 0
+    while i + 1 < len(nodes):
+        cls, ctx, slots, kwargs, out = nodes[i]
+        second = nodes[i + 1]
+        fusion, methods = _FUSIONS.get((cls, second[0]), (None, None))
+        if fusion is not None and methods == _methods(cls, second[0]) and not kwargs \
+                and not second[3] and second[2] == (out,) and readers.get(out) == 1 \
+                and out not in keep and id(rec.values[out]) not in rec.mutated \
+                and fusion.fits(ctx, second[1], *(rec.values[s] for s in slots)):
+            fused[i] = fusion
+            i += 2
+        else:
+            i += 1
+    return fused
+
+
+def _forward_source(rec, keep, ns, fused):
     """``forward(inputs)``: the recorded forward pass on new input arrays; returns
     {slot: array} for the ``keep`` slots (the caller's output and loss)."""
     kinds = rec.kinds
@@ -280,15 +331,27 @@ def _forward_source(rec, keep, ns):
     lines = ["def forward(inputs):"]
     lines.append("    " + ", ".join(f"s{s}" for s in rec.input_slots) + ", = inputs")
     for i, (cls, ctx, slots, kwargs, out) in enumerate(rec.nodes):
-        ns[f"F{i}"], ns[f"X{i}"] = cls.forward, ctx
-        args = [f"X{i}"] + [ref(s) for s in slots]
+        ns[f"X{i}"] = ctx
+        if i - 1 in fused:
+            # node i - 1 and this one ran as one call; free what either last read
+            lines += [f"    s{s} = None" for s in sorted(free[i - 1] + free[i])]
+            continue
+        if i in fused:
+            ns[f"F{i}"] = fused[i].forward
+            args = [f"X{i}", f"X{i + 1}"]
+            out = rec.nodes[i + 1][4]
+        else:
+            ns[f"F{i}"] = cls.forward
+            args = [f"X{i}"]
+        args += [ref(s) for s in slots]
         for k, (name, value) in enumerate(kwargs.items()):
             ns[f"K{i}_{k}"] = value
             args.append(f"{name}=K{i}_{k}")
         lines.append(f"    s{out} = F{i}({', '.join(args)})")
         # NumPy hands back scalars for 0-d results; apply() makes them arrays, so do we.
         lines.append(f"    if s{out}.__class__ is not ND: s{out} = _nd(s{out}, X{i})")
-        lines += [f"    s{s} = None" for s in sorted(free[i])]
+        if i not in fused:
+            lines += [f"    s{s} = None" for s in sorted(free[i])]
     for k, version in enumerate(rec.bumped):
         ns[f"V{k}"] = version._version
         lines.append(f"    V{k}[0] += 1")
@@ -296,10 +359,11 @@ def _forward_source(rec, keep, ns):
     return "\n".join(lines) + "\n"
 
 
-def _backward_source(nodes, plan, leaves, root, ns):
+def _backward_source(nodes, plan, leaves, root, ns, fused):
     """``backward(xp)``: the recorded backward pass. Each leaf's ``.grad`` is accumulated
     exactly as the engine does it (a first gradient owning its memory becomes ``.grad``;
-    later ones are added to it), node gradients are summed in the engine's order."""
+    later ones are added to it), node gradients are summed in the engine's order. A fused
+    pair whose backward ran back to back (the second node, then the first) runs as one."""
     index, shape, dtype = root
     ns["ROOT_SHAPE"], ns["ROOT_DTYPE"] = shape, dtype
     ns["ROOT"] = None  # the root gradient's ones, made at the first call with its xp
@@ -314,11 +378,25 @@ def _backward_source(nodes, plan, leaves, root, ns):
     # the usual case is tested inline, the call made only for the others. CuPy arrays have
     # no writeable flag (they are always writeable).
     fast = _owns_test(ns["ND"])
-    for i, edges in plan:
+    skip = None
+    for k, (i, edges) in enumerate(plan):
+        if i == skip:
+            continue
         ctx = nodes[i][1]
-        ns[f"B{i}"], ns[f"X{i}"] = type(ctx).backward, ctx
-        lines.append(f"    r = B{i}(X{i}, g{i})")
-        lines.append(f"    g{i} = None")
+        ns[f"X{i}"] = ctx
+        first = i - 1
+        if first in fused and k + 1 < len(plan) and plan[k + 1][0] == first and \
+                edges == [(0, True, first)]:
+            ns[f"B{i}"] = fused[first].backward
+            ns[f"X{first}"] = nodes[first][1]
+            lines.append(f"    r = B{i}(X{first}, X{i}, g{i})")
+            lines.append(f"    g{i} = None")
+            lines.append(f"    X{i}.saved_tensors = ()")
+            i, edges, skip = first, plan[k + 1][1], first
+        else:
+            ns[f"B{i}"] = type(ctx).backward
+            lines.append(f"    r = B{i}(X{i}, g{i})")
+            lines.append(f"    g{i} = None")
         lines.append("    if r.__class__ is not tuple: r = (r,)")
         lines.append(f"    X{i}.saved_tensors = ()")
         if edges:

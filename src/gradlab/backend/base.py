@@ -6,9 +6,9 @@ A Backend bundles
   counter-based (seed, offset) pair for dropout, so that masks are a pure function of
   (seed, offset, element index) on every backend;
 - transfers to and from host memory;
-- the fused kernel entry points (optimizer steps, dropout, softmax-cross-entropy), each
-  with ONE signature here; each runs its op's table (backend/fused), which picks the
-  implementation for this backend at every call (NumPy, numba or CUDA).
+- the fused kernel entry points (optimizer steps, dropout, softmax-cross-entropy, a bias
+  with its ReLU), each with ONE signature here; each runs its op's table (backend/fused),
+  which picks the implementation for this backend at every call (NumPy, numba or CUDA).
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import threading
 
 import numpy as np
 
+from .fused import bias_relu as _bias_relu
 from .fused import dropout as _dropout
 from .fused import optim as _optim
 from .fused import softmax_ce as _softmax_ce
@@ -250,6 +251,17 @@ class Backend:
     def dropout_backward(self, grad, mask, p):
         """grad * kept / (1 - p) with the mask dropout_forward returned (0 where p == 1)."""
         return _dropout.dropout_backward.pick(self)(grad, mask, p)
+
+    def bias_relu_forward(self, y, bias):
+        """max(y + bias, 0) for y (..., C) and bias (C,), as a Linear's bias then a ReLU
+        compute it; y is overwritten and returned (a new array only where a kernel needs a
+        contiguous copy: use the result)."""
+        return _bias_relu.bias_relu_forward.pick(self, y, bias)(y, bias)
+
+    def bias_relu_backward(self, grad, out):
+        """(grad * (out > 0), its sums over every dim but the last): the gradient before a
+        ReLU whose output is ``out``, and the gradient of the bias added before it."""
+        return _bias_relu.bias_relu_backward.pick(self, grad, out)(grad, out)
 
     def softmax_cross_entropy(self, logits, target, weight, ignore_index, label_smoothing,
                               reduction="none"):

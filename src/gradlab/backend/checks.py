@@ -127,6 +127,26 @@ def softmax_ce_args(xp, logits, target, weight, ignore_index, label_smoothing,
     return logits, target, weight, int(ignore_index), s
 
 
+def bias_relu_forward_args(y, bias):
+    """y (..., C) float32/64 and a bias (C,) of its dtype (bias_relu_forward overwrites y)."""
+    op = "bias_relu_forward"
+    check_float_array(op, "y", y)
+    if y.ndim < 1 or bias.shape != (y.shape[-1],) or bias.dtype != y.dtype:
+        raise ValueError(f"{op}: bias must have shape ({y.shape[-1] if y.ndim else '?'},) "
+                         f"and dtype {y.dtype} for y of shape {tuple(y.shape)}, got "
+                         f"{tuple(bias.shape)} {bias.dtype}")
+
+
+def bias_relu_backward_args(grad, out):
+    """grad and the ReLU's output: one shape, one float32/64 dtype."""
+    op = "bias_relu_backward"
+    check_float_array(op, "grad", grad)
+    if grad.ndim < 1 or grad.shape != out.shape or grad.dtype != out.dtype:
+        raise ValueError(f"{op}: grad and out must have one shape and dtype, got "
+                         f"{tuple(grad.shape)} {grad.dtype} and {tuple(out.shape)} "
+                         f"{out.dtype}")
+
+
 def bad_target_error(value, n_classes):
     return IndexError(f"Target {int(value)} is out of bounds: class indices must be in "
                       f"[0, {n_classes}) or equal ignore_index")

@@ -24,6 +24,7 @@ MODULES = {
               "adamax_step", "nadam_step", "radam_step"],
     "dropout": ["dropout_forward", "dropout_forward_graphed", "dropout_backward"],
     "softmax_ce": ["softmax_ce_warp", "softmax_ce_block"],
+    "bias_relu": ["bias_relu_forward", "bias_relu_backward"],
 }
 DTYPE_SUFFIX = {"float32": "f32", "float64": "f64"}
 

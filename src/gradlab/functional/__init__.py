@@ -1,5 +1,6 @@
 """Differentiable ops, one file per family. Each op is a Function (forward on raw arrays,
 hand-written backward) with a lowercase wrapper right below its class."""
+from . import fusions  # noqa: F401 - registers the pairs that a compiled step fuses
 from .activation import log_softmax, relu, sigmoid, softmax, tanh
 from .elementwise import (
                           abs,
@@ -53,4 +54,4 @@ from .shape import (
                           view,
 )
 
-__all__ = [name for name in dir() if not name.startswith("_")]
+__all__ = [name for name in dir() if not name.startswith("_") and name != "fusions"]

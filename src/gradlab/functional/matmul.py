@@ -79,24 +79,34 @@ class LinearFn(Function):
             raise _dtype_error("linear", x if x.dtype != weight.dtype else bias, weight,
                                ("the input" if x.dtype != weight.dtype else "the bias",
                                 "the weight"))
-        ctx.save_for_backward(x, weight)
-        y = x @ weight.T
+        y = linear_product(ctx, x, weight)
         if bias is not None:
             y += bias
         return y
 
     def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        nx, nw, *nb = ctx.needs_input_grad
-        gx = g @ w if nx else None
-        gw = gb = None
-        if nw or (nb and nb[0]):
-            g2 = g.reshape(-1, g.shape[-1])
-            if nw:
-                gw = g2.T @ x.reshape(-1, x.shape[-1])
-            if nb and nb[0]:
-                gb = g2.sum(axis=0)
+        gx, gw = linear_input_grads(ctx, g)
+        nb = ctx.needs_input_grad[2:]
+        gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if nb and nb[0] else None
         return gx, gw, gb
+
+
+# LinearFn's product and its two gradient products, shared with the fused Linear + ReLU of a
+# compiled step (functional/fusions.py), which must compute exactly what LinearFn does.
+def linear_product(ctx, x, weight):
+    """x W^T of a LinearFn node ``ctx``, saving what its backward reads."""
+    ctx.save_for_backward(x, weight)
+    return x @ weight.T
+
+
+def linear_input_grads(ctx, g):
+    """The gradients of x and W (None where not needed) of a LinearFn node ``ctx`` whose
+    output has gradient ``g``."""
+    x, w = ctx.saved_tensors
+    nx, nw = ctx.needs_input_grad[:2]
+    gx = g @ w if nx else None
+    gw = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1]) if nw else None
+    return gx, gw
 
 
 def mm(input, mat2, *, out=None):

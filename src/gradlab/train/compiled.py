@@ -12,7 +12,9 @@ step is replayed: the same Function forward and backward calls on raw arrays, in
 order, with no Tensor, graph node or version check. The optimizer's own ``step()`` runs
 as in eager, so learning rates and other hyper-parameters are read at every call (a
 scheduler works unchanged), and so do the random generators (dropout's Philox offset
-advances at every replay). Results are bitwise those of the eager step.
+advances at every replay). Where a Linear's output goes to a ReLU alone, the replay runs
+the bias and the ReLU as one pass each way (functional/fusions.py; ``info()["fused"]``
+counts such pairs). Results are bitwise those of the eager step.
 
 A recording belongs to one *signature*: input shapes and dtypes, train/eval mode of every
 module, and grad mode. Another signature (the short last batch of an epoch, an
@@ -204,12 +206,13 @@ class CompiledStep:
     def info(self):
         """How the step has run: counts of eager, recording and replayed calls, the
         signatures recorded, the seconds spent recording, the bytes a replay keeps between
-        calls, and why any signature runs eagerly."""
-        held = sum(e.replay.held_bytes() for e in self._entries.values()
-                   if e.replay is not None)
+        calls, the pairs of ops the replays run fused, and why any signature runs eagerly."""
+        replays = [e.replay for e in self._entries.values() if e.replay is not None]
+        held = sum(r.held_bytes() for r in replays)
         return {**self.counts, **self._graphs.info(self._entries.values()),
                 "signatures": len(self._entries),
                 "record_seconds": self.record_seconds, "held_bytes": held,
+                "fused": sum(len(r.fused) for r in replays),
                 "eager_reasons": sorted({e.eager_reason for e in self._entries.values()
                                          if e.eager_reason})}
 

@@ -1,0 +1,76 @@
+"""The numba tier of bias + ReLU: one pass over the activation each way, in the reference's
+bits (see __init__.py for the order of the column sums).
+
+From PARALLEL_MIN elements the work is cut across the CPU threads (cpu_threads.run_parts):
+the forward by rows, the backward by columns, so that every column is still summed by one
+thread from row 0 down, as NumPy sums it.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ... import checks
+from ...cpu_threads import parts_for, run_parts
+
+_jit = numba.njit(cache=True, nogil=True)
+
+
+@_jit
+def _forward_part(k, nparts, y, bias):
+    n, c = y.shape
+    for i in range(k * n // nparts, (k + 1) * n // nparts):
+        for j in range(c):
+            v = y[i, j] + bias[j]
+            # np.maximum(v, 0): NaN stays NaN, and -0.0 becomes +0.0
+            y[i, j] = v if v > 0 or v != v else 0
+
+
+@_jit
+def _backward_part(k, nparts, grad, out, grad_pre, grad_bias, one, zero):
+    # ``one`` and ``zero`` have the arrays' dtype: grad times the mask as the reference's
+    # grad * (out > 0) multiplies (grad * 0 keeps grad's sign, makes inf a NaN), and the
+    # sums stay in that dtype. Two passes over row slices indexed from 0, loops that LLVM
+    # vectorizes: summing inside the first pass, or indexing grad[i, c0 + j], measured 4-8x
+    # slower on 64 x 64 and 512 x 1024.
+    n, c = grad.shape
+    c0, c1 = k * c // nparts, (k + 1) * c // nparts
+    for i in range(n):
+        g, o, p = grad[i, c0:c1], out[i, c0:c1], grad_pre[i, c0:c1]
+        for j in range(c1 - c0):
+            p[j] = g[j] * (one if o[j] > 0 else zero)
+    # from +0.0, as NumPy's sum starts from its identity: a column of -0.0 sums to +0.0
+    acc = grad_bias[c0:c1]
+    acc[:] = zero
+    for i in range(n):
+        p = grad_pre[i, c0:c1]
+        for j in range(c1 - c0):
+            acc[j] += p[j]
+
+
+# dtype -> (one, zero) of that dtype, the mask's two values
+_MASK = {np.dtype(t): (t(1), t(0)) for t in (np.float32, np.float64)}
+
+
+def bias_relu_forward(y, bias):
+    checks.bias_relu_forward_args(y, bias)
+    nparts = parts_for(y.size)
+    if nparts == 1:
+        _forward_part(0, 1, y, bias)
+    else:
+        run_parts(_forward_part, min(nparts, y.shape[0]), y, bias)
+    return y
+
+
+def bias_relu_backward(grad, out):
+    checks.bias_relu_backward_args(grad, out)
+    n, c = grad.shape
+    grad_pre = np.empty_like(grad)
+    grad_bias = np.empty(c, dtype=grad.dtype)
+    one, zero = _MASK[grad.dtype]
+    nparts = parts_for(grad.size)
+    if nparts == 1:
+        _backward_part(0, 1, grad, out, grad_pre, grad_bias, one, zero)
+    else:
+        run_parts(_backward_part, min(nparts, max(c, 1)), grad, out, grad_pre, grad_bias, one, zero)
+    return grad_pre, grad_bias
