@@ -724,6 +724,69 @@ def test_a_fusion_steps_aside_for_a_patched_function(monkeypatch):
     assert step.info()["replayed"] == 2 and step.info()["fused"] == 0
 
 
+def test_a_prepared_cross_entropy_steps_aside_for_a_patched_forward(monkeypatch):
+    # The replay runs SoftmaxCrossEntropy through the backend op prepared for its arrays
+    # (functional/fusions.py); a patched forward is what it must run instead.
+    from gradlab.functional.loss import SoftmaxCrossEntropy
+    forward = SoftmaxCrossEntropy.forward
+    monkeypatch.setattr(SoftmaxCrossEntropy, "forward",
+                        lambda ctx, *a, **k: forward(ctx, *a, **k) * np.float32(3))
+    batches = _batches(5)
+    results = []
+    for compiled in (False, True):
+        model, opt, step = _mlp_step()
+        if not compiled:
+            step = _eager_step(model, gl.nn.CrossEntropyLoss(), opt)
+        results.append(([step(x, y).item() for x, y in batches], _state(model, opt)))
+    _assert_same(*results)
+    assert step.info()["replayed"] == 3
+
+
+def test_replays_call_the_prepared_kernels_without_the_op_tables(monkeypatch):
+    from gradlab.backend import fused
+    if not fused.AVAILABLE:
+        pytest.skip("the numba tier is off: every op takes the plain dispatch")
+    picked = []
+    pick = fused.FusedOp.pick
+    monkeypatch.setattr(fused.FusedOp, "pick",
+                        lambda self, *a, **k: picked.append(self.name) or pick(self, *a, **k))
+    model, opt, step = _mlp_step()
+    batches = _batches(6)
+    for x, y in batches[:3]:   # two eager recordings, and a first replay that prepares Adam
+        step(x, y)
+    assert "softmax_cross_entropy" in picked
+    picked.clear()
+    for x, y in batches[3:]:
+        step(x, y)
+    assert step.info()["replayed"] == 4 and step.info()["fused"] == 2
+    assert picked == []
+
+
+def test_a_weight_changed_in_place_and_a_bad_target_in_a_replay_act_as_in_eager():
+    batches = _batches(8)
+    bad_x, bad_y = batches[6][0], gl.tensor(np.where(np.arange(32) == 9, 5, 0))
+    runs = []
+    for compiled in (False, True):
+        model, opt, _ = _mlp_step()
+        loss_fn = gl.nn.CrossEntropyLoss(weight=gl.tensor(np.array([1.0, 2.0, 0.5],
+                                                                   np.float32)))
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            _eager_step(model, loss_fn, opt)
+        losses = []
+        for k, (x, y) in enumerate(batches):
+            if k == 4:
+                with gl.no_grad():
+                    loss_fn.weight.mul_(3.0)   # the next replays read the new weights
+            losses.append(step(x, y).item())
+        with pytest.raises(IndexError, match="Target 5 is out of bounds"):
+            step(bad_x, bad_y)
+        if compiled:
+            step.discard()
+        runs.append((losses, _state(model, opt), step))
+    _assert_same(*runs)
+    assert runs[1][2].info()["replayed"] == 6
+
+
 def test_a_replay_never_writes_into_what_an_earlier_step_handed_out():
     model, opt, step = _mlp_step()
     batches = _batches(6)

@@ -43,13 +43,28 @@ def register_fusion(fusion):
     """Let a replay run a node of ``fusion.first`` and the node of ``fusion.second`` that
     alone reads its output as one call each way (functional/fusions.py has them). A fusion
     has ``fits(first_ctx, second_ctx, *first_args)`` (the recorded arrays: whether it
-    applies to them), ``forward(first_ctx, second_ctx, *first_args)`` (the second node's
-    output, both nodes' saved arrays left as their own forwards leave them) and
-    ``backward(first_ctx, second_ctx, grad)`` (the first node's input gradients from the
-    second's output gradient). Each must give the two nodes' bits. A pair is fused only
+    applies to them) and ``prepare(first_ctx, second_ctx, *first_args)``, called once per
+    replay, which returns (forward, backward): ``forward(first_ctx, second_ctx,
+    *first_args)`` gives the second node's output and leaves both nodes' saved arrays as
+    their own forwards leave them; ``backward(first_ctx, second_ctx, grad)`` gives the first
+    node's input gradients from the second's output gradient. Each must give the two nodes'
+    bits. A pair is fused only
     while both classes keep the forward and backward they had here (a patched one is what
     the replay must run)."""
     _FUSIONS[(fusion.first, fusion.second)] = (fusion, _methods(fusion.first, fusion.second))
+
+
+# Function class -> (the prepare of its replay's forward, the forward it was written for)
+_PREPARED = {}
+
+
+def register_prepared(cls, prepare):
+    """Let a replay run the nodes of ``cls`` through ``prepare(ctx, *args, **kwargs)``:
+    called once per replay and node with the recorded arguments, it returns the function to
+    call in place of ``cls.forward`` at every replay (the same arguments and bits, less work
+    per call: a backend op prepared for these arrays; functional/fusions.py). Used only
+    while ``cls.forward`` is the one it had here."""
+    _PREPARED[cls] = (prepare, cls.forward)
 
 
 def _methods(first, second):
@@ -280,9 +295,10 @@ class Replay:
 
 
 def _fused_pairs(rec, keep):
-    """{index of a first node: its fusion} for each registered pair (i, i + 1) of recorded
-    nodes where node i's output is read by node i + 1 alone, as its first argument, and is
-    neither kept by the caller nor changed in place, and the fusion fits the arrays."""
+    """{index of a first node: its fusion's prepared (forward, backward)} for each registered
+    pair (i, i + 1) of recorded nodes where node i's output is read by node i + 1 alone, as
+    its first argument, and is neither kept by the caller nor changed in place, and the
+    fusion fits the arrays."""
     nodes = rec.nodes
     readers = {}
     for node in nodes:
@@ -297,8 +313,8 @@ def _fused_pairs(rec, keep):
         if fusion is not None and methods == _methods(cls, second[0]) and not kwargs \
                 and not second[3] and second[2] == (out,) and readers.get(out) == 1 \
                 and out not in keep and id(rec.values[out]) not in rec.mutated \
-                and fusion.fits(ctx, second[1], *(rec.values[s] for s in slots)):
-            fused[i] = fusion
+                and fusion.fits(ctx, second[1], *(args := [rec.values[s] for s in slots])):
+            fused[i] = fusion.prepare(ctx, second[1], *args)
             i += 2
         else:
             i += 1
@@ -337,11 +353,13 @@ def _forward_source(rec, keep, ns, fused):
             lines += [f"    s{s} = None" for s in sorted(free[i - 1] + free[i])]
             continue
         if i in fused:
-            ns[f"F{i}"] = fused[i].forward
+            ns[f"F{i}"] = fused[i][0]
             args = [f"X{i}", f"X{i + 1}"]
             out = rec.nodes[i + 1][4]
         else:
-            ns[f"F{i}"] = cls.forward
+            prepare, written_for = _PREPARED.get(cls, (None, None))
+            ns[f"F{i}"] = cls.forward if prepare is None or written_for is not cls.forward \
+                else prepare(ctx, *[rec.values[s] for s in slots], **kwargs)
             args = [f"X{i}"]
         args += [ref(s) for s in slots]
         for k, (name, value) in enumerate(kwargs.items()):
@@ -387,7 +405,7 @@ def _backward_source(nodes, plan, leaves, root, ns, fused):
         first = i - 1
         if first in fused and k + 1 < len(plan) and plan[k + 1][0] == first and \
                 edges == [(0, True, first)]:
-            ns[f"B{i}"] = fused[first].backward
+            ns[f"B{i}"] = fused[first][1]
             ns[f"X{first}"] = nodes[first][1]
             lines.append(f"    r = B{i}(X{first}, X{i}, g{i})")
             lines.append(f"    g{i} = None")

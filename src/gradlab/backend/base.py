@@ -263,6 +263,14 @@ class Backend:
         ReLU whose output is ``out``, and the gradient of the bias added before it."""
         return _bias_relu.bias_relu_backward.pick(self, grad, out)(grad, out)
 
+    def prepare_bias_relu(self, y, bias):
+        """(forward, backward): bias_relu_forward and bias_relu_backward for a caller that
+        calls them again and again with arrays like ``y`` (the pre-activation, and the
+        gradient and output of the ReLU) and ``bias`` (FusedOp.prepare: the same results,
+        less dispatch at each call)."""
+        return (_bias_relu.bias_relu_forward.prepare(self, y, bias),
+                _bias_relu.bias_relu_backward.prepare(self, y, y))
+
     def softmax_cross_entropy(self, logits, target, weight, ignore_index, label_smoothing,
                               reduction="none"):
         """Softmax cross-entropy of (N, C) logits and (N,) integer class targets, reduced.
@@ -278,3 +286,10 @@ class Backend:
         not ignore_index raise IndexError naming the first bad value."""
         args = (logits, target, weight, ignore_index, label_smoothing, reduction)
         return _softmax_ce.softmax_cross_entropy.pick(self, *args)(*args)
+
+    def prepare_softmax_cross_entropy(self, logits, target, weight, ignore_index,
+                                      label_smoothing, reduction="none"):
+        """softmax_cross_entropy for a caller that calls it again and again with arguments
+        like these (FusedOp.prepare: the same results, less dispatch at each call)."""
+        return _softmax_ce.softmax_cross_entropy.prepare(
+            self, logits, target, weight, ignore_index, label_smoothing, reduction)

@@ -1,21 +1,33 @@
-"""Pairs of ops that a compiled step replays as one (autograd/tape.py: register_fusion).
+"""What a compiled step's replay runs in place of some recorded ops' own calls
+(autograd/tape.py: register_fusion, register_prepared), each giving those ops' bits.
 
-While a step runs eagerly, each op is its own Function; a replay knows the whole recorded
-pass, so where one node's output is read by the next node only, it may run the two as one
-call, on one condition: the same bits as the two nodes. Each fusion computes with the ops'
-own helpers and a backend kernel that gives their formulas' bits, and leaves both nodes'
-saved arrays as their own forwards would (a backward that is not fused reads them).
+While a step runs eagerly, each op is its own Function and each backend kernel is chosen
+from its op table at the call. A replay knows the whole recorded pass and its arrays:
 
-- Linear then ReLU: the bias and the ReLU in one pass over the GEMM's output (in place:
-  nothing else reads the output before the ReLU), and backward the ReLU's mask and the
-  bias's gradient in one pass (backend.bias_relu_forward / bias_relu_backward).
+- Fused pairs. Where one node's output is read by the next node only, the two may run as
+  one call. Each fusion computes with the ops' own helpers and a backend kernel that gives
+  their formulas' bits, and leaves both nodes' saved arrays as their own forwards would (a
+  backward that is not fused reads them).
+  - Linear then ReLU: the bias and the ReLU in one pass over the GEMM's output (in place:
+    nothing else reads the output before the ReLU), and backward the ReLU's mask and the
+    bias's gradient in one pass (Backend.prepare_bias_relu).
+- Prepared calls. A node whose forward is a backend kernel runs it through the kernel
+  prepared for the recorded arrays (FusedOp.prepare): the table's choice and the argument
+  checks are made once, and each call only checks that its arrays are still like those.
+  - Softmax cross-entropy (Backend.prepare_softmax_cross_entropy).
+
+On the course's MLPs the dispatch around these kernels was a large part of a replayed
+step (the figures: benchmarks/results/cpu-2core-compiled-2026-12-03*).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from ..autograd.tape import register_fusion
+from ..autograd.tape import register_fusion, register_prepared
 from .activation import Relu
+from .loss import SoftmaxCrossEntropy, cross_entropy_forward
 from .matmul import LinearFn, linear_input_grads, linear_product
 
 _KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -30,17 +42,33 @@ class LinearRelu:
             bias.shape == (weight.shape[0],) and bias.dtype == x.dtype
 
     @staticmethod
-    def forward(linear, relu, x, weight, bias):
-        out = linear.backend.bias_relu_forward(linear_product(linear, x, weight), bias)
-        relu.save_for_backward(out)
-        return out
+    def prepare(linear, relu, x, weight, bias):
+        # an array like every step's pre-activation (the GEMM's output: C order)
+        bias_relu_forward, bias_relu_backward = linear.backend.prepare_bias_relu(
+            linear.xp.empty(x.shape[:-1] + (weight.shape[0],), dtype=x.dtype), bias)
 
-    @staticmethod
-    def backward(linear, relu, grad):
-        out, = relu.saved_tensors
-        grad_pre, grad_bias = linear.backend.bias_relu_backward(grad, out)
-        grad_x, grad_weight = linear_input_grads(linear, grad_pre)
-        return grad_x, grad_weight, grad_bias if linear.needs_input_grad[2] else None
+        def forward(linear, relu, x, weight, bias):
+            out = bias_relu_forward(linear_product(linear, x, weight), bias)
+            relu.save_for_backward(out)
+            return out
+
+        def backward(linear, relu, grad):
+            out, = relu.saved_tensors
+            grad_pre, grad_bias = bias_relu_backward(grad, out)
+            grad_x, grad_weight = linear_input_grads(linear, grad_pre)
+            return grad_x, grad_weight, grad_bias if linear.needs_input_grad[2] else None
+        return forward, backward
 
 
 register_fusion(LinearRelu)
+
+
+def _prepare_cross_entropy(ctx, logits, target, weight, ignore_index, label_smoothing,
+                           reduction):
+    kernel = ctx.backend.prepare_softmax_cross_entropy(
+        logits, target.astype(np.int64, copy=False), weight, ignore_index, label_smoothing,
+        reduction)
+    return functools.partial(cross_entropy_forward, kernel)
+
+
+register_prepared(SoftmaxCrossEntropy, _prepare_cross_entropy)

@@ -59,21 +59,28 @@ class SoftmaxCrossEntropy(Function):
     ``softmax_cross_entropy`` (one kernel on CUDA for loss and gradient)."""
 
     def forward(ctx, logits, target, weight, ignore_index, label_smoothing, reduction):
-        if target.dtype != np.int64:
-            target = target.astype(np.int64)
-        # The backend reduces too ('mean': PyTorch's division by the weight of the kept
-        # rows), so that grad is already the returned loss's gradient.
-        loss, grad = ctx.backend.softmax_cross_entropy(logits, target, weight, ignore_index,
-                                                       label_smoothing, reduction)
-        ctx.reduction = reduction
-        ctx.save_for_backward(grad)
-        return loss
+        return cross_entropy_forward(ctx.backend.softmax_cross_entropy, ctx, logits, target,
+                                     weight, ignore_index, label_smoothing, reduction)
 
     def backward(ctx, g):
         grad, = ctx.saved_tensors
         if ctx.reduction == "none":
             return grad * g[:, None], None, None
         return grad * g, None, None
+
+
+def cross_entropy_forward(kernel, ctx, logits, target, weight, ignore_index, label_smoothing,
+                          reduction):
+    """SoftmaxCrossEntropy's forward with ``kernel`` as the backend's softmax_cross_entropy
+    (a compiled step's replay passes the op prepared for its arrays: functional/fusions.py)."""
+    if target.dtype != np.int64:
+        target = target.astype(np.int64)
+    # The backend reduces too ('mean': PyTorch's division by the weight of the kept
+    # rows), so that grad is already the returned loss's gradient.
+    loss, grad = kernel(logits, target, weight, ignore_index, label_smoothing, reduction)
+    ctx.reduction = reduction
+    ctx.save_for_backward(grad)
+    return loss
 
 
 def _soft_target_cross_entropy(input, target, weight, label_smoothing, reduction, dim):

@@ -138,3 +138,40 @@ def test_bad_arguments_are_refused_with_the_shapes(impl):
 def test_checks_name_the_op():
     with pytest.raises(ValueError, match="bias_relu_backward"):
         checks.bias_relu_backward_args(np.ones((2, 2)), np.ones((2, 2), np.float32))
+
+
+# -- the prepared forms (FusedOp.prepare), which a compiled step's replay calls --------------
+def test_the_prepared_forms_are_the_plain_calls(monkeypatch):
+    be = cpu_backend()
+    y, bias, grad = _arrays((64, 16), np.float32)
+    forward, backward = be.prepare_bias_relu(y, bias)
+    for seed in range(3):
+        y, bias, grad = _arrays((64, 16), np.float32, seed=seed)
+        out = forward(y.copy(), bias)
+        _same_bytes(out, reference.bias_relu_forward(y.copy(), bias))
+        for got, want in zip(backward(grad, out), reference.bias_relu_backward(grad, out)):
+            _same_sums(got, want)
+    # arrays unlike the first: the plain dispatch (here the reference, or another shape)
+    for y2, b2, g2 in [_arrays((3, 16), np.float32), _arrays((64, 16), np.float64),
+                       _arrays((2, 32, 16), np.float32)]:
+        out = forward(y2.copy(), b2)
+        _same_bytes(out, reference.bias_relu_forward(y2.copy(), b2))
+        for got, want in zip(backward(g2, out), reference.bias_relu_backward(g2, out)):
+            _same_sums(got, want)
+    strided = np.ones((64, 32), np.float32)[:, ::2]
+    _same_bytes(backward(strided, strided)[0], reference.bias_relu_backward(strided, strided)[0])
+    calls = []
+    kernel = numba_bias_relu._forward
+    monkeypatch.setattr(numba_bias_relu, "_forward", lambda *a: calls.append(1) or kernel(*a))
+    forward(y.copy(), bias)
+    assert calls == [1]
+    monkeypatch.setenv("GRADLAB_NO_JIT", "1")      # read at every call, as the plain call does
+    _same_bytes(forward(y.copy(), bias), reference.bias_relu_forward(y.copy(), bias))
+    assert calls == [1]
+
+
+def test_prepared_forms_are_the_plain_dispatch_where_numba_does_not_run():
+    be = cpu_backend()
+    one_col = np.ones((8, 1), np.float32)
+    _, backward = be.prepare_bias_relu(one_col, np.ones(1, np.float32))
+    assert backward.func is fused_bias_relu.bias_relu_backward   # functools.partial(op, be)

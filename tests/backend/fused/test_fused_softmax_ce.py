@@ -356,3 +356,72 @@ def test_every_tier_matches_the_reference(dtype, smoothing, tier):
                               smoothing, reduction)
             for a, b in zip(got, want):
                 _close(be.to_numpy(a), b)
+
+
+# -- the prepared form (FusedOp.prepare), which a compiled step's replay calls ---------------
+def _counting_kernel(monkeypatch):
+    calls = []
+    kernel = numba_softmax_ce._kernel
+    monkeypatch.setattr(numba_softmax_ce, "_kernel", lambda *a: calls.append(1) or kernel(*a))
+    return calls
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_prepared_form_is_the_plain_call(weighted, monkeypatch):
+    be = cpu_backend()
+    x, y, w = _case(64, 10, np.float32, seed=4)
+    weight = w if weighted else None
+    settings = (-100, 0.1, "mean")
+    run = be.prepare_softmax_cross_entropy(x, y, weight, *settings)
+    calls = _counting_kernel(monkeypatch)
+    for seed in range(3):
+        x, y, _ = _case(64, 10, np.float32, seed=seed)
+        got = run(x, y, weight, *settings)
+        want = be.softmax_cross_entropy(x, y, weight, *settings)
+        for a, b in zip(got, want):
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    assert len(calls) == 6
+    if weighted:
+        weight *= 2   # changed in place: the prepared form reads the array, never a copy
+        got = run(x, y, weight, *settings)
+        want = reference.softmax_cross_entropy(x, y, weight, *settings)
+        _close(got[0], want[0])
+        _close(got[1], want[1])
+
+
+def test_the_prepared_form_makes_the_plain_call_for_anything_else(monkeypatch):
+    be = cpu_backend()
+    x, y, w = _case(64, 10, np.float32, seed=4)
+    run = be.prepare_softmax_cross_entropy(x, y, None, -100, 0.0, "mean")
+    plain = []
+    op = fused_ce.softmax_cross_entropy
+    real_call = type(op).__call__
+    monkeypatch.setattr(type(op), "__call__",
+                        lambda self, *a, **k: plain.append(a[1].shape) or real_call(self, *a, **k))
+    others = [(x[:32], y[:32], None, -100, 0.0, "mean"),          # another shape
+              (x.astype(np.float64), y, None, -100, 0.0, "mean"),  # another dtype
+              (np.asfortranarray(x), y, None, -100, 0.0, "mean"),  # another layout
+              (x, y, w, -100, 0.0, "mean"),                         # a weight
+              (x, y, None, 3, 0.0, "mean"),                         # other settings
+              (x, y, None, -100, 0.5, "mean"), (x, y, None, -100, 0.0, "sum")]
+    for args in others:
+        got = run(*args)
+        want = reference.softmax_cross_entropy(*args)
+        _close(got[0], want[0])
+        _close(got[1], want[1])
+    assert len(plain) == len(others)
+    with pytest.raises(IndexError, match="Target 10 is out of bounds"):
+        y_bad = y.copy()
+        y_bad[5] = 10
+        run(x, y_bad, None, -100, 0.0, "mean")
+    monkeypatch.setenv("GRADLAB_NO_JIT", "1")   # read at every call, as the plain call does
+    calls = _counting_kernel(monkeypatch)
+    run(x, y, None, -100, 0.0, "mean")
+    assert calls == []
+
+
+def test_a_prepared_form_is_the_plain_dispatch_where_numba_does_not_run():
+    be = cpu_backend()
+    x, y, _ = _case(8, WIDE + 1, np.float32)       # rows the numba tier leaves to NumPy
+    run = be.prepare_softmax_cross_entropy(x, y, None, -100, 0.0, "none")
+    assert run.func is fused_ce.softmax_cross_entropy     # functools.partial(op, backend)

@@ -138,6 +138,27 @@ class FusedOp:
     def __call__(self, backend, *args, **kwargs):
         return self.pick(backend, *args, **kwargs)(*args, **kwargs)
 
+    def prepare(self, backend, *args):
+        """``fn(*args)``, this op on ``backend`` for a caller that makes the call again and
+        again with arrays like ``args`` (the same shapes, dtypes and layout: a compiled
+        step's replay). Where the numba tier runs on them and its module has
+        ``prepare_<name>(plain, *args)``, that lean form: it checks that the arrays still
+        fit and otherwise calls ``plain`` (the plain dispatch), and GRADLAB_NO_JIT is still
+        read at every call (set, the plain dispatch runs). Everywhere else the plain
+        dispatch, as ``self(backend, ...)``. Same bits either way."""
+        plain = functools.partial(self, backend)
+        if self.tier_for(backend, *args) != "numba":
+            return plain
+        fn = self.tier_function("numba")
+        maker = getattr(importlib.import_module(fn.__module__), f"prepare_{self.name}", None)
+        if maker is None:
+            return plain
+        fast = maker(plain, *args)
+
+        def run(*a):
+            return plain(*a) if jit_disabled() else fast(*a)
+        return run
+
 
 def _ignore_backend(fn):
     def run(backend, *args, **kwargs):

@@ -54,23 +54,62 @@ _MASK = {np.dtype(t): (t(1), t(0)) for t in (np.float32, np.float64)}
 
 def bias_relu_forward(y, bias):
     checks.bias_relu_forward_args(y, bias)
-    nparts = parts_for(y.size)
-    if nparts == 1:
-        _forward_part(0, 1, y, bias)
-    else:
-        run_parts(_forward_part, min(nparts, y.shape[0]), y, bias)
+    _forward(y, bias)
     return y
 
 
 def bias_relu_backward(grad, out):
     checks.bias_relu_backward_args(grad, out)
-    n, c = grad.shape
+    return _backward(grad, out, *_MASK[grad.dtype])
+
+
+# The prepared forms (FusedOp.prepare): a compiled step's replay calls them with arrays of
+# the shapes and dtype it recorded, and the checks above, the op table's choice and the
+# extra Python calls were, with the kernel's own dispatch, most of a call's cost on the
+# course's MLPs. They check only that the arrays are still like the first ones (2-D,
+# C-contiguous: what the op's numba rule accepted) and make the plain call otherwise.
+def prepare_bias_relu_forward(plain, y, bias):
+    shape, bias_shape, dtype = y.shape, bias.shape, y.dtype
+
+    def run(y, bias):
+        if y.shape != shape or y.dtype is not dtype or bias.shape != bias_shape or \
+                bias.dtype is not dtype or not (y.flags.c_contiguous and
+                                                bias.flags.c_contiguous):
+            return plain(y, bias)
+        _forward(y, bias)
+        return y
+    return run
+
+
+def prepare_bias_relu_backward(plain, grad, out):
+    shape, dtype = grad.shape, grad.dtype
+    one, zero = _MASK[dtype]
+
+    def run(grad, out):
+        if grad.shape != shape or out.shape != shape or grad.dtype is not dtype or \
+                out.dtype is not dtype or not (grad.flags.c_contiguous and
+                                               out.flags.c_contiguous):
+            return plain(grad, out)
+        return _backward(grad, out, one, zero)
+    return run
+
+
+def _forward(y, bias):
+    nparts = parts_for(y.size)
+    if nparts == 1:
+        _forward_part(0, 1, y, bias)
+    else:
+        run_parts(_forward_part, min(nparts, y.shape[0]), y, bias)
+
+
+def _backward(grad, out, one, zero):
+    c = grad.shape[1]
     grad_pre = np.empty_like(grad)
     grad_bias = np.empty(c, dtype=grad.dtype)
-    one, zero = _MASK[grad.dtype]
     nparts = parts_for(grad.size)
     if nparts == 1:
         _backward_part(0, 1, grad, out, grad_pre, grad_bias, one, zero)
     else:
-        run_parts(_backward_part, min(nparts, max(c, 1)), grad, out, grad_pre, grad_bias, one, zero)
+        run_parts(_backward_part, min(nparts, max(c, 1)), grad, out, grad_pre, grad_bias, one,
+                  zero)
     return grad_pre, grad_bias

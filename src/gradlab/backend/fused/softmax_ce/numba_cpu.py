@@ -220,7 +220,45 @@ def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing,
             weight = np.ones(c, dtype=dt)
             if c <= MAX_CLASSES:
                 _ONES[c, dt] = weight
+    return _call(logits, target, weight, ignore_index, s, _MODES[reduction])
+
+
+def prepare_softmax_cross_entropy(plain, logits, target, weight, ignore_index,
+                                  label_smoothing, reduction="none"):
+    """The prepared form (FusedOp.prepare) for a compiled step's replay, which passes the
+    very same settings and weight at every call: those are checked once here, and a call
+    runs the kernel when its logits and targets have the first call's shapes, dtypes and C
+    order and its other arguments are the same objects; else ``plain``."""
+    if logits.ndim != 2 or 0 in logits.shape or target.dtype != np.int64:
+        return plain
+    *_, index, s = checks.softmax_ce_args(np, logits, target, weight, ignore_index,
+                                          label_smoothing, reduction)
+    dt = logits.dtype
+    if not -2**63 <= index < 2**63 or (weight is not None and not (
+            weight.dtype is dt and weight.flags.c_contiguous)):
+        return plain   # a weight the kernel would need a copy of: changed in place, stale
+    shape, target_shape, target_dtype = logits.shape, target.shape, target.dtype
+    kernel_weight = weight if weight is not None else _ONES.get((shape[1], dt))
+    if kernel_weight is None:
+        kernel_weight = np.ones(shape[1], dtype=dt)
     mode = _MODES[reduction]
+
+    def run(logits_, target_, weight_, ignore_index_, label_smoothing_, reduction_):
+        if logits_.shape != shape or logits_.dtype is not dt or \
+                target_.shape != target_shape or target_.dtype is not target_dtype or \
+                weight_ is not weight or ignore_index_ is not ignore_index or \
+                label_smoothing_ is not label_smoothing or reduction_ is not reduction or \
+                not (logits_.flags.c_contiguous and target_.flags.c_contiguous):
+            return plain(logits_, target_, weight_, ignore_index_, label_smoothing_,
+                         reduction_)
+        return _call(logits_, target_, kernel_weight, index, s, mode)
+    return run
+
+
+def _call(logits, target, weight, ignore_index, s, mode):
+    """The kernel on checked arguments: (loss, grad), or the first bad target's IndexError."""
+    n, c = logits.shape
+    dt = logits.dtype
     loss = np.empty(n, dtype=dt)
     grad = np.empty((n, c), dtype=dt)
     out = np.empty((), dtype=dt) if mode else loss
