@@ -646,6 +646,19 @@ def test_leaf_gradients_own_their_memory_as_in_eager():
 
 
 # -- what a replay hands out, and whose code it runs ----------------------------------------
+def _mlp_eager_and_compiled_agree(batches):
+    """Runs _mlp_step's model eagerly and compiled on ``batches``, asserts that both end
+    bitwise equal, and returns the compiled step."""
+    results = []
+    for compiled in (False, True):
+        model, opt, step = _mlp_step()
+        if not compiled:
+            step = _eager_step(model, gl.nn.CrossEntropyLoss(), opt)
+        results.append(([step(x, y).item() for x, y in batches], _state(model, opt)))
+    _assert_same(*results)
+    return step
+
+
 def _mlp_step(seed=0):
     gl.manual_seed(seed)
     model = gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.ReLU(), gl.nn.Linear(16, 16),
@@ -731,14 +744,7 @@ def test_a_prepared_cross_entropy_steps_aside_for_a_patched_forward(monkeypatch)
     forward = SoftmaxCrossEntropy.forward
     monkeypatch.setattr(SoftmaxCrossEntropy, "forward",
                         lambda ctx, *a, **k: forward(ctx, *a, **k) * np.float32(3))
-    batches = _batches(5)
-    results = []
-    for compiled in (False, True):
-        model, opt, step = _mlp_step()
-        if not compiled:
-            step = _eager_step(model, gl.nn.CrossEntropyLoss(), opt)
-        results.append(([step(x, y).item() for x, y in batches], _state(model, opt)))
-    _assert_same(*results)
+    step = _mlp_eager_and_compiled_agree(_batches(5))
     assert step.info()["replayed"] == 3
 
 
@@ -825,14 +831,7 @@ def test_a_replay_runs_the_functions_own_forward_and_backward(monkeypatch):
         return backward(ctx, g * np.float32(0.5))
     monkeypatch.setattr(LinearFn, "forward", scaled_forward)
     monkeypatch.setattr(LinearFn, "backward", counted_backward)
-    batches = _batches(6)
-    results = []
-    for compiled in (False, True):
-        model, opt, step = _mlp_step()
-        if not compiled:
-            step = _eager_step(model, gl.nn.CrossEntropyLoss(), opt)
-        results.append(([step(x, y).item() for x, y in batches], _state(model, opt)))
-    _assert_same(*results)
+    step = _mlp_eager_and_compiled_agree(_batches(6))
     assert step.info()["replayed"] == 4
     assert calls == {"forward": 2 * 6 * 3, "backward": 2 * 6 * 3}  # 3 Linears, 6 steps each
 

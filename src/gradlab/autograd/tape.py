@@ -8,10 +8,12 @@ output array), the backward engine reports the order in which nodes ran, and
 recorded order. A replay builds no Tensor and no graph node and checks no version counter;
 what it computes is what the eager step computes, bit for bit, because it runs the very
 same ``forward``/``backward`` code on the same arrays in the same order (the gradient sums
-of nodes with several consumers included). The one exception is a registered fusion
-(``register_fusion``; functional/fusions.py): two adjacent nodes, the second the only reader
-of the first's output, run as one call each way, built from the first's own helpers and a
-backend kernel that gives the two nodes' bits.
+of nodes with several consumers included). Two exceptions, each giving the same bits
+(functional/fusions.py has them): a registered fusion (``register_fusion``), where two
+adjacent nodes, the second the only reader of the first's output, run as one call each
+way, built from the first's own helpers and a backend kernel; and a registered prepared
+forward (``register_prepared``), the node's own forward calling a backend kernel prepared
+once for the recorded arrays.
 
 What a replay cannot repeat makes a recording *untraceable* (``Recording.broken`` says
 why), and the caller then stays eager:
@@ -48,9 +50,8 @@ def register_fusion(fusion):
     *first_args)`` gives the second node's output and leaves both nodes' saved arrays as
     their own forwards leave them; ``backward(first_ctx, second_ctx, grad)`` gives the first
     node's input gradients from the second's output gradient. Each must give the two nodes'
-    bits. A pair is fused only
-    while both classes keep the forward and backward they had here (a patched one is what
-    the replay must run)."""
+    bits. A pair is fused only while both classes keep the forward and backward they had
+    here (a patched one is what the replay must run)."""
     _FUSIONS[(fusion.first, fusion.second)] = (fusion, _methods(fusion.first, fusion.second))
 
 

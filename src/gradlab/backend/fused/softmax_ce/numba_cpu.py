@@ -236,7 +236,7 @@ def prepare_softmax_cross_entropy(plain, logits, target, weight, ignore_index,
     dt = logits.dtype
     if not -2**63 <= index < 2**63 or (weight is not None and not (
             weight.dtype is dt and weight.flags.c_contiguous)):
-        return plain   # a weight the kernel would need a copy of: changed in place, stale
+        return plain   # a copy of the weight made now would miss its in-place changes
     shape, target_shape, target_dtype = logits.shape, target.shape, target.dtype
     kernel_weight = weight if weight is not None else _ONES.get((shape[1], dt))
     if kernel_weight is None:
