@@ -26,11 +26,10 @@ import functools
 import numpy as np
 
 from ..autograd.tape import register_fusion, register_prepared
+from ..backend import checks
 from .activation import Relu
 from .loss import SoftmaxCrossEntropy, cross_entropy_forward
 from .matmul import LinearFn, linear_input_grads, linear_product
-
-_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 class LinearRelu:
@@ -38,8 +37,9 @@ class LinearRelu:
 
     @staticmethod
     def fits(linear, relu, x, weight, bias=None):
-        return bias is not None and x.dtype in _KERNEL_DTYPES and weight.ndim == 2 and \
-            bias.shape == (weight.shape[0],) and bias.dtype == x.dtype
+        # native float32/64 only: the kernels' dtypes, and the GEMM's output is native
+        return bias is not None and x.dtype in map(np.dtype, checks.KERNEL_DTYPES) and \
+            weight.ndim == 2 and bias.shape == (weight.shape[0],) and bias.dtype == x.dtype
 
     @staticmethod
     def prepare(linear, relu, x, weight, bias):

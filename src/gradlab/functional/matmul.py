@@ -86,8 +86,8 @@ class LinearFn(Function):
 
     def backward(ctx, g):
         gx, gw = linear_input_grads(ctx, g)
-        nb = ctx.needs_input_grad[2:]
-        gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if nb and nb[0] else None
+        needs = ctx.needs_input_grad
+        gb = g.reshape(-1, g.shape[-1]).sum(axis=0) if len(needs) > 2 and needs[2] else None
         return gx, gw, gb
 
 

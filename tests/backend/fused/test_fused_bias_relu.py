@@ -8,14 +8,12 @@ the sum is NaN. The CUDA tier is held to the reference in tests/backend/test_cud
 import numpy as np
 import pytest
 
-from gradlab.backend import checks, cpu_backend, cpu_threads, fused
+from gradlab.backend import checks, cpu_backend, cpu_threads
 from gradlab.backend.fused import bias_relu as fused_bias_relu
 from gradlab.backend.fused.bias_relu import reference
+from tests.backend.fused.numba_tier import numba_tier
 
-numba_bias_relu = pytest.importorskip("gradlab.backend.fused.bias_relu.numba_cpu",
-                                        reason="numba is not installed")
-if not fused.AVAILABLE:
-    pytest.skip("the numba tier is off (GRADLAB_NO_JIT is set)", allow_module_level=True)
+numba_bias_relu = numba_tier("bias_relu")
 
 pytestmark = [
     # inf * 0 in the masked gradient of the reference: a NaN that both tiers must give

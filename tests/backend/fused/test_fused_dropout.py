@@ -7,14 +7,12 @@ import numpy as np
 import pytest
 
 import gradlab as gl
-from gradlab.backend import checks, cpu_backend, cpu_threads, fused, get_backend
+from gradlab.backend import checks, cpu_backend, cpu_threads, get_backend
 from gradlab.backend.fused import dropout as fused_dropout
 from gradlab.backend.fused.dropout import reference
+from tests.backend.fused.numba_tier import numba_tier
 
-numba_dropout = pytest.importorskip("gradlab.backend.fused.dropout.numba_cpu",
-                                      reason="numba is not installed")
-if not fused.AVAILABLE:
-    pytest.skip("the numba tier is off (GRADLAB_NO_JIT is set)", allow_module_level=True)
+numba_dropout = numba_tier("dropout")
 
 pytestmark = [
     # the reference warns when a kept finfo.max overflows to inf; the kernels do not

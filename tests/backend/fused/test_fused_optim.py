@@ -17,11 +17,9 @@ import pytest
 import gradlab as gl
 from gradlab.backend import cpu_backend, cpu_threads, fused, get_backend
 from gradlab.backend.fused import optim as fused_optim
+from tests.backend.fused.numba_tier import numba_tier
 
-numba_cpu = pytest.importorskip("gradlab.backend.fused.optim.numba_cpu",
-                                reason="numba is not installed")
-if not fused.AVAILABLE:
-    pytest.skip("the numba tier is off (GRADLAB_NO_JIT is set)", allow_module_level=True)
+numba_cpu = numba_tier("optim")
 from gradlab.backend.fused.optim import numba_table, reference  # noqa: E402
 
 PARALLEL_MIN = cpu_threads.PARALLEL_MIN

@@ -11,14 +11,12 @@ import numpy as np
 import pytest
 
 import gradlab as gl
-from gradlab.backend import cpu_backend, cpu_threads, fused, get_backend
+from gradlab.backend import cpu_backend, cpu_threads, get_backend
 from gradlab.backend.fused import softmax_ce as fused_ce
 from gradlab.backend.fused.softmax_ce import reference
+from tests.backend.fused.numba_tier import numba_tier
 
-numba_softmax_ce = pytest.importorskip("gradlab.backend.fused.softmax_ce.numba_cpu",
-                                         reason="numba is not installed")
-if not fused.AVAILABLE:
-    pytest.skip("the numba tier is off (GRADLAB_NO_JIT is set)", allow_module_level=True)
+numba_softmax_ce = numba_tier("softmax_ce")
 
 WIDE = fused_ce.MAX_CLASSES
 

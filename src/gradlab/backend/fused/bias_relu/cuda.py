@@ -10,6 +10,7 @@ import numpy as np
 
 from ... import checks
 from ...cuda_kernels import get_function
+from .reference import column_sums
 
 _THREADS = 256
 
@@ -37,4 +38,4 @@ def bias_relu_backward(backend, grad, out):
             fn = get_function("bias_relu", "bias_relu_backward", grad.dtype, backend._index)
             fn(backend._grid(grad.size, _THREADS), (_THREADS,),
                (grad, out, grad_pre, np.int64(grad.size)))
-        return grad_pre, grad_pre.reshape(-1, grad_pre.shape[-1]).sum(axis=0)
+        return grad_pre, column_sums(grad_pre)
