@@ -190,7 +190,7 @@ def test_an_option_needing_a_state_list_prepared_without_one_is_refused(op, stat
              "rmsprop_step": dict(centered=False)}[op]
     run = p._backend.prepare_optimizer_step(op, [p._data], arrays, **flags)
     with pytest.raises(ValueError, match="momentum != 0 needs momentum_buffers"):
-        run([np.ones((3, 2), np.float32)], **options)
+        run([np.ones((3, 2), np.float32)], options)
     assert (p.numpy() == 1).all()
     with pytest.raises(ValueError, match="momentum != 0 needs momentum_buffers"):
         getattr(p._backend, op)([p._data], [np.ones((3, 2), np.float32)], *arrays, **flags,

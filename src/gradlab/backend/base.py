@@ -176,12 +176,13 @@ class Backend:
     def prepare_optimizer_step(self, op, params, states, **flags):
         """The optimizer step ``op`` (any of the ``*_step`` methods' names: "adam_step",
         "sgd_step", ...) for a caller that steps the same arrays again and
-        again (the compiled training step): a callable ``run(grads, **options)`` that does
+        again (the compiled training step): a callable ``run(grads, options)`` that does
         what ``op`` does with these params and states and returns True, or does nothing and
         returns False (the tier changed, or the grads do not fit the params): make the plain
         call then. ``states``: the op's state lists in its argument order (None for one that
         is off); ``flags``: its arguments that choose states or loops (amsgrad; nesterov and
-        first_step; centered), fixed here; ``options``: the others, read at every call. The
+        first_step; centered), fixed here; ``options``: a dict of the others, read at every
+        call (one dict handed down, not keyword arguments re-packed at each layer). The
         caller keeps the arrays alive and never replaces them while it uses ``run``."""
         return _optim.prepare_step(self, op, params, states, **flags)
 

@@ -184,7 +184,8 @@ class Optimizer:
         for this group now). Called only when every param of ``group`` has a gradient (after
         at least one ``step()``). ``ready()`` tells,
         changing nothing, whether ``run()`` would still do exactly what ``_step_group`` does
-        (the options that select state arrays unchanged, one shared step count, ...);
+        (every param still has a gradient, the options that select state arrays unchanged,
+        one shared step count, ...);
         ``run()`` does it on the raw arrays (no Tensor op, so grad mode does not matter),
         reading lr and the other hyper-parameters at every call."""
         return None
@@ -220,9 +221,6 @@ class Optimizer:
             for (group, params, n), (_, ready, _) in zip(layout, prepared):
                 if group["params"] is not params or len(params) != n or not ready():
                     return False
-                for p in params:
-                    if p.grad is None:
-                        return False
             for _, _, run in prepared:  # backend calls on arrays: no grad mode to switch
                 run()
             return True
@@ -240,8 +238,8 @@ class Optimizer:
         count, passed as ``step`` after this step); ``shared``: scalar state entries that
         the params must share as well, as they share one call; ``after(states)``: called
         once the prepared call has stepped (a fallback to ``_step_group`` does its own
-        bookkeeping). ``ready()`` also checks that each
-        param's array, state dict and state arrays are still the prepared ones: a replaced
+        bookkeeping). ``ready()`` also checks that each param still has a gradient and that
+        its array, state dict and state arrays are still the prepared ones: a replaced
         ``p.data`` or state array must never be written through an old pointer. Where the
         prepared call declines (the grads do not fit, the tier changed), ``_step_group``
         runs instead."""
@@ -258,20 +256,19 @@ class Optimizer:
             op, [p._data for p in params],
             [None if n is None else [st[n] for st in sts] for n in names], **flags)
         now_chosen = chosen(group)
-        held = [(p, st, p._data) for p, st in zip(params, sts)]
-        arrays = [(st, n, st[n]) for st in sts for n in needed]
+        held = [(p, st, p._data, [(n, st[n]) for n in needed]) for p, st in zip(params, sts)]
         first = sts[0]
 
         def ready():
             if chosen(group) != now_chosen:
                 return False
             now = self.state
-            for p, st, data in held:  # loops: all() costs more at every step
-                if p._data is not data or now.get(p) is not st:
+            for p, st, data, arrays in held:  # loops: all() costs more at every step
+                if p._data is not data or p.grad is None or now.get(p) is not st:
                     return False
-            for st, n, a in arrays:
-                if st[n] is not a:
-                    return False
+                for n, a in arrays:
+                    if st[n] is not a:
+                        return False
             if counted:
                 step = first["step"]
                 for st in sts:
@@ -287,7 +284,7 @@ class Optimizer:
         def run():
             grads = [p.grad._data for p in params]
             step = first["step"] + 1 if counted else None
-            if not prepared(grads, **options(group, step)):
+            if not prepared(grads, options(group, step)):
                 self._step_group(group)  # copies or raises as step() does; counts itself
                 return
             if counted:

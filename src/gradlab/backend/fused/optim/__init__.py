@@ -4,7 +4,7 @@ Tiers: reference.py (NumPy), numba_cpu.py, cuda.py (host side of kernels/optim.c
 scalars.py derives every scalar all of them use. Every tier gives the same bits
 (tests/backend/fused).
 """
-from .. import FusedOp
+from .. import FusedOp, jit_disabled
 
 _PKG = __name__
 
@@ -22,7 +22,7 @@ OPS = {op.name: op for op in (sgd_step, adam_step, rmsprop_step, adagrad_step, a
 
 
 def prepare_step(backend, op, params, states, **flags):
-    """Backend.prepare_optimizer_step: ``run(grads, **options)`` for a caller that steps the
+    """Backend.prepare_optimizer_step: ``run(grads, options)`` for a caller that steps the
     same arrays again and again. The tier is the one chosen now; at a call that would
     choose another (GRADLAB_NO_JIT changed) run returns False and does nothing, and so does
     the numba tier's run when the grads do not fit what it checked (the caller then makes
@@ -35,10 +35,14 @@ def prepare_step(backend, op, params, states, **flags):
     else:
         plain = fused.pick(backend)
 
-        def step_now(grads, **options):
+        def step_now(grads, options):
             plain(params, grads, *states, **flags, **options)
             return True
 
-    def run(grads, **options):
-        return fused.tier_for(backend) == tier and step_now(grads, **options)
+    if tier == "numba":  # (numba imported once; only GRADLAB_NO_JIT can change the tier)
+        def run(grads, options):
+            return not jit_disabled() and step_now(grads, options)
+    else:
+        def run(grads, options):
+            return fused.tier_for(backend) == tier and step_now(grads, options)
     return run

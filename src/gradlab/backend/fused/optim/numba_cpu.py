@@ -388,9 +388,18 @@ nadam_step = _stateful_step("nadam_step", "exp_avgs", "exp_avg_sqs")
 radam_step = _stateful_step("radam_step", "exp_avgs", "exp_avg_sqs")
 
 
+@numba.njit(cache=True)  # holds the GIL: _read_grads calls the C API
+def _read_grads_and_step(grads, meta, ptrs, offsets, sc, rule, flag0, flag1):
+    """read_grads, then the one part of the step on this thread: one dispatch for both."""
+    if not numba_table._read_grads(grads, meta, ptrs[1]):
+        return False
+    _part(0, 1, ptrs, offsets, sc, rule, flag0, flag1)
+    return True
+
+
 def prepared_step(op, params, states, **flags):
     """The step ``op`` on arrays the caller keeps (alive and unchanged: their pointers are
-    taken once, numba_table.prepared_table): ``run(grads, **options)`` reads only the grads'
+    taken once, numba_table.prepared_table): ``run(grads, options)`` reads only the grads'
     pointers at each call (checked against the params) and the scalars, then runs the
     kernel; False, having done nothing, when the grads do not fit. ``states``: the op's
     state lists in its argument order, None for one that is off; ``flags``: its
@@ -401,27 +410,27 @@ def prepared_step(op, params, states, **flags):
     needs = [(option, name) for option, k, name in needs if states[k] is None]
     prepared = numba_table.prepared_table(op, params, states)
     if prepared is None:
-        return lambda grads, **options: True  # an empty group: the step does nothing
+        return lambda grads, options: True  # an empty group: the step does nothing
     ptrs, offsets, dtype, meta = prepared
     n, total = len(params), int(offsets[-1])
     flag0 = bool(flags.get(name0, False))
     flag1 = bool(flags.get(name1, False))
     grads_row = ptrs[1]
 
-    def run(grads, **options):
+    def run(grads, options):
         for option, name in needs:
             checks.require_state(op, f"{option} != 0", options[option], name, None)
-        if type(grads) is not list or len(grads) != n or \
-                not numba_table.read_grads(grads, meta, grads_row):
+        if type(grads) is not list or len(grads) != n:
             return False
         if total == 0:
-            return True
+            return numba_table.read_grads(grads, meta, grads_row)
         sc = np.array(scalars_of(**options), dtype=dtype)
         nparts = cpu_threads.parts_for(total)
         if nparts == 1:
-            _part(0, 1, ptrs, offsets, sc, rule, flag0, flag1)
-        else:
-            cpu_threads.run_parts(_part, nparts, ptrs, offsets, sc, rule, flag0, flag1)
+            return _read_grads_and_step(id(grads), meta, ptrs, offsets, sc, rule, flag0, flag1)
+        if not numba_table.read_grads(grads, meta, grads_row):
+            return False
+        cpu_threads.run_parts(_part, nparts, ptrs, offsets, sc, rule, flag0, flag1)
         return True
     run.arrays = (list(params), [list(s) for s in states if s is not None])  # kept alive
     return run
