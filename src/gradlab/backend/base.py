@@ -7,8 +7,9 @@ A Backend bundles
   (seed, offset, element index) on every backend;
 - transfers to and from host memory;
 - the fused kernel entry points (optimizer steps, dropout, softmax-cross-entropy, a bias
-  with its ReLU), each with ONE signature here; each runs its op's table (backend/fused),
-  which picks the implementation for this backend at every call (NumPy, numba or CUDA).
+  with its ReLU, normalization), each with ONE signature here; each runs its op's table
+  (backend/fused), which picks the implementation for this backend at every call (NumPy,
+  numba or CUDA).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 
 from .fused import bias_relu as _bias_relu
 from .fused import dropout as _dropout
+from .fused import normalization as _normalization
 from .fused import optim as _optim
 from .fused import softmax_ce as _softmax_ce
 
@@ -271,6 +273,27 @@ class Backend:
         less dispatch at each call)."""
         return (_bias_relu.bias_relu_forward.prepare(self, y, bias),
                 _bias_relu.bias_relu_backward.prepare(self, y, y))
+
+    def normalize_forward(self, x, weight, bias, mean, var, eps, axes, pshape,
+                          running_mean=None, running_var=None, momentum=0.0):
+        """(y, xhat, invstd): x normalized over ``axes``, xhat = (x - mean) * invstd with
+        invstd = 1 / sqrt(var + eps) of shape ``pshape`` broadcast, then y = xhat * weight +
+        bias (each optional, reshaped to ``pshape``). ``mean`` None: the batch's statistics
+        (biased variance), and ``running_mean``/``running_var``, when given, are updated in
+        place, running = (1 - momentum) running + momentum batch, with the batch's unbiased
+        variance; else the given ``mean`` and ``var``. (BatchNorm and LayerNorm.)"""
+        args = (x, weight, bias, mean, var, eps, axes, pshape, running_mean, running_var,
+                momentum)
+        return _normalization.normalize_forward.pick(self, *args)(*args)
+
+    def normalize_backward(self, grad, xhat, invstd, weight, axes, pshape, batch_stats,
+                           needs_input, needs_weight, needs_bias):
+        """(dx, dw, db) of normalize_forward from the gradient of y and what it returned
+        (None for each gradient not needed); ``batch_stats``: whether the forward used the
+        batch's statistics (x then also moved them)."""
+        args = (grad, xhat, invstd, weight, axes, pshape, batch_stats, needs_input,
+                needs_weight, needs_bias)
+        return _normalization.normalize_backward.pick(self, *args)(*args)
 
     def softmax_cross_entropy(self, logits, target, weight, ignore_index, label_smoothing,
                               reduction="none"):

@@ -1,12 +1,10 @@
-"""Batch and layer normalization as Functions with hand-written backward passes.
+"""Batch and layer normalization as Functions whose passes are the backend's normalization
+op (Backend.normalize_forward / normalize_backward; the formulas: backend/fused/
+normalization/reference.py).
 
 Both normalize x to xhat = (x - mean) / sqrt(var + eps) (biased variance) over some axes,
-then apply y = w xhat + b. With M the number of elements averaged over and gh = g * w,
-the gradient is the classic
-
-    dx = (1 / sqrt(var + eps)) * (gh - mean(gh) - xhat * mean(gh * xhat))
-
-(means over the normalized axes), dw = sum(g * xhat), db = sum(g) over the other axes.
+then apply y = w xhat + b; BatchNorm over every axis but the channels (dim 1), LayerNorm
+over the last ones.
 """
 from __future__ import annotations
 
@@ -14,39 +12,22 @@ from ..autograd.function import Function
 
 
 class _Normalize(Function):
-    """Shared forward/backward; ``stat_axes`` are normalized over, ``param_shape`` is how
-    w and b broadcast against x."""
+    """Shared backward; a forward saves ``stat_axes`` (normalized over), ``param_shape``
+    (how w and b broadcast against x) and whether the statistics were the batch's."""
 
-    def _finish(ctx, x, xhat, invstd, w, b, param_shape, stat_axes, batch_stats):
-        ctx.stat_axes, ctx.param_shape, ctx.batch_stats = stat_axes, param_shape, batch_stats
-        y = xhat
-        if w is not None:
-            y = y * w.reshape(param_shape)
-        if b is not None:
-            y = y + b.reshape(param_shape)
+    def _run(ctx, x, w, b, mean, var, eps, axes, pshape, *running):
+        ctx.stat_axes, ctx.param_shape, ctx.batch_stats = axes, pshape, mean is None
+        y, xhat, invstd = ctx.backend.normalize_forward(x, w, b, mean, var, eps, axes, pshape,
+                                                        *running)
         ctx.save_for_backward(xhat, invstd, w)
-        return y.astype(x.dtype, copy=False)
+        return y
 
     def backward(ctx, g):
         xhat, invstd, w = ctx.saved_tensors
-        axes, pshape = ctx.stat_axes, ctx.param_shape
         needs = ctx.needs_input_grad
-        # axes the parameters are summed over: all but the ones they vary along
-        p_axes = tuple(i for i, s in enumerate(pshape) if s == 1)
-        gx = gw = gb = None
-        if needs[0]:
-            gh = g if w is None else g * w.reshape(pshape)
-            if ctx.batch_stats:
-                m1 = gh.mean(axis=axes, keepdims=True)
-                m2 = (gh * xhat).mean(axis=axes, keepdims=True)
-                gx = invstd * (gh - m1 - xhat * m2)
-            else:  # fixed (running) statistics: a plain affine map of x
-                gx = gh * invstd
-        if len(needs) > 1 and needs[1]:
-            gw = (g * xhat).sum(axis=p_axes).reshape(-1)
-        if len(needs) > 2 and needs[2]:
-            gb = g.sum(axis=p_axes).reshape(-1)
-        return gx, gw, gb
+        return ctx.backend.normalize_backward(
+            g, xhat, invstd, w, ctx.stat_axes, ctx.param_shape, ctx.batch_stats, needs[0],
+            len(needs) > 1 and needs[1], len(needs) > 2 and needs[2])
 
 
 class BatchNorm(_Normalize):
@@ -57,48 +38,23 @@ class BatchNorm(_Normalize):
     mutates = (5, 6, 7)  # running_mean, running_var, num_batches_tracked
 
     def forward(ctx, x, w, b, mean, var, running_mean, running_var, count, eps, momentum):
-        xp = ctx.xp
         axes = (0,) + tuple(range(2, x.ndim))
         pshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
-        if mean is None:
-            mu = x.mean(axis=axes, keepdims=True)
-            xc = x - mu
-            v = (xc * xc).mean(axis=axes, keepdims=True)
-            batch_stats = True
-            if count is not None:
-                count += 1
-            if running_mean is not None and running_var is not None:
-                _update_running(running_mean, running_var, mu.reshape(-1), v.reshape(-1),
-                                x.size // x.shape[1],
-                                1.0 / float(count) if momentum is None else momentum)
-        else:
-            xc = x - mean.reshape(pshape)
-            v = var.reshape(pshape)
-            batch_stats = False
-        invstd = 1 / xp.sqrt(v + eps)
-        return ctx._finish(x, xc * invstd, invstd, w, b, pshape, axes, batch_stats)
-
-
-def _update_running(rm, rv, batch_mean, batch_var, m, momentum):
-    """running = (1 - momentum) running + momentum batch, with the UNBIASED batch variance
-    (PyTorch's rule)."""
-    unbiased = batch_var * (m / (m - 1))
-    rm *= 1 - momentum
-    rm += momentum * batch_mean.astype(rm.dtype, copy=False)
-    rv *= 1 - momentum
-    rv += momentum * unbiased.astype(rv.dtype, copy=False)
+        if mean is not None:
+            return ctx._run(x, w, b, mean, var, eps, axes, pshape)
+        if count is not None:
+            count += 1
+        if running_mean is None or running_var is None:
+            return ctx._run(x, w, b, None, None, eps, axes, pshape)
+        return ctx._run(x, w, b, None, None, eps, axes, pshape, running_mean, running_var,
+                        1.0 / float(count) if momentum is None else momentum)
 
 
 class LayerNormFn(_Normalize):
     def forward(ctx, x, w, b, n_dims, eps):
-        xp = ctx.xp
         axes = tuple(range(x.ndim - n_dims, x.ndim))
         pshape = (1,) * (x.ndim - n_dims) + tuple(x.shape[x.ndim - n_dims:])
-        mu = x.mean(axis=axes, keepdims=True)
-        xc = x - mu
-        v = (xc * xc).mean(axis=axes, keepdims=True)
-        invstd = 1 / xp.sqrt(v + eps)
-        return ctx._finish(x, xc * invstd, invstd, w, b, pshape, axes, True)
+        return ctx._run(x, w, b, None, None, eps, axes, pshape)
 
     def backward(ctx, g):
         gx, gw, gb = super().backward(g)

@@ -1,0 +1,181 @@
+"""The numba tier of normalization, for BatchNorm's case: an (N, C >= 2) C-contiguous input
+normalized over its rows (the op's table, __init__.py, sends the rest to the reference).
+
+Every column is independent, so from PARALLEL_MIN elements the columns are cut into one
+contiguous run per thread (cpu_threads.run_parts) and each column is still summed by one
+thread from row 0 down, as NumPy sums it. Forward: the column sums of x, then x - mean with
+the sums of its squares, then xhat and y, three passes; backward: the four column sums in
+one pass, then dx. Each value is computed with the reference's operations on the reference's
+operands, in the arrays' dtype, so the bits are the reference's: a mean is np.mean's, the sum
+in the array's dtype divided in float64 and rounded once; scalars (eps, the momentum and its
+complement, M / (M - 1)) are rounded once to the dtype, as NumPy rounds a Python number
+against an array.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from ...cpu_threads import parts_for, run_parts
+
+# "numpy" error model: var + eps == 0 (eps = 0, a constant column) must give the reference's
+# inf, not raise ZeroDivisionError.
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@_jit
+def _forward_part(k, nparts, x, weight, bias, mean, var, running_mean, running_var, eps,
+                  keep, momentum, unbiased, w_on, b_on, batch, running, y, xhat, invstd):
+    """Columns [k C / nparts, (k + 1) C / nparts). ``w_on``, ``b_on``: there is a weight,
+    a bias; ``batch``: the batch's statistics (else ``mean`` and ``var``); ``running``:
+    update the running statistics. Arrays that are off are empty. The scalars are Python
+    floats, rounded here once to the dtype."""
+    n, c = x.shape
+    c0, c1 = k * c // nparts, (k + 1) * c // nparts
+    # the part's columns of every vector, sliced once: a vector indexed at c0 + j (an index
+    # LLVM cannot prove non-negative) kept the loops scalar, 2-3x slower on 64 x 128
+    weight, bias, mean, var = weight[c0:c1], bias[c0:c1], mean[c0:c1], var[c0:c1]
+    running_mean, running_var = running_mean[c0:c1], running_var[c0:c1]
+    k_ = np.empty(5, x.dtype)
+    k_[0], k_[1], k_[2], k_[3], k_[4] = eps, keep, momentum, unbiased, 1
+    eps, keep, momentum, unbiased, one = k_[0], k_[1], k_[2], k_[3], k_[4]
+    nf = np.float64(n)
+    mu = np.empty(c1 - c0, x.dtype)
+    v = np.empty(c1 - c0, x.dtype)
+    if batch:
+        acc = v                                     # (v is written after its last read)
+        acc[:] = 0                                  # +0.0, NumPy's start
+        for i in range(n):
+            row = x[i, c0:c1]
+            for j in range(c1 - c0):
+                acc[j] += row[j]
+        for j in range(c1 - c0):
+            mu[j] = np.float64(acc[j]) / nf         # np.mean: the sum / M in float64
+        acc[:] = 0
+        for i in range(n):
+            row, centred = x[i, c0:c1], xhat[i, c0:c1]
+            for j in range(c1 - c0):
+                d = row[j] - mu[j]
+                centred[j] = d
+                acc[j] += d * d
+        for j in range(c1 - c0):
+            v[j] = np.float64(acc[j]) / nf
+        if running:
+            for j in range(c1 - c0):
+                rm = running_mean[j] * keep
+                running_mean[j] = rm + momentum * mu[j]
+                rv = running_var[j] * keep
+                running_var[j] = rv + momentum * (v[j] * unbiased)
+    else:
+        for j in range(c1 - c0):
+            mu[j] = mean[j]
+            v[j] = var[j]
+        for i in range(n):
+            row, centred = x[i, c0:c1], xhat[i, c0:c1]
+            for j in range(c1 - c0):
+                centred[j] = row[j] - mu[j]
+    inv = invstd[0, c0:c1]
+    for j in range(c1 - c0):
+        inv[j] = one / np.sqrt(v[j] + eps)
+    for i in range(n):
+        h, out = xhat[i, c0:c1], y[i, c0:c1]
+        for j in range(c1 - c0):
+            value = h[j] * inv[j]
+            h[j] = value
+            if w_on:
+                value = value * weight[j]
+            if b_on:
+                value = value + bias[j]
+            out[j] = value
+
+
+@_jit
+def _backward_part(k, nparts, grad, xhat, invstd, weight, w_on, batch, gx, gw, gb):
+    """Columns [k C / nparts, (k + 1) C / nparts): dx into gx (when batch statistics: the
+    means of gh and gh xhat first), and the column sums of grad xhat and grad into gw, gb."""
+    n, c = grad.shape
+    c0, c1 = k * c // nparts, (k + 1) * c // nparts
+    weight = weight[c0:c1]                          # (sliced once, as in _forward_part)
+    nf = np.float64(n)
+    s_gh = np.empty(c1 - c0, grad.dtype)
+    s_ghx = np.empty(c1 - c0, grad.dtype)
+    s_gw, s_gb = gw[c0:c1], gb[c0:c1]
+    s_gh[:] = 0                                     # +0.0, NumPy's start
+    s_ghx[:] = 0
+    s_gw[:] = 0
+    s_gb[:] = 0
+    for i in range(n):
+        g, h = grad[i, c0:c1], xhat[i, c0:c1]
+        for j in range(c1 - c0):
+            gi = g[j]
+            gh = gi * weight[j] if w_on else gi
+            s_gh[j] += gh
+            s_ghx[j] += gh * h[j]
+            s_gw[j] += gi * h[j]
+            s_gb[j] += gi
+    inv = invstd[0, c0:c1]
+    if batch:
+        for j in range(c1 - c0):
+            s_gh[j] = np.float64(s_gh[j]) / nf       # the means, in place of the sums
+            s_ghx[j] = np.float64(s_ghx[j]) / nf
+        for i in range(n):
+            g, h, out = grad[i, c0:c1], xhat[i, c0:c1], gx[i, c0:c1]
+            for j in range(c1 - c0):
+                gh = g[j] * weight[j] if w_on else g[j]
+                out[j] = inv[j] * ((gh - s_gh[j]) - h[j] * s_ghx[j])
+    else:
+        for i in range(n):
+            g, out = grad[i, c0:c1], gx[i, c0:c1]
+            for j in range(c1 - c0):
+                gh = g[j] * weight[j] if w_on else g[j]
+                out[j] = gh * inv[j]
+
+
+# dtype -> an empty array of it: what a kernel gets for an array that is off
+_OFF = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
+
+
+def _parts(x):
+    return min(parts_for(x.size), x.shape[1])
+
+
+def normalize_forward(x, weight, bias, mean, var, eps, axes, pshape, running_mean=None,
+                      running_var=None, momentum=0.0):
+    off = _OFF[x.dtype]
+    batch = mean is None
+    running = batch and running_mean is not None
+    m = x.shape[0]
+    # M / (M - 1) and 1 - momentum in Python, as the reference forms them (M == 1 raises its
+    # ZeroDivisionError before anything is written)
+    unbiased = m / (m - 1) if running else 1.0
+    xhat = np.empty_like(x)
+    y = np.empty_like(x) if weight is not None or bias is not None else xhat
+    invstd = np.empty((1, x.shape[1]), x.dtype)
+    args = (x, off if weight is None else weight, off if bias is None else bias,
+            off if batch else mean, off if batch else var,
+            running_mean if running else off, running_var if running else off,
+            float(eps), float(1 - momentum), float(momentum), unbiased,
+            weight is not None, bias is not None, batch, running, y, xhat, invstd)
+    nparts = _parts(x)
+    if nparts == 1:
+        _forward_part(0, 1, *args)
+    else:
+        run_parts(_forward_part, nparts, *args)
+    return y, xhat, invstd
+
+
+def normalize_backward(grad, xhat, invstd, weight, axes, pshape, batch_stats, needs_input,
+                       needs_weight, needs_bias):
+    c = grad.shape[1]
+    gx = np.empty_like(grad)
+    gw = np.empty(c, grad.dtype)
+    gb = np.empty(c, grad.dtype)
+    args = (grad, xhat, invstd, _OFF[grad.dtype] if weight is None else weight,
+            weight is not None, bool(batch_stats), gx, gw, gb)
+    nparts = _parts(grad)
+    if nparts == 1:
+        _backward_part(0, 1, *args)
+    else:
+        run_parts(_backward_part, nparts, *args)
+    return (gx if needs_input else None, gw if needs_weight else None,
+            gb if needs_bias else None)
