@@ -163,6 +163,31 @@ def test_a_replaced_param_array_is_never_written():
     assert old.tobytes() == before.tobytes()
 
 
+def test_gradlab_no_jit_keeps_the_prepared_step_off_the_numba_kernel(monkeypatch):
+    # read at every call, as step() reads it: the group's plain step (the NumPy tier) runs
+    numba_optim = pytest.importorskip("gradlab.backend.fused.optim.numba_cpu")
+    (m1, o1), (m2, o2) = pair = _pair(lambda ps: gl.optim.Adam(ps, lr=1e-2))
+    for model, opt in ((m1, o1), (m2, o2)):
+        _grads(model, 0)
+        opt.step()
+    fast = o2._prepared_step()
+    calls = []
+    kernel = numba_optim._read_grads_and_step
+    monkeypatch.setattr(numba_optim, "_read_grads_and_step",
+                        lambda *a: calls.append(1) or kernel(*a))
+    for k, no_jit in ((1, True), (2, False)):
+        if no_jit:
+            monkeypatch.setenv("GRADLAB_NO_JIT", "1")
+        else:
+            monkeypatch.delenv("GRADLAB_NO_JIT")
+        _grads(m1, k)
+        _grads(m2, k)
+        o1.step()
+        assert fast() is True
+        _same(*pair)
+        assert calls == ([] if no_jit else [1])
+
+
 def test_a_grad_of_another_dtype_gets_steps_error():
     _, opt, fast, p = _prepared_adam()
     p.grad = gl.tensor(p.grad.numpy().astype(np.float64))

@@ -173,3 +173,14 @@ def test_prepared_forms_are_the_plain_dispatch_where_numba_does_not_run():
     one_col = np.ones((8, 1), np.float32)
     _, backward = be.prepare_bias_relu(one_col, np.ones(1, np.float32))
     assert backward.func is fused_bias_relu.bias_relu_backward   # functools.partial(op, be)
+
+
+@pytest.mark.parametrize("shape", [(64, 16), (BIG_ROWS, 64)], ids=str)
+def test_the_prepared_forms_are_the_reference_small_and_cut_into_parts(shape):
+    be = cpu_backend()
+    y, bias, grad = _arrays(shape, np.float32, seed=7)
+    forward, backward = be.prepare_bias_relu(y, bias)
+    out = forward(y.copy(), bias)
+    _same_bytes(out, reference.bias_relu_forward(y.copy(), bias))
+    for got, want in zip(backward(grad, out), reference.bias_relu_backward(grad, out)):
+        _same_sums(got, want)

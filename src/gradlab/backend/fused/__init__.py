@@ -145,7 +145,8 @@ class FusedOp:
         ``prepare_<name>(plain, *args)``, that lean form: it checks that the arrays still
         fit and otherwise calls ``plain`` (the plain dispatch), and GRADLAB_NO_JIT is still
         read at every call (set, the plain dispatch runs). Everywhere else the plain
-        dispatch, as ``self(backend, ...)``. Same bits either way."""
+        dispatch, as ``self(backend, ...)``. Same bits either way. (The lean form reads
+        GRADLAB_NO_JIT itself: one Python call less at each of a replay's calls.)"""
         plain = functools.partial(self, backend)
         if self.tier_for(backend, *args) != "numba":
             return plain
@@ -153,11 +154,7 @@ class FusedOp:
         maker = getattr(importlib.import_module(fn.__module__), f"prepare_{self.name}", None)
         if maker is None:
             return plain
-        fast = maker(plain, *args)
-
-        def run(*a):
-            return plain(*a) if jit_disabled() else fast(*a)
-        return run
+        return maker(plain, *args)
 
 
 def _ignore_backend(fn):

@@ -12,6 +12,7 @@ import numpy as np
 
 from ... import checks
 from ...cpu_threads import parts_for, run_parts
+from .. import jit_disabled
 
 _jit = numba.njit(cache=True, nogil=True)
 
@@ -67,14 +68,15 @@ def bias_relu_backward(grad, out):
 # the shapes and dtype it recorded, and the checks above, the op table's choice and the
 # extra Python calls were, with the kernel's own dispatch, most of a call's cost on the
 # course's MLPs. They check only that the arrays are still like the first ones (2-D,
-# C-contiguous: what the op's numba rule accepted) and make the plain call otherwise.
+# C-contiguous: what the op's numba rule accepted) and that GRADLAB_NO_JIT is unset, and make
+# the plain call otherwise.
 def prepare_bias_relu_forward(plain, y, bias):
     shape, bias_shape, dtype = y.shape, bias.shape, y.dtype
 
     def run(y, bias):
         if y.shape != shape or y.dtype is not dtype or bias.shape != bias_shape or \
                 bias.dtype is not dtype or not (y.flags.c_contiguous and
-                                                bias.flags.c_contiguous):
+                                                bias.flags.c_contiguous) or jit_disabled():
             return plain(y, bias)
         _forward(y, bias)
         return y
@@ -88,7 +90,7 @@ def prepare_bias_relu_backward(plain, grad, out):
     def run(grad, out):
         if grad.shape != shape or out.shape != shape or grad.dtype is not dtype or \
                 out.dtype is not dtype or not (grad.flags.c_contiguous and
-                                               out.flags.c_contiguous):
+                                               out.flags.c_contiguous) or jit_disabled():
             return plain(grad, out)
         return _backward(grad, out, one, zero)
     return run

@@ -4,7 +4,7 @@ Tiers: reference.py (NumPy), numba_cpu.py, cuda.py (host side of kernels/optim.c
 scalars.py derives every scalar all of them use. Every tier gives the same bits
 (tests/backend/fused).
 """
-from .. import FusedOp, jit_disabled
+from .. import FusedOp
 
 _PKG = __name__
 
@@ -30,19 +30,15 @@ def prepare_step(backend, op, params, states, **flags):
     fused = OPS[op]
     tier = fused.tier_for(backend)
     if tier == "numba":
+        # (numba imports once; then only GRADLAB_NO_JIT can change the tier, and this run
+        # reads it itself: one Python call less at each step)
         from .numba_cpu import prepared_step
-        step_now = prepared_step(op, params, states, **flags)
-    else:
-        plain = fused.pick(backend)
+        return prepared_step(op, params, states, **flags)
+    plain = fused.pick(backend)
 
-        def step_now(grads, options):
-            plain(params, grads, *states, **flags, **options)
-            return True
-
-    if tier == "numba":  # (numba imported once; only GRADLAB_NO_JIT can change the tier)
-        def run(grads, options):
-            return not jit_disabled() and step_now(grads, options)
-    else:
-        def run(grads, options):
-            return fused.tier_for(backend) == tier and step_now(grads, options)
+    def run(grads, options):
+        if fused.tier_for(backend) != tier:
+            return False
+        plain(params, grads, *states, **flags, **options)
+        return True
     return run

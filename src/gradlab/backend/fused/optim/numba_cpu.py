@@ -29,6 +29,7 @@ import numpy as np
 
 from ... import checks, cpu_threads
 from ...cpu_threads import PARALLEL_MIN  # noqa: F401  (tests size their groups with it)
+from .. import jit_disabled
 from . import numba_table, scalars
 from .numba_table import group_table, voidptr
 
@@ -401,7 +402,8 @@ def prepared_step(op, params, states, **flags):
     """The step ``op`` on arrays the caller keeps (alive and unchanged: their pointers are
     taken once, numba_table.prepared_table): ``run(grads, options)`` reads only the grads'
     pointers at each call (checked against the params) and the scalars, then runs the
-    kernel; False, having done nothing, when the grads do not fit. ``states``: the op's
+    kernel; False, having done nothing, when the grads do not fit or GRADLAB_NO_JIT is set
+    (the numba tier no longer runs). ``states``: the op's
     state lists in its argument order, None for one that is off; ``flags``: its
     loop-choosing booleans (amsgrad; nesterov, first_step; centered)."""
     rule, scalars_of, (name0, name1), needs = _RULES[op]
@@ -417,10 +419,11 @@ def prepared_step(op, params, states, **flags):
     flag1 = bool(flags.get(name1, False))
     grads_row = ptrs[1]
 
+
     def run(grads, options):
         for option, name in needs:
             checks.require_state(op, f"{option} != 0", options[option], name, None)
-        if type(grads) is not list or len(grads) != n:
+        if type(grads) is not list or len(grads) != n or jit_disabled():
             return False
         if total == 0:
             return numba_table.read_grads(grads, meta, grads_row)

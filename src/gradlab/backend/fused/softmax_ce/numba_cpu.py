@@ -31,7 +31,8 @@ import numba
 import numpy as np
 
 from ... import checks
-from ...cpu_threads import PARALLEL_MIN, parts_for, run_parts  # noqa: F401 (PARALLEL_MIN: tests)
+from ...cpu_threads import PARALLEL_MIN, parts_for, run_parts
+from .. import jit_disabled
 from . import MAX_CLASSES, reference
 
 # "numpy" error model: 'mean' over all-ignored rows divides 0 by 0 and must give nan (the
@@ -228,7 +229,8 @@ def prepare_softmax_cross_entropy(plain, logits, target, weight, ignore_index,
     """The prepared form (FusedOp.prepare) for a compiled step's replay, which passes the
     very same settings and weight at every call: those are checked once here, and a call
     runs the kernel when its logits and targets have the first call's shapes, dtypes and C
-    order and its other arguments are the same objects; else ``plain``."""
+    order and its other arguments are the same objects, and GRADLAB_NO_JIT is unset; else
+    ``plain``."""
     if logits.ndim != 2 or 0 in logits.shape or target.dtype != np.int64:
         return plain
     *_, index, s = checks.softmax_ce_args(np, logits, target, weight, ignore_index,
@@ -248,7 +250,8 @@ def prepare_softmax_cross_entropy(plain, logits, target, weight, ignore_index,
                 target_.shape != target_shape or target_.dtype is not target_dtype or \
                 weight_ is not weight or ignore_index_ is not ignore_index or \
                 label_smoothing_ is not label_smoothing or reduction_ is not reduction or \
-                not (logits_.flags.c_contiguous and target_.flags.c_contiguous):
+                not (logits_.flags.c_contiguous and target_.flags.c_contiguous) or \
+                jit_disabled():
             return plain(logits_, target_, weight_, ignore_index_, label_smoothing_,
                          reduction_)
         return _call(logits_, target_, kernel_weight, index, s, mode)
@@ -262,7 +265,10 @@ def _call(logits, target, weight, ignore_index, s, mode):
     loss = np.empty(n, dtype=dt)
     grad = np.empty((n, c), dtype=dt)
     out = np.empty((), dtype=dt) if mode else loss
-    first_bad = _kernel(logits, target, weight, ignore_index, s, mode, loss, grad, out)
+    if logits.size < PARALLEL_MIN:  # one part whatever the threads: _whole, no more Python
+        first_bad = _whole(logits, target, weight, ignore_index, s, mode, loss, grad, out)
+    else:
+        first_bad = _kernel(logits, target, weight, ignore_index, s, mode, loss, grad, out)
     if first_bad < n:
         raise checks.bad_target_error(target[first_bad], c)
     return out, grad
