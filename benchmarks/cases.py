@@ -16,6 +16,18 @@ MLP_SHAPES = {
     "mnist": ((784, 512, 256, 10), 256),
     "wide": ((784, 1024, 1024, 10), 512),
 }
+# The CLI's default model (`gradlab train`: 64 digits features, hidden 128,64, BatchNorm1d
+# after each hidden Linear, batch 32): timed by `benchmarks/isolated.py --compiled cli`.
+BATCHNORM_SHAPES = {
+    "cli": ((64, 128, 64, 10), 32),
+}
+
+
+def shape_of(name):
+    """(sizes, batch, batchnorm) of a named shape of MLP_SHAPES or BATCHNORM_SHAPES."""
+    if name in BATCHNORM_SHAPES:
+        return (*BATCHNORM_SHAPES[name], True)
+    return (*MLP_SHAPES[name], False)
 
 
 def mlp_data(sizes, batch, seed=0):
@@ -125,9 +137,10 @@ def mlp_forward_backward(sizes, batch, check=False):
 
 
 # -- issue 6: the full suite --------------------------------------------------------------------
-def build_mlp(lib, weights, biases, device="cpu"):
+def build_mlp(lib, weights, biases, device="cpu", batchnorm=False):
     """The ReLU MLP of ``mlp_data``'s weights and biases (Linear, ReLU, ..., Linear) in
-    ``lib`` (gradlab or torch: the same names), on ``device``."""
+    ``lib`` (gradlab or torch: the same names), on ``device``; with ``batchnorm``, a
+    BatchNorm1d (both libraries' defaults) between each hidden Linear and its ReLU."""
     layers = []
     for k, (w, b) in enumerate(zip(weights, biases)):
         lin = lib.nn.Linear(w.shape[1], w.shape[0])
@@ -136,21 +149,24 @@ def build_mlp(lib, weights, biases, device="cpu"):
             lin.bias.copy_(lib.tensor(b))
         layers.append(lin)
         if k < len(weights) - 1:
+            if batchnorm:
+                layers.append(lib.nn.BatchNorm1d(w.shape[0]))
             layers.append(lib.nn.ReLU())
     return lib.nn.Sequential(*layers).to(device)
 
 
-def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False):
+def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False, batchnorm=False):
     """One training step: forward, backward, Adam step (ReLU MLP, cross-entropy, float32), with
     the model and the batch on ``device`` ("cpu" or "cuda") in both libraries. ``check``:
     first compare one step's loss and new weights with the reference (Adam's first step from
     zero state moves each weight by lr * g / (|g| + eps)). ``compiled``: gradlab's step is
     ``gl.train.compile_step``'s, already recorded (its two eager recording steps are run
     here, before the timing); with ``check``, its third step (the first replay) must also
-    equal an eager step's, bit for bit on the CPU."""
+    equal an eager step's, bit for bit on the CPU. ``batchnorm``: the MLP has a BatchNorm1d
+    before each hidden ReLU (``check`` then compares only the compiled step with eager)."""
     weights, biases, x, y = mlp_data(sizes, batch)
     nn = gl.nn
-    model = build_mlp(gl, weights, biases, device)
+    model = build_mlp(gl, weights, biases, device, batchnorm)
     opt = gl.optim.Adam(model.parameters(), lr=1e-3)
     gx, gy = gl.tensor(x, device=device), gl.tensor(y, device=device)
     loss_fn = nn.CrossEntropyLoss()
@@ -166,7 +182,7 @@ def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False):
         eager_step = gl_step
         gl_step = functools.partial(gl.train.compile_step(model, loss_fn, opt), gx, gy)
         if check:
-            twin = build_mlp(gl, weights, biases, device)
+            twin = build_mlp(gl, weights, biases, device, batchnorm)
             twin_opt = gl.optim.Adam(twin.parameters(), lr=1e-3)
             twin_step = gl.train.compile_step(twin, loss_fn, twin_opt)
             for _ in range(3):  # 2 recordings, then the first replay
@@ -187,7 +203,7 @@ def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False):
             gl_step()  # the two recordings
         del eager_step
 
-    if check:
+    if check and not batchnorm:  # (the reference is the plain MLP's)
         ref_loss, grads = mlp_reference(weights, biases, x, y)
         start = [p for wb in zip(weights, biases) for p in wb]
         _close(f"train step {sizes} loss", gl_step().item(), ref_loss)
@@ -204,7 +220,7 @@ def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False):
 
     torch_step = None
     if torch is not None:
-        tmodel = build_mlp(torch, weights, biases, device)
+        tmodel = build_mlp(torch, weights, biases, device, batchnorm)
         topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
         tx, ty = torch.tensor(x, device=device), torch.tensor(y, device=device)
         tloss = torch.nn.CrossEntropyLoss()

@@ -7,7 +7,7 @@ OpenMP threads spin after each parallel region. Those figures are the issue's me
 stay the headline; these show what each library does on a machine of its own.
 
     python benchmarks/isolated.py mnist wide
-    python benchmarks/isolated.py --compiled [--out STEM] [tiny small mnist wide]
+    python benchmarks/isolated.py --compiled [--out STEM] [tiny small mnist wide cli]
 """
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ from benchmarks import cases
 import benchmarks.harness as harness
 if framework.startswith("gradlab"):
     harness.torch = cases.torch = None  # gradlab alone: torch is not even imported
-sizes, batch = cases.MLP_SHAPES[shape]
+sizes, batch, batchnorm = cases.shape_of(shape)
 gl_step, torch_step, _ = cases.mlp_train_step(sizes, batch,
-                                              compiled=framework == "gradlab-compiled")
+                                              compiled=framework == "gradlab-compiled",
+                                              batchnorm=batchnorm)
 step = torch_step if framework == "torch" else gl_step
 n = harness.calibrate(step, 0.05)
 times = [harness.time_block(step, n) for _ in range(rounds)]
@@ -118,8 +119,8 @@ def _compiled_table(shapes, out_stem, repeats):
     for shape in shapes:
         r = alone_compiled(shape, repeats=repeats)
         results[shape] = r
-        sizes, batch = cases.MLP_SHAPES[shape]
-        rows.append(f"| {'-'.join(map(str, sizes))} b{batch} | "
+        sizes, batch, batchnorm = cases.shape_of(shape)
+        rows.append(f"| {'-'.join(map(str, sizes))} b{batch}{' BN' if batchnorm else ''} | "
                     f"{r['compiled_alone_s'] * 1e6:.1f} us | {r['eager_alone_s'] * 1e6:.1f} us"
                     f" | {r['torch_alone_s'] * 1e6:.1f} us | {r['compiled_vs_eager_alone']:.3f}"
                     f" | {r['compiled_vs_torch_alone']:.3f} | {r['eager_vs_torch_alone']:.3f} |"
