@@ -419,7 +419,6 @@ def prepared_step(op, params, states, **flags):
     flag1 = bool(flags.get(name1, False))
     grads_row = ptrs[1]
 
-
     def run(grads, options):
         for option, name in needs:
             checks.require_state(op, f"{option} != 0", options[option], name, None)
