@@ -5,6 +5,8 @@ a NaN enters a column, the NaN positions must agree and the other bytes be the s
 may commute an addition, which changes which NaN's sign and payload survive)."""
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gradlab.backend import cpu_backend, cpu_threads
 from gradlab.backend.fused import normalization as fused_norm
@@ -85,6 +87,30 @@ def _check(shape, dtype, mode, special=False, eps=1e-5, momentum=0.1):
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
 def test_numba_is_the_reference(shape, dtype, mode):
     _check(shape, dtype, mode)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(1, 300), c=st.integers(2, 70), dtype=st.sampled_from([np.float32,
+                                                                             np.float64]),
+       mode=st.sampled_from(sorted(MODES)), scale=st.sampled_from([1e-3, 1.0, 1e4]),
+       offset=st.sampled_from([0.0, 1.0, -1e3]), eps=st.sampled_from([1e-5, 1e-3, 0.1]),
+       momentum=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
+def test_random_batches_give_the_references_bits(n, c, dtype, mode, scale, offset, eps,
+                                                 momentum, seed):
+    # random shapes and magnitudes (large offsets make the centring cancel digits), eps and
+    # momentum: every output byte-equal to the reference's
+    x, weight, bias, mean, var, stats = _case((n, c), dtype, mode, seed=seed)
+    x = (x * dtype(scale) + dtype(offset)).astype(dtype)
+    got, got_stats = _forward(numba_norm, x, weight, bias, mean, var, stats, eps, momentum)
+    want, want_stats = _forward(reference, x, weight, bias, mean, var, stats, eps, momentum)
+    for g, w in zip(got + got_stats, want + want_stats):
+        assert (g is None) == (w is None)
+        if w is not None:
+            _same(g, w)
+    grad = np.random.default_rng(seed + 1).standard_normal((n, c)).astype(dtype)
+    args = (grad, want[1], want[2], weight, (0,), (1, c), mean is None, True, True, True)
+    for g, w in zip(numba_norm.normalize_backward(*args), reference.normalize_backward(*args)):
+        _same(g, w)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
