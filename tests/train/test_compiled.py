@@ -696,16 +696,38 @@ _FUSION_CASES = {
     "sequences": (lambda: gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.ReLU(), gl.nn.Linear(16, 3),
                                            gl.nn.Flatten(), gl.nn.Linear(15, 3)),
                   (8, 5, 4), np.float32, 1),
-    # what is not fused: no bias, a pre-activation read twice, BatchNorm between the two
+    # what is not fused: no bias, a pre-activation read twice
     "no_bias": (lambda: gl.nn.Sequential(gl.nn.Linear(4, 16, bias=False), gl.nn.ReLU(),
                                          gl.nn.Linear(16, 3)), (32, 4), np.float32, 0),
     "read_twice": (_ReadsThePreActivation, (32, 4), np.float32, 0),
-    "batchnorm_between": (lambda: _model(dropout=0.0), (32, 4), np.float32, 0),
+    # BatchNorm between Linear and ReLU: BatchNorm and the ReLU are the fused pair, with
+    # batch statistics, without the affine map (y is xhat itself), without running
+    # statistics, with the cumulative average, in eval mode (the running statistics), and
+    # on (N, C, L) batches (the op's reference tier)
+    "batchnorm_between": (lambda: _model(dropout=0.0), (32, 4), np.float32, 1),
+    "batchnorm_no_affine": (lambda: _bn_mlp(affine=False), (32, 4), np.float32, 1),
+    "batchnorm_no_running": (lambda: _bn_mlp(track_running_stats=False), (32, 4), np.float32,
+                             1),
+    "batchnorm_cumulative": (lambda: _bn_mlp(momentum=None).double(), (32, 4), np.float64, 1),
+    "batchnorm_eval": (lambda: _bn_mlp().eval(), (32, 4), np.float32, 1),
+    "batchnorm_sequences": (lambda: gl.nn.Sequential(gl.nn.BatchNorm1d(5), gl.nn.ReLU(),
+                                                     gl.nn.Flatten(), gl.nn.Linear(20, 3)),
+                            (8, 5, 4), np.float32, 1),
 }
 
 
+def _bn_mlp(**options):
+    model = gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.BatchNorm1d(16, **options),
+                             gl.nn.ReLU(), gl.nn.Linear(16, 3))
+    for m in model.modules():  # running statistics away from 0 and 1, for the eval case
+        if isinstance(m, gl.nn.BatchNorm1d) and m.running_mean is not None:
+            m.running_mean.add_(0.3)
+            m.running_var.mul_(2.5)
+    return model
+
+
 @pytest.mark.parametrize("case", sorted(_FUSION_CASES))
-def test_a_fused_linear_and_relu_give_the_eager_bits(case):
+def test_a_fused_pair_gives_the_eager_bits(case):
     make, shape, dtype, fused = _FUSION_CASES[case]
     rng = np.random.default_rng(5)
     batches = [(gl.tensor(rng.standard_normal(shape).astype(dtype)),

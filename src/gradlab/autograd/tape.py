@@ -43,15 +43,16 @@ _FUSIONS = {}
 
 def register_fusion(fusion):
     """Let a replay run a node of ``fusion.first`` and the node of ``fusion.second`` that
-    alone reads its output as one call each way (functional/fusions.py has them). A fusion
-    has ``fits(first_ctx, second_ctx, *first_args)`` (the recorded arrays: whether it
-    applies to them) and ``prepare(first_ctx, second_ctx, *first_args)``, called once per
+    alone reads its output (as its only argument) as one call each way
+    (functional/fusions.py has them). A fusion has ``fits(first_ctx, second_ctx,
+    *first_args, **first_kwargs)`` (the recorded arguments: whether it applies to them)
+    and ``prepare(first_ctx, second_ctx, *first_args, **first_kwargs)``, called once per
     replay, which returns (forward, backward): ``forward(first_ctx, second_ctx,
-    *first_args)`` gives the second node's output and leaves both nodes' saved arrays as
-    their own forwards leave them; ``backward(first_ctx, second_ctx, grad)`` gives the first
-    node's input gradients from the second's output gradient. Each must give the two nodes'
-    bits. A pair is fused only while both classes keep the forward and backward they had
-    here (a patched one is what the replay must run)."""
+    *first_args, **first_kwargs)`` gives the second node's output and leaves both nodes'
+    saved arrays as their own forwards leave them; ``backward(first_ctx, second_ctx, grad)``
+    gives the first node's input gradients from the second's output gradient. Each must
+    give the two nodes' bits. A pair is fused only while both classes keep the forward and
+    backward they had here (a patched one is what the replay must run)."""
     _FUSIONS[(fusion.first, fusion.second)] = (fusion, _methods(fusion.first, fusion.second))
 
 
@@ -298,8 +299,8 @@ class Replay:
 def _fused_pairs(rec, keep):
     """{index of a first node: its fusion's prepared (forward, backward)} for each registered
     pair (i, i + 1) of recorded nodes where node i's output is read by node i + 1 alone, as
-    its first argument, and is neither kept by the caller nor changed in place, and the
-    fusion fits the arrays."""
+    its only argument, and is neither kept by the caller nor changed in place, and the
+    fusion fits the arguments."""
     nodes = rec.nodes
     readers = {}
     for node in nodes:
@@ -311,11 +312,12 @@ def _fused_pairs(rec, keep):
         cls, ctx, slots, kwargs, out = nodes[i]
         second = nodes[i + 1]
         fusion, methods = _FUSIONS.get((cls, second[0]), (None, None))
-        if fusion is not None and methods == _methods(cls, second[0]) and not kwargs \
+        if fusion is not None and methods == _methods(cls, second[0]) \
                 and not second[3] and second[2] == (out,) and readers.get(out) == 1 \
                 and out not in keep and id(rec.values[out]) not in rec.mutated \
-                and fusion.fits(ctx, second[1], *(args := [rec.values[s] for s in slots])):
-            fused[i] = fusion.prepare(ctx, second[1], *args)
+                and fusion.fits(ctx, second[1], *(args := [rec.values[s] for s in slots]),
+                                **kwargs):
+            fused[i] = fusion.prepare(ctx, second[1], *args, **kwargs)
             i += 2
         else:
             i += 1

@@ -275,24 +275,26 @@ class Backend:
                 _bias_relu.bias_relu_backward.prepare(self, y, y))
 
     def normalize_forward(self, x, weight, bias, mean, var, eps, axes, pshape,
-                          running_mean=None, running_var=None, momentum=0.0):
+                          running_mean=None, running_var=None, momentum=0.0, relu=False):
         """(y, xhat, invstd): x normalized over ``axes``, xhat = (x - mean) * invstd with
         invstd = 1 / sqrt(var + eps) of shape ``pshape`` broadcast, then y = xhat * weight +
-        bias (each optional, reshaped to ``pshape``). ``mean`` None: the batch's statistics
-        (biased variance), and ``running_mean``/``running_var``, when given, are updated in
-        place, running = (1 - momentum) running + momentum batch, with the batch's unbiased
-        variance; else the given ``mean`` and ``var``. (BatchNorm and LayerNorm.)"""
+        bias (each optional, reshaped to ``pshape``), and with ``relu`` y = max(y, 0).
+        ``mean`` None: the batch's statistics (biased variance), and ``running_mean``/
+        ``running_var``, when given, are updated in place, running = (1 - momentum) running
+        + momentum batch, with the batch's unbiased variance; else the given ``mean`` and
+        ``var``. (BatchNorm and LayerNorm; ``relu``: BatchNorm then ReLU, fused.)"""
         args = (x, weight, bias, mean, var, eps, axes, pshape, running_mean, running_var,
-                momentum)
+                momentum, relu)
         return _normalization.normalize_forward.pick(self, *args)(*args)
 
     def normalize_backward(self, grad, xhat, invstd, weight, axes, pshape, batch_stats,
-                           needs_input, needs_weight, needs_bias):
+                           needs_input, needs_weight, needs_bias, relu_out=None):
         """(dx, dw, db) of normalize_forward from the gradient of y and what it returned
         (None for each gradient not needed); ``batch_stats``: whether the forward used the
-        batch's statistics (x then also moved them)."""
+        batch's statistics (x then also moved them); ``relu_out``: the forward's y when it
+        ran with ``relu`` (grad is that output's gradient)."""
         args = (grad, xhat, invstd, weight, axes, pshape, batch_stats, needs_input,
-                needs_weight, needs_bias)
+                needs_weight, needs_bias, relu_out)
         return _normalization.normalize_backward.pick(self, *args)(*args)
 
     def softmax_cross_entropy(self, logits, target, weight, ignore_index, label_smoothing,

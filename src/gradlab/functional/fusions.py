@@ -11,6 +11,9 @@ from its op table at the call. A replay knows the whole recorded pass and its ar
   - Linear then ReLU: the bias and the ReLU in one pass over the GEMM's output (in place:
     nothing else reads the output before the ReLU), and backward the ReLU's mask and the
     bias's gradient in one pass (Backend.prepare_bias_relu).
+  - BatchNorm then ReLU: the normalization op with its ReLU (Backend.normalize_forward's
+    ``relu``): the ReLU ends the op's last pass forward, and backward each of its passes
+    masks the gradient first (``relu_out``).
 - Prepared calls. A node whose forward is a backend kernel runs it through the kernel
   prepared for the recorded arrays (FusedOp.prepare): the table's choice and the argument
   checks are made once, and each call only checks that its arrays are still like those.
@@ -30,6 +33,7 @@ from ..backend import checks
 from .activation import Relu
 from .loss import SoftmaxCrossEntropy, cross_entropy_forward
 from .matmul import LinearFn, linear_input_grads, linear_product
+from .normalization import BatchNorm
 
 
 class LinearRelu:
@@ -61,6 +65,29 @@ class LinearRelu:
 
 
 register_fusion(LinearRelu)
+
+
+class BatchNormRelu:
+    first, second = BatchNorm, Relu
+
+    @staticmethod
+    def fits(norm, relu, *args, **kwargs):
+        return True  # every tier of the op takes the ReLU wherever it takes the rest
+
+    @staticmethod
+    def prepare(norm, relu, *args, **kwargs):
+        def forward(norm, relu, *args, **kwargs):
+            out = norm.normalize(*args, **kwargs, relu=True)
+            relu.save_for_backward(out)
+            return out
+
+        def backward(norm, relu, grad):
+            out, = relu.saved_tensors
+            return norm.input_grads(grad, relu_out=out)
+        return forward, backward
+
+
+register_fusion(BatchNormRelu)
 
 
 def _prepare_cross_entropy(ctx, logits, target, weight, ignore_index, label_smoothing,

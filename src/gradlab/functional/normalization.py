@@ -13,21 +13,27 @@ from ..autograd.function import Function
 
 class _Normalize(Function):
     """Shared backward; a forward saves ``stat_axes`` (normalized over), ``param_shape``
-    (how w and b broadcast against x) and whether the statistics were the batch's."""
+    (how w and b broadcast against x) and whether the statistics were the batch's.
+    ``relu`` and ``relu_out``: the ReLU after the op, run with it (functional/fusions.py)."""
 
-    def _run(ctx, x, w, b, mean, var, eps, axes, pshape, *running):
+    def _run(ctx, x, w, b, mean, var, eps, axes, pshape, running_mean=None, running_var=None,
+             momentum=0.0, relu=False):
         ctx.stat_axes, ctx.param_shape, ctx.batch_stats = axes, pshape, mean is None
         y, xhat, invstd = ctx.backend.normalize_forward(x, w, b, mean, var, eps, axes, pshape,
-                                                        *running)
+                                                        running_mean, running_var, momentum,
+                                                        relu)
         ctx.save_for_backward(xhat, invstd, w)
         return y
 
     def backward(ctx, g):
+        return ctx.input_grads(g)
+
+    def input_grads(ctx, g, relu_out=None):
         xhat, invstd, w = ctx.saved_tensors
         needs = ctx.needs_input_grad
         return ctx.backend.normalize_backward(
             g, xhat, invstd, w, ctx.stat_axes, ctx.param_shape, ctx.batch_stats, needs[0],
-            len(needs) > 1 and needs[1], len(needs) > 2 and needs[2])
+            len(needs) > 1 and needs[1], len(needs) > 2 and needs[2], relu_out)
 
 
 class BatchNorm(_Normalize):
@@ -38,16 +44,21 @@ class BatchNorm(_Normalize):
     mutates = (5, 6, 7)  # running_mean, running_var, num_batches_tracked
 
     def forward(ctx, x, w, b, mean, var, running_mean, running_var, count, eps, momentum):
+        return ctx.normalize(x, w, b, mean, var, running_mean, running_var, count, eps,
+                             momentum)
+
+    def normalize(ctx, x, w, b, mean, var, running_mean, running_var, count, eps, momentum,
+                  relu=False):
         axes = (0,) + tuple(range(2, x.ndim))
         pshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
         if mean is not None:
-            return ctx._run(x, w, b, mean, var, eps, axes, pshape)
+            return ctx._run(x, w, b, mean, var, eps, axes, pshape, relu=relu)
         if count is not None:
             count += 1
         if running_mean is None or running_var is None:
-            return ctx._run(x, w, b, None, None, eps, axes, pshape)
+            return ctx._run(x, w, b, None, None, eps, axes, pshape, relu=relu)
         return ctx._run(x, w, b, None, None, eps, axes, pshape, running_mean, running_var,
-                        1.0 / float(count) if momentum is None else momentum)
+                        1.0 / float(count) if momentum is None else momentum, relu)
 
 
 class LayerNormFn(_Normalize):

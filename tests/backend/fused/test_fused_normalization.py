@@ -57,36 +57,56 @@ def _same(got, want):
     assert got[~nan].tobytes() == want[~nan].tobytes()
 
 
-def _forward(impl, x, weight, bias, mean, var, stats, eps=1e-5, momentum=0.1):
+def _forward(impl, x, weight, bias, mean, var, stats, eps=1e-5, momentum=0.1, relu=False):
     rm, rv = (None, None) if stats[0] is None else (stats[0].copy(), stats[1].copy())
     out = impl.normalize_forward(x, weight, bias, mean, var, eps, (0,), (1, x.shape[1]), rm,
-                                 rv, momentum)
+                                 rv, momentum, relu)
     return out, (rm, rv)
 
 
-def _check(shape, dtype, mode, special=False, eps=1e-5, momentum=0.1):
-    x, weight, bias, mean, var, stats = _case(shape, dtype, mode, seed=sum(shape),
-                                              special=special)
-    got, got_stats = _forward(numba_norm, x, weight, bias, mean, var, stats, eps, momentum)
-    want, want_stats = _forward(reference, x, weight, bias, mean, var, stats, eps, momentum)
+def _both_tiers(x, weight, bias, mean, var, stats, eps=1e-5, momentum=0.1, relu=False,
+                seed=1):
+    """Forward and backward in the numba tier and the reference, every output compared;
+    the numba tier's forward outputs."""
+    got, got_stats = _forward(numba_norm, x, weight, bias, mean, var, stats, eps, momentum,
+                              relu)
+    want, want_stats = _forward(reference, x, weight, bias, mean, var, stats, eps, momentum,
+                                relu)
     for g, w in zip(got + got_stats, want + want_stats):
-        if w is None:
-            assert g is None
-        else:
+        assert (g is None) == (w is None)
+        if w is not None:
             _same(g, w)
-    grad = np.random.default_rng(1).standard_normal(shape).astype(dtype)
-    _, xhat, invstd = want
-    args = (grad, xhat, invstd, weight, (0,), (1, shape[1]), mean is None, True, True, True)
+    grad = np.random.default_rng(seed).standard_normal(x.shape).astype(x.dtype)
+    y, xhat, invstd = want
+    args = (grad, xhat, invstd, weight, (0,), (1, x.shape[1]), mean is None, True, True, True,
+            y if relu else None)
     for g, w in zip(numba_norm.normalize_backward(*args), reference.normalize_backward(*args)):
         _same(g, w)
     return got
 
 
+def _check(shape, dtype, mode, special=False, eps=1e-5, momentum=0.1, relu=False):
+    x, weight, bias, mean, var, stats = _case(shape, dtype, mode, seed=sum(shape),
+                                              special=special)
+    return _both_tiers(x, weight, bias, mean, var, stats, eps, momentum, relu)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_numba_is_the_reference(shape, dtype, mode):
-    _check(shape, dtype, mode)
+def test_numba_is_the_reference(shape, dtype, mode, relu):
+    _check(shape, dtype, mode, relu=relu)
+
+
+def test_the_relu_is_the_relu_functions():
+    # the op's ReLU gives the Relu Function's bits (np.maximum(y, 0); grad * (y > 0))
+    x, weight, bias, mean, var, stats = _case((9, 5), np.float32, "train", special=True)
+    y, *_ = reference.normalize_forward(x, weight, bias, None, None, 1e-5, (0,), (1, 5))
+    out, *_ = numba_norm.normalize_forward(x, weight, bias, None, None, 1e-5, (0,), (1, 5),
+                                           relu=True)
+    _same(out, np.maximum(y, 0))
+    assert not np.signbit(out[out == 0]).any()
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -94,23 +114,14 @@ def test_numba_is_the_reference(shape, dtype, mode):
                                                                              np.float64]),
        mode=st.sampled_from(sorted(MODES)), scale=st.sampled_from([1e-3, 1.0, 1e4]),
        offset=st.sampled_from([0.0, 1.0, -1e3]), eps=st.sampled_from([1e-5, 1e-3, 0.1]),
-       momentum=st.floats(0.0, 1.0), seed=st.integers(0, 2**31 - 1))
+       momentum=st.floats(0.0, 1.0), relu=st.booleans(), seed=st.integers(0, 2**31 - 1))
 def test_random_batches_give_the_references_bits(n, c, dtype, mode, scale, offset, eps,
-                                                 momentum, seed):
-    # random shapes and magnitudes (large offsets make the centring cancel digits), eps and
-    # momentum: every output byte-equal to the reference's
+                                                 momentum, relu, seed):
+    # random shapes and magnitudes (large offsets make the centring cancel digits), eps,
+    # momentum and the ReLU: every output byte-equal to the reference's
     x, weight, bias, mean, var, stats = _case((n, c), dtype, mode, seed=seed)
     x = (x * dtype(scale) + dtype(offset)).astype(dtype)
-    got, got_stats = _forward(numba_norm, x, weight, bias, mean, var, stats, eps, momentum)
-    want, want_stats = _forward(reference, x, weight, bias, mean, var, stats, eps, momentum)
-    for g, w in zip(got + got_stats, want + want_stats):
-        assert (g is None) == (w is None)
-        if w is not None:
-            _same(g, w)
-    grad = np.random.default_rng(seed + 1).standard_normal((n, c)).astype(dtype)
-    args = (grad, want[1], want[2], weight, (0,), (1, c), mean is None, True, True, True)
-    for g, w in zip(numba_norm.normalize_backward(*args), reference.normalize_backward(*args)):
-        _same(g, w)
+    _both_tiers(x, weight, bias, mean, var, stats, eps, momentum, relu, seed=seed + 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -128,11 +139,14 @@ def test_every_momentum_moves_the_running_statistics_as_the_reference(momentum):
     _check((9, 4), np.float32, "train", momentum=momentum)
 
 
-def test_the_affine_map_off_gives_xhat_itself_as_y():
+def test_the_affine_map_off_gives_xhat_itself_as_y_but_never_the_relus_output():
     x, *_ = _case((5, 3), np.float32, "no affine")
     for impl in (numba_norm, reference):
         y, xhat, _ = impl.normalize_forward(x, None, None, None, None, 1e-5, (0,), (1, 3))
         assert y is xhat
+        y, xhat, _ = impl.normalize_forward(x, None, None, None, None, 1e-5, (0,), (1, 3),
+                                            relu=True)
+        assert y is not xhat and (xhat < 0).any()
 
 
 def test_means_and_sums_are_numpys_row_order_not_pairwise():
@@ -191,6 +205,9 @@ def test_each_call_picks_numba_only_where_its_bits_are_the_references():
     assert fwd(x.astype(np.float16), w=None, rm=None) == "numpy"
     assert fwd(x.astype(">f4"), w=None, rm=None) == "numpy"
     assert bwd(x, w=np.ones(3, np.float64)) == "numpy"
+    relu_out = op_b.tier_for(be, x, x, inv, v, (0,), (1, 3), True, True, True, True,
+                             np.ones((8, 6), np.float32)[:, ::2])
+    assert relu_out == "numpy"                             # a strided ReLU output
 
 
 @pytest.mark.parametrize("shape, axes, pshape", [((40, 1), (0,), (1, 1)),
@@ -211,8 +228,9 @@ def test_the_backend_gives_the_reference_on_every_shape(shape, axes, pshape):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("relu", [False, True], ids=["", "relu"])
 @pytest.mark.parametrize("mode", ["train", "eval", "no affine"])
-def test_the_cuda_tier_is_the_reference_with_cupy(mode):
+def test_the_cuda_tier_is_the_reference_with_cupy(mode, relu):
     """The CUDA tier runs the reference's formulas with CuPy: on the emulated device those are
     NumPy's calls (the same bytes); on a GPU, CuPy's reductions sum in another order (within
     rounding). The running statistics move on the device, in place."""
@@ -223,15 +241,17 @@ def test_the_cuda_tier_is_the_reference_with_cupy(mode):
         pytest.skip(f"no CUDA device: {gl.cuda.unavailable_reason()}")
     be = get_backend("cuda")
     x, weight, bias, mean, var, stats = _case((64, 128), np.float32, mode)
-    want, want_stats = _forward(reference, x, weight, bias, mean, var, stats)
+    want, want_stats = _forward(reference, x, weight, bias, mean, var, stats, relu=relu)
     dev = [None if a is None else be.asarray(a) for a in (x, weight, bias, mean, var) + stats]
-    got = be.normalize_forward(*dev[:5], 1e-5, (0,), (1, 128), *dev[5:], 0.1)
+    got = be.normalize_forward(*dev[:5], 1e-5, (0,), (1, 128), *dev[5:], 0.1, relu)
     grad = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
     args = (want[1], want[2], weight, (0,), (1, 128), mean is None, True, True, True)
+    relu_out = want[0] if relu else None
     got_b = be.normalize_backward(be.asarray(grad), *[None if a is None else be.asarray(a)
-                                                      for a in args[:3]], *args[3:])
+                                                      for a in args[:3]], *args[3:],
+                                  None if relu_out is None else be.asarray(relu_out))
     pairs = list(zip(got + tuple(dev[5:]) + got_b,
-                     want + want_stats + reference.normalize_backward(grad, *args)))
+                     want + want_stats + reference.normalize_backward(grad, *args, relu_out)))
     for g, w in pairs:
         if w is None:
             assert g is None

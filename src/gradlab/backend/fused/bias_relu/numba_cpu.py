@@ -15,22 +15,35 @@ from ...cpu_threads import parts_for, run_parts
 from .. import jit_disabled
 
 _jit = numba.njit(cache=True, nogil=True)
+_inline = numba.njit(cache=True, nogil=True, inline="always")
+
+
+# The ReLU's two formulas in the reference's bits, for every numba tier that ends in a ReLU
+# (this one, normalization's). ``one`` and ``zero`` have the arrays' dtype.
+@_inline
+def relu(v, zero):
+    """np.maximum(v, 0): NaN stays NaN, and -0.0 becomes +0.0."""
+    return v if v > 0 or v != v else zero
+
+
+@_inline
+def relu_grad(g, out, one, zero):
+    """g * (out > 0) as the reference multiplies: g * 0 keeps g's sign, makes inf a NaN."""
+    return g * (one if out > 0 else zero)
 
 
 @_jit
 def _forward_part(k, nparts, y, bias):
     n, c = y.shape
+    zero = y.dtype.type(0)
     for i in range(k * n // nparts, (k + 1) * n // nparts):
         for j in range(c):
-            v = y[i, j] + bias[j]
-            # np.maximum(v, 0): NaN stays NaN, and -0.0 becomes +0.0
-            y[i, j] = v if v > 0 or v != v else 0
+            y[i, j] = relu(y[i, j] + bias[j], zero)
 
 
 @_jit
 def _backward_part(k, nparts, grad, out, grad_pre, grad_bias, one, zero):
-    # ``one`` and ``zero`` have the arrays' dtype: grad times the mask as the reference's
-    # grad * (out > 0) multiplies (grad * 0 keeps grad's sign, makes inf a NaN), and the
+    # ``one`` and ``zero`` have the arrays' dtype: the mask's values (relu_grad), and the
     # sums stay in that dtype. Two passes over row slices indexed from 0, loops that LLVM
     # vectorizes: summing inside the first pass, or indexing grad[i, c0 + j], measured 4-8x
     # slower on 64 x 64 and 512 x 1024.
@@ -39,7 +52,7 @@ def _backward_part(k, nparts, grad, out, grad_pre, grad_bias, one, zero):
     for i in range(n):
         g, o, p = grad[i, c0:c1], out[i, c0:c1], grad_pre[i, c0:c1]
         for j in range(c1 - c0):
-            p[j] = g[j] * (one if o[j] > 0 else zero)
+            p[j] = relu_grad(g[j], o[j], one, zero)
     # from +0.0, as NumPy's sum starts from its identity: a column of -0.0 sums to +0.0
     acc = grad_bias[c0:c1]
     acc[:] = zero

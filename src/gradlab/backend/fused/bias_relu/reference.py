@@ -11,14 +11,26 @@ from ... import checks
 def bias_relu_forward(y, bias):
     checks.bias_relu_forward_args(y, bias)
     y += bias
-    np.maximum(y, 0, out=y)
-    return y
+    return relu(y, out=y)
 
 
 def bias_relu_backward(grad, out):
     checks.bias_relu_backward_args(grad, out)
-    grad_pre = grad * (out > 0)
+    grad_pre = relu_grad(grad, out)
     return grad_pre, column_sums(grad_pre)
+
+
+# The ReLU's two formulas as the Relu Function computes them (functional/activation.py),
+# for every reference tier that ends in a ReLU (this one, normalization's); xp is the
+# arrays' module.
+def relu(y, out=None, xp=np):
+    """max(y, 0): NaN stays NaN, -0.0 becomes +0.0."""
+    return xp.maximum(y, 0, out=out)
+
+
+def relu_grad(grad, out):
+    """The gradient before a ReLU whose output is ``out``: grad * (out > 0)."""
+    return grad * (out > 0)
 
 
 def column_sums(a):

@@ -2,9 +2,12 @@
 and backward, each as one op:
 
     normalize_forward(x, weight, bias, mean, var, eps, axes, pshape, running_mean=None,
-                      running_var=None, momentum=0.0)      -> (y, xhat, invstd)
+                      running_var=None, momentum=0.0, relu=False)  -> (y, xhat, invstd)
     normalize_backward(grad, xhat, invstd, weight, axes, pshape, batch_stats, needs_input,
-                       needs_weight, needs_bias)           -> (dx, dw, db)
+                       needs_weight, needs_bias, relu_out=None)    -> (dx, dw, db)
+
+(``relu``: y through a ReLU, and backward the gradient of that output: a compiled step's
+replay runs BatchNorm then ReLU so, functional/fusions.py.)
 
 Written as array calls (reference.py), a BatchNorm layer is some twenty NumPy calls forward
 and a dozen backward, each a pass over the (N, C) activation or a call on a C-vector; on
@@ -48,7 +51,7 @@ def _vectors_of(x, *vectors):
 
 
 def _on_numba_forward(x, weight, bias, mean, var, eps, axes, pshape, running_mean=None,
-                      running_var=None, momentum=0.0):
+                      running_var=None, momentum=0.0, relu=False):
     return axes == (0,) and _rows_of(x) and pshape == (1, x.shape[1]) and \
         type(eps) in _NUMBERS and type(momentum) in _NUMBERS and \
         (mean is None) == (var is None) and (running_mean is None) == (running_var is None) \
@@ -56,11 +59,15 @@ def _on_numba_forward(x, weight, bias, mean, var, eps, axes, pshape, running_mea
 
 
 def _on_numba_backward(grad, xhat, invstd, weight, axes, pshape, batch_stats, needs_input,
-                       needs_weight, needs_bias):
+                       needs_weight, needs_bias, relu_out=None):
     return axes == (0,) and _rows_of(grad) and pshape == (1, grad.shape[1]) and \
-        _rows_of(xhat) and xhat.shape == grad.shape and xhat.dtype == grad.dtype and \
+        _like_grad(xhat, grad) and (relu_out is None or _like_grad(relu_out, grad)) and \
         getattr(invstd, "shape", None) == pshape and invstd.dtype == grad.dtype and \
         invstd.flags.c_contiguous and _vectors_of(grad, weight)
+
+
+def _like_grad(a, grad):
+    return _rows_of(a) and a.shape == grad.shape and a.dtype == grad.dtype
 
 
 normalize_forward = FusedOp("normalize_forward", _PKG, use_numba=_on_numba_forward)

@@ -9,14 +9,15 @@ from . import reference
 
 
 def normalize_forward(backend, x, weight, bias, mean, var, eps, axes, pshape,
-                      running_mean=None, running_var=None, momentum=0.0):
+                      running_mean=None, running_var=None, momentum=0.0, relu=False):
     with backend._cuda_device:
         return reference.normalize_forward(x, weight, bias, mean, var, eps, axes, pshape,
-                                           running_mean, running_var, momentum, xp=cupy)
+                                           running_mean, running_var, momentum, relu, xp=cupy)
 
 
 def normalize_backward(backend, grad, xhat, invstd, weight, axes, pshape, batch_stats,
-                       needs_input, needs_weight, needs_bias):
+                       needs_input, needs_weight, needs_bias, relu_out=None):
     with backend._cuda_device:
         return reference.normalize_backward(grad, xhat, invstd, weight, axes, pshape,
-                                            batch_stats, needs_input, needs_weight, needs_bias)
+                                            batch_stats, needs_input, needs_weight, needs_bias,
+                                            relu_out)

@@ -1,6 +1,9 @@
 """The numba tier of normalization, for BatchNorm's case: an (N, C >= 2) C-contiguous input
 normalized over its rows (the op's table, __init__.py, sends the rest to the reference).
 
+A ReLU after the normalization can be part of the op (``relu``; a compiled step fuses
+BatchNorm then ReLU): forward it ends the last pass, backward each pass first masks grad.
+
 Every column is independent, so from PARALLEL_MIN elements the columns are cut into one
 contiguous run per thread (cpu_threads.run_parts) and each column is still summed by one
 thread from row 0 down, as NumPy sums it. Forward: the column sums of x, then x - mean with
@@ -17,6 +20,8 @@ import numba
 import numpy as np
 
 from ...cpu_threads import parts_for, run_parts
+from ..bias_relu.numba_cpu import relu as _relu
+from ..bias_relu.numba_cpu import relu_grad as _relu_grad
 
 # "numpy" error model: var + eps == 0 (eps = 0, a constant column) must give the reference's
 # inf, not raise ZeroDivisionError.
@@ -25,20 +30,21 @@ _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 @_jit
 def _forward_part(k, nparts, x, weight, bias, mean, var, running_mean, running_var, eps,
-                  keep, momentum, unbiased, w_on, b_on, batch, running, y, xhat, invstd):
+                  keep, momentum, unbiased, w_on, b_on, batch, running, relu, y, xhat,
+                  invstd):
     """Columns [k C / nparts, (k + 1) C / nparts). ``w_on``, ``b_on``: there is a weight,
     a bias; ``batch``: the batch's statistics (else ``mean`` and ``var``); ``running``:
-    update the running statistics. Arrays that are off are empty. The scalars are Python
-    floats, rounded here once to the dtype."""
+    update the running statistics; ``relu``: y goes through a ReLU. Arrays that are off are
+    empty. The scalars are Python floats, rounded here once to the dtype."""
     n, c = x.shape
     c0, c1 = k * c // nparts, (k + 1) * c // nparts
     # the part's columns of every vector, sliced once: a vector indexed at c0 + j (an index
     # LLVM cannot prove non-negative) kept the loops scalar, 2-3x slower on 64 x 128
     weight, bias, mean, var = weight[c0:c1], bias[c0:c1], mean[c0:c1], var[c0:c1]
     running_mean, running_var = running_mean[c0:c1], running_var[c0:c1]
-    k_ = np.empty(5, x.dtype)
-    k_[0], k_[1], k_[2], k_[3], k_[4] = eps, keep, momentum, unbiased, 1
-    eps, keep, momentum, unbiased, one = k_[0], k_[1], k_[2], k_[3], k_[4]
+    k_ = np.empty(6, x.dtype)
+    k_[0], k_[1], k_[2], k_[3], k_[4], k_[5] = eps, keep, momentum, unbiased, 1, 0
+    eps, keep, momentum, unbiased, one, zero = k_[0], k_[1], k_[2], k_[3], k_[4], k_[5]
     nf = np.float64(n)
     mu = np.empty(c1 - c0, x.dtype)
     v = np.empty(c1 - c0, x.dtype)
@@ -86,16 +92,21 @@ def _forward_part(k, nparts, x, weight, bias, mean, var, running_mean, running_v
                 value = value * weight[j]
             if b_on:
                 value = value + bias[j]
-            out[j] = value
+            out[j] = _relu(value, zero) if relu else value
 
 
 @_jit
-def _backward_part(k, nparts, grad, xhat, invstd, weight, w_on, batch, gx, gw, gb):
+def _backward_part(k, nparts, grad, xhat, invstd, weight, w_on, batch, relu_out, r_on, gx,
+                   gw, gb):
     """Columns [k C / nparts, (k + 1) C / nparts): dx into gx (when batch statistics: the
-    means of gh and gh xhat first), and the column sums of grad xhat and grad into gw, gb."""
+    means of gh and gh xhat first), and the column sums of grad xhat and grad into gw, gb;
+    with ``r_on``, grad is first masked by the ReLU output ``relu_out`` (in both passes)."""
     n, c = grad.shape
     c0, c1 = k * c // nparts, (k + 1) * c // nparts
     weight = weight[c0:c1]                          # (sliced once, as in _forward_part)
+    k_ = np.empty(2, grad.dtype)
+    k_[0], k_[1] = 1, 0
+    one, zero = k_[0], k_[1]
     nf = np.float64(n)
     s_gh = np.empty(c1 - c0, grad.dtype)
     s_ghx = np.empty(c1 - c0, grad.dtype)
@@ -105,9 +116,9 @@ def _backward_part(k, nparts, grad, xhat, invstd, weight, w_on, batch, gx, gw, g
     s_gw[:] = 0
     s_gb[:] = 0
     for i in range(n):
-        g, h = grad[i, c0:c1], xhat[i, c0:c1]
+        g, h, o = grad[i, c0:c1], xhat[i, c0:c1], relu_out[i, c0:c1]
         for j in range(c1 - c0):
-            gi = g[j]
+            gi = _relu_grad(g[j], o[j], one, zero) if r_on else g[j]
             gh = gi * weight[j] if w_on else gi
             s_gh[j] += gh
             s_ghx[j] += gh * h[j]
@@ -119,19 +130,22 @@ def _backward_part(k, nparts, grad, xhat, invstd, weight, w_on, batch, gx, gw, g
             s_gh[j] = np.float64(s_gh[j]) / nf       # the means, in place of the sums
             s_ghx[j] = np.float64(s_ghx[j]) / nf
         for i in range(n):
-            g, h, out = grad[i, c0:c1], xhat[i, c0:c1], gx[i, c0:c1]
+            g, h, o, out = grad[i, c0:c1], xhat[i, c0:c1], relu_out[i, c0:c1], gx[i, c0:c1]
             for j in range(c1 - c0):
-                gh = g[j] * weight[j] if w_on else g[j]
+                gi = _relu_grad(g[j], o[j], one, zero) if r_on else g[j]
+                gh = gi * weight[j] if w_on else gi
                 out[j] = inv[j] * ((gh - s_gh[j]) - h[j] * s_ghx[j])
     else:
         for i in range(n):
-            g, out = grad[i, c0:c1], gx[i, c0:c1]
+            g, o, out = grad[i, c0:c1], relu_out[i, c0:c1], gx[i, c0:c1]
             for j in range(c1 - c0):
-                gh = g[j] * weight[j] if w_on else g[j]
+                gi = _relu_grad(g[j], o[j], one, zero) if r_on else g[j]
+                gh = gi * weight[j] if w_on else gi
                 out[j] = gh * inv[j]
 
 
-# dtype -> an empty array of it: what a kernel gets for an array that is off
+# dtype -> an empty array of it: what a kernel gets for a vector that is off (a ReLU output
+# that is off is grad itself, never read)
 _OFF = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 
 
@@ -140,7 +154,7 @@ def _parts(x):
 
 
 def normalize_forward(x, weight, bias, mean, var, eps, axes, pshape, running_mean=None,
-                      running_var=None, momentum=0.0):
+                      running_var=None, momentum=0.0, relu=False):
     off = _OFF[x.dtype]
     batch = mean is None
     running = batch and running_mean is not None
@@ -149,13 +163,13 @@ def normalize_forward(x, weight, bias, mean, var, eps, axes, pshape, running_mea
     # ZeroDivisionError before anything is written)
     unbiased = m / (m - 1) if running else 1.0
     xhat = np.empty_like(x)
-    y = np.empty_like(x) if weight is not None or bias is not None else xhat
+    y = np.empty_like(x) if weight is not None or bias is not None or relu else xhat
     invstd = np.empty((1, x.shape[1]), x.dtype)
     args = (x, off if weight is None else weight, off if bias is None else bias,
             off if batch else mean, off if batch else var,
             running_mean if running else off, running_var if running else off,
             float(eps), float(1 - momentum), float(momentum), unbiased,
-            weight is not None, bias is not None, batch, running, y, xhat, invstd)
+            weight is not None, bias is not None, batch, running, bool(relu), y, xhat, invstd)
     nparts = _parts(x)
     if nparts == 1:
         _forward_part(0, 1, *args)
@@ -165,13 +179,14 @@ def normalize_forward(x, weight, bias, mean, var, eps, axes, pshape, running_mea
 
 
 def normalize_backward(grad, xhat, invstd, weight, axes, pshape, batch_stats, needs_input,
-                       needs_weight, needs_bias):
+                       needs_weight, needs_bias, relu_out=None):
     c = grad.shape[1]
     gx = np.empty_like(grad)
     gw = np.empty(c, grad.dtype)
     gb = np.empty(c, grad.dtype)
     args = (grad, xhat, invstd, _OFF[grad.dtype] if weight is None else weight,
-            weight is not None, bool(batch_stats), gx, gw, gb)
+            weight is not None, bool(batch_stats),
+            grad if relu_out is None else relu_out, relu_out is not None, gx, gw, gb)
     nparts = _parts(grad)
     if nparts == 1:
         _backward_part(0, 1, *args)

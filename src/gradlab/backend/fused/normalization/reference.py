@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..bias_relu.reference import relu as _relu
+from ..bias_relu.reference import relu_grad as _relu_grad
+
 
 def normalize_forward(x, weight, bias, mean, var, eps, axes, pshape, running_mean=None,
-                      running_var=None, momentum=0.0, *, xp=np):
+                      running_var=None, momentum=0.0, relu=False, *, xp=np):
     """(y, xhat, invstd). With ``mean`` None the statistics are the batch's, and the running
     ones, when given, are updated in place with the batch's unbiased variance; else ``mean``
-    and ``var`` (of the parameters' length) are used as they are."""
+    and ``var`` (of the parameters' length) are used as they are. ``relu``: y is then
+    passed through a ReLU (a new array; a compiled step fuses the two)."""
     if mean is None:
         mu = x.mean(axis=axes, keepdims=True)
         xc = x - mu
@@ -37,7 +41,8 @@ def normalize_forward(x, weight, bias, mean, var, eps, axes, pshape, running_mea
         y = y * weight.reshape(pshape)
     if bias is not None:
         y = y + bias.reshape(pshape)
-    return y.astype(x.dtype, copy=False), xhat, invstd
+    y = y.astype(x.dtype, copy=False)
+    return (_relu(y, xp=xp) if relu else y), xhat, invstd
 
 
 def update_running(rm, rv, batch_mean, batch_var, m, momentum):
@@ -51,9 +56,12 @@ def update_running(rm, rv, batch_mean, batch_var, m, momentum):
 
 
 def normalize_backward(grad, xhat, invstd, weight, axes, pshape, batch_stats, needs_input,
-                       needs_weight, needs_bias):
+                       needs_weight, needs_bias, relu_out=None):
     """(dx, dw, db), each None where not needed. ``batch_stats``: the forward used the
-    batch's statistics (else x entered through a fixed affine map)."""
+    batch's statistics (else x entered through a fixed affine map). ``relu_out``: the
+    forward ran with ``relu`` and gave this output, which ``grad`` is the gradient of."""
+    if relu_out is not None:
+        grad = _relu_grad(grad, relu_out)
     # the axes the parameters are summed over: all but the ones they vary along
     p_axes = tuple(i for i, s in enumerate(pshape) if s == 1)
     gx = gw = gb = None
