@@ -10,7 +10,7 @@ import numpy as np
 KERNEL_DTYPES = ("float32", "float64")
 # The same as dtype objects (native byte order): comparing dtypes is cheap, str(dtype) costs
 # microseconds, which the small steps of a compiled replay feel.
-_KERNEL_DTYPES = tuple(np.dtype(name) for name in KERNEL_DTYPES)
+NATIVE_KERNEL_DTYPES = tuple(np.dtype(name) for name in KERNEL_DTYPES)
 
 
 def group_dtype(op, params, grads, **states):
@@ -28,7 +28,7 @@ def group_dtype(op, params, grads, **states):
     if n == 0:
         return None
     dtype = params[0].dtype
-    if dtype not in _KERNEL_DTYPES:
+    if dtype not in NATIVE_KERNEL_DTYPES:
         raise TypeError(f"{op}: params must be float32 or float64, got {dtype}")
     for name, arrays in (("params", params), *lists.items()):
         for i, a in enumerate(arrays):
@@ -45,7 +45,7 @@ def group_dtype(op, params, grads, **states):
 
 
 def check_float_array(op, name, a):
-    if a.dtype not in _KERNEL_DTYPES:
+    if a.dtype not in NATIVE_KERNEL_DTYPES:
         raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}")
 
 

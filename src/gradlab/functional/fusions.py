@@ -42,7 +42,7 @@ class LinearRelu:
     @staticmethod
     def fits(linear, relu, x, weight, bias=None):
         # native float32/64 only: the kernels' dtypes, and the GEMM's output is native
-        return bias is not None and x.dtype in map(np.dtype, checks.KERNEL_DTYPES) and \
+        return bias is not None and x.dtype in checks.NATIVE_KERNEL_DTYPES and \
             weight.ndim == 2 and bias.shape == (weight.shape[0],) and bias.dtype == x.dtype
 
     @staticmethod

@@ -23,22 +23,18 @@ rounded once); a single column NumPy sums pairwise, so that case stays on the re
 Scalars that NumPy would not treat as weak Python numbers (a NumPy float64 eps, say) and
 statistics of another dtype than x stay on the reference too (tests/backend/fused).
 """
-import numpy as np
-
+from ...checks import NATIVE_KERNEL_DTYPES
 from .. import FusedOp
 
 _PKG = __name__
 
-
-# Native float32/64: the kernels' dtypes (a byte-swapped dtype does not compare equal)
-_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _NUMBERS = (int, float)  # not bool, not NumPy scalars (which NumPy does not treat as weak)
 
 
 def _rows_of(a):
-    """Whether ``a`` is an (N >= 1, C >= 2) C-contiguous float32/64 array."""
-    return getattr(a, "ndim", 0) == 2 and a.dtype in _DTYPES and a.flags.c_contiguous and \
-        a.shape[0] >= 1 and a.shape[1] >= 2
+    """Whether ``a`` is an (N >= 1, C >= 2) C-contiguous native float32/64 array."""
+    return getattr(a, "ndim", 0) == 2 and a.dtype in NATIVE_KERNEL_DTYPES and \
+        a.flags.c_contiguous and a.shape[0] >= 1 and a.shape[1] >= 2
 
 
 def _vectors_of(x, *vectors):
