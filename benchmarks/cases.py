@@ -244,6 +244,26 @@ def _training_gemms(sizes, batch):
     return gemms
 
 
+def step_gemms(sizes, batch, seed=0):
+    """A callable that runs only the GEMMs of one training step of the plain ReLU MLP, in the
+    layouts gradlab's step runs them (LinearFn: x W^T forward; dW = g^T x and dx = g W
+    backward), each into a fresh array as the step allocates it: the arithmetic floor of a
+    compiled step on the CPU, below which no removal of Python overhead can take it."""
+    weights, _, x, _ = mlp_data(sizes, batch, seed)
+    rng = np.random.default_rng(seed + 1)
+    acts = [x] + [rng.standard_normal((batch, w.shape[0])).astype(np.float32)
+                  for w in weights]
+
+    def gemms():
+        for layer, w in enumerate(weights):
+            acts[layer] @ w.T
+            g = acts[layer + 1]
+            g.T @ acts[layer]
+            if layer > 0:
+                g @ w
+    return gemms
+
+
 def training_flops(sizes, batch):
     return sum(2 * m * k * n for m, k, n in _training_gemms(sizes, batch))
 

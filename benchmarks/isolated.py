@@ -28,13 +28,16 @@ if framework == "torch":
     torch.set_num_threads(os.cpu_count() or 1)
 from benchmarks import cases
 import benchmarks.harness as harness
-if framework.startswith("gradlab"):
+if framework != "torch":
     harness.torch = cases.torch = None  # gradlab alone: torch is not even imported
 sizes, batch, batchnorm = cases.shape_of(shape)
-gl_step, torch_step, _ = cases.mlp_train_step(sizes, batch,
-                                              compiled=framework == "gradlab-compiled",
-                                              batchnorm=batchnorm)
-step = torch_step if framework == "torch" else gl_step
+if framework == "gemms":
+    step = cases.step_gemms(sizes, batch)
+else:
+    gl_step, torch_step, _ = cases.mlp_train_step(sizes, batch,
+                                                  compiled=framework == "gradlab-compiled",
+                                                  batchnorm=batchnorm)
+    step = torch_step if framework == "torch" else gl_step
 n = harness.calibrate(step, 0.05)
 times = [harness.time_block(step, n) for _ in range(rounds)]
 out = {{"median_s": statistics.median(times)}}
@@ -55,7 +58,8 @@ print(json.dumps(out))
 
 def step_run(framework, shape, rounds=15):
     """{"median_s": seconds per training step} of ``framework`` ("gradlab",
-    "gradlab-compiled" or "torch") alone in a fresh process; for "gradlab-compiled" also
+    "gradlab-compiled" or "torch"; "gemms": only the step's GEMMs, cases.step_gemms) alone
+    in a fresh process; for "gradlab-compiled" also
     the seconds its recordings took (record_s), the bytes a replay keeps between steps
     (held_bytes) and how many steps were replayed and run eagerly."""
     return run_child(_CHILD, framework, shape, rounds, what=f"{framework} step")
@@ -82,12 +86,13 @@ def alone(shape, with_torch=True, repeats=2, rounds=15):
 def alone_compiled(shape, with_torch=True, repeats=3, rounds=15):
     """The compiled step against the eager step and torch, each alone in its own process,
     processes taking turns: the median of ``repeats`` medians for each."""
-    times = {"compiled": [], "eager": [], "torch": []}
+    times = {"compiled": [], "eager": [], "torch": [], "gemms": []}
     compiled_runs = []
     for _ in range(repeats):
         compiled_runs.append(step_run("gradlab-compiled", shape, rounds))
         times["compiled"].append(compiled_runs[-1]["median_s"])
         times["eager"].append(step_time("gradlab", shape, rounds))
+        times["gemms"].append(step_time("gemms", shape, rounds))
         if with_torch:
             times["torch"].append(step_time("torch", shape, rounds))
     med = {k: statistics.median(v) for k, v in times.items() if v}
@@ -96,13 +101,15 @@ def alone_compiled(shape, with_torch=True, repeats=3, rounds=15):
                            f"({compiled_runs})")
     out = {"compiled_alone_s": med["compiled"], "eager_alone_s": med["eager"],
            "compiled_vs_eager_alone": med["compiled"] / med["eager"],
+           "gemms_alone_s": med["gemms"],  # the floor: the step's GEMMs alone
            # the two recording steps (eager steps that also record), per process
            "record_s": statistics.median(r["record_s"] for r in compiled_runs),
            "record_warm_s": statistics.median(r["record_warm_s"] for r in compiled_runs),
            "held_bytes": max(r["held_bytes"] for r in compiled_runs)}
     if with_torch:
         out.update(torch_alone_s=med["torch"], compiled_vs_torch_alone=med["compiled"] /
-                   med["torch"], eager_vs_torch_alone=med["eager"] / med["torch"])
+                   med["torch"], eager_vs_torch_alone=med["eager"] / med["torch"],
+                   gemms_vs_torch_alone=med["gemms"] / med["torch"])
     return out
 
 
@@ -114,7 +121,8 @@ def _compiled_table(shapes, out_stem, repeats):
     from benchmarks import cases
     from benchmarks.harness import machine_info
     rows = ["| shape | compiled | eager | torch eager | compiled/eager | compiled/torch |"
-            " eager/torch | record (warm) | held |", "|---|---|---|---|---|---|---|---|---|"]
+            " eager/torch | GEMMs alone (/torch) | record (warm) | held |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     results = {}
     for shape in shapes:
         r = alone_compiled(shape, repeats=repeats)
@@ -124,6 +132,7 @@ def _compiled_table(shapes, out_stem, repeats):
                     f"{r['compiled_alone_s'] * 1e6:.1f} us | {r['eager_alone_s'] * 1e6:.1f} us"
                     f" | {r['torch_alone_s'] * 1e6:.1f} us | {r['compiled_vs_eager_alone']:.3f}"
                     f" | {r['compiled_vs_torch_alone']:.3f} | {r['eager_vs_torch_alone']:.3f} |"
+                    f" {r['gemms_alone_s'] * 1e6:.1f} us ({r['gemms_vs_torch_alone']:.3f}) |"
                     f" {r['record_s'] * 1e3:.1f} ms ({r['record_warm_s'] * 1e3:.2f} ms) |"
                     f" {_kib(r['held_bytes'])} |")
         print(rows[-1], flush=True)
@@ -141,7 +150,9 @@ def _compiled_table(shapes, out_stem, repeats):
                     f"calls of every kernel) and, in brackets, again on the warm model; "
                     f"held: the bytes a replay keeps between steps (recorded constants, "
                     f"the arrays its nodes save; the model's parameters "
-                    f"and buffers and the optimizer state not counted).\n\n{table}\n")
+                    f"and buffers and the optimizer state not counted); GEMMs alone: "
+                    f"only the step's GEMMs in the step's layouts (cases.step_gemms), the "
+                    f"floor of any replay.\n\n{table}\n")
     return table
 
 

@@ -948,6 +948,25 @@ def test_fit_compiled_equals_fit_eager(kw):
     drop_time = lambda h: {k: v for k, v in h.history.items() if k != "time"}  # noqa: E731
     assert drop_time(h1) == drop_time(h2) and len(h1) == 4
     _assert_same(([], s1), ([], s2))
+    # how the steps ran (3 batches of 32 per epoch, one signature): on the history
+    assert h1.compiled is None
+    assert {k: h2.compiled[k] for k in ("recorded", "replayed", "eager", "signatures")} == \
+        {"recorded": 2, "replayed": 10, "eager": 0, "signatures": 1}
+
+
+def test_cli_train_compile_says_how_steps_ran(tmp_path, capsys):
+    from gradlab.cli.main import main
+    from gradlab.cli.train_command import compiled_summary
+    assert main(["train", "--epochs", "2", "--hidden", "16", "--compile",
+                 "--out", str(tmp_path / "run")]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("compiled")]
+    # digits: 1295 training rows, batch 32 with drop_last (BatchNorm is on): 40 per epoch
+    assert lines == ["compiled step: 78 of 80 steps replayed, 2 recording steps for 1 input "
+                     "signature"]
+    assert compiled_summary({"replayed": 0, "recorded": 1, "eager": 3, "signatures": 2,
+                             "eager_reasons": ["grad mode is off"]}) == \
+        "compiled step: 0 of 4 steps replayed, 1 recording step for 2 input signatures, " \
+        "3 eager (grad mode is off)"
 
 
 def test_cli_train_compile_gives_the_same_run(tmp_path):

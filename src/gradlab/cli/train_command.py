@@ -239,12 +239,28 @@ def _train(args, gl, data, config, device, model, loss_fn, optimizer, scheduler,
             lock.release()
     if history.stop_reason:
         say(args, history.stop_reason)
+    if history.compiled is not None:
+        say(args, compiled_summary(history.compiled))
     if not args._main:
         return 0
     print(f"test accuracy: {test['accuracy']:.4f}  (test loss {test['loss']:.4f}, "
           f"{metrics['test_samples']} samples, best epoch {best.best_epoch} of "
           f"{len(history)}, {train_seconds:.1f} s on {device})", flush=True)
     return 0
+
+
+def compiled_summary(info):
+    """One line on how a compiled run's steps ran (``CompiledStep.info()``)."""
+    steps = info["replayed"] + info["recorded"] + info["eager"]
+    def count(n, what):
+        return f"{n} {what}{'s' if n != 1 else ''}"
+    line = (f"compiled step: {info['replayed']} of {count(steps, 'step')} replayed, "
+            f"{count(info['recorded'], 'recording step')} for "
+            f"{count(info['signatures'], 'input signature')}")
+    if info["eager"]:
+        line += (f", {info['eager']} eager ({'; '.join(info['eager_reasons'])})"
+                 if info["eager_reasons"] else f", {info['eager']} eager")
+    return line
 
 
 def _tensorboard(args):

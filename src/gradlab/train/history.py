@@ -11,12 +11,15 @@ class History:
     ``history.epochs`` is a list of dicts (``epoch`` (1-based), ``loss``, ``accuracy``,
     ``val_loss``, ``val_accuracy``, ``lr``, ``time`` ...); ``history["val_loss"]`` gives one
     column as a list, like Keras' ``history.history``. ``stop_reason`` says why training
-    ended early (early stopping, a non-finite loss), or is None.
+    ended early (early stopping, a non-finite loss), or is None. ``compiled``: after
+    ``fit(compile=True)``, the compiled step's ``info()`` (how many steps were replayed,
+    recorded and run eagerly, and why any ran eagerly); None for eager training.
     """
 
     def __init__(self):
         self.epochs: list[dict] = []
         self.stop_reason: str | None = None
+        self.compiled: dict | None = None
 
     def append(self, record: dict):
         self.epochs.append(dict(record))

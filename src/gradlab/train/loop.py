@@ -377,6 +377,8 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                             _lr(optimizer), True)
     finally:
         history.stop_reason = run.stop_reason
+        if step is not None:
+            history.compiled = step.info()
         for cb in callbacks:
             cb.on_train_end()
     return history
