@@ -53,7 +53,7 @@ class LinearRelu:
 
         def forward(linear, relu, x, weight, bias):
             out = bias_relu_forward(linear_product(linear, x, weight), bias)
-            relu.save_for_backward(out)
+            relu.saved_tensors = (out,)  # (save_for_backward's work, one call less)
             return out
 
         def backward(linear, relu, grad):

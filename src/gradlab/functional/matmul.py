@@ -93,9 +93,12 @@ class LinearFn(Function):
 
 # LinearFn's product and its two gradient products, shared with the fused Linear + ReLU of a
 # compiled step (functional/fusions.py), which must compute exactly what LinearFn does.
+# (On the course's MLPs a replayed step makes a few dozen such calls, and their Python
+# around the GEMMs is counted: the saved pair is set without the method call, and 2-D
+# operands, the usual case, skip the reshapes, which are views of the same strides there.)
 def linear_product(ctx, x, weight):
     """x W^T of a LinearFn node ``ctx``, saving what its backward reads."""
-    ctx.save_for_backward(x, weight)
+    ctx.saved_tensors = (x, weight)  # Function.save_for_backward's whole work
     return x @ weight.T
 
 
@@ -103,10 +106,13 @@ def linear_input_grads(ctx, g):
     """The gradients of x and W (None where not needed) of a LinearFn node ``ctx`` whose
     output has gradient ``g``."""
     x, w = ctx.saved_tensors
-    nx, nw = ctx.needs_input_grad[:2]
-    gx = g @ w if nx else None
-    gw = g.reshape(-1, g.shape[-1]).T @ x.reshape(-1, x.shape[-1]) if nw else None
-    return gx, gw
+    needs = ctx.needs_input_grad
+    gx = g @ w if needs[0] else None
+    if not needs[1]:
+        return gx, None
+    if g.ndim != 2:
+        g, x = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
+    return gx, g.T @ x
 
 
 def mm(input, mat2, *, out=None):

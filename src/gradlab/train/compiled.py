@@ -73,11 +73,12 @@ class _Entry:
     """What is known of one signature: its recordings so far, then its replay or why not."""
 
     __slots__ = ("first", "replay", "out_slot", "loss_slots", "tuple_loss", "eager_reason",
-                 "graph")
+                 "graph", "graphable")
 
     def __init__(self):
         self.first = self.replay = self.eager_reason = None
         self.graph = None  # a _Graphed once a replay runs on a CUDA backend
+        self.graphable = None  # whether the backend has CUDA graphs, once a replay ran
         self.out_slot = self.loss_slots = None
         self.tuple_loss = False
 
@@ -148,16 +149,16 @@ class CompiledStep:
         if pending is None:
             raise RuntimeError("compiled step: backward_step() without a forward() first")
         kind, entry, payload = pending
-        if kind in ("graph", "warm-up"):
-            if kind == "warm-up":
-                self.optimizer.zero_grad()  # run_backward accumulates, as the engine does
-            self._graphs.backward(kind, entry, payload)
-            self.counts["replayed"] += 1
-        elif kind == "replay":
+        if kind == "replay":
             # As eager: last step's gradients go before backward allocates the new ones
             # (kept alive, they would make every large gradient land in fresh memory).
             self.optimizer.zero_grad()
             entry.replay.run_backward(payload)
+            self.counts["replayed"] += 1
+        elif kind in ("graph", "warm-up"):
+            if kind == "warm-up":
+                self.optimizer.zero_grad()  # run_backward accumulates, as the engine does
+            self._graphs.backward(kind, entry, payload)
             self.counts["replayed"] += 1
         else:
             self.optimizer.zero_grad()
@@ -265,15 +266,19 @@ class CompiledStep:
         self.record_seconds += time.perf_counter() - started
 
     def _replay_forward(self, entry, x, y):
-        if self._graphs.applies(entry, x):
+        be = x._backend
+        if entry.graphable is None:  # (the signature's backend: one answer per entry)
+            entry.graphable = getattr(be, "cuda_graph", None) is not None
+        if entry.graphable and self._graphs.applies(entry, x):
             kind, out, loss, payload = self._graphs.forward(entry, x, y)
             self._pending = (kind, entry, payload)
             return out, loss
         vals = entry.replay.run_forward((x._data, y._data))
-        be = x._backend
         out = Tensor._wrap(vals[entry.out_slot], be)
-        losses = tuple(Tensor._wrap(vals[s], be) for s in entry.loss_slots)
-        loss = losses if entry.tuple_loss else losses[0]
+        if entry.tuple_loss:
+            loss = tuple([Tensor._wrap(vals[s], be) for s in entry.loss_slots])
+        else:
+            loss = Tensor._wrap(vals[entry.loss_slots[0]], be)
         self._pending = ("replay", entry, be.xp)
         return out, loss
 

@@ -159,13 +159,26 @@ def test_the_prepared_forms_are_the_plain_calls(monkeypatch):
     strided = np.ones((64, 32), np.float32)[:, ::2]
     _same_bytes(backward(strided, strided)[0], reference.bias_relu_backward(strided, strided)[0])
     calls = []
-    kernel = numba_bias_relu._forward
-    monkeypatch.setattr(numba_bias_relu, "_forward", lambda *a: calls.append(1) or kernel(*a))
+    kernel = numba_bias_relu._forward_part  # (below PARALLEL_MIN: the one part, directly)
+    monkeypatch.setattr(numba_bias_relu, "_forward_part",
+                        lambda *a: calls.append(1) or kernel(*a))
     forward(y.copy(), bias)
     assert calls == [1]
     monkeypatch.setenv("GRADLAB_NO_JIT", "1")      # read at every call, as the plain call does
     _same_bytes(forward(y.copy(), bias), reference.bias_relu_forward(y.copy(), bias))
     assert calls == [1]
+
+
+def test_prepared_forms_split_large_arrays_as_the_plain_calls():
+    from gradlab.backend.cpu_threads import PARALLEL_MIN
+    be = cpu_backend()
+    shape = (PARALLEL_MIN // 16 + 5, 16)
+    y, bias, grad = _arrays(shape, np.float32)
+    forward, backward = be.prepare_bias_relu(y, bias)
+    out = forward(y.copy(), bias)
+    _same_bytes(out, reference.bias_relu_forward(y.copy(), bias))
+    for got, want in zip(backward(grad, out), reference.bias_relu_backward(grad, out)):
+        _same_sums(got, want)
 
 
 def test_prepared_forms_are_the_plain_dispatch_where_numba_does_not_run():

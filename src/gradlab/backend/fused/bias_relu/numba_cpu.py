@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from ... import checks
-from ...cpu_threads import parts_for, run_parts
+from ...cpu_threads import PARALLEL_MIN, parts_for, run_parts
 from .. import jit_disabled
 
 _jit = numba.njit(cache=True, nogil=True)
@@ -83,15 +83,20 @@ def bias_relu_backward(grad, out):
 # course's MLPs. They check only that the arrays are still like the first ones (2-D,
 # C-contiguous: what the op's numba rule accepted) and that GRADLAB_NO_JIT is unset, and make
 # the plain call otherwise.
+# Below PARALLEL_MIN elements (the shapes are fixed) they call the one part's kernel directly.
 def prepare_bias_relu_forward(plain, y, bias):
     shape, bias_shape, dtype = y.shape, bias.shape, y.dtype
+    one_part = y.size < PARALLEL_MIN
 
     def run(y, bias):
         if y.shape != shape or y.dtype is not dtype or bias.shape != bias_shape or \
                 bias.dtype is not dtype or not (y.flags.c_contiguous and
                                                 bias.flags.c_contiguous) or jit_disabled():
             return plain(y, bias)
-        _forward(y, bias)
+        if one_part:
+            _forward_part(0, 1, y, bias)
+        else:
+            _forward(y, bias)
         return y
     return run
 
@@ -99,13 +104,18 @@ def prepare_bias_relu_forward(plain, y, bias):
 def prepare_bias_relu_backward(plain, grad, out):
     shape, dtype = grad.shape, grad.dtype
     one, zero = _MASK[dtype]
+    one_part = grad.size < PARALLEL_MIN
 
     def run(grad, out):
         if grad.shape != shape or out.shape != shape or grad.dtype is not dtype or \
                 out.dtype is not dtype or not (grad.flags.c_contiguous and
                                                out.flags.c_contiguous) or jit_disabled():
             return plain(grad, out)
-        return _backward(grad, out, one, zero)
+        if not one_part:
+            return _backward(grad, out, one, zero)
+        grad_pre, grad_bias = np.empty(shape, dtype), np.empty(shape[1], dtype)
+        _backward_part(0, 1, grad, out, grad_pre, grad_bias, one, zero)
+        return grad_pre, grad_bias
     return run
 
 

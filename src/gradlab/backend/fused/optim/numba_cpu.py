@@ -281,49 +281,52 @@ def _run(op, rule, table, scalars_, flag0=False, flag1=False):
 
 
 # -- each rule's call: its state rows, its scalars in kernel order (the sign of maximize
-# last), its loop-choosing flags ----------------------------------------------------------------
+# last), its loop-choosing flags. Each rule's scalars come from ``options``, the dict of the
+# call's keyword arguments (one dict from the optimizer to here, unpacked once). ----------------
 def _sign(maximize):
     return -1.0 if maximize else 1.0
 
 
-def _adam_scalars(*, step, lr, beta1, beta2, eps, weight_decay, decoupled_weight_decay,
-                  maximize):
-    return (*scalars.adam_scalars(step=step, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                                  weight_decay=weight_decay,
-                                  decoupled_weight_decay=decoupled_weight_decay),
-            _sign(maximize))
+def _signed(scalars_of, options):
+    """scalars_of(**options but maximize), then the sign of maximize."""
+    kw = dict(options)
+    maximize = kw.pop("maximize")
+    return (*scalars_of(**kw), _sign(maximize))
 
 
-def _sgd_scalars(*, lr, momentum, dampening, weight_decay, maximize):
-    return (*scalars.sgd_scalars(lr=lr, momentum=momentum, dampening=dampening,
-                                 weight_decay=weight_decay), _sign(maximize))
+def _adam_scalars(o):
+    # (Adam's, every step of the most used optimizer: positional, no NamedTuple)
+    return (*scalars.adam_scalar_values(o["step"], o["lr"], o["beta1"], o["beta2"], o["eps"],
+                                        o["weight_decay"], o["decoupled_weight_decay"]),
+            _sign(o["maximize"]))
 
 
-def _rmsprop_scalars(*, lr, alpha, eps, weight_decay, momentum, maximize):
-    return (*scalars.rmsprop_scalars(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                                     momentum=momentum), _sign(maximize))
+def _sgd_scalars(o):
+    return _signed(scalars.sgd_scalars, o)
 
 
-def _adagrad_scalars(*, step, lr, lr_decay, weight_decay, eps, maximize):
-    return (*scalars.adagrad_scalars(step=step, lr=lr, lr_decay=lr_decay, eps=eps,
-                                     weight_decay=weight_decay), _sign(maximize))
+def _rmsprop_scalars(o):
+    return _signed(scalars.rmsprop_scalars, o)
 
 
-def _adadelta_scalars(*, lr, rho, eps, weight_decay, maximize):
-    return (*scalars.adadelta_scalars(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay),
-            _sign(maximize))
+def _adagrad_scalars(o):
+    return _signed(scalars.adagrad_scalars, o)
 
 
-def _adamax_scalars(*, maximize, **options):
-    return (*scalars.adamax_scalars(**options), _sign(maximize))
+def _adadelta_scalars(o):
+    return _signed(scalars.adadelta_scalars, o)
 
 
-def _nadam_scalars(*, maximize, **options):
-    return (*scalars.nadam_scalars(**options), _sign(maximize))
+def _adamax_scalars(o):
+    return _signed(scalars.adamax_scalars, o)
 
 
-def _radam_scalars(*, maximize, **options):
-    return (*scalars.radam_scalars(**options), _sign(maximize))
+def _nadam_scalars(o):
+    return _signed(scalars.nadam_scalars, o)
+
+
+def _radam_scalars(o):
+    return _signed(scalars.radam_scalars, o)
 
 
 # op -> (rule, its scalars, the names of its flag0 and flag1 arguments, the per-call options
@@ -346,7 +349,7 @@ def adam_step(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, *, amsgrad,
     checks.require_state("adam_step", "amsgrad", amsgrad, "max_exp_avg_sqs", max_exp_avg_sqs)
     table = group_table("adam_step", params, grads,
                         (exp_avgs, exp_avg_sqs, max_exp_avg_sqs if amsgrad else None))
-    _run("adam_step", _ADAM, table, _adam_scalars(**options), amsgrad)
+    _run("adam_step", _ADAM, table, _adam_scalars(options), amsgrad)
 
 
 def sgd_step(params, grads, momentum_buffers, *, nesterov, first_step, **options):
@@ -354,7 +357,7 @@ def sgd_step(params, grads, momentum_buffers, *, nesterov, first_step, **options
                          momentum_buffers)
     table = group_table("sgd_step", params, grads,
                         (momentum_buffers if options["momentum"] else None,))
-    _run("sgd_step", _SGD, table, _sgd_scalars(**options), nesterov, first_step)
+    _run("sgd_step", _SGD, table, _sgd_scalars(options), nesterov, first_step)
 
 
 def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, centered,
@@ -365,7 +368,7 @@ def rmsprop_step(params, grads, square_avgs, momentum_buffers, grad_avgs, *, cen
     table = group_table("rmsprop_step", params, grads,
                         (square_avgs, momentum_buffers if options["momentum"] else None,
                          grad_avgs if centered else None))
-    _run("rmsprop_step", _RMSPROP, table, _rmsprop_scalars(**options), centered)
+    _run("rmsprop_step", _RMSPROP, table, _rmsprop_scalars(options), centered)
 
 
 def _stateful_step(op, *state_names):
@@ -377,7 +380,7 @@ def _stateful_step(op, *state_names):
         if len(states) != len(state_names):  # a missing list would be the params' row
             raise TypeError(f"{op} takes the state lists {', '.join(state_names)}; got "
                             f"{len(states)} lists")
-        _run(op, rule, group_table(op, params, grads, states), scalars_of(**options))
+        _run(op, rule, group_table(op, params, grads, states), scalars_of(options))
     step.__name__ = step.__qualname__ = op
     return step
 
@@ -426,7 +429,7 @@ def prepared_step(op, params, states, **flags):
             return False
         if total == 0:
             return numba_table.read_grads(grads, meta, grads_row)
-        sc = np.array(scalars_of(**options), dtype=dtype)
+        sc = np.array(scalars_of(options), dtype=dtype)
         nparts = cpu_threads.parts_for(total)
         if nparts == 1:
             return _read_grads_and_step(id(grads), meta, ptrs, offsets, sc, rule, flag0, flag1)
