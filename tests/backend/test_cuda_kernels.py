@@ -376,6 +376,24 @@ def test_bias_relu_is_the_reference(shape, dtype, rng, monkeypatch):
 
 
 @needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", BIAS_RELU_SHAPES, ids=str)
+def test_bias_grad_is_the_eager_gpu_sum(shape, dtype, rng):
+    # A Linear's bias gradient on a GPU is CuPy's own sum, as LinearFn's backward takes it:
+    # the same bytes as that call, and within summation-order rounding of the reference.
+    gpu = get_backend("cuda")
+    _, _, grad = _bias_relu_case(shape, dtype, rng)
+    grad = np.where(np.isfinite(grad), grad, 1).astype(dtype)
+    dev = gpu.asarray(grad)
+    got = gpu.to_numpy(gpu.bias_grad(dev))
+    assert got.tobytes() == gpu.to_numpy(dev.reshape(-1, shape[-1]).sum(axis=0)).tobytes()
+    want = bias_relu_ref.bias_grad(grad)
+    rows = max(1, grad.size // max(1, shape[-1]))
+    bound = rows * np.finfo(dtype).eps * np.abs(grad).reshape(-1, shape[-1]).sum(0)
+    assert got.shape == want.shape and (np.abs(got.astype(np.float64) - want) <= bound).all()
+
+
+@needs_gpu
 def test_bias_relu_refuses_mismatched_arrays():
     gpu = get_backend("cuda")
     y = gpu.asarray(np.ones((4, 3), np.float32))

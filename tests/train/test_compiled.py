@@ -713,6 +713,14 @@ _FUSION_CASES = {
     "batchnorm_sequences": (lambda: gl.nn.Sequential(gl.nn.BatchNorm1d(5), gl.nn.ReLU(),
                                                      gl.nn.Flatten(), gl.nn.Linear(20, 3)),
                             (8, 5, 4), np.float32, 1),
+    # a Linear that no ReLU follows: its bias gradient through the prepared column sums
+    # (fusions._prepare_linear_backward), on (N, C) and, reshaped, on (N, L, C); a
+    # one-column output is summed by LinearFn itself (NumPy sums one column pairwise)
+    "linear_alone_one_column": (lambda: gl.nn.Sequential(
+        gl.nn.Linear(4, 16), gl.nn.ReLU(), gl.nn.Linear(16, 1), gl.nn.Linear(1, 3)).double(),
+        (32, 4), np.float64, 1),
+    "linear_alone_sequences": (lambda: gl.nn.Sequential(
+        gl.nn.Linear(4, 6), gl.nn.Flatten(), gl.nn.Linear(30, 3)), (8, 5, 4), np.float32, 0),
 }
 
 

@@ -69,6 +69,29 @@ def register_prepared(cls, prepare):
     _PREPARED[cls] = (prepare, cls.forward)
 
 
+# Function class -> (the prepare of its replay's backward, the backward it was written for)
+_PREPARED_BACKWARD = {}
+
+
+def register_prepared_backward(cls, prepare):
+    """Let a replay run the backward of ``cls``'s nodes through ``prepare(ctx, out)``:
+    called once per replay and node with the node's recorded output (its gradient is an
+    array like it), it returns the function to call in place of ``cls.backward`` at every
+    replay (the same arguments and bits, less work per call), or None where ``cls.backward``
+    itself should run. Used only while ``cls.backward`` is the one it had here."""
+    _PREPARED_BACKWARD[cls] = (prepare, cls.backward)
+
+
+def _backward_of(cls, ctx, out):
+    """What a replay calls for the backward of node ``ctx`` of ``cls`` (output ``out``)."""
+    prepare, written_for = _PREPARED_BACKWARD.get(cls, (None, None))
+    if prepare is not None and written_for is cls.backward:
+        prepared = prepare(ctx, out)
+        if prepared is not None:
+            return prepared
+    return cls.backward
+
+
 def _methods(first, second):
     return first.forward, first.backward, second.forward, second.backward
 
@@ -277,7 +300,8 @@ class Replay:
         ns = {"ND": rec.ndarray, "_nd": _as_ndarray, "_own": _own_fast, "_cast": _cast_fast,
               "WRAP": Tensor._wrap}
         self.source = (_forward_source(rec, keep, ns, self.fused) + "\n" +
-                       _backward_source(nodes, plan, leaves, rec.root, ns, self.fused))
+                       _backward_source(nodes, plan, leaves, rec.root, ns, self.fused,
+                                        rec.values))
         exec(compile(self.source, "<gradlab replay>", "exec"), ns)  # noqa: S102 - our code
         self.run_forward = ns["forward"]
         self.run_backward = ns["backward"]
@@ -380,7 +404,7 @@ def _forward_source(rec, keep, ns, fused):
     return "\n".join(lines) + "\n"
 
 
-def _backward_source(nodes, plan, leaves, root, ns, fused):
+def _backward_source(nodes, plan, leaves, root, ns, fused, values):
     """``backward(xp)``: the recorded backward pass. Each leaf's ``.grad`` is accumulated
     exactly as the engine does it (a first gradient owning its memory becomes ``.grad``;
     later ones are added to it), node gradients are summed in the engine's order. A fused
@@ -415,7 +439,7 @@ def _backward_source(nodes, plan, leaves, root, ns, fused):
             lines.append(f"    X{i}.saved_tensors = ()")
             i, edges, skip = first, plan[k + 1][1], first
         else:
-            ns[f"B{i}"] = type(ctx).backward
+            ns[f"B{i}"] = _backward_of(nodes[i][0], ctx, values[nodes[i][4]])
             lines.append(f"    r = B{i}(X{i}, g{i})")
             lines.append(f"    g{i} = None")
         lines.append("    if r.__class__ is not tuple: r = (r,)")

@@ -266,6 +266,17 @@ class Backend:
         ReLU whose output is ``out``, and the gradient of the bias added before it."""
         return _bias_relu.bias_relu_backward.pick(self, grad, out)(grad, out)
 
+    def bias_grad(self, grad):
+        """The sums of ``grad`` (..., C) over every dim but the last: the gradient of a
+        Linear's bias, as LinearFn's backward sums it."""
+        return _bias_relu.bias_grad.pick(self, grad)(grad)
+
+    def prepare_bias_grad(self, grad):
+        """bias_grad for a caller that calls it again and again with arrays like ``grad``
+        (FusedOp.prepare: the same results, less dispatch at each call), or None where it
+        has no lean form for them (the plain dispatch is no faster than the sum itself)."""
+        return _bias_relu.bias_grad.prepare(self, grad, lean_only=True)
+
     def prepare_bias_relu(self, y, bias):
         """(forward, backward): bias_relu_forward and bias_relu_backward for a caller that
         calls them again and again with arrays like ``y`` (the pre-activation, and the

@@ -147,6 +147,14 @@ def bias_relu_backward_args(grad, out):
                          f"{out.dtype}")
 
 
+def bias_grad_args(grad):
+    """The gradient of a Linear's output: (..., C) float32/64."""
+    check_float_array("bias_grad", "grad", grad)
+    if grad.ndim < 1:
+        raise ValueError(f"bias_grad: grad must have at least one dim (the features), got a "
+                         f"0-d array")
+
+
 def bad_target_error(value, n_classes):
     return IndexError(f"Target {int(value)} is out of bounds: class indices must be in "
                       f"[0, {n_classes}) or equal ignore_index")

@@ -18,6 +18,7 @@ from its op table at the call. A replay knows the whole recorded pass and its ar
   prepared for the recorded arrays (FusedOp.prepare): the table's choice and the argument
   checks are made once, and each call only checks that its arrays are still like those.
   - Softmax cross-entropy (Backend.prepare_softmax_cross_entropy).
+  - Backward, a Linear's bias gradient where no ReLU follows it (Backend.prepare_bias_grad).
 
 On the course's MLPs the dispatch around these kernels was a large part of a replayed
 step (the figures: benchmarks/results/cpu-2core-compiled-2026-12-03*).
@@ -28,7 +29,7 @@ import functools
 
 import numpy as np
 
-from ..autograd.tape import register_fusion, register_prepared
+from ..autograd.tape import register_fusion, register_prepared, register_prepared_backward
 from ..backend import checks
 from .activation import Relu
 from .loss import SoftmaxCrossEntropy, cross_entropy_forward
@@ -99,3 +100,24 @@ def _prepare_cross_entropy(ctx, logits, target, weight, ignore_index, label_smoo
 
 
 register_prepared(SoftmaxCrossEntropy, _prepare_cross_entropy)
+
+
+def _prepare_linear_backward(ctx, out):
+    # A Linear with a bias that no ReLU follows (the classifier's last layer, one before a
+    # BatchNorm): its bias gradient through the prepared column sums (Backend.bias_grad:
+    # LinearFn's sum, in NumPy's order), where the numba tier has them; LinearFn's own
+    # backward elsewhere.
+    needs = ctx.needs_input_grad
+    if len(needs) < 3 or not needs[2] or out.dtype not in checks.NATIVE_KERNEL_DTYPES:
+        return None
+    bias_grad = ctx.backend.prepare_bias_grad(out.reshape(-1, out.shape[-1]))
+    if bias_grad is None:
+        return None
+
+    def backward(ctx, g):
+        gx, gw = linear_input_grads(ctx, g)
+        return gx, gw, bias_grad(g.reshape(-1, g.shape[-1]) if g.ndim != 2 else g)
+    return backward
+
+
+register_prepared_backward(LinearFn, _prepare_linear_backward)

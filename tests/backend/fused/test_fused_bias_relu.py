@@ -169,18 +169,6 @@ def test_the_prepared_forms_are_the_plain_calls(monkeypatch):
     assert calls == [1]
 
 
-def test_prepared_forms_split_large_arrays_as_the_plain_calls():
-    from gradlab.backend.cpu_threads import PARALLEL_MIN
-    be = cpu_backend()
-    shape = (PARALLEL_MIN // 16 + 5, 16)
-    y, bias, grad = _arrays(shape, np.float32)
-    forward, backward = be.prepare_bias_relu(y, bias)
-    out = forward(y.copy(), bias)
-    _same_bytes(out, reference.bias_relu_forward(y.copy(), bias))
-    for got, want in zip(backward(grad, out), reference.bias_relu_backward(grad, out)):
-        _same_sums(got, want)
-
-
 def test_prepared_forms_are_the_plain_dispatch_where_numba_does_not_run():
     be = cpu_backend()
     one_col = np.ones((8, 1), np.float32)
@@ -197,3 +185,67 @@ def test_the_prepared_forms_are_the_reference_small_and_cut_into_parts(shape):
     _same_bytes(out, reference.bias_relu_forward(y.copy(), bias))
     for got, want in zip(backward(grad, out), reference.bias_relu_backward(grad, out)):
         _same_sums(got, want)
+
+
+# -- bias_grad: a Linear's bias gradient where no ReLU follows (LinearFn's column sums) ------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_bias_grad_numba_is_the_reference_and_linear_fn(shape, dtype):
+    _, _, grad = _arrays(shape, dtype, seed=3)
+    grad[:, :1] = -0.0 if shape[0] else grad[:, :1]   # a column of -0.0 sums to +0.0
+    want = reference.bias_grad(grad)
+    _same_sums(want, grad.reshape(-1, grad.shape[-1]).sum(axis=0))  # LinearFn's formula
+    _same_sums(numba_bias_relu.bias_grad(grad), want)
+    _same_sums(cpu_backend().bias_grad(grad), want)
+
+
+def test_bias_grad_numba_rule_leaves_one_column_and_other_layouts_to_the_reference():
+    rule = fused_bias_relu.bias_grad.use_numba
+    assert rule(np.ones((8, 2), np.float32))
+    for a in [np.ones((8, 1), np.float32),                 # NumPy sums one column pairwise
+              np.ones((8, 3, 2), np.float32),              # N-D: LinearFn reshapes first
+              np.ones((8, 6), np.float32)[:, ::2],         # strided
+              np.ones((8, 2), np.float16)]:
+        assert not rule(a)
+    big = np.random.default_rng(0).standard_normal((10_000, 1)).astype(np.float32)
+    _same_bytes(cpu_backend().bias_grad(big), big.sum(axis=0))
+
+
+def test_bias_grad_checks_its_argument():
+    for impl in (numba_bias_relu, reference):
+        with pytest.raises(TypeError, match="bias_grad: grad must be float32 or float64"):
+            impl.bias_grad(np.ones((4, 3), np.int32))
+        with pytest.raises(ValueError, match="at least one dim"):
+            impl.bias_grad(np.float32(1.0).reshape(()))
+
+
+@pytest.mark.parametrize("shape", [(64, 16), (BIG_ROWS, 64)], ids=str)
+def test_bias_grad_prepared_is_the_plain_call(shape, monkeypatch):
+    be = cpu_backend()
+    _, _, grad = _arrays(shape, np.float32, seed=5)
+    run = be.prepare_bias_grad(grad)
+    for seed in range(3):
+        _, _, g = _arrays(shape, np.float32, seed=seed)
+        _same_sums(run(g), reference.bias_grad(g))
+    # arrays unlike the first: the plain dispatch
+    for g in [_arrays((3, 16), np.float32)[2], _arrays(shape, np.float64)[2],
+              np.ones((shape[0], 32), np.float32)[:, ::2]]:
+        _same_sums(run(g), reference.bias_grad(g))
+    calls = []
+    monkeypatch.setattr(numba_bias_relu, "_bias_grad_part",
+                        lambda *a, kernel=numba_bias_relu._bias_grad_part:
+                        calls.append(1) or kernel(*a))
+    run(grad)
+    assert calls
+    calls.clear()
+    monkeypatch.setenv("GRADLAB_NO_JIT", "1")      # read at every call, as the plain call does
+    _same_sums(run(grad), reference.bias_grad(grad))
+    assert not calls
+
+
+def test_bias_grad_has_no_prepared_form_where_numba_does_not_run(monkeypatch):
+    be = cpu_backend()
+    assert be.prepare_bias_grad(np.ones((8, 1), np.float32)) is None
+    assert callable(be.prepare_bias_grad(np.ones((8, 2), np.float32)))
+    monkeypatch.setenv("GRADLAB_NO_JIT", "1")
+    assert be.prepare_bias_grad(np.ones((8, 2), np.float32)) is None

@@ -138,7 +138,7 @@ class FusedOp:
     def __call__(self, backend, *args, **kwargs):
         return self.pick(backend, *args, **kwargs)(*args, **kwargs)
 
-    def prepare(self, backend, *args):
+    def prepare(self, backend, *args, lean_only=False):
         """``fn(*args)``, this op on ``backend`` for a caller that makes the call again and
         again with arrays like ``args`` (the same shapes, dtypes and layout: a compiled
         step's replay). Where the numba tier runs on them and its module has
@@ -146,14 +146,17 @@ class FusedOp:
         fit and otherwise calls ``plain`` (the plain dispatch), and GRADLAB_NO_JIT is still
         read at every call (set, the plain dispatch runs). Everywhere else the plain
         dispatch, as ``self(backend, ...)``. Same bits either way. (The lean form reads
-        GRADLAB_NO_JIT itself: one Python call less at each of a replay's calls.)"""
+        GRADLAB_NO_JIT itself: one Python call less at each of a replay's calls.)
+        ``lean_only``: None instead of the plain dispatch, for a caller whose own code is
+        as fast as that dispatch."""
         plain = functools.partial(self, backend)
+        fallback = None if lean_only else plain
         if self.tier_for(backend, *args) != "numba":
-            return plain
+            return fallback
         fn = self.tier_function("numba")
         maker = getattr(importlib.import_module(fn.__module__), f"prepare_{self.name}", None)
         if maker is None:
-            return plain
+            return fallback
         return maker(plain, *args)
 
 

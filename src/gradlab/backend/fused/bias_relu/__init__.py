@@ -3,6 +3,8 @@ GEMM and the backward prologue of its two gradient GEMMs, each in one pass.
 
     bias_relu_forward(y, bias)   -> y, overwritten with max(y + bias, 0)
     bias_relu_backward(grad, out) -> (grad * (out > 0), its column sums)
+    bias_grad(grad)              -> the column sums of grad: the gradient of a Linear's bias
+                                    where no ReLU follows (LinearFn's backward)
 
 Unfused, these are four NumPy calls forward and four backward, each a pass over the whole
 (N, C) activation; on the course's MLPs the calls cost more than their arithmetic. A
@@ -36,7 +38,12 @@ def _plain_2d(a):
         and a.flags.c_contiguous
 
 
+def _on_numba_bias_grad(grad):
+    return _plain_2d(grad) and grad.shape[1] >= 2
+
+
 bias_relu_forward = FusedOp("bias_relu_forward", _PKG, use_numba=_on_numba_forward)
 bias_relu_backward = FusedOp("bias_relu_backward", _PKG, use_numba=_on_numba_backward)
+bias_grad = FusedOp("bias_grad", _PKG, use_numba=_on_numba_bias_grad)
 
-OPS = {op.name: op for op in (bias_relu_forward, bias_relu_backward)}
+OPS = {op.name: op for op in (bias_relu_forward, bias_relu_backward, bias_grad)}

@@ -39,3 +39,9 @@ def bias_relu_backward(backend, grad, out):
             fn(backend._grid(grad.size, _THREADS), (_THREADS,),
                (grad, out, grad_pre, np.int64(grad.size)))
         return grad_pre, column_sums(grad_pre)
+
+
+def bias_grad(backend, grad):
+    checks.bias_grad_args(grad)
+    with backend._cuda_device:
+        return column_sums(grad)

@@ -53,13 +53,25 @@ def _backward_part(k, nparts, grad, out, grad_pre, grad_bias, one, zero):
         g, o, p = grad[i, c0:c1], out[i, c0:c1], grad_pre[i, c0:c1]
         for j in range(c1 - c0):
             p[j] = relu_grad(g[j], o[j], one, zero)
-    # from +0.0, as NumPy's sum starts from its identity: a column of -0.0 sums to +0.0
-    acc = grad_bias[c0:c1]
+    _column_sums(grad_pre, grad_bias, c0, c1, zero)
+
+
+@_inline
+def _column_sums(a, sums, c0, c1, zero):
+    """sums[c0:c1] = the sums of a's columns c0..c1 - 1, row by row from +0.0 (NumPy's order
+    and start: its identity, so a column of -0.0 sums to +0.0)."""
+    acc = sums[c0:c1]
     acc[:] = zero
-    for i in range(n):
-        p = grad_pre[i, c0:c1]
+    for i in range(a.shape[0]):
+        p = a[i, c0:c1]
         for j in range(c1 - c0):
             acc[j] += p[j]
+
+
+@_jit
+def _bias_grad_part(k, nparts, grad, sums, zero):
+    c = grad.shape[1]
+    _column_sums(grad, sums, k * c // nparts, (k + 1) * c // nparts, zero)
 
 
 # dtype -> (one, zero) of that dtype, the mask's two values
@@ -75,6 +87,22 @@ def bias_relu_forward(y, bias):
 def bias_relu_backward(grad, out):
     checks.bias_relu_backward_args(grad, out)
     return _backward(grad, out, *_MASK[grad.dtype])
+
+
+def bias_grad(grad):
+    checks.bias_grad_args(grad)
+    return _bias_grad(grad, _MASK[grad.dtype][1])
+
+
+def _bias_grad(grad, zero):
+    c = grad.shape[1]
+    sums = np.empty(c, dtype=grad.dtype)
+    nparts = parts_for(grad.size)
+    if nparts == 1:
+        _bias_grad_part(0, 1, grad, sums, zero)
+    else:
+        run_parts(_bias_grad_part, min(nparts, c), grad, sums, zero)
+    return sums
 
 
 # The prepared forms (FusedOp.prepare): a compiled step's replay calls them with arrays of
@@ -138,3 +166,20 @@ def _backward(grad, out, one, zero):
         run_parts(_backward_part, min(nparts, max(c, 1)), grad, out, grad_pre, grad_bias, one,
                   zero)
     return grad_pre, grad_bias
+
+
+def prepare_bias_grad(plain, grad):
+    shape, dtype = grad.shape, grad.dtype
+    zero = _MASK[dtype][1]
+    one_part = grad.size < PARALLEL_MIN
+
+    def run(grad):
+        if grad.shape != shape or grad.dtype is not dtype or not grad.flags.c_contiguous or \
+                jit_disabled():
+            return plain(grad)
+        if not one_part:
+            return _bias_grad(grad, zero)
+        sums = np.empty(shape[1], dtype)
+        _bias_grad_part(0, 1, grad, sums, zero)
+        return sums
+    return run

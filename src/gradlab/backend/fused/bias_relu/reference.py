@@ -20,6 +20,11 @@ def bias_relu_backward(grad, out):
     return grad_pre, column_sums(grad_pre)
 
 
+def bias_grad(grad):
+    checks.bias_grad_args(grad)
+    return column_sums(grad)
+
+
 # The ReLU's two formulas as the Relu Function computes them (functional/activation.py),
 # for every reference tier that ends in a ReLU (this one, normalization's); xp is the
 # arrays' module.
