@@ -151,8 +151,8 @@ def bias_grad_args(grad):
     """The gradient of a Linear's output: (..., C) float32/64."""
     check_float_array("bias_grad", "grad", grad)
     if grad.ndim < 1:
-        raise ValueError(f"bias_grad: grad must have at least one dim (the features), got a "
-                         f"0-d array")
+        raise ValueError("bias_grad: grad must have at least one dim (the features), got a "
+                         "0-d array")
 
 
 def bad_target_error(value, n_classes):
