@@ -148,8 +148,10 @@ def bias_relu_backward_args(grad, out):
 
 
 def bias_grad_args(grad):
-    """The gradient of a Linear's output: (..., C) float32/64."""
-    check_float_array("bias_grad", "grad", grad)
+    """The gradient of a Linear's output: (..., C) of a float dtype (any: LinearFn sums
+    whatever gradient it is given; the numba tier takes float32/64 only)."""
+    if grad.dtype.kind != "f":
+        raise TypeError(f"bias_grad: grad must have a float dtype, got {grad.dtype}")
     if grad.ndim < 1:
         raise ValueError("bias_grad: grad must have at least one dim (the features), got a "
                          "0-d array")
