@@ -252,6 +252,7 @@ def _train(args, gl, data, config, device, model, loss_fn, optimizer, scheduler,
 def compiled_summary(info):
     """One line on how a compiled run's steps ran (``CompiledStep.info()``)."""
     steps = info["replayed"] + info["recorded"] + info["eager"]
+
     def count(n, what):
         return f"{n} {what}{'s' if n != 1 else ''}"
     line = (f"compiled step: {info['replayed']} of {count(steps, 'step')} replayed, "

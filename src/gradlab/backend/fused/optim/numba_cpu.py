@@ -287,11 +287,14 @@ def _sign(maximize):
     return -1.0 if maximize else 1.0
 
 
-def _signed(scalars_of, options):
-    """scalars_of(**options but maximize), then the sign of maximize."""
-    kw = dict(options)
-    maximize = kw.pop("maximize")
-    return (*scalars_of(**kw), _sign(maximize))
+def _signed(scalars_of):
+    """The rule's scalars from ``options``: scalars_of(**options but maximize), then the
+    sign of maximize."""
+    def of(options):
+        kw = dict(options)
+        maximize = kw.pop("maximize")
+        return (*scalars_of(**kw), _sign(maximize))
+    return of
 
 
 def _adam_scalars(o):
@@ -301,32 +304,13 @@ def _adam_scalars(o):
             _sign(o["maximize"]))
 
 
-def _sgd_scalars(o):
-    return _signed(scalars.sgd_scalars, o)
-
-
-def _rmsprop_scalars(o):
-    return _signed(scalars.rmsprop_scalars, o)
-
-
-def _adagrad_scalars(o):
-    return _signed(scalars.adagrad_scalars, o)
-
-
-def _adadelta_scalars(o):
-    return _signed(scalars.adadelta_scalars, o)
-
-
-def _adamax_scalars(o):
-    return _signed(scalars.adamax_scalars, o)
-
-
-def _nadam_scalars(o):
-    return _signed(scalars.nadam_scalars, o)
-
-
-def _radam_scalars(o):
-    return _signed(scalars.radam_scalars, o)
+_sgd_scalars = _signed(scalars.sgd_scalars)
+_rmsprop_scalars = _signed(scalars.rmsprop_scalars)
+_adagrad_scalars = _signed(scalars.adagrad_scalars)
+_adadelta_scalars = _signed(scalars.adadelta_scalars)
+_adamax_scalars = _signed(scalars.adamax_scalars)
+_nadam_scalars = _signed(scalars.nadam_scalars)
+_radam_scalars = _signed(scalars.radam_scalars)
 
 
 # op -> (rule, its scalars, the names of its flag0 and flag1 arguments, the per-call options
