@@ -965,21 +965,55 @@ def test_fit_compiled_equals_fit_eager(kw):
 def test_cli_train_compile_says_how_steps_ran(tmp_path, capsys):
     from gradlab.cli.main import main
     from gradlab.cli.train_command import compiled_summary
-    assert main(["train", "--epochs", "2", "--hidden", "16", "--compile",
+    assert main(["train", "--epochs", "2", "--hidden", "16",   # compiled: the CPU default
                  "--out", str(tmp_path / "run")]) == 0
     lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("compiled")]
     # digits: 1295 training rows, batch 32 with drop_last (BatchNorm is on): 40 per epoch
     assert lines == ["compiled step: 78 of 80 steps replayed, 2 recording steps for 1 input "
                      "signature"]
+    # --no-compile: eager, and nothing to say about it
+    assert main(["train", "--epochs", "1", "--hidden", "16", "--no-compile",
+                 "--out", str(tmp_path / "eager")]) == 0
+    assert not [ln for ln in capsys.readouterr().out.splitlines()
+                if ln.startswith("compiled")]
     assert compiled_summary({"replayed": 0, "recorded": 1, "eager": 3, "signatures": 2,
                              "eager_reasons": ["grad mode is off"]}) == \
         "compiled step: 0 of 4 steps replayed, 1 recording step for 2 input signatures, " \
         "3 eager (grad mode is off)"
 
 
+def test_cli_compile_defaults(monkeypatch):
+    # train compiles by default on the CPU only (the CLI's models are gradlab's own
+    # modules); search trials stay eager unless asked
+    from gradlab.cli import search_command, train_command
+    from gradlab.cli.main import build_parser
+    seen = {}
+
+    def fake_fit(*args, compile, **kwargs):
+        seen["train"] = compile
+        raise SystemExit(0)
+    monkeypatch.setattr("gradlab.train.fit", fake_fit)
+    for argv, want in ((["train"], True), (["train", "--no-compile"], False),
+                       (["train", "--device", "cpu", "--compile"], True)):
+        with pytest.raises(SystemExit):
+            train_command.cmd_train(build_parser().parse_args(argv + ["--epochs", "1"]))
+        assert seen.pop("train") is want, argv
+
+
+    def fake_search(*args, compile, **kwargs):
+        seen["search"] = compile
+        raise SystemExit(0)
+    monkeypatch.setattr("gradlab.train.random_search", fake_search)
+    for argv, want in ((["search"], False), (["search", "--compile"], True)):
+        with pytest.raises(SystemExit):
+            search_command.cmd_search(build_parser().parse_args(
+                argv + ["--quiet", "--param", "lr=loguniform:1e-4:1e-2"]))
+        assert seen.pop("search") is want, argv
+
+
 def test_cli_train_compile_gives_the_same_run(tmp_path):
     from gradlab.cli.main import main
-    for name, extra in (("eager", []), ("compiled", ["--compile"])):
+    for name, extra in (("eager", ["--no-compile"]), ("compiled", ["--compile"])):
         code = main(["train", "--epochs", "3", "--hidden", "32", "--dropout", "0.1",
                      "--quiet", "--out", str(tmp_path / name), *extra])
         assert code == 0

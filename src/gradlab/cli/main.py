@@ -69,10 +69,12 @@ def _model_options(p):
     p.add_argument("--early-stopping", type=int, default=0, metavar="PATIENCE",
                    help="stop after PATIENCE epochs without a better validation loss "
                         "(default 0: off)")
-    p.add_argument("--compile", action="store_true",
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="train with a compiled step: each batch shape is recorded in two "
                         "eager steps, then replayed without building graphs (a CUDA graph "
-                        "on a GPU); same results as eager, bit for bit on the CPU")
+                        "on a GPU); same results as eager, bit for bit on the CPU. Default: "
+                        "on for `train` on the CPU (not with --distributed), off on a GPU "
+                        "and for `search`")
 
 
 def build_parser():

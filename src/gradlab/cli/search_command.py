@@ -279,7 +279,7 @@ def cmd_search(args):
                   early_stopping=args.early_stopping or None, n_jobs=jobs,
                   seed=args.seed, device=None if jobs > 1 or executor else str(device),
                   time_budget=budget, verbose=0 if args.quiet else 1, drop_last="auto",
-                  compile=args.compile, executor=executor, results_csv=args.results,
+                  compile=bool(args.compile), executor=executor, results_csv=args.results,
                   resume=args.resume, halving=args.halving, eta=args.eta,
                   min_epochs=args.min_epochs)
     say(args, f"gradlab search: {method} search over {', '.join(space)} on {args.dataset} "

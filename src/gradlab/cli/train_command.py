@@ -61,6 +61,11 @@ def _cmd_train(args):
     board = _tensorboard(args)
     device = choose_device(args.device)
     world = _init_distributed(args, device, manifest)
+    if args.compile is None:
+        # The CLI's models are gradlab's own modules and loss, which a replay repeats bit
+        # for bit (no Python-side state a guard could miss); the CUDA-graph path has not
+        # been measured on a real GPU yet, so there eager stays the default.
+        args.compile = device.type == "cpu"
     import gradlab as gl
 
     from ..data import DataLoader, TensorDataset
@@ -154,6 +159,7 @@ def _init_distributed(args, device, manifest):
                              "statistics; use a larger --batch-size or --no-batchnorm")
         if args.compile:
             raise UsageError("--distributed trains eagerly: drop --compile")
+        args.compile = False
     if manifest is not None and manifest["config"].get("world_size", 1) != world:
         raise UsageError(f"--resume: the run trained on {manifest['config'].get('world_size', 1)} "
                          f"rank(s), this one has {world}: resume it with the same "
