@@ -13,7 +13,8 @@ from its op table at the call. A replay knows the whole recorded pass and its ar
     bias's gradient in one pass (Backend.prepare_bias_relu).
   - BatchNorm then ReLU: the normalization op with its ReLU (Backend.normalize_forward's
     ``relu``): the ReLU ends the op's last pass forward, and backward each of its passes
-    masks the gradient first (``relu_out``).
+    masks the gradient first (``relu_out``); both ops prepared for the node's arrays at the
+    first replay (Backend.prepare_normalize_forward / _backward).
 - Prepared calls. A node whose forward is a backend kernel runs it through the kernel
   prepared for the recorded arrays (FusedOp.prepare): the table's choice and the argument
   checks are made once, and each call only checks that its arrays are still like those.
@@ -77,14 +78,16 @@ class BatchNormRelu:
 
     @staticmethod
     def prepare(norm, relu, *args, **kwargs):
+        prepared = {}  # the normalization op, prepared at the first replay (_Normalize)
+
         def forward(norm, relu, *args, **kwargs):
-            out = norm.normalize(*args, **kwargs, relu=True)
-            relu.save_for_backward(out)
+            out = norm.normalize(*args, **kwargs, relu=True, prepared=prepared)
+            relu.saved_tensors = (out,)  # (save_for_backward's work)
             return out
 
         def backward(norm, relu, grad):
             out, = relu.saved_tensors
-            return norm.input_grads(grad, relu_out=out)
+            return norm.input_grads(grad, relu_out=out, prepared=prepared)
         return forward, backward
 
 

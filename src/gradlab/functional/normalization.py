@@ -14,26 +14,42 @@ from ..autograd.function import Function
 class _Normalize(Function):
     """Shared backward; a forward saves ``stat_axes`` (normalized over), ``param_shape``
     (how w and b broadcast against x) and whether the statistics were the batch's.
-    ``relu`` and ``relu_out``: the ReLU after the op, run with it (functional/fusions.py)."""
+    ``relu`` and ``relu_out``: the ReLU after the op, run with it (functional/fusions.py).
+    ``prepared``: a dict a compiled step's replay keeps per node; the backend op is then
+    prepared for this node's arrays at its first call (Backend.prepare_normalize_forward /
+    _backward) and reused."""
 
     def _run(ctx, x, w, b, mean, var, eps, axes, pshape, running_mean=None, running_var=None,
-             momentum=0.0, relu=False):
+             momentum=0.0, relu=False, prepared=None):
         ctx.stat_axes, ctx.param_shape, ctx.batch_stats = axes, pshape, mean is None
-        y, xhat, invstd = ctx.backend.normalize_forward(x, w, b, mean, var, eps, axes, pshape,
-                                                        running_mean, running_var, momentum,
-                                                        relu)
-        ctx.save_for_backward(xhat, invstd, w)
+        args = (x, w, b, mean, var, eps, axes, pshape, running_mean, running_var, momentum,
+                relu)
+        y, xhat, invstd = _op(prepared, "forward", ctx.backend.normalize_forward,
+                              ctx.backend.prepare_normalize_forward, args)(*args)
+        ctx.saved_tensors = (xhat, invstd, w)  # (save_for_backward's work)
         return y
 
     def backward(ctx, g):
         return ctx.input_grads(g)
 
-    def input_grads(ctx, g, relu_out=None):
+    def input_grads(ctx, g, relu_out=None, prepared=None):
         xhat, invstd, w = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        return ctx.backend.normalize_backward(
-            g, xhat, invstd, w, ctx.stat_axes, ctx.param_shape, ctx.batch_stats, needs[0],
-            len(needs) > 1 and needs[1], len(needs) > 2 and needs[2], relu_out)
+        args = (g, xhat, invstd, w, ctx.stat_axes, ctx.param_shape, ctx.batch_stats, needs[0],
+                len(needs) > 1 and needs[1], len(needs) > 2 and needs[2], relu_out)
+        return _op(prepared, "backward", ctx.backend.normalize_backward,
+                   ctx.backend.prepare_normalize_backward, args)(*args)
+
+
+def _op(prepared, which, plain, prepare, args):
+    """The backend op to call: ``plain``, or with a replay's ``prepared`` dict, the op
+    prepared for ``args`` at the first call."""
+    if prepared is None:
+        return plain
+    op = prepared.get(which)
+    if op is None:
+        op = prepared[which] = prepare(*args)
+    return op
 
 
 class BatchNorm(_Normalize):
@@ -48,17 +64,19 @@ class BatchNorm(_Normalize):
                              momentum)
 
     def normalize(ctx, x, w, b, mean, var, running_mean, running_var, count, eps, momentum,
-                  relu=False):
+                  relu=False, prepared=None):
         axes = (0,) + tuple(range(2, x.ndim))
         pshape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
         if mean is not None:
-            return ctx._run(x, w, b, mean, var, eps, axes, pshape, relu=relu)
+            return ctx._run(x, w, b, mean, var, eps, axes, pshape, relu=relu,
+                            prepared=prepared)
         if count is not None:
             count += 1
         if running_mean is None or running_var is None:
-            return ctx._run(x, w, b, None, None, eps, axes, pshape, relu=relu)
+            return ctx._run(x, w, b, None, None, eps, axes, pshape, relu=relu,
+                            prepared=prepared)
         return ctx._run(x, w, b, None, None, eps, axes, pshape, running_mean, running_var,
-                        1.0 / float(count) if momentum is None else momentum, relu)
+                        1.0 / float(count) if momentum is None else momentum, relu, prepared)
 
 
 class LayerNormFn(_Normalize):

@@ -259,3 +259,79 @@ def test_the_cuda_tier_is_the_reference_with_cupy(mode, relu):
             _same(be.to_numpy(g), w)
         else:
             np.testing.assert_allclose(be.to_numpy(g), w, rtol=1e-4, atol=1e-5)
+
+
+# -- the prepared forms (FusedOp.prepare), which a compiled step's replay of BatchNorm then
+# ReLU calls -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", [(32, 128), (BIG_ROWS, 64)], ids=str)
+def test_the_prepared_forms_are_the_plain_calls(shape, mode, monkeypatch):
+    be = cpu_backend()
+    x, weight, bias, mean, var, stats = _case(shape, np.float32, mode, seed=3)
+    rm, rv = stats
+    pshape = (1, shape[1])
+
+    def fwd_args(x, rm, rv, momentum=0.1, eps=1e-5, w=weight):
+        return (x, w, bias, mean, var, eps, (0,), pshape, rm, rv, momentum, True)
+    forward = be.prepare_normalize_forward(*fwd_args(x, rm, rv))
+    y, xhat, invstd = reference.normalize_forward(*fwd_args(x, None, None))
+    grad = np.random.default_rng(4).standard_normal(shape).astype(np.float32)
+
+    def bwd_args(g, xhat=xhat, invstd=invstd, w=weight):
+        return (g, xhat, invstd, w, (0,), pshape, mean is None, True, True, True, y)
+    backward = be.prepare_normalize_backward(*bwd_args(grad))
+    for seed, momentum in ((0, 0.1), (1, 0.25), (2, 1 / 3)):  # momentum=None's new numbers
+        x2 = np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+        stats_got = [None if a is None else a for a in (rm, rv)]
+        stats_want = [None if a is None else a.copy() for a in (rm, rv)]
+        got = forward(*fwd_args(x2, *stats_got, momentum))
+        want = reference.normalize_forward(*fwd_args(x2, *stats_want, momentum))
+        for g, w in zip(list(got) + stats_got, list(want) + stats_want):
+            if w is not None:
+                _same(g, w)
+        for g, w in zip(backward(*bwd_args(grad)), reference.normalize_backward(*bwd_args(grad))):
+            _same(g, w)
+    # like the prepared call: no rule of the op table runs (the point of preparing)
+    rules = []
+    for op in (fused_norm.normalize_forward, fused_norm.normalize_backward):
+        monkeypatch.setattr(op, "use_numba",
+                            lambda *a, rule=op.use_numba, **k: rules.append(1) or rule(*a, **k))
+    forward(*fwd_args(x, rm, rv))
+    backward(*bwd_args(grad))
+    assert rules == []
+    # unlike the prepared call: another x shape, a strided x, another weight array (float64,
+    # which the rule sends to the reference), a NumPy eps (not a weak Python number) -- the
+    # plain dispatch, whose bits are the reference's too
+    other_w = None if weight is None else weight.astype(np.float64)
+    strided = np.ones((shape[0], 2 * shape[1]), np.float32)[:, ::2]
+    unlike = [fwd_args(x[:-1].copy(), None, None), fwd_args(strided, None, None),
+              fwd_args(x, None, None, eps=np.float64(1e-5))]
+    if weight is not None:
+        unlike.append(fwd_args(x, None, None, w=other_w))
+    for args in unlike:
+        rules.clear()
+        got, want = forward(*args), reference.normalize_forward(*args)
+        for g, w in zip(got, want):
+            _same(g, w)
+        assert rules, "an unlike call must take the plain dispatch"
+    for args in (bwd_args(strided), bwd_args(grad, xhat=xhat[:, ::1].T.copy().T)):
+        rules.clear()
+        for g, w in zip(backward(*args), reference.normalize_backward(*args)):
+            _same(g, w)
+        assert rules, "an unlike call must take the plain dispatch"
+    if weight is not None:  # a weight of another length: the reference's error, not a kernel
+        with pytest.raises(ValueError):
+            forward(*fwd_args(x, rm, rv, w=np.ones(shape[1] + 1, np.float32)))
+    # GRADLAB_NO_JIT is read at every call, as the plain call reads it
+    calls = []
+    kernel = numba_norm._forward_part
+    monkeypatch.setattr(numba_norm, "_forward_part", lambda *a: calls.append(1) or kernel(*a))
+    if shape[0] * shape[1] < cpu_threads.PARALLEL_MIN:
+        forward(*fwd_args(x, rm, rv))
+        assert calls == [1]
+        monkeypatch.setenv("GRADLAB_NO_JIT", "1")
+        want_stats = [None if a is None else a.copy() for a in (rm, rv)]
+        for g, w in zip(forward(*fwd_args(x, rm, rv)),
+                        reference.normalize_forward(*fwd_args(x, *want_stats))):
+            _same(g, w)
+        assert calls == [1]

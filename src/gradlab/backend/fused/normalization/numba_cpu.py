@@ -19,9 +19,11 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ...cpu_threads import parts_for, run_parts
+from ...cpu_threads import PARALLEL_MIN, parts_for, run_parts
+from .. import jit_disabled
 from ..bias_relu.numba_cpu import relu as _relu
 from ..bias_relu.numba_cpu import relu_grad as _relu_grad
+from . import _NUMBERS
 
 # "numpy" error model: var + eps == 0 (eps = 0, a constant column) must give the reference's
 # inf, not raise ZeroDivisionError.
@@ -170,7 +172,7 @@ def normalize_forward(x, weight, bias, mean, var, eps, axes, pshape, running_mea
             running_mean if running else off, running_var if running else off,
             float(eps), float(1 - momentum), float(momentum), unbiased,
             weight is not None, bias is not None, batch, running, bool(relu), y, xhat, invstd)
-    nparts = _parts(x)
+    nparts = 1 if x.size < PARALLEL_MIN else _parts(x)
     if nparts == 1:
         _forward_part(0, 1, *args)
     else:
@@ -187,10 +189,56 @@ def normalize_backward(grad, xhat, invstd, weight, axes, pshape, batch_stats, ne
     args = (grad, xhat, invstd, _OFF[grad.dtype] if weight is None else weight,
             weight is not None, bool(batch_stats),
             grad if relu_out is None else relu_out, relu_out is not None, gx, gw, gb)
-    nparts = _parts(grad)
+    nparts = 1 if grad.size < PARALLEL_MIN else _parts(grad)
     if nparts == 1:
         _backward_part(0, 1, *args)
     else:
         run_parts(_backward_part, nparts, *args)
     return (gx if needs_input else None, gw if needs_weight else None,
             gb if needs_bias else None)
+
+
+# The prepared forms (FusedOp.prepare), for a compiled step's replay of BatchNorm then ReLU
+# (functional/fusions.py): the op table's rule is most of a call's Python at a training
+# step's sizes. A replay passes the very vectors it recorded (the parameters and running
+# statistics) and arrays of the recorded shapes, so each call checks those identities and
+# shapes, that eps and momentum are still Python numbers (momentum=None gives a new one at
+# every call), and GRADLAB_NO_JIT, and makes the plain call otherwise.
+def prepare_normalize_forward(plain, x, weight, bias, mean, var, eps, axes, pshape,
+                              running_mean=None, running_var=None, momentum=0.0,
+                              relu=False):
+    shape, dtype = x.shape, x.dtype
+
+    def run(x_, weight_, bias_, mean_, var_, eps_, axes_, pshape_, running_mean_=None,
+            running_var_=None, momentum_=0.0, relu_=False):
+        if x_.shape != shape or x_.dtype is not dtype or not x_.flags.c_contiguous or \
+                weight_ is not weight or bias_ is not bias or mean_ is not mean or \
+                var_ is not var or running_mean_ is not running_mean or \
+                running_var_ is not running_var or axes_ != axes or pshape_ != pshape or \
+                type(eps_) not in _NUMBERS or type(momentum_) not in _NUMBERS or \
+                relu_ is not relu or jit_disabled():
+            return plain(x_, weight_, bias_, mean_, var_, eps_, axes_, pshape_, running_mean_,
+                         running_var_, momentum_, relu_)
+        return normalize_forward(x_, weight_, bias_, mean_, var_, eps_, axes_, pshape_,
+                                 running_mean_, running_var_, momentum_, relu_)
+    return run
+
+
+def prepare_normalize_backward(plain, grad, xhat, invstd, weight, axes, pshape, batch_stats,
+                               needs_input, needs_weight, needs_bias, relu_out=None):
+    shape, dtype = grad.shape, grad.dtype
+
+    def like(a):
+        return a.shape == shape and a.dtype is dtype and a.flags.c_contiguous
+
+    def run(grad_, xhat_, invstd_, weight_, axes_, pshape_, batch_stats_, needs_input_,
+            needs_weight_, needs_bias_, relu_out_=None):
+        if not (like(grad_) and like(xhat_) and invstd_.shape == pshape and
+                invstd_.dtype is dtype and invstd_.flags.c_contiguous and
+                (relu_out_ is None or like(relu_out_))) or weight_ is not weight or \
+                axes_ != axes or pshape_ != pshape or jit_disabled():
+            return plain(grad_, xhat_, invstd_, weight_, axes_, pshape_, batch_stats_,
+                         needs_input_, needs_weight_, needs_bias_, relu_out_)
+        return normalize_backward(grad_, xhat_, invstd_, weight_, axes_, pshape_, batch_stats_,
+                                  needs_input_, needs_weight_, needs_bias_, relu_out_)
+    return run
