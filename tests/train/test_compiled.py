@@ -719,6 +719,13 @@ _FUSION_CASES = {
     "linear_alone_one_column": (lambda: gl.nn.Sequential(
         gl.nn.Linear(4, 16), gl.nn.ReLU(), gl.nn.Linear(16, 1), gl.nn.Linear(1, 3)).double(),
         (32, 4), np.float64, 1),
+    # a BatchNorm that no ReLU follows: the normalization op prepared each way, unfused
+    "batchnorm_then_tanh": (lambda: gl.nn.Sequential(
+        gl.nn.Linear(4, 16), gl.nn.BatchNorm1d(16), gl.nn.Tanh(), gl.nn.Linear(16, 3)),
+        (32, 4), np.float32, 0),
+    "batchnorm_then_tanh_cumulative": (lambda: gl.nn.Sequential(
+        gl.nn.Linear(4, 16), gl.nn.BatchNorm1d(16, momentum=None), gl.nn.Tanh(),
+        gl.nn.Linear(16, 3)), (32, 4), np.float32, 0),
     "linear_alone_sequences": (lambda: gl.nn.Sequential(
         gl.nn.Linear(4, 6), gl.nn.Flatten(), gl.nn.Linear(30, 3)), (8, 5, 4), np.float32, 0),
 }
@@ -843,6 +850,31 @@ def test_a_replay_never_writes_into_what_an_earlier_step_handed_out():
         assert len({id(field(k)) for k in kept}) == len(kept)
     for n in range(len(kept[0][4])):
         assert len({id(k[4][n]._data) for k in kept}) == len(kept)
+
+
+def test_replays_of_batchnorm_models_make_no_op_table_choice(monkeypatch):
+    # BatchNorm with and without a ReLU after it, a Linear with no ReLU after it: every
+    # backend op of the replay is prepared (the op tables' rules ran at the first replay)
+    from gradlab.backend import fused
+    if not fused.AVAILABLE:
+        pytest.skip("the numba tier is off: every op takes the plain dispatch")
+    picked = []
+    pick = fused.FusedOp.pick
+    monkeypatch.setattr(fused.FusedOp, "pick",
+                        lambda self, *a, **k: picked.append(self.name) or pick(self, *a, **k))
+    model = gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.BatchNorm1d(16), gl.nn.ReLU(),
+                             gl.nn.Linear(16, 8), gl.nn.BatchNorm1d(8), gl.nn.Tanh(),
+                             gl.nn.Linear(8, 3))
+    opt = gl.optim.Adam(model.parameters(), lr=1e-2)
+    step = compile_step(model, gl.nn.CrossEntropyLoss(), opt)
+    batches = _batches(6)
+    for x, y in batches[:3]:
+        step(x, y)
+    assert {"normalize_forward", "normalize_backward"} <= set(picked)
+    picked.clear()
+    for x, y in batches[3:]:
+        step(x, y)
+    assert step.info()["replayed"] == 4 and picked == []
 
 
 def test_a_replay_runs_the_functions_own_forward_and_backward(monkeypatch):

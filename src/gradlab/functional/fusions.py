@@ -20,6 +20,8 @@ from its op table at the call. A replay knows the whole recorded pass and its ar
   checks are made once, and each call only checks that its arrays are still like those.
   - Softmax cross-entropy (Backend.prepare_softmax_cross_entropy).
   - Backward, a Linear's bias gradient where no ReLU follows it (Backend.prepare_bias_grad).
+  - BatchNorm where no ReLU follows it, both ways (Backend.prepare_normalize_forward /
+    _backward, as in BatchNormRelu).
 
 On the course's MLPs the dispatch around these kernels was a large part of a replayed
 step (the figures: benchmarks/results/cpu-2core-compiled-2026-12-03*).
@@ -124,3 +126,25 @@ def _prepare_linear_backward(ctx, out):
 
 
 register_prepared_backward(LinearFn, _prepare_linear_backward)
+
+
+# A BatchNorm that no ReLU follows (another activation, a dropout, the model's end): its
+# normalization op prepared at the node's first replay, each way, as in BatchNormRelu.
+def _prepare_batch_norm(ctx, *args, **kwargs):
+    prepared = {}
+
+    def forward(ctx, *args, **kwargs):
+        return ctx.normalize(*args, **kwargs, prepared=prepared)
+    return forward
+
+
+def _prepare_batch_norm_backward(ctx, out):
+    prepared = {}
+
+    def backward(ctx, g):
+        return ctx.input_grads(g, prepared=prepared)
+    return backward
+
+
+register_prepared(BatchNorm, _prepare_batch_norm)
+register_prepared_backward(BatchNorm, _prepare_batch_norm_backward)
