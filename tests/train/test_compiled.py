@@ -785,7 +785,9 @@ def test_a_prepared_cross_entropy_steps_aside_for_a_patched_forward(monkeypatch)
     assert step.info()["replayed"] == 3
 
 
-def test_replays_call_the_prepared_kernels_without_the_op_tables(monkeypatch):
+def _picked_ops(monkeypatch):
+    """The names of the fused ops whose op table chooses a tier from now on, in call order
+    (a replay's prepared calls make no such choice); skips where the numba tier is off."""
     from gradlab.backend import fused
     if not fused.AVAILABLE:
         pytest.skip("the numba tier is off: every op takes the plain dispatch")
@@ -793,6 +795,11 @@ def test_replays_call_the_prepared_kernels_without_the_op_tables(monkeypatch):
     pick = fused.FusedOp.pick
     monkeypatch.setattr(fused.FusedOp, "pick",
                         lambda self, *a, **k: picked.append(self.name) or pick(self, *a, **k))
+    return picked
+
+
+def test_replays_call_the_prepared_kernels_without_the_op_tables(monkeypatch):
+    picked = _picked_ops(monkeypatch)
     model, opt, step = _mlp_step()
     batches = _batches(6)
     for x, y in batches[:3]:   # two eager recordings, and a first replay that prepares Adam
@@ -855,13 +862,7 @@ def test_a_replay_never_writes_into_what_an_earlier_step_handed_out():
 def test_replays_of_batchnorm_models_make_no_op_table_choice(monkeypatch):
     # BatchNorm with and without a ReLU after it, a Linear with no ReLU after it: every
     # backend op of the replay is prepared (the op tables' rules ran at the first replay)
-    from gradlab.backend import fused
-    if not fused.AVAILABLE:
-        pytest.skip("the numba tier is off: every op takes the plain dispatch")
-    picked = []
-    pick = fused.FusedOp.pick
-    monkeypatch.setattr(fused.FusedOp, "pick",
-                        lambda self, *a, **k: picked.append(self.name) or pick(self, *a, **k))
+    picked = _picked_ops(monkeypatch)
     model = gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.BatchNorm1d(16), gl.nn.ReLU(),
                              gl.nn.Linear(16, 8), gl.nn.BatchNorm1d(8), gl.nn.Tanh(),
                              gl.nn.Linear(8, 3))
