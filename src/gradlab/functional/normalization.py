@@ -24,8 +24,9 @@ class _Normalize(Function):
         ctx.stat_axes, ctx.param_shape, ctx.batch_stats = axes, pshape, mean is None
         args = (x, w, b, mean, var, eps, axes, pshape, running_mean, running_var, momentum,
                 relu)
-        y, xhat, invstd = _op(prepared, "forward", ctx.backend.normalize_forward,
-                              ctx.backend.prepare_normalize_forward, args)(*args)
+        op = ctx.backend.normalize_forward if prepared is None else \
+            _prepared_op(prepared, "forward", ctx.backend.prepare_normalize_forward, args)
+        y, xhat, invstd = op(*args)
         ctx.saved_tensors = (xhat, invstd, w)  # (save_for_backward's work)
         return y
 
@@ -37,15 +38,14 @@ class _Normalize(Function):
         needs = ctx.needs_input_grad
         args = (g, xhat, invstd, w, ctx.stat_axes, ctx.param_shape, ctx.batch_stats, needs[0],
                 len(needs) > 1 and needs[1], len(needs) > 2 and needs[2], relu_out)
-        return _op(prepared, "backward", ctx.backend.normalize_backward,
-                   ctx.backend.prepare_normalize_backward, args)(*args)
+        op = ctx.backend.normalize_backward if prepared is None else \
+            _prepared_op(prepared, "backward", ctx.backend.prepare_normalize_backward, args)
+        return op(*args)
 
 
-def _op(prepared, which, plain, prepare, args):
-    """The backend op to call: ``plain``, or with a replay's ``prepared`` dict, the op
-    prepared for ``args`` at the first call."""
-    if prepared is None:
-        return plain
+def _prepared_op(prepared, which, prepare, args):
+    """A replay's op for this node, from its ``prepared`` dict: prepared for ``args`` at
+    the first call."""
     op = prepared.get(which)
     if op is None:
         op = prepared[which] = prepare(*args)

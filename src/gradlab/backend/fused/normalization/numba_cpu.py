@@ -152,7 +152,8 @@ _OFF = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 
 
 def _parts(x):
-    return min(parts_for(x.size), x.shape[1])
+    # (below PARALLEL_MIN one part, without the call: a BatchNorm step's usual case)
+    return 1 if x.size < PARALLEL_MIN else min(parts_for(x.size), x.shape[1])
 
 
 def normalize_forward(x, weight, bias, mean, var, eps, axes, pshape, running_mean=None,
@@ -172,7 +173,7 @@ def normalize_forward(x, weight, bias, mean, var, eps, axes, pshape, running_mea
             running_mean if running else off, running_var if running else off,
             float(eps), float(1 - momentum), float(momentum), unbiased,
             weight is not None, bias is not None, batch, running, bool(relu), y, xhat, invstd)
-    nparts = 1 if x.size < PARALLEL_MIN else _parts(x)
+    nparts = _parts(x)
     if nparts == 1:
         _forward_part(0, 1, *args)
     else:
@@ -189,7 +190,7 @@ def normalize_backward(grad, xhat, invstd, weight, axes, pshape, batch_stats, ne
     args = (grad, xhat, invstd, _OFF[grad.dtype] if weight is None else weight,
             weight is not None, bool(batch_stats),
             grad if relu_out is None else relu_out, relu_out is not None, gx, gw, gb)
-    nparts = 1 if grad.size < PARALLEL_MIN else _parts(grad)
+    nparts = _parts(grad)
     if nparts == 1:
         _backward_part(0, 1, *args)
     else:

@@ -31,7 +31,7 @@ import numba
 import numpy as np
 
 from ... import checks
-from ...cpu_threads import PARALLEL_MIN, parts_for, run_parts
+from ...cpu_threads import PARALLEL_MIN, parts_for, run_parts  # noqa: F401 (PARALLEL_MIN: tests)
 from .. import jit_disabled
 from . import MAX_CLASSES, reference
 
@@ -265,9 +265,7 @@ def _call(logits, target, weight, ignore_index, s, mode):
     loss = np.empty(n, dtype=dt)
     grad = np.empty((n, c), dtype=dt)
     out = np.empty((), dtype=dt) if mode else loss
-    # (one part: _whole directly, two Python calls less per call at a training step's sizes)
-    first_bad = (_whole if logits.size < PARALLEL_MIN else _kernel)(
-        logits, target, weight, ignore_index, s, mode, loss, grad, out)
+    first_bad = _kernel(logits, target, weight, ignore_index, s, mode, loss, grad, out)
     if first_bad < n:
         raise checks.bad_target_error(target[first_bad], c)
     return out, grad
