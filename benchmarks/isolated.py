@@ -7,7 +7,15 @@ OpenMP threads spin after each parallel region. Those figures are the issue's me
 stay the headline; these show what each library does on a machine of its own.
 
     python benchmarks/isolated.py mnist wide
-    python benchmarks/isolated.py --compiled [--out STEM] [tiny small mnist wide cli]
+    python benchmarks/isolated.py --compiled [--out STEM] [--repeats N] [tiny small mnist ...]
+    python benchmarks/isolated.py --interleaved [--out STEM] [tiny small mnist wide cli]
+
+``--interleaved`` times gradlab's compiled step against its own eager step in ONE process,
+in alternating blocks: on a machine whose speed drifts by tens of percent from one process
+(or one second) to the next, as shared 2-core VMs do, fresh processes taking turns need
+many repeats to resolve a few percent, while two blocks a few milliseconds apart see the
+same machine. Both steps are the same library, so this is a before/after of the replay,
+not a comparison of libraries (torch stays in its own process: ``--compiled``).
 """
 from __future__ import annotations
 
@@ -54,6 +62,72 @@ if framework == "gradlab-compiled":
                eager=info["eager"] + warm.info()["eager"])
 print(json.dumps(out))
 """
+
+
+_INTERLEAVED_CHILD = r"""
+import json, statistics, sys
+sys.path.insert(0, {root!r})
+shape, blocks = sys.argv[1], int(sys.argv[2])
+from benchmarks import cases
+import benchmarks.harness as harness
+harness.torch = cases.torch = None
+sizes, batch, batchnorm = cases.shape_of(shape)
+compiled, _, _ = cases.mlp_train_step(sizes, batch, compiled=True, batchnorm=batchnorm)
+eager, _, _ = cases.mlp_train_step(sizes, batch, batchnorm=batchnorm)
+n = min(harness.calibrate(compiled, 0.01), harness.calibrate(eager, 0.01))
+pairs = []
+for k in range(blocks):  # which goes first alternates: neither always follows the other
+    first, second = (compiled, eager) if k % 2 == 0 else (eager, compiled)
+    a, b = harness.time_block(first, n), harness.time_block(second, n)
+    pairs.append((a, b) if k % 2 == 0 else (b, a))
+c, e = sorted(p[0] for p in pairs), sorted(p[1] for p in pairs)
+if ran_eagerly := compiled.func.info()["eager"]:
+    raise SystemExit(f"{{ran_eagerly}} timed compiled steps ran eagerly")
+print(json.dumps({{"compiled_s": statistics.median(c), "eager_s": statistics.median(e),
+                  "compiled_p10_s": c[len(c) // 10], "eager_p10_s": e[len(e) // 10],
+                  "ratio": statistics.median(a / b for a, b in pairs),
+                  "steps_per_block": n, "blocks": blocks}}))
+"""
+
+
+def interleaved(shape, blocks=60):
+    """The compiled step against the eager step of the same model and batch, in one process,
+    ``blocks`` pairs of blocks of 10 ms or more (at least one step): the median and 10th
+    percentile of each side's seconds per step, and ``ratio``, the median of the pairs'
+    compiled/eager ratios."""
+    return run_child(_INTERLEAVED_CHILD, shape, blocks, what=f"interleaved {shape}")
+
+
+def _interleaved_table(shapes, out_stem):
+    import json
+
+    from benchmarks import cases
+    from benchmarks.harness import machine_info
+    rows = ["| shape | compiled | eager | compiled/eager (median of pairs) | compiled p10 |"
+            " eager p10 |", "|---|---|---|---|---|---|"]
+    results = {}
+    for shape in shapes:
+        r = results[shape] = interleaved(shape)
+        sizes, batch, batchnorm = cases.shape_of(shape)
+        rows.append(f"| {'-'.join(map(str, sizes))} b{batch}{' BN' if batchnorm else ''} | "
+                    f"{_us(r['compiled_s'])} | {_us(r['eager_s'])} | {r['ratio']:.3f} | "
+                    f"{_us(r['compiled_p10_s'])} | {_us(r['eager_p10_s'])} |")
+        print(rows[-1], flush=True)
+    table = "\n".join(rows)
+    if out_stem:
+        with open(out_stem + ".json", "w") as f:
+            json.dump({"machine": machine_info(), "results": results}, f, indent=2)
+        with open(out_stem + ".md", "w") as f:
+            f.write(f"# Compiled step vs eager step, interleaved in one process\n\n"
+                    f"Per shape, one process holds both steps (two copies of the model) and "
+                    f"times them in 60 alternating pairs of blocks of 10 ms or more: each "
+                    f"side's median and 10th percentile block, and the median of the pairs' "
+                    f"ratios.\n\n{table}\n")
+    return table
+
+
+def _us(seconds):
+    return f"{seconds * 1e6:.1f} us" if seconds < 1e-2 else f"{seconds * 1e3:.2f} ms"
 
 
 def step_run(framework, shape, rounds=15):
@@ -162,12 +236,18 @@ def _kib(n):
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if args[:1] == ["--compiled"]:
-        out = None
-        if "--out" in args:
-            i = args.index("--out")
-            out, args = args[i + 1], args[:i] + args[i + 2:]
-        print(_compiled_table(args[1:] or ["tiny", "small", "mnist", "wide"], out, repeats=3))
+    if args[:1] in (["--compiled"], ["--interleaved"]):
+        options = {"--out": None, "--repeats": "3"}
+        for name in options:
+            if name in args:
+                i = args.index(name)
+                options[name], args = args[i + 1], args[:i] + args[i + 2:]
+        out = options["--out"]
+        shapes = args[1:] or ["tiny", "small", "mnist", "wide"]
+        if args[0] == "--compiled":
+            print(_compiled_table(shapes, out, repeats=int(options["--repeats"])))
+        else:
+            print(_interleaved_table(shapes, out))
     else:
         for name in args or ["mnist"]:
             print(name, alone(name))
