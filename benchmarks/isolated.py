@@ -99,30 +99,43 @@ def interleaved(shape, blocks=60):
 
 
 def _interleaved_table(shapes, out_stem):
-    import json
-
-    from benchmarks import cases
-    from benchmarks.harness import machine_info
+    """``--interleaved``: compiled vs eager per shape (interleaved()), as markdown and, with
+    ``out_stem``, written to OUT_STEM.{json,md}."""
     rows = ["| shape | compiled | eager | compiled/eager (median of pairs) | compiled p10 |"
             " eager p10 |", "|---|---|---|---|---|---|"]
     results = {}
     for shape in shapes:
         r = results[shape] = interleaved(shape)
-        sizes, batch, batchnorm = cases.shape_of(shape)
-        rows.append(f"| {'-'.join(map(str, sizes))} b{batch}{' BN' if batchnorm else ''} | "
-                    f"{_us(r['compiled_s'])} | {_us(r['eager_s'])} | {r['ratio']:.3f} | "
-                    f"{_us(r['compiled_p10_s'])} | {_us(r['eager_p10_s'])} |")
+        rows.append(f"| {_label(shape)} | {_us(r['compiled_s'])} | {_us(r['eager_s'])} | "
+                    f"{r['ratio']:.3f} | {_us(r['compiled_p10_s'])} | "
+                    f"{_us(r['eager_p10_s'])} |")
         print(rows[-1], flush=True)
+    return _written(out_stem, rows, results, {},
+                    "Compiled step vs eager step, interleaved in one process",
+                    "Per shape, one process holds both steps (two copies of the model) and "
+                    "times them in 60 alternating pairs of blocks of 10 ms or more: each "
+                    "side's median and 10th percentile block, and the median of the pairs' "
+                    "ratios.")
+
+
+def _label(shape):
+    from benchmarks import cases
+    sizes, batch, batchnorm = cases.shape_of(shape)
+    return f"{'-'.join(map(str, sizes))} b{batch}{' BN' if batchnorm else ''}"
+
+
+def _written(out_stem, rows, results, extra, title, intro):
+    """The markdown table of ``rows``; with ``out_stem`` also OUT_STEM.json (the machine,
+    ``extra``, ``results``) and OUT_STEM.md (``title``, ``intro``, the table)."""
+    import json
+
+    from benchmarks.harness import machine_info
     table = "\n".join(rows)
     if out_stem:
         with open(out_stem + ".json", "w") as f:
-            json.dump({"machine": machine_info(), "results": results}, f, indent=2)
+            json.dump({"machine": machine_info(), **extra, "results": results}, f, indent=2)
         with open(out_stem + ".md", "w") as f:
-            f.write(f"# Compiled step vs eager step, interleaved in one process\n\n"
-                    f"Per shape, one process holds both steps (two copies of the model) and "
-                    f"times them in 60 alternating pairs of blocks of 10 ms or more: each "
-                    f"side's median and 10th percentile block, and the median of the pairs' "
-                    f"ratios.\n\n{table}\n")
+            f.write(f"# {title}\n\n{intro}\n\n{table}\n")
     return table
 
 
@@ -190,19 +203,13 @@ def alone_compiled(shape, with_torch=True, repeats=3, rounds=15):
 def _compiled_table(shapes, out_stem, repeats):
     """``--compiled``: the issue-13 table (compiled vs eager vs torch, each alone), printed
     as markdown and, with ``out_stem``, written to OUT_STEM.{json,md}."""
-    import json
-
-    from benchmarks import cases
-    from benchmarks.harness import machine_info
     rows = ["| shape | compiled | eager | torch eager | compiled/eager | compiled/torch |"
             " eager/torch | GEMMs alone (/torch) | record (warm) | held |",
             "|---|---|---|---|---|---|---|---|---|---|"]
     results = {}
     for shape in shapes:
-        r = alone_compiled(shape, repeats=repeats)
-        results[shape] = r
-        sizes, batch, batchnorm = cases.shape_of(shape)
-        rows.append(f"| {'-'.join(map(str, sizes))} b{batch}{' BN' if batchnorm else ''} | "
+        r = results[shape] = alone_compiled(shape, repeats=repeats)
+        rows.append(f"| {_label(shape)} | "
                     f"{r['compiled_alone_s'] * 1e6:.1f} us | {r['eager_alone_s'] * 1e6:.1f} us"
                     f" | {r['torch_alone_s'] * 1e6:.1f} us | {r['compiled_vs_eager_alone']:.3f}"
                     f" | {r['compiled_vs_torch_alone']:.3f} | {r['eager_vs_torch_alone']:.3f} |"
@@ -210,13 +217,8 @@ def _compiled_table(shapes, out_stem, repeats):
                     f" {r['record_s'] * 1e3:.1f} ms ({r['record_warm_s'] * 1e3:.2f} ms) |"
                     f" {_kib(r['held_bytes'])} |")
         print(rows[-1], flush=True)
-    table = "\n".join(rows)
-    if out_stem:
-        with open(out_stem + ".json", "w") as f:
-            json.dump({"machine": machine_info(), "repeats": repeats, "results": results}, f,
-                      indent=2)
-        with open(out_stem + ".md", "w") as f:
-            f.write(f"# Compiled training step vs eager vs torch eager, each alone\n\n"
+    return _written(out_stem, rows, results, {"repeats": repeats},
+                    "Compiled training step vs eager vs torch eager, each alone",
                     f"Medians of {repeats} fresh processes per library (each the median of "
                     f"15 timed blocks), processes taking turns. record: the time the "
                     f"compiled step spent in its two recording steps (forward passes that "
@@ -226,8 +228,7 @@ def _compiled_table(shapes, out_stem, repeats):
                     f"the arrays its nodes save; the model's parameters "
                     f"and buffers and the optimizer state not counted); GEMMs alone: "
                     f"only the step's GEMMs in the step's layouts (cases.step_gemms), the "
-                    f"floor of any replay.\n\n{table}\n")
-    return table
+                    f"floor of any replay.")
 
 
 def _kib(n):
