@@ -1,11 +1,12 @@
-"""LinearFn's products (functional/matmul.py) take ndarray.dot where both operands are C- or
-F-contiguous matrices: the same bits as matmul's, which the other layouts keep."""
+"""The products of LinearFn and of a Matmul of two matrices (functional/matmul.py) take
+ndarray.dot where both operands are C- or F-contiguous: the same bits as matmul's, which
+the other layouts keep."""
 import types
 
 import numpy as np
 import pytest
 
-from gradlab.functional.matmul import linear_input_grads, linear_product
+from gradlab.functional.matmul import Matmul, linear_input_grads, linear_product
 
 
 def _laid_out(rng, shape, layout, dtype):
@@ -61,3 +62,30 @@ def test_linear_products_of_batched_inputs_are_matmuls(rng):
     gx, gw = linear_input_grads(ctx, g)
     assert gx.tobytes() == (g @ w).tobytes()
     assert gw.tobytes() == (g.reshape(-1, 6).T @ x.reshape(-1, 4)).tobytes()
+
+
+class _Ctx(types.SimpleNamespace):
+    def save_for_backward(self, *arrays):
+        self.saved_tensors = arrays
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("a_layout", LAYOUTS)
+@pytest.mark.parametrize("b_layout", LAYOUTS)
+def test_matrix_matmul_is_numpys_matmul_bit_for_bit(rng, dtype, a_layout, b_layout):
+    # gl.matmul (and @) of two matrices: the same products, forward and both gradients
+    for n, k, m in [(64, 64, 64), (1, 17, 5), (17, 5, 1), (3, 100, 1)]:
+        a = _laid_out(rng, (n, k), a_layout, dtype)
+        b = _laid_out(rng, (k, m), b_layout, dtype)
+        g = rng.standard_normal((n, m)).astype(dtype)
+        ctx = _Ctx(needs_input_grad=(True, True), xp=np)
+        y = Matmul.forward(ctx, a, b)
+        ga, gb = Matmul.backward(ctx, g)
+        for got, want in ((y, a @ b), (ga, g @ b.T), (gb, a.T @ g)):
+            assert got.dtype == want.dtype and got.tobytes() == want.tobytes(), (n, k, m)
+
+
+def test_matrix_matmul_of_misfit_shapes_raises_the_matmul_error():
+    import gradlab as gl
+    with pytest.raises(RuntimeError, match=r"matmul: shapes \(2, 3\) and \(4, 5\) cannot be"):
+        gl.matmul(gl.ones(2, 3), gl.ones(4, 5))

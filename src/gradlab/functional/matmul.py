@@ -47,7 +47,7 @@ class Matmul(Function):
             raise _dtype_error("matmul", a, b, ("the first argument", "the second"))
         ctx.save_for_backward(a, b)
         try:
-            return a @ b
+            return _matrix_product(a, b) if a.ndim == 2 and b.ndim == 2 else a @ b
         except ValueError:
             raise _matmul_error("matmul", a.shape, b.shape) from None
 
@@ -55,6 +55,9 @@ class Matmul(Function):
         xp = ctx.xp
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
+        if a.ndim == 2 and b.ndim == 2:  # (no broadcasting to undo)
+            return (_matrix_product(g, b.T) if na else None,
+                    _matrix_product(a.T, g) if nb else None)
         # Work in >= 2-D: a vector is a row (left) or a column (right) matrix.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
