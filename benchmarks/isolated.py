@@ -238,15 +238,18 @@ def _kib(n):
 if __name__ == "__main__":
     args = sys.argv[1:]
     if args[:1] in (["--compiled"], ["--interleaved"]):
-        options = {"--out": None, "--repeats": "3"}
+        options = {"--out": None, "--repeats": None}
         for name in options:
             if name in args:
                 i = args.index(name)
                 options[name], args = args[i + 1], args[:i] + args[i + 2:]
+        if args[0] == "--interleaved" and options["--repeats"] is not None:
+            sys.exit("--repeats applies to --compiled (--interleaved times 60 pairs of "
+                     "blocks in one process)")
         out = options["--out"]
         shapes = args[1:] or ["tiny", "small", "mnist", "wide"]
         if args[0] == "--compiled":
-            print(_compiled_table(shapes, out, repeats=int(options["--repeats"])))
+            print(_compiled_table(shapes, out, repeats=int(options["--repeats"] or 3)))
         else:
             print(_interleaved_table(shapes, out))
     else:

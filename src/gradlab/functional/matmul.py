@@ -38,6 +38,19 @@ def _dtype_error(op, a, b, names):
         f"for a float64 model")
 
 
+def _matrix_product(a, b):
+    """a @ b of two matrices. Where each is C- or F-contiguous, ``a.dot(b)``: NumPy's dot
+    then makes the BLAS call that matmul makes (the same bits: tests/functional hold the
+    two together), without the ufunc dispatch around it, about 1 us a call on 2 cores, an
+    eighth of a 64 x 64 x 64 product. Otherwise the two take different routes (a copy and
+    BLAS, or a plain loop), whose results differ in the last bit where a dimension is 1:
+    matmul then, as before."""
+    fa, fb = a.flags, b.flags
+    if (fa.c_contiguous or fa.f_contiguous) and (fb.c_contiguous or fb.f_contiguous):
+        return a.dot(b)
+    return a @ b
+
+
 class Matmul(Function):
     def forward(ctx, a, b):
         if a.ndim == 0 or b.ndim == 0:
@@ -100,19 +113,6 @@ class LinearFn(Function):
 # around the GEMMs is counted: the saved pair is set without the method call, 2-D
 # operands, the usual case, skip the reshapes, which are views of the same strides there,
 # and their products are _matrix_product's.)
-def _matrix_product(a, b):
-    """a @ b of two matrices. Where each is C- or F-contiguous, ``a.dot(b)``: NumPy's dot
-    then makes the BLAS call that matmul makes (the same bits: tests/functional hold the
-    two together), without the ufunc dispatch around it, about 1 us a call on 2 cores, an
-    eighth of a 64 x 64 x 64 product. Otherwise the two take different routes (a copy and
-    BLAS, or a plain loop), whose results differ in the last bit where a dimension is 1:
-    matmul then, as before."""
-    fa, fb = a.flags, b.flags
-    if (fa.c_contiguous or fa.f_contiguous) and (fb.c_contiguous or fb.f_contiguous):
-        return a.dot(b)
-    return a @ b
-
-
 def linear_product(ctx, x, weight):
     """x W^T of a LinearFn node ``ctx``, saving what its backward reads."""
     ctx.saved_tensors = (x, weight)  # Function.save_for_backward's whole work
