@@ -65,12 +65,12 @@ class Matmul(Function):
             raise _matmul_error("matmul", a.shape, b.shape) from None
 
     def backward(ctx, g):
-        xp = ctx.xp
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
         if a.ndim == 2 and b.ndim == 2:  # (no broadcasting to undo)
             return (_matrix_product(g, b.T) if na else None,
                     _matrix_product(a.T, g) if nb else None)
+        xp = ctx.xp
         # Work in >= 2-D: a vector is a row (left) or a column (right) matrix.
         a2 = a[None, :] if a.ndim == 1 else a
         b2 = b[:, None] if b.ndim == 1 else b
@@ -126,13 +126,12 @@ def linear_input_grads(ctx, g):
     output has gradient ``g``."""
     x, w = ctx.saved_tensors
     needs = ctx.needs_input_grad
-    if g.ndim != 2:
+    if g.ndim == 2:
+        gx = _matrix_product(g, w) if needs[0] else None
+    else:  # (N-D: matmul broadcasts w; the weight's gradient sums over the flattened rows)
         gx = g @ w if needs[0] else None
-        if not needs[1]:
-            return gx, None
-        g, x = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
-        return gx, g.T @ x
-    gx = _matrix_product(g, w) if needs[0] else None
+        if needs[1]:
+            g, x = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
     return gx, _matrix_product(g.T, x) if needs[1] else None
 
 

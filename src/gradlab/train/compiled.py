@@ -269,7 +269,7 @@ class CompiledStep:
         be = x._backend
         if entry.graphable is None:  # (the signature's backend: one answer per entry)
             entry.graphable = getattr(be, "cuda_graph", None) is not None
-        if entry.graphable and self._graphs.applies(entry, x):
+        if entry.graphable and self._graphs.applies(entry):
             kind, out, loss, payload = self._graphs.forward(entry, x, y)
             self._pending = (kind, entry, payload)
             return out, loss
@@ -465,11 +465,10 @@ class _CudaGraphs:
     def __init__(self, warned):
         self._warned = warned  # shared with CompiledStep: each reason is warned about once
 
-    def applies(self, entry, x):
-        """True when this replay is handled here (a CUDA backend, a graphable signature)."""
+    def applies(self, entry):
+        """True when this replay is handled here: a signature whose backend has CUDA graphs
+        (``entry.graphable``, the caller's check), not yet found ungraphable."""
         if entry.graph is None:
-            if getattr(x._backend, "cuda_graph", None) is None:
-                return False
             entry.graph = _Graphed()
         return entry.graph.reason is None
 
