@@ -264,6 +264,27 @@ def test_train_and_eval_modes_record_separately():
     assert info["signatures"] == 2 and info["recorded"] == 4 and info["replayed"] == 8
 
 
+@pytest.mark.parametrize("switch", ["assign", "submodule_eval"])
+def test_one_submodules_mode_changed_between_replays_records_again(switch):
+    # The step reads the modes again only when a train()/eval() or a ``training``
+    # assignment happened: both ways of switching one layer must be seen.
+    pair = _pair()
+    batches = _batches(10)
+    for i, (x, y) in enumerate(batches):
+        if i == 5:
+            for m, _, _ in pair:
+                dropout = next(d for d in m.modules() if isinstance(d, gl.nn.Dropout))
+                if switch == "assign":
+                    dropout.training = False
+                else:
+                    dropout.eval()
+        a, b = _both(pair, x, y)
+        assert a == b
+    assert _states_equal(pair)
+    info = pair[1][2].info()
+    assert info["signatures"] == 2 and info["recorded"] == 4 and info["replayed"] == 6
+
+
 def test_a_replaced_parameter_records_again_and_is_trained():
     pair = _pair()
     batches = _batches(8)

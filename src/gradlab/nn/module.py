@@ -19,6 +19,10 @@ from .parameter import Parameter
 
 IncompatibleKeys = namedtuple("IncompatibleKeys", ["missing_keys", "unexpected_keys"])
 
+# Counts train()/eval() calls and ``training`` assignments: a compiled step reads every
+# module's mode (part of a recording's key) again only when this moved (train/compiled.py).
+mode_version = [0]
+
 
 class Module:
     """Base class for all layers: subclass it, create sub-modules and Parameters in
@@ -52,6 +56,8 @@ class Module:
         d = self.__dict__
         if name != "training":  # train()/eval() are part of a recording's key instead
             structure_version[0] += 1
+        else:
+            mode_version[0] += 1
         if isinstance(value, Parameter):
             self._check_init()
             self._forget(name)
@@ -197,6 +203,7 @@ class Module:
             raise TypeError(f"train(mode) expects a bool, got {type(mode).__name__}")
         for m in self.modules():
             m.__dict__["training"] = mode
+        mode_version[0] += 1
         return self
 
     def eval(self):

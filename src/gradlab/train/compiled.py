@@ -18,7 +18,8 @@ counts such pairs). Results are bitwise those of the eager step.
 
 A recording belongs to one *signature*: input shapes and dtypes, train/eval mode of every
 module, and grad mode. Another signature (the short last batch of an epoch, an
-``eval()``) records again. Changing the model's structure (a parameter, buffer or tensor
+``eval()``) records again. (The modes are read again after a ``train()``/``eval()`` or a
+``module.training = ...``; a mode written into a module's ``__dict__`` is not seen.) Changing the model's structure (a parameter, buffer or tensor
 attribute replaced or added, a parameter frozen or unfrozen, a module's scalar setting such as
 ``Dropout.p``), or the optimizer's parameter groups, drops every recording. A step that a
 replay cannot repeat (see the tape's docstring; also inputs that require grad, whose
@@ -43,7 +44,7 @@ import warnings
 from ..autograd.grad_mode import _state
 from ..autograd.tape import Recording, constants_current, recording
 from ..autograd.tensor import Tensor, structure_version
-from ..nn.module import Module
+from ..nn.module import Module, mode_version
 from ..nn.utils import clip_grad_norm_, clip_grad_value_
 
 _SCALARS = (bool, int, float, str, type(None))
@@ -112,6 +113,7 @@ class CompiledStep:
         self._shallow = None      # the cheap part of the guards, checked at every call
         self._numbers = tuple     # the guarded Python numbers, once the modules are known
         self._modules_now = None
+        self._modes = None        # (mode_version, every module's training flag), as read
         self._pending = None
         self._recording = None
         self._warned = set()
@@ -351,10 +353,13 @@ class CompiledStep:
                 self._entries.clear()
                 self._world = world
             self._shallow = shallow
-        modules = self._modules_now
+            self._modes = None
+        modes = self._modes
+        if modes is None or modes[0] != mode_version[0]:
+            modes = self._modes = (mode_version[0],
+                                   tuple([m.training for m in self._modules_now]))
         xd, yd = x._data, y._data
-        key = (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend,
-               tuple([m.training for m in modules]), _state.enabled,
+        key = (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend, modes[1], _state.enabled,
                x._requires_grad or y._requires_grad)
         entry = self._entries.get(key)
         if entry is None:
