@@ -394,6 +394,21 @@ def test_bias_grad_is_the_eager_gpu_sum(shape, dtype, rng):
 
 
 @needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", BIAS_RELU_SHAPES, ids=str)
+def test_bias_add_is_the_eager_gpu_add(shape, dtype, rng):
+    # A bias that no ReLU follows is CuPy's own in-place add, as LinearFn's forward on a GPU
+    # makes it: the same bytes as the reference (one rounding per element either way).
+    gpu = get_backend("cuda")
+    y, bias, _ = _bias_relu_case(shape, dtype, rng)
+    dev = gpu.asarray(y)
+    got = gpu.bias_add(dev, gpu.asarray(bias))
+    assert got is dev
+    assert gpu.to_numpy(got).tobytes() == bias_relu_ref.bias_add(y.copy(), bias).tobytes()
+    assert gpu.prepare_bias_add(dev, gpu.asarray(bias)) is None  # no lean form on a GPU
+
+
+@needs_gpu
 def test_bias_relu_refuses_mismatched_arrays():
     gpu = get_backend("cuda")
     y = gpu.asarray(np.ones((4, 3), np.float32))

@@ -806,6 +806,29 @@ def test_a_prepared_cross_entropy_steps_aside_for_a_patched_forward(monkeypatch)
     assert step.info()["replayed"] == 3
 
 
+def test_the_last_linear_adds_its_bias_through_the_prepared_kernel(monkeypatch):
+    # _mlp_step's last Linear has no ReLU after it: each replay adds its bias with the
+    # prepared bias_add (fusions._prepare_linear), one kernel call, in eager's bits.
+    from gradlab.backend import fused
+    if not fused.AVAILABLE:
+        pytest.skip("the numba tier is off: LinearFn's own forward runs")
+    from gradlab.backend.fused.bias_relu import numba_cpu
+    calls = []
+    monkeypatch.setattr(numba_cpu, "_add_part",
+                        lambda *a, kernel=numba_cpu._add_part: calls.append(1) or kernel(*a))
+    step = _mlp_eager_and_compiled_agree(_batches(6))
+    assert step.info()["replayed"] == 4 and len(calls) == 4
+
+
+def test_a_prepared_linear_steps_aside_for_a_patched_forward(monkeypatch):
+    from gradlab.functional.matmul import LinearFn
+    forward = LinearFn.forward
+    monkeypatch.setattr(LinearFn, "forward",
+                        lambda ctx, *a, **k: forward(ctx, *a, **k) * np.float32(0.5))
+    step = _mlp_eager_and_compiled_agree(_batches(5))
+    assert step.info()["replayed"] == 3
+
+
 def _picked_ops(monkeypatch):
     """The names of the fused ops whose op table chooses a tier from now on, in call order
     (a replay's prepared calls make no such choice); skips where the numba tier is off."""

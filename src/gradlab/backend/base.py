@@ -277,6 +277,18 @@ class Backend:
         has no lean form for them (the plain dispatch is no faster than the sum itself)."""
         return _bias_relu.bias_grad.prepare(self, grad, lean_only=True)
 
+    def bias_add(self, y, bias):
+        """y + bias for y (..., C) and bias (C,), as a Linear adds its bias where no ReLU
+        follows; y is overwritten and returned."""
+        return _bias_relu.bias_add.pick(self, y, bias)(y, bias)
+
+    def prepare_bias_add(self, y, bias):
+        """bias_add for a caller that calls it again and again with arrays like ``y`` and
+        ``bias`` (FusedOp.prepare: the same results, less dispatch at each call), or None
+        where it has no lean form for them (the plain dispatch costs more than ``y +=
+        bias``)."""
+        return _bias_relu.bias_add.prepare(self, y, bias, lean_only=True)
+
     def prepare_bias_relu(self, y, bias):
         """(forward, backward): bias_relu_forward and bias_relu_backward for a caller that
         calls them again and again with arrays like ``y`` (the pre-activation, and the

@@ -127,9 +127,9 @@ def softmax_ce_args(xp, logits, target, weight, ignore_index, label_smoothing,
     return logits, target, weight, int(ignore_index), s
 
 
-def bias_relu_forward_args(y, bias):
-    """y (..., C) float32/64 and a bias (C,) of its dtype (bias_relu_forward overwrites y)."""
-    op = "bias_relu_forward"
+def bias_relu_forward_args(y, bias, op="bias_relu_forward"):
+    """y (..., C) float32/64 and a bias (C,) of its dtype (bias_relu_forward and bias_add
+    overwrite y)."""
     check_float_array(op, "y", y)
     if y.ndim < 1 or bias.shape != (y.shape[-1],) or bias.dtype != y.dtype:
         raise ValueError(f"{op}: bias must have shape ({y.shape[-1] if y.ndim else '?'},) "

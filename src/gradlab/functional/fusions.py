@@ -107,6 +107,27 @@ def _prepare_cross_entropy(ctx, logits, target, weight, ignore_index, label_smoo
 register_prepared(SoftmaxCrossEntropy, _prepare_cross_entropy)
 
 
+def _prepare_linear(ctx, x, weight, bias=None):
+    # A Linear with a bias that no ReLU follows (the classifier's last layer, one before a
+    # BatchNorm): LinearFn's product, then its in-place bias add through the prepared
+    # kernel, where the numba tier has one; LinearFn's own forward elsewhere. (Its argument
+    # checks passed while recording, on these very arrays: a replay's input slots keep the
+    # recorded shapes and dtypes, its weight and bias are the recorded ones.)
+    if bias is None or x.ndim != 2 or x.dtype not in checks.NATIVE_KERNEL_DTYPES:
+        return LinearFn.forward
+    add = ctx.backend.prepare_bias_add(ctx.xp.empty((x.shape[0], weight.shape[0]), x.dtype),
+                                       bias)
+    if add is None:
+        return LinearFn.forward
+
+    def forward(ctx, x, weight, bias):
+        return add(linear_product(ctx, x, weight), bias)
+    return forward
+
+
+register_prepared(LinearFn, _prepare_linear)
+
+
 def _prepare_linear_backward(ctx, out):
     # A Linear with a bias that no ReLU follows (the classifier's last layer, one before a
     # BatchNorm): its bias gradient through the prepared column sums (Backend.bias_grad:

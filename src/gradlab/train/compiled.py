@@ -19,9 +19,10 @@ counts such pairs). Results are bitwise those of the eager step.
 A recording belongs to one *signature*: input shapes and dtypes, train/eval mode of every
 module, and grad mode. Another signature (the short last batch of an epoch, an
 ``eval()``) records again. (The modes are read again after a ``train()``/``eval()`` or a
-``module.training = ...``; a mode written into a module's ``__dict__`` is not seen.) Changing the model's structure (a parameter, buffer or tensor
-attribute replaced or added, a parameter frozen or unfrozen, a module's scalar setting such as
-``Dropout.p``), or the optimizer's parameter groups, drops every recording. A step that a
+``module.training = ...``; a mode written into a module's ``__dict__`` is not seen.)
+Changing the model's structure (a parameter, buffer or tensor attribute replaced or added,
+a parameter frozen or unfrozen, a module's scalar setting such as ``Dropout.p``), or the
+optimizer's parameter groups, drops every recording. A step that a
 replay cannot repeat (see the tape's docstring; also inputs that require grad, whose
 ``.grad`` a replay would not set), or more than ``max_recordings`` signatures, runs
 eagerly with one warning saying why.

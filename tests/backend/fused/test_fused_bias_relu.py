@@ -251,3 +251,66 @@ def test_bias_grad_has_no_prepared_form_where_numba_does_not_run(monkeypatch):
     assert callable(be.prepare_bias_grad(np.ones((8, 2), np.float32)))
     monkeypatch.setenv("GRADLAB_NO_JIT", "1")
     assert be.prepare_bias_grad(np.ones((8, 2), np.float32)) is None
+
+
+# -- bias_add: a Linear's bias where no ReLU follows (LinearFn's in-place add) -----------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_bias_add_numba_is_the_reference_and_linear_fn(shape, dtype):
+    y, bias, _ = _arrays(shape, dtype, seed=shape[0] + 2 * shape[1])
+    want = y + bias                                          # LinearFn's formula
+    _same_bytes(reference.bias_add(y.copy(), bias), want)
+    buf = y.copy()
+    assert numba_bias_relu.bias_add(buf, bias) is buf          # overwritten, as y += bias
+    _same_bytes(buf, want)
+    _same_bytes(cpu_backend().bias_add(y.copy(), bias), want)
+
+
+def test_bias_add_takes_the_forwards_rule_and_checks_its_arguments():
+    be = cpu_backend()
+    y, bias, _ = _arrays((8, 3), np.float32)
+    assert fused_bias_relu.bias_add.tier_for(be, y, bias) == "numba"
+    for other in [np.ones((2, 4, 3), np.float32), np.ones((8, 6), np.float32)[:, ::2]]:
+        assert fused_bias_relu.bias_add.tier_for(be, other, bias) == "numpy"
+        _same_bytes(be.bias_add(other.copy(), bias), other + bias)
+    half = np.ones((8, 3), np.float16)
+    assert fused_bias_relu.bias_add.tier_for(be, half, half[0]) == "numpy"
+    for impl in (numba_bias_relu, reference):
+        with pytest.raises(ValueError, match=r"bias_add: bias must have shape \(3,\)"):
+            impl.bias_add(y.copy(), np.ones(4, np.float32))
+        with pytest.raises(TypeError, match="bias_add"):
+            impl.bias_add(np.ones((4, 3), np.int32), np.ones(3, np.int32))
+
+
+@pytest.mark.parametrize("shape", [(64, 10), (BIG_ROWS, 64)], ids=str)
+def test_bias_add_prepared_is_the_plain_call(shape, monkeypatch):
+    be = cpu_backend()
+    y, bias, _ = _arrays(shape, np.float32, seed=4)
+    run = be.prepare_bias_add(y, bias)
+    for seed in range(3):
+        y, bias, _ = _arrays(shape, np.float32, seed=seed)
+        _same_bytes(run(y.copy(), bias), y + bias)
+    # arrays unlike the first: the plain dispatch
+    for y2, b2, _ in [_arrays((3, shape[1]), np.float32), _arrays(shape, np.float64),
+                      _arrays((2, 5, shape[1]), np.float32)]:
+        _same_bytes(run(y2.copy(), b2), y2 + b2)
+    strided = np.ones((shape[0], 2 * shape[1]), np.float32)[:, ::2]
+    _same_bytes(run(strided.copy(), bias), strided + bias)
+    calls = []
+    monkeypatch.setattr(numba_bias_relu, "_add_part",
+                        lambda *a, kernel=numba_bias_relu._add_part: calls.append(1) or kernel(*a))
+    run(y.copy(), bias)
+    assert calls
+    calls.clear()
+    monkeypatch.setenv("GRADLAB_NO_JIT", "1")      # read at every call, as the plain call does
+    _same_bytes(run(y.copy(), bias), y + bias)
+    assert not calls
+
+
+def test_bias_add_has_no_prepared_form_where_numba_does_not_run(monkeypatch):
+    be = cpu_backend()
+    half = np.ones((8, 3), np.float16)
+    assert be.prepare_bias_add(half, half[0]) is None
+    assert callable(be.prepare_bias_add(np.ones((8, 3), np.float32), np.ones(3, np.float32)))
+    monkeypatch.setenv("GRADLAB_NO_JIT", "1")
+    assert be.prepare_bias_add(np.ones((8, 3), np.float32), np.ones(3, np.float32)) is None

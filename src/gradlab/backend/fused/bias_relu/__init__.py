@@ -5,6 +5,8 @@ GEMM and the backward prologue of its two gradient GEMMs, each in one pass.
     bias_relu_backward(grad, out) -> (grad * (out > 0), its column sums)
     bias_grad(grad)              -> the column sums of grad: the gradient of a Linear's bias
                                     where no ReLU follows (LinearFn's backward)
+    bias_add(y, bias)            -> y, overwritten with y + bias: a Linear's bias where no
+                                    ReLU follows (LinearFn's forward)
 
 Unfused, these are four NumPy calls forward and four backward, each a pass over the whole
 (N, C) activation; on the course's MLPs the calls cost more than their arithmetic. A
@@ -12,7 +14,8 @@ compiled step (autograd/tape.py, functional/fusions.py) replays a Linear followe
 with them, in place of the two recorded nodes.
 
 Tiers: reference.py (eager's own calls), numba_cpu.py and cuda.py (host side of
-kernels/bias_relu.cu). All three give the reference's bits: the same float32/64 additions
+kernels/bias_relu.cu; bias_add and bias_grad are CuPy's own calls there). All three give
+the reference's bits: the same float32/64 additions
 and products, and the column sums in the order eager sums them. The numba tier sums row by
 row from +0.0 and row 0, NumPy's order for an (N, C >= 2) C-contiguous array; for a single column
 NumPy sums pairwise, so the numba tier leaves those to the reference. The CUDA tier leaves
@@ -45,5 +48,6 @@ def _on_numba_bias_grad(grad):
 bias_relu_forward = FusedOp("bias_relu_forward", _PKG, use_numba=_on_numba_forward)
 bias_relu_backward = FusedOp("bias_relu_backward", _PKG, use_numba=_on_numba_backward)
 bias_grad = FusedOp("bias_grad", _PKG, use_numba=_on_numba_bias_grad)
+bias_add = FusedOp("bias_add", _PKG, use_numba=_on_numba_forward)
 
-OPS = {op.name: op for op in (bias_relu_forward, bias_relu_backward, bias_grad)}
+OPS = {op.name: op for op in (bias_relu_forward, bias_relu_backward, bias_grad, bias_add)}

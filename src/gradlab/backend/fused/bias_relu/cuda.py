@@ -1,8 +1,8 @@
 """The CUDA tier of bias + ReLU: host-side launch preparation for kernels/bias_relu.cu (a
 grid-stride pass each way). The bias gradient is CuPy's own column sum of the masked
-gradient: the reduction an eager step runs, so that a graphed step keeps eager's bits (a sum
-of our own would add in another order). Nothing is read back, so both can be captured into a
-CUDA graph."""
+gradient, the reduction an eager step runs, so that a graphed step keeps eager's bits (a sum
+of our own would add in another order); a bias that no ReLU follows is CuPy's own in-place
+add, as in eager. Nothing is read back, so all of them can be captured into a CUDA graph."""
 from __future__ import annotations
 
 import cupy
@@ -45,3 +45,11 @@ def bias_grad(backend, grad):
     checks.bias_grad_args(grad)
     with backend._cuda_device:
         return column_sums(grad)
+
+
+def bias_add(backend, y, bias):
+    # CuPy's own in-place add, the call an eager GPU step makes (LinearFn's forward)
+    checks.bias_relu_forward_args(y, bias, "bias_add")
+    with backend._cuda_device:
+        y += bias
+    return y

@@ -42,6 +42,14 @@ def _forward_part(k, nparts, y, bias):
 
 
 @_jit
+def _add_part(k, nparts, y, bias):
+    n, c = y.shape
+    for i in range(k * n // nparts, (k + 1) * n // nparts):
+        for j in range(c):
+            y[i, j] += bias[j]
+
+
+@_jit
 def _backward_part(k, nparts, grad, out, grad_pre, grad_bias, one, zero):
     # ``one`` and ``zero`` have the arrays' dtype: the mask's values (relu_grad), and the
     # sums stay in that dtype. Two passes over row slices indexed from 0, loops that LLVM
@@ -94,6 +102,12 @@ def bias_grad(grad):
     return _bias_grad(grad, _MASK[grad.dtype][1])
 
 
+def bias_add(y, bias):
+    checks.bias_relu_forward_args(y, bias, "bias_add")
+    _in_parts(_add_part, y, bias)
+    return y
+
+
 def _bias_grad(grad, zero):
     c = grad.shape[1]
     sums = np.empty(c, dtype=grad.dtype)
@@ -113,18 +127,28 @@ def _bias_grad(grad, zero):
 # the plain call otherwise.
 # Below PARALLEL_MIN elements (the shapes are fixed) they call the one part's kernel directly.
 def prepare_bias_relu_forward(plain, y, bias):
+    return _prepared_forward(plain, y, bias, "_forward_part")
+
+
+def prepare_bias_add(plain, y, bias):
+    return _prepared_forward(plain, y, bias, "_add_part")
+
+
+def _prepared_forward(plain, y, bias, part):
     shape, bias_shape, dtype = y.shape, bias.shape, y.dtype
     one_part = y.size < PARALLEL_MIN
+    kernels = globals()  # (the part by name at each call, as a plain call finds it)
 
     def run(y, bias):
         if y.shape != shape or y.dtype is not dtype or bias.shape != bias_shape or \
                 bias.dtype is not dtype or not (y.flags.c_contiguous and
                                                 bias.flags.c_contiguous) or jit_disabled():
             return plain(y, bias)
+        kernel = kernels[part]
         if one_part:
-            _forward_part(0, 1, y, bias)
+            kernel(0, 1, y, bias)
         else:
-            _forward(y, bias)
+            _in_parts(kernel, y, bias)
         return y
     return run
 
@@ -148,11 +172,16 @@ def prepare_bias_relu_backward(plain, grad, out):
 
 
 def _forward(y, bias):
+    _in_parts(_forward_part, y, bias)
+
+
+def _in_parts(part, y, bias):
+    """``part`` (a forward kernel, by rows) over all of y: one call, or cut across threads."""
     nparts = parts_for(y.size)
     if nparts == 1:
-        _forward_part(0, 1, y, bias)
+        part(0, 1, y, bias)
     else:
-        run_parts(_forward_part, min(nparts, y.shape[0]), y, bias)
+        run_parts(part, min(nparts, y.shape[0]), y, bias)
 
 
 def _backward(grad, out, one, zero):

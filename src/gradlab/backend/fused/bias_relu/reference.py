@@ -25,6 +25,12 @@ def bias_grad(grad):
     return column_sums(grad)
 
 
+def bias_add(y, bias):
+    checks.bias_relu_forward_args(y, bias, "bias_add")
+    y += bias
+    return y
+
+
 # The ReLU's two formulas as the Relu Function computes them (functional/activation.py),
 # for every reference tier that ends in a ReLU (this one, normalization's); xp is the
 # arrays' module.
