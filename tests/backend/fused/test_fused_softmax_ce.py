@@ -423,3 +423,64 @@ def test_a_prepared_form_is_the_plain_dispatch_where_numba_does_not_run():
     x, y, _ = _case(8, WIDE + 1, np.float32)       # rows the numba tier leaves to NumPy
     run = be.prepare_softmax_cross_entropy(x, y, None, -100, 0.0, "none")
     assert run.func is fused_ce.softmax_cross_entropy     # functools.partial(op, backend)
+
+
+# -- the kernel's own exp (numba_cpu._exp), which replaces libm's so that its loop vectorizes --
+def _exp_of(z):
+    import numba
+    exp = numba_softmax_ce._exp
+
+    @numba.njit(error_model="numpy")
+    def run(a, out):
+        for i in range(a.size):
+            out[i] = exp(a[i])
+    out = np.empty_like(z)
+    run(z, out)
+    return out
+
+
+def _exp_arguments(dtype):
+    rng = np.random.default_rng(11)
+    return np.concatenate([-rng.random(200_000) * 40, -rng.random(20_000) * 800,
+                           rng.random(1000) * 700]).astype(dtype)
+
+
+def test_exp_is_within_one_ulp_of_libm_in_float64():
+    import math
+    z = _exp_arguments(np.float64)
+    got = _exp_of(z)
+    want = np.array([math.exp(v) for v in z])
+    normal = want >= np.finfo(np.float64).tiny
+    ulps = np.abs(got[normal] - want[normal]) / np.spacing(want[normal])
+    assert ulps.max() <= 1.0
+    # below the smallest normal number: one rounding into the subnormals, so within one of
+    # their steps (5e-324)
+    assert np.abs(got[~normal] - want[~normal]).max() <= 5e-324
+
+
+def test_exp_in_float32_is_the_rounded_float64_value_nearly_always():
+    # Computed in float64 and rounded once: libm's expf's bits but in rare near-ties.
+    import math
+    z = _exp_arguments(np.float32)
+    got = _exp_of(z)
+    with np.errstate(over="ignore"):                            # (inf where float32 ends)
+        want = np.array([math.exp(float(v)) for v in z]).astype(np.float32)
+    fin = np.isfinite(want) & (want > 0)
+    ulps = np.abs(got[fin].astype(np.float64) - want[fin]) / np.spacing(want[fin])
+    assert ulps.max() <= 1.0 and (ulps == 0).mean() > 0.999
+    assert np.array_equal(got[~fin], want[~fin])                 # 0 and inf where libm's are
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_exp_at_the_edges(dtype):
+    z = np.array([0.0, -0.0, -np.inf, np.inf, np.nan, -745.0, -745.2, -1e-30, 1e-30, 709.7,
+                  709.79, 1e300 if dtype == np.float64 else 3e38], dtype=dtype)
+    got = _exp_of(z)
+    assert got[0] == 1 and got[1] == 1 and got[2] == 0 and got[3] == np.inf
+    assert np.isnan(got[4])
+    assert got[7] == 1 and got[8] == 1 and got[10] == np.inf and got[11] == np.inf
+    if dtype == np.float64:
+        assert got[5] == 5e-324 and got[6] == 0               # the last subnormal, then 0
+        assert np.isfinite(got[9]) and abs(got[9] / np.exp(709.7) - 1) < 4e-16
+    else:
+        assert got[5] == 0 and got[9] == np.inf               # float32's range ends sooner
