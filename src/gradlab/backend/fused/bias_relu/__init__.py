@@ -15,11 +15,11 @@ with them, in place of the two recorded nodes.
 
 Tiers: reference.py (eager's own calls), numba_cpu.py and cuda.py (host side of
 kernels/bias_relu.cu; bias_add and bias_grad are CuPy's own calls there). All three give
-the reference's bits: the same float32/64 additions
-and products, and the column sums in the order eager sums them. The numba tier sums row by
-row from +0.0 and row 0, NumPy's order for an (N, C >= 2) C-contiguous array; for a single column
-NumPy sums pairwise, so the numba tier leaves those to the reference. The CUDA tier leaves
-the sums to CuPy's reduction, as eager on a GPU does (tests/backend/fused).
+the reference's bits: the same float32/64 additions and products, and the column sums in
+the order eager sums them. The numba tier sums row by row from +0.0 and row 0, NumPy's
+order for an (N, C >= 2) C-contiguous array; for a single column NumPy sums pairwise, so
+the numba tier leaves those to the reference. The CUDA tier leaves the sums to CuPy's
+reduction, as eager on a GPU does (tests/backend/fused).
 """
 from .. import FusedOp
 
