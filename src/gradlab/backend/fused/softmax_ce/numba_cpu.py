@@ -138,12 +138,11 @@ def _float64_of_bits(typingctx, bits):
 
 
 # exp's constants: log2(e), ln 2 split so that k * _LN2_HI is exact for |k| < 2^11 (fdlibm's
-# split), and 1/j! for j = 0..13
+# split), and 1/j! for j = 13 down to 0 (Horner's order)
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01
 _LN2_LO = 1.90821492927058770002e-10
-(_F0, _F1, _F2, _F3, _F4, _F5, _F6, _F7, _F8, _F9, _F10, _F11, _F12,
- _F13) = (1.0 / math.factorial(j) for j in range(14))
+_TAYLOR = tuple(1.0 / math.factorial(j) for j in range(13, -1, -1))
 
 
 @_inline
@@ -161,20 +160,9 @@ def _exp(z):
     clamped = min(max(d, -745.2), 709.78)
     kf = np.rint(clamped * _LOG2E)
     r = (clamped - kf * _LN2_HI) - kf * _LN2_LO
-    p = _F13
-    p = p * r + _F12
-    p = p * r + _F11
-    p = p * r + _F10
-    p = p * r + _F9
-    p = p * r + _F8
-    p = p * r + _F7
-    p = p * r + _F6
-    p = p * r + _F5
-    p = p * r + _F4
-    p = p * r + _F3
-    p = p * r + _F2
-    p = p * r + _F1
-    p = p * r + _F0
+    p = _TAYLOR[0]
+    for j in range(1, len(_TAYLOR)):
+        p = p * r + _TAYLOR[j]
     k = np.int64(kf)
     half = k >> 1
     y = p * _float64_of_bits((half + 1023) << 52) * _float64_of_bits((k - half + 1023) << 52)
