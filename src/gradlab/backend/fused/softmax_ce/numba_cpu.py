@@ -7,8 +7,9 @@ makes three passes over the rows (from PARALLEL_MIN elements the rows are cut in
 contiguous run per thread, cpu_threads.run_parts): each row's max, subtracted; the exps, in
 one flat loop; each row's sum, loss and gradient, with the reference's formulas in the
 reference's order. The exp is this module's own (_exp), not libm's: numba calls libm once
-per element (no Intel SVML here), 3-5x slower than NumPy's SIMD exp, where _exp's straight
-line vectorizes. Each row's max and sum are still a chain of dependent operations, so the
+per element (no Intel SVML here; 2.3 / 4.3 ns per float32 / float64 element on the Zen 4,
+against 0.46 / 0.80 for NumPy's SIMD exp), where _exp's straight line vectorizes (1.2 ns
+for either). Each row's max and sum are still a chain of dependent operations, so the
 kernel's advantage fades with the row length, and rows wider than MAX_CLASSES stay on the
 reference. Measured on 2 cores (Zen 4), float32, time of this entry point over the
 reference's (40k and 1M elements): C = 2 0.17x / 0.11x, C = 10 0.31x / 0.18x, C = 32
