@@ -59,8 +59,9 @@ def _rows(x, target, w, ignore_index, s, loss, g):
     ignore_index; len(x): none), where it stops: its w[y] is never read.
 
     Three passes, so that the exps run in one flat loop that LLVM vectorizes (_exp): the
-    targets are checked and each row's logits shifted by its max (into g); every shifted
-    logit goes through _exp; then each row's sum, loss and gradient. Rows are indexed in 2-D
+    targets are checked and each row's logits shifted by its max (into g; the max into
+    loss[i] until the last pass); every shifted logit goes through _exp; then each row's
+    sum, loss and gradient. Rows are indexed in 2-D
     (x[i, j]): a row view per row costs reference-count atomics worth more than a short
     row."""
     n, c = x.shape
@@ -82,7 +83,10 @@ def _rows(x, target, w, ignore_index, s, loss, g):
             continue
         if t < 0 or t >= c:
             return i
-        m = _row_max(x, i, c)
+        m = x[i, 0]
+        for j in range(1, c):
+            m = max(m, x[i, j])
+        loss[i] = m                               # (kept for the last pass: loss is free)
         for j in range(c):
             g[i, j] = x[i, j] - m                 # exp(-(m - x)): the same rounding
     flat = g.reshape(-1)
@@ -95,7 +99,7 @@ def _rows(x, target, w, ignore_index, s, loss, g):
             for j in range(c):
                 g[i, j] = zero
             continue
-        m = _row_max(x, i, c)
+        m = loss[i]
         total = zero
         for j in range(c):
             total += g[i, j]
@@ -117,14 +121,6 @@ def _rows(x, target, w, ignore_index, s, loss, g):
                 g[i, j] -= b_smooth * w[j]
         g[i, t] -= a
     return n
-
-
-@_inline
-def _row_max(x, i, c):
-    m = x[i, 0]
-    for j in range(1, c):
-        m = max(m, x[i, j])
-    return m
 
 
 @intrinsic
