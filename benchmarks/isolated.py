@@ -235,23 +235,47 @@ def _kib(n):
     return f"{n / 1024:.1f} KiB" if n < 1 << 20 else f"{n / (1 << 20):.2f} MiB"
 
 
-if __name__ == "__main__":
-    args = sys.argv[1:]
-    if args[:1] in (["--compiled"], ["--interleaved"]):
-        options = {"--out": None, "--repeats": None}
-        for name in options:
-            if name in args:
-                i = args.index(name)
-                options[name], args = args[i + 1], args[:i] + args[i + 2:]
-        if args[0] == "--interleaved" and options["--repeats"] is not None:
-            sys.exit("--repeats applies to --compiled (--interleaved times 60 pairs of "
+def main(argv=None):
+    import argparse
+
+    from benchmarks import cases
+    shapes = sorted(cases.MLP_SHAPES) + sorted(cases.BATCHNORM_SHAPES)
+    parser = argparse.ArgumentParser(
+        description="The training step timed with each library alone in a fresh process.",
+        epilog=f"shapes: {', '.join(shapes)}")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--compiled", action="store_true",
+                      help="compiled vs eager vs torch eager, each alone (issue 13's table)")
+    mode.add_argument("--interleaved", action="store_true",
+                      help="compiled vs eager in one process, in alternating blocks")
+    parser.add_argument("--out", metavar="STEM",
+                        help="also write STEM.json and STEM.md (--compiled, --interleaved)")
+    parser.add_argument("--repeats", type=int, metavar="N",
+                        help="fresh processes per library (--compiled only; default 3)")
+    parser.add_argument("shapes", nargs="*", metavar="shape",
+                        help="shapes to time (default: tiny small mnist wide; without "
+                             "--compiled or --interleaved: mnist)")
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.shapes if s not in shapes]
+    if unknown:
+        parser.error(f"unknown shape {unknown[0]!r}: choose from {', '.join(shapes)}")
+    if args.repeats is not None and not args.compiled:
+        parser.error("--repeats applies to --compiled (--interleaved times 60 pairs of "
                      "blocks in one process)")
-        out = options["--out"]
-        shapes = args[1:] or ["tiny", "small", "mnist", "wide"]
-        if args[0] == "--compiled":
-            print(_compiled_table(shapes, out, repeats=int(options["--repeats"] or 3)))
-        else:
-            print(_interleaved_table(shapes, out))
+    if args.repeats is not None and args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.out is not None and not (args.compiled or args.interleaved):
+        parser.error("--out applies to --compiled and --interleaved")
+    chosen = args.shapes or (["tiny", "small", "mnist", "wide"]
+                             if args.compiled or args.interleaved else ["mnist"])
+    if args.compiled:
+        print(_compiled_table(chosen, args.out, repeats=args.repeats or 3))
+    elif args.interleaved:
+        print(_interleaved_table(chosen, args.out))
     else:
-        for name in args or ["mnist"]:
+        for name in chosen:
             print(name, alone(name))
+
+
+if __name__ == "__main__":
+    main()
