@@ -78,8 +78,25 @@ def step_peak(shape, with_torch=True):
     return out
 
 
-if __name__ == "__main__":
-    for name in sys.argv[1:] or ["wide"]:
+def main(argv=None):
+    import argparse
+
+    from benchmarks import cases
+    shapes = sorted(cases.MLP_SHAPES)
+    parser = argparse.ArgumentParser(
+        description="Peak memory of one training step, gradlab against torch, each in a "
+                    "fresh process.", epilog=f"shapes: {', '.join(shapes)}")
+    parser.add_argument("shapes", nargs="*", metavar="shape",
+                        help="shapes to measure (default: wide)")
+    args = parser.parse_args(argv)
+    unknown = [s for s in args.shapes if s not in shapes]
+    if unknown:
+        parser.error(f"unknown shape {unknown[0]!r}: choose from {', '.join(shapes)}")
+    for name in args.shapes or ["wide"]:
         r = step_peak(name)
         print(name, {k: (round(v / 2**20, 1) if k != "ratio" else round(v, 2))
                      for k, v in r.items() if v is not None})
+
+
+if __name__ == "__main__":
+    main()

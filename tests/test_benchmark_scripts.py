@@ -22,3 +22,16 @@ def test_isolated_bad_arguments_are_usage_errors(argv, needles, capsys, monkeypa
     err = capsys.readouterr().err
     missing = [n for n in needles if n not in err]
     assert not missing, f"usage message lacks {missing}: {err!r}"
+
+
+def test_memory_unknown_shape_is_a_usage_error(capsys, monkeypatch):
+    from benchmarks import memory
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("a measuring process started despite the bad shape")
+    monkeypatch.setattr(memory, "run_child", no_run)
+    with pytest.raises(SystemExit) as exc:
+        memory.main(["wide", "huge"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "'huge'" in err and "mnist" in err and "wide" in err, err
