@@ -1,6 +1,7 @@
 """Achieved bandwidth of gradlab's CUDA kernels next to a device-to-device copy and PyTorch,
 and the training step of the four MLP shapes (eager, and compiled: replayed as a CUDA graph)
-against torch eager, on the same GPU.
+against torch eager, on the same GPU; and gradlab's small-GEMM kernel against cuBLAS around
+the size where compiled steps stop being CUDA graphs (CupyBackend.SMALL_GEMM_MAX).
 
     PYTHONPATH=src python -m pytest benchmarks/test_kernels_gpu.py --benchmark-json=out.json
 
@@ -177,6 +178,38 @@ def test_torch_dropout(benchmark):
     _record(benchmark, step, DROPOUT_N * (4 + 4 + 4 + 4) + 2 * DROPOUT_N)
 
 
+# (m, k, n) around CupyBackend.SMALL_GEMM_MAX (2^22 multiply-adds): where gradlab's own
+# GEMM kernel, the one a CUDA graph can hold, stops keeping up with cuBLAS.
+GEMM_SHAPES = [(64, 64, 64), (256, 64, 64), (128, 128, 128), (256, 128, 128), (256, 256, 64),
+               (256, 256, 256), (512, 512, 512)]
+
+
+def _gemm_operands(mkn):
+    import cupy
+    m, k, n = mkn
+    rng = np.random.default_rng(0)
+    ha = rng.standard_normal((m, k)).astype(np.float32)
+    hw = rng.standard_normal((n, k)).astype(np.float32)
+    return ha, hw, cupy.asarray(ha), cupy.asarray(hw).T  # x and W^T, as a Linear multiplies
+
+
+@pytest.mark.parametrize("mkn", GEMM_SHAPES, ids=str)
+def test_gradlab_gemm(benchmark, mkn, monkeypatch):
+    import cupy
+    bk = gl.backend.get_backend("cuda")
+    monkeypatch.setattr(type(bk), "SMALL_GEMM_MAX", 1 << 62)  # the kernel at every size
+    ha, hw, a, b = _gemm_operands(mkn)
+    np.testing.assert_allclose(cupy.asnumpy(bk.matrix_product(a, b)), ha @ hw.T, rtol=1e-4,
+                               atol=1e-4 * mkn[1] ** 0.5)
+    _record(benchmark, lambda: bk.matrix_product(a, b), iters=50, flops=2 * np.prod(mkn))
+
+
+@pytest.mark.parametrize("mkn", GEMM_SHAPES, ids=str)
+def test_cublas_gemm(benchmark, mkn):
+    _, _, a, b = _gemm_operands(mkn)
+    _record(benchmark, lambda: a.dot(b), iters=50, flops=2 * np.prod(mkn))
+
+
 @pytest.mark.parametrize("shape", list(cases.MLP_SHAPES))
 def test_gradlab_train_step(benchmark, shape):
     sizes, batch = cases.MLP_SHAPES[shape]
@@ -216,9 +249,16 @@ def compiled_mlp_train_step(sizes, batch, device="cuda", steps=6):
     for _ in range(steps):
         step(gx, gy)
     info = step.info()
-    if info["graphed"] < steps - 3:
-        raise AssertionError(f"compiled train step {sizes}: not replayed as a CUDA graph "
-                             f"({info})")
+    # Each layer's three products have batch * in * out multiply-adds; above SMALL_GEMM_MAX
+    # they are cuBLAS's, which CuPy cannot capture: such a step replays without a graph.
+    gemm = batch * max(i * o for i, o in zip(sizes[:-1], sizes[1:]))
+    if gemm <= gl.backend.get_backend(device).SMALL_GEMM_MAX:
+        if info["graphed"] < steps - 3:
+            raise AssertionError(f"compiled train step {sizes}: not replayed as a CUDA graph "
+                                 f"({info})")
+    elif info["graphed"] or not any("SMALL_GEMM_MAX" in r for r in info["ungraphed_reasons"]):
+        raise AssertionError(f"compiled train step {sizes}: a {gemm}-multiply-add GEMM "
+                             f"should keep it ungraphed, saying why ({info})")
     for k, (p, q) in enumerate(zip(model.parameters(), eager.parameters())):
         cases._close(f"compiled train step {sizes} weights {k} after {steps} steps",
                      cases._host(p), cases._host(q).astype(np.float64), rtol=1e-5, atol=1e-7)

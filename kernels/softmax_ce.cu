@@ -137,6 +137,9 @@ __device__ __forceinline__ void softmax_ce_impl(const T* __restrict__ logits,
     }
 }
 
+// The block kernel runs with up to 512 threads (fused/softmax_ce/cuda.py): its bound caps
+// the registers a thread may take at what 512 of them can have, so the launch cannot fail
+// for lack of them.
 #define GL_DEFINE_SOFTMAX_CE_KERNELS(T, ACC, SUFFIX)                                           \
     extern "C" __global__ void softmax_ce_warp_##SUFFIX(                                       \
         const T* logits, const i64* target, const T* weight, const T* weight_sum, i64 n_rows,  \
@@ -144,7 +147,7 @@ __device__ __forceinline__ void softmax_ce_impl(const T* __restrict__ logits,
         softmax_ce_impl<T, ACC, false>(logits, target, weight, weight_sum, n_rows, n_classes,  \
                                        ignore_index, smoothing, loss, grad, bad_row);          \
     }                                                                                          \
-    extern "C" __global__ void softmax_ce_block_##SUFFIX(                                      \
+    extern "C" __global__ void __launch_bounds__(512) softmax_ce_block_##SUFFIX(               \
         const T* logits, const i64* target, const T* weight, const T* weight_sum, i64 n_rows,  \
         i64 n_classes, i64 ignore_index, ACC smoothing, T* loss, T* grad, u64* bad_row) {      \
         softmax_ce_impl<T, ACC, true>(logits, target, weight, weight_sum, n_rows, n_classes,   \

@@ -10,7 +10,8 @@ seconds (default 480):
    NumPy reference, every device-parametrized test; the CPU half is CI's);
 4. benchmarks/test_kernels_gpu.py: copy bandwidth, fused Adam against torch's fused Adam on
    50M parameters in 128 tensors, softmax-CE and dropout forward+backward, and the training
-   step of the four MLP shapes, eager and compiled (a CUDA graph), against torch eager;
+   step of the four MLP shapes, eager and compiled (a CUDA graph where every GEMM is small),
+   against torch eager; gradlab's small-GEMM kernel against cuBLAS (the ratio column);
    then, in the time left, the optimizer sweep of ``gradlab bench optim --device cuda``
    (its own JSON/md/PNG under $OUT);
 5. benchmarks/results/<gpu>-<date>.{json,md} (and the same files, plus the raw logs, under
@@ -84,6 +85,7 @@ def _junit_counts(path):
 _PAIRS = {"test_gradlab_adam[float32]": "test_torch_adam_fused",
           "test_gradlab_dropout": "test_torch_dropout"}
 _PAIR_PATTERNS = [(r"test_gradlab_softmax_ce\[(.*)\]", "test_torch_cross_entropy[{}]"),
+                  (r"test_gradlab_gemm\[(.*)\]", "test_cublas_gemm[{}]"),
                   (r"test_gradlab_train_step\[(.*)\]", "test_torch_train_step[{}]"),
                   (r"test_gradlab_compiled_train_step\[(.*)\]", "test_torch_train_step[{}]")]
 
@@ -96,7 +98,7 @@ def _benchmark_rows(path):
     by_name = {b["name"]: b for b in data.get("benchmarks", [])}
     rows = []
     for name, b in by_name.items():
-        if "torch" in name:
+        if "torch" in name or "cublas" in name:
             continue
         other = _PAIRS.get(name)
         for pattern, fmt in _PAIR_PATTERNS:
@@ -132,8 +134,8 @@ def _markdown(report):
                 lines.append(f"  - FAILED {t}")
     rows = report.get("benchmarks") or []
     if rows:
-        lines += ["", "| case | gradlab ms (events) | median ms (synced) | GB/s | torch ms | "
-                  "ratio gradlab/torch |", "|---|---|---|---|---|---|"]
+        lines += ["", "| case | gradlab ms (events) | median ms (synced) | GB/s | torch ms "
+                  "(cuBLAS for the GEMM rows) | ratio gradlab/that |", "|---|---|---|---|---|---|"]
         for r in rows:
             f = lambda v, spec=".3f": "–" if v is None else format(v, spec)  # noqa: E731
             lines.append(f"| {r['case']} | {f(r['gradlab_ms'])} | {f(r['gradlab_median_ms'])} "

@@ -81,6 +81,87 @@ def test_checker_fails_on_warnings_and_errors(monkeypatch, capsys):
     assert not ok and "error" in log
 
 
+@needs_nvrtc
+def test_compiled_ptx_is_cached_next_to_its_source(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADLAB_KERNEL_CACHE", str(tmp_path / "cache"))
+    compiles = []
+    real = cuda_kernels.nvrtc_compile
+    monkeypatch.setattr(cuda_kernels, "nvrtc_compile",
+                        lambda *a: compiles.append(a) or real(*a))
+    ptx = cuda_kernels.compiled_ptx("bias_relu", "compute_80")
+    assert ptx.parent == tmp_path / "cache" and compiles == [("bias_relu", "compute_80")]
+    assert cuda_kernels.missing_entry_points("bias_relu", ptx.read_text()) == []
+    source = ptx.with_suffix(".cu").read_text()
+    assert source.endswith(cuda_kernels.kernel_source("bias_relu"))
+    assert "--ftz=false" in source.splitlines()[0]
+    assert cuda_kernels.compiled_ptx("bias_relu", "compute_80") == ptx and len(compiles) == 1
+    assert cuda_kernels.compiled_ptx("bias_relu", "compute_90") != ptx  # another key
+    original = cuda_kernels.kernel_source
+    monkeypatch.setattr(cuda_kernels, "kernel_source", lambda m: original(m) + "\n// edit\n")
+    assert cuda_kernels.compiled_ptx("bias_relu", "compute_80") != ptx  # the text is the key
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")] == []
+
+
+@needs_nvrtc
+def test_compiled_ptx_keeps_float32_subnormals():
+    # CuPy's RawModule(code=...) appends -ftz=true; the loader's own compile does not: no
+    # float32 add, multiply or compare of the kernels flushes (libdevice's expf keeps its
+    # internal ex2.approx.ftz, whose input it has scaled into the normal range).
+    for module in cuda_kernels.MODULES:
+        ok, _, ptx = cuda_kernels.nvrtc_compile(module, "compute_90")
+        ftz = {line.split()[0] for line in ptx.splitlines() if ".ftz." in line}
+        assert ok and ftz <= {"ex2.approx.ftz.f32", "rcp.approx.ftz.f64"}, (module, ftz)
+
+
+@needs_nvrtc
+def test_compiled_ptx_errors_say_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setenv("GRADLAB_KERNEL_CACHE", str(tmp_path / "a"))
+    monkeypatch.setattr(cuda_kernels, "kernel_source", lambda module: "this is not C++")
+    with pytest.raises(cuda_kernels.KernelCompileError, match="(?s)kernels/optim.cu for "
+                                                              "compute_90 failed:.*error"):
+        cuda_kernels.compiled_ptx("optim", "compute_90")
+    monkeypatch.undo()
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("GRADLAB_KERNEL_CACHE", str(blocker / "cache"))
+    with pytest.raises(cuda_kernels.KernelCompileError, match="set GRADLAB_KERNEL_CACHE"):
+        cuda_kernels.compiled_ptx("dropout", "compute_90")
+    assert blocker.read_text() == "not a folder"
+
+
+@needs_gpu
+def test_the_loader_hands_cupy_ptx_not_source(tmp_path, monkeypatch):
+    import cupy
+    monkeypatch.setenv("GRADLAB_KERNEL_CACHE", str(tmp_path))
+    monkeypatch.setattr(cuda_kernels, "_modules", {})
+    monkeypatch.setattr(cuda_kernels, "_functions", {})
+    made = []
+    real = cupy.RawModule
+    monkeypatch.setattr(cupy, "RawModule", lambda **kw: made.append(kw) or real(**kw))
+    fn = cuda_kernels.get_function("bias_relu", "bias_relu_forward", np.dtype(np.float32), 0)
+    (kw,) = made
+    assert set(kw) == {"path"} and kw["path"].endswith(".ptx")
+    assert str(tmp_path) in kw["path"]
+    y = cupy.asarray(np.array([[-1.0, 2.0]], np.float32))
+    fn((1,), (32,), (y, cupy.asarray(np.zeros(2, np.float32)), np.int64(2), np.int64(2)))
+    assert y.get().tolist() == [[0.0, 2.0]]
+
+
+def test_the_arch_is_the_devices_or_the_newest_nvrtc_knows(monkeypatch):
+    class FakeNvrtc:
+        @staticmethod
+        def getSupportedArchs():
+            return [75, 80, 86, 89, 90]
+    import sys
+    import types
+    fake = types.ModuleType("cupy.cuda")
+    fake.nvrtc = FakeNvrtc
+    monkeypatch.setitem(sys.modules, "cupy.cuda", fake)
+    monkeypatch.setitem(sys.modules, "cupy.cuda.nvrtc", FakeNvrtc)
+    assert cuda_kernels._arch("86") == "compute_86"
+    assert cuda_kernels._arch("100") == "compute_90"
+
+
 def test_kernel_report_lists_every_entry_point():
     report = gl.backend.kernel_report()
     assert [r["module"] for r in report] == list(cuda_kernels.MODULES)
@@ -512,3 +593,101 @@ def test_softmax_ce_extreme_logits_and_bad_target(c):
     loss, _ = gpu.softmax_cross_entropy(gpu.asarray(x), gpu.asarray(np.array([0, 0, 0])), None,
                                         -100, 0.0)
     assert gpu.to_numpy(loss)[0] == 0
+
+
+# -- the small-GEMM kernel (kernels/matmul.cu) -------------------------------------------------
+def _sequential_product(a, b):
+    """The kernel's formula on the host: c[i, j] = sum over p in order of a[i, p] * b[p, j],
+    each product and sum rounded in the dtype, from +0."""
+    acc = np.zeros((a.shape[0], b.shape[1]), dtype=a.dtype)
+    for p in range(a.shape[1]):
+        acc = acc + a[:, p:p + 1] * b[p:p + 1, :]
+    return acc
+
+
+def _layout(x, order):
+    """``x`` itself ("C"), or the same values as the transpose of a C-contiguous array ("T":
+    the F-contiguous views a Linear multiplies by, W.T and g.T)."""
+    return x if order == "C" else x.T.copy().T
+
+
+GEMM_SHAPES = [(1, 1, 1), (64, 64, 64), (64, 64, 10), (17, 33, 9), (5, 1, 7), (1, 8, 1),
+               (3, 0, 5), (0, 4, 3)]
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("layouts", ["CC", "CT", "TC", "TT"])
+@pytest.mark.parametrize("mkn", GEMM_SHAPES, ids=str)
+def test_small_matrix_product_is_the_kernels_formula(mkn, layouts, dtype, rng):
+    # Bit for bit the in-order sum the kernel computes (no FMA: --fmad=false / -ffp-contract=
+    # off), for every layout a Linear's three products use, without a copy; and within the
+    # rounding bound of any order from the exact product.
+    m, k, n = mkn
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    gpu = get_backend("cuda")
+    da = _layout(gpu.asarray(a), layouts[0])
+    db = _layout(gpu.asarray(b), layouts[1])
+    assert m * n * k <= gpu.SMALL_GEMM_MAX
+    got = gpu.to_numpy(gpu.matrix_product(da, db))
+    assert got.shape == (m, n) and got.dtype == dtype
+    assert got.tobytes() == _sequential_product(a, b).tobytes()
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    bound = max(k, 1) * np.finfo(dtype).eps * (np.abs(a).astype(np.float64) @ np.abs(b))
+    assert (np.abs(got - exact) <= bound).all()
+
+
+@needs_gpu
+def test_matrix_product_copies_other_layouts_and_keeps_special_values(rng):
+    gpu = get_backend("cuda")
+    a = rng.standard_normal((6, 10)).astype(np.float32)
+    b = rng.standard_normal((5, 4)).astype(np.float32)
+    a[1, 4], a[2, 0], b[2, 1] = np.nan, np.inf, -np.inf
+    da, db = gpu.asarray(a)[:, ::2], gpu.asarray(b)  # a strided view: copied first
+    got = gpu.to_numpy(gpu.matrix_product(da, db))
+    assert got.tobytes() == _sequential_product(a[:, ::2], b).tobytes()
+    assert np.isnan(got[1]).all() and np.isinf(got[2]).any()
+
+
+@needs_gpu
+@pytest.mark.parametrize("case", ["large", "float16", "int64", "mixed"])
+def test_matrix_product_leaves_other_products_to_cupy(case, rng, monkeypatch):
+    # Above SMALL_GEMM_MAX, and for dtypes the kernel has no entry point for, CuPy's own dot
+    # (cuBLAS on a GPU): the bytes of that call.
+    gpu = get_backend("cuda")
+    dtypes = {"float16": (np.float16,) * 2, "int64": (np.int64,) * 2,
+              "mixed": (np.float32, np.float64)}.get(case, (np.float32,) * 2)
+    a = gpu.asarray((rng.standard_normal((8, 6)) * 4).astype(dtypes[0]))
+    b = gpu.asarray((rng.standard_normal((6, 5)) * 4).astype(dtypes[1]))
+    if case == "large":
+        monkeypatch.setattr(type(gpu), "SMALL_GEMM_MAX", 8 * 6 * 5 - 1)
+    called = []
+    monkeypatch.setattr(cuda_kernels, "get_function",
+                        lambda *args: called.append(args) or pytest.fail("kernel launched"))
+    got = gpu.matrix_product(a, b)
+    assert not called
+    assert gpu.to_numpy(got).tobytes() == gpu.to_numpy(a.dot(b)).tobytes()
+
+
+@needs_gpu
+def test_a_linear_layer_on_the_gpu_runs_its_products_through_the_kernel(rng, monkeypatch):
+    gpu = get_backend("cuda")
+    launched = []
+    real = cuda_kernels.get_function
+
+    def spy(module, name, dtype, device):
+        if module == "matmul":
+            launched.append(name)
+        return real(module, name, dtype, device)
+    import gradlab.backend.cupy_backend as cupy_backend
+    monkeypatch.setattr(cupy_backend, "get_function", spy)
+    layer = gl.nn.Linear(6, 4).to("cuda")
+    x = gl.tensor(rng.standard_normal((5, 6)).astype(np.float32), device="cuda",
+                  requires_grad=True)
+    layer(x).sum().backward()
+    assert launched == ["matmul"] * 3  # x W^T forward; g W and g^T x backward
+    w = layer.weight.detach().cpu().numpy()
+    g = np.ones((5, 4), np.float32)
+    assert x.grad.cpu().numpy().tobytes() == _sequential_product(g, w).tobytes()
+    assert gpu is layer.weight._backend

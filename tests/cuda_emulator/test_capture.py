@@ -150,3 +150,24 @@ def test_graph_memory_must_stay_owned(stream):
     pool.free_all_blocks()
     with pytest.raises(capture.GraphMemoryError, match="private memory pool"):
         graph.launch()
+
+
+@pytest.mark.parametrize("product", [
+    lambda a, b: a.dot(b), lambda a, b: a @ b, lambda a, b: cp.matmul(a, b),
+    lambda a, b: cp.dot(a, b), lambda a, b: cp.tensordot(a, b, axes=1),
+    lambda a, b: cp.einsum("ij,jk->ik", a, b)], ids=["dot", "@", "matmul", "cupy.dot",
+                                                     "tensordot", "einsum"])
+def test_cublas_products_are_refused_while_capturing(stream, product):
+    # CuPy's cuBLAS wrappers refuse a capturing stream before any CUDA call: the capture is
+    # still valid, and ends into a graph of the work issued before.
+    a = cp.asarray(np.ones((3, 4), np.float32))
+    b = cp.asarray(np.ones((4, 2), np.float32))
+    assert product(a, b).shape == (3, 2)  # outside a capture: fine
+    with stream:
+        stream.begin_capture()
+        y = a * 2
+        with pytest.raises(NotImplementedError, match="cuBLAS API during stream capture"):
+            product(a, b)
+        graph = stream.end_capture()
+    graph.launch()
+    np.testing.assert_array_equal(y.get(), 2 * np.ones((3, 4), np.float32))

@@ -268,6 +268,21 @@ def test_launch_shape_and_argument_count(axpy):
         cp.RawModule(code="this is not C++").compile()
 
 
+def test_a_module_from_a_file_runs_the_source_beside_it(tmp_path):
+    # RawModule(path=...) loads PTX on a GPU; the emulator runs the source it came from.
+    ptx = tmp_path / "axpy.ptx"
+    with pytest.raises(cp.cuda.driver.CUDADriverError, match="FILE_NOT_FOUND"):
+        cp.RawModule(path=str(ptx))
+    ptx.write_text("// PTX the emulator cannot run\n")
+    with pytest.raises(NotImplementedError, match=r"needs the source .*\(axpy\.cu\)"):
+        cp.RawModule(path=str(ptx))
+    ptx.with_suffix(".cu").write_text(AXPY)
+    axpy = cp.RawModule(path=str(ptx)).get_function("axpy")
+    x, y = cp.asarray(np.ones(5, np.float32)), cp.zeros(5, dtype=cp.float32)
+    axpy((1,), (32,), (x, y, np.float32(2), np.int32(5), None))
+    assert y.get().tolist() == [2.0] * 5
+
+
 # -- the rest of the CuPy surface gradlab uses ---------------------------------------------------
 def test_random_generator_has_cupys_methods_and_its_own_streams():
     g = cp.random.default_rng(0)

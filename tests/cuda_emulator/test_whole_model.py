@@ -2,9 +2,11 @@
 ends at the CPU's weights.
 
 Initialised on the CPU and moved with ``.to("cuda")``, so both runs start from the same bits.
-What can be bitwise: GEMMs and elementwise ops (on the emulated device they are NumPy's, as
-on the CPU; on a GPU they are cuBLAS/CuPy's and differ in the last bits), the fused SGD/Adam
-and dropout kernels (held bitwise to the reference by tests/backend/test_cuda_kernels.py).
+What can be bitwise: elementwise ops (on the emulated device they are NumPy's, as on the CPU;
+on a GPU they are CuPy's), the fused SGD/Adam and dropout kernels (held bitwise to the
+reference by tests/backend/test_cuda_kernels.py), and the GEMMs where CuPy's dot runs them
+(NumPy's on the emulated device, cuBLAS on a GPU): with ``SMALL_GEMM_MAX`` 0. By default these
+small GEMMs are gradlab's kernel (kernels/matmul.cu), which sums in another order than BLAS.
 What cannot: the softmax-CE kernel calls expf/logf, whose last bits differ between CUDA's
 libdevice (glibc on the emulated device) and NumPy's SIMD loops, and training amplifies
 those differences a little every step.
@@ -42,19 +44,23 @@ def _train(device, loss, make_optimizer, dropout):
     return weights, [e["loss"] for e in history.epochs]
 
 
-def test_mse_sgd_mlp_is_bitwise_the_cpu_run():
+@pytest.mark.parametrize("gemm", ["cupy", "kernel"])
+def test_mse_sgd_mlp_is_bitwise_the_cpu_run(gemm, monkeypatch):
     def sgd(params):
         return gl.optim.SGD(params, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-4)
 
+    if gemm == "cupy":
+        monkeypatch.setattr(type(gl.backend.get_backend("cuda")), "SMALL_GEMM_MAX", 0)
     cpu, cpu_loss = _train("cpu", "mse", sgd, dropout=False)
     cuda, cuda_loss = _train("cuda", "mse", sgd, dropout=False)
     assert cpu_loss[-1] < cpu_loss[0]  # it trained
+    bitwise = gemm == "cupy" and not devices.REAL_GPU
     for k in cpu:
-        if devices.REAL_GPU:  # cuBLAS GEMMs are not NumPy's bit for bit
-            np.testing.assert_allclose(cuda[k], cpu[k], rtol=1e-4, atol=1e-5, err_msg=k)
-        else:
+        if bitwise:
             assert np.array_equal(cuda[k], cpu[k]), k
-    np.testing.assert_allclose(cuda_loss, cpu_loss, rtol=0 if not devices.REAL_GPU else 1e-5)
+        else:  # cuBLAS's or gradlab's GEMMs are not NumPy's bit for bit
+            np.testing.assert_allclose(cuda[k], cpu[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    np.testing.assert_allclose(cuda_loss, cpu_loss, rtol=0 if bitwise else 1e-5)
 
 
 def test_cross_entropy_adam_dropout_mlp_ends_at_the_cpu_weights():

@@ -1,12 +1,15 @@
-"""The products of LinearFn and of a Matmul of two matrices (functional/matmul.py) take
-ndarray.dot where both operands are C- or F-contiguous: the same bits as matmul's, which
-the other layouts keep."""
+"""The products of LinearFn and of a Matmul of two matrices (functional/matmul.py, through
+NumpyBackend.matrix_product on the CPU) take ndarray.dot where both operands are C- or
+F-contiguous: the same bits as matmul's, which the other layouts keep."""
 import types
 
 import numpy as np
 import pytest
 
+from gradlab.backend import get_backend
 from gradlab.functional.matmul import Matmul, linear_input_grads, linear_product
+
+CPU = get_backend("cpu")  # a node's backend: the products are its matrix_product
 
 
 def _laid_out(rng, shape, layout, dtype):
@@ -34,7 +37,7 @@ def test_linear_products_are_matmuls_bit_for_bit(rng, dtype, x_layout, g_layout)
         x = _laid_out(rng, (n, k), x_layout, dtype)
         w = rng.standard_normal((m, k)).astype(dtype)
         g = _laid_out(rng, (n, m), g_layout, dtype)
-        ctx = types.SimpleNamespace(needs_input_grad=(True, True, True))
+        ctx = types.SimpleNamespace(backend=CPU, needs_input_grad=(True, True, True))
         y = linear_product(ctx, x, w)
         gx, gw = linear_input_grads(ctx, g)
         for got, want in ((y, x @ w.T), (gx, g @ w), (gw, g.T @ x)):
@@ -47,7 +50,7 @@ def test_linear_products_skip_the_gradients_not_needed(rng):
     w = rng.standard_normal((2, 3)).astype(np.float32)
     g = rng.standard_normal((4, 2)).astype(np.float32)
     for needs, none in (((False, True), 0), ((True, False), 1)):
-        ctx = types.SimpleNamespace(needs_input_grad=needs)
+        ctx = types.SimpleNamespace(backend=CPU, needs_input_grad=needs)
         linear_product(ctx, x, w)
         grads = linear_input_grads(ctx, g)
         assert grads[none] is None and grads[1 - none] is not None
@@ -57,7 +60,7 @@ def test_linear_products_of_batched_inputs_are_matmuls(rng):
     x = rng.standard_normal((3, 5, 4)).astype(np.float32)
     w = rng.standard_normal((6, 4)).astype(np.float32)
     g = rng.standard_normal((3, 5, 6)).astype(np.float32)
-    ctx = types.SimpleNamespace(needs_input_grad=(True, True))
+    ctx = types.SimpleNamespace(backend=CPU, needs_input_grad=(True, True))
     assert linear_product(ctx, x, w).tobytes() == (x @ w.T).tobytes()
     gx, gw = linear_input_grads(ctx, g)
     assert gx.tobytes() == (g @ w).tobytes()
@@ -78,7 +81,7 @@ def test_matrix_matmul_is_numpys_matmul_bit_for_bit(rng, dtype, a_layout, b_layo
         a = _laid_out(rng, (n, k), a_layout, dtype)
         b = _laid_out(rng, (k, m), b_layout, dtype)
         g = rng.standard_normal((n, m)).astype(dtype)
-        ctx = _Ctx(needs_input_grad=(True, True), xp=np)
+        ctx = _Ctx(needs_input_grad=(True, True), xp=np, backend=CPU)
         y = Matmul.forward(ctx, a, b)
         ga, gb = Matmul.backward(ctx, g)
         for got, want in ((y, a @ b), (ga, g @ b.T), (gb, a.T @ g)):

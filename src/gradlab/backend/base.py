@@ -109,6 +109,12 @@ class RandomState(threading.local):
         self.philox_offset = state["philox_offset"]
 
 
+class GraphCaptureUnsupported(RuntimeError):
+    """Work that CuPy cannot capture into a CUDA graph was issued while a stream captured (a
+    GEMM that cuBLAS would run: CupyBackend.matrix_product). Raised before anything is
+    enqueued; the compiled step then replays that signature without a graph."""
+
+
 class Backend:
     """Base of the NumPy and CuPy backends. Subclasses set the class attributes and
     implement the transfer and kernel methods."""
@@ -142,6 +148,10 @@ class Backend:
 
     def synchronize(self):
         """Wait for queued device work (no-op on the CPU)."""
+
+    def matrix_product(self, a, b):
+        """a @ b of two matrices of this backend (the 2-D products of matmul and linear)."""
+        raise NotImplementedError
 
     # -- fused kernels ------------------------------------------------------------------
     # One signature each; the body calls the op's table in backend/fused, which runs the

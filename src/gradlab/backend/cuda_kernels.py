@@ -1,19 +1,29 @@
-"""Loads the CUDA sources in ``kernels/`` and compiles them with NVRTC through CuPy.
+"""Loads the CUDA sources in ``kernels/`` and compiles them with NVRTC.
 
 Importing this module never imports CuPy; only compiling does. The same source text and
 options serve three users: the runtime loader (``get_function``), ``tools/kernels_check.py``
 (NVRTC compile for several architectures on machines without a GPU) and ``kernel_report``
 (what ``gradlab info`` prints).
 
+The loader compiles with NVRTC itself and hands CuPy the PTX (``cupy.RawModule(path=...)``),
+rather than the source (``RawModule(code=...)``): CuPy appends ``-ftz=true`` to the options of
+every source it compiles, after the caller's (NVRTC honours the last), and flushing float32
+subnormals to zero would break the kernels' bitwise agreement with the NumPy reference. The
+PTX is cached on disk (``kernel_cache_dir``), keyed by the source text, the options, the
+architecture and NVRTC's version, next to the source it was compiled from.
+
 Headers (``#include "x.cuh"``) are pasted into the source here rather than found through an
-include path: CuPy's on-disk cache is keyed by the source text and the options, so a header
-edit must change the text for a second process to recompile instead of loading stale code.
+include path, so that the cache key is the whole text: a header edit recompiles.
 ``#line`` directives around each pasted header keep compiler messages (NVRTC's, and the CUDA
 emulator's in the tests) pointing at the original file and line.
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import re
+import tempfile
 import threading
 from pathlib import Path
 
@@ -25,15 +35,17 @@ MODULES = {
     "dropout": ["dropout_forward", "dropout_forward_graphed", "dropout_backward"],
     "softmax_ce": ["softmax_ce_warp", "softmax_ce_block"],
     "bias_relu": ["bias_relu_forward", "bias_relu_backward"],
+    "matmul": ["matmul"],
 }
 DTYPE_SUFFIX = {"float32": "f32", "float64": "f64"}
 
-# Options given to NVRTC at run time and by tools/kernels_check.py. CuPy adds the
-# architecture option itself at run time; the checker adds one per target architecture.
-# --fmad=false: NVRTC contracts a * b + c into one fused multiply-add by default, which
-# rounds once instead of twice; without contraction the optimizer and dropout kernels give
-# the NumPy reference's bits (the kernels are memory-bound, so the FMAs buy no speed).
-NVRTC_OPTIONS = ("--std=c++17", "--fmad=false")
+# Options given to NVRTC at run time and by tools/kernels_check.py, each adding the target
+# architecture. --fmad=false: NVRTC contracts a * b + c into one fused multiply-add by
+# default, which rounds once instead of twice; without contraction the optimizer and dropout
+# kernels give the NumPy reference's bits (the kernels are memory-bound, so the FMAs buy no
+# speed). --ftz=false (NVRTC's default, said here because CuPy's own compile says the
+# opposite): float32 subnormals are kept, as NumPy keeps them.
+NVRTC_OPTIONS = ("--std=c++17", "--fmad=false", "--ftz=false")
 CHECK_ARCHS = ("compute_75", "compute_80", "compute_90")
 
 _INCLUDE = re.compile(r'^[ \t]*#[ \t]*include[ \t]*"([^"]+)"[ \t]*$', re.MULTILINE)
@@ -126,6 +138,72 @@ _modules: dict = {}
 _functions: dict = {}
 
 
+def kernel_cache_dir() -> Path:
+    """Where compiled kernels are kept: $GRADLAB_KERNEL_CACHE, else
+    $XDG_CACHE_HOME/gradlab/kernels (~/.cache/gradlab/kernels)."""
+    env = os.environ.get("GRADLAB_KERNEL_CACHE")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gradlab" / "kernels"
+
+
+def compiled_ptx(module: str, arch: str) -> Path:
+    """The PTX file of ``kernels/<module>.cu`` for ``arch`` (e.g. 'compute_90'), compiled by
+    NVRTC with NVRTC_OPTIONS on a cache miss; the source it was compiled from lies next to
+    it (the same name, ``.cu``). Raises KernelCompileError with NVRTC's log."""
+    from cupy.cuda import nvrtc
+
+    source = kernel_source(module)
+    options = (*NVRTC_OPTIONS, f"--gpu-architecture={arch}")
+    key = hashlib.sha256(repr((source, options, tuple(nvrtc.getVersion()))).encode())
+    folder = kernel_cache_dir()
+    ptx_path = folder / f"{module}-{arch}-{key.hexdigest()[:24]}.ptx"
+    if ptx_path.is_file():
+        return ptx_path
+    ok, log, ptx = nvrtc_compile(module, arch)
+    if not ok:
+        raise KernelCompileError(f"compiling kernels/{module}.cu for {arch} failed:\n{log}")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # The source first, then the PTX, each written whole (another process may be
+        # loading the same pair): a PTX that is there always has its source beside it.
+        _write_atomically(ptx_path.with_suffix(".cu"),
+                          f"// nvrtc {' '.join(options)}\n{source}")
+        _write_atomically(ptx_path, ptx)
+    except OSError as exc:
+        raise KernelCompileError(
+            f"kernels/{module}.cu compiled, but its PTX cannot be written to {folder} "
+            f"({exc.strerror or exc}); set GRADLAB_KERNEL_CACHE to a writable folder") from exc
+    return ptx_path
+
+
+def _write_atomically(path: Path, text: str):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _arch(compute_capability: str) -> str:
+    """The virtual architecture to compile for on a device of ``compute_capability`` ('90'):
+    its own, or the newest this NVRTC knows below it (the driver compiles that PTX for the
+    device, as CuPy's own compile does)."""
+    from cupy.cuda import nvrtc
+
+    cc = int(compute_capability)
+    try:
+        cc = max((a for a in nvrtc.getSupportedArchs() if a <= cc), default=cc)
+    except Exception:  # noqa: BLE001 - an NVRTC before 11.2 cannot list them: try the device's
+        pass
+    return f"compute_{cc}"
+
+
 def _module(module: str, device_id: int):
     key = (module, device_id)
     mod = _modules.get(key)
@@ -136,22 +214,17 @@ def _module(module: str, device_id: int):
     with _lock:
         mod = _modules.get(key)
         if mod is None:
-            with cupy.cuda.Device(device_id):
-                mod = cupy.RawModule(code=kernel_source(module), options=NVRTC_OPTIONS)
-                try:
-                    mod.compile()
-                except Exception as exc:
-                    log = exc.get_message() if hasattr(exc, "get_message") else str(exc)
-                    raise KernelCompileError(
-                        f"compiling kernels/{module}.cu for cuda:{device_id} failed:\n{log}"
-                    ) from exc
+            device = cupy.cuda.Device(device_id)
+            with device:
+                ptx = compiled_ptx(module, _arch(device.compute_capability))
+                mod = cupy.RawModule(path=str(ptx))
             _modules[key] = mod
     return mod
 
 
 def get_function(module: str, name: str, dtype, device_id: int):
     """The compiled ``<name>_<f32|f64>`` of ``kernels/<module>.cu`` on ``device_id``;
-    compiled on first use per device and memoized (and cached on disk by CuPy)."""
+    compiled on first use per device and memoized (and cached on disk: compiled_ptx)."""
     suffix = DTYPE_SUFFIX[str(dtype)]
     key = (module, name, suffix, device_id)
     fn = _functions.get(key)

@@ -12,7 +12,8 @@ import cupyx
 import numpy as np
 
 from . import determinism
-from .base import Backend, Device
+from .base import Backend, Device, GraphCaptureUnsupported
+from .cuda_kernels import get_function
 
 
 class DeferredChecks:
@@ -216,6 +217,37 @@ class CupyBackend(Backend):
         """A new, empty CudaGraph on this device (see CudaGraph)."""
         return CudaGraph(self)
 
+    # Up to this many multiply-adds (m * n * k) a float32/64 matrix product is gradlab's
+    # kernel (kernels/matmul.cu), above it cuBLAS's. Below it a GEMM's time on a GPU is its
+    # launch: 64 x 64 x 64, the course's MLPs, is 2^18. Only gradlab's kernel can be
+    # captured into a CUDA graph (CuPy refuses cuBLAS while a stream captures), so steps
+    # with a larger GEMM replay without one (compiled.py), where the arithmetic dominates.
+    # Eager steps take the same route, so that a graphed step gives their bits.
+    SMALL_GEMM_MAX = 1 << 22
+
+    def matrix_product(self, a, b):
+        m, k = a.shape
+        n = b.shape[1]
+        if a.dtype != b.dtype or a.dtype not in _KERNEL_DTYPES or m * n * k > \
+                self.SMALL_GEMM_MAX or b.shape[0] != k:
+            if cupy.cuda.get_current_stream().is_capturing():
+                raise GraphCaptureUnsupported(
+                    f"a {m} x {k} by {k} x {n} {a.dtype} matrix product is above "
+                    f"CupyBackend.SMALL_GEMM_MAX ({self.SMALL_GEMM_MAX} multiply-adds), so "
+                    f"cuBLAS runs it, which CuPy cannot capture")
+            with self._cuda_device:
+                return a.dot(b)
+        with self._cuda_device:
+            c = cupy.empty((m, n), dtype=a.dtype)
+            if c.size:
+                a_arg, a_rs, a_cs = _strided(a)
+                b_arg, b_rs, b_cs = _strided(b)
+                fn = get_function("matmul", "matmul", a.dtype, self._index)
+                fn(self._grid(c.size, _GEMM_THREADS), (_GEMM_THREADS,),
+                   (a_arg, a_rs, a_cs, b_arg, b_rs, b_cs, c, np.int64(m), np.int64(n),
+                    np.int64(k)))
+        return c
+
 
     # -- fused kernels ------------------------------------------------------------------------
     # The entry points are Backend's; each op's table (backend/fused) runs its "cuda" tier,
@@ -224,4 +256,20 @@ class CupyBackend(Backend):
         return (max(1, min(-(-work_items // per_block), self._max_blocks)),)
 
 
-__all__ = ["CupyBackend", "CudaGraph", "DeferredChecks"]
+_KERNEL_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_GEMM_THREADS = 256
+
+
+def _strided(a):
+    """(array to pass, row stride, column stride) of matrix ``a`` for kernels/matmul.cu: a
+    C- or F-contiguous ``a`` as it is (an F-contiguous one as its C-contiguous transpose,
+    which starts at the same address), element strides from its own; other layouts copied
+    C-contiguous first."""
+    if not (a.flags.c_contiguous or a.flags.f_contiguous):
+        a = cupy.ascontiguousarray(a)
+    size = a.itemsize
+    rs, cs = np.int64(a.strides[0] // size), np.int64(a.strides[1] // size)
+    return (a if a.flags.c_contiguous else a.T), rs, cs
+
+
+__all__ = ["CupyBackend", "CudaGraph", "DeferredChecks", "GraphCaptureUnsupported"]

@@ -25,5 +25,18 @@ class NumpyBackend(Backend):
     def to_numpy(self, array):
         return array
 
+    @staticmethod  # (a plain function: no bound method made at each of a step's products)
+    def matrix_product(a, b):
+        """a @ b of two matrices. Where each is C- or F-contiguous, ``a.dot(b)``: NumPy's
+        dot then makes the BLAS call that matmul makes (the same bits: tests/functional hold
+        the two together), without the ufunc dispatch around it, about 1 us a call on 2
+        cores, an eighth of a 64 x 64 x 64 product. Otherwise the two take different routes
+        (a copy and BLAS, or a plain loop), whose results differ in the last bit where a
+        dimension is 1: matmul then."""
+        fa, fb = a.flags, b.flags
+        if (fa.c_contiguous or fa.f_contiguous) and (fb.c_contiguous or fb.f_contiguous):
+            return a.dot(b)
+        return a @ b
+
     def scatter_add(self, target, index, values):
         np.add.at(target, index, values)

@@ -38,19 +38,6 @@ def _dtype_error(op, a, b, names):
         f"for a float64 model")
 
 
-def _matrix_product(a, b):
-    """a @ b of two matrices. Where each is C- or F-contiguous, ``a.dot(b)``: NumPy's dot
-    then makes the BLAS call that matmul makes (the same bits: tests/functional hold the
-    two together), without the ufunc dispatch around it, about 1 us a call on 2 cores, an
-    eighth of a 64 x 64 x 64 product. Otherwise the two take different routes (a copy and
-    BLAS, or a plain loop), whose results differ in the last bit where a dimension is 1:
-    matmul then, as before."""
-    fa, fb = a.flags, b.flags
-    if (fa.c_contiguous or fa.f_contiguous) and (fb.c_contiguous or fb.f_contiguous):
-        return a.dot(b)
-    return a @ b
-
-
 class Matmul(Function):
     def forward(ctx, a, b):
         if a.ndim == 0 or b.ndim == 0:
@@ -60,7 +47,7 @@ class Matmul(Function):
             raise _dtype_error("matmul", a, b, ("the first argument", "the second"))
         ctx.save_for_backward(a, b)
         try:
-            return _matrix_product(a, b) if a.ndim == 2 and b.ndim == 2 else a @ b
+            return ctx.backend.matrix_product(a, b) if a.ndim == 2 and b.ndim == 2 else a @ b
         except ValueError:
             raise _matmul_error("matmul", a.shape, b.shape) from None
 
@@ -68,8 +55,8 @@ class Matmul(Function):
         a, b = ctx.saved_tensors
         na, nb = ctx.needs_input_grad
         if a.ndim == 2 and b.ndim == 2:  # (no broadcasting to undo)
-            return (_matrix_product(g, b.T) if na else None,
-                    _matrix_product(a.T, g) if nb else None)
+            return (ctx.backend.matrix_product(g, b.T) if na else None,
+                    ctx.backend.matrix_product(a.T, g) if nb else None)
         xp = ctx.xp
         # Work in >= 2-D: a vector is a row (left) or a column (right) matrix.
         a2 = a[None, :] if a.ndim == 1 else a
@@ -112,12 +99,12 @@ class LinearFn(Function):
 # (On the course's MLPs a replayed step makes a few dozen such calls, and their Python
 # around the GEMMs is counted: the saved pair is set without the method call, 2-D
 # operands, the usual case, skip the reshapes, which are views of the same strides there,
-# and their products are _matrix_product's.)
+# and their products are the backend's matrix_product.)
 def linear_product(ctx, x, weight):
     """x W^T of a LinearFn node ``ctx``, saving what its backward reads."""
     ctx.saved_tensors = (x, weight)  # Function.save_for_backward's whole work
     if x.ndim == 2:
-        return _matrix_product(x, weight.T)
+        return ctx.backend.matrix_product(x, weight.T)
     return x @ weight.T
 
 
@@ -127,12 +114,12 @@ def linear_input_grads(ctx, g):
     x, w = ctx.saved_tensors
     needs = ctx.needs_input_grad
     if g.ndim == 2:
-        gx = _matrix_product(g, w) if needs[0] else None
+        gx = ctx.backend.matrix_product(g, w) if needs[0] else None
     else:  # (N-D: matmul broadcasts w; the weight's gradient sums over the flattened rows)
         gx = g @ w if needs[0] else None
         if needs[1]:
             g, x = g.reshape(-1, g.shape[-1]), x.reshape(-1, x.shape[-1])
-    return gx, _matrix_product(g.T, x) if needs[1] else None
+    return gx, ctx.backend.matrix_product(g.T, x) if needs[1] else None
 
 
 def mm(input, mat2, *, out=None):

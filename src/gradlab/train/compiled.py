@@ -45,6 +45,7 @@ import warnings
 from ..autograd.grad_mode import _state
 from ..autograd.tape import Recording, constants_current, recording
 from ..autograd.tensor import Tensor, structure_version
+from ..backend.base import GraphCaptureUnsupported
 from ..nn.module import Module, mode_version
 from ..nn.utils import clip_grad_norm_, clip_grad_value_
 
@@ -444,12 +445,12 @@ class _Graphed:
 class _CudaGraphs:
     """Replays a recorded step as one CUDA graph launch on a backend that has them.
 
-    Per signature: the first replay runs plainly (the warm-up: kernels compile, cuBLAS
-    creates its handle and workspace, caches fill; none of that may happen inside a
-    capture, where nothing may synchronise with the host or allocate outside the graph's
-    pool). The second captures ``run_forward`` + ``run_backward`` on static input buffers
-    (``CudaGraph.capture``: private stream, private memory pool) and launches the graph;
-    every later call copies the batch into the static buffers and launches it again.
+    Per signature: the first replay runs plainly (the warm-up: kernels compile and load,
+    caches fill; none of that may happen inside a capture, where nothing may synchronise
+    with the host or allocate outside the graph's pool). The second captures
+    ``run_forward`` + ``run_backward`` on static input buffers (``CudaGraph.capture``:
+    private stream, private memory pool) and launches the graph; every later call copies
+    the batch into the static buffers and launches it again.
 
     Dropout is captured too: inside a graph it draws from a device-side Philox state that
     each launch advances (``CudaGraph``, ``GraphRandom``), so every launch draws the masks
@@ -459,7 +460,11 @@ class _CudaGraphs:
     - ``optimizer.step()`` (one fused kernel per parameter group): it reads lr, the step
       count and bias corrections on the host at every call, so a scheduler keeps working;
       a graph would bake the scalars of the capture in.
-    - Anything a capture refuses (a host synchronisation inside the step, such as
+    - A matrix product above CupyBackend.SMALL_GEMM_MAX: cuBLAS runs it, and CuPy refuses
+      cuBLAS while a stream captures (the smaller ones are gradlab's kernel, which it
+      captures). The signature replays ungraphed, without a warning: at those sizes the
+      arithmetic dominates the step, and ``info()["ungraphed_reasons"]`` says why.
+    - Anything else a capture refuses (a host synchronisation inside the step, such as
       BatchNorm's ``momentum=None`` reading its batch count with ``float()``; an upload
       from host memory): the capture is abandoned (it executed nothing), the signature
       replays ungraphed with one warning saying why, and this call runs the plain replay.
@@ -547,8 +552,13 @@ class _CudaGraphs:
             # Undo the host-side effects of the abandoned capture before the plain replay.
             for v, old in zip(replay.bumped, versions):
                 v[0] = old
-            self._ungraph(g, f"capturing it as a CUDA graph failed: {type(exc).__name__}: "
-                             f"{exc}")
+            if isinstance(exc, GraphCaptureUnsupported):
+                # A GEMM too large for gradlab's kernel: the expected case for large models,
+                # whose steps the arithmetic dominates; info() says so, no warning.
+                g.reason = f"not captured: {exc}"
+            else:
+                self._ungraph(g, f"capturing it as a CUDA graph failed: "
+                                 f"{type(exc).__name__}: {exc}")
             return False
         g.graph, g.inputs, g.vals, g.grads = graph, inputs, vals, grads
         return True

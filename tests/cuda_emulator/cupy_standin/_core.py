@@ -125,6 +125,13 @@ _SIZE_FROM_DATA = frozenset({"nonzero", "argwhere", "flatnonzero", "unique", "ex
                              "unique_all", "trim_zeros"})
 
 
+# Functions CuPy runs with cuBLAS, whose wrappers refuse a capturing stream before any CUDA
+# call ("calling cuBLAS API during stream capture is currently unsupported", raised by
+# cupy_backends/cuda/libs/cublas.pyx setStream): the capture itself stays valid.
+_CUBLAS = frozenset({"dot", "vdot", "inner", "matmul", "tensordot", "einsum", "matvec",
+                     "vecmat"})
+
+
 def call_numpy(fn, args, kwargs, ufunc=False, owner=None):
     """Run NumPy function ``fn`` on device arguments, the way CuPy's function would.
     ``owner``: the device array whose NumPy method ``fn`` is (results may be its views).
@@ -135,6 +142,9 @@ def call_numpy(fn, args, kwargs, ufunc=False, owner=None):
     a = [ctx.unwrap(x) for x in args]
     k = ctx.unwrap_kwargs(kwargs)
     cap = capture.capturing()
+    if cap is not None and getattr(fn, "__name__", "") in _CUBLAS:
+        raise NotImplementedError("calling cuBLAS API during stream capture is currently "
+                                  "unsupported")
     if cap is not None and getattr(fn, "__name__", "") in _SIZE_FROM_DATA:
         capture.sync(f"{fn.__name__}: the output size depends on the data")
     with np.errstate(all="ignore"):  # device code never warns about NaN/inf/overflow

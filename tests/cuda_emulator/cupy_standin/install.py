@@ -30,6 +30,17 @@ def compiler_available() -> bool:
     return shutil.which("g++") is not None
 
 
+def nvrtc_available() -> bool:
+    """Whether the real NVRTC loads (gradlab's kernel loader compiles with it, on the
+    emulated device too: backend/cuda_kernels.compiled_ptx)."""
+    try:
+        from ._real import nvrtc
+        nvrtc().getVersion()
+        return True
+    except Exception:
+        return False
+
+
 def disabled() -> bool:
     return os.environ.get(ENV_DISABLE, "").strip() == "0"
 
@@ -40,6 +51,9 @@ def why_not() -> str | None:
         return f"CUDA emulation disabled by {ENV_DISABLE}=0"
     if not compiler_available():
         return "CUDA emulation needs g++ to compile kernels/*.cu for the CPU; none on PATH"
+    if not nvrtc_available():
+        return ("CUDA emulation runs gradlab's kernel loader, which compiles kernels/*.cu "
+                "with NVRTC: install the nvrtc extra (pip install -e '.[nvrtc]')")
     return None
 
 

@@ -35,8 +35,27 @@ def _runtime():
     return runtime
 
 
+def _source_of(path):
+    """The CUDA source a PTX/CUBIN file at ``path`` was compiled from. The emulator cannot run
+    PTX; it runs the source instead, which must lie next to the file under the same name with
+    ``.cu`` (gradlab's kernel cache keeps it there: backend/cuda_kernels.compiled_ptx)."""
+    from pathlib import Path
+
+    binary = Path(path)
+    if not binary.is_file():  # CuPy: cuModuleLoad fails on a missing file
+        raise driver.CUDADriverError(f"CUDA_ERROR_FILE_NOT_FOUND: file not found ({path})")
+    source = binary.with_suffix(".cu")
+    if not source.is_file():
+        raise NotImplementedError(
+            f"the CuPy stand-in runs CUDA sources, not PTX or CUBIN: RawModule(path={path!r}) "
+            f"needs the source it was compiled from next to it ({source.name})")
+    return source.read_text(encoding="utf-8")
+
+
 class RawModule:
-    """Compiles ``code`` for the emulator on first use (``compile()`` or ``get_function``)."""
+    """Compiles ``code`` for the emulator on first use (``compile()`` or ``get_function``).
+    ``path=``: a module NVRTC compiled, emulated by the source it was compiled from
+    (_source_of)."""
 
     def __init__(self, code=None, *, path=None, options=(), backend="nvrtc",
                  translate_cucomplex=False, enable_cooperative_groups=False,
@@ -47,7 +66,7 @@ class RawModule:
             raise TypeError(f"Argument 'options' has incorrect type (expected tuple, got "
                             f"{type(options).__name__})")
         if path is not None:
-            raise NotImplementedError("the CuPy stand-in compiles sources only (code=...)")
+            code = _source_of(path)
         if name_expressions:
             raise NotImplementedError("name_expressions (C++ templates) are not modelled")
         self.code = code
