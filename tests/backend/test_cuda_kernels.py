@@ -82,28 +82,31 @@ def test_checker_fails_on_warnings_and_errors(monkeypatch, capsys):
 
 
 @needs_nvrtc
-def test_compiled_ptx_is_cached_next_to_its_source(tmp_path, monkeypatch):
+def test_compiled_modules_are_cached_next_to_their_source(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADLAB_KERNEL_CACHE", str(tmp_path / "cache"))
     compiles = []
     real = cuda_kernels.nvrtc_compile
     monkeypatch.setattr(cuda_kernels, "nvrtc_compile",
-                        lambda *a: compiles.append(a) or real(*a))
-    ptx = cuda_kernels.compiled_ptx("bias_relu", "compute_80")
-    assert ptx.parent == tmp_path / "cache" and compiles == [("bias_relu", "compute_80")]
+                        lambda *a, **kw: compiles.append(a) or real(*a, **kw))
+    ptx = cuda_kernels.compiled_module("bias_relu", "compute_80")
+    assert ptx.parent == tmp_path / "cache" and ptx.suffix == ".ptx"
+    assert compiles == [("bias_relu", "compute_80")]
     assert cuda_kernels.missing_entry_points("bias_relu", ptx.read_text()) == []
     source = ptx.with_suffix(".cu").read_text()
     assert source.endswith(cuda_kernels.kernel_source("bias_relu"))
     assert "--ftz=false" in source.splitlines()[0]
-    assert cuda_kernels.compiled_ptx("bias_relu", "compute_80") == ptx and len(compiles) == 1
-    assert cuda_kernels.compiled_ptx("bias_relu", "compute_90") != ptx  # another key
+    assert cuda_kernels.compiled_module("bias_relu", "compute_80") == ptx and len(compiles) == 1
+    cubin = cuda_kernels.compiled_module("bias_relu", "sm_90")  # a real arch: a CUBIN
+    assert cubin.suffix == ".cubin" and cubin.read_bytes()[:4] == b"\x7fELF"
+    assert cubin.with_suffix(".cu").is_file()
     original = cuda_kernels.kernel_source
     monkeypatch.setattr(cuda_kernels, "kernel_source", lambda m: original(m) + "\n// edit\n")
-    assert cuda_kernels.compiled_ptx("bias_relu", "compute_80") != ptx  # the text is the key
+    assert cuda_kernels.compiled_module("bias_relu", "compute_80") != ptx  # the text is the key
     assert [p.name for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")] == []
 
 
 @needs_nvrtc
-def test_compiled_ptx_keeps_float32_subnormals():
+def test_compiled_kernels_keep_float32_subnormals():
     # CuPy's RawModule(code=...) appends -ftz=true; the loader's own compile does not: no
     # float32 add, multiply or compare of the kernels flushes (libdevice's expf keeps its
     # internal ex2.approx.ftz, whose input it has scaled into the normal range).
@@ -114,23 +117,23 @@ def test_compiled_ptx_keeps_float32_subnormals():
 
 
 @needs_nvrtc
-def test_compiled_ptx_errors_say_what_to_do(tmp_path, monkeypatch):
+def test_compiled_module_errors_say_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setenv("GRADLAB_KERNEL_CACHE", str(tmp_path / "a"))
     monkeypatch.setattr(cuda_kernels, "kernel_source", lambda module: "this is not C++")
     with pytest.raises(cuda_kernels.KernelCompileError, match="(?s)kernels/optim.cu for "
                                                               "compute_90 failed:.*error"):
-        cuda_kernels.compiled_ptx("optim", "compute_90")
+        cuda_kernels.compiled_module("optim", "compute_90")
     monkeypatch.undo()
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     monkeypatch.setenv("GRADLAB_KERNEL_CACHE", str(blocker / "cache"))
     with pytest.raises(cuda_kernels.KernelCompileError, match="set GRADLAB_KERNEL_CACHE"):
-        cuda_kernels.compiled_ptx("dropout", "compute_90")
+        cuda_kernels.compiled_module("dropout", "compute_90")
     assert blocker.read_text() == "not a folder"
 
 
 @needs_gpu
-def test_the_loader_hands_cupy_ptx_not_source(tmp_path, monkeypatch):
+def test_the_loader_hands_cupy_a_compiled_module_not_source(tmp_path, monkeypatch):
     import cupy
     monkeypatch.setenv("GRADLAB_KERNEL_CACHE", str(tmp_path))
     monkeypatch.setattr(cuda_kernels, "_modules", {})
@@ -140,7 +143,10 @@ def test_the_loader_hands_cupy_ptx_not_source(tmp_path, monkeypatch):
     monkeypatch.setattr(cupy, "RawModule", lambda **kw: made.append(kw) or real(**kw))
     fn = cuda_kernels.get_function("bias_relu", "bias_relu_forward", np.dtype(np.float32), 0)
     (kw,) = made
-    assert set(kw) == {"path"} and kw["path"].endswith(".ptx")
+    assert set(kw) == {"path"} and kw["path"].endswith((".cubin", ".ptx"))
+    # every entry point is fetched with the module, outside any capture that may follow
+    assert {k[1] + "_" + k[2] for k in cuda_kernels._functions} == \
+        set(cuda_kernels.entry_points("bias_relu"))
     assert str(tmp_path) in kw["path"]
     y = cupy.asarray(np.array([[-1.0, 2.0]], np.float32))
     fn((1,), (32,), (y, cupy.asarray(np.zeros(2, np.float32)), np.int64(2), np.int64(2)))
@@ -158,7 +164,8 @@ def test_the_arch_is_the_devices_or_the_newest_nvrtc_knows(monkeypatch):
     fake.nvrtc = FakeNvrtc
     monkeypatch.setitem(sys.modules, "cupy.cuda", fake)
     monkeypatch.setitem(sys.modules, "cupy.cuda.nvrtc", FakeNvrtc)
-    assert cuda_kernels._arch("86") == "compute_86"
+    assert cuda_kernels._arch("86") == "sm_86"  # known: a CUBIN for the device
+    assert cuda_kernels._arch("87") == "compute_86"  # unknown: the newest PTX below it
     assert cuda_kernels._arch("100") == "compute_90"
 
 

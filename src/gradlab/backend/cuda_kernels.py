@@ -5,11 +5,11 @@ options serve three users: the runtime loader (``get_function``), ``tools/kernel
 (NVRTC compile for several architectures on machines without a GPU) and ``kernel_report``
 (what ``gradlab info`` prints).
 
-The loader compiles with NVRTC itself and hands CuPy the PTX (``cupy.RawModule(path=...)``),
+The loader compiles with NVRTC itself and hands CuPy the CUBIN (``cupy.RawModule(path=...)``),
 rather than the source (``RawModule(code=...)``): CuPy appends ``-ftz=true`` to the options of
 every source it compiles, after the caller's (NVRTC honours the last), and flushing float32
 subnormals to zero would break the kernels' bitwise agreement with the NumPy reference. The
-PTX is cached on disk (``kernel_cache_dir``), keyed by the source text, the options, the
+module is cached on disk (``kernel_cache_dir``), keyed by the source text, the options, the
 architecture and NVRTC's version, next to the source it was compiled from.
 
 Headers (``#include "x.cuh"``) are pasted into the source here rather than found through an
@@ -100,11 +100,12 @@ def entry_points(module: str) -> list[str]:
     return [f"{name}_{suffix}" for name in MODULES[module] for suffix in DTYPE_SUFFIX.values()]
 
 
-def nvrtc_compile(module: str, arch: str) -> tuple[bool, str, str]:
+def nvrtc_compile(module: str, arch: str, binary: bool = False) -> tuple[bool, str, str]:
     """Compile one module with NVRTC for ``arch`` (e.g. 'compute_90') without a GPU.
 
     Returns (ok, log, ptx); ok is False on a compile error, and the log is NVRTC's text
-    (warnings included). Raises ImportError when CuPy is not installed.
+    (warnings included). With ``binary`` (a real architecture, 'sm_90'), the third item is
+    the CUBIN's bytes instead. Raises ImportError when CuPy is not installed.
     """
     from cupy.cuda import nvrtc
 
@@ -119,7 +120,9 @@ def nvrtc_compile(module: str, arch: str) -> tuple[bool, str, str]:
         log = nvrtc.getProgramLog(prog)
         log = log.decode() if isinstance(log, bytes) else log
         ptx = ""
-        if ok:
+        if ok and binary:
+            ptx = nvrtc.getCUBIN(prog)
+        elif ok:
             ptx = nvrtc.getPTX(prog)
             ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
     finally:
@@ -148,41 +151,42 @@ def kernel_cache_dir() -> Path:
     return Path(base) / "gradlab" / "kernels"
 
 
-def compiled_ptx(module: str, arch: str) -> Path:
-    """The PTX file of ``kernels/<module>.cu`` for ``arch`` (e.g. 'compute_90'), compiled by
-    NVRTC with NVRTC_OPTIONS on a cache miss; the source it was compiled from lies next to
-    it (the same name, ``.cu``). Raises KernelCompileError with NVRTC's log."""
+def compiled_module(module: str, arch: str) -> Path:
+    """The compiled ``kernels/<module>.cu`` for ``arch``: a CUBIN for a real architecture
+    ('sm_90'), a PTX for a virtual one ('compute_90'), compiled by NVRTC with NVRTC_OPTIONS
+    on a cache miss; the source it was compiled from lies next to it (the same name,
+    ``.cu``). Raises KernelCompileError with NVRTC's log."""
     from cupy.cuda import nvrtc
 
     source = kernel_source(module)
     options = (*NVRTC_OPTIONS, f"--gpu-architecture={arch}")
     key = hashlib.sha256(repr((source, options, tuple(nvrtc.getVersion()))).encode())
     folder = kernel_cache_dir()
-    ptx_path = folder / f"{module}-{arch}-{key.hexdigest()[:24]}.ptx"
-    if ptx_path.is_file():
-        return ptx_path
-    ok, log, ptx = nvrtc_compile(module, arch)
+    binary = arch.startswith("sm_")
+    path = folder / f"{module}-{arch}-{key.hexdigest()[:24]}.{'cubin' if binary else 'ptx'}"
+    if path.is_file():
+        return path
+    ok, log, compiled = nvrtc_compile(module, arch, binary=binary)
     if not ok:
         raise KernelCompileError(f"compiling kernels/{module}.cu for {arch} failed:\n{log}")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        # The source first, then the PTX, each written whole (another process may be
-        # loading the same pair): a PTX that is there always has its source beside it.
-        _write_atomically(ptx_path.with_suffix(".cu"),
-                          f"// nvrtc {' '.join(options)}\n{source}")
-        _write_atomically(ptx_path, ptx)
+        # The source first, then the module, each written whole (another process may be
+        # loading the same pair): a module that is there always has its source beside it.
+        _write_atomically(path.with_suffix(".cu"), f"// nvrtc {' '.join(options)}\n{source}")
+        _write_atomically(path, compiled)
     except OSError as exc:
         raise KernelCompileError(
-            f"kernels/{module}.cu compiled, but its PTX cannot be written to {folder} "
+            f"kernels/{module}.cu compiled, but it cannot be written to {folder} "
             f"({exc.strerror or exc}); set GRADLAB_KERNEL_CACHE to a writable folder") from exc
-    return ptx_path
+    return path
 
 
-def _write_atomically(path: Path, text: str):
+def _write_atomically(path: Path, data):
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode("utf-8") if isinstance(data, str) else data)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -191,17 +195,20 @@ def _write_atomically(path: Path, text: str):
 
 
 def _arch(compute_capability: str) -> str:
-    """The virtual architecture to compile for on a device of ``compute_capability`` ('90'):
-    its own, or the newest this NVRTC knows below it (the driver compiles that PTX for the
-    device, as CuPy's own compile does)."""
+    """What to compile for on a device of ``compute_capability`` ('90'), as CuPy's own
+    compile chooses: the device itself ('sm_90': a CUBIN, which needs no driver JIT) where
+    this NVRTC knows it, else the newest virtual architecture it knows below ('compute_89':
+    PTX that the driver compiles for the device)."""
     from cupy.cuda import nvrtc
 
     cc = int(compute_capability)
     try:
-        cc = max((a for a in nvrtc.getSupportedArchs() if a <= cc), default=cc)
+        supported = list(nvrtc.getSupportedArchs())
     except Exception:  # noqa: BLE001 - an NVRTC before 11.2 cannot list them: try the device's
-        pass
-    return f"compute_{cc}"
+        return f"sm_{cc}"
+    if cc in supported:
+        return f"sm_{cc}"
+    return f"compute_{max((a for a in supported if a < cc), default=cc)}"
 
 
 def _module(module: str, device_id: int):
@@ -216,15 +223,21 @@ def _module(module: str, device_id: int):
         if mod is None:
             device = cupy.cuda.Device(device_id)
             with device:
-                ptx = compiled_ptx(module, _arch(device.compute_capability))
-                mod = cupy.RawModule(path=str(ptx))
+                path = compiled_module(module, _arch(device.compute_capability))
+                mod = cupy.RawModule(path=str(path))
+                # Every entry point now, not at its first launch: a kernel first launched
+                # inside a CUDA graph capture (dropout's graphed variant) would otherwise be
+                # loaded there, which drivers before CUDA 12.3 refuse.
+                for name in entry_points(module):
+                    _functions[(module, name.rsplit("_", 1)[0], name.rsplit("_", 1)[1],
+                                device_id)] = mod.get_function(name)
             _modules[key] = mod
     return mod
 
 
 def get_function(module: str, name: str, dtype, device_id: int):
     """The compiled ``<name>_<f32|f64>`` of ``kernels/<module>.cu`` on ``device_id``;
-    compiled on first use per device and memoized (and cached on disk: compiled_ptx)."""
+    compiled on first use per device and memoized (and cached on disk: compiled_module)."""
     suffix = DTYPE_SUFFIX[str(dtype)]
     key = (module, name, suffix, device_id)
     fn = _functions.get(key)

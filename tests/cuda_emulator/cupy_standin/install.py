@@ -32,7 +32,7 @@ def compiler_available() -> bool:
 
 def nvrtc_available() -> bool:
     """Whether the real NVRTC loads (gradlab's kernel loader compiles with it, on the
-    emulated device too: backend/cuda_kernels.compiled_ptx)."""
+    emulated device too: backend/cuda_kernels.compiled_module)."""
     try:
         from ._real import nvrtc
         nvrtc().getVersion()

@@ -38,7 +38,7 @@ def _runtime():
 def _source_of(path):
     """The CUDA source a PTX/CUBIN file at ``path`` was compiled from. The emulator cannot run
     PTX; it runs the source instead, which must lie next to the file under the same name with
-    ``.cu`` (gradlab's kernel cache keeps it there: backend/cuda_kernels.compiled_ptx)."""
+    ``.cu`` (gradlab's kernel cache keeps it there: backend/cuda_kernels.compiled_module)."""
     from pathlib import Path
 
     binary = Path(path)
