@@ -178,10 +178,11 @@ def test_torch_dropout(benchmark):
     _record(benchmark, step, DROPOUT_N * (4 + 4 + 4 + 4) + 2 * DROPOUT_N)
 
 
-# (m, k, n) around CupyBackend.SMALL_GEMM_MAX (2^22 multiply-adds): where gradlab's own
-# GEMM kernel, the one a CUDA graph can hold, stops keeping up with cuBLAS.
+# (m, k, n) around CupyBackend.SMALL_GEMM_MAX (2^22 multiply-adds) and SMALL_GEMM_K_MAX
+# (1024 terms a sum): where gradlab's own GEMM kernel, the one a CUDA graph can hold, stops
+# keeping up with cuBLAS. (10, 4096, 64): a classifier's weight gradient at batch 4096.
 GEMM_SHAPES = [(64, 64, 64), (256, 64, 64), (128, 128, 128), (256, 128, 128), (256, 256, 64),
-               (256, 256, 256), (512, 512, 512)]
+               (256, 256, 256), (512, 512, 512), (64, 1024, 64), (10, 4096, 64)]
 
 
 def _gemm_operands(mkn):
@@ -198,6 +199,7 @@ def test_gradlab_gemm(benchmark, mkn, monkeypatch):
     import cupy
     bk = gl.backend.get_backend("cuda")
     monkeypatch.setattr(type(bk), "SMALL_GEMM_MAX", 1 << 62)  # the kernel at every size
+    monkeypatch.setattr(type(bk), "SMALL_GEMM_K_MAX", 1 << 62)
     ha, hw, a, b = _gemm_operands(mkn)
     np.testing.assert_allclose(cupy.asnumpy(bk.matrix_product(a, b)), ha @ hw.T, rtol=1e-4,
                                atol=1e-4 * mkn[1] ** 0.5)
@@ -249,16 +251,18 @@ def compiled_mlp_train_step(sizes, batch, device="cuda", steps=6):
     for _ in range(steps):
         step(gx, gy)
     info = step.info()
-    # Each layer's three products have batch * in * out multiply-adds; above SMALL_GEMM_MAX
-    # they are cuBLAS's, which CuPy cannot capture: such a step replays without a graph.
+    # Each layer's three products have batch * in * out multiply-adds and sum over in, out
+    # and batch terms; above SMALL_GEMM_MAX / SMALL_GEMM_K_MAX they are cuBLAS's, which CuPy
+    # cannot capture: such a step replays without a graph.
+    bk = gl.backend.get_backend(device)
     gemm = batch * max(i * o for i, o in zip(sizes[:-1], sizes[1:]))
-    if gemm <= gl.backend.get_backend(device).SMALL_GEMM_MAX:
+    if gemm <= bk.SMALL_GEMM_MAX and max(batch, *sizes) <= bk.SMALL_GEMM_K_MAX:
         if info["graphed"] < steps - 3:
             raise AssertionError(f"compiled train step {sizes}: not replayed as a CUDA graph "
                                  f"({info})")
-    elif info["graphed"] or not any("SMALL_GEMM_MAX" in r for r in info["ungraphed_reasons"]):
-        raise AssertionError(f"compiled train step {sizes}: a {gemm}-multiply-add GEMM "
-                             f"should keep it ungraphed, saying why ({info})")
+    elif info["graphed"] or not any("SMALL_GEMM" in r for r in info["ungraphed_reasons"]):
+        raise AssertionError(f"compiled train step {sizes}: a GEMM for cuBLAS should keep it "
+                             f"ungraphed, saying why ({info})")
     for k, (p, q) in enumerate(zip(model.parameters(), eager.parameters())):
         cases._close(f"compiled train step {sizes} weights {k} after {steps} steps",
                      cases._host(p), cases._host(q).astype(np.float64), rtol=1e-5, atol=1e-7)

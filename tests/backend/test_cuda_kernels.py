@@ -153,11 +153,29 @@ def test_the_loader_hands_cupy_a_compiled_module_not_source(tmp_path, monkeypatc
     assert y.get().tolist() == [[0.0, 2.0]]
 
 
+@needs_gpu
+def test_a_module_the_driver_refuses_is_a_clear_error(tmp_path, monkeypatch):
+    bad = tmp_path / "optim-sm_90-damaged.cubin"
+    bad.write_bytes(b"not a module")
+    bad.with_suffix(".cu").write_text("this is not C++")  # what the emulator loads instead
+    monkeypatch.setattr(cuda_kernels, "compiled_module", lambda module, arch: bad)
+    monkeypatch.setattr(cuda_kernels, "_modules", {})
+    monkeypatch.setattr(cuda_kernels, "_functions", {})
+    with pytest.raises(cuda_kernels.KernelCompileError) as err:
+        cuda_kernels.get_function("optim", "adam_step", np.dtype(np.float32), 0)
+    assert str(bad) in str(err.value) and "delete it" in str(err.value)
+    assert cuda_kernels._functions == {} and cuda_kernels._modules == {}
+
+
 def test_the_arch_is_the_devices_or_the_newest_nvrtc_knows(monkeypatch):
     class FakeNvrtc:
         @staticmethod
         def getSupportedArchs():
-            return [75, 80, 86, 89, 90]
+            return (75, 80, 86, 89, 90)
+
+        @staticmethod
+        def getVersion():
+            return (13, 0)
     import sys
     import types
     fake = types.ModuleType("cupy.cuda")
@@ -167,6 +185,10 @@ def test_the_arch_is_the_devices_or_the_newest_nvrtc_knows(monkeypatch):
     assert cuda_kernels._arch("86") == "sm_86"  # known: a CUBIN for the device
     assert cuda_kernels._arch("87") == "compute_86"  # unknown: the newest PTX below it
     assert cuda_kernels._arch("100") == "compute_90"
+    with pytest.raises(cuda_kernels.KernelCompileError,
+                       match=r"compute capability 7\.0, older than any this NVRTC 13\.0 "
+                             r"compiles for \(from 7\.5\); install .*device='cpu'"):
+        cuda_kernels._arch("70")
 
 
 def test_kernel_report_lists_every_entry_point():
@@ -658,10 +680,11 @@ def test_matrix_product_copies_other_layouts_and_keeps_special_values(rng):
 
 
 @needs_gpu
-@pytest.mark.parametrize("case", ["large", "float16", "int64", "mixed"])
+@pytest.mark.parametrize("case", ["large", "long sums", "float16", "int64", "mixed"])
 def test_matrix_product_leaves_other_products_to_cupy(case, rng, monkeypatch):
-    # Above SMALL_GEMM_MAX, and for dtypes the kernel has no entry point for, CuPy's own dot
-    # (cuBLAS on a GPU): the bytes of that call.
+    # Above SMALL_GEMM_MAX multiply-adds or SMALL_GEMM_K_MAX terms a sum, and for dtypes the
+    # kernel has no entry point for, CuPy's own dot (cuBLAS on a GPU): that call's bytes.
+    import gradlab.backend.cupy_backend as cupy_backend
     gpu = get_backend("cuda")
     dtypes = {"float16": (np.float16,) * 2, "int64": (np.int64,) * 2,
               "mixed": (np.float32, np.float64)}.get(case, (np.float32,) * 2)
@@ -669,12 +692,19 @@ def test_matrix_product_leaves_other_products_to_cupy(case, rng, monkeypatch):
     b = gpu.asarray((rng.standard_normal((6, 5)) * 4).astype(dtypes[1]))
     if case == "large":
         monkeypatch.setattr(type(gpu), "SMALL_GEMM_MAX", 8 * 6 * 5 - 1)
-    called = []
-    monkeypatch.setattr(cuda_kernels, "get_function",
-                        lambda *args: called.append(args) or pytest.fail("kernel launched"))
+    if case == "long sums":
+        monkeypatch.setattr(type(gpu), "SMALL_GEMM_K_MAX", 5)
+    launched = []
+    real = cupy_backend.get_function
+    monkeypatch.setattr(cupy_backend, "get_function",
+                        lambda *args: launched.append(args) or real(*args))
     got = gpu.matrix_product(a, b)
-    assert not called
+    assert not launched
     assert gpu.to_numpy(got).tobytes() == gpu.to_numpy(a.dot(b)).tobytes()
+    if case == "large":  # one multiply-add fewer and it is the kernel's again
+        monkeypatch.setattr(type(gpu), "SMALL_GEMM_MAX", 8 * 6 * 5)
+        gpu.matrix_product(a, b)
+        assert [args[0] for args in launched] == ["matmul"]
 
 
 @needs_gpu

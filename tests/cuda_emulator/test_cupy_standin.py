@@ -271,11 +271,12 @@ def test_launch_shape_and_argument_count(axpy):
 def test_a_module_from_a_file_runs_the_source_beside_it(tmp_path):
     # RawModule(path=...) loads PTX on a GPU; the emulator runs the source it came from.
     ptx = tmp_path / "axpy.ptx"
+    missing = cp.RawModule(path=str(ptx))  # as CuPy: the file is loaded at first use
     with pytest.raises(cp.cuda.driver.CUDADriverError, match="FILE_NOT_FOUND"):
-        cp.RawModule(path=str(ptx))
+        missing.get_function("axpy")
     ptx.write_text("// PTX the emulator cannot run\n")
     with pytest.raises(NotImplementedError, match=r"needs the source .*\(axpy\.cu\)"):
-        cp.RawModule(path=str(ptx))
+        cp.RawModule(path=str(ptx)).compile()
     ptx.with_suffix(".cu").write_text(AXPY)
     axpy = cp.RawModule(path=str(ptx)).get_function("axpy")
     x, y = cp.asarray(np.ones(5, np.float32)), cp.zeros(5, dtype=cp.float32)

@@ -201,20 +201,24 @@ def test_sync_inside_capture_is_detected_and_replays_ungraphed():
     assert len(info["ungraphed_reasons"]) == 1
 
 
-@pytest.mark.parametrize("small_gemm_max", [0, 32 * 16 * 8 - 1])
-def test_a_gemm_for_cublas_replays_ungraphed_without_a_warning(small_gemm_max, monkeypatch):
-    # Above SMALL_GEMM_MAX a product is cuBLAS's, which CuPy cannot capture (with 0 every
-    # product is; just below 32 x 16 x 8, only the middle layer's three products are).
-    # That is the expected route of a large model: the step replays without a graph, says
-    # why in info(), warns nobody, and still equals eager.
-    monkeypatch.setattr(type(gl.backend.get_backend("cuda")), "SMALL_GEMM_MAX",
-                        small_gemm_max)
+@pytest.mark.parametrize("limit, value, why", [
+    ("SMALL_GEMM_MAX", 0, "has 2048 multiply-adds, above CupyBackend.SMALL_GEMM_MAX (0)"),
+    ("SMALL_GEMM_MAX", 32 * 16 * 8 - 1, "has 4096 multiply-adds, above"),
+    ("SMALL_GEMM_K_MAX", 31, "sums 32 terms per element, above CupyBackend.SMALL_GEMM_K_MAX "
+                             "(31)")])
+def test_a_gemm_for_cublas_replays_ungraphed_without_a_warning(limit, value, why, monkeypatch):
+    # Above SMALL_GEMM_MAX multiply-adds (with 0 every product is; just below 32 x 16 x 8,
+    # only the middle layer's three), or SMALL_GEMM_K_MAX terms a sum (31: the weight
+    # gradients, which sum over the 32 rows of the batch), a product is cuBLAS's, which CuPy
+    # cannot capture. That is the expected route of a large model: the step replays without
+    # a graph, says why in info(), warns nobody, and still equals eager.
+    monkeypatch.setattr(type(gl.backend.get_backend("cuda")), limit, value)
     info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2),
                               gl.nn.CrossEntropyLoss(), graphed=0)
     assert info["graphs"] == 0 and info["replayed"] == STEPS - 2, info
     reason, = info["ungraphed_reasons"]
-    assert "SMALL_GEMM_MAX" in reason and "cuBLAS" in reason, reason
-    assert f"({small_gemm_max} multiply-adds)" in reason
+    assert why in reason and reason.endswith("so cuBLAS runs it, which CuPy cannot capture"), \
+        reason
 
 
 def test_bad_target_raises_the_eager_error_after_the_launch():
@@ -292,5 +296,5 @@ def test_the_gpu_benchmark_of_a_large_compiled_step_expects_no_graph(monkeypatch
     monkeypatch.setattr(backend, "SMALL_GEMM_MAX", 64 * 16 * 16 - 1)
     _, info = compiled_mlp_train_step(sizes, batch)
     assert info["graphs"] == 0 and info["graphed"] == 0
-    assert any("SMALL_GEMM_MAX" in r for r in info["ungraphed_reasons"])
+    assert any("SMALL_GEMM_MAX" in r for r in info["ungraphed_reasons"]), info
 

@@ -208,7 +208,15 @@ def _arch(compute_capability: str) -> str:
         return f"sm_{cc}"
     if cc in supported:
         return f"sm_{cc}"
-    return f"compute_{max((a for a in supported if a < cc), default=cc)}"
+    older = [a for a in supported if a < cc]
+    if not older:
+        major, minor = divmod(cc, 10)
+        raise KernelCompileError(
+            f"this GPU has compute capability {major}.{minor}, older than any this NVRTC "
+            f"{'.'.join(map(str, nvrtc.getVersion()))} compiles for (from "
+            f"{min(supported) // 10}.{min(supported) % 10}); install a CuPy and NVRTC for an "
+            f"older CUDA (e.g. the cuda12 extra), or use device='cpu'")
+    return f"compute_{max(older)}"
 
 
 def _module(module: str, device_id: int):
@@ -228,9 +236,18 @@ def _module(module: str, device_id: int):
                 # Every entry point now, not at its first launch: a kernel first launched
                 # inside a CUDA graph capture (dropout's graphed variant) would otherwise be
                 # loaded there, which drivers before CUDA 12.3 refuse.
-                for name in entry_points(module):
-                    _functions[(module, name.rsplit("_", 1)[0], name.rsplit("_", 1)[1],
-                                device_id)] = mod.get_function(name)
+                try:
+                    functions = {name: mod.get_function(name) for name in entry_points(module)}
+                except Exception as exc:  # noqa: BLE001 - the driver's refusal, said in words
+                    raise KernelCompileError(
+                        f"loading {path} (kernels/{module}.cu, compiled) on cuda:{device_id} "
+                        f"failed: {type(exc).__name__}: {exc}. A driver older than the NVRTC "
+                        f"that compiled it cannot load it: update the driver, or install a "
+                        f"CuPy and NVRTC for the driver's CUDA; a damaged file: delete it, "
+                        f"and it is compiled again") from exc
+                for name, fn in functions.items():
+                    base, suffix = name.rsplit("_", 1)
+                    _functions[(module, base, suffix, device_id)] = fn
             _modules[key] = mod
     return mod
 

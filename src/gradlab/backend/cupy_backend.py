@@ -217,27 +217,29 @@ class CupyBackend(Backend):
         """A new, empty CudaGraph on this device (see CudaGraph)."""
         return CudaGraph(self)
 
-    # Up to this many multiply-adds (m * n * k) a float32/64 matrix product is gradlab's
-    # kernel (kernels/matmul.cu), above it cuBLAS's. Below it a GEMM's time on a GPU is its
-    # launch: 64 x 64 x 64, the course's MLPs, is 2^18. Only gradlab's kernel can be
-    # captured into a CUDA graph (CuPy refuses cuBLAS while a stream captures), so steps
-    # with a larger GEMM replay without one (compiled.py), where the arithmetic dominates.
-    # Eager steps take the same route, so that a graphed step gives their bits.
+    # Up to SMALL_GEMM_MAX multiply-adds (m * n * k), with sums of up to SMALL_GEMM_K_MAX
+    # terms, a float32/64 matrix product is gradlab's kernel (kernels/matmul.cu), otherwise
+    # cuBLAS's. In that range a GEMM's time on a GPU is mostly its launch (64 x 64 x 64, the
+    # course's MLPs, is 2^18); a longer sum is one thread's serial loop, which cuBLAS splits.
+    # Only gradlab's kernel can be captured into a CUDA graph (CuPy refuses cuBLAS while a
+    # stream captures), so steps with a larger GEMM replay without one (compiled.py), where
+    # the arithmetic dominates. Eager steps take the same route, so that a graphed step
+    # gives their bits. Both limits are first guesses: make gpu-check times the kernel
+    # against cuBLAS around them (benchmarks/test_kernels_gpu.py).
     SMALL_GEMM_MAX = 1 << 22
+    SMALL_GEMM_K_MAX = 1024
 
     def matrix_product(self, a, b):
         m, k = a.shape
         n = b.shape[1]
-        if a.dtype != b.dtype or a.dtype not in _KERNEL_DTYPES or m * n * k > \
-                self.SMALL_GEMM_MAX or b.shape[0] != k:
-            if cupy.cuda.get_current_stream().is_capturing():
-                raise GraphCaptureUnsupported(
-                    f"a {m} x {k} by {k} x {n} {a.dtype} matrix product is above "
-                    f"CupyBackend.SMALL_GEMM_MAX ({self.SMALL_GEMM_MAX} multiply-adds), so "
-                    f"cuBLAS runs it, which CuPy cannot capture")
-            with self._cuda_device:
-                return a.dot(b)
         with self._cuda_device:
+            why = self._for_cublas(a, b, m, k, n)
+            if why is not None:
+                if cupy.cuda.get_current_stream().is_capturing():
+                    raise GraphCaptureUnsupported(
+                        f"a {m} x {k} by {b.shape[0]} x {n} matrix product {why}, so cuBLAS "
+                        f"runs it, which CuPy cannot capture")
+                return a.dot(b)
             c = cupy.empty((m, n), dtype=a.dtype)
             if c.size:
                 a_arg, a_rs, a_cs = _strided(a)
@@ -247,6 +249,20 @@ class CupyBackend(Backend):
                    (a_arg, a_rs, a_cs, b_arg, b_rs, b_cs, c, np.int64(m), np.int64(n),
                     np.int64(k)))
         return c
+
+    def _for_cublas(self, a, b, m, k, n):
+        """Why a product is not gradlab's kernel's, or None where it is."""
+        if b.shape[0] != k:
+            return "has misfit shapes"  # (CuPy's dot raises its error)
+        if a.dtype != b.dtype or a.dtype not in _KERNEL_DTYPES:
+            return f"is of {a.dtype} by {b.dtype}, not float32 or float64 alone"
+        if m * n * k > self.SMALL_GEMM_MAX:
+            return (f"has {m * n * k} multiply-adds, above CupyBackend.SMALL_GEMM_MAX "
+                    f"({self.SMALL_GEMM_MAX})")
+        if k > self.SMALL_GEMM_K_MAX:
+            return (f"sums {k} terms per element, above CupyBackend.SMALL_GEMM_K_MAX "
+                    f"({self.SMALL_GEMM_K_MAX})")
+        return None
 
 
     # -- fused kernels ------------------------------------------------------------------------

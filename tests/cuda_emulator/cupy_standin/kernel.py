@@ -55,7 +55,7 @@ def _source_of(path):
 class RawModule:
     """Compiles ``code`` for the emulator on first use (``compile()`` or ``get_function``).
     ``path=``: a module NVRTC compiled, emulated by the source it was compiled from
-    (_source_of)."""
+    (_source_of), read at the first compile or get_function, when CuPy loads the file."""
 
     def __init__(self, code=None, *, path=None, options=(), backend="nvrtc",
                  translate_cucomplex=False, enable_cooperative_groups=False,
@@ -65,11 +65,10 @@ class RawModule:
         if not isinstance(options, tuple):  # CuPy declares `tuple options`
             raise TypeError(f"Argument 'options' has incorrect type (expected tuple, got "
                             f"{type(options).__name__})")
-        if path is not None:
-            code = _source_of(path)
         if name_expressions:
             raise NotImplementedError("name_expressions (C++ templates) are not modelled")
         self.code = code
+        self.path = path  # read at the first compile, as CuPy loads the file then
         self.options = options
         self.backend = backend
         self._module = None
@@ -77,6 +76,8 @@ class RawModule:
 
     def compile(self, log_stream=None):
         if self._module is None:
+            if self.code is None:
+                self.code = _source_of(self.path)
             rt = _runtime()
             try:
                 self._module = rt.Module(self.code, filename="kernel.cu", options=self.options)
