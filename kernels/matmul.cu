@@ -1,5 +1,6 @@
 // The product of two small matrices (gradlab/backend/cupy_backend.py, matrix_product), in
-// place of cuBLAS below CupyBackend.SMALL_GEMM_MAX multiply-adds.
+// place of cuBLAS within CupyBackend.SMALL_GEMM_MAX multiply-adds and SMALL_GEMM_K_MAX terms
+// a sum.
 //
 // Why a GEMM of our own: CuPy refuses every cuBLAS call while a stream captures ("calling
 // cuBLAS API during stream capture is currently unsupported"), so without it no step with a

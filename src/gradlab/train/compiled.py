@@ -460,9 +460,9 @@ class _CudaGraphs:
     - ``optimizer.step()`` (one fused kernel per parameter group): it reads lr, the step
       count and bias corrections on the host at every call, so a scheduler keeps working;
       a graph would bake the scalars of the capture in.
-    - A matrix product above CupyBackend.SMALL_GEMM_MAX: cuBLAS runs it, and CuPy refuses
-      cuBLAS while a stream captures (the smaller ones are gradlab's kernel, which it
-      captures). The signature replays ungraphed, without a warning: at those sizes the
+    - A matrix product above CupyBackend.SMALL_GEMM_MAX multiply-adds or SMALL_GEMM_K_MAX
+      terms a sum: cuBLAS runs it, and CuPy refuses cuBLAS while a stream captures (the
+      smaller ones are gradlab's kernel, which it captures). The signature replays ungraphed, without a warning: at those sizes the
       arithmetic dominates the step, and ``info()["ungraphed_reasons"]`` says why.
     - Anything else a capture refuses (a host synchronisation inside the step, such as
       BatchNorm's ``momentum=None`` reading its batch count with ``float()``; an upload
@@ -553,7 +553,7 @@ class _CudaGraphs:
             for v, old in zip(replay.bumped, versions):
                 v[0] = old
             if isinstance(exc, GraphCaptureUnsupported):
-                # A GEMM too large for gradlab's kernel: the expected case for large models,
+                # A GEMM beyond gradlab's kernel: the expected case for large models,
                 # whose steps the arithmetic dominates; info() says so, no warning.
                 g.reason = f"not captured: {exc}"
             else:
