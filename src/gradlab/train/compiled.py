@@ -462,8 +462,9 @@ class _CudaGraphs:
       a graph would bake the scalars of the capture in.
     - A matrix product above CupyBackend.SMALL_GEMM_MAX multiply-adds or SMALL_GEMM_K_MAX
       terms a sum: cuBLAS runs it, and CuPy refuses cuBLAS while a stream captures (the
-      smaller ones are gradlab's kernel, which it captures). The signature replays ungraphed, without a warning: at those sizes the
-      arithmetic dominates the step, and ``info()["ungraphed_reasons"]`` says why.
+      smaller ones are gradlab's kernel, which it captures). The signature replays
+      ungraphed, without a warning: at those sizes the arithmetic dominates the step, and
+      ``info()["ungraphed_reasons"]`` says why.
     - Anything else a capture refuses (a host synchronisation inside the step, such as
       BatchNorm's ``momentum=None`` reading its batch count with ``float()``; an upload
       from host memory): the capture is abandoned (it executed nothing), the signature
