@@ -795,13 +795,19 @@ def test_a_fusion_steps_aside_for_a_patched_function(monkeypatch):
     assert step.info()["replayed"] == 2 and step.info()["fused"] == 0
 
 
-def test_a_prepared_cross_entropy_steps_aside_for_a_patched_forward(monkeypatch):
-    # The replay runs SoftmaxCrossEntropy through the backend op prepared for its arrays
-    # (functional/fusions.py); a patched forward is what it must run instead.
-    from gradlab.functional.loss import SoftmaxCrossEntropy
-    forward = SoftmaxCrossEntropy.forward
-    monkeypatch.setattr(SoftmaxCrossEntropy, "forward",
-                        lambda ctx, *a, **k: forward(ctx, *a, **k) * np.float32(3))
+@pytest.mark.parametrize("module, name, factor", [
+    ("gradlab.functional.loss", "SoftmaxCrossEntropy", 3.0),
+    ("gradlab.functional.matmul", "LinearFn", 0.5)])
+def test_a_prepared_forward_steps_aside_for_a_patched_forward(module, name, factor,
+                                                              monkeypatch):
+    # The replay runs SoftmaxCrossEntropy, and a Linear that no ReLU follows, through the
+    # backend op prepared for its arrays (functional/fusions.py); a patched forward is what
+    # it must run instead.
+    import importlib
+    cls = getattr(importlib.import_module(module), name)
+    forward = cls.forward
+    monkeypatch.setattr(cls, "forward",
+                        lambda ctx, *a, **k: forward(ctx, *a, **k) * np.float32(factor))
     step = _mlp_eager_and_compiled_agree(_batches(5))
     assert step.info()["replayed"] == 3
 
@@ -818,15 +824,6 @@ def test_the_last_linear_adds_its_bias_through_the_prepared_kernel(monkeypatch):
                         lambda *a, kernel=numba_cpu._add_part: calls.append(1) or kernel(*a))
     step = _mlp_eager_and_compiled_agree(_batches(6))
     assert step.info()["replayed"] == 4 and len(calls) == 4
-
-
-def test_a_prepared_linear_steps_aside_for_a_patched_forward(monkeypatch):
-    from gradlab.functional.matmul import LinearFn
-    forward = LinearFn.forward
-    monkeypatch.setattr(LinearFn, "forward",
-                        lambda ctx, *a, **k: forward(ctx, *a, **k) * np.float32(0.5))
-    step = _mlp_eager_and_compiled_agree(_batches(5))
-    assert step.info()["replayed"] == 3
 
 
 def _picked_ops(monkeypatch):

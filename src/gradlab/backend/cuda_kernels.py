@@ -119,15 +119,15 @@ def nvrtc_compile(module: str, arch: str, binary: bool = False) -> tuple[bool, s
             ok = False
         log = nvrtc.getProgramLog(prog)
         log = log.decode() if isinstance(log, bytes) else log
-        ptx = ""
+        out = ""
         if ok and binary:
-            ptx = nvrtc.getCUBIN(prog)
+            out = nvrtc.getCUBIN(prog)
         elif ok:
-            ptx = nvrtc.getPTX(prog)
-            ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+            out = nvrtc.getPTX(prog)
+            out = out.decode() if isinstance(out, bytes) else out
     finally:
         nvrtc.destroyProgram(prog)
-    return ok, log.strip("\x00").strip(), ptx
+    return ok, log.strip("\x00").strip(), out
 
 
 def missing_entry_points(module: str, ptx: str) -> list[str]:
@@ -237,7 +237,9 @@ def _module(module: str, device_id: int):
                 # inside a CUDA graph capture (dropout's graphed variant) would otherwise be
                 # loaded there, which drivers before CUDA 12.3 refuse.
                 try:
-                    functions = {name: mod.get_function(name) for name in entry_points(module)}
+                    functions = {(module, base, suffix, device_id):
+                                 mod.get_function(f"{base}_{suffix}")
+                                 for base in MODULES[module] for suffix in DTYPE_SUFFIX.values()}
                 except Exception as exc:  # noqa: BLE001 - the driver's refusal, said in words
                     raise KernelCompileError(
                         f"loading {path} (kernels/{module}.cu, compiled) on cuda:{device_id} "
@@ -245,9 +247,7 @@ def _module(module: str, device_id: int):
                         f"that compiled it cannot load it: update the driver, or install a "
                         f"CuPy and NVRTC for the driver's CUDA; a damaged file: delete it, "
                         f"and it is compiled again") from exc
-                for name, fn in functions.items():
-                    base, suffix = name.rsplit("_", 1)
-                    _functions[(module, base, suffix, device_id)] = fn
+                _functions.update(functions)
             _modules[key] = mod
     return mod
 

@@ -88,7 +88,7 @@ _MASK = {np.dtype(t): (t(1), t(0)) for t in (np.float32, np.float64)}
 
 def bias_relu_forward(y, bias):
     checks.bias_relu_forward_args(y, bias)
-    _forward(y, bias)
+    _in_parts(_forward_part, y, bias)
     return y
 
 
@@ -169,10 +169,6 @@ def prepare_bias_relu_backward(plain, grad, out):
         _backward_part(0, 1, grad, out, grad_pre, grad_bias, one, zero)
         return grad_pre, grad_bias
     return run
-
-
-def _forward(y, bias):
-    _in_parts(_forward_part, y, bias)
 
 
 def _in_parts(part, y, bias):

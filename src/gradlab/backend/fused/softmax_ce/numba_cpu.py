@@ -79,7 +79,7 @@ def _rows(x, target, w, ignore_index, s, loss, g):
         t = target[i]
         if t == ignore_index:
             for j in range(c):
-                g[i, j] = zero
+                g[i, j] = zero  # (defined input for the exp pass; the last pass zeroes it)
             continue
         if t < 0 or t >= c:
             return i
