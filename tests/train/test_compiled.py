@@ -146,6 +146,63 @@ def test_mse_regression_and_loss_closures():
     assert compiled[2].info()["replayed"] == 4
 
 
+# Losses that compute from the batch with ops that have no gradient (masks, argmax,
+# indexing by the target, per-class weights picked by the target), and a model that draws
+# inside an op (RReLU). Both recordings of the signature see the same batch here, so
+# comparing the two cannot tell a frozen array from a constant: the replay is right only
+# because every such op is recorded as an op and recomputed from each batch.
+_BATCH_DERIVED = {
+    "multi_margin": lambda: gl.nn.MultiMarginLoss(p=2, weight=gl.tensor([0.5, 1.0, 2.0])),
+    "multi_margin_p1": lambda: gl.nn.MultiMarginLoss(margin=0.5),
+    "hinge_embedding": lambda: lambda o, y: F.hinge_embedding_loss(
+        o[:, 0], (y == 0).float() * 2 - 1),
+    "picked_log_probability": lambda: lambda o, y: -F.log_softmax(o, dim=1)[
+        gl.arange(o.shape[0]), y].mean(),
+    "masked_cross_entropy": lambda: lambda o, y: (
+        F.cross_entropy(o, y, reduction="none") * (1.0 + (o.argmax(1) != y).float())
+    ).mean() + 0.1 * o.max(1)[0].mean() * (y > 0).any().float(),
+    "gaussian_nll": lambda: lambda o, y: F.gaussian_nll_loss(
+        o, (y[:, None] == gl.arange(3)).float(), F.softplus(o) + 0.1),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_BATCH_DERIVED))
+def test_what_the_step_computes_from_the_batch_is_not_frozen(name):
+    batches = _batches(7)
+    x0, y0 = batches[0]
+    batches[1] = (gl.tensor(x0.numpy()), gl.tensor(y0.numpy()))  # the same data again
+    runs = []
+    for compiled in (False, True):
+        gl.manual_seed(0)
+        model = gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.RReLU(), gl.nn.Dropout(0.2),
+                                 gl.nn.Linear(16, 3))
+        opt = OPTIMIZERS["adam"](model.parameters())
+        loss_fn = _BATCH_DERIVED[name]()
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            _eager_step(model, loss_fn, opt)
+        runs.append(([step(x, y).item() for x, y in batches], _state(model, opt), step))
+    _assert_same(*runs)
+    info = runs[1][2].info()
+    assert info["replayed"] == 5 and info["eager"] == 0
+
+
+def test_loss_checks_on_the_targets_run_in_every_replay():
+    batches = _batches(5)
+    bad_y = gl.tensor(np.where(np.arange(32) == 9, -1, 0))
+    for loss_fn, error, match in [
+            (gl.nn.MultiMarginLoss(), IndexError, "target -1 is out of bounds"),
+            (lambda o, y: F.gaussian_nll_loss(o, o.detach(), o[:, :1] * 0 + y[:, None] * 1.0),
+             ValueError, "var has negative entries")]:
+        model, opt, _ = _mlp_step()
+        step = compile_step(model, loss_fn, opt)
+        for x, y in batches[:4]:
+            step(x, y)
+        assert step.info()["replayed"] == 2
+        with pytest.raises(error, match=match):
+            step(batches[4][0], bad_y)
+        step.discard()
+
+
 class _Residual(gl.nn.Module):
     """Nodes with several consumers and a weight used twice: the replay must sum their
     gradients in the engine's order."""
@@ -519,13 +576,13 @@ class _Reads(gl.nn.Module):
         return h * 2.0 if h.sum().item() > 0 else h   # a Python decision on a value
 
 
-class _RawMask(gl.nn.Module):
+class _Noise(gl.nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = gl.nn.Linear(4, 3)
 
     def forward(self, x):
-        return self.fc(x * (x > 0))   # (x > 0) is a plain array made from the batch
+        return self.fc(x + 0.1 * gl.randn_like(x))   # drawn by a factory, not by an op
 
 
 class _Counts(gl.nn.Module):
@@ -542,7 +599,7 @@ class _Counts(gl.nn.Module):
 
 @pytest.mark.parametrize("cls, reason", [
     (_Reads, "reads a tensor's value"),
-    (_RawMask, "changes from batch to batch"),
+    (_Noise, "changes from batch to batch"),
     (_Counts, "changed in place outside"),
 ])
 def test_untraceable_steps_run_eagerly_with_a_warning(cls, reason):

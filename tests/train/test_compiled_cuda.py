@@ -56,9 +56,9 @@ def _state(model, optimizer):
     return arrays
 
 
-def _run(batches, compiled, make_opt, loss_fn, scheduler=None, **model_kw):
+def _run(batches, compiled, make_opt, loss_fn, scheduler=None, make_model=_model, **model_kw):
     """(state after the steps, the losses, the step's info() or None)."""
-    model = _model(**model_kw)
+    model = make_model(**model_kw)
     opt = make_opt(model.parameters())
     sched = scheduler(opt) if scheduler else None
     step = compile_step(model, loss_fn, opt) if compiled else None
@@ -219,6 +219,21 @@ def test_a_gemm_for_cublas_replays_ungraphed_without_a_warning(limit, value, why
     reason, = info["ungraphed_reasons"]
     assert why in reason and reason.endswith("so cuBLAS runs it, which CuPy cannot capture"), \
         reason
+
+
+def test_rrelu_replays_ungraphed_without_a_warning():
+    # RReLU draws its slopes from CuPy's generator inside the op, whose state a graph would
+    # not keep in step with the host's: the capture is refused, and the step replays
+    # without a graph (drawing as eager does), says why, and warns nobody.
+    def rrelu_model():
+        gl.manual_seed(0)
+        return gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.RReLU(), gl.nn.Linear(16, 3)) \
+            .to("cuda")
+    info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2),
+                              gl.nn.CrossEntropyLoss(), graphed=0, make_model=rrelu_model)
+    assert info["replayed"] == STEPS - 2, info
+    reason, = info["ungraphed_reasons"]
+    assert "RReLU draws its slopes" in reason, reason
 
 
 def test_bad_target_raises_the_eager_error_after_the_launch():

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..backend import get_backend
 from .dtypes import as_dtype, bool_, default_float, int64
+from .grad_mode import _state
 from .tensor import Tensor
 
 
@@ -73,6 +74,8 @@ def tensor(data, dtype=None, device=None, requires_grad=False):
                           else data.device)
     dtype = as_dtype(dtype)
     if isinstance(data, Tensor):
+        if _state.tape is not None:  # a copy no op made: a replay would keep the first batch's
+            _state.tape.read("gl.tensor(t); use t.detach().clone()")
         source = data._data
     elif isinstance(data, (np.ndarray, np.generic)) or hasattr(data, "__cuda_array_interface__"):
         source = data

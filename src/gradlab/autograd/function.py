@@ -42,6 +42,10 @@ class Function:
     # Class-level defaults, so apply() need not set them on every node.
     saved_tensors = ()
     _saved_versions = ()
+    # False for ops without a gradient (comparisons, argmax, ...): their result never joins
+    # the graph, even from inputs that require grad. They are Functions all the same so that
+    # a recorded step (autograd/tape.py) sees them and recomputes them from each batch.
+    differentiable = True
 
     def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -83,7 +87,7 @@ class Function:
             out = out_backend.xp.asarray(out)  # NumPy returns scalars for 0-d results
         if _grad_state.tape is not None:
             _grad_state.tape.node(cls, ctx, args, kwargs, out)
-        if not needs_grad or not _grad_state.enabled:
+        if not needs_grad or not _grad_state.enabled or not cls.differentiable:
             return Tensor._wrap(out, out_backend)
         edges = []
         needs = []

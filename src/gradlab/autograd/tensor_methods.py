@@ -203,18 +203,12 @@ class TensorMethods:
 
     def clone(self) -> Tensor:
         """A copy with its own memory; gradients flow back to the original."""
-        if self._requires_grad:
-            return _F.elementwise.Add.apply(self, 0)
-        from .tensor import Tensor
-        return Tensor._wrap(self._data.copy(), self._backend)
+        return _F.shape.Copy.apply(self, contiguous=False)
 
     def contiguous(self) -> Tensor:
         if self._data.flags.c_contiguous:
             return self
-        if self._requires_grad:
-            return self.clone()
-        from .tensor import Tensor
-        return Tensor._wrap(self._backend.xp.ascontiguousarray(self._data), self._backend)
+        return _F.shape.Copy.apply(self, contiguous=True)
 
     def cpu(self) -> Tensor:
         return self.to("cpu")

@@ -153,6 +153,11 @@ class Backend:
         """a @ b of two matrices of this backend (the 2-D products of matmul and linear)."""
         raise NotImplementedError
 
+    def uniform(self, low, high, shape, dtype):
+        """Draws from U(low, high) as ``dtype``, from this thread's generator (RReLU's
+        slopes)."""
+        return self.random.generator.uniform(low, high, shape).astype(dtype, copy=False)
+
     # -- fused kernels ------------------------------------------------------------------
     # One signature each; the body calls the op's table in backend/fused, which runs the
     # reference (NumPy), numba or CUDA implementation for this backend. Every list

@@ -250,6 +250,14 @@ class CupyBackend(Backend):
                     np.int64(k)))
         return c
 
+    def uniform(self, low, high, shape, dtype):
+        with self._cuda_device:
+            if cupy.cuda.get_current_stream().is_capturing():
+                raise GraphCaptureUnsupported(
+                    "RReLU draws its slopes from CuPy's generator, whose state a CUDA graph "
+                    "would not keep in step with the host's")
+            return super().uniform(low, high, shape, dtype)
+
     def _for_cublas(self, a, b, m, k, n):
         """Why a product is not gradlab's kernel's, or None where it is."""
         if b.shape[0] != k:

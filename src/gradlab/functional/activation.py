@@ -164,9 +164,13 @@ class LeakyRelu(Function):
 
 
 class Rrelu(Function):
-    """Leaky ReLU whose negative slope is the array ``slopes`` (broadcast to x)."""
+    """Leaky ReLU whose negative slopes are drawn from U(lower, upper) per element in
+    training, (lower + upper) / 2 otherwise. Drawn here, in the op, so that a replayed step
+    draws as the eager one does."""
 
-    def forward(ctx, x, slopes):
+    def forward(ctx, x, lower, upper, training):
+        slopes = ctx.backend.uniform(lower, upper, x.shape, x.dtype) if training \
+            else (lower + upper) / 2
         neg = x < 0
         d = ctx.xp.where(neg, slopes, 1).astype(x.dtype, copy=False)
         ctx.save_for_backward(d)
@@ -353,13 +357,7 @@ def rrelu(input, lower=1.0 / 8, upper=1.0 / 3, training=False):
     """Randomized leaky ReLU: in training each negative element gets a slope drawn from
     U(lower, upper) (from the backend's generator); in eval the slope is (lower + upper)/2."""
     _check_rrelu_bounds(lower, upper, "rrelu")
-    if training:
-        backend = input._backend
-        slopes = backend.random.generator.uniform(lower, upper, input.shape)
-        slopes = slopes.astype(input.dtype, copy=False)
-    else:
-        slopes = (lower + upper) / 2
-    return Rrelu.apply(input, slopes)
+    return Rrelu.apply(input, lower=lower, upper=upper, training=bool(training))
 
 
 def prelu(input, weight):

@@ -409,20 +409,34 @@ def where(condition, input, other, *, out=None):
 
 
 # -- comparisons and predicates: no gradient --------------------------------------------------
+class Compare(Function):
+    """``ufunc(a, b)`` for one of NumPy's comparison ufuncs: a bool result, no gradient."""
+    differentiable = False
+
+    def forward(ctx, a, b, ufunc):
+        return getattr(ctx.xp, ufunc)(a, b)
+
+
+class Predicate(Function):
+    """``ufunc(x)`` (isnan, sign, floor, ...), no gradient."""
+    differentiable = False
+
+    def forward(ctx, x, ufunc):
+        return getattr(ctx.xp, ufunc)(x)
+
+
 def _compare(name, ufunc_name):
     def compare(input, other):
-        a = input._data if isinstance(input, Tensor) else input
-        b = other._data if isinstance(other, Tensor) else other
-        t = input if isinstance(input, Tensor) else other
         if isinstance(input, Tensor) and isinstance(other, Tensor) and \
                 input._backend is not other._backend:
             raise RuntimeError(f"{name}: expected both tensors on one device, but found "
                                f"{input.device} and {other.device}")
         try:
-            out = getattr(t._backend.xp, ufunc_name)(a, b)
+            return Compare.apply(input, other, ufunc=ufunc_name)
         except ValueError:
+            a = input._data if isinstance(input, Tensor) else input
+            b = other._data if isinstance(other, Tensor) else other
             raise _broadcast_error(name, a, b) from None
-        return Tensor._wrap(t._backend.xp.asarray(out), t._backend)
     return named(compare, name, __name__,
                  f"Elementwise ``{ufunc_name}`` as a bool tensor (no gradient).")
 
@@ -434,7 +448,7 @@ eq, ne, lt, le, gt, ge = (_compare(name, ufunc) for name, ufunc in (
 
 def _predicate(name):
     def predicate(input):
-        return Tensor._wrap(getattr(input._backend.xp, name)(input._data), input._backend)
+        return Predicate.apply(input, ufunc=name)
     return named(predicate, name, __name__,
                  f"Elementwise ``{name}`` as a new tensor (no gradient).")
 

@@ -136,7 +136,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
             raise ValueError(f"{op}: for a 1-d input (one row of {n_classes} logits) the "
                              f"target must be a 0-d class index, got shape "
                              f"{tuple(target.shape)}")
-        rows, tgt, out_shape = sh.reshape(input, (1, n_classes)), target._data.reshape(1), ()
+        rows, tgt, out_shape = sh.reshape(input, (1, n_classes)), sh.reshape(target, (1,)), ()
     else:
         expected = (input.shape[0],) + tuple(input.shape[2:])
         if tuple(target.shape) != expected:
@@ -144,18 +144,17 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
                              f"input shape {tuple(input.shape)}: expected {expected} (one "
                              f"class index per row)")
         if input.ndim == 2:
-            rows, tgt, out_shape = input, target._data, expected
+            rows, tgt, out_shape = input, target, expected
         else:
             perm = (0,) + tuple(range(2, input.ndim)) + (1,)
             rows = sh.reshape(sh.permute(input, perm), (-1, n_classes))
-            tgt, out_shape = target._data.reshape(-1), expected
+            tgt, out_shape = sh.reshape(target, (-1,)), expected
     if target._backend is not input._backend:
         raise RuntimeError(f"{op}: input is on {input.device} but target on {target.device}")
-    tgt_t = Tensor._wrap(tgt, target._backend)
     w = weight._data if weight is not None else None
     if w is not None and w.dtype != input.dtype:
         w = w.astype(input.dtype)
-    out = SoftmaxCrossEntropy.apply(rows, tgt_t, w, ignore_index=ignore_index,
+    out = SoftmaxCrossEntropy.apply(rows, tgt, w, ignore_index=ignore_index,
                                     label_smoothing=float(label_smoothing),
                                     reduction=reduction)
     if reduction == "none" and tuple(out.shape) != tuple(out_shape):
@@ -409,12 +408,15 @@ def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduct
     return _reduce(loss, reduction)
 
 
-class _ClampForward(Function):
-    """max(x, lo) in the forward pass, identity gradient (PyTorch clamps the variance of
-    GaussianNLLLoss under no_grad, so gradients pass through unchanged)."""
+class _ClampVariance(Function):
+    """max(var, lo) in the forward pass, identity gradient (PyTorch clamps the variance of
+    GaussianNLLLoss under no_grad, so gradients pass through unchanged). Negative entries
+    are refused here, in the op, so that a replayed step checks each batch's."""
 
-    def forward(ctx, x, lo):
-        return ctx.xp.maximum(x, lo)
+    def forward(ctx, var, lo):
+        if bool((var < 0).any()):
+            raise ValueError("gaussian_nll_loss: var has negative entries")
+        return ctx.xp.maximum(var, lo)
 
     def backward(ctx, g):
         return g
@@ -440,9 +442,7 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
                   and var.shape[-1] == 1):
             raise ValueError(f"{op}: var shape {tuple(var.shape)} must equal the input shape "
                              f"{tuple(input.shape)}, or it with the last dim 1 or dropped")
-    if bool((var._data < 0).any()):
-        raise ValueError(f"{op}: var has negative entries")
-    v = _ClampForward.apply(var, lo=eps)
+    v = _ClampVariance.apply(var, lo=eps)
     d = input - target
     loss = 0.5 * (ew.log(v) + d * d / v)
     if full:
@@ -451,6 +451,41 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
 
 
 # -- margin losses ---------------------------------------------------------------------------
+class MultiMargin(Function):
+    """Per row: sum_{j != y} w[y] max(0, margin - x[y] + x[j])^p / C. The targets are
+    checked here, in the op, so that a replayed step checks each batch's."""
+
+    def forward(ctx, x, target, weight, p, margin):
+        xp = ctx.xp
+        n, c = x.shape
+        bad = (target < 0) | (target >= c)
+        if bool(bad.any()):
+            raise IndexError(f"multi_margin_loss: target {int(target[xp.argmax(bad)])} is out "
+                             f"of bounds for {c} classes")
+        rows = xp.arange(n)
+        h = (margin - x[rows, target][:, None]) + x
+        active = h > 0
+        h = xp.where(active, h, 0)
+        scale = xp.ones((n, c), dtype=x.dtype)
+        scale[rows, target] = 0
+        if weight is not None:
+            scale = scale * weight.astype(x.dtype, copy=False)[target][:, None]
+        ctx.rows, ctx.target, ctx.c, ctx.p = rows, target, c, p
+        ctx.save_for_backward(h, active, scale)
+        return ((h * h if p == 2 else h) * scale).sum(axis=1) / c
+
+    def backward(ctx, g):
+        h, active, scale = ctx.saved_tensors
+        dh = (2 * h if ctx.p == 2 else active.astype(h.dtype)) * scale
+        gx = dh * (g[:, None] / ctx.c)
+        gx[ctx.rows, ctx.target] -= gx.sum(axis=1)
+        return gx, None, None
+
+    def release(self):
+        super().release()
+        self.target = None
+
+
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
     """Multi-class hinge loss (Weston-Watkins SVM): for row i with class y,
     loss_i = sum_{j != y} w[y] max(0, margin - x[y] + x[j])^p / C, p in {1, 2}."""
@@ -466,21 +501,7 @@ def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="me
     _check_class_target(op, target, c, None)
     if tuple(target.shape) != (n,):
         raise ValueError(f"{op}: target shape {tuple(target.shape)} must be ({n},)")
-    xp = input._backend.xp
-    t = target._data
-    if bool(((t < 0) | (t >= c)).any()):
-        first = int(t[xp.argmax((t < 0) | (t >= c))])
-        raise IndexError(f"{op}: target {first} is out of bounds for {c} classes")
-    rows = xp.arange(n)
-    x_y = sh.reshape(input[rows, t], (n, 1))
-    h = ew.clamp(margin - x_y + input, min=0)
-    if p == 2:
-        h = h * h
-    not_y = xp.ones((n, c), dtype=input.dtype)
-    not_y[rows, t] = 0
-    if weight is not None:
-        not_y = not_y * weight._data.astype(input.dtype)[t][:, None]
-    loss = red.sum(h * Tensor._wrap(not_y, input._backend), dim=1) / c
+    loss = MultiMargin.apply(input, target, weight, p=p, margin=margin)
     if squeeze and reduction == "none":
         loss = sh.reshape(loss, ())
     return _reduce(loss, reduction)

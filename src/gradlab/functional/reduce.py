@@ -118,6 +118,32 @@ class Min(_Extreme):
     pick = "min"
 
 
+class ArgExtreme(Function):
+    """argmax/argmin (``op``) as int64, of the flattened tensor when ``axis`` is None; no
+    gradient."""
+    differentiable = False
+
+    def forward(ctx, x, op, axis, keepdim):
+        xp = ctx.xp
+        if axis is None:
+            idx = getattr(xp, op)(x.reshape(-1))
+            if keepdim:
+                idx = xp.reshape(idx, (1,) * x.ndim)
+        else:
+            idx = getattr(xp, op)(x, axis=axis)
+            if keepdim:
+                idx = xp.expand_dims(idx, axis)
+        return xp.asarray(idx).astype("int64", copy=False)
+
+
+class Truth(Function):
+    """all/any (``op``) along ``axes`` as a bool tensor; no gradient."""
+    differentiable = False
+
+    def forward(ctx, x, op, axes, keepdim):
+        return ctx.xp.asarray(getattr(x, op)(axis=axes, keepdims=keepdim))
+
+
 class Logsumexp(Function):
     def forward(ctx, x, axes, keepdim):
         xp = ctx.xp
@@ -198,10 +224,8 @@ def _extreme(cls, op, input, dim, keepdim):
         return ValuesIndices(values, Tensor._wrap(input._backend.xp.zeros((), "int64"),
                                                   input._backend))
     values = cls.apply(input, axis=axis, keepdim=keepdim)
-    idx = getattr(input._backend.xp, "arg" + op)(input._data, axis=axis)
-    if keepdim:
-        idx = input._backend.xp.expand_dims(idx, axis)
-    return ValuesIndices(values, Tensor._wrap(idx.astype("int64", copy=False), input._backend))
+    return ValuesIndices(values, ArgExtreme.apply(input, op="arg" + op, axis=axis,
+                                                  keepdim=keepdim))
 
 
 def max(input, dim=None, keepdim=False):
@@ -221,20 +245,12 @@ def min(input, dim=None, keepdim=False):
 
 
 def _arg(op, input, dim, keepdim):
-    xp = input._backend.xp
-    if dim is None:
-        _check_reducible(op, input, ())
-        idx = getattr(xp, op)(input._data.reshape(-1))
-        if keepdim:
-            idx = xp.reshape(idx, (1,) * input.ndim)
-    else:
+    axis = None
+    if dim is not None:
         axis = normalize_dim(op, dim, input.ndim)
         axis = axis[0] if axis else None
-        _check_reducible(op, input, (axis,) if axis is not None else ())
-        idx = getattr(xp, op)(input._data, axis=axis)
-        if keepdim and axis is not None:
-            idx = xp.expand_dims(idx, axis)
-    return Tensor._wrap(xp.asarray(idx).astype("int64", copy=False), input._backend)
+    _check_reducible(op, input, (axis,) if axis is not None else ())
+    return ArgExtreme.apply(input, op=op, axis=axis, keepdim=keepdim)
 
 
 def argmax(input, dim=None, keepdim=False):
@@ -255,13 +271,11 @@ def logsumexp(input, dim=None, keepdim=False):
 
 def all(input, dim=None, keepdim=False):
     """Whether every element along ``dim`` is true (non-zero); no gradient."""
-    axes = normalize_dim("all", dim, input.ndim)
-    return Tensor._wrap(input._backend.xp.asarray(input._data.all(axis=axes, keepdims=keepdim)),
-                        input._backend)
+    return Truth.apply(input, op="all", axes=normalize_dim("all", dim, input.ndim),
+                       keepdim=keepdim)
 
 
 def any(input, dim=None, keepdim=False):
     """Whether some element along ``dim`` is true (non-zero); no gradient."""
-    axes = normalize_dim("any", dim, input.ndim)
-    return Tensor._wrap(input._backend.xp.asarray(input._data.any(axis=axes, keepdims=keepdim)),
-                        input._backend)
+    return Truth.apply(input, op="any", axes=normalize_dim("any", dim, input.ndim),
+                       keepdim=keepdim)

@@ -78,9 +78,14 @@ class Stack(Function):
 
 class Index(Function):
     """x[index] with basic and advanced (integer array, bool mask) indexing. Repeated
-    integer indices accumulate their gradients."""
+    integer indices accumulate their gradients.
 
-    def forward(ctx, x, index, advanced):
+    The arrays of tensor indices come as arguments after ``x`` (``index`` has ``TENSOR`` in
+    their places), so that a recorded step reads each batch's (``y`` in ``x[rows, y]``)."""
+
+    def forward(ctx, x, *arrays, index, advanced):
+        if arrays:
+            index = _fill(index, arrays)
         ctx.in_shape, ctx.dtype, ctx.index, ctx.advanced = x.shape, x.dtype, index, advanced
         return x[index]
 
@@ -90,7 +95,7 @@ class Index(Function):
             ctx.backend.scatter_add(grad, ctx.index, g)
         else:
             grad[ctx.index] = g
-        return grad
+        return grad  # (and None for the index arrays: the engine pads the missing ones)
 
     def release(self):
         super().release()
@@ -104,6 +109,22 @@ class Cast(Function):
 
     def backward(ctx, g):
         return g.astype(ctx.in_dtype)
+
+
+class IntegerCast(Cast):
+    """A cast to an integer or bool dtype, which carries no gradient (PyTorch cuts the
+    graph there too)."""
+    differentiable = False
+
+
+class Copy(Function):
+    """A copy in its own memory (``contiguous``: only where ``x`` is not C-contiguous)."""
+
+    def forward(ctx, x, contiguous):
+        return ctx.xp.ascontiguousarray(x) if contiguous else x.copy()
+
+    def backward(ctx, g):
+        return g
 
 
 class ToDevice(Function):
@@ -258,41 +279,61 @@ def stack(tensors, dim=0, *, out=None):
     return Stack.apply(*tensors, axis=dim % nd)
 
 
+class _TensorItem:
+    def __repr__(self):
+        return "<tensor>"
+
+
+TENSOR = _TensorItem()  # where Index.forward puts the next index array
+
+
+def _fill(index, arrays):
+    """``index`` with the ``arrays`` in the places of TENSOR, in order."""
+    items = iter(arrays)
+    if type(index) is tuple:
+        return tuple(next(items) if i is TENSOR else i for i in index)
+    return next(items) if index is TENSOR else index
+
+
 def _normalize_index(index):
-    """Tensors to arrays, lists to arrays; returns (index, advanced)."""
+    """Lists to arrays, tensors to TENSOR; returns (index, the tensors in order, advanced)."""
     items = index if isinstance(index, tuple) else (index,)
     advanced = False
-    out = []
+    out, tensors = [], []
     for item in items:
         if isinstance(item, Tensor):
-            item = item._data
+            tensors.append(item)
+            item = TENSOR
             advanced = True
         elif isinstance(item, list):
             advanced = True
         elif hasattr(item, "dtype") and getattr(item, "ndim", 0) > 0:
             advanced = True
         out.append(item)
-    return (tuple(out) if isinstance(index, tuple) else out[0]), advanced
+    return (tuple(out) if isinstance(index, tuple) else out[0]), tensors, advanced
 
 
 def getitem(input, index):
     """``t[index]``: basic and advanced (integer array, bool mask) indexing, with gradient."""
-    index, advanced = _normalize_index(index)
+    index, tensors, advanced = _normalize_index(index)
+    # An index on another device is moved, as PyTorch takes a CPU index into a CUDA tensor.
+    tensors = [t if t._backend is input._backend else to_backend(t, input._backend)
+               for t in tensors]
     if advanced and isinstance(index, list):
         index = input._backend.xp.asarray(index)
     try:
-        return Index.apply(input, index=index, advanced=advanced)
+        return Index.apply(input, *tensors, index=index, advanced=advanced)
     except IndexError as exc:
-        raise IndexError(f"index {index!r} is out of range for a tensor of shape "
+        shown = _fill(index, [t._data for t in tensors])
+        raise IndexError(f"index {shown!r} is out of range for a tensor of shape "
                          f"{tuple(input.shape)}: {exc}") from None
 
 
 def to_dtype(input, dtype):
     if input.dtype == dtype:
         return input
-    if input._requires_grad and dtype.kind not in "fc":
-        # Integer results can't carry gradients: cut the graph, as PyTorch does.
-        return Tensor._wrap(input._data.astype(dtype), input._backend)
+    if dtype.kind not in "fc":
+        return IntegerCast.apply(input, dtype=dtype)
     return Cast.apply(input, dtype=dtype)
 
 
