@@ -37,6 +37,8 @@ batches happen to give it the same value.
 """
 from __future__ import annotations
 
+import numpy as np
+
 from .function import Function
 from .grad_mode import _state
 from .tensor import Tensor
@@ -247,8 +249,11 @@ def _same(a, b, xp):
         return type(a) is type(b) and len(a) == len(b) and \
             all(_same(x, y, xp) for x, y in zip(a, b))
     if hasattr(a, "shape") and hasattr(a, "dtype"):
-        return hasattr(b, "shape") and a.shape == b.shape and a.dtype == b.dtype and \
-            bool(xp.array_equal(a, b))
+        # (A constant may live on the host in a CUDA step: gl.arange(n) as an index.)
+        if type(a) is not type(b):
+            return False
+        return a.shape == b.shape and a.dtype == b.dtype and \
+            bool((np if isinstance(a, np.ndarray) else xp).array_equal(a, b))
     try:
         return bool(a == b) and type(a) is type(b)
     except Exception:  # noqa: BLE001 - an object without a usable == is not "the same"

@@ -153,6 +153,13 @@ class Backend:
         """a @ b of two matrices of this backend (the 2-D products of matmul and linear)."""
         raise NotImplementedError
 
+    def check(self, bad, error):
+        """Raise ``error(i)``, i the flat index of the first true element of the bool array
+        ``bad``, if there is one. (The CUDA backend, inside a graph capture, reads it after
+        the launch instead: an op's check of its inputs' values needs no host read then.)"""
+        if bool(bad.any()):
+            raise error(int(bad.reshape(-1).argmax()))
+
     def uniform(self, low, high, shape, dtype):
         """Draws from U(low, high) as ``dtype``, from this thread's generator (RReLU's
         slopes)."""

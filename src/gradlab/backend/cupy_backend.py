@@ -250,6 +250,14 @@ class CupyBackend(Backend):
                     np.int64(k)))
         return c
 
+    def check(self, bad, error):
+        deferred = deferred_checks()
+        if deferred is None:
+            return super().check(bad, error)
+        flat = bad.reshape(-1)  # the first bad index, or the size where there is none
+        first = cupy.where(flat.any(), flat.argmax(), flat.size)
+        deferred.add(first.astype(cupy.uint64).reshape(1), flat.size, error)
+
     def uniform(self, low, high, shape, dtype):
         with self._cuda_device:
             if cupy.cuda.get_current_stream().is_capturing():

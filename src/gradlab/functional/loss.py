@@ -170,11 +170,9 @@ class NllLoss(Function):
         n, c = x.shape
         valid = target != ignore_index
         safe = xp.where(valid, target, 0)
-        bad = (safe < 0) | (safe >= c)
-        if bool(bad.any()):
-            first = int(target[xp.argmax(bad)])
-            raise IndexError(f"nll_loss: target {first} is out of bounds for {c} classes "
-                             f"(valid targets are 0..{c - 1}, or ignore_index={ignore_index})")
+        ctx.backend.check((safe < 0) | (safe >= c), lambda first: IndexError(
+            f"nll_loss: target {int(target[first])} is out of bounds for {c} classes (valid "
+            f"targets are 0..{c - 1}, or ignore_index={ignore_index})"))
         w = valid.astype(x.dtype) if weight is None else weight[safe] * valid
         rows = xp.arange(n)
         loss = -x[rows, safe] * w
@@ -229,11 +227,9 @@ class BinaryCrossEntropy(Function):
 
     def forward(ctx, x, y, w):
         xp = ctx.xp
-        if bool(((x < 0) | (x > 1)).any()):
-            bad = float(x.reshape(-1)[xp.argmax(((x < 0) | (x > 1)).reshape(-1))])
-            raise ValueError(f"binary_cross_entropy: input values must be probabilities in "
-                             f"[0, 1], found {bad}; for logits use "
-                             f"binary_cross_entropy_with_logits")
+        ctx.backend.check((x < 0) | (x > 1), lambda first: ValueError(
+            f"binary_cross_entropy: input values must be probabilities in [0, 1], found "
+            f"{float(x.reshape(-1)[first])}; for logits use binary_cross_entropy_with_logits"))
         with np.errstate(divide="ignore"):
             log_x = xp.maximum(xp.log(x), -100)
             log_1mx = xp.maximum(xp.log(1 - x), -100)
@@ -414,8 +410,8 @@ class _ClampVariance(Function):
     are refused here, in the op, so that a replayed step checks each batch's."""
 
     def forward(ctx, var, lo):
-        if bool((var < 0).any()):
-            raise ValueError("gaussian_nll_loss: var has negative entries")
+        ctx.backend.check(var < 0, lambda first: ValueError(
+            f"gaussian_nll_loss: var has negative entries ({float(var.reshape(-1)[first])})"))
         return ctx.xp.maximum(var, lo)
 
     def backward(ctx, g):
@@ -458,10 +454,8 @@ class MultiMargin(Function):
     def forward(ctx, x, target, weight, p, margin):
         xp = ctx.xp
         n, c = x.shape
-        bad = (target < 0) | (target >= c)
-        if bool(bad.any()):
-            raise IndexError(f"multi_margin_loss: target {int(target[xp.argmax(bad)])} is out "
-                             f"of bounds for {c} classes")
+        ctx.backend.check((target < 0) | (target >= c), lambda first: IndexError(
+            f"multi_margin_loss: target {int(target[first])} is out of bounds for {c} classes"))
         rows = xp.arange(n)
         h = (margin - x[rows, target][:, None]) + x
         active = h > 0

@@ -34,9 +34,8 @@ def _rows(backend, logits, target, weight, ignore_index, s):
     if n == 0:
         return loss, grad
     if c == 0:  # no kernel: every non-ignored target is out of range
-        bad = target != ignore_index
-        if bool(bad.any()):
-            raise checks.bad_target_error(int(target[int(bad.argmax())]), c)
+        backend.check(target != ignore_index,
+                      lambda first: checks.bad_target_error(int(target[first]), c))
         loss.fill(0)
         return loss, grad
     bad_row = cupy.full(1, n, dtype=cupy.uint64)
