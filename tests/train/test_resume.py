@@ -115,7 +115,7 @@ def test_sigkilled_and_resumed_run_is_bitwise_equal_to_an_uninterrupted_one(tmp_
 
 
 # -- in-process: corrupt, truncated, foreign and newer checkpoint files ---------------------
-def _tiny_fit(directory, resume=False, epochs=2, every=2):
+def _tiny_fit(directory, resume=False, epochs=2, every=2, compile=False):
     gl.manual_seed(0)
     X = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
     y = (X[:, 0] > 0).astype(np.int64)
@@ -124,18 +124,21 @@ def _tiny_fit(directory, resume=False, epochs=2, every=2):
     model = gl.nn.Sequential(gl.nn.Linear(3, 4), gl.nn.ReLU(), gl.nn.Linear(4, 2))
     opt = gl.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     gl.train.fit(model, gl.nn.CrossEntropyLoss(), opt, loader, epochs=epochs, verbose=0,
-                 checkpoint_dir=directory, checkpoint_every=every, resume=resume)
+                 checkpoint_dir=directory, checkpoint_every=every, resume=resume,
+                 compile=compile)
     return {k: v.numpy().copy() for k, v in model.state_dict().items()}
 
 
-def test_in_process_resume_from_a_mid_run_checkpoint_matches(tmp_path):
+@pytest.mark.parametrize("compile", [False, True])
+def test_in_process_resume_from_a_mid_run_checkpoint_matches(tmp_path, compile):
+    # (compile: the resumed run records its step anew and still ends with the eager bits)
     full = _tiny_fit(tmp_path / "a")
-    _tiny_fit(tmp_path / "b", epochs=1, every=3)  # stops mid-way through the 2-epoch run
+    _tiny_fit(tmp_path / "b", epochs=1, every=3, compile=compile)  # stops mid-way
     # A one-epoch run's final checkpoint is "finished"; rewrite it as a 2-epoch run's
     # mid-point by resuming from its last mid-epoch checkpoint instead.
     paths = ckpt.list_checkpoints(tmp_path / "b")
     os.unlink(paths[-1])
-    got = _tiny_fit(tmp_path / "b", resume=True, every=3)
+    got = _tiny_fit(tmp_path / "b", resume=True, every=3, compile=compile)
     for k in full:
         assert np.array_equal(full[k], got[k]), k
 
