@@ -22,6 +22,7 @@ VALUE_OPS = {
     "clone": lambda x, y: y.clone(), "contiguous": lambda x, y: y.reshape(2, 2).T.contiguous(),
     "index_by_tensor": lambda x, y: x[1:, :][y[:3], y[1:]],
     "index_by_mask": lambda x, y: x[x > 0],
+    "one_hot": lambda x, y: gl.nn.functional.one_hot(y, 3),
 }
 
 

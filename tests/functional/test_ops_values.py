@@ -154,3 +154,23 @@ def test_gradcheck_reports_worst_element():
     assert gl.autograd.gradcheck(WrongGrad.apply, [x], raise_exception=False) is False
     with pytest.raises(ValueError, match="float64"):
         gl.autograd.gradcheck(gl.exp, [gl.ones(2, requires_grad=True)])
+
+
+def test_one_hot(device):
+    F = gl.nn.functional
+    y = gl.tensor([[0, 2], [1, 1]], device=device)
+    rows = F.one_hot(y)  # num_classes inferred: 3
+    assert rows.dtype == gl.int64 and tuple(rows.shape) == (2, 2, 3)
+    np.testing.assert_array_equal(to_numpy(rows), np.eye(3, dtype=np.int64)[to_numpy(y)])
+    assert tuple(F.one_hot(y, num_classes=np.int64(5)).shape) == (2, 2, 5)
+    with pytest.raises(RuntimeError, match=r"class value 3 is outside \[0, 3\)"):
+        F.one_hot(gl.tensor([0, 3], device=device), 3)
+    with pytest.raises(RuntimeError, match="class value -1 is outside"):
+        F.one_hot(gl.tensor([-1, 1], device=device), 2)
+    with pytest.raises(TypeError, match=r"integer class indices, got float32; .*\.long\(\)"):
+        F.one_hot(gl.tensor([0.0, 1.0], device=device), 2)
+    for bad in (0, -2, 2.0, True):
+        with pytest.raises(ValueError, match="num_classes must be a positive int"):
+            F.one_hot(y, bad)
+    with pytest.raises(ValueError, match="empty tensor; pass num_classes"):
+        F.one_hot(gl.tensor(np.zeros(0, np.int64), device=device))

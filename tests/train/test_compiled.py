@@ -161,6 +161,7 @@ _BATCH_DERIVED = {
     "masked_cross_entropy": lambda: lambda o, y: (
         F.cross_entropy(o, y, reduction="none") * (1.0 + (o.argmax(1) != y).float())
     ).mean() + 0.1 * o.max(1)[0].mean() * (y > 0).any().float(),
+    "one_hot_mse": lambda: lambda o, y: F.mse_loss(o, F.one_hot(y, 3).float()),
     "gaussian_nll": lambda: lambda o, y: F.gaussian_nll_loss(
         o, (y[:, None] == gl.arange(3)).float(), F.softplus(o) + 0.1),
 }

@@ -253,7 +253,7 @@ def _same(a, b, xp):
         if type(a) is not type(b):
             return False
         return a.shape == b.shape and a.dtype == b.dtype and \
-            bool((np if isinstance(a, np.ndarray) else xp).array_equal(a, b))
+            bool((np if isinstance(a, (np.ndarray, np.generic)) else xp).array_equal(a, b))
     try:
         return bool(a == b) and type(a) is type(b)
     except Exception:  # noqa: BLE001 - an object without a usable == is not "the same"

@@ -3,6 +3,7 @@ dtype/device conversion."""
 from __future__ import annotations
 
 import builtins
+import operator
 
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
@@ -327,6 +328,43 @@ def getitem(input, index):
         shown = _fill(index, [t._data for t in tensors])
         raise IndexError(f"index {shown!r} is out of range for a tensor of shape "
                          f"{tuple(input.shape)}: {exc}") from None
+
+
+class OneHot(Function):
+    """Class indices (...) to (..., num_classes) int64 rows with a 1 at each index; no
+    gradient. The range check is the op's, so a replayed step checks each batch's."""
+    differentiable = False
+
+    def forward(ctx, index, num_classes):
+        ctx.backend.check((index < 0) | (index >= num_classes), lambda first: RuntimeError(
+            f"one_hot: class value {int(index.reshape(-1)[first])} is outside [0, "
+            f"{num_classes}) (num_classes={num_classes})"))
+        return (index[..., None] == ctx.xp.arange(num_classes)).astype("int64")
+
+
+def one_hot(input, num_classes=-1):
+    """One-hot rows of the class indices ``input``: shape ``input.shape + (num_classes,)``,
+    int64 (``.float()`` it for a loss). ``num_classes=-1``: the largest index + 1."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"one_hot: input must be a Tensor of class indices, got "
+                        f"{type(input).__name__}")
+    if input.dtype.kind not in "iu":
+        raise TypeError(f"one_hot: input must hold integer class indices, got {input.dtype}; "
+                        f"convert it with .long()")
+    given = num_classes
+    try:
+        num_classes = None if isinstance(given, bool) else operator.index(given)
+    except TypeError:
+        num_classes = None
+    if num_classes is None or num_classes < -1 or num_classes == 0:
+        raise ValueError(f"one_hot: num_classes must be a positive int, or -1 to use the "
+                         f"largest index + 1, got {given!r}")
+    if num_classes == -1:
+        if input.numel() == 0:
+            raise ValueError("one_hot: cannot infer num_classes from an empty tensor; pass "
+                             "num_classes")
+        num_classes = max(int(input.max().item()) + 1, 1)  # (a negative max: the op refuses)
+    return OneHot.apply(input, num_classes=num_classes)
 
 
 def to_dtype(input, dtype):

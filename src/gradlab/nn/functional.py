@@ -40,7 +40,7 @@ from ..functional.loss import (
 )
 from ..functional.matmul import linear
 from ..functional.normalization import batch_norm, layer_norm
-from ..functional.shape import flatten
+from ..functional.shape import flatten, one_hot
 
 atan = arctan
 swish = silu
@@ -48,9 +48,9 @@ swish = silu
 __all__ = [
     "arctan", "atan", "batch_norm", "binary_cross_entropy", "binary_cross_entropy_with_logits",
     "binary_step", "bipolar_relu", "cross_entropy", "dropout", "elu", "flatten",
-    "gaussian_nll_loss", "gelu", "hinge_embedding_loss", "huber_loss", "identity", "isrlu",
-    "isru", "kl_div", "l1_loss", "layer_norm", "leaky_relu", "linear", "log_softmax",
-    "mse_loss", "multi_margin_loss", "nll_loss", "poisson_nll_loss", "prelu", "relu", "rrelu",
+    "gaussian_nll_loss", "gelu", "hinge_embedding_loss", "huber_loss", "identity", "isrlu", "isru",
+    "kl_div", "l1_loss", "layer_norm", "leaky_relu", "linear", "log_softmax", "mse_loss",
+    "multi_margin_loss", "nll_loss", "one_hot", "poisson_nll_loss", "prelu", "relu", "rrelu",
     "selu", "sigmoid", "silu", "smooth_l1_loss", "softmax", "softplus", "softsign", "sqnl",
     "swish", "tanh",
 ]
