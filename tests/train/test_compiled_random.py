@@ -99,22 +99,23 @@ def _train(cfg, compiled):
     sched = gl.optim.lr_scheduler.StepLR(opt, 2, 0.7) if cfg["schedule"] else None
     clip = {"norm": {"clip_grad_norm": 0.5}, "value": {"clip_grad_value": 0.05}}.get(
         cfg["clip"], {})
-    step = compile_step(model, loss_fn, opt, **clip) if compiled else None
+
+    def eager_step(x, y):
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        if clip:  # as compile_step clips: between backward and the optimizer step
+            (gl.nn.utils.clip_grad_norm_ if "clip_grad_norm" in clip else
+             gl.nn.utils.clip_grad_value_)(model.parameters(), *clip.values())
+        opt.step()
+        return loss
+
+    step = compile_step(model, loss_fn, opt, **clip) if compiled else eager_step
     losses = []
     for i, (x, y) in enumerate(_batches(cfg)):
         if i == cfg["eval_after"]:
             model.eval()
-        if compiled:
-            loss = step(x, y)
-        else:
-            opt.zero_grad()
-            loss = loss_fn(model(x), y)
-            loss.backward()
-            if cfg["clip"] == "norm":
-                gl.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-            elif cfg["clip"] == "value":
-                gl.nn.utils.clip_grad_value_(model.parameters(), 0.05)
-            opt.step()
+        loss = step(x, y)
         losses.append(loss.item())
         if sched is not None:
             sched.step()
