@@ -96,7 +96,7 @@ class Index(Function):
             ctx.backend.scatter_add(grad, ctx.index, g)
         else:
             grad[ctx.index] = g
-        return grad  # (and None for the index arrays: the engine pads the missing ones)
+        return grad  # (none for the index arrays: the engine stops at the last one given)
 
     def release(self):
         super().release()
