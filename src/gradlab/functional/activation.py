@@ -178,7 +178,7 @@ class Rrelu(Function):
 
     def backward(ctx, g):
         d, = ctx.saved_tensors
-        return g * d, None
+        return g * d
 
 
 class Prelu(Function):
