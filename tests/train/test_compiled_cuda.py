@@ -239,22 +239,54 @@ def test_rrelu_replays_ungraphed_without_a_warning():
 @pytest.mark.parametrize("index_device", ["cuda", "cpu"])
 def test_a_loss_that_picks_by_the_target_replays(index_device):
     # -log p[rows, y]: the rows a constant of the recording, y read from each batch. Rows
-    # made on the host are moved to the device at every replay, a copy from host memory
-    # that a capture refuses: that step replays without a graph, with a warning.
+    # made on the host (PyTorch's habit: torch.arange(n) is a CPU tensor) are moved to the
+    # device by a ToDevice node, which a replay skips, reusing the recorded copy: the
+    # graph holds no host-to-device copy, which a capture would refuse.
     def loss_fn(out, y):
         rows = gl.arange(out.shape[0], device=index_device)
         return -gl.nn.functional.log_softmax(out, dim=1)[rows, y].mean()
     make_opt = lambda p: gl.optim.Adam(p, lr=1e-2)  # noqa: E731
-    if index_device == "cuda":
-        info = _assert_equal_runs(_batches(STEPS), make_opt, loss_fn, graphed=STEPS - 3)
-        assert info["ungraphed_reasons"] == []
-        return
-    eager, eager_losses, _ = _run(_batches(STEPS), False, make_opt, loss_fn)
-    with pytest.warns(RuntimeWarning, match="host-to-device copy"):
-        comp, comp_losses, info = _run(_batches(STEPS), True, make_opt, loss_fn)
-    assert comp_losses == eager_losses and info["replayed"] == STEPS - 2
-    for a, b in zip(comp, eager):
+    info = _assert_equal_runs(_batches(STEPS), make_opt, loss_fn, graphed=STEPS - 3)
+    assert info["ungraphed_reasons"] == []
+
+
+def test_a_host_tensor_the_loss_holds_is_read_at_every_replay():
+    # Class weights kept on the host and changed in place between steps: the same array
+    # in both recordings, so its move to the device is not folded; each replay copies its
+    # current values (a graph cannot: that signature replays without one, with a warning).
+    weight = gl.tensor([1.0, 1.0, 1.0])
+
+    def loss_fn(out, y):
+        return gl.nn.functional.cross_entropy(out, y, weight=weight.to("cuda"))
+    make_opt = lambda p: gl.optim.SGD(p, lr=0.1)  # noqa: E731
+    runs = []
+    for compiled in (False, True):
+        weight.data = gl.tensor([1.0, 1.0, 1.0])
+        model = _model()
+        opt = make_opt(model.parameters())
+        step = compile_step(model, loss_fn, opt) if compiled else None
+        losses = []
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for x, y in _batches(STEPS):
+                if step is None:
+                    opt.zero_grad()
+                    loss = loss_fn(model(x), y)
+                    loss.backward()
+                    opt.step()
+                else:
+                    loss = step(x, y)
+                losses.append(loss.item())
+                with gl.no_grad():
+                    weight.mul_(gl.tensor([1.0, 2.0, 0.5]))  # changes every step's loss
+        runs.append((losses, _state(model, opt), caught, step))
+    (eager_losses, eager_state, _, _), (losses, state, caught, step) = runs
+    assert losses == eager_losses
+    for a, b in zip(state, eager_state):
         np.testing.assert_array_equal(a, b)
+    assert step.info()["replayed"] == STEPS - 2 and step.info()["graphed"] == 0
+    assert any("host-to-device copy" in str(w.message) for w in caught), \
+        [str(w.message) for w in caught]
 
 
 @pytest.mark.parametrize("loss", ["cross_entropy", "nll", "multi_margin"])

@@ -38,8 +38,8 @@ CLASS_LOSSES = {  # (output, class indices) -> loss
                                                   ignore_index=1),
     "nll": lambda: lambda o, y: F.nll_loss(F.log_softmax(o, dim=1), y),
     "multi_margin": lambda: gl.nn.MultiMarginLoss(p=2, weight=gl.tensor([0.5, 1.0, 2.0])),
-    "picked": lambda: lambda o, y: -F.log_softmax(o, dim=1)[
-        gl.arange(o.shape[0], device=o.device), y].mean(),
+    # (the rows on the CPU, as torch.arange makes them: on CUDA, a move a replay folds)
+    "picked": lambda: lambda o, y: -F.log_softmax(o, dim=1)[gl.arange(o.shape[0]), y].mean(),
     "masked": lambda: lambda o, y: (F.cross_entropy(o, y, reduction="none")
                                     * (1.0 + (o.argmax(1) != y).float())).mean(),
     "one_hot_mse": lambda: lambda o, y: F.mse_loss(o, F.one_hot(y, 3).float()),

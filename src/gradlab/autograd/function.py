@@ -46,6 +46,10 @@ class Function:
     # the graph, even from inputs that require grad. They are Functions all the same so that
     # a recorded step (autograd/tape.py) sees them and recomputes them from each batch.
     differentiable = True
+    # True for an op whose output is a function of its input arrays alone (no draw, no
+    # state, no setting read at the call): a recorded step may then reuse the recorded
+    # output where the inputs are constants made afresh by each step (autograd/tape.py).
+    foldable = False
 
     def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -34,6 +34,12 @@ factory (``zeros_like``, ``randn_like``) or an array wrapped by hand. They are s
 they do not depend on the batch; the caller checks that by recording twice and comparing
 (``Recording.same_as``), which catches a constant computed from the data unless both
 batches happen to give it the same value.
+
+A constant made afresh by each step (another array in each recording) is frozen by a
+replay either way, so a ``foldable`` node that reads only such constants (ToDevice: a CPU
+``gl.arange(n)`` moved to index a CUDA tensor) is not run again: its recorded output is a
+constant too. A constant that is the same array in both recordings (a tensor the loss
+holds, maybe changed in place between steps) is read, and its nodes run, at every replay.
 """
 from __future__ import annotations
 
@@ -222,10 +228,21 @@ class Recording:
             return "the step changes other tensors in place on another batch"
         return None
 
-    def plan(self, keep=()):
+    def fresh_constants(self, other):
+        """The const slots whose arrays differ between this recording and ``other`` (the
+        same step's, which ``same_as`` found equal): made afresh by each step, such as a
+        ``gl.arange(n)`` inside the loss, so that no array outside the step holds them
+        (unlike a tensor the loss closes over, which may be updated in place between steps,
+        and whose array the replay must read at every call)."""
+        return {slot for slot, kind in enumerate(self.kinds)
+                if kind == "const" and self.values[slot] is not other.values[slot]}
+
+    def plan(self, keep=(), fresh=()):
         """The Replay of this recording (which must not be broken); ``keep``: the slots the
-        caller reads after the forward pass (the output, the loss)."""
-        return Replay(self, keep)
+        caller reads after the forward pass (the output, the loss); ``fresh``: const slots
+        made afresh by each step (``fresh_constants``), whose ``foldable`` nodes a replay
+        skips, reusing their recorded outputs."""
+        return Replay(self, keep, fresh)
 
 
 def constants_current(rec):
@@ -278,15 +295,19 @@ class Replay:
     MLPs, while each needed a rule for who may see a buffer and a check that ``out=`` gives
     the same bytes; so a replay has none."""
 
-    def __init__(self, rec: Recording, keep=()):
+    def __init__(self, rec: Recording, keep=(), fresh=()):
         self.ndarray = rec.ndarray
         self.input_slots = list(rec.input_slots)
-        self.kinds = rec.kinds
+        self.folded = _folded_nodes(rec, keep, fresh)
+        # The slots' kinds as the replay sees them: a folded node's output is a constant.
+        self.kinds = list(rec.kinds)
+        for i in self.folded:
+            self.kinds[rec.nodes[i][4]] = "const"
         self.root = rec.root
         self.bumped = [t._version for t in rec.bumped]
         self.n_nodes = len(rec.nodes)
-        self._ctxs = [node[1] for node in rec.nodes]
-        self._consts = [v for v, k in zip(rec.values, rec.kinds) if k == "const"]
+        self._ctxs = [node[1] for i, node in enumerate(rec.nodes) if i not in self.folded]
+        self._consts = [v for v, k in zip(rec.values, self.kinds) if k == "const"]
         self.const_tensors = rec.const_tensors
         nodes = rec.nodes
         # Leaves in the order backward first reaches them (the engine's order).
@@ -306,10 +327,11 @@ class Replay:
                     edges.append((pos, False, leaf_of[id(nxt)]))
             plan.append((index, edges))
         self.leaves = leaves
-        self.fused = _fused_pairs(rec, keep)
+        self.fused = _fused_pairs(rec, keep, self.folded)
         ns = {"ND": rec.ndarray, "_nd": _as_ndarray, "_own": _own_fast, "_cast": _cast_fast,
               "WRAP": Tensor._wrap}
-        self.source = (_forward_source(rec, keep, ns, self.fused) + "\n" +
+        self.source = (_forward_source(rec, self.kinds, keep, ns, self.fused, self.folded) +
+                       "\n" +
                        _backward_source(nodes, plan, leaves, rec.root, ns, self.fused,
                                         rec.values))
         exec(compile(self.source, "<gradlab replay>", "exec"), ns)  # noqa: S102 - our code
@@ -330,11 +352,28 @@ class Replay:
         return total
 
 
-def _fused_pairs(rec, keep):
+def _folded_nodes(rec, keep, fresh):
+    """The nodes a replay skips: those of a ``foldable`` class whose inputs are all fresh
+    constants (or outputs of nodes folded before them), that backward does not run, and
+    whose output is neither kept by the caller nor changed in place. Their recorded outputs
+    are what every replay would compute again: the fresh constants were equal in both
+    recordings, and a replay reuses them anyway."""
+    constant = set(fresh)
+    in_backward = set(rec.order)
+    folded = set()
+    for i, (cls, _, slots, _, out) in enumerate(rec.nodes):
+        if cls.foldable and slots and i not in in_backward and out not in keep and \
+                all(s in constant for s in slots) and id(rec.values[out]) not in rec.mutated:
+            folded.add(i)
+            constant.add(out)
+    return folded
+
+
+def _fused_pairs(rec, keep, folded=()):
     """{index of a first node: its fusion's prepared (forward, backward)} for each registered
-    pair (i, i + 1) of recorded nodes where node i's output is read by node i + 1 alone, as
-    its only argument, and is neither kept by the caller nor changed in place, and the
-    fusion fits the arguments."""
+    pair (i, i + 1) of recorded nodes, neither folded, where node i's output is read by
+    node i + 1 alone, as its only argument, and is neither kept by the caller nor changed
+    in place, and the fusion fits the arguments."""
     nodes = rec.nodes
     readers = {}
     for node in nodes:
@@ -347,6 +386,7 @@ def _fused_pairs(rec, keep):
         second = nodes[i + 1]
         fusion, methods = _FUSIONS.get((cls, second[0]), (None, None))
         if fusion is not None and methods == _methods(cls, second[0]) \
+                and i not in folded and i + 1 not in folded \
                 and not second[3] and second[2] == (out,) and readers.get(out) == 1 \
                 and out not in keep and id(rec.values[out]) not in rec.mutated \
                 and fusion.fits(ctx, second[1], *(args := [rec.values[s] for s in slots]),
@@ -358,10 +398,10 @@ def _fused_pairs(rec, keep):
     return fused
 
 
-def _forward_source(rec, keep, ns, fused):
-    """``forward(inputs)``: the recorded forward pass on new input arrays; returns
+def _forward_source(rec, kinds, keep, ns, fused, folded=()):
+    """``forward(inputs)``: the recorded forward pass on new input arrays, less the
+    ``folded`` nodes (``kinds``: the replay's, their outputs constants); returns
     {slot: array} for the ``keep`` slots (the caller's output and loss)."""
-    kinds = rec.kinds
     for slot, kind in enumerate(kinds):
         if kind in ("const", "known"):
             ns[f"c{slot}"] = rec.values[slot]
@@ -384,6 +424,8 @@ def _forward_source(rec, keep, ns, fused):
     lines = ["def forward(inputs):"]
     lines.append("    " + ", ".join(f"s{s}" for s in rec.input_slots) + ", = inputs")
     for i, (cls, ctx, slots, kwargs, out) in enumerate(rec.nodes):
+        if i in folded:
+            continue
         ns[f"X{i}"] = ctx
         if i - 1 in fused:
             # node i - 1 and this one ran as one call; free what either last read

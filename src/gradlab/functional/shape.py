@@ -129,6 +129,10 @@ class Copy(Function):
 
 
 class ToDevice(Function):
+    # (A replay then reuses the recorded copy of a constant, such as a CPU gl.arange(n)
+    # indexing a CUDA tensor: no host-to-device copy per step, which a graph capture refuses.)
+    foldable = True
+
     def forward(ctx, x, target):
         ctx.source = ctx.backend
         ctx.backend = target

@@ -260,11 +260,11 @@ class CompiledStep:
         if entry.first is None:
             entry.first = rec
         else:
-            differs = entry.first.same_as(rec, rec.xp)
-            entry.first = None
+            first, entry.first = entry.first, None
+            differs = first.same_as(rec, rec.xp)
             if differs is not None:
                 return self._give_up(entry, differs)
-            entry.replay = rec.plan(keep=slots)
+            entry.replay = rec.plan(keep=slots, fresh=first.fresh_constants(rec))
             entry.out_slot, entry.loss_slots = slots[0], slots[1:]
             entry.tuple_loss = rec.tuple_loss
         self.record_seconds += time.perf_counter() - started
