@@ -61,3 +61,31 @@ def test_a_copy_of_a_tensors_values_made_by_a_factory_is_a_read():
     with recording(rec, "forward"):
         gl.tensor(y)
     assert "gl.tensor(t)" in rec.broken
+
+
+DRAWS = {
+    "randn_like": lambda x: gl.randn_like(x), "rand": lambda x: gl.rand(x.shape[0]),
+    "randint": lambda x: gl.randint(3, (4,)),
+    "with_a_generator": lambda x: gl.randn(2, generator=gl.Generator().manual_seed(1)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DRAWS))
+def test_random_factories_are_recorded_as_draws(name):
+    # (a constant would hold the recording's draw, and a replay would add the same noise
+    # to every batch)
+    x, y = _inputs()
+    rec = Recording([x, y], [], x._backend.ndarray)
+    with recording(rec, "forward"):
+        out = DRAWS[name](x)
+    assert rec.broken is None
+    assert rec.slot_of(out) is not None, f"{name}'s result is not an op's output"
+    assert not out.requires_grad
+
+
+def test_a_random_leaf_that_requires_grad_stays_a_constant():
+    x, y = _inputs()
+    rec = Recording([x, y], [], x._backend.ndarray)
+    with recording(rec, "forward"):
+        out = gl.randn(3, requires_grad=True)
+    assert out.requires_grad and out.grad_fn is None and rec.slot_of(out) is None

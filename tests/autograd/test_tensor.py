@@ -65,6 +65,12 @@ def test_factories(device):
     assert abs(n.mean()) < 0.05 and 0.95 < n.std() < 1.05
     i = to_numpy(gl.randint(3, 7, (1000,), device=device))
     assert i.min() == 3 and i.max() == 6 and i.dtype == np.int64
+    j = gl.randint(4, (2, 500), device=device, dtype=gl.int32)  # PyTorch's randint(high, size)
+    assert j.shape == (2, 500) and j.dtype == gl.int32 and set(to_numpy(j).ravel()) == {0, 1, 2, 3}
+    assert gl.randn(3, device=device, dtype=gl.float16).dtype == gl.float16
+    assert not gl.randn(3, device=device).requires_grad
+    leaf = gl.randn(3, device=device, requires_grad=True)
+    assert leaf.requires_grad and leaf.is_leaf
 
 
 def test_manual_seed_reproduces_draws(device):

@@ -147,10 +147,11 @@ def test_mse_regression_and_loss_closures():
 
 
 # Losses that compute from the batch with ops that have no gradient (masks, argmax,
-# indexing by the target, per-class weights picked by the target), and a model that draws
-# inside an op (RReLU). Both recordings of the signature see the same batch here, so
-# comparing the two cannot tell a frozen array from a constant: the replay is right only
-# because every such op is recorded as an op and recomputed from each batch.
+# indexing by the target, per-class weights picked by the target) or draw with the random
+# factories (noise, a random mask), and a model that draws inside an op (RReLU). Both
+# recordings of the signature see the same batch here, so comparing the two cannot tell a
+# frozen array from a constant: the replay is right only because every such op is recorded
+# as an op and recomputed from each batch.
 _BATCH_DERIVED = {
     "multi_margin": lambda: gl.nn.MultiMarginLoss(p=2, weight=gl.tensor([0.5, 1.0, 2.0])),
     "multi_margin_p1": lambda: gl.nn.MultiMarginLoss(margin=0.5),
@@ -164,6 +165,10 @@ _BATCH_DERIVED = {
     "one_hot_mse": lambda: lambda o, y: F.mse_loss(o, F.one_hot(y, 3).float()),
     "gaussian_nll": lambda: lambda o, y: F.gaussian_nll_loss(
         o, (y[:, None] == gl.arange(3)).float(), F.softplus(o) + 0.1),
+    "noisy_one_hot": lambda: lambda o, y: F.mse_loss(
+        o + 0.05 * gl.randn_like(o), F.one_hot(y, 3).float() * gl.rand(1)),
+    "random_rows": lambda: lambda o, y: (
+        F.cross_entropy(o, y, reduction="none") * (gl.randint(2, (o.shape[0],)) + 0.5)).mean(),
 }
 
 
@@ -581,9 +586,12 @@ class _Noise(gl.nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = gl.nn.Linear(4, 3)
+        self._rng = np.random.default_rng(0)
 
     def forward(self, x):
-        return self.fc(x + 0.1 * gl.randn_like(x))   # drawn by a factory, not by an op
+        # drawn outside gradlab (gl.randn_like is a recorded draw: it replays)
+        noise = self._rng.standard_normal(x.shape).astype(np.float32)
+        return self.fc(x + 0.1 * gl.from_numpy(noise))
 
 
 class _Counts(gl.nn.Module):

@@ -236,6 +236,31 @@ def test_rrelu_replays_ungraphed_without_a_warning():
     assert "RReLU draws its slopes" in reason, reason
 
 
+def test_a_factory_draw_replays_ungraphed_without_a_warning():
+    # gl.randn_like / gl.rand in the step are recorded draws from CuPy's generator: each
+    # replay draws afresh as eager does; a graph would not advance that generator, so the
+    # step replays without one, as with RReLU.
+    def loss_fn(out, y):
+        keep = (gl.rand(out.shape[0], device=out.device) > 0.2).float()
+        noisy = out + 0.05 * gl.randn_like(out)
+        return (gl.nn.functional.cross_entropy(noisy, y, reduction="none") * keep).mean()
+    info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2), loss_fn,
+                              graphed=0)
+    assert info["replayed"] == STEPS - 2, info
+    reason, = info["ungraphed_reasons"]
+    assert "gl.rand draws from CuPy's generator" in reason, reason
+
+
+def test_a_cpu_generator_cannot_draw_on_the_device():
+    gen = gl.Generator().manual_seed(0)
+    for draw in (lambda: gl.randn(3, device="cuda", generator=gen),
+                 lambda: gl.rand(3, device="cuda", generator=gen),
+                 lambda: gl.randint(0, 3, (3,), device="cuda", generator=gen),
+                 lambda: gl.randperm(3, device="cuda", generator=gen)):
+        with pytest.raises(RuntimeError, match="is a CPU generator, and the draw is on cuda"):
+            draw()
+
+
 @pytest.mark.parametrize("index_device", ["cuda", "cpu"])
 def test_a_loss_that_picks_by_the_target_replays(index_device):
     # -log p[rows, y]: the rows a constant of the recording, y read from each batch. Rows

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..backend import get_backend
 from .dtypes import as_dtype, bool_, default_float, int64
+from .function import Function
 from .grad_mode import _state
 from .tensor import Tensor
 
@@ -250,18 +251,34 @@ def eye(n, m=None, dtype=None, device=None, requires_grad=False):
                    requires_grad)
 
 
+class Draw(Function):
+    """A random factory's draw as an op without inputs or gradient, so that a recorded step
+    (autograd/tape.py) draws afresh at each replay, from where the generator stands then,
+    as each eager step does (``x + 0.1 * gl.randn_like(x)`` in a forward)."""
+    differentiable = False
+
+    def forward(ctx, kind, size, dtype, generator, low=0, high=None):
+        return ctx.backend.draw(kind, size, dtype, generator, low, high)
+
+
+def _generator_for(kind, generator, backend):
+    if generator is not None and backend.device.type != "cpu":
+        raise RuntimeError(f"{kind}: generator= is a CPU generator, and the draw is on "
+                           f"{backend.device}; draws there come from gl.manual_seed (or draw "
+                           f"on the CPU, then .to('{backend.device}'))")
+    return generator
+
+
 def _draw(kind, size, dtype, device, requires_grad, generator):
     backend = get_backend(device)
     dtype = as_dtype(dtype) or default_float
     if dtype.kind != "f":
         raise TypeError(f"{kind}: dtype must be floating point, got {dtype}")
-    gen = generator if generator is not None else backend.random.generator
-    draw_dtype = dtype if dtype != np.float16 else np.float32
-    if kind == "rand":
-        array = gen.random(_size(size), dtype=draw_dtype)
-    else:
-        array = gen.standard_normal(_size(size), dtype=draw_dtype)
-    return _finish(array.astype(dtype, copy=False), backend, requires_grad)
+    generator = _generator_for(kind, generator, backend)
+    if requires_grad:  # a leaf: no op (a step that makes one records it as a constant)
+        return _finish(backend.draw(kind, _size(size), dtype, generator), backend, True)
+    return Draw.apply_on(backend, kind=kind, size=_size(size), dtype=dtype,
+                         generator=generator)
 
 
 def rand(*size, dtype=None, device=None, requires_grad=False, generator=None, **kw):
@@ -285,7 +302,10 @@ def randn_like(input, dtype=None, device=None, requires_grad=False):
 
 
 def randint(low, high=None, size=None, dtype=None, device=None, generator=None):
-    """Integers drawn uniformly from [low, high)."""
+    """Integers drawn uniformly from [low, high): ``randint(low, high, size)``, or
+    PyTorch's ``randint(high, size)``."""
+    if size is None and isinstance(high, (tuple, list)):
+        low, high, size = 0, low, high
     if high is None:
         low, high = 0, low
     if size is None:
@@ -293,14 +313,18 @@ def randint(low, high=None, size=None, dtype=None, device=None, generator=None):
     if high <= low:
         raise ValueError(f"randint: need low < high, got low={low}, high={high}")
     backend = get_backend(device)
-    gen = generator if generator is not None else backend.random.generator
-    array = gen.integers(low, high, size=_size((size,) if isinstance(size, int) else size))
-    return _finish(array.astype(as_dtype(dtype) or int64, copy=False), backend, False)
+    return Draw.apply_on(backend, kind="randint",
+                         size=_size((size,) if isinstance(size, int) else size),
+                         dtype=as_dtype(dtype) or int64,
+                         generator=_generator_for("randint", generator, backend),
+                         low=low, high=high)
 
 
 def randperm(n, dtype=None, device=None, generator=None):
     backend = get_backend(device)
-    gen = generator if generator is not None else backend.random.generator
+    gen = _generator_for("randperm", generator, backend)
+    if gen is None:
+        gen = backend.random.generator
     if hasattr(gen, "permutation"):
         perm = gen.permutation(n)
     else:  # CuPy's Generator has no permutation(): rank n uniform draws instead

@@ -111,6 +111,18 @@ class Function:
             ctx._saved_versions = _record_versions(ctx.saved_tensors, args, result)
         return result
 
+    @classmethod
+    def apply_on(cls, backend, **kwargs):
+        """``apply`` for an op without inputs and without a gradient (a random draw), on
+        ``backend``: a recorded step sees it as it sees every other op."""
+        ctx = cls.__new__(cls)
+        ctx.backend = backend
+        ctx.xp = backend.xp
+        out = cls.forward(ctx, **kwargs)
+        if _grad_state.tape is not None:
+            _grad_state.tape.node(cls, ctx, (), kwargs, out)
+        return Tensor._wrap(out, backend)
+
     def release(self):
         """Drop what forward saved; a second backward through this node then fails clearly."""
         self.saved_tensors = _FREED

@@ -28,9 +28,10 @@ why), and the caller then stays eager:
 Arrays that reach a node without coming from an input, a known tensor (parameters,
 buffers) or an earlier node are constants of the recording. gradlab's own ops that compute
 from values are all Functions, those without a gradient too (comparisons, argmax, all/any,
-integer casts, indexing by a tensor: ``Function.differentiable``), and the losses check
-their targets inside their Functions, so such constants come only from outside the ops: a
-factory (``zeros_like``, ``randn_like``) or an array wrapped by hand. They are safe only if
+integer casts, indexing by a tensor: ``Function.differentiable``), the random factories
+draw inside one (``Draw``), and the losses check their targets inside their Functions, so
+such constants come only from outside the ops: a factory (``zeros_like``, ``arange``) or an
+array wrapped by hand. They are safe only if
 they do not depend on the batch; the caller checks that by recording twice and comparing
 (``Recording.same_as``), which catches a constant computed from the data unless both
 batches happen to give it the same value.

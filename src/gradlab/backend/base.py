@@ -111,8 +111,9 @@ class RandomState(threading.local):
 
 class GraphCaptureUnsupported(RuntimeError):
     """Work that CuPy cannot capture into a CUDA graph was issued while a stream captured (a
-    GEMM that cuBLAS would run: CupyBackend.matrix_product). Raised before anything is
-    enqueued; the compiled step then replays that signature without a graph."""
+    GEMM that cuBLAS would run: CupyBackend.matrix_product; a draw from CuPy's generator:
+    CupyBackend.draw and .uniform). Raised before anything is enqueued; the compiled step
+    then replays that signature without a graph."""
 
 
 class Backend:
@@ -164,6 +165,18 @@ class Backend:
         """Draws from U(low, high) as ``dtype``, from this thread's generator (RReLU's
         slopes)."""
         return self.random.generator.uniform(low, high, shape).astype(dtype, copy=False)
+
+    def draw(self, kind, size, dtype, generator=None, low=0, high=None):
+        """The random factories' draws as ``dtype``: "rand" U[0, 1), "randn" N(0, 1),
+        "randint" integers in [low, high); from ``generator`` (a gl.Generator, CPU only),
+        else this thread's."""
+        gen = generator if generator is not None else self.random.generator
+        if kind == "randint":
+            return gen.integers(low, high, size=size).astype(dtype, copy=False)
+        drawn = np.float32 if dtype == np.float16 else dtype  # (no float16 draws)
+        if kind == "rand":
+            return gen.random(size, dtype=drawn).astype(dtype, copy=False)
+        return gen.standard_normal(size, dtype=drawn).astype(dtype, copy=False)
 
     # -- fused kernels ------------------------------------------------------------------
     # One signature each; the body calls the op's table in backend/fused, which runs the

@@ -260,11 +260,20 @@ class CupyBackend(Backend):
 
     def uniform(self, low, high, shape, dtype):
         with self._cuda_device:
-            if cupy.cuda.get_current_stream().is_capturing():
-                raise GraphCaptureUnsupported(
-                    "RReLU draws its slopes from CuPy's generator, whose state a CUDA graph "
-                    "would not keep in step with the host's")
+            self._draw_outside_capture("RReLU draws its slopes")
             return super().uniform(low, high, shape, dtype)
+
+    def draw(self, kind, size, dtype, generator=None, low=0, high=None):
+        with self._cuda_device:
+            self._draw_outside_capture(f"gl.{kind} draws")
+            return super().draw(kind, size, dtype, generator, low, high)
+
+    @staticmethod
+    def _draw_outside_capture(what):
+        if cupy.cuda.get_current_stream().is_capturing():
+            raise GraphCaptureUnsupported(
+                f"{what} from CuPy's generator, whose state a CUDA graph would not keep in "
+                f"step with the host's")
 
     def _for_cublas(self, a, b, m, k, n):
         """Why a product is not gradlab's kernel's, or None where it is."""

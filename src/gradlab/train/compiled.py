@@ -465,7 +465,8 @@ class _CudaGraphs:
       smaller ones are gradlab's kernel, which it captures). The signature replays
       ungraphed, without a warning: at those sizes the arithmetic dominates the step, and
       ``info()["ungraphed_reasons"]`` says why.
-    - RReLU's slopes: drawn from CuPy's generator, whose state a graph would not advance;
+    - RReLU's slopes and the random factories' draws (``gl.randn_like`` noise): drawn from
+      CuPy's generator, whose state a graph would not advance;
       the signature replays ungraphed, without a warning, as for a large GEMM.
     - Anything else a capture refuses (a host synchronisation inside the step, such as
       BatchNorm's ``momentum=None`` reading its batch count with ``float()``; an upload
@@ -556,7 +557,7 @@ class _CudaGraphs:
             for v, old in zip(replay.bumped, versions):
                 v[0] = old
             if isinstance(exc, GraphCaptureUnsupported):
-                # An op that declines capture by design (a GEMM for cuBLAS, RReLU's draws):
+                # An op that declines capture by design (a GEMM for cuBLAS, CuPy draws):
                 # expected, so info() says so and nobody is warned.
                 g.reason = f"not captured: {exc}"
             else:
