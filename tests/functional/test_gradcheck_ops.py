@@ -117,6 +117,58 @@ def test_gradcheck(name, device):
     assert gl.autograd.gradcheck(fn, inputs)
 
 
+F = gl.nn.functional
+
+
+def _y(a):
+    return gl.tensor([0, 2, 1], device=a.device)
+
+
+# Ops outside the core table whose backward takes numbers or masks into the gradient.
+FLOAT32_EXTRA = {
+    "maximum_scalar_tie": (lambda a: gl.maximum(a, a * 0.3), [(3, 4)]),
+    "minimum_broadcast": (lambda a, b: gl.minimum(a, b), [(3, 4), (4,)]),
+    "pow_tensor_exponent": (lambda a: 1.5 ** a, [(3,)]),
+    "where_scalar": (lambda a: gl.where(a > 0, a, 0.5), [(3, 4)]),
+    "clamp_both": (lambda a: a.clamp(-0.2, 0.2), [(3, 4)]),
+    "std_all": (lambda a: a.std(), [(3, 4)]),
+    "cross_entropy_smoothed": (lambda a: F.cross_entropy(a, _y(a),
+                                                         label_smoothing=0.1), [(3, 4)]),
+    "nll": (lambda a: F.nll_loss(F.log_softmax(a, 1), _y(a)), [(3, 4)]),
+    "bce_logits": (lambda a: F.binary_cross_entropy_with_logits(a, (a > 0).float()), [(3, 4)]),
+    "huber": (lambda a: F.huber_loss(a, a.detach() * 0.5), [(3, 4)]),
+    "multi_margin": (lambda a: F.multi_margin_loss(a, _y(a)), [(3, 4)]),
+    "gaussian_nll": (lambda a: F.gaussian_nll_loss(a, a.detach(), F.softplus(a) + 0.1),
+                     [(3, 4)]),
+    "layer_norm": (lambda a: F.layer_norm(a, (4,)), [(3, 4)]),
+    "batch_norm": (lambda a: F.batch_norm(a, None, None, training=True), [(3, 4)]),
+    "gelu_elu_selu": (lambda a: F.gelu(a) + F.elu(a) + F.selu(a), [(3, 4)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPS) + sorted(FLOAT32_EXTRA))
+def test_float32_gradients_stay_float32(name, device, monkeypatch):
+    # A backward that mixes in a float64 array (a count, a 0.5 * mask, a number made an
+    # array) makes every gradient below it float64, and every GEMM of the backward pass a
+    # float64 one; the leaf's .grad is cast back, so only the node outputs show it. Anomaly
+    # mode hands each node's input gradients to check_gradients: they are collected here.
+    import gradlab.autograd.engine as engine
+    seen = []
+    monkeypatch.setattr(engine, "check_gradients",
+                        lambda fn, grads: seen.extend((fn.name(), g.dtype) for g in grads
+                                                      if g is not None))
+    fn, shapes = OPS[name][:2] if name in OPS else FLOAT32_EXTRA[name]
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    domain = OPS[name][2] if name in OPS else "away"
+    inputs = [_make_input(rng, s, domain, device).detach().float().requires_grad_()
+              for s in shapes]
+    with gl.autograd.detect_anomaly():
+        out = fn(*inputs)
+        (out.sum() if out.ndim else out).backward()
+    assert seen and all(dtype == np.float32 for _, dtype in seen), \
+        [(op, str(dtype)) for op, dtype in seen if dtype != np.float32]
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_gradcheck_random_broadcast_shapes(seed, device):
     """Random broadcasting pairs for the binary ops, random reduced dims with keepdim."""

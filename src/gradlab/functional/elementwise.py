@@ -211,8 +211,10 @@ class Pow(_Binary):
             ga = unbroadcast(g * b * xp.power(a, b - 1), ctx.a_shape)
         if nb:
             # d(a^b)/db = a^b log a; defined as 0 where a == 0 (the limit for b > 0).
-            safe_a = xp.where(a == 0, 1, a)
-            gb = unbroadcast(g * out * xp.log(safe_a), ctx.b_shape)
+            # (in out's dtype: for a Python number a, where() gives a float64 0-d array,
+            # which would make the gradient float64)
+            log_a = xp.log(xp.where(a == 0, 1, a)).astype(out.dtype, copy=False)
+            gb = unbroadcast(g * out * log_a, ctx.b_shape)
         return ga, gb
 
 
@@ -228,7 +230,9 @@ class _Pick(_Binary):
 
     def backward(ctx, g):
         a, b = ctx.saved_tensors
-        share_a = getattr(ctx.xp, ctx.wins)(a, b) + 0.5 * (a == b)
+        # 0, 1/2 or 1, in g's dtype (bools and 0.5 alone make float64)
+        share_a = (getattr(ctx.xp, ctx.wins)(a, b) + 0.5 * (a == b)).astype(g.dtype,
+                                                                            copy=False)
         na, nb = ctx.needs_input_grad
         return (unbroadcast(g * share_a, ctx.a_shape) if na else None,
                 unbroadcast(g * (1 - share_a), ctx.b_shape) if nb else None)

@@ -97,7 +97,8 @@ class _Extreme(Function):
         if ctx.axis is None:
             x, out = ctx.saved_tensors
             mask = x == out
-            return mask * (g / mask.sum())
+            # the count in g's dtype: an integer count would make the gradient float64
+            return mask * (g / mask.sum().astype(g.dtype))
         positions = xp.arange(ctx.in_shape[ctx.axis]).reshape(
             [-1 if d == ctx.axis else 1 for d in range(len(ctx.in_shape))])
         mask = positions == xp.expand_dims(ctx.indices, ctx.axis)
