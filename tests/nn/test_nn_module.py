@@ -7,6 +7,7 @@ import pytest
 
 import gradlab as gl
 import gradlab.nn as nn
+from tests.conftest import to_numpy
 
 
 class Net(nn.Module):
@@ -199,3 +200,46 @@ def test_parameter_basics():
     assert repr(p).startswith("Parameter containing:")
     q = nn.Parameter(gl.zeros(2), requires_grad=False)
     assert not q.requires_grad
+
+
+def test_deepcopy_of_a_model_and_of_its_state_dict(device):
+    import copy
+    import pickle
+    model = Net().to(device)
+    tied = nn.Sequential(model.fc1, model.act, model.fc1.__class__(4, 3))
+    model.fc1.weight.grad = gl.ones_like(model.fc1.weight)
+    model.block.eval()
+    twin = copy.deepcopy(model)
+    assert type(twin) is Net and type(twin.fc1.weight) is nn.Parameter
+    assert twin.fc1.weight.requires_grad and twin.fc1.weight.device == gl.device(device)
+    assert twin.training and not twin.block.training and not twin.block[1].training
+    assert np.array_equal(to_numpy(twin.fc1.weight.grad), np.ones((4, 3), np.float32))
+    for (name, a), (_, b) in zip(model.state_dict().items(), twin.state_dict().items()):
+        assert a._data is not b._data and np.array_equal(to_numpy(a), to_numpy(b)), name
+    assert "cache" in twin._buffers  # a non-persistent buffer is part of the model too
+    # the best-weights snapshot of early stopping: unchanged by later training
+    best = copy.deepcopy(model.state_dict())
+    with gl.no_grad():
+        model.fc1.weight.add_(1.0)
+    assert np.array_equal(to_numpy(best["fc1.weight"]), to_numpy(twin.fc1.weight))
+    twin.load_state_dict(best)
+    # shared modules and parameters stay shared in the copy
+    tied_twin = copy.deepcopy(tied)
+    assert tied_twin[0] is not tied[0] and tied_twin[0].weight is tied_twin[0].weight
+    both = copy.deepcopy([model.fc1, model.fc1.weight])
+    assert both[1] is both[0].weight
+    # an optimizer's state, for a snapshot of a run
+    opt = gl.optim.Adam(model.parameters(), lr=0.1)
+    model(gl.randn(2, 3, device=device)).sum().backward()
+    opt.step()
+    state = copy.deepcopy(opt.state_dict())
+    opt.step()
+    opt.load_state_dict(state)
+    with pytest.raises(RuntimeError, match="only tensors created by the user"):
+        copy.deepcopy(model.fc1.weight * 2)
+    with pytest.raises(TypeError, match="not pickled"):
+        pickle.dumps(model.fc1.weight)
+    with pytest.raises(TypeError, match="not pickled"):
+        pickle.dumps(gl.ones(2))
+    with pytest.raises(TypeError, match="not pickled"):
+        pickle.dumps(model)

@@ -287,6 +287,19 @@ def test_no_params_and_negative_lr_are_value_errors(cls):
         cls([nn.Parameter(gl.ones(1))], lr=-0.1)
 
 
+@pytest.mark.parametrize("cls", [c for c in ALL if c is not optim.SGD])
+def test_a_model_converted_after_its_first_step_says_what_to_do(cls):
+    # (SGD without momentum keeps no state: nothing to mismatch)
+    model = nn.Linear(3, 2)
+    opt = cls(model.parameters(), lr=0.1)
+    model(gl.ones(4, 3)).sum().backward()
+    opt.step()
+    model.double()
+    model(gl.ones(4, 3, dtype=gl.float64)).sum().backward()
+    with pytest.raises(TypeError, match="create the optimizer after converting the model"):
+        opt.step()
+
+
 def test_other_argument_checks():
     p = [nn.Parameter(gl.ones(1))]
     with pytest.raises(ValueError, match="beta2"):

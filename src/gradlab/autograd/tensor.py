@@ -148,6 +148,27 @@ class Tensor(TensorMethods):
         t._requires_grad = grad_fn is not None
         return t
 
+    def __reduce_ex__(self, protocol):
+        raise TypeError("gradlab tensors are not pickled (save them with gl.save, load them "
+                        "with gl.load) nor shallow-copied (t.clone() or copy.deepcopy(t) copy "
+                        "one)")
+
+    def __deepcopy__(self, memo):
+        """``copy.deepcopy``: a leaf with its own copy of the data (and of ``.grad``), of the
+        same class (a Parameter stays one), on the same device; what ``best =
+        copy.deepcopy(model.state_dict())`` relies on. As in PyTorch, only leaves: a copy
+        of a graph node would copy its graph."""
+        if self.grad_fn is not None:
+            raise RuntimeError("deepcopy: only tensors created by the user (graph leaves) can "
+                               "be deep-copied; deep-copy t.detach() for a copy of the values")
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        Tensor.__init__(new, self._data.copy(), backend=self._backend)
+        new._requires_grad = self._requires_grad
+        if self.grad is not None:
+            new.grad = self.grad.__deepcopy__(memo)
+        return new
+
     # -- autograd attributes ------------------------------------------------------------
     @property
     def requires_grad(self) -> bool:

@@ -131,6 +131,14 @@ class Backend:
     def __repr__(self):
         return f"<{type(self).__name__} {self.device}>"
 
+    # One backend per device in a process, which every tensor there shares (with its random
+    # state): a copy of a tensor is a tensor on the same device.
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
     # -- arrays -------------------------------------------------------------------------
     def _make_generator(self, seed):  # pragma: no cover - abstract
         raise NotImplementedError

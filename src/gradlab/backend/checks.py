@@ -33,8 +33,11 @@ def group_dtype(op, params, grads, **states):
     for name, arrays in (("params", params), *lists.items()):
         for i, a in enumerate(arrays):
             if a.dtype != dtype:
+                hint = "" if name in ("params", "grads") else (
+                    " (the optimizer's state was made for the parameters' old dtype: create "
+                    "the optimizer after converting the model with .double() or .float())")
                 raise TypeError(f"{op}: {name}[{i}] has dtype {a.dtype} but params[0] has "
-                                f"{dtype}; every tensor of a group must share one dtype")
+                                f"{dtype}; every tensor of a group must share one dtype{hint}")
             if a.shape != params[i].shape:
                 raise ValueError(f"{op}: {name}[{i}] has shape {tuple(a.shape)} but params[{i}]"
                                  f" has {tuple(params[i].shape)}")

@@ -9,6 +9,7 @@ no ``__getattr__`` detour (this is the hot path of every training step).
 """
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict, namedtuple
 from operator import attrgetter
 
@@ -341,6 +342,17 @@ class Module:
     def __getstate__(self):
         raise TypeError("gradlab modules are not pickled; save model.state_dict() with "
                         "gl.save and load it with gl.load")
+
+    def __deepcopy__(self, memo):
+        """``copy.deepcopy(model)``: the same structure with copies of every parameter and
+        buffer (shared ones stay shared), in the same modes, on the same device. (Deep
+        copies stay in the process; pickling, which would not, is refused above.)"""
+        new = object.__new__(type(self))
+        memo[id(self)] = new
+        d = new.__dict__
+        for name, value in self.__dict__.items():
+            d[name] = copy.deepcopy(value, memo)
+        return new
 
 
 def _parse_to(args, kwargs):

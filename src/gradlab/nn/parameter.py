@@ -28,5 +28,3 @@ class Parameter(Tensor):
     def __repr__(self):
         return "Parameter containing:\n" + super().__repr__()
 
-    def __reduce_ex__(self, protocol):
-        raise TypeError("gradlab tensors are not pickled; use gl.save / gl.load")
