@@ -31,10 +31,9 @@ from values are all Functions, those without a gradient too (comparisons, argmax
 integer casts, indexing by a tensor: ``Function.differentiable``), the random factories
 draw inside one (``Draw``), and the losses check their targets inside their Functions, so
 such constants come only from outside the ops: a factory (``zeros_like``, ``arange``) or an
-array wrapped by hand. They are safe only if
-they do not depend on the batch; the caller checks that by recording twice and comparing
-(``Recording.same_as``), which catches a constant computed from the data unless both
-batches happen to give it the same value.
+array wrapped by hand. They are safe only if they do not depend on the batch; the caller
+checks that by recording twice and comparing (``Recording.same_as``), which catches a
+constant computed from the data unless both batches happen to give it the same value.
 
 A constant made afresh by each step (another array in each recording) is frozen by a
 replay either way, so a ``foldable`` node that reads only such constants (ToDevice: a CPU
