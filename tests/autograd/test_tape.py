@@ -23,6 +23,8 @@ VALUE_OPS = {
     "index_by_tensor": lambda x, y: x[1:, :][y[:3], y[1:]],
     "index_by_mask": lambda x, y: x[x > 0],
     "one_hot": lambda x, y: gl.nn.functional.one_hot(y, 3),
+    "and": lambda x, y: (x > 0) & (y[:, None] > 0), "or": lambda x, y: (x[:, 0] < 0) | (y == 1),
+    "xor": lambda x, y: y ^ 1, "logical_and": lambda x, y: gl.logical_and(x, y[:, None]),
 }
 
 

@@ -32,6 +32,31 @@ def test_elementwise_values_match_numpy(device, rng):
         np.testing.assert_allclose(to_numpy(got), want, rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_masks_combine_with_and_or_xor(device):
+    # PyTorch's bitwise operators: logical on bool tensors (the usual use: masks), bitwise
+    # on integers, with Python numbers on either side; floats are refused.
+    y, x = _t([0, 1, 2, 3], device), _t([1.0, -1.0, 2.0, 0.0], device)
+    cases = {
+        "and": ((y > 0) & (y < 3), [False, True, True, False]),
+        "or": ((y > 2) | (x < 0), [False, True, False, True]),
+        "xor": ((y > 0) ^ (x > 0), [True, True, False, True]),
+        "int_and": (y & 1, [0, 1, 0, 1]), "reflected_or": (4 | y, [4, 5, 6, 7]),
+        "reflected_and": (True & (y > 1), [False, False, True, True]),
+        "logical_and": (gl.logical_and(y, x), [False, True, True, False]),
+        "logical_or": (x.logical_or(y), [True, True, True, True]),
+        "logical_xor": (gl.logical_xor(y, x), [True, False, False, True]),
+        "logical_not": (gl.logical_not(y), [True, False, False, False]),
+    }
+    for name, (got, want) in cases.items():
+        assert to_numpy(got).tolist() == want, name
+        assert not got.requires_grad, name
+    assert ((y > 0) & (y < 3)).dtype == gl.bool and (y & 1).dtype == gl.int64
+    with pytest.raises(TypeError, match=r"bitwise_and \(&\): needs bool or integer"):
+        x & y
+    with pytest.raises(TypeError, match=r"bitwise_or \(\|\): needs bool or integer"):
+        (y > 0) | 0.5
+
+
 def test_reductions_match_numpy(device, rng):
     a = rng.standard_normal((3, 4, 5))
     t = _t(a, device)

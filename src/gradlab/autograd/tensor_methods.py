@@ -124,6 +124,18 @@ class TensorMethods:
     __neg__ = _Op("elementwise", "neg")
     __abs__ = _Op("elementwise", "abs")
     __invert__ = _Op("elementwise", "logical_not")
+    __and__ = bitwise_and = _Op("elementwise", "bitwise_and")
+    __or__ = bitwise_or = _Op("elementwise", "bitwise_or")
+    __xor__ = bitwise_xor = _Op("elementwise", "bitwise_xor")
+
+    def __rand__(self, other) -> Tensor:
+        return _F.elementwise.bitwise_and(other, self)
+
+    def __ror__(self, other) -> Tensor:
+        return _F.elementwise.bitwise_or(other, self)
+
+    def __rxor__(self, other) -> Tensor:
+        return _F.elementwise.bitwise_xor(other, self)
 
     # -- comparisons (no gradient) ------------------------------------------------------
     __eq__ = eq = _Op("elementwise", "eq")
@@ -146,6 +158,8 @@ class TensorMethods:
     maximum, minimum = _Op("elementwise", "maximum"), _Op("elementwise", "minimum")
     isnan, isinf, isfinite, sign, floor, ceil, round = (_Op("elementwise", n) for n in (
         "isnan", "isinf", "isfinite", "sign", "floor", "ceil", "round"))
+    logical_not, logical_and, logical_or, logical_xor = (_Op("elementwise", n) for n in (
+        "logical_not", "logical_and", "logical_or", "logical_xor"))
 
     # -- activations --------------------------------------------------------------------
     tanh, sigmoid, relu, softmax, log_softmax = (_Op("activation", n) for n in (

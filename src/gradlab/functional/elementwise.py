@@ -414,7 +414,8 @@ def where(condition, input, other, *, out=None):
 
 # -- comparisons and predicates: no gradient --------------------------------------------------
 class Compare(Function):
-    """``ufunc(a, b)`` for one of NumPy's comparison ufuncs: a bool result, no gradient."""
+    """``ufunc(a, b)`` for one of NumPy's comparison, logical or bitwise ufuncs (a bool
+    result, or integers for bitwise ops on integers); no gradient."""
     differentiable = False
 
     def forward(ctx, a, b, ufunc):
@@ -448,6 +449,31 @@ def _compare(name, ufunc_name):
 eq, ne, lt, le, gt, ge = (_compare(name, ufunc) for name, ufunc in (
     ("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le", "less_equal"),
     ("gt", "greater"), ("ge", "greater_equal")))
+
+
+logical_and, logical_or, logical_xor = (_compare(name, name) for name in (
+    "logical_and", "logical_or", "logical_xor"))
+
+
+def _bitwise(name, symbol):
+    compare = _compare(name, name)
+
+    def bitwise(input, other):
+        """PyTorch's bitwise op: logical on bool tensors (masks), bitwise on integers."""
+        for v in (input, other):
+            dtype = v.dtype if hasattr(v, "dtype") else np.result_type(v)
+            if np.dtype(dtype).kind not in "biu":
+                raise TypeError(f"{name} ({symbol}): needs bool or integer tensors, got "
+                                f"{dtype}; for a mask, compare first: (x > 0) {symbol} "
+                                f"(y < 1)")
+        return compare(input, other)
+    return named(bitwise, name, __name__,
+                 f"``{symbol}``: elementwise ``{name}`` of bool or integer tensors (no "
+                 f"gradient).")
+
+
+bitwise_and, bitwise_or, bitwise_xor = (_bitwise(name, symbol) for name, symbol in (
+    ("bitwise_and", "&"), ("bitwise_or", "|"), ("bitwise_xor", "^")))
 
 
 def _predicate(name):
