@@ -25,6 +25,9 @@ VALUE_OPS = {
     "one_hot": lambda x, y: gl.nn.functional.one_hot(y, 3),
     "and": lambda x, y: (x > 0) & (y[:, None] > 0), "or": lambda x, y: (x[:, 0] < 0) | (y == 1),
     "xor": lambda x, y: y ^ 1, "logical_and": lambda x, y: gl.logical_and(x, y[:, None]),
+    "argsort": lambda x, y: x.argsort(1), "sort_indices": lambda x, y: x.sort(0).indices,
+    "topk_indices": lambda x, y: x.topk(2).indices, "isclose": lambda x, y: gl.isclose(x, x),
+    "gather_by_target": lambda x, y: x.gather(1, y[:, None]),
 }
 
 
@@ -51,8 +54,8 @@ def test_value_dependent_ops_without_a_gradient_are_recorded(name):
 def test_ops_without_a_gradient_stay_out_of_the_graph(name):
     x, y = _inputs()
     out = VALUE_OPS[name](x, y)
-    expected_grad = name in ("clone", "contiguous", "index_by_tensor", "index_by_mask") and \
-        out.dtype.kind == "f"
+    expected_grad = name in ("clone", "contiguous", "index_by_tensor", "index_by_mask",
+                             "gather_by_target") and out.dtype.kind == "f"
     assert out.requires_grad is expected_grad
     assert (out.grad_fn is not None) is expected_grad
 

@@ -103,7 +103,7 @@ def test_help_gives_every_method_that_is_an_op_its_docstring():
 
 
 def _functional(name):
-    for family in ("elementwise", "activation", "matmul", "reduce", "shape"):
+    for family in ("elementwise", "activation", "matmul", "reduce", "shape", "sorting"):
         module = importlib.import_module(f"gradlab.functional.{family}")
         if inspect.isfunction(getattr(module, name, None)):
             return getattr(module, name)

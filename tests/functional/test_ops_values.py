@@ -57,6 +57,67 @@ def test_masks_combine_with_and_or_xor(device):
         (y > 0) | 0.5
 
 
+def test_gather_sort_and_friends_match_numpy(device, rng):
+    a = rng.standard_normal((4, 5)).astype(np.float32)
+    a[1, 2] = a[1, 3]  # a tie: the ascending sort keeps the first one first
+    idx = rng.integers(0, 5, (4, 3))
+    t, ti = _t(a, device), _t(idx, device)
+    order = np.argsort(a, axis=1, kind="stable")
+    cases = {
+        "gather": (t.gather(1, ti), np.take_along_axis(a, idx, 1)),
+        "gather_block": (t.gather(0, _t([[3, 0, 1]], device)), a[[3, 0, 1], [0, 1, 2]][None]),
+        "masked_fill": (t.masked_fill(t > 0, 9.0), np.where(a > 0, 9.0, a)),
+        "norm": (t.norm(), np.linalg.norm(a)),
+        "norm_dim": (t.norm(dim=1), np.linalg.norm(a, axis=1)),
+        "norm_p1": (t.norm(p=1), np.abs(a).sum()), "norm_inf": (t.norm(p=float("inf")),
+                                                               np.abs(a).max()),
+        "norm_p3": (t.norm(p=3, dim=0), (np.abs(a) ** 3).sum(0) ** (1 / 3)),
+        "cumsum": (t.cumsum(1), np.cumsum(a, 1)),
+        "sort": (t.sort(1).values, np.sort(a, 1)), "argsort": (t.argsort(1), order),
+        "sort_descending": (t.sort(0, descending=True).values, np.sort(a, 0)[::-1]),
+        "topk": (t.topk(2).values, -np.sort(-a, 1)[:, :2]),
+        "topk_smallest": (t.topk(3, dim=0, largest=False).indices,
+                          np.argsort(a, 0, kind="stable")[:3]),
+        "square": (t.square(), a * a), "log1p": (t.abs().log1p(), np.log1p(np.abs(a))),
+        "expm1": (t.expm1(), np.expm1(a)), "reciprocal": (t.reciprocal(), 1 / a),
+        "rsqrt": (t.abs().rsqrt(), 1 / np.sqrt(np.abs(a))),
+        "dot": (gl.dot(t[0], t[1]), a[0] @ a[1]), "outer": (gl.outer(t[0], t[1]),
+                                                           np.outer(a[0], a[1])),
+        "clamp_min": (t.clamp_min(0.0), np.maximum(a, 0)),
+        "clamp_max": (t.clamp_max(0.0), np.minimum(a, 0)),
+    }
+    for name, (got, want) in cases.items():
+        np.testing.assert_allclose(to_numpy(got), want, rtol=1e-5, atol=1e-6, err_msg=name)
+    assert t.sort(1).indices.dtype == gl.int64 and to_numpy(t.argsort(1))[1].tolist() == \
+        order[1].tolist()
+    assert [p.shape for p in t.split(2)] == [(2, 5), (2, 5)]
+    assert [p.shape for p in t.split([1, 4], dim=1)] == [(4, 1), (4, 4)]
+    assert [p.shape for p in t.chunk(3, dim=1)] == [(4, 2), (4, 2), (4, 1)]
+    assert t.view_as(gl.zeros(5, 4)).shape == (5, 4) and t.reshape_as(t.T).shape == (5, 4)
+    assert gl.allclose(t, t + 1e-9) and not gl.allclose(t, t + 1) and gl.equal(t, t * 1)
+    assert not gl.equal(t, t[:2]) and to_numpy(gl.isclose(t, t * 1.5)).sum() == 0
+    assert to_numpy(_t([1, 2, 3], device).cumsum(0)).dtype == np.int64
+    # the errors, each saying what to do
+    with pytest.raises(IndexError, match="gather: index 5 is out of range for dim 1 of size 5"):
+        t.gather(1, _t([[5]], device))
+    with pytest.raises(TypeError, match="gather: index must be an integer tensor"):
+        t.gather(1, t)
+    with pytest.raises(RuntimeError, match="as many dimensions"):
+        t.gather(1, _t([1], device))
+    with pytest.raises(TypeError, match="mask must be a bool tensor"):
+        t.masked_fill(t, 0.0)
+    with pytest.raises(RuntimeError, match="k must be an int in"):
+        t.topk(6)
+    with pytest.raises(ValueError, match="must be non-negative and sum to"):
+        t.split([1, 1])
+    with pytest.raises(RuntimeError, match="must be a vector"):
+        gl.dot(t, t)
+    with pytest.raises(ValueError, match="p must be 2"):
+        t.norm(p=0)
+    with pytest.raises(RuntimeError, match="needs a floating-point tensor"):
+        _t([1, 2], device).norm()
+
+
 def test_reductions_match_numpy(device, rng):
     a = rng.standard_normal((3, 4, 5))
     t = _t(a, device)

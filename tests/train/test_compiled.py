@@ -167,6 +167,8 @@ _BATCH_DERIVED = {
         o, (y[:, None] == gl.arange(3)).float(), F.softplus(o) + 0.1),
     "noisy_one_hot": lambda: lambda o, y: F.mse_loss(
         o + 0.05 * gl.randn_like(o), F.one_hot(y, 3).float() * gl.rand(1)),
+    "gathered_log_probability": lambda: lambda o, y: -F.log_softmax(o, dim=1).gather(
+        1, y.unsqueeze(1)).mean() + 0.1 * o.topk(2).values.mean(),
     "random_rows": lambda: lambda o, y: (
         F.cross_entropy(o, y, reduction="none") * (gl.randint(2, (o.shape[0],)) + 0.5)).mean(),
 }

@@ -160,18 +160,30 @@ class TensorMethods:
         "isnan", "isinf", "isfinite", "sign", "floor", "ceil", "round"))
     logical_not, logical_and, logical_or, logical_xor = (_Op("elementwise", n) for n in (
         "logical_not", "logical_and", "logical_or", "logical_xor"))
+    square, reciprocal, rsqrt, log1p, expm1 = (_Op("elementwise", n) for n in (
+        "square", "reciprocal", "rsqrt", "log1p", "expm1"))
+    isclose, allclose, equal = (_Op("elementwise", n) for n in ("isclose", "allclose",
+                                                                 "equal"))
+
+    def clamp_min(self, min) -> Tensor:
+        return _F.elementwise.clamp(self, min=min)
+
+    def clamp_max(self, max) -> Tensor:
+        return _F.elementwise.clamp(self, max=max)
 
     # -- activations --------------------------------------------------------------------
     tanh, sigmoid, relu, softmax, log_softmax = (_Op("activation", n) for n in (
         "tanh", "sigmoid", "relu", "softmax", "log_softmax"))
 
     # -- matrix products ----------------------------------------------------------------
-    matmul, mm = _Op("matmul", "matmul"), _Op("matmul", "mm")
+    matmul, mm, dot, outer = (_Op("matmul", n) for n in ("matmul", "mm", "dot", "outer"))
 
     # -- reductions: dim=None|int|tuple, keepdim=False, as in PyTorch -------------------
     sum, mean, var, std, max, min, argmax, argmin, logsumexp, all, any = (
         _Op("reduce", n) for n in ("sum", "mean", "var", "std", "max", "min", "argmax",
                                    "argmin", "logsumexp", "all", "any"))
+    norm, cumsum = _Op("reduce", "norm"), _Op("reduce", "cumsum")
+    sort, argsort, topk = (_Op("sorting", n) for n in ("sort", "argsort", "topk"))
 
     # -- shape --------------------------------------------------------------------------
     reshape, view, flatten, transpose, permute, t = (_Op("shape", n) for n in (
@@ -189,6 +201,13 @@ class TensorMethods:
 
     unsqueeze, squeeze, expand, expand_as = (_Op("shape", n) for n in (
         "unsqueeze", "squeeze", "expand", "expand_as"))
+    gather, masked_fill, split, chunk = (_Op("shape", n) for n in (
+        "gather", "masked_fill", "split", "chunk"))
+
+    def view_as(self, other) -> Tensor:
+        return _F.shape.reshape(self, tuple(other.shape))
+
+    reshape_as = view_as
 
     # -- copies, devices and dtypes -----------------------------------------------------
     def to(self, *args, dtype=None, device=None, copy=False) -> Tensor:

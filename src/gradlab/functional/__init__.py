@@ -5,6 +5,7 @@ from .activation import log_softmax, relu, sigmoid, softmax, tanh
 from .elementwise import (
                           abs,
                           add,
+                          allclose,
                           bitwise_and,
                           bitwise_or,
                           bitwise_xor,
@@ -14,15 +15,19 @@ from .elementwise import (
                           cos,
                           div,
                           eq,
+                          equal,
                           exp,
+                          expm1,
                           floor,
                           ge,
                           gt,
+                          isclose,
                           isfinite,
                           isinf,
                           isnan,
                           le,
                           log,
+                          log1p,
                           logical_and,
                           logical_not,
                           logical_or,
@@ -34,24 +39,31 @@ from .elementwise import (
                           ne,
                           neg,
                           pow,
+                          reciprocal,
                           round,
+                          rsqrt,
                           sign,
                           sin,
                           sqrt,
+                          square,
                           sub,
                           unbroadcast,
                           where,
 )
-from .matmul import linear, matmul, mm
-from .reduce import all, any, argmax, argmin, logsumexp, max, mean, min, std, sum, var
+from .matmul import dot, linear, matmul, mm, outer
+from .reduce import all, any, argmax, argmin, cumsum, logsumexp, max, mean, min, norm, std, sum, var
 from .shape import (
                           broadcast_to,
                           cat,
+                          chunk,
                           concatenate,
                           expand,
                           flatten,
+                          gather,
+                          masked_fill,
                           permute,
                           reshape,
+                          split,
                           squeeze,
                           stack,
                           t,
@@ -59,5 +71,6 @@ from .shape import (
                           unsqueeze,
                           view,
 )
+from .sorting import argsort, sort, topk
 
 __all__ = [name for name in dir() if not name.startswith("_") and name != "fusions"]

@@ -286,6 +286,8 @@ Sqrt = _pointwise("Sqrt", "sqrt", lambda xp, g, y: g / (2 * y), from_output=True
 Abs = _pointwise("Abs", "abs", lambda xp, g, x: g * xp.sign(x))
 Sin = _pointwise("Sin", "sin", lambda xp, g, x: g * xp.cos(x))
 Cos = _pointwise("Cos", "cos", lambda xp, g, x: -g * xp.sin(x))
+Log1p = _pointwise("Log1p", "log1p", lambda xp, g, x: g / (1 + x))
+Expm1 = _pointwise("Expm1", "expm1", lambda xp, g, y: g * (y + 1), from_output=True)
 
 
 class Clamp(Function):
@@ -378,6 +380,24 @@ sqrt = unary("sqrt", Sqrt, "x^(1/2); d/dx = 1 / (2 sqrt(x)).", with_out=True)
 abs = unary("abs", Abs, "|x|; d/dx = sign(x) (0 at 0).", with_out=True)
 sin = unary("sin", Sin, "sin(x); d/dx = cos(x).", with_out=True)
 cos = unary("cos", Cos, "cos(x); d/dx = -sin(x).", with_out=True)
+log1p = unary("log1p", Log1p, "log(1 + x), accurate for small x; d/dx = 1 / (1 + x).",
+              with_out=True)
+expm1 = unary("expm1", Expm1, "e^x - 1, accurate for small x; d/dx = e^x.", with_out=True)
+
+
+def square(input):
+    """x * x."""
+    return _mul(input, input)
+
+
+def reciprocal(input):
+    """1 / x (integers give float32, as true division)."""
+    return Tensor.__rtruediv__(input, 1.0)
+
+
+def rsqrt(input):
+    """1 / sqrt(x)."""
+    return Tensor.__rtruediv__(Sqrt.apply(input), 1.0)
 
 
 def clamp(input, min=None, max=None, *, out=None):
@@ -449,6 +469,33 @@ def _compare(name, ufunc_name):
 eq, ne, lt, le, gt, ge = (_compare(name, ufunc) for name, ufunc in (
     ("eq", "equal"), ("ne", "not_equal"), ("lt", "less"), ("le", "less_equal"),
     ("gt", "greater"), ("ge", "greater_equal")))
+
+
+class Close(Function):
+    """|a - b| <= atol + rtol |b| elementwise (NumPy's and PyTorch's isclose); no gradient."""
+    differentiable = False
+
+    def forward(ctx, a, b, rtol, atol, equal_nan):
+        return ctx.xp.isclose(a, b, rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
+def isclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """Where ``input`` and ``other`` agree to |a - b| <= atol + rtol |b|, as a bool tensor."""
+    if isinstance(input, Tensor) and isinstance(other, Tensor) and \
+            input._backend is not other._backend:
+        raise RuntimeError(f"isclose: expected both tensors on one device, but found "
+                           f"{input.device} and {other.device}")
+    return Close.apply(input, other, rtol=rtol, atol=atol, equal_nan=equal_nan)
+
+
+def allclose(input, other, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """True when every element is close (``isclose``): a Python bool."""
+    return bool(isclose(input, other, rtol, atol, equal_nan).all())
+
+
+def equal(input, other):
+    """True when both have the same shape and elements: a Python bool."""
+    return tuple(input.shape) == tuple(other.shape) and bool((input == other).all())
 
 
 logical_and, logical_or, logical_xor = (_compare(name, name) for name in (

@@ -142,6 +142,27 @@ def matmul(input, other, *, out=None):
     return Matmul.apply(input, other)
 
 
+def dot(input, other):
+    """The inner product of two vectors (1-D, of one length)."""
+    for name, x in (("input", input), ("other", other)):
+        if getattr(x, "ndim", None) != 1:
+            raise RuntimeError(f"dot: {name} must be a vector (1-D), got shape "
+                               f"{tuple(getattr(x, 'shape', ()))}; use gl.matmul for matrices")
+    if input.shape != other.shape:
+        raise RuntimeError(f"dot: the vectors have {input.shape[0]} and {other.shape[0]} "
+                           f"elements")
+    return Matmul.apply(input, other)
+
+
+def outer(input, vec2):
+    """The outer product of two vectors: out[i, j] = input[i] * vec2[j]."""
+    for name, x in (("input", input), ("vec2", vec2)):
+        if getattr(x, "ndim", None) != 1:
+            raise RuntimeError(f"outer: {name} must be a vector (1-D), got shape "
+                               f"{tuple(getattr(x, 'shape', ()))}")
+    return input.reshape(-1, 1) * vec2.reshape(1, -1)
+
+
 def linear(input, weight, bias=None):
     """x @ weight.T + bias, as one op (one GEMM forward, two backward)."""
     if bias is None:

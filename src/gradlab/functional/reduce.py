@@ -1,4 +1,5 @@
-"""Reductions: sum, mean, var, std, max, min, argmax, argmin, logsumexp.
+"""Reductions: sum, mean, var, std, max, min, argmax, argmin, logsumexp, norm; and the
+running sum, cumsum.
 
 Each takes ``dim=None | int | tuple`` and ``keepdim=False`` like PyTorch.
 """
@@ -164,6 +165,35 @@ class Logsumexp(Function):
         return g * ctx.xp.exp(x - out)
 
 
+class Norm(Function):
+    """The Euclidean norm over ``axes``; its gradient x / norm is 0 where the norm is 0
+    (PyTorch's subgradient there)."""
+
+    def forward(ctx, x, axes, keepdim):
+        xp = ctx.xp
+        out = xp.sqrt((x * x).sum(axis=axes, keepdims=keepdim))
+        ctx.save_for_backward(x, out)
+        ctx.axes, ctx.keepdim = axes, keepdim
+        return out
+
+    def backward(ctx, g):
+        xp = ctx.xp
+        x, out = ctx.saved_tensors
+        g = _expand_back(xp, g, x.shape, ctx.axes, ctx.keepdim)
+        out = _expand_back(xp, out, x.shape, ctx.axes, ctx.keepdim)
+        return g * x / xp.where(out == 0, 1, out)
+
+
+class Cumsum(Function):
+    def forward(ctx, x, axis):
+        ctx.axis = axis
+        return ctx.xp.cumsum(x, axis=axis)
+
+    def backward(ctx, g):
+        xp = ctx.xp  # each element feeds every later partial sum: a running sum from the end
+        return xp.flip(xp.cumsum(xp.flip(g, ctx.axis), axis=ctx.axis), ctx.axis)
+
+
 def _count(shape, axes):
     n = 1
     for a in axes:
@@ -280,3 +310,45 @@ def any(input, dim=None, keepdim=False):
     """Whether some element along ``dim`` is true (non-zero); no gradient."""
     return Truth.apply(input, op="any", axes=normalize_dim("any", dim, input.ndim),
                        keepdim=keepdim)
+
+
+def norm(input, p=2, dim=None, keepdim=False):
+    """The p-norm over ``dim`` (all elements when None) of a floating-point tensor: p = 2
+    or "fro" (the default), 1, inf, -inf, or another positive number,
+    (sum |x|^p)^(1/p)."""
+    if input._data.dtype.kind not in "fc":
+        raise RuntimeError(f"norm(): needs a floating-point tensor, got {input.dtype}; "
+                           "convert it first with t.float()")
+    axes = normalize_dim("norm", dim, input.ndim)
+    if p in (2, "fro"):
+        return Norm.apply(input, axes=axes, keepdim=keepdim)
+    if isinstance(p, str) or isinstance(p, bool) or not isinstance(p, (int, float)) or \
+            p != p or (p <= 0 and p != -float("inf")):
+        raise ValueError(f"norm(): p must be 2, 'fro', 1, inf, -inf or another positive "
+                         f"number, got {p!r}")
+    magnitude = input.abs()
+    if p == 1:
+        return Sum.apply(magnitude, axes=axes, keepdim=keepdim)
+    if p in (float("inf"), -float("inf")):
+        flat_axes = axes if axes else ()
+        picked = Max if p > 0 else Min
+        if len(flat_axes) == input.ndim:
+            out = picked.apply(magnitude, axis=None, keepdim=False)
+            return out.reshape((1,) * input.ndim) if keepdim else out
+        if len(flat_axes) != 1:
+            raise ValueError("norm(): p=inf takes one dim or all of them")
+        _check_reducible("max", magnitude, flat_axes)
+        return picked.apply(magnitude, axis=flat_axes[0], keepdim=keepdim)
+    total = Sum.apply(magnitude ** p, axes=axes, keepdim=keepdim)
+    return total ** (1.0 / p)
+
+
+def cumsum(input, dim, *, dtype=None):
+    """Running sums along ``dim`` (integers and bools sum as int64)."""
+    if dtype is not None:
+        input = input.to(dtype)
+    if input.ndim == 0:  # (its one element, as a 0-d tensor again)
+        normalize_dim("cumsum", dim, 0)
+        return cumsum(input.reshape(1), 0).reshape(())
+    axis, = normalize_dim("cumsum", dim, input.ndim)
+    return Cumsum.apply(input, axis=axis)

@@ -1,5 +1,5 @@
-"""Shape ops (reshape, transpose, permute, squeeze, expand, cat, stack), indexing, and
-dtype/device conversion."""
+"""Shape ops (reshape, transpose, permute, squeeze, expand, cat, stack, split, chunk),
+indexing (getitem, gather, masked_fill), and dtype/device conversion."""
 from __future__ import annotations
 
 import builtins
@@ -369,6 +369,124 @@ def one_hot(input, num_classes=-1):
                              "num_classes")
         num_classes = max(int(input.max().item()) + 1, 1)  # (a negative max: the op refuses)
     return OneHot.apply(input, num_classes=num_classes)
+
+
+class Gather(Function):
+    """out[i][j] = x[i][index[i][j]] along ``axis`` (PyTorch's gather: ``index`` has x's
+    number of dimensions and no larger sizes than x off ``axis``). The index is an argument,
+    so a recorded step reads each batch's; the gradient is added back at the indices
+    (repeated ones accumulate)."""
+
+    def forward(ctx, x, index, axis):
+        n = x.shape[axis]
+        ctx.backend.check((index < 0) | (index >= n), lambda first: IndexError(
+            f"gather: index {int(index.reshape(-1)[first])} is out of range for dim {axis} "
+            f"of size {n}"))
+        ctx.in_shape, ctx.axis = x.shape, axis
+        ctx.save_for_backward(index)
+        # (a sub-block of x off the gather axis, as PyTorch takes it)
+        block = tuple(builtins.slice(None) if d == axis else builtins.slice(0, index.shape[d])
+                      for d in range(x.ndim))
+        return ctx.xp.take_along_axis(x[block], index, axis=axis)
+
+    def backward(ctx, g):
+        xp = ctx.xp
+        index, = ctx.saved_tensors
+        nd = index.ndim
+        grad = xp.zeros(ctx.in_shape, dtype=g.dtype)
+        where = tuple(index if d == ctx.axis else
+                      xp.arange(index.shape[d]).reshape([-1 if k == d else 1 for k in range(nd)])
+                      for d in range(nd))
+        ctx.backend.scatter_add(grad, where, g)
+        return grad
+
+
+def gather(input, dim, index):
+    """Values of ``input`` picked along ``dim`` by the int64 tensor ``index`` (same number of
+    dimensions): ``logp.gather(1, y.unsqueeze(1))`` picks each row's class."""
+    if not isinstance(index, Tensor) or index.dtype.kind not in "iu":
+        raise TypeError(f"gather: index must be an integer tensor, got "
+                        f"{getattr(index, 'dtype', type(index).__name__)}")
+    if index.ndim != input.ndim:
+        raise RuntimeError(f"gather: index must have as many dimensions as input "
+                           f"({input.ndim}), got {index.ndim}")
+    axis, = normalize_dim("gather", dim, input.ndim)
+    for d, (i, n) in enumerate(zip(index.shape, input.shape)):
+        if d != axis and i > n:
+            raise RuntimeError(f"gather: index size {i} exceeds input size {n} in dim {d} "
+                               f"(only dim {axis} may be larger)")
+    if index._backend is not input._backend:
+        index = to_backend(index, input._backend)
+    return Gather.apply(input, index, axis=axis)
+
+
+class MaskedFill(Function):
+    """x with ``value`` where the bool ``mask`` (broadcast to x) is true; the gradient
+    flows to x elsewhere, and to a tensor ``value`` from the filled places."""
+
+    def forward(ctx, x, mask, value):
+        xp = ctx.xp
+        out = xp.where(mask, xp.asarray(value, dtype=x.dtype), x)
+        if out.shape != x.shape:
+            raise RuntimeError(f"masked_fill: mask of shape {tuple(mask.shape)} does not "
+                               f"broadcast to the input's {tuple(x.shape)}")
+        ctx.save_for_backward(mask)
+        ctx.in_shape, ctx.value_shape = x.shape, getattr(value, "shape", ())
+        return out
+
+    def backward(ctx, g):
+        mask, = ctx.saved_tensors
+        zero = ctx.xp.zeros((), dtype=g.dtype)
+        _, _, needs_value = ctx.needs_input_grad
+        return (ctx.xp.where(mask, zero, g), None,
+                unbroadcast(ctx.xp.where(mask, g, zero), ctx.value_shape) if needs_value
+                else None)
+
+
+def masked_fill(input, mask, value):
+    """``input`` with ``value`` (a number or a 0-d tensor) where ``mask`` is true."""
+    if not isinstance(mask, Tensor) or mask.dtype != "bool":
+        raise TypeError(f"masked_fill: mask must be a bool tensor (e.g. x > 0), got "
+                        f"{getattr(mask, 'dtype', type(mask).__name__)}")
+    if isinstance(value, Tensor) and value.ndim != 0:
+        raise RuntimeError(f"masked_fill: value must be a number or a 0-d tensor, got shape "
+                           f"{tuple(value.shape)}")
+    if mask._backend is not input._backend:
+        mask = to_backend(mask, input._backend)
+    return MaskedFill.apply(input, mask, value)
+
+
+def split(input, split_size_or_sections, dim=0):
+    """Views of ``input`` along ``dim``: pieces of ``split_size`` (the last may be shorter),
+    or of the sizes in a list."""
+    axis, = normalize_dim("split", dim, input.ndim)
+    n = input.shape[axis]
+    if isinstance(split_size_or_sections, int):
+        size = split_size_or_sections
+        if size <= 0:
+            raise ValueError(f"split: split_size must be positive, got {size}")
+        sizes = [builtins.min(size, n - start) for start in range(0, n, size)] or [0]
+    else:
+        sizes = list(split_size_or_sections)
+        if builtins.sum(sizes) != n or builtins.any(s < 0 for s in sizes):
+            raise ValueError(f"split: sections {sizes} must be non-negative and sum to the "
+                             f"size of dim {axis} ({n})")
+    pieces, start = [], 0
+    for size in sizes:
+        pieces.append(getitem(input, (builtins.slice(None),) * axis +
+                              (builtins.slice(start, start + size),)))
+        start += size
+    return tuple(pieces)
+
+
+def chunk(input, chunks, dim=0):
+    """``chunks`` pieces along ``dim`` (fewer where the size does not allow more), each of
+    ceil(size / chunks) elements but the last."""
+    if not isinstance(chunks, int) or chunks <= 0:
+        raise ValueError(f"chunk: chunks must be a positive int, got {chunks!r}")
+    axis, = normalize_dim("chunk", dim, input.ndim)
+    n = input.shape[axis]
+    return split(input, builtins.max(-(-n // chunks), 1), axis)
 
 
 def to_dtype(input, dtype):
