@@ -142,12 +142,16 @@ def matmul(input, other, *, out=None):
     return Matmul.apply(input, other)
 
 
+def _check_vectors(op, **named):
+    for name, x in named.items():
+        if getattr(x, "ndim", None) != 1:
+            raise RuntimeError(f"{op}: {name} must be a vector (1-D), got shape "
+                               f"{tuple(getattr(x, 'shape', ()))}; use gl.matmul for matrices")
+
+
 def dot(input, other):
     """The inner product of two vectors (1-D, of one length)."""
-    for name, x in (("input", input), ("other", other)):
-        if getattr(x, "ndim", None) != 1:
-            raise RuntimeError(f"dot: {name} must be a vector (1-D), got shape "
-                               f"{tuple(getattr(x, 'shape', ()))}; use gl.matmul for matrices")
+    _check_vectors("dot", input=input, other=other)
     if input.shape != other.shape:
         raise RuntimeError(f"dot: the vectors have {input.shape[0]} and {other.shape[0]} "
                            f"elements")
@@ -156,10 +160,7 @@ def dot(input, other):
 
 def outer(input, vec2):
     """The outer product of two vectors: out[i, j] = input[i] * vec2[j]."""
-    for name, x in (("input", input), ("vec2", vec2)):
-        if getattr(x, "ndim", None) != 1:
-            raise RuntimeError(f"outer: {name} must be a vector (1-D), got shape "
-                               f"{tuple(getattr(x, 'shape', ()))}")
+    _check_vectors("outer", input=input, vec2=vec2)
     return input.reshape(-1, 1) * vec2.reshape(1, -1)
 
 
