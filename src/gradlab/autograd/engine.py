@@ -6,6 +6,7 @@ arrays are released as soon as it has run unless ``retain_graph=True``.
 """
 from __future__ import annotations
 
+from . import hooks
 from .anomaly import check_gradients
 from .function import _FREED, Function
 from .grad_mode import _state
@@ -46,8 +47,9 @@ def backward(root: Tensor, gradient=None, retain_graph=False, create_graph=False
     tape = _state.tape
     if tape is not None:
         tape.backward_root(root, gradient is None)
+    hooked = hooks.any_registered()
     if root_fn is None:
-        _accumulate_leaf(root, grad, handed_out)
+        _accumulate_leaf(root, grad, handed_out, hooked, tape)
         return
 
     # Count, for every node, how many edges of the graph point at it.
@@ -78,6 +80,8 @@ def backward(root: Tensor, gradient=None, retain_graph=False, create_graph=False
         g = grads.pop(fn)
         if tape is not None:
             tape.ran(fn)
+        if hooked and fn._grad_hooks:  # the hooks of the tensor this node made
+            g = hooks.run(fn._grad_hooks, g, fn.backend, tape)
         if fn._saved_versions:
             _check_versions(fn, fn._saved_versions)
         in_grads = type(fn).backward(fn, g)  # (a @staticmethod backward takes ctx first)
@@ -98,11 +102,15 @@ def backward(root: Tensor, gradient=None, retain_graph=False, create_graph=False
                 if left == 0:
                     ready.append(edge)
             else:
-                _accumulate_leaf(edge, ig, handed_out)
+                _accumulate_leaf(edge, ig, handed_out, hooked, tape)
 
 
-def _accumulate_leaf(leaf: Tensor, g, handed_out: set):
+def _accumulate_leaf(leaf: Tensor, g, handed_out: set, hooked=False, tape=None):
     backend = leaf._backend
+    if hooked:
+        leaf_hooks = hooks.of_leaf(leaf)
+        if leaf_hooks:
+            g = hooks.run(leaf_hooks, g, backend, tape)
     if not isinstance(g, backend.ndarray):
         g = backend.xp.asarray(g)
     if g.dtype != leaf._data.dtype:

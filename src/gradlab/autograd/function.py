@@ -50,6 +50,8 @@ class Function:
     # state, no setting read at the call): a recorded step may then reuse the recorded
     # output where the inputs are constants made afresh by each step (autograd/tape.py).
     foldable = False
+    # The hooks of the tensor this node made (autograd/hooks.py), once it has some.
+    _grad_hooks = ()
 
     def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -240,6 +240,24 @@ class Tensor(TensorMethods):
         from .engine import backward
         backward(self, gradient, retain_graph=retain_graph, create_graph=create_graph)
 
+    def register_hook(self, hook):
+        """Call ``hook(grad)`` with this tensor's gradient each time backward computes it;
+        a tensor it returns (same shape) replaces the gradient. Returns a handle whose
+        ``remove()`` takes the hook off (autograd/hooks.py)."""
+        from . import hooks
+        return hooks.register(self, hook)
+
+    def retain_grad(self):
+        """Keep this non-leaf's gradient in ``.grad`` at the next backward (leaves keep
+        theirs anyway): ``h.retain_grad(); loss.backward(); h.grad``."""
+        from . import hooks
+        hooks.retain(self)
+
+    @property
+    def retains_grad(self) -> bool:
+        from . import hooks
+        return hooks.tensor_retains(self)
+
     # -- metadata -----------------------------------------------------------------------
     @property
     def shape(self):
