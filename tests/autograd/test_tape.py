@@ -28,6 +28,9 @@ VALUE_OPS = {
     "argsort": lambda x, y: x.argsort(1), "sort_indices": lambda x, y: x.sort(0).indices,
     "topk_indices": lambda x, y: x.topk(2).indices, "isclose": lambda x, y: gl.isclose(x, x),
     "gather_by_target": lambda x, y: x.gather(1, y[:, None]),
+    "floor_divide": lambda x, y: y // 2, "nonzero": lambda x, y: (x > 0).nonzero(),
+    "unique_counts": lambda x, y: y.unique(return_counts=True)[1],
+    "masked_select": lambda x, y: x.masked_select(x > 0),
 }
 
 
@@ -55,7 +58,7 @@ def test_ops_without_a_gradient_stay_out_of_the_graph(name):
     x, y = _inputs()
     out = VALUE_OPS[name](x, y)
     expected_grad = name in ("clone", "contiguous", "index_by_tensor", "index_by_mask",
-                             "gather_by_target") and out.dtype.kind == "f"
+                             "gather_by_target", "masked_select") and out.dtype.kind == "f"
     assert out.requires_grad is expected_grad
     assert (out.grad_fn is not None) is expected_grad
 

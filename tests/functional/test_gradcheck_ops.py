@@ -120,6 +120,24 @@ OPS = {
     "dot": (gl.dot, [(4,), (4,)], "any"),
     "outer": (lambda a, b: a.outer(b), [(3,), (4,)], "any"),
     "view_as": (lambda a, b: a.view_as(b) * b, [(3, 4), (2, 6)], "any"),
+    "remainder": (lambda a, b: a % b, [(3, 4), (4,)], "away"),
+    "remainder_scalar": (lambda a: gl.remainder(a, 0.7), [(3, 4)], "any"),
+    "flip": (lambda a: a.flip((0, 1)) * gl.arange(4.0, device=a.device).to(a.dtype),
+             [(3, 4)], "any"),
+    "repeat": (lambda a: a.repeat(2, 1, 3) * gl.arange(9.0, device=a.device).to(a.dtype),
+               [(3, 3)], "any"),
+    "index_select": (lambda a: a.index_select(1, gl.tensor([3, 0, 3], device=a.device)),
+                     [(3, 4)], "any"),
+    "masked_select": (lambda a: a.masked_select(a > 0), [(3, 4)], "away"),
+    "masked_select_broadcast": (lambda a: gl.masked_select(
+        a, gl.tensor([True, False, True, True], device=a.device)), [(3, 4)], "any"),
+    "prod_all": (lambda a: a.prod(), [(2, 3)], "away"),
+    "prod_dim": (lambda a: a.prod(1, keepdim=True), [(3, 4)], "any"),
+    "prod_with_zero": (lambda a: (a * gl.tensor([1.0, 0.0, 1.0], dtype=a.dtype,
+                                                device=a.device)).prod(1), [(2, 3)], "any"),
+    "amax_dims": (lambda a: a.amax((0, 2)), [(2, 3, 4)], "any"),
+    "amin_keepdim": (lambda a: gl.amin(a, 1, keepdim=True), [(3, 4)], "any"),
+    "normalize": (lambda a: gl.nn.functional.normalize(a, dim=1), [(3, 4)], "any"),
     "chain": (lambda a, b: ((a @ b).relu() + a.sum(1, keepdim=True)).log_softmax(1),
               [(3, 4), (4, 4)], "away"),
 }
@@ -238,7 +256,7 @@ def test_aliases_give_the_shapes_they_name():
 def _round_trips(device):
     """The shape functions that a float64 gradcheck cannot reach: a cast to another
     precision and back, and a move to ``device`` and back, their gradients by value; an
-    integer cast and one-hot rows, which have none."""
+    integer cast, one-hot rows, nonzero and unique, which have none."""
     x = gl.tensor([1.5, -2.0, 3.0], dtype=gl.float64, device=device, requires_grad=True)
     w = gl.tensor([2.0, 3.0, 4.0], dtype=gl.float32)
     (x.to(gl.float32).to("cpu") * w).sum().backward()
@@ -247,6 +265,8 @@ def _round_trips(device):
     assert x.long().requires_grad is False  # integer results cut the graph
     rows = gl.nn.functional.one_hot(x.long().abs(), 4)
     assert rows.requires_grad is False and rows.tolist()[1] == [0, 0, 1, 0]
+    assert (x > 0).nonzero().tolist() == [[0], [2]] and not x.nonzero().requires_grad
+    assert x.long().unique(return_counts=True)[1].tolist() == [1, 1, 1]
 
 
 def test_cast_and_device_moves_carry_the_gradient_back(device):

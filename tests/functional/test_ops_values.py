@@ -118,6 +118,45 @@ def test_gather_sort_and_friends_match_numpy(device, rng):
         _t([1, 2], device).norm()
 
 
+def test_remainders_flips_repeats_and_counts_match_numpy(device, rng):
+    a = rng.standard_normal((3, 4)).astype(np.float32)
+    y = np.array([5, -3, 7, 0, 7, 5])
+    t, ty = _t(a, device), _t(y, device)
+    a[0, 1] = a[0, 2]  # a tie for amax to share
+    t = _t(a, device)
+    cases = {
+        "mod": (ty % 3, y % 3), "rmod": (7 % _t([5, -3, 2], device), 7 % np.array([5, -3, 2])),
+        "floordiv": (ty // 2, y // 2), "rfloordiv": (10 // _t([3, -4], device),
+                                                   10 // np.array([3, -4])),
+        "float_mod": (t % 0.5, np.remainder(a, np.float32(0.5))),
+        "flip": (t.flip(1), a[:, ::-1]), "repeat": (t.repeat(2, 3), np.tile(a, (2, 3))),
+        "index_select": (t.index_select(0, _t([2, 0], device)), a[[2, 0]]),
+        "masked_select": (t.masked_select(t > 0), a[a > 0]),
+        "nonzero": (_t(a > 0, device).nonzero(), np.argwhere(a > 0)),
+        "unique": (ty.unique(), np.unique(y)),
+        "prod": (t.prod(0), a.prod(0)), "amax": (t.amax(1), a.max(1)),
+        "amin": (t.amin(), a.min()),
+    }
+    for name, (got, want) in cases.items():
+        np.testing.assert_allclose(to_numpy(got), want, rtol=1e-5, atol=1e-6, err_msg=name)
+    values, inverse, counts = ty.unique(return_inverse=True, return_counts=True)
+    assert to_numpy(values)[to_numpy(inverse)].tolist() == y.tolist()
+    assert to_numpy(counts).tolist() == [1, 1, 2, 2] and counts.dtype == gl.int64
+    rows, cols = gl.nonzero(t > 0, as_tuple=True)
+    assert to_numpy(t[rows, cols]).tolist() == to_numpy(t.masked_select(t > 0)).tolist()
+    assert not (ty // 2).requires_grad
+    # amax shares a tie's gradient, max(dim) gives it to the index it reports
+    w = _t(a, device, requires_grad=True)
+    w.amax(1).sum().backward()
+    assert to_numpy(w.grad)[0].sum() == 1.0
+    with pytest.raises(RuntimeError, match="at least 2 non-negative int repeats"):
+        t.repeat(2)
+    with pytest.raises(TypeError, match="index must be a 1-D integer tensor"):
+        t.index_select(0, _t([[0]], device))
+    with pytest.raises(NotImplementedError, match="dim= is not supported"):
+        ty.unique(dim=0)
+
+
 def test_reductions_match_numpy(device, rng):
     a = rng.standard_normal((3, 4, 5))
     t = _t(a, device)

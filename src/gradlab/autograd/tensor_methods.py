@@ -121,6 +121,15 @@ class TensorMethods:
     def __rmatmul__(self, other) -> Tensor:
         return _F.matmul.matmul(other, self)
 
+    __mod__ = remainder = _Op("elementwise", "remainder")
+    __floordiv__ = floor_divide = _Op("elementwise", "floor_divide")
+
+    def __rmod__(self, other) -> Tensor:
+        return _F.elementwise.remainder(other, self)
+
+    def __rfloordiv__(self, other) -> Tensor:
+        return _F.elementwise.floor_divide(other, self)
+
     __neg__ = _Op("elementwise", "neg")
     __abs__ = _Op("elementwise", "abs")
     __invert__ = _Op("elementwise", "logical_not")
@@ -182,7 +191,8 @@ class TensorMethods:
     sum, mean, var, std, max, min, argmax, argmin, logsumexp, all, any = (
         _Op("reduce", n) for n in ("sum", "mean", "var", "std", "max", "min", "argmax",
                                    "argmin", "logsumexp", "all", "any"))
-    norm, cumsum = _Op("reduce", "norm"), _Op("reduce", "cumsum")
+    norm, cumsum, prod, amax, amin = (_Op("reduce", n) for n in (
+        "norm", "cumsum", "prod", "amax", "amin"))
     sort, argsort, topk = (_Op("sorting", n) for n in ("sort", "argsort", "topk"))
 
     # -- shape --------------------------------------------------------------------------
@@ -203,6 +213,8 @@ class TensorMethods:
         "unsqueeze", "squeeze", "expand", "expand_as"))
     gather, masked_fill, split, chunk = (_Op("shape", n) for n in (
         "gather", "masked_fill", "split", "chunk"))
+    flip, repeat, index_select, masked_select, nonzero, unique = (_Op("shape", n) for n in (
+        "flip", "repeat", "index_select", "masked_select", "nonzero", "unique"))
 
     def view_as(self, other) -> Tensor:
         return _F.shape.reshape(self, tuple(other.shape))

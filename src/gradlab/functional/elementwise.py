@@ -218,6 +218,31 @@ class Pow(_Binary):
         return ga, gb
 
 
+class Remainder(_Binary):
+    """a mod b with the sign of b (Python's %, PyTorch's remainder); d/da = 1,
+    d/db = -floor(a / b)."""
+    op_name = "remainder"
+
+    def compute(ctx, a, b):
+        ctx.save_for_backward(a, b)
+        return ctx.xp.remainder(a, b)
+
+    def backward(ctx, g):
+        a, b = ctx.saved_tensors
+        na, nb = ctx.needs_input_grad
+        return (unbroadcast(g, ctx.a_shape) if na else None,
+                unbroadcast(-g * ctx.xp.floor_divide(a, b), ctx.b_shape) if nb else None)
+
+
+class FloorDivide(_Binary):
+    """floor(a / b) (Python's //), no gradient (as in PyTorch)."""
+    op_name = "floor_divide"
+    differentiable = False
+
+    def compute(ctx, a, b):
+        return ctx.xp.floor_divide(a, b)
+
+
 class _Pick(_Binary):
     """max/min of two: the gradient goes to the winning input, split in half on ties (as
     PyTorch)."""
@@ -417,6 +442,8 @@ def clamp(input, min=None, max=None, *, out=None):
 clip = clamp
 
 
+remainder = binary("remainder", Remainder, "a mod b, with the sign of b (``a % b``).")
+floor_divide = binary("floor_divide", FloorDivide, "floor(a / b) (``a // b``); no gradient.")
 maximum = binary("maximum", Maximum, "The elementwise larger of the two (ties split the "
                                      "gradient in half).")
 minimum = binary("minimum", Minimum, "The elementwise smaller of the two (ties split the "

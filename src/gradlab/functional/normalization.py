@@ -158,3 +158,10 @@ def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):
                          f"normalized_shape {normalized_shape}; build the layer with the "
                          f"input's last {k} dim(s) as normalized_shape")
     return LayerNormFn.apply(input, weight, bias, n_dims=k, eps=eps)
+
+
+def normalize(input, p=2.0, dim=1, eps=1e-12):
+    """``input`` divided by its p-norm over ``dim`` (at least ``eps``): unit rows by
+    default (PyTorch's F.normalize)."""
+    from .reduce import norm
+    return input / norm(input, p, dim, keepdim=True).clamp_min(eps)

@@ -1,5 +1,5 @@
-"""Reductions: sum, mean, var, std, max, min, argmax, argmin, logsumexp, norm; and the
-running sum, cumsum.
+"""Reductions: sum, mean, var, std, max, min, amax, amin, argmax, argmin, logsumexp, norm,
+prod; and the running sum, cumsum.
 
 Each takes ``dim=None | int | tuple`` and ``keepdim=False`` like PyTorch.
 """
@@ -184,6 +184,70 @@ class Norm(Function):
         return g * x / xp.where(out == 0, 1, out)
 
 
+class _TiedExtreme(Function):
+    """max or min (``pick``) over ``axes``; the gradient is shared evenly among the
+    elements that tie for it (PyTorch's amax/amin)."""
+
+    pick = "max"
+
+    def forward(ctx, x, axes, keepdim):
+        out = getattr(x, ctx.pick)(axis=axes, keepdims=True)
+        ctx.save_for_backward(x, out)
+        ctx.axes, ctx.keepdim = axes, keepdim
+        return out if keepdim else ctx.xp.squeeze(out, axis=axes)
+
+    def backward(ctx, g):
+        x, out = ctx.saved_tensors
+        if not ctx.keepdim and ctx.axes:
+            g = ctx.xp.expand_dims(g, ctx.axes)
+        mask = x == out
+        count = mask.sum(axis=ctx.axes, keepdims=True).astype(g.dtype)
+        return mask * (g / count)
+
+
+class Amax(_TiedExtreme):
+    pick = "max"
+
+
+class Amin(_TiedExtreme):
+    pick = "min"
+
+
+class Prod(Function):
+    """The product along ``axis`` (all elements when None). Its gradient at x_i is the
+    product of the others (the products before and after i), which is right where some
+    x are 0, unlike prod / x_i."""
+
+    def forward(ctx, x, axis, keepdim):
+        ctx.in_shape, ctx.axis, ctx.keepdim = x.shape, axis, keepdim
+        ctx.save_for_backward(x)
+        return x.prod(axis=axis, keepdims=keepdim)
+
+    def backward(ctx, g):
+        xp = ctx.xp
+        x, = ctx.saved_tensors
+        axis = ctx.axis
+        if axis is None:
+            flat = x.reshape(-1)
+            return (g * _others_product(xp, flat, 0)).reshape(ctx.in_shape)
+        if not ctx.keepdim:
+            g = xp.expand_dims(g, axis)
+        return g * _others_product(xp, x, axis)
+
+
+def _others_product(xp, x, axis):
+    """Along ``axis``: each element's product of all the other elements, from the running
+    products before it and after it."""
+    def part(a, start, stop):
+        return a[(builtins.slice(None),) * axis + (builtins.slice(start, stop),)]
+    n = x.shape[axis]
+    ones = xp.ones_like(part(x, 0, 1))
+    before = xp.cumprod(xp.concatenate([ones, x], axis=axis), axis=axis)
+    after = xp.flip(xp.cumprod(xp.concatenate([ones, xp.flip(x, axis)], axis=axis),
+                               axis=axis), axis)
+    return part(before, 0, n) * part(after, 1, n + 1)
+
+
 class Cumsum(Function):
     def forward(ctx, x, axis):
         ctx.axis = axis
@@ -352,3 +416,30 @@ def cumsum(input, dim, *, dtype=None):
         return cumsum(input.reshape(1), 0).reshape(())
     axis, = normalize_dim("cumsum", dim, input.ndim)
     return Cumsum.apply(input, axis=axis)
+
+
+def amax(input, dim=None, keepdim=False):
+    """The largest values over ``dim`` (an int, a tuple, or all when None); ties share the
+    gradient evenly (``max(dim)`` gives it to the index it reports)."""
+    _check_reducible("max", input, normalize_dim("amax", dim, input.ndim))
+    return Amax.apply(input, axes=normalize_dim("amax", dim, input.ndim), keepdim=keepdim)
+
+
+def amin(input, dim=None, keepdim=False):
+    """The smallest values over ``dim``; ties share the gradient evenly."""
+    _check_reducible("min", input, normalize_dim("amin", dim, input.ndim))
+    return Amin.apply(input, axes=normalize_dim("amin", dim, input.ndim), keepdim=keepdim)
+
+
+def prod(input, dim=None, keepdim=False, *, dtype=None):
+    """The product of all elements, or along the int ``dim``."""
+    if dtype is not None:
+        input = input.to(dtype)
+    if dim is None or input.ndim == 0:
+        if dim is not None:
+            normalize_dim("prod", dim, 0)
+        return Prod.apply(input, axis=None, keepdim=False)
+    axis = normalize_dim("prod", dim, input.ndim)
+    if len(axis) != 1:
+        raise TypeError(f"prod(): dim must be a single int, got {dim!r}")
+    return Prod.apply(input, axis=axis[0], keepdim=keepdim)

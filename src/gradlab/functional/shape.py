@@ -456,6 +456,114 @@ def masked_fill(input, mask, value):
     return MaskedFill.apply(input, mask, value)
 
 
+class Flip(Function):
+    def forward(ctx, x, axes):
+        ctx.axes = axes
+        return ctx.xp.ascontiguousarray(ctx.xp.flip(x, axes))  # (a copy, as PyTorch's)
+
+    def backward(ctx, g):
+        return ctx.xp.flip(g, ctx.axes)
+
+
+def flip(input, dims):
+    """The elements in reverse order along each of ``dims``."""
+    return Flip.apply(input, axes=normalize_dim("flip", dims, input.ndim))
+
+
+class Repeat(Function):
+    """x tiled ``reps`` times along each dim (PyTorch's repeat, NumPy's tile); the
+    gradient sums the copies."""
+
+    def forward(ctx, x, reps):
+        ctx.reps, ctx.in_shape = reps, x.shape
+        return ctx.xp.tile(x, reps)
+
+    def backward(ctx, g):
+        padded = (1,) * (len(ctx.reps) - len(ctx.in_shape)) + ctx.in_shape
+        split = [n for pair in zip(ctx.reps, padded) for n in pair]  # (copy, element) pairs
+        copies = tuple(range(0, len(split), 2))
+        return g.reshape(split).sum(axis=copies).reshape(ctx.in_shape)
+
+
+def repeat(input, *sizes):
+    """``input`` repeated ``sizes[d]`` times along each dim (at least input.ndim sizes)."""
+    sizes = _shape_arg(sizes)
+    if len(sizes) < input.ndim or builtins.any(
+            not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in sizes):
+        raise RuntimeError(f"repeat: give at least {input.ndim} non-negative int repeats "
+                           f"(one per dim), got {sizes}")
+    return Repeat.apply(input, reps=tuple(sizes))
+
+
+def index_select(input, dim, index):
+    """The slices of ``input`` at the 1-D integer ``index`` along ``dim``."""
+    if not isinstance(index, Tensor) or index.ndim != 1 or index.dtype.kind not in "iu":
+        raise TypeError(f"index_select: index must be a 1-D integer tensor, got "
+                        f"{getattr(index, 'dtype', type(index).__name__)} "
+                        f"{tuple(getattr(index, 'shape', ()))}")
+    axis, = normalize_dim("index_select", dim, input.ndim)
+    return getitem(input, (builtins.slice(None),) * axis + (index,))
+
+
+def masked_select(input, mask):
+    """The elements of ``input`` where the bool ``mask`` (broadcast together) is true, 1-D."""
+    if not isinstance(mask, Tensor) or mask.dtype != "bool":
+        raise TypeError(f"masked_select: mask must be a bool tensor (e.g. x > 0), got "
+                        f"{getattr(mask, 'dtype', type(mask).__name__)}")
+    if tuple(mask.shape) != tuple(input.shape):
+        shape = tuple(builtins.max(a, b) for a, b in zip(
+            (1,) * (mask.ndim - input.ndim) + tuple(input.shape),
+            (1,) * (input.ndim - mask.ndim) + tuple(mask.shape)))
+        input, mask = expand(input, *shape), expand(mask, *shape)
+    return getitem(input, mask)
+
+
+class Nonzero(Function):
+    """The int64 indices of the non-zero elements, one row each; no gradient."""
+    differentiable = False
+
+    def forward(ctx, x):
+        return ctx.xp.argwhere(x).astype("int64", copy=False)
+
+
+def nonzero(input, *, as_tuple=False):
+    """Indices of the non-zero (true) elements: an (n, ndim) tensor, or with ``as_tuple`` one
+    1-D tensor per dim (what indexing takes)."""
+    rows = Nonzero.apply(input)
+    if not as_tuple:
+        return rows
+    return tuple(getitem(rows, (builtins.slice(None), d)) for d in range(input.ndim))
+
+
+class Unique(Function):
+    """``part`` ("values", "inverse" or "counts") of the sorted unique elements; no
+    gradient."""
+    differentiable = False
+
+    def forward(ctx, x, part):
+        xp = ctx.xp
+        if part == "values":
+            return xp.unique(x)
+        _, extra = xp.unique(x, return_inverse=part == "inverse",
+                             return_counts=part == "counts")
+        return extra.reshape(x.shape) if part == "inverse" else extra.astype("int64")
+
+
+def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
+    """The distinct elements, sorted; with ``return_inverse`` also where each element of
+    ``input`` is among them, with ``return_counts`` how often each occurs
+    (``y.unique(return_counts=True)``: the class balance)."""
+    if dim is not None:
+        raise NotImplementedError("unique: dim= is not supported; unique of the flattened "
+                                  "tensor only")
+    out = [Unique.apply(input, part="values")]
+    if return_inverse:
+        out.append(Unique.apply(input, part="inverse").long())
+    if return_counts:
+        out.append(Unique.apply(input, part="counts"))
+    return out[0] if len(out) == 1 else tuple(out)
+
+
 def split(input, split_size_or_sections, dim=0):
     """Views of ``input`` along ``dim``: pieces of ``split_size`` (the last may be shorter),
     or of the sizes in a list."""

@@ -39,7 +39,7 @@ from ..functional.loss import (
                                      smooth_l1_loss,
 )
 from ..functional.matmul import linear
-from ..functional.normalization import batch_norm, layer_norm
+from ..functional.normalization import batch_norm, layer_norm, normalize
 from ..functional.shape import flatten, one_hot
 
 atan = arctan
@@ -50,7 +50,7 @@ __all__ = [
     "binary_step", "bipolar_relu", "cross_entropy", "dropout", "elu", "flatten",
     "gaussian_nll_loss", "gelu", "hinge_embedding_loss", "huber_loss", "identity", "isrlu", "isru",
     "kl_div", "l1_loss", "layer_norm", "leaky_relu", "linear", "log_softmax", "mse_loss",
-    "multi_margin_loss", "nll_loss", "one_hot", "poisson_nll_loss", "prelu", "relu", "rrelu",
-    "selu", "sigmoid", "silu", "smooth_l1_loss", "softmax", "softplus", "softsign", "sqnl",
-    "swish", "tanh",
+    "multi_margin_loss", "nll_loss", "normalize", "one_hot", "poisson_nll_loss", "prelu",
+    "relu", "rrelu", "selu", "sigmoid", "silu", "smooth_l1_loss", "softmax", "softplus",
+    "softsign", "sqnl", "swish", "tanh",
 ]
