@@ -11,6 +11,7 @@ import pytest
 import gradlab as gl
 from gradlab.autograd import hooks
 from tests.conftest import to_numpy
+from tests.train.compiled_runs import eager_step
 
 
 def _w(device):
@@ -103,14 +104,7 @@ def test_a_compiled_step_with_a_hook_runs_eagerly_as_eager_does():
                 return self.inner[2](h)
         net = Watched()
         loss_fn = gl.nn.CrossEntropyLoss()
-
-        def eager(x, y):
-            opt.zero_grad()
-            loss = loss_fn(net(x), y)
-            loss.backward()
-            opt.step()
-            return loss
-        step = compile_step(net, loss_fn, opt) if compiled else eager
+        step = (compile_step if compiled else eager_step)(net, loss_fn, opt)
         rng = np.random.default_rng(1)
         losses = [step(gl.tensor(rng.standard_normal((8, 4)).astype(np.float32)),
                        gl.tensor(rng.integers(0, 3, 8))).item() for _ in range(5)]

@@ -1,8 +1,19 @@
-"""What the random compiled-step tests share: a run's end state, and the checks that a
-compiled run is the eager one bit for bit."""
+"""What the compiled-step tests share: the eager step a compiled one is held to, a run's end
+state, and the checks that a compiled run is the eager one bit for bit."""
 from __future__ import annotations
 
 import numpy as np
+
+
+def eager_step(model, loss_fn, optimizer):
+    """The plain training step that ``compile_step(model, loss_fn, optimizer)`` stands for."""
+    def step(x, y):
+        optimizer.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+    return step
 
 
 def end_state(model):

@@ -11,6 +11,7 @@ import pytest
 import gradlab as gl
 from gradlab.nn import functional as F
 from gradlab.train import compile_step
+from tests.train.compiled_runs import eager_step
 
 OPTIMIZERS = {
     "sgd": lambda p: gl.optim.SGD(p, lr=0.05),
@@ -60,22 +61,12 @@ def _state(model, optimizer):
     return arrays
 
 
-def _eager_step(model, loss_fn, optimizer):
-    def step(x, y):
-        optimizer.zero_grad()
-        loss = loss_fn(model(x), y)
-        loss.backward()
-        optimizer.step()
-        return loss
-    return step
-
-
 def _run(compiled, batches, make_opt, loss_fn=None, scheduler=None, **model_kw):
     model = _model(**model_kw)
     opt = make_opt(model.parameters())
     loss_fn = loss_fn or gl.nn.CrossEntropyLoss()
     sched = scheduler(opt) if scheduler else None
-    step = compile_step(model, loss_fn, opt) if compiled else _eager_step(model, loss_fn, opt)
+    step = compile_step(model, loss_fn, opt) if compiled else eager_step(model, loss_fn, opt)
     losses = []
     for x, y in batches:
         losses.append(step(x, y).item())
@@ -187,7 +178,7 @@ def test_what_the_step_computes_from_the_batch_is_not_frozen(name):
         opt = OPTIMIZERS["adam"](model.parameters())
         loss_fn = _BATCH_DERIVED[name]()
         step = compile_step(model, loss_fn, opt) if compiled else \
-            _eager_step(model, loss_fn, opt)
+            eager_step(model, loss_fn, opt)
         runs.append(([step(x, y).item() for x, y in batches], _state(model, opt), step))
     _assert_same(*runs)
     info = runs[1][2].info()
@@ -236,7 +227,7 @@ def test_replay_sums_gradients_as_the_engine_does():
         opt = gl.optim.Adam(model.parameters(), lr=1e-2)
         loss_fn = gl.nn.CrossEntropyLoss(label_smoothing=0.1)
         step = compile_step(model, loss_fn, opt) if compiled else \
-            _eager_step(model, loss_fn, opt)
+            eager_step(model, loss_fn, opt)
         results.append(([step(x, y).item() for x, y in batches], _state(model, opt)))
         if compiled:
             assert step.info()["replayed"] == 4
@@ -254,7 +245,7 @@ def test_a_leaf_outside_the_optimizer_accumulates_its_grad_as_in_eager():
         opt = gl.optim.SGD([p for p in model.parameters() if p is not first], lr=0.05)
         loss_fn = gl.nn.CrossEntropyLoss()
         step = compile_step(model, loss_fn, opt) if compiled else \
-            _eager_step(model, loss_fn, opt)
+            eager_step(model, loss_fn, opt)
         for x, y in batches:
             step(x, y)
         grads.append(first.grad.numpy().copy())
@@ -275,7 +266,7 @@ def _pair(**model_kw):
         opt = gl.optim.Adam(model.parameters(), lr=1e-2)
         loss_fn = gl.nn.CrossEntropyLoss()
         step = compile_step(model, loss_fn, opt) if compiled else \
-            _eager_step(model, loss_fn, opt)
+            eager_step(model, loss_fn, opt)
         made.append((model, opt, step))
     return made
 
@@ -403,7 +394,7 @@ def _same_with_changes(build, change, steps):
     for compiled in (False, True):
         model, opt, loss_fn = build()
         step = compile_step(model, loss_fn, opt) if compiled else \
-            _eager_step(model, loss_fn, opt)
+            eager_step(model, loss_fn, opt)
         losses = []
         for i, (x, y) in enumerate(_batches(steps)):
             change(i, model, opt)
@@ -487,7 +478,7 @@ def test_a_python_number_the_loss_reads_is_not_baked_into_the_replay(where):
         loss_fn = {"global": _weighted_loss, "closure": closure_loss, "attribute": obj,
                    "dict+reset": dict_loss}[where]
         step = compile_step(model, loss_fn, opt) if compiled else \
-            _eager_step(model, loss_fn, opt)
+            eager_step(model, loss_fn, opt)
         losses = []
         for i, (x, y) in enumerate(_batches(12)):
             if i % 4 == 0:  # a new "epoch"
@@ -621,7 +612,7 @@ def test_untraceable_steps_run_eagerly_with_a_warning(cls, reason):
         opt = gl.optim.SGD(model.parameters(), lr=0.1)
         loss_fn = gl.nn.CrossEntropyLoss()
         step = compile_step(model, loss_fn, opt) if compiled else \
-            _eager_step(model, loss_fn, opt)
+            eager_step(model, loss_fn, opt)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             losses = [step(x, y).item() for x, y in _batches(6)]
@@ -742,7 +733,7 @@ def _mlp_eager_and_compiled_agree(batches):
     for compiled in (False, True):
         model, opt, step = _mlp_step()
         if not compiled:
-            step = _eager_step(model, gl.nn.CrossEntropyLoss(), opt)
+            step = eager_step(model, gl.nn.CrossEntropyLoss(), opt)
         results.append(([step(x, y).item() for x, y in batches], _state(model, opt)))
     _assert_same(*results)
     return step
@@ -843,7 +834,7 @@ def test_a_fused_pair_gives_the_eager_bits(case):
         opt = gl.optim.Adam(model.parameters(), lr=1e-2)
         loss_fn = gl.nn.CrossEntropyLoss()
         step = compile_step(model, loss_fn, opt) if compiled else \
-            _eager_step(model, loss_fn, opt)
+            eager_step(model, loss_fn, opt)
         runs.append(([step(x, y).item() for x, y in batches], _state(model, opt), step))
     _assert_same(*runs)
     info = runs[1][2].info()
@@ -930,7 +921,7 @@ def test_a_weight_changed_in_place_and_a_bad_target_in_a_replay_act_as_in_eager(
         loss_fn = gl.nn.CrossEntropyLoss(weight=gl.tensor(np.array([1.0, 2.0, 0.5],
                                                                    np.float32)))
         step = compile_step(model, loss_fn, opt) if compiled else \
-            _eager_step(model, loss_fn, opt)
+            eager_step(model, loss_fn, opt)
         losses = []
         for k, (x, y) in enumerate(batches):
             if k == 4:
@@ -1036,7 +1027,7 @@ def test_the_prepared_optimizer_step_equals_step_through_changes(make):
         opt = make(model.parameters())
         loss_fn = gl.nn.CrossEntropyLoss()
         step = compile_step(model, loss_fn, opt) if compiled else \
-            _eager_step(model, loss_fn, opt)
+            eager_step(model, loss_fn, opt)
         losses = []
         for k, (x, y) in enumerate(batches):
             losses.append(step(x, y).item())
