@@ -1,29 +1,36 @@
-"""ONNX export of the modules an MLP uses.
+"""ONNX export of a model's forward, traced op by op.
 
-How it works: the model runs once on the example input (in eval mode, without grad) while a
-recorder wraps every module that has an ONNX form. Each recorded call becomes a few ONNX
-nodes; a call's input must be the model's input or an earlier recorded call's output, so
-anything a ``forward`` computes *between* modules (``x + y``, ``F.relu(x)``, indexing) is
-refused with a message rather than silently left out of the graph. Containers (Sequential,
-or any module whose ``forward`` only chains its children) are traced through.
+How it works: the model runs once on the example input (in eval mode, without grad) with a
+``_Trace`` installed where a compiled step's recording goes (autograd/tape.py). Every op
+reports itself there as it runs (its Function class, ``ctx``, arguments and output), and
+the emitter of its class (onnx/ops.py) writes its ONNX nodes. So whatever a ``forward``
+computes with gradlab ops is exported, modules or not: ``x + self.fc(x)``, ``F.relu``,
+slicing, ``torch.cat``-style concatenation. What has no ONNX form is refused with a message
+naming the op and the module it ran in: an op without an emitter, a random draw, a value
+read in Python (``item()``, ``if t > 0``), an in-place change outside an op.
 
-Limits: one tensor in, one tensor out; dim 0 is the batch axis and is the only dynamic one
-(the other dims are fixed to the example input's); BatchNorm1d needs running statistics
+Parameters, buffers and any other tensor an op reads that the trace did not compute become
+initializers holding their values at export time. Dim 0 is the batch axis: it is dynamic in
+the file, so ops that would bake the example's batch size in (a reshape that merges it, a
+permute that moves it) are refused. The file is then run with onnx's reference evaluator at
+the example's batch size and at another one and compared with the model, so that a graph
+that would compute something else (a constant built from ``x.shape[0]``, say) is never
+written.
+
+Limits: one tensor in, one tensor out; BatchNorm needs running statistics
 (track_running_stats=True); the graph holds the parameters as they are at export time.
 """
 from __future__ import annotations
 
-import math
+import inspect
 import os
 
 import numpy as np
 
+from .ops import EMITTERS, ExportError, supported_ops
+
 OPSET = 17  # LayerNormalization first appears in opset 17; every other op used is older
 _IR_VERSION = 8  # the IR version of opset 17, so older runtimes load the file too
-
-
-class ExportError(ValueError):
-    """The model (or the example input) has something ONNX export cannot express."""
 
 
 def _import_onnx():
@@ -47,13 +54,13 @@ class _Graph:
         return f"{hint}_{self._count}"
 
     def const(self, hint, value, dtype=None):
-        array = np.ascontiguousarray(np.asarray(value, dtype=dtype or self.dtype))
+        """An initializer holding ``value`` (in ``dtype``; the graph's float dtype if None)."""
+        # (np.array, not np.ascontiguousarray: that one makes a 0-d value 1-d, and a Gather
+        # index or a CumSum axis must stay 0-d)
+        array = np.array(value, dtype=dtype or self.dtype, order="C")
         name = self.fresh(hint)
         self.initializers.append(self.onnx.numpy_helper.from_array(array, name))
         return name
-
-    def param(self, hint, tensor):
-        return self.const(hint, tensor.detach().cpu().numpy())
 
     def op(self, op_type, *inputs, **attrs):
         out = self.fresh(op_type.lower())
@@ -62,213 +69,170 @@ class _Graph:
         return out
 
 
-# -- one emitter per module type: (graph, module, input name, input shape) -> output name ---
-
-def _linear(g, m, x, shape):
-    y = g.op("MatMul", x, g.const("weight_t", m.weight.detach().cpu().numpy().T))
-    return y if m.bias is None else g.op("Add", y, g.param("bias", m.bias))
+_SIGNATURES = {}  # Function class -> its forward's signature without ctx
 
 
-def _single(op_type, **attrs):
-    return lambda g, m, x, shape: g.op(op_type, x, **attrs)
+def _parameters_of(cls):
+    sig = _SIGNATURES.get(cls)
+    if sig is None:
+        params = list(inspect.signature(cls.forward).parameters.values())[1:]
+        sig = _SIGNATURES[cls] = inspect.Signature(params)
+    return sig
 
 
-def _passthrough(g, m, x, shape):
-    return x  # Identity, and Dropout in eval mode
+class Call:
+    """One op as the trace saw it run, as its emitter reads it: ``call["alpha"]`` is an
+    argument of the Function's ``forward`` by name (arrays for tensors), ``call.input(name)``
+    the ONNX value that holds it, ``call.out`` the output array."""
+
+    def __init__(self, trace, cls, ctx, args, kwargs, out):
+        self.trace, self.cls, self.ctx, self.out = trace, cls, ctx, out
+        self.args = tuple(a._data if hasattr(a, "_data") else a for a in args)
+        bound = _parameters_of(cls).bind(*self.args, **kwargs)
+        bound.apply_defaults()
+        self.values = bound.arguments
+
+    def __getitem__(self, name):
+        return self.values[name]
+
+    def __contains__(self, name):
+        return name in self.values
+
+    def refuse(self, why):
+        raise ExportError(f"{self.trace.where()}: {why}")
+
+    # -- the ONNX values of the arguments ----------------------------------------------------
+    def input(self, name, dtype=None):
+        """The ONNX value of argument ``name``, cast to ``dtype`` where it differs ("" for
+        None, an optional input left out)."""
+        return self.trace.value(self.values[name], dtype)
+
+    def input_at(self, i, dtype=None):
+        """The same for the ``i``-th positional argument (for ``forward(ctx, *arrays)``)."""
+        return self.trace.value(self.args[i], dtype)
+
+    def scalar(self, value):
+        """A constant in the output's dtype."""
+        return self.trace.g.const("c", value, self.out.dtype)
+
+    def transposed(self, name):
+        """The transpose of a 2-D argument: a transposed initializer where it is a constant
+        (a Linear's weight), else a Transpose node."""
+        return self.trace.value(self.values[name], transposed=True)
+
+    # -- what the trace knows of an argument -------------------------------------------------
+    def shape_of(self, name):
+        return tuple(self.values[name].shape)
+
+    def dtype_of(self, name):
+        value = self.values[name]
+        return value.dtype if hasattr(value, "dtype") and hasattr(value, "shape") else None
+
+    def dtype_and_ndim(self, name):
+        value = self.values[name]
+        return value.dtype, value.ndim
+
+    def batched(self, name):
+        """Whether the argument's dim 0 is the (dynamic) batch axis."""
+        return id(self.values[name]) in self.trace.batched
 
 
-def _leaky_relu(g, m, x, shape):
-    return g.op("LeakyRelu", x, alpha=float(m.negative_slope))
+class _Trace:
+    """Installed as the tape (``_state.tape``) while the model runs once: each op the model
+    runs becomes ONNX nodes as it runs. Knows which arrays the graph computes (by id; the
+    arrays are kept alive so ids stay unique), which of them carry the batch axis at dim 0,
+    and which module is running, for the messages."""
+
+    def __init__(self, g, x, input_name, param_names, backend):
+        self.g, self.backend, self.param_names = g, backend, param_names
+        self.batch = x.shape[0]
+        self.names = {id(x._data): input_name}
+        self.batched = {id(x._data)}
+        self.alive = [x._data]
+        self.constants = {}  # (id(array), dtype, transposed) -> initializer name
+        self.modules = []    # the labels of the modules running, innermost last
+
+    def where(self):
+        return self.modules[-1] if self.modules else "the model"
+
+    def value(self, v, dtype=None, transposed=False):
+        if v is None:
+            return ""
+        ndarray = self.backend.ndarray
+        if isinstance(v, ndarray) and id(v) in self.names:
+            name = self.names[id(v)]
+            if transposed:
+                name = self.g.op("Transpose", name, perm=[1, 0])
+            if dtype is not None and np.dtype(dtype) != v.dtype:
+                name = self.g.op("Cast", name, to=self.g.onnx.helper.np_dtype_to_tensor_dtype(
+                    np.dtype(dtype)))
+            return name
+        if isinstance(v, ndarray):  # a parameter, a buffer, or another tensor's values
+            key = (id(v), None if dtype is None else np.dtype(dtype), transposed)
+            if key not in self.constants:
+                host = self.backend.to_numpy(v)
+                hint = self.param_names.get(id(v), "const")
+                self.constants[key] = self.g.const(hint + ("_t" if transposed else ""),
+                                                   host.T if transposed else host,
+                                                   dtype or host.dtype)
+                self.alive.append(v)
+            return self.constants[key]
+        return self.g.const("c", v, dtype)  # a Python number
+
+    # -- the tape's interface (autograd/tape.py's Recording has the same) --------------------
+    def node(self, cls, ctx, args, kwargs, out):
+        emit = EMITTERS.get(cls)
+        if emit is None:
+            raise ExportError(f"{self.where()}: the op {cls.__name__} has no ONNX form in "
+                              f"gl.onnx.export; it converts {', '.join(supported_ops())}")
+        call = Call(self, cls, ctx, args, kwargs, out)
+        self.names[id(out)] = emit(self.g, call)
+        self.alive.append(out)
+        if out.ndim and out.shape[0] == self.batch and any(
+                id(a) in self.batched for a in call.args):
+            self.batched.add(id(out))
+
+    def read(self, what):
+        raise ExportError(f"{self.where()}: the forward reads a tensor's value in Python "
+                          f"({what}); the graph would keep the example batch's answer. "
+                          "Compute with gradlab ops instead (gl.where for a choice)")
+
+    def bump(self, tensor):
+        raise ExportError(f"{self.where()}: a tensor is changed in place outside a gradlab "
+                          "op (t.add_(), t[...] = v); export traces ops only, so write "
+                          "t = t + v")
+
+    def fail(self, reason):
+        raise ExportError(f"{self.where()}: {reason}")
 
 
-def _rrelu(g, m, x, shape):
-    return g.op("LeakyRelu", x, alpha=(m.lower + m.upper) / 2)  # eval mode's fixed slope
-
-
-def _prelu(g, m, x, shape):
-    a = m.weight.detach().cpu().numpy()
-    if a.size != 1:  # one slope per channel (dim 1), as gradlab broadcasts it
-        a = a.reshape((-1,) + (1,) * (len(shape) - 2))
-    return g.op("PRelu", x, g.const("slope", a.reshape(-1) if a.size == 1 else a))
-
-
-def _elu(g, m, x, shape):
-    return g.op("Elu", x, alpha=float(m.alpha))
-
-
-def _selu(g, m, x, shape):
-    from ..functional.activation import Selu
-    return g.op("Selu", x, alpha=Selu.ALPHA, gamma=Selu.SCALE)
-
-
-def _binary_step(g, m, x, shape):
-    return g.op("Cast", g.op("GreaterOrEqual", x, g.const("zero", 0)),
-                to=_elem_type(g.onnx, g.dtype))
-
-
-def _isru(g, m, x, shape):
-    den = g.op("Sqrt", g.op("Add", g.const("one", 1), g.op("Mul", g.const("alpha", m.alpha),
-                                                            g.op("Mul", x, x))))
-    return g.op("Div", x, den)
-
-
-def _isrlu(g, m, x, shape):
-    # min(x, 0) inside the root: the branch for x >= 0 is discarded, so keep it finite.
-    neg = g.op("Min", x, g.const("zero", 0))
-    den = g.op("Sqrt", g.op("Add", g.const("one", 1), g.op("Mul", g.const("alpha", m.alpha),
-                                                            g.op("Mul", neg, neg))))
-    return g.op("Where", g.op("GreaterOrEqual", x, g.const("zero", 0)), x,
-                g.op("Div", x, den))
-
-
-def _sqnl(g, m, x, shape):
-    c = g.op("Clip", x, g.const("lo", -2), g.const("hi", 2))
-    return g.op("Sub", c, g.op("Mul", c, g.op("Mul", g.op("Abs", c), g.const("quarter", 0.25))))
-
-
-def _bipolar_relu(g, m, x, shape):
-    odd = g.const("odd", np.arange(shape[-1]) % 2 == 1, dtype=bool)
-    return g.op("Where", odd, g.op("Min", x, g.const("zero", 0)), g.op("Relu", x))
-
-
-def _silu(g, m, x, shape):
-    return g.op("Mul", x, g.op("Sigmoid", x))
-
-
-def _softplus(g, m, x, shape):
-    # ONNX's Softplus has no beta/threshold and may overflow: max(z, 0) + log(1 + e^-|z|)
-    # with z = beta x is finite for every z, then x itself where z > threshold (as PyTorch).
-    bx = g.op("Mul", x, g.const("beta", m.beta))
-    tail = g.op("Log", g.op("Add", g.const("one", 1),
-                            g.op("Exp", g.op("Neg", g.op("Abs", bx)))))
-    soft = g.op("Div", g.op("Add", g.op("Relu", bx), tail), g.const("beta", m.beta))
-    return g.op("Where", g.op("Greater", bx, g.const("threshold", m.threshold)), x, soft)
-
-
-def _gelu(g, m, x, shape):
-    half_x = g.op("Mul", x, g.const("half", 0.5))
-    if m.approximate == "tanh":
-        cube = g.op("Mul", g.op("Mul", x, x), x)
-        inner = g.op("Add", x, g.op("Mul", cube, g.const("c", 0.044715)))
-        t = g.op("Tanh", g.op("Mul", inner, g.const("k", math.sqrt(2 / math.pi))))
-        return g.op("Mul", half_x, g.op("Add", g.const("one", 1), t))
-    erf = g.op("Erf", g.op("Div", x, g.const("sqrt2", math.sqrt(2))))  # Gelu op is opset 20
-    return g.op("Mul", half_x, g.op("Add", g.const("one", 1), erf))
-
-
-def _axis(dim, ndim):
-    dim = -1 if dim is None else dim
-    return dim + ndim if dim < 0 else dim
-
-
-def _softmax(op_type):
-    return lambda g, m, x, shape: g.op(op_type, x, axis=_axis(m.dim, len(shape)))
-
-
-def _flatten(g, m, x, shape):
-    start, end = _axis(m.start_dim, len(shape)), _axis(m.end_dim, len(shape))
-    if start == 0:
-        raise ExportError(f"Flatten(start_dim={m.start_dim}) merges the batch axis (dim 0) "
-                          "into the others; the export keeps dim 0 as a dynamic batch axis, "
-                          "so flatten from dim 1")
-    # 0 copies the input's dim, so the batch size stays dynamic.
-    target = [0] * start + [-1] + list(shape[end + 1:])
-    return g.op("Reshape", x, g.const("shape", target, dtype=np.int64))
-
-
-def _batch_norm(g, m, x, shape):
-    if m.running_mean is None:
-        raise ExportError("BatchNorm1d(track_running_stats=False) normalizes with each batch's "
-                          "own statistics even in eval mode; export needs running statistics "
-                          "(track_running_stats=True)")
-    n = m.num_features
-    scale = g.param("scale", m.weight) if m.weight is not None else g.const("scale", np.ones(n))
-    bias = g.param("bias", m.bias) if m.bias is not None else g.const("bias", np.zeros(n))
-    return g.op("BatchNormalization", x, scale, bias, g.param("mean", m.running_mean),
-                g.param("var", m.running_var), epsilon=float(m.eps))
-
-
-def _layer_norm(g, m, x, shape):
-    ns = m.normalized_shape
-    inputs = [x, g.param("scale", m.weight) if m.weight is not None
-              else g.const("scale", np.ones(ns))]
-    if m.bias is not None:
-        inputs.append(g.param("bias", m.bias))
-    return g.op("LayerNormalization", *inputs, axis=-len(ns), epsilon=float(m.eps))
-
-
-def _emitters():
-    from .. import nn
-    return {
-        nn.Linear: _linear, nn.Identity: _passthrough, nn.Dropout: _passthrough,
-        nn.Flatten: _flatten, nn.BatchNorm1d: _batch_norm, nn.LayerNorm: _layer_norm,
-        nn.Sigmoid: _single("Sigmoid"), nn.Tanh: _single("Tanh"), nn.ReLU: _single("Relu"),
-        nn.ArcTan: _single("Atan"), nn.Softsign: _single("Softsign"),
-        nn.LeakyReLU: _leaky_relu, nn.RReLU: _rrelu, nn.PReLU: _prelu, nn.ELU: _elu,
-        nn.SELU: _selu, nn.BinaryStep: _binary_step, nn.ISRU: _isru, nn.ISRLU: _isrlu,
-        nn.SQNL: _sqnl, nn.BipolarReLU: _bipolar_relu, nn.SiLU: _silu,
-        nn.Softplus: _softplus, nn.GELU: _gelu, nn.Softmax: _softmax("Softmax"),
-        nn.LogSoftmax: _softmax("LogSoftmax"),
-    }
-
-
-def supported_modules():
-    """The names of the module classes ``export`` converts (containers are traced through)."""
-    return sorted(cls.__name__ for cls in _emitters())
-
-
-def _emitter_for(module, table):
-    """The emitter of the module's class, or of a base class whose forward it keeps (a
-    subclass that overrides forward computes something else)."""
-    for cls in type(module).__mro__:
-        if cls in table:
-            return table[cls] if type(module).forward is cls.forward else None
-    return None
-
-
-def _elem_type(onnx, dtype):
-    return onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype))
-
-
-# -- tracing ---------------------------------------------------------------------------------
-
-def _trace(model, x, table):
-    """Run ``model(x)`` once, recording each call of a convertible module as
-    (path, module, emitter, input, output). Returns (calls, output)."""
+def _trace(model, x, trace):
+    """Run ``model(x)`` once with ``trace`` installed; each module's forward is wrapped to
+    name the module in messages. Returns the output."""
+    from ..autograd.grad_mode import _state
     from ..autograd.tensor import Tensor
-    calls, wrapped = [], []
 
-    def recorder(path, module, emit, forward):
+    def labelled(label, forward):
         def wrapper(*args, **kwargs):
-            if len(args) != 1 or kwargs or not isinstance(args[0], Tensor):
-                raise ExportError(f"{path or 'the model'} ({type(module).__name__}) is called "
-                                  "with other than one tensor; export supports one tensor "
-                                  "per module call")
-            out = forward(*args)
-            calls.append((path, module, emit, args[0], out))
-            return out
+            trace.modules.append(label)
+            try:
+                return forward(*args, **kwargs)
+            finally:
+                trace.modules.pop()
         return wrapper
 
-    def refuser(path, module):
-        def wrapper(*args, **kwargs):
-            raise ExportError(f"{path or 'the model'} ({type(module).__name__}) cannot be "
-                              "exported to ONNX: export converts "
-                              f"{', '.join(supported_modules())}, and containers of them")
-        return wrapper
-
+    if _state.tape is not None:
+        raise RuntimeError("gl.onnx.export cannot run inside a compiled step's recording")
+    wrapped = []
     try:
         for path, module in model.named_modules():
-            emit = _emitter_for(module, table)
-            if emit is not None:
-                wrapper = recorder(path, module, emit, module.forward)
-            elif not module._modules:  # a leaf without an ONNX form
-                wrapper = refuser(path, module)
-            else:
-                continue  # a container: its forward runs and calls the recorded children
             wrapped.append((module, module.__dict__.get("forward")))
-            module.__dict__["forward"] = wrapper
+            module.__dict__["forward"] = labelled(
+                f"{path or 'the model'} ({type(module).__name__})", module.forward)
+        _state.tape = trace
         out = model(x)
     finally:
+        _state.tape = None
         for module, previous in wrapped:
             if previous is None:
                 del module.__dict__["forward"]
@@ -277,20 +241,52 @@ def _trace(model, x, table):
     if not isinstance(out, Tensor):
         raise ExportError(f"the model returned {type(out).__name__}; export supports a model "
                           "that returns one tensor")
-    return calls, out
+    return out
 
 
-def export(model, example_input, path, input_name="input", output_name="output"):
+def _other_batch(x):
+    """An input of another batch size than ``x``, made of its rows (so in the same range)."""
+    import gradlab as gl
+    return x[:-1] if x.shape[0] > 1 else gl.cat([x, x])
+
+
+def _check_against_model(proto, model, x, input_name):
+    """The file must compute what the model computes, at the example's batch size and at
+    another one (a graph that baked the batch size in fails the second)."""
+    from onnx.reference import ReferenceEvaluator
+    evaluator = ReferenceEvaluator(proto)
+    tol = 1e-9 if x.dtype == np.float64 else 1e-4
+    for batch in (x, _other_batch(x)):
+        want = model(batch).detach().cpu().numpy()
+        try:
+            got = evaluator.run(None, {input_name: batch.detach().cpu().numpy()})[0]
+        except Exception as exc:  # noqa: BLE001 -- any failure of the graph is the news
+            raise ExportError(f"the exported graph fails at batch size {batch.shape[0]} "
+                              f"({type(exc).__name__}: {exc}); the forward probably builds "
+                              "a tensor from the example's batch size (x.shape[0])") from None
+        scale = max(1.0, float(np.abs(want[np.isfinite(want)]).max(initial=0.0)))
+        if got.shape != want.shape or not np.allclose(got, want, rtol=tol, atol=tol * scale,
+                                                      equal_nan=True):
+            detail = f"shape {got.shape} vs {want.shape}" if got.shape != want.shape else \
+                f"max difference {float(np.nanmax(np.abs(got - want))):.3g}"
+            raise ExportError(f"the exported graph computes other values than the model at "
+                              f"batch size {batch.shape[0]} ({detail}); the forward probably "
+                              "builds a tensor from the example's batch size (x.shape[0]) "
+                              "or from its values")
+
+
+def export(model, example_input, path, input_name="input", output_name="output", *,
+           check=True):
     """Write ``model`` as an ONNX file (opset 17) at ``path`` and return the ModelProto.
 
     ``example_input`` is one batch (dim 0 is the batch axis, exported as dynamic; the other
     dims are fixed). The model is exported in eval mode (Dropout is the identity,
     BatchNorm1d uses its running statistics); each module's train/eval mode is restored
-    afterwards. The graph is checked with ``onnx.checker.check_model`` before it is written
-    (atomically: a failed export leaves no partial file).
-
-    Supported: see ``supported_modules()``, inside Sequential or a ``forward`` that only
-    chains them. Anything else raises ExportError naming the module."""
+    afterwards. Every op its forward runs is converted (``supported_ops()`` lists them), in
+    modules or between them. The graph is checked with ``onnx.checker.check_model`` and,
+    with ``check``, run with onnx's reference evaluator at two batch sizes against the
+    model; it is written only then, atomically (a failed export leaves no partial file).
+    Anything that cannot be exported raises ExportError naming the op and its module."""
     onnx = _import_onnx()
     import gradlab as gl
 
@@ -301,45 +297,31 @@ def export(model, example_input, path, input_name="input", output_name="output")
     x = example_input if isinstance(example_input, Tensor) else gl.tensor(example_input)
     if x.ndim < 1:
         raise ExportError("example_input must have a batch axis (dim 0); got a 0-d tensor")
-    table = _emitters()
+    x = x.detach()
+    dtype = np.dtype(x.dtype)
+    g = _Graph(onnx, dtype)
+    params = {id(t._data): name for name, t in
+              [*model.named_parameters(), *model.named_buffers()] if t is not None}
+    trace = _Trace(g, x, input_name, params, x._backend)
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
         with gl.no_grad():
-            calls, out = _trace(model, x, table)
+            out = _trace(model, x, trace)
+            out_array = out._data
+            if id(out_array) not in trace.names:
+                raise ExportError("the model's output was not computed from its input by "
+                                  "gradlab ops (it returns a constant or a new tensor)")
+            g.nodes.append(onnx.helper.make_node("Identity", [trace.names[id(out_array)]],
+                                                 [output_name], name=output_name))
+            proto = _model_proto(onnx, g, model, x, out, input_name, output_name,
+                                 id(out_array) in trace.batched)
+            onnx.checker.check_model(proto, full_check=True)
+            if check:
+                _check_against_model(proto, model, x, input_name)
     finally:
         for m, mode in modes:
             m.training = mode
-
-    dtype = x.detach().cpu().numpy().dtype
-    g = _Graph(onnx, dtype)
-    names = {id(x): input_name}
-    for call_path, module, emit, inp, result in calls:
-        if id(inp) not in names:
-            raise ExportError(
-                f"{call_path} ({type(module).__name__}) receives a tensor that no exportable "
-                "module produced: the forward computes something between modules (e.g. "
-                "x + y, F.relu(x), indexing) that export cannot see; use module forms "
-                "(nn.ReLU() instead of F.relu) in a Sequential")
-        names[id(result)] = emit(g, module, names[id(inp)], tuple(inp.shape))
-    if id(out) not in names:
-        raise ExportError("the model's output is not the output of an exportable module: its "
-                          "forward computes the result after the last module call; end the "
-                          "forward with a module call")
-    g.nodes.append(onnx.helper.make_node("Identity", [names[id(out)]], [output_name],
-                                         name=output_name))
-
-    elem = _elem_type(onnx, dtype)
-    helper = onnx.helper
-    graph = helper.make_graph(
-        g.nodes, type(model).__name__,
-        [helper.make_tensor_value_info(input_name, elem, ["batch", *x.shape[1:]])],
-        [helper.make_tensor_value_info(output_name, elem, ["batch", *out.shape[1:]])],
-        initializer=g.initializers)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="gradlab", producer_version=gl.__version__)
-    proto.ir_version = _IR_VERSION
-    onnx.checker.check_model(proto, full_check=True)
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}"
     try:
@@ -348,4 +330,24 @@ def export(model, example_input, path, input_name="input", output_name="output")
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+    return proto
+
+
+def _model_proto(onnx, g, model, x, out, input_name, output_name, out_batched):
+    import gradlab as gl
+    helper = onnx.helper
+
+    def info(name, tensor, batched):
+        shape = list(tensor.shape)
+        if batched:
+            shape[0] = "batch"
+        return helper.make_tensor_value_info(
+            name, helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype)), shape)
+
+    graph = helper.make_graph(g.nodes, type(model).__name__, [info(input_name, x, True)],
+                              [info(output_name, out, out_batched)],
+                              initializer=g.initializers)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="gradlab", producer_version=gl.__version__)
+    proto.ir_version = _IR_VERSION
     return proto
