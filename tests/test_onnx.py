@@ -4,6 +4,7 @@ for every exportable module and for the default trained digits model, at batch s
 (``--junitxml`` shows them) and printed with ``-s``."""
 import importlib.util
 import json
+import re
 import sys
 
 import numpy as np
@@ -288,6 +289,11 @@ class _Constant(nn.Module):
         return gl.zeros(3, 4)
 
 
+class _Dict(nn.Module):
+    def forward(self, x):
+        return {"y": x * 2}
+
+
 @needs_onnx
 @pytest.mark.parametrize("model, words", [
     (lambda: nn.Sequential(nn.Linear(4, 4), _Sorts()),
@@ -307,6 +313,8 @@ class _Constant(nn.Module):
     (lambda: _BatchConstant(), "the exported graph fails at batch size 2"),
     (lambda: _BatchScalar(), "computes other values than the model at batch size 2"),
     (lambda: _Constant(), "not computed from its input"),
+    (lambda: _Dict(), "the model returned dict; export supports a model that returns a "
+                      "tensor or a tuple of tensors"),
 ])
 def test_unexportable_models_are_refused_by_name(model, words, tmp_path):
     path = tmp_path / "bad.onnx"
@@ -316,6 +324,59 @@ def test_unexportable_models_are_refused_by_name(model, words, tmp_path):
         gl.onnx.export(built, x, path)
     assert words in str(info.value)
     assert not path.exists() and list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+class _TwoInTwoOut(nn.Module):
+    """Features and a per-row offset in; class probabilities, the predicted class and the
+    features themselves out."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x, offset):
+        logits = self.fc(x) + offset[:, :1]
+        return F.softmax(logits, dim=1), logits.argmax(1), x
+
+
+@needs_onnx
+def test_several_inputs_and_outputs_match_onnxruntime(tmp_path):
+    import onnxruntime as ort
+    model = _TwoInTwoOut()
+    gl.onnx.export(model, (gl.randn(3, 4), gl.randn(3, 2)), tmp_path / "m.onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    assert [i.name for i in session.get_inputs()] == ["input_0", "input_1"]
+    assert [o.name for o in session.get_outputs()] == ["output_0", "output_1", "output_2"]
+    rng = np.random.default_rng(3)
+    x, offset = (rng.standard_normal((9, n)).astype(np.float32) for n in (4, 2))
+    got = session.run(None, {"input_0": x, "input_1": offset})
+    with gl.no_grad():
+        want = [t.numpy() for t in model(gl.tensor(x), gl.tensor(offset))]
+    np.testing.assert_allclose(got[0], want[0], rtol=TOL, atol=TOL)
+    assert got[1].tolist() == want[1].tolist() and got[1].dtype == np.int64
+    assert got[2].tolist() == x.tolist()
+    # PyTorch's names for the lists
+    gl.onnx.export(model, (gl.randn(2, 4), gl.randn(2, 2)), tmp_path / "named.onnx",
+                   input_names=["features", "offset"], output_names=["p", "cls", "same"])
+    session = ort.InferenceSession(str(tmp_path / "named.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    assert [o.name for o in session.get_outputs()] == ["p", "cls", "same"]
+
+
+@needs_onnx
+@pytest.mark.parametrize("inputs, kwargs, words", [
+    (((3, 4), (2, 2)), {}, "different batch sizes (dim 0: 3, 2)"),
+    (((3, 4), (3, 2)), {"input_names": ["only_one"]}, "input_names: need 2"),
+    (((3, 4), (3, 2)), {"output_names": ["a", "b"]}, "output_names: need 3"),
+    (((3, 4), (3, 2)), {"input_names": ["a", "b"], "output_names": ["p", "a", "c"]},
+     "names must all differ"),
+])
+def test_bad_input_and_output_names_are_refused(inputs, kwargs, words, tmp_path):
+    with pytest.raises(gl.onnx.ExportError, match=re.escape(words)):
+        gl.onnx.export(_TwoInTwoOut(), tuple(gl.randn(*s) for s in inputs),
+                       tmp_path / "m.onnx", **kwargs)
+    assert list(tmp_path.iterdir()) == []
 
 
 @needs_onnx

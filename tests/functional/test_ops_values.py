@@ -153,8 +153,19 @@ def test_remainders_flips_repeats_and_counts_match_numpy(device, rng):
         t.repeat(2)
     with pytest.raises(TypeError, match="index must be a 1-D integer tensor"):
         t.index_select(0, _t([[0]], device))
-    with pytest.raises(NotImplementedError, match="dim= is not supported"):
-        ty.unique(dim=0)
+    # unique(dim=): distinct rows (or columns), sorted, with the inverse and counts per slice
+    rows = np.array([[1, 2], [0, 5], [1, 2], [1, -1]])
+    tr = _t(rows, device)
+    values, inverse, counts = tr.unique(dim=0, return_inverse=True, return_counts=True)
+    assert to_numpy(values).tolist() == [[0, 5], [1, -1], [1, 2]]
+    assert to_numpy(inverse).tolist() == [2, 0, 2, 1] and inverse.dtype == gl.int64
+    assert to_numpy(counts).tolist() == [1, 1, 2]
+    assert to_numpy(values)[to_numpy(inverse)].tolist() == rows.tolist()
+    cols, col_inverse = tr.unique(dim=-1, return_inverse=True)
+    np.testing.assert_array_equal(to_numpy(cols), np.unique(rows, axis=1))
+    assert to_numpy(col_inverse).shape == (2,)
+    with pytest.raises(IndexError, match="dim"):
+        tr.unique(dim=2)
 
 
 def test_reductions_match_numpy(device, rng):

@@ -536,31 +536,39 @@ def nonzero(input, *, as_tuple=False):
 
 
 class Unique(Function):
-    """``part`` ("values", "inverse" or "counts") of the sorted unique elements; no
-    gradient."""
+    """``part`` ("values", "inverse" or "counts") of the sorted unique elements, or with
+    ``axis`` of the sorted unique slices along it; no gradient."""
     differentiable = False
 
-    def forward(ctx, x, part):
+    def forward(ctx, x, part, axis=None):
         xp = ctx.xp
         if part == "values":
-            return xp.unique(x)
+            return xp.unique(x, axis=axis)
         _, extra = xp.unique(x, return_inverse=part == "inverse",
-                             return_counts=part == "counts")
-        return extra.reshape(x.shape) if part == "inverse" else extra.astype("int64")
+                             return_counts=part == "counts", axis=axis)
+        if part == "counts":
+            return extra.astype("int64")
+        # (one index per element, or per slice along axis; NumPy's shape has varied)
+        return extra.reshape(x.shape if axis is None else (x.shape[axis],))
 
 
 def unique(input, sorted=True, return_inverse=False, return_counts=False, dim=None):
     """The distinct elements, sorted; with ``return_inverse`` also where each element of
     ``input`` is among them, with ``return_counts`` how often each occurs
-    (``y.unique(return_counts=True)``: the class balance)."""
+    (``y.unique(return_counts=True)``: the class balance). With ``dim``, the distinct slices
+    along ``dim`` (``x.unique(dim=0)``: the distinct rows), sorted lexicographically, and
+    the inverse and counts per slice."""
+    axis = None
     if dim is not None:
-        raise NotImplementedError("unique: dim= is not supported; unique of the flattened "
-                                  "tensor only")
-    out = [Unique.apply(input, part="values")]
+        if input.ndim == 0:
+            raise IndexError("unique: dim= needs a tensor with at least one dim, got a 0-d "
+                             "tensor")
+        axis, = normalize_dim("unique", dim, input.ndim)
+    out = [Unique.apply(input, part="values", axis=axis)]
     if return_inverse:
-        out.append(Unique.apply(input, part="inverse").long())
+        out.append(Unique.apply(input, part="inverse", axis=axis).long())
     if return_counts:
-        out.append(Unique.apply(input, part="counts"))
+        out.append(Unique.apply(input, part="counts", axis=axis))
     return out[0] if len(out) == 1 else tuple(out)
 
 

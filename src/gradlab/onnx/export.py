@@ -17,7 +17,7 @@ the example's batch size and at another one and compared with the model, so that
 that would compute something else (a constant built from ``x.shape[0]``, say) is never
 written.
 
-Limits: one tensor in, one tensor out; BatchNorm needs running statistics
+Limits: tensors in and out (a tuple of them, not a dict); BatchNorm needs running statistics
 (track_running_stats=True); the graph holds the parameters as they are at export time.
 """
 from __future__ import annotations
@@ -143,12 +143,12 @@ class _Trace:
     arrays are kept alive so ids stay unique), which of them carry the batch axis at dim 0,
     and which module is running, for the messages."""
 
-    def __init__(self, g, x, input_name, param_names, backend):
+    def __init__(self, g, inputs, input_names, param_names, backend):
         self.g, self.backend, self.param_names = g, backend, param_names
-        self.batch = x.shape[0]
-        self.names = {id(x._data): input_name}
-        self.batched = {id(x._data)}
-        self.alive = [x._data]
+        self.batch = inputs[0].shape[0]
+        self.names = {id(x._data): name for x, name in zip(inputs, input_names)}
+        self.batched = {id(x._data) for x in inputs}
+        self.alive = [x._data for x in inputs]
         self.constants = {}  # (id(array), dtype, transposed) -> initializer name
         self.modules = []    # the labels of the modules running, innermost last
 
@@ -206,9 +206,9 @@ class _Trace:
         raise ExportError(f"{self.where()}: {reason}")
 
 
-def _trace(model, x, trace):
-    """Run ``model(x)`` once with ``trace`` installed; each module's forward is wrapped to
-    name the module in messages. Returns the output."""
+def _trace(model, inputs, trace):
+    """Run ``model(*inputs)`` once with ``trace`` installed; each module's forward is wrapped
+    to name the module in messages. Returns the outputs as a list."""
     from ..autograd.grad_mode import _state
     from ..autograd.tensor import Tensor
 
@@ -230,7 +230,7 @@ def _trace(model, x, trace):
             module.__dict__["forward"] = labelled(
                 f"{path or 'the model'} ({type(module).__name__})", module.forward)
         _state.tape = trace
-        out = model(x)
+        out = model(*inputs)
     finally:
         _state.tape = None
         for module, previous in wrapped:
@@ -238,55 +238,90 @@ def _trace(model, x, trace):
                 del module.__dict__["forward"]
             else:
                 module.__dict__["forward"] = previous
-    if not isinstance(out, Tensor):
-        raise ExportError(f"the model returned {type(out).__name__}; export supports a model "
-                          "that returns one tensor")
-    return out
+    several = isinstance(out, (tuple, list))
+    outs = list(out) if several else [out]
+    bad = [type(o).__name__ for o in outs if not isinstance(o, Tensor)]
+    if bad or not outs:
+        raise ExportError(f"the model returned {type(out).__name__}"
+                          f"{' holding ' + bad[0] if several and bad else ''}; export "
+                          "supports a model that returns a tensor or a tuple of tensors")
+    return outs
 
 
-def _other_batch(x):
-    """An input of another batch size than ``x``, made of its rows (so in the same range)."""
+def _other_batch(inputs):
+    """Inputs of another batch size than ``inputs``, made of their rows (so in the same
+    range)."""
     import gradlab as gl
-    return x[:-1] if x.shape[0] > 1 else gl.cat([x, x])
+    if inputs[0].shape[0] > 1:
+        return [x[:-1] for x in inputs]
+    return [gl.cat([x, x]) for x in inputs]
 
 
-def _check_against_model(proto, model, x, input_name):
+def _as_outputs(out):
+    return list(out) if isinstance(out, (tuple, list)) else [out]
+
+
+def _check_against_model(proto, model, inputs, input_names, output_names):
     """The file must compute what the model computes, at the example's batch size and at
     another one (a graph that baked the batch size in fails the second)."""
     from onnx.reference import ReferenceEvaluator
     evaluator = ReferenceEvaluator(proto)
-    tol = 1e-9 if x.dtype == np.float64 else 1e-4
-    for batch in (x, _other_batch(x)):
-        want = model(batch).detach().cpu().numpy()
+    for batch in (inputs, _other_batch(inputs)):
+        n = batch[0].shape[0]
+        wants = [o.detach().cpu().numpy() for o in _as_outputs(model(*batch))]
+        feeds = {name: x.detach().cpu().numpy() for name, x in zip(input_names, batch)}
         try:
-            got = evaluator.run(None, {input_name: batch.detach().cpu().numpy()})[0]
+            gots = evaluator.run(None, feeds)
         except Exception as exc:  # noqa: BLE001 -- any failure of the graph is the news
-            raise ExportError(f"the exported graph fails at batch size {batch.shape[0]} "
+            raise ExportError(f"the exported graph fails at batch size {n} "
                               f"({type(exc).__name__}: {exc}); the forward probably builds "
                               "a tensor from the example's batch size (x.shape[0])") from None
-        scale = max(1.0, float(np.abs(want[np.isfinite(want)]).max(initial=0.0)))
-        if got.shape != want.shape or not np.allclose(got, want, rtol=tol, atol=tol * scale,
-                                                      equal_nan=True):
+        for name, got, want in zip(output_names, gots, wants):
+            tol = 1e-9 if want.dtype == np.float64 else 1e-4
+            scale = max(1.0, float(np.abs(want[np.isfinite(want)]).max(initial=0.0))) \
+                if want.dtype.kind == "f" else 1.0
+            if got.shape == want.shape and (np.allclose(got, want, rtol=tol, atol=tol * scale,
+                                                        equal_nan=True)
+                                            if want.dtype.kind == "f" else
+                                            np.array_equal(got, want)):
+                continue
             detail = f"shape {got.shape} vs {want.shape}" if got.shape != want.shape else \
                 f"max difference {float(np.nanmax(np.abs(got - want))):.3g}"
+            where = f"output {name!r}" if len(output_names) > 1 else "the output"
             raise ExportError(f"the exported graph computes other values than the model at "
-                              f"batch size {batch.shape[0]} ({detail}); the forward probably "
+                              f"batch size {n} ({where}: {detail}); the forward probably "
                               "builds a tensor from the example's batch size (x.shape[0]) "
                               "or from its values")
 
 
+def _names(kind, given, default, n):
+    """The graph's input or output names: ``given`` (a list), else ``default`` for one
+    value and ``default_0``, ``default_1``, ... for several."""
+    if given is None:
+        return [default] if n == 1 else [f"{default}_{i}" for i in range(n)]
+    names = [given] if isinstance(given, str) else list(given)
+    if len(names) != n or not all(isinstance(name, str) and name for name in names):
+        raise ExportError(f"{kind}_names: need {n} non-empty string(s), one per model "
+                          f"{kind}, got {given!r}")
+    return names
+
+
 def export(model, example_input, path, input_name="input", output_name="output", *,
-           check=True):
+           input_names=None, output_names=None, check=True):
     """Write ``model`` as an ONNX file (opset 17) at ``path`` and return the ModelProto.
 
-    ``example_input`` is one batch (dim 0 is the batch axis, exported as dynamic; the other
-    dims are fixed). The model is exported in eval mode (Dropout is the identity,
-    BatchNorm1d uses its running statistics); each module's train/eval mode is restored
-    afterwards. Every op its forward runs is converted (``supported_ops()`` lists them), in
-    modules or between them. The graph is checked with ``onnx.checker.check_model`` and,
-    with ``check``, run with onnx's reference evaluator at two batch sizes against the
-    model; it is written only then, atomically (a failed export leaves no partial file).
-    Anything that cannot be exported raises ExportError naming the op and its module."""
+    ``example_input`` is one batch: a tensor (or array-like), or a tuple of them for a forward
+    that takes several (dim 0 of each is the batch axis, exported as dynamic; the other dims
+    are fixed). The model may return a tensor or a tuple of tensors. The graph's inputs and
+    outputs are named ``input_names`` and ``output_names`` (lists, as in torch.onnx.export),
+    else ``input_name`` / ``output_name`` for one and ``input_0``, ``input_1``, ... for
+    several. The model is exported in eval mode (Dropout is the identity, BatchNorm1d uses its
+    running statistics); each module's train/eval mode is restored afterwards. Every op its
+    forward runs is converted (``supported_ops()`` lists them), in modules or between them. The
+    graph is checked with ``onnx.checker.check_model`` and, with ``check``, run with onnx's
+    reference evaluator at two batch sizes against the model; it is written only then,
+    atomically (a failed export leaves no partial file). Anything that cannot be exported
+    raises ExportError naming the op and its module."""
     onnx = _import_onnx()
     import gradlab as gl
 
@@ -294,31 +329,49 @@ def export(model, example_input, path, input_name="input", output_name="output",
     from ..nn import Module
     if not isinstance(model, Module):
         raise ExportError(f"export needs a gl.nn.Module, got {type(model).__name__}")
-    x = example_input if isinstance(example_input, Tensor) else gl.tensor(example_input)
-    if x.ndim < 1:
+    # (a tuple holds one input per forward argument, as torch.onnx.export's args; a list is
+    # data for one tensor)
+    given = list(example_input) if isinstance(example_input, tuple) else [example_input]
+    if not given:
+        raise ExportError("example_input is an empty tuple; give one example tensor per "
+                          "argument of the model's forward")
+    inputs = [(x if isinstance(x, Tensor) else gl.tensor(x)).detach() for x in given]
+    if any(x.ndim < 1 for x in inputs):
         raise ExportError("example_input must have a batch axis (dim 0); got a 0-d tensor")
-    x = x.detach()
-    dtype = np.dtype(x.dtype)
-    g = _Graph(onnx, dtype)
+    if len({x.shape[0] for x in inputs}) > 1:
+        raise ExportError("the example inputs have different batch sizes (dim 0: "
+                          f"{', '.join(str(x.shape[0]) for x in inputs)}); dim 0 of each is "
+                          "the one batch axis of the graph")
+    if len({x._backend for x in inputs}) > 1:
+        raise ExportError("the example inputs are on different devices")
+    in_names = _names("input", input_names, input_name, len(inputs))
+    g = _Graph(onnx, np.dtype(inputs[0].dtype))
     params = {id(t._data): name for name, t in
               [*model.named_parameters(), *model.named_buffers()] if t is not None}
-    trace = _Trace(g, x, input_name, params, x._backend)
+    trace = _Trace(g, inputs, in_names, params, inputs[0]._backend)
     modes = [(m, m.training) for m in model.modules()]
     try:
         model.eval()
         with gl.no_grad():
-            out = _trace(model, x, trace)
-            out_array = out._data
-            if id(out_array) not in trace.names:
-                raise ExportError("the model's output was not computed from its input by "
-                                  "gradlab ops (it returns a constant or a new tensor)")
-            g.nodes.append(onnx.helper.make_node("Identity", [trace.names[id(out_array)]],
-                                                 [output_name], name=output_name))
-            proto = _model_proto(onnx, g, model, x, out, input_name, output_name,
-                                 id(out_array) in trace.batched)
+            outs = _trace(model, inputs, trace)
+            out_names = _names("output", output_names, output_name, len(outs))
+            clash = set(in_names) & set(out_names)
+            if clash or len(set(in_names)) < len(in_names) or \
+                    len(set(out_names)) < len(out_names):
+                raise ExportError(f"the graph's input and output names must all differ: "
+                                  f"inputs {in_names}, outputs {out_names}")
+            for out, name in zip(outs, out_names):
+                if id(out._data) not in trace.names:
+                    raise ExportError(f"the model's output {name!r} was not computed from its "
+                                      "input by gradlab ops (it returns a constant or a new "
+                                      "tensor)")
+                g.nodes.append(onnx.helper.make_node("Identity", [trace.names[id(out._data)]],
+                                                     [name], name=name))
+            proto = _model_proto(onnx, g, model, inputs, in_names, outs, out_names,
+                                 [id(o._data) in trace.batched for o in outs])
             onnx.checker.check_model(proto, full_check=True)
             if check:
-                _check_against_model(proto, model, x, input_name)
+                _check_against_model(proto, model, inputs, in_names, out_names)
     finally:
         for m, mode in modes:
             m.training = mode
@@ -333,7 +386,7 @@ def export(model, example_input, path, input_name="input", output_name="output",
     return proto
 
 
-def _model_proto(onnx, g, model, x, out, input_name, output_name, out_batched):
+def _model_proto(onnx, g, model, inputs, in_names, outs, out_names, out_batched):
     import gradlab as gl
     helper = onnx.helper
 
@@ -344,8 +397,9 @@ def _model_proto(onnx, g, model, x, out, input_name, output_name, out_batched):
         return helper.make_tensor_value_info(
             name, helper.np_dtype_to_tensor_dtype(np.dtype(tensor.dtype)), shape)
 
-    graph = helper.make_graph(g.nodes, type(model).__name__, [info(input_name, x, True)],
-                              [info(output_name, out, out_batched)],
+    graph = helper.make_graph(g.nodes, type(model).__name__,
+                              [info(n, x, True) for n, x in zip(in_names, inputs)],
+                              [info(n, o, b) for n, o, b in zip(out_names, outs, out_batched)],
                               initializer=g.initializers)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="gradlab", producer_version=gl.__version__)
