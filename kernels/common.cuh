@@ -19,6 +19,10 @@ __device__ __forceinline__ float gl_log(float x) { return logf(x); }
 __device__ __forceinline__ double gl_log(double x) { return log(x); }
 __device__ __forceinline__ float gl_sqrt(float x) { return sqrtf(x); }
 __device__ __forceinline__ double gl_sqrt(double x) { return sqrt(x); }
+__device__ __forceinline__ float gl_cos(float x) { return cosf(x); }
+__device__ __forceinline__ double gl_cos(double x) { return cos(x); }
+__device__ __forceinline__ float gl_sin(float x) { return sinf(x); }
+__device__ __forceinline__ double gl_sin(double x) { return sin(x); }
 __device__ __forceinline__ float gl_abs(float x) { return fabsf(x); }
 __device__ __forceinline__ double gl_abs(double x) { return fabs(x); }
 __device__ __forceinline__ float gl_max(float a, float b) { return fmaxf(a, b); }

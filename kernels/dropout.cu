@@ -8,29 +8,7 @@
 // p = 0 keeps all and p = 1, threshold = 2^32, keeps none).
 // Mask: bit (i % 32) of uint32 word (i / 32); bits past n in the last word are zero.
 #include "common.cuh"
-
-#define GL_PHILOX_M0 0xD2511F53u
-#define GL_PHILOX_M1 0xCD9E8D57u
-#define GL_PHILOX_W0 0x9E3779B9u
-#define GL_PHILOX_W1 0xBB67AE85u
-
-struct GlU32x4 {
-    u32 x, y, z, w;
-};
-
-__device__ __forceinline__ GlU32x4 gl_philox4x32_10(GlU32x4 c, u32 k0, u32 k1) {
-#pragma unroll
-    for (int round = 0; round < 10; ++round) {
-        const u32 hi0 = __umulhi(GL_PHILOX_M0, c.x);
-        const u32 lo0 = GL_PHILOX_M0 * c.x;
-        const u32 hi1 = __umulhi(GL_PHILOX_M1, c.z);
-        const u32 lo1 = GL_PHILOX_M1 * c.z;
-        c = GlU32x4{hi1 ^ c.y ^ k0, lo1, hi0 ^ c.w ^ k1, lo0};
-        k0 += GL_PHILOX_W0;
-        k1 += GL_PHILOX_W1;
-    }
-    return c;
-}
+#include "philox.cuh"
 
 // Each warp handles tiles of 128 elements: lane l computes one Philox block (4 words) for
 // elements 128 t + 4 l .. + 3, i.e. one nibble of mask word 4 t + l / 8; eight lanes OR
@@ -44,11 +22,9 @@ __device__ __forceinline__ void dropout_forward_impl(const T* __restrict__ x, T*
     const i64 warp = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const i64 nwarps = ((i64)gridDim.x * blockDim.x) >> 5;
     const i64 ntiles = (n + 127) >> 7;
-    const u32 k0 = (u32)key, k1 = (u32)(key >> 32);
     for (i64 tile = warp; tile < ntiles; tile += nwarps) {
         const i64 block = (tile << 5) + lane;
-        const u64 ctr = offset + (u64)block;
-        const GlU32x4 r = gl_philox4x32_10(GlU32x4{(u32)ctr, (u32)(ctr >> 32), 0u, 0u}, k0, k1);
+        const GlU32x4 r = gl_philox_block(key, offset, block);
         const u32 words[4] = {r.x, r.y, r.z, r.w};
         u32 nibble = 0;
 #pragma unroll

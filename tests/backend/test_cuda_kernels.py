@@ -2,12 +2,13 @@
 NumPy reference: on a GPU where there is one, else on the emulated CUDA device that
 tests/conftest.py installs (tests/cuda_emulator: the same kernels/*.cu compiled for the CPU).
 
-Optimizer steps, dropout and bias + ReLU must equal the reference bit for bit (same scalars from
-backend/fused/optim/scalars.py, same operation order, no FMA contraction: NVRTC --fmad=false, the
-emulator -ffp-contract=off). Softmax-CE calls exp and log, whose last bits differ between
-CUDA's libdevice, glibc and NumPy's SIMD loops: it must agree within CE_ULPS units in the
-last place (scaled as described at _assert_ulps). Bias + ReLU's column sums are CuPy's own
-reduction (an eager step's), held to NumPy's within the rounding of another order.
+Optimizer steps, dropout, uniform draws and bias + ReLU must equal the reference bit for bit
+(same scalars from backend/fused/optim/scalars.py, same operation order, no FMA contraction:
+NVRTC --fmad=false, the emulator -ffp-contract=off). Softmax-CE calls exp and log, whose last
+bits differ between CUDA's libdevice, glibc and NumPy's SIMD loops: it must agree within
+CE_ULPS units in the last place (scaled as described at _assert_ulps); the normal draws (log,
+cos, sin) within NORMAL_ULPS. Bias + ReLU's column sums are CuPy's own reduction (an eager
+step's), held to NumPy's within the rounding of another order.
 """
 import math
 
@@ -19,6 +20,7 @@ from gradlab.backend import checks, cuda_kernels, get_backend
 from gradlab.backend.fused.bias_relu import reference as bias_relu_ref
 from gradlab.backend.fused.dropout import reference as dropout_ref
 from gradlab.backend.fused.optim import reference as optim_ref
+from gradlab.backend.fused.random import reference as random_ref
 from gradlab.backend.fused.softmax_ce import reference as ce_ref
 
 try:
@@ -440,6 +442,72 @@ def test_dropout_reproducible_under_manual_seed():
     gl.manual_seed(5)
     c = gpu.dropout_forward(x, 0.5, *gpu.random.take_philox(x.size))[1]
     assert (a == c).all() and not (a == b).all()
+
+
+RANDOM_SIZES = [0, 1, 31, 4097, (1 << 20) + 3]
+NORMAL_ULPS = 8  # libdevice's log, cos and sin against NumPy's (and glibc's, emulated)
+
+
+def _assert_normal_close(got, want, what):
+    """Within 8 NORMAL_ULPS units in the last place of max(|want|, 1): the error of
+    r cos(t) is r (below 5.8 in float32, 8.6 in float64) times that of cos(t), absolute."""
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape and got.dtype == want.dtype, what
+    bound = NORMAL_ULPS * 8 * np.spacing(np.maximum(np.abs(want), want.dtype.type(1)))
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    bad = ~(err <= bound)                                # NaN (an unwritten element) is bad
+    assert not bad.any(), (f"{what}: {int(bad.sum())} element(s) off, first at "
+                           f"{int(np.argmax(bad))}: got {got.reshape(-1)[np.argmax(bad)]!r}")
+
+
+@needs_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", RANDOM_SIZES)
+def test_random_draws_are_the_reference(n, dtype):
+    """kernels/random.cu: uniform draws bit for bit, normal ones within NORMAL_ULPS, over the
+    counter's carry into its high word and its wrap at 2^64."""
+    from gradlab.backend.fused.random import cuda as random_cuda
+    gpu = get_backend("cuda")
+    for key, offset in DROPOUT_KEYS:
+        _poison_pool(n * 8)
+        got = gpu.to_numpy(random_cuda.uniform(gpu, (n,), dtype, -1.5, 2.0, key, offset))
+        want = random_ref.uniform((n,), dtype, -1.5, 2.0, key, offset)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+        _poison_pool(n * 8)
+        got = gpu.to_numpy(random_cuda.normal(gpu, (n,), dtype, key, offset))
+        _assert_normal_close(got, random_ref.normal((n,), dtype, key, offset),
+                             f"normal n={n} key={key:#x} offset={offset:#x}")
+
+
+@needs_gpu
+def test_random_draws_on_a_small_grid_and_from_device_state(monkeypatch):
+    """One block walks every Philox block (the grid-stride loop wraps), and the *_graphed
+    entry points draw what the eager ones draw at offset base + delta (modulo 2^64)."""
+    import cupy
+
+    from gradlab.backend.cuda_kernels import get_function
+    from gradlab.backend.fused.random import cuda as random_cuda
+    gpu = get_backend("cuda")
+    monkeypatch.setattr(gpu, "_max_blocks", 1)
+    for dtype in (np.float32, np.float64):
+        got = gpu.to_numpy(random_cuda.uniform(gpu, (3, 700), dtype, 0.0, 1.0, 5, 6))
+        assert got.tobytes() == random_ref.uniform((3, 700), dtype, 0, 1, 5, 6).tobytes()
+        n, delta = 4097, 12345
+        for key, base in DROPOUT_KEYS:
+            at = (base + delta) % 2**64
+            with gpu._cuda_device:
+                state = cupy.array([key, base], dtype=cupy.uint64)
+                out_u, out_n = cupy.empty(n, dtype), cupy.empty(n, dtype)
+                grid, block = gpu._grid(n, 256), (256,)
+                get_function("random", "random_uniform_graphed", out_u.dtype, gpu._index)(
+                    grid, block, (out_u, np.int64(n), state, np.uint64(delta),
+                                  out_u.dtype.type(0.25), out_u.dtype.type(0.5)))
+                get_function("random", "random_normal_graphed", out_n.dtype, gpu._index)(
+                    grid, block, (out_n, np.int64(n), state, np.uint64(delta)))
+            want = random_ref.uniform((n,), dtype, 0.25, 0.5, key, at)
+            assert gpu.to_numpy(out_u).tobytes() == want.tobytes()
+            _assert_normal_close(gpu.to_numpy(out_n), random_ref.normal((n,), dtype, key, at),
+                                 "graphed normal")
 
 
 BIAS_RELU_SHAPES = [(0, 4), (1, 1), (1, 7), (64, 16), (65, 10), (300, 3), (2, 5, 3),

@@ -221,34 +221,44 @@ def test_a_gemm_for_cublas_replays_ungraphed_without_a_warning(limit, value, why
         reason
 
 
-def test_rrelu_replays_ungraphed_without_a_warning():
-    # RReLU draws its slopes from CuPy's generator inside the op, whose state a graph would
-    # not keep in step with the host's: the capture is refused, and the step replays
-    # without a graph (drawing as eager does), says why, and warns nobody.
+def test_rrelu_is_graphed_and_draws_anew_at_each_launch():
+    # RReLU's slopes come from the Philox stream (kernels/random.cu), whose (key, offset) a
+    # graph reads from its device-side state: each launch draws the next slopes, as each
+    # eager step does, so the graphed run equals the eager one bit for bit.
     def rrelu_model():
         gl.manual_seed(0)
         return gl.nn.Sequential(gl.nn.Linear(4, 16), gl.nn.RReLU(), gl.nn.Linear(16, 3)) \
             .to("cuda")
     info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2),
-                              gl.nn.CrossEntropyLoss(), graphed=0, make_model=rrelu_model)
-    assert info["replayed"] == STEPS - 2, info
-    reason, = info["ungraphed_reasons"]
-    assert "RReLU draws its slopes" in reason, reason
+                              gl.nn.CrossEntropyLoss(), graphed=STEPS - 3,
+                              make_model=rrelu_model)
+    assert info["ungraphed_reasons"] == [], info
 
 
-def test_a_factory_draw_replays_ungraphed_without_a_warning():
-    # gl.randn_like / gl.rand in the step are recorded draws from CuPy's generator: each
-    # replay draws afresh as eager does; a graph would not advance that generator, so the
-    # step replays without one, as with RReLU.
+def test_factory_draws_are_graphed_and_draw_anew_at_each_launch():
+    # gl.randn_like / gl.rand in the step are recorded draws (the Draw op) from the same
+    # stream: graphed, and equal to eager.
     def loss_fn(out, y):
         keep = (gl.rand(out.shape[0], device=out.device) > 0.2).float()
         noisy = out + 0.05 * gl.randn_like(out)
         return (gl.nn.functional.cross_entropy(noisy, y, reduction="none") * keep).mean()
     info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2), loss_fn,
+                              graphed=STEPS - 3)
+    assert info["ungraphed_reasons"] == [], info
+
+
+def test_a_randint_draw_replays_ungraphed_without_a_warning():
+    # gl.randint keeps CuPy's generator, whose state a graph would not keep in step with the
+    # host's: the capture is refused, and the step replays without a graph (drawing as eager
+    # does), says why, and warns nobody.
+    def loss_fn(out, y):
+        flip = gl.randint(0, 2, (out.shape[0],), device=out.device).float()
+        return (gl.nn.functional.cross_entropy(out, y, reduction="none") * (1 + flip)).mean()
+    info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2), loss_fn,
                               graphed=0)
     assert info["replayed"] == STEPS - 2, info
     reason, = info["ungraphed_reasons"]
-    assert "gl.rand draws from CuPy's generator" in reason, reason
+    assert "gl.randint draws from CuPy's generator" in reason, reason
 
 
 def test_a_cpu_generator_cannot_draw_on_the_device():

@@ -4,7 +4,7 @@ two parameter groups, an L1/L2 penalty over the parameters inside the loss, a tu
 detached branch and a mix of tensor ops (cat, softmax weighting, std normalization, clamp,
 where, maximum, pow, logsumexp, stack, ...). Each is trained compiled and eagerly from the
 same seed, with a short batch every third step; they must end bit for bit equal, and on CUDA
-every one must replay as CUDA graphs (none draws from CuPy's generator)."""
+every one must replay as CUDA graphs."""
 from __future__ import annotations
 
 import warnings

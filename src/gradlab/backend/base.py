@@ -112,7 +112,7 @@ class RandomState(threading.local):
 class GraphCaptureUnsupported(RuntimeError):
     """Work that CuPy cannot capture into a CUDA graph was issued while a stream captured (a
     GEMM that cuBLAS would run: CupyBackend.matrix_product; a draw from CuPy's generator:
-    CupyBackend.draw and .uniform). Raised before anything is enqueued; the compiled step
+    CupyBackend.draw of randint). Raised before anything is enqueued; the compiled step
     then replays that signature without a graph."""
 
 
@@ -171,7 +171,8 @@ class Backend:
 
     def uniform(self, low, high, shape, dtype):
         """Draws from U(low, high) as ``dtype``, from this thread's generator (RReLU's
-        slopes)."""
+        slopes). The CUDA backend draws these and draw()'s rand/randn from the Philox stream
+        instead (fused/random), which a CUDA graph can replay."""
         return self.random.generator.uniform(low, high, shape).astype(dtype, copy=False)
 
     def draw(self, kind, size, dtype, generator=None, low=0, high=None):

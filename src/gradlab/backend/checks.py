@@ -75,10 +75,10 @@ def dropout_scale(p: float) -> float:
     return 0.0 if p == 1.0 else 1.0 / (1.0 - p)
 
 
-def philox_key_offset(key, offset):
+def philox_key_offset(key, offset, op="dropout"):
     for name, v in (("key", key), ("offset", offset)):
         if isinstance(v, bool) or not isinstance(v, numbers.Integral) or not 0 <= v < 2**64:
-            raise ValueError(f"dropout {name} must be an int in [0, 2**64), got {v!r}")
+            raise ValueError(f"{op} {name} must be an int in [0, 2**64), got {v!r}")
     return int(key), int(offset)
 
 

@@ -33,6 +33,8 @@ MODULES = {
     "optim": ["sgd_step", "adam_step", "rmsprop_step", "adagrad_step", "adadelta_step",
               "adamax_step", "nadam_step", "radam_step"],
     "dropout": ["dropout_forward", "dropout_forward_graphed", "dropout_backward"],
+    "random": ["random_uniform", "random_uniform_graphed", "random_normal",
+               "random_normal_graphed"],
     "softmax_ce": ["softmax_ce_warp", "softmax_ce_block"],
     "bias_relu": ["bias_relu_forward", "bias_relu_backward"],
     "matmul": ["matmul"],

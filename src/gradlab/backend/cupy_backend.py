@@ -4,6 +4,7 @@ Only imported once ``registry.cuda_status()`` has found CuPy, a driver and a dev
 """
 from __future__ import annotations
 
+import math
 import threading
 from collections import OrderedDict
 
@@ -14,6 +15,7 @@ import numpy as np
 from . import determinism
 from .base import Backend, Device, GraphCaptureUnsupported
 from .cuda_kernels import get_function
+from .fused import random as _random
 
 
 class DeferredChecks:
@@ -52,17 +54,18 @@ class DeferredChecks:
 
 
 class GraphRandom:
-    """The dropout stream of one CUDA graph, kept in device memory.
+    """The Philox stream of one CUDA graph (dropout's masks, rand/randn, RReLU's slopes),
+    kept in device memory.
 
-    Eager dropout launches take the Philox (key, offset) as scalars, which a graph would
-    replay as captured: one mask forever. While a graph captures, dropout launches the
-    kernel that reads the key and a base offset from ``state`` (device memory) and takes only
-    its offset within the step (``delta``) as a scalar; the capture ends with a kernel that
-    advances ``state``'s offset by what the step drew (``total``). Each launch thus draws the
-    next masks, as the next eager step would; ``CudaGraph.launch`` keeps the host's
-    generator in step without reading the device, and writes the host's (key, offset) into
-    ``state`` first whenever they are not what the last launch left there (a reseed, a draw
-    outside the graph)."""
+    Eager launches that draw (dropout's, kernels/random.cu's) take the Philox (key, offset)
+    as scalars, which a graph would replay as captured: one mask forever. While a graph
+    captures, they launch the kernel that reads the key and a base offset from ``state``
+    (device memory) and takes only its offset within the step (``delta``) as a scalar; the
+    capture ends with a kernel that advances ``state``'s offset by what the step drew
+    (``total``). Each launch thus draws the next masks, as the next eager step would;
+    ``CudaGraph.launch`` keeps the host's generator in step without reading the device, and
+    writes the host's (key, offset) into ``state`` first whenever they are not what the last
+    launch left there (a reseed, a draw outside the graph)."""
 
     def __init__(self, random):
         self.key, self.start = random.philox_key, random.philox_offset
@@ -258,22 +261,31 @@ class CupyBackend(Backend):
         first = cupy.where(flat.any(), flat.argmax(), flat.size)
         deferred.add(first.astype(cupy.uint64).reshape(1), flat.size, error)
 
+    # RReLU's slopes and rand/randn come from the Philox stream (kernels/random.cu), which
+    # a CUDA graph replays with fresh draws; randint keeps CuPy's generator.
     def uniform(self, low, high, shape, dtype):
-        with self._cuda_device:
-            self._draw_outside_capture("RReLU draws its slopes")
-            return super().uniform(low, high, shape, dtype)
+        return self._philox_draw("rand", shape, dtype, low, high)
 
     def draw(self, kind, size, dtype, generator=None, low=0, high=None):
+        if kind != "randint" and generator is None:
+            return self._philox_draw(kind, size, dtype, 0.0, 1.0)
         with self._cuda_device:
-            self._draw_outside_capture(f"gl.{kind} draws")
+            if cupy.cuda.get_current_stream().is_capturing():
+                raise GraphCaptureUnsupported(
+                    f"gl.{kind} draws from CuPy's generator, whose state a CUDA graph would "
+                    f"not keep in step with the host's")
             return super().draw(kind, size, dtype, generator, low, high)
 
-    @staticmethod
-    def _draw_outside_capture(what):
-        if cupy.cuda.get_current_stream().is_capturing():
-            raise GraphCaptureUnsupported(
-                f"{what} from CuPy's generator, whose state a CUDA graph would not keep in "
-                f"step with the host's")
+    def _philox_draw(self, kind, shape, dtype, low, high):
+        dtype = np.dtype(dtype)
+        drawn = np.dtype(np.float32) if dtype == np.float16 else dtype  # (no float16 draws)
+        shape = tuple(shape)
+        key, offset = self.random.take_philox(_random.philox_blocks(math.prod(shape), drawn))
+        if kind == "randn":
+            out = _random.normal(self, shape, drawn, key, offset)
+        else:
+            out = _random.uniform(self, shape, drawn, low, high, key, offset)
+        return out.astype(dtype, copy=False)
 
     def _for_cublas(self, a, b, m, k, n):
         """Why a product is not gradlab's kernel's, or None where it is."""

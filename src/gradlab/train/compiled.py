@@ -452,9 +452,10 @@ class _CudaGraphs:
     private stream, private memory pool) and launches the graph; every later call copies
     the batch into the static buffers and launches it again.
 
-    Dropout is captured too: inside a graph it draws from a device-side Philox state that
-    each launch advances (``CudaGraph``, ``GraphRandom``), so every launch draws the masks
-    the next eager step would, and the host's generator stays in step.
+    Dropout, RReLU's slopes and ``gl.rand``/``gl.randn`` (and their ``_like`` forms) are
+    captured too: inside a graph they draw from a device-side Philox state that each launch
+    advances (``CudaGraph``, ``GraphRandom``), so every launch draws what the next eager step
+    would, and the host's generator stays in step.
 
     Left outside the graph, on purpose:
     - ``optimizer.step()`` (one fused kernel per parameter group): it reads lr, the step
@@ -465,8 +466,7 @@ class _CudaGraphs:
       smaller ones are gradlab's kernel, which it captures). The signature replays
       ungraphed, without a warning: at those sizes the arithmetic dominates the step, and
       ``info()["ungraphed_reasons"]`` says why.
-    - RReLU's slopes and the random factories' draws (``gl.randn_like`` noise): drawn from
-      CuPy's generator, whose state a graph would not advance;
+    - ``gl.randint``: drawn from CuPy's generator, whose state a graph would not advance;
       the signature replays ungraphed, without a warning, as for a large GEMM.
     - Anything else a capture refuses (a host synchronisation inside the step, such as
       BatchNorm's ``momentum=None`` reading its batch count with ``float()``; an upload

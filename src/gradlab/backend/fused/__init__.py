@@ -76,15 +76,17 @@ class FusedOp:
 
     ``package``: the family's package (``gradlab.backend.fused.optim``); tier t's function is
     ``<package>.<module of t>.<name>``, imported on first use. ``use_numba(*args, **kw)``:
-    the op's rule for running its numba kernel on these arguments (None: always).
+    the op's rule for running its numba kernel on these arguments (None: always). ``tiers``:
+    the tiers the family has (a family without a numba kernel leaves it out).
     CPU tiers take the Backend method's arguments; the cuda tier takes the backend first."""
 
-    __slots__ = ("name", "package", "use_numba", "_fns")
+    __slots__ = ("name", "package", "use_numba", "tiers", "_fns")
 
-    def __init__(self, name, package, *, use_numba=None):
+    def __init__(self, name, package, *, use_numba=None, tiers=_TIERS):
         self.name = name
         self.package = package
         self.use_numba = use_numba
+        self.tiers = tuple(tiers)
         self._fns = {}
 
     def __repr__(self):
@@ -94,8 +96,9 @@ class FusedOp:
         """The function of ``tier`` (imports its module; ImportError when it cannot run)."""
         fn = self._fns.get(tier)
         if fn is None:
-            if tier not in _MODULES:
-                raise KeyError(f"{self.name}: unknown tier {tier!r}; tiers: {', '.join(_TIERS)}")
+            if tier not in self.tiers:
+                raise KeyError(f"{self.name}: unknown tier {tier!r}; tiers: "
+                               f"{', '.join(self.tiers)}")
             if tier == "numba" and not numba_status()[0]:
                 raise ImportError(f"{self.name}: the numba tier cannot run: "
                                   f"{numba_status()[1]}")
@@ -108,7 +111,7 @@ class FusedOp:
         cuda tier when a CUDA device, real or emulated, is available)."""
         from ..registry import cuda_status
         out = {}
-        for tier in _TIERS:
+        for tier in self.tiers:
             if tier == "numba" and not numba_status()[0]:
                 continue
             if tier == "cuda" and not cuda_status()[0]:
@@ -121,7 +124,8 @@ class FusedOp:
         """The tier a call with these arguments runs on ``backend``."""
         if backend.device.type == "cuda":
             return "cuda"
-        if (_numba_ok or _numba_ok is None and numba_status()[0]) and not jit_disabled() \
+        if "numba" in self.tiers and \
+                (_numba_ok or _numba_ok is None and numba_status()[0]) and not jit_disabled() \
                 and (self.use_numba is None or self.use_numba(*args, **kwargs)):
             return "numba"
         return "numpy"
