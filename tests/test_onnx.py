@@ -222,6 +222,8 @@ FORWARDS = {
     "remainder-floor-divide": (lambda m, x: x % 0.7 + (-x) % m.w.abs().clamp(min=0.1) +
                                (x * 3) // 2 + 1.5 % (x.abs() + 0.5), (6,)),
     "argmax-output": (lambda m, x: m.fc(x).argmax(1), (6,)),
+    "round-isfinite": (lambda m, x: (x * 3).round() + gl.isfinite(x * m.w).float(),
+                       (6,)),
     "functional-activations": (lambda m, x: F.gelu(x) + F.silu(x) + F.elu(x, 0.5) +
                                F.leaky_relu(x, 0.1) + F.softplus(x, beta=2.0) + F.selu(x) +
                                gl.sigmoid(x) * gl.tanh(x) + F.prelu(x, m.w), (6,)),
@@ -243,6 +245,35 @@ def test_functional_forward_matches_onnxruntime(case, tmp_path, record_property)
     assert max(errors.values()) <= TOL, errors
 
 
+class _DivMod(nn.Module):
+    """Python's // and % on floats at exact multiples (where a / b rounds onto an integer)
+    and by zero, and on integers of both signs, by zero too."""
+
+    def forward(self, x):
+        k = (x * 2).long()
+        return (x % 0.1, x // 0.1, x % -0.3, x // (x * 2 - 1).floor(), k // 3, k % -3,
+                k // (k - 1), k % (k + 1))
+
+
+@needs_onnx
+@pytest.mark.filterwarnings("ignore:divide by zero encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_floor_divide_and_remainder_are_numpys(tmp_path):
+    import onnxruntime as ort
+    x = np.concatenate([np.arange(-40, 41), [0.5, 1.5, -0.5, 1e-9, -3e7]]).astype(np.float32)
+    x = np.stack([x, x[::-1]], axis=0).T.copy()
+    model = _DivMod()
+    path = tmp_path / "divmod.onnx"
+    gl.onnx.export(model, gl.tensor(x[:3]), path)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]) \
+        .run(None, {"input": x})
+    with gl.no_grad():
+        want = [t.numpy() for t in model(gl.tensor(x))]
+    for i, (a, b) in enumerate(zip(got, want)):
+        assert a.dtype == b.dtype, i
+        np.testing.assert_array_equal(a, b, err_msg=f"output {i}")  # (-0.0 == 0.0 here)
+
+
 class _Residual(nn.Module):
     def __init__(self):
         super().__init__()
@@ -253,8 +284,30 @@ class _Residual(nn.Module):
 
 
 class _Sorts(nn.Module):
+    """sort, argsort and topk both ways, along the features and along the batch axis."""
+
     def forward(self, x):
-        return x.sort(1).values
+        r = (x * 2).round()  # ties: their order is part of the result
+        return (r.sort(1).values, r.sort(1, descending=True).indices, r.argsort(0),
+                r.argsort(0, descending=True), x.topk(2, dim=1).values,
+                r.topk(3, dim=1, largest=False).indices, r.sort(0).values)
+
+
+@needs_onnx
+def test_sort_argsort_topk_keep_gradlabs_order_of_ties(tmp_path):
+    import onnxruntime as ort
+    model = _Sorts()
+    path = tmp_path / "sorts.onnx"
+    gl.onnx.export(model, gl.randn(3, 6), path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch in (1, 9):
+        x = np.random.default_rng(batch).standard_normal((batch, 6)).astype(np.float32)
+        got = session.run(None, {"input": x})
+        with gl.no_grad():
+            want = [t.numpy() for t in model(gl.tensor(x))]
+        for i, (a, b) in enumerate(zip(got, want)):
+            assert a.dtype == b.dtype, i
+            np.testing.assert_array_equal(a, b, err_msg=f"output {i} at batch {batch}")
 
 
 class _Draws(nn.Module):
@@ -296,8 +349,6 @@ class _Dict(nn.Module):
 
 @needs_onnx
 @pytest.mark.parametrize("model, words", [
-    (lambda: nn.Sequential(nn.Linear(4, 4), _Sorts()),
-     "1 (_Sorts): the op ArgSort has no ONNX form"),
     (lambda: nn.Sequential(_Residual(), _Draws()), "1 (_Draws): the op Draw has no ONNX form"),
     (lambda: _Decides(), "the model (_Decides): the forward reads a tensor's value in Python "
                          "(item())"),
@@ -308,8 +359,6 @@ class _Dict(nn.Module):
     (lambda: _Forward(lambda m, x: x[x > 0]), "indexing with a tensor"),
     (lambda: _Forward(lambda m, x: F.dropout(x, 0.5)), "pass training=self.training"),
     (lambda: _Forward(lambda m, x: x.var(0)), "var over the batch axis"),
-    (lambda: _Forward(lambda m, x: x + (x.long() // 2).float()),
-     "floor_divide of int64 tensors has no ONNX form"),
     (lambda: _BatchConstant(), "the exported graph fails at batch size 2"),
     (lambda: _BatchScalar(), "computes other values than the model at batch size 2"),
     (lambda: _Constant(), "not computed from its input"),

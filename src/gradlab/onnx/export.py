@@ -63,10 +63,14 @@ class _Graph:
         return name
 
     def op(self, op_type, *inputs, **attrs):
-        out = self.fresh(op_type.lower())
-        self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), [out], name=out,
+        return self.op_outputs(op_type, 1, *inputs, **attrs)[0]
+
+    def op_outputs(self, op_type, count, *inputs, **attrs):
+        """A node with ``count`` outputs (TopK's values and indices); returns their names."""
+        outs = [self.fresh(op_type.lower()) for _ in range(count)]
+        self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), outs, name=outs[0],
                                                      **attrs))
-        return out
+        return outs
 
 
 _SIGNATURES = {}  # Function class -> its forward's signature without ctx

@@ -20,6 +20,7 @@ from ..functional import elementwise as E
 from ..functional import normalization as N
 from ..functional import reduce as R
 from ..functional import shape as S
+from ..functional import sorting as Sorting
 from ..functional.dropout import DropoutFn
 from ..functional.matmul import LinearFn, Matmul
 
@@ -69,28 +70,40 @@ for _cls, _op_type in ((E.Add, "Add"), (E.Sub, "Sub"), (E.Mul, "Mul"), (E.Div, "
     emits(_cls)(_binary(_op_type))
 
 
-def _floor_quotient(g, c):
+def _divmod(g, c):
+    """(floor(a / b), a mod b with the sign of b) as NumPy computes them (its npy_divmod):
+    on floats from C's fmod (ONNX's Mod with fmod=1, exact), moved by b where its sign is
+    not b's, the quotient (a - fmod) / b rounded to the integer it is up to rounding, a / b
+    where b == 0 (fmod is NaN there); on integers from ONNX's Mod with fmod=0, Python's, with
+    NumPy's 0 for both where b == 0 (an integer division by zero would fault the runtime).
+    Signed zeros aside, the same values as the model's."""
     dtype = c.out.dtype
-    if not np.issubdtype(dtype, np.floating):
-        # (ONNX's integer Div truncates toward zero, Python's // floors)
-        c.refuse(f"{c.cls.op_name} of {dtype} tensors has no ONNX form in gl.onnx.export; "
-                 "cast to float first (x.float())")
     a, b = c.input("a", dtype), c.input("b", dtype)
-    return a, b, g.op("Floor", g.op("Div", a, b))
+    zero = g.const("zero", 0, dtype)
+    b_zero = g.op("Equal", b, zero)
+    if not np.issubdtype(dtype, np.floating):
+        safe_b = g.op("Where", b_zero, g.const("one", 1, dtype), b)
+        mod = g.op("Mod", a, safe_b, fmod=0)
+        quotient = g.op("Div", g.op("Sub", a, mod), safe_b)  # exact: b divides a - mod
+        return g.op("Where", b_zero, zero, quotient), g.op("Where", b_zero, zero, mod)
+    fmod = g.op("Mod", a, b, fmod=1)
+    moved = g.op("And", g.op("Not", g.op("Equal", fmod, zero)),
+                 g.op("Xor", g.op("Less", b, zero), g.op("Less", fmod, zero)))
+    mod = g.op("Where", moved, g.op("Add", fmod, b), fmod)
+    exact = g.op("Div", g.op("Sub", a, fmod), b)
+    exact = g.op("Where", moved, g.op("Sub", exact, g.const("one", 1, dtype)), exact)
+    quotient = g.op("Where", b_zero, g.op("Div", a, b), g.op("Round", exact))
+    return quotient, mod
 
 
 @emits(E.FloorDivide)
 def _floor_divide(g, c):
-    return _floor_quotient(g, c)[2]
+    return _divmod(g, c)[0]
 
 
 @emits(E.Remainder)
 def _remainder(g, c):
-    # a - floor(a / b) * b has the sign of b, as Python's %. (NumPy's remainder is exact, and
-    # this can differ from it by b where a / b rounds onto an integer; ONNX's Mod with fmod=1
-    # is C's fmod, the sign of a.)
-    a, b, q = _floor_quotient(g, c)
-    return g.op("Sub", a, g.op("Mul", q, b))
+    return _divmod(g, c)[1]
 
 
 @emits(E.Pow)
@@ -161,12 +174,16 @@ def _compare(g, c):
     return g.op(_COMPARE[ufunc], a, b)
 
 
+# (ONNX's Round, as NumPy's, takes halves to even)
 _PREDICATE = {"isnan": "IsNaN", "isinf": "IsInf", "sign": "Sign", "floor": "Floor",
-              "ceil": "Ceil", "logical_not": "Not"}
+              "ceil": "Ceil", "round": "Round", "logical_not": "Not"}
 
 
 @emits(E.Predicate)
 def _predicate(g, c):
+    if c["ufunc"] == "isfinite":
+        x = c.input("x")
+        return g.op("Not", g.op("Or", g.op("IsNaN", x), g.op("IsInf", x)))
     if c["ufunc"] not in _PREDICATE:
         c.refuse(f"{c['ufunc']} has no ONNX form in gl.onnx.export")
     return g.op(_PREDICATE[c["ufunc"]], c.input("x"))
@@ -392,6 +409,23 @@ def _cumsum(g, c):
 
 
 # -- shapes ----------------------------------------------------------------------------------
+
+@emits(Sorting.ArgSort)
+def _argsort(g, c):
+    # ONNX's TopK breaks ties by the lower index, both ways: with largest=0 and k the whole
+    # axis that is ArgSort's stable ascending order; descending, ArgSort reverses it (ties
+    # come higher index first), so the export reverses it too. k is read from the input's
+    # shape, so sorting along the batch axis follows the batch. (NaN: ONNX does not say
+    # where TopK puts it; gradlab sorts it last.)
+    axis = int(c["axis"])
+    x = c.input("x")
+    k = g.op("Shape", x, start=axis, end=axis + 1)
+    _, order = g.op_outputs("TopK", 2, x, k, axis=axis, largest=0, sorted=1)
+    if c["descending"]:
+        order = g.op("Slice", order, *(g.const(hint, [v], dtype=np.int64) for hint, v in (
+            ("starts", -1), ("ends", INT64_MIN), ("axes", axis), ("steps", -1))))
+    return order
+
 
 @emits(S.Reshape)
 def _reshape(g, c):
