@@ -19,6 +19,7 @@ import gradlab as gl
 from benchmarks import cases
 from gradlab.backend.fused.dropout import reference as dropout_ref
 from gradlab.backend.fused.optim import reference as optim_ref
+from gradlab.backend.fused.random import reference as random_ref
 from gradlab.backend.fused.softmax_ce import reference as softmax_ce_ref
 
 pytestmark = pytest.mark.skipif(not gl.cuda.is_available(),
@@ -28,6 +29,7 @@ ADAM_PARAMS = 50 * (1 << 20)
 ADAM_TENSORS = 128
 CE_SHAPES = [(4096, 10), (512, 32000)]
 DROPOUT_N = 16 * (1 << 20)
+RANDN_N = 16 * (1 << 20)
 
 
 def _time_ms(fn, iters=20, warmup=3):
@@ -176,6 +178,23 @@ def test_torch_dropout(benchmark):
 
     # torch keeps a byte mask: forward writes it, backward reads it
     _record(benchmark, step, DROPOUT_N * (4 + 4 + 4 + 4) + 2 * DROPOUT_N)
+
+
+def test_gradlab_randn(benchmark):
+    # kernels/random.cu's normal draws (gl.randn on a GPU): the first 4096 against the
+    # reference (log, cos and sin round differently on the device: a few ulp), then timed
+    from gradlab.backend.fused.random import cuda as random_cuda
+    bk = gl.backend.get_backend("cuda")
+    z = random_cuda.normal(bk, (RANDN_N,), np.float32, 3, 0)
+    want = random_ref.normal((4096,), np.float32, 3, 0)
+    np.testing.assert_allclose(bk.to_numpy(z[:4096]), want, rtol=1e-5, atol=1e-5)
+    _record(benchmark, lambda: random_cuda.normal(bk, (RANDN_N,), np.float32, 3, 0),
+            RANDN_N * 4)
+
+
+def test_torch_randn(benchmark):
+    torch = _torch_cuda()
+    _record(benchmark, lambda: torch.randn(RANDN_N, device="cuda"), RANDN_N * 4)
 
 
 # (m, k, n) around CupyBackend.SMALL_GEMM_MAX (2^22 multiply-adds) and SMALL_GEMM_K_MAX

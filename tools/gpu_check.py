@@ -83,7 +83,8 @@ def _junit_counts(path):
 
 # gradlab benchmark -> its torch counterpart (same parameters), for the ratio column.
 _PAIRS = {"test_gradlab_adam[float32]": "test_torch_adam_fused",
-          "test_gradlab_dropout": "test_torch_dropout"}
+          "test_gradlab_dropout": "test_torch_dropout",
+          "test_gradlab_randn": "test_torch_randn"}
 _PAIR_PATTERNS = [(r"test_gradlab_softmax_ce\[(.*)\]", "test_torch_cross_entropy[{}]"),
                   (r"test_gradlab_gemm\[(.*)\]", "test_cublas_gemm[{}]"),
                   (r"test_gradlab_train_step\[(.*)\]", "test_torch_train_step[{}]"),
