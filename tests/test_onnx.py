@@ -274,6 +274,19 @@ def test_floor_divide_and_remainder_are_numpys(tmp_path):
         np.testing.assert_array_equal(a, b, err_msg=f"output {i}")  # (-0.0 == 0.0 here)
 
 
+@needs_onnx
+def test_an_example_batch_of_one_row_does_not_pass_a_size_1_dim_for_the_batch(tmp_path):
+    # x.sum(0, keepdim=True) of a batch of one is (1, 6), like a batch; traced as one row
+    # it would be taken for one, and its reshape to (6,) refused as merging the batch axis.
+    model = _Forward(lambda m, x: x * x.sum(0, keepdim=True).reshape(-1) + m.fc(x))
+    path = tmp_path / "one.onnx"
+    gl.onnx.export(model, gl.randn(1, 6), path)
+    assert max(_max_error(model, path, (6,), seed=3).values()) <= TOL
+    import onnx
+    dims = onnx.load(str(path)).graph.output[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and dims[1].dim_value == 6
+
+
 class _Residual(nn.Module):
     def __init__(self):
         super().__init__()

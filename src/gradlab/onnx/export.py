@@ -324,7 +324,8 @@ def export(model, example_input, path, input_name="input", output_name="output",
     forward runs is converted (``supported_ops()`` lists them), in modules or between them. The
     graph is checked with ``onnx.checker.check_model`` and, with ``check``, run with onnx's
     reference evaluator at two batch sizes against the model; it is written only then,
-    atomically (a failed export leaves no partial file). Anything that cannot be exported
+    atomically (a failed export leaves no partial file). An example batch of one row is
+    traced as two copies of it, so that dims of size 1 are not taken for the batch axis. Anything that cannot be exported
     raises ExportError naming the op and its module."""
     onnx = _import_onnx()
     import gradlab as gl
@@ -348,6 +349,11 @@ def export(model, example_input, path, input_name="input", output_name="output",
                           "the one batch axis of the graph")
     if len({x._backend for x in inputs}) > 1:
         raise ExportError("the example inputs are on different devices")
+    if inputs[0].shape[0] == 1:
+        # In a batch of one, a dim of size 1 that a reduction over the batch left (a sum
+        # with keepdim) looks like the batch axis; two copies of the row tell them apart.
+        # The check then runs at 2 and at the example's 1 (_other_batch).
+        inputs = _other_batch(inputs)
     in_names = _names("input", input_names, input_name, len(inputs))
     g = _Graph(onnx, np.dtype(inputs[0].dtype))
     params = {id(t._data): name for name, t in
