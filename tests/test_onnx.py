@@ -222,6 +222,10 @@ FORWARDS = {
     "remainder-floor-divide": (lambda m, x: x % 0.7 + (-x) % m.w.abs().clamp(min=0.1) +
                                (x * 3) // 2 + 1.5 % (x.abs() + 0.5), (6,)),
     "argmax-output": (lambda m, x: m.fc(x).argmax(1), (6,)),
+    "index-arrays": (lambda m, x: x[:, [0, 2, 5]].sum(1, keepdim=True) * x[:, [-1, 1]].mean(1,
+                     keepdim=True) + x[:, gl.tensor([[1, 0, 2], [-1, 3, 4]])].flatten(1) +
+                     x.reshape(len(x), 2, 3)[:, :, gl.tensor([2, 0, 1])].flatten(1) +
+                     x[:, m.w.argsort()], (6,)),
     "round-isfinite": (lambda m, x: (x * 3).round() + gl.isfinite(x * m.w).float(),
                        (6,)),
     "functional-activations": (lambda m, x: F.gelu(x) + F.silu(x) + F.elu(x, 0.5) +
@@ -369,7 +373,11 @@ class _Dict(nn.Module):
     (lambda: nn.Sequential(nn.Flatten(0)), "merges the batch axis"),
     (lambda: nn.BatchNorm1d(4, track_running_stats=False), "track_running_stats=True"),
     (lambda: _Forward(lambda m, x: x.T), "moves the batch axis"),
-    (lambda: _Forward(lambda m, x: x[x > 0]), "indexing with a tensor"),
+    (lambda: _Forward(lambda m, x: x[x > 0]), "indexing with a mask"),
+    (lambda: _Forward(lambda m, x: x.reshape(len(x), 2, 3)[:, [1], [0]]),
+     "with several index arrays"),
+    (lambda: _Forward(lambda m, x: x[[0, 1]]), "indexing the batch axis (dim 0) with an "
+                                               "index array"),
     (lambda: _Forward(lambda m, x: F.dropout(x, 0.5)), "pass training=self.training"),
     (lambda: _Forward(lambda m, x: x.var(0)), "var over the batch axis"),
     (lambda: _BatchConstant(), "the exported graph fails at batch size 2"),

@@ -325,8 +325,8 @@ def export(model, example_input, path, input_name="input", output_name="output",
     graph is checked with ``onnx.checker.check_model`` and, with ``check``, run with onnx's
     reference evaluator at two batch sizes against the model; it is written only then,
     atomically (a failed export leaves no partial file). An example batch of one row is
-    traced as two copies of it, so that dims of size 1 are not taken for the batch axis. Anything that cannot be exported
-    raises ExportError naming the op and its module."""
+    traced as two copies of it, so that dims of size 1 are not taken for the batch axis.
+    Anything that cannot be exported raises ExportError naming the op and its module."""
     onnx = _import_onnx()
     import gradlab as gl
 

@@ -488,8 +488,7 @@ def _gather(g, c):
 @emits(S.Index)
 def _index(g, c):
     if c["advanced"]:
-        c.refuse("indexing with a tensor, a list or a mask (x[idx]) has no ONNX form in "
-                 "gl.onnx.export; index with ints and slices, or use gl.gather")
+        return _take(g, c)
     index = c["index"]
     items = list(index) if isinstance(index, tuple) else [index]
     ndim = c.dtype_and_ndim("x")[1]
@@ -526,3 +525,37 @@ def _index(g, c):
     if new_axes:
         x = g.op("Unsqueeze", x, _axes(g, new_axes))
     return x
+
+
+def _take(g, c):
+    """x[..., idx, ...] with one integer index array (a list, an array or a tensor) among
+    full slices: ONNX's Gather along that dim, which gives NumPy's shape (the index's dims
+    in place of the dim) and takes negative indices as NumPy does. Masks, several index
+    arrays, and an index into the batch axis have no such form here."""
+    index = c["index"]
+    items = list(index) if isinstance(index, tuple) else [index]
+    arrays = iter(c.args[1:])  # the tensors' arrays, in the order of their places
+    ndim = c.dtype_and_ndim("x")[1]
+    picked = []
+    for dim, item in enumerate(items):
+        if item is S.TENSOR:
+            item = next(arrays)
+        elif isinstance(item, list):
+            item = np.asarray(item)
+        if isinstance(item, slice) and item == slice(None):
+            continue
+        if not hasattr(item, "dtype") or item.dtype.kind not in "iu" or \
+                item is Ellipsis or picked:
+            picked = None
+            break
+        picked = [(dim, item)]
+    if not picked or len(items) > ndim:
+        c.refuse("indexing with a mask, with several index arrays, or with an index array "
+                 "beside ints, partial slices, None or ... has no ONNX form in "
+                 "gl.onnx.export; index one dim with one integer array among full slices "
+                 "(x[:, idx]), or use gl.gather")
+    dim, array = picked[0]
+    if dim == 0 and c.batched("x"):
+        c.refuse("indexing the batch axis (dim 0) with an index array picks rows of the "
+                 "example's batch; the export keeps dim 0 as a dynamic batch axis")
+    return g.op("Gather", c.input("x"), c.trace.value(array, np.int64), axis=dim)
