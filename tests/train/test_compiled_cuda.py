@@ -247,18 +247,26 @@ def test_factory_draws_are_graphed_and_draw_anew_at_each_launch():
     assert info["ungraphed_reasons"] == [], info
 
 
-def test_a_randint_draw_replays_ungraphed_without_a_warning():
-    # gl.randint keeps CuPy's generator, whose state a graph would not keep in step with the
-    # host's: the capture is refused, and the step replays without a graph (drawing as eager
-    # does), says why, and warns nobody.
-    def loss_fn(out, y):
-        flip = gl.randint(0, 2, (out.shape[0],), device=out.device).float()
-        return (gl.nn.functional.cross_entropy(out, y, reduction="none") * (1 + flip)).mean()
-    info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2), loss_fn,
-                              graphed=0)
+def test_a_randint_draw_is_graphed_and_a_wider_one_replays_ungraphed():
+    # gl.randint is drawn from the same stream (float64 units scaled to the range): graphed,
+    # equal to eager. A range wider than 2**53 keeps CuPy's generator, whose state a graph
+    # would not keep in step with the host's: that step replays without a graph (drawing as
+    # eager does), says why, and warns nobody.
+    def loss_with(high):
+        def loss_fn(out, y):
+            flip = (gl.randint(0, high, (out.shape[0],), device=out.device) % 2).float()
+            return (gl.nn.functional.cross_entropy(out, y, reduction="none") *
+                    (1 + flip)).mean()
+        return loss_fn
+    info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2),
+                              loss_with(2), graphed=STEPS - 3)
+    assert info["ungraphed_reasons"] == [], info
+    info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2),
+                              loss_with(2**60), graphed=0)
     assert info["replayed"] == STEPS - 2, info
     reason, = info["ungraphed_reasons"]
-    assert "gl.randint draws from CuPy's generator" in reason, reason
+    assert "gl.randint of a range wider than 2**53 draws from CuPy's generator" in reason, \
+        reason
 
 
 def test_a_cpu_generator_cannot_draw_on_the_device():

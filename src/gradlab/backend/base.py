@@ -112,8 +112,8 @@ class RandomState(threading.local):
 class GraphCaptureUnsupported(RuntimeError):
     """Work that CuPy cannot capture into a CUDA graph was issued while a stream captured (a
     GEMM that cuBLAS would run: CupyBackend.matrix_product; a draw from CuPy's generator:
-    CupyBackend.draw of randint). Raised before anything is enqueued; the compiled step
-    then replays that signature without a graph."""
+    CupyBackend.draw of a randint wider than 2**53). Raised before anything is enqueued;
+    the compiled step then replays that signature without a graph."""
 
 
 class Backend:
@@ -171,7 +171,7 @@ class Backend:
 
     def uniform(self, low, high, shape, dtype):
         """Draws from U(low, high) as ``dtype``, from this thread's generator (RReLU's
-        slopes). The CUDA backend draws these and draw()'s rand/randn from the Philox stream
+        slopes). The CUDA backend draws these and draw()'s from the Philox stream
         instead (fused/random), which a CUDA graph can replay."""
         return self.random.generator.uniform(low, high, shape).astype(dtype, copy=False)
 

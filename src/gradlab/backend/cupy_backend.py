@@ -54,7 +54,7 @@ class DeferredChecks:
 
 
 class GraphRandom:
-    """The Philox stream of one CUDA graph (dropout's masks, rand/randn, RReLU's slopes),
+    """The Philox stream of one CUDA graph (dropout's masks, rand/randn/randint, RReLU's),
     kept in device memory.
 
     Eager launches that draw (dropout's, kernels/random.cu's) take the Philox (key, offset)
@@ -261,26 +261,32 @@ class CupyBackend(Backend):
         first = cupy.where(flat.any(), flat.argmax(), flat.size)
         deferred.add(first.astype(cupy.uint64).reshape(1), flat.size, error)
 
-    # RReLU's slopes and rand/randn come from the Philox stream (kernels/random.cu), which
-    # a CUDA graph replays with fresh draws; randint keeps CuPy's generator.
+    # RReLU's slopes and rand/randn/randint come from the Philox stream (fused/random,
+    # kernels/random.cu), which a CUDA graph replays with fresh draws.
     def uniform(self, low, high, shape, dtype):
         return self._philox_draw("rand", shape, dtype, low, high)
 
     def draw(self, kind, size, dtype, generator=None, low=0, high=None):
-        if kind != "randint" and generator is None:
+        if generator is None and kind != "randint":
             return self._philox_draw(kind, size, dtype, 0.0, 1.0)
-        with self._cuda_device:
+        if generator is None and high - low <= _random.INTEGERS_MAX_SPAN:
+            return self._philox_draw(kind, size, dtype, low, high)
+        with self._cuda_device:  # (a randint wider than the stream's integers draw)
             if cupy.cuda.get_current_stream().is_capturing():
                 raise GraphCaptureUnsupported(
-                    f"gl.{kind} draws from CuPy's generator, whose state a CUDA graph would "
-                    f"not keep in step with the host's")
+                    f"gl.{kind} of a range wider than 2**53 draws from CuPy's generator, "
+                    f"whose state a CUDA graph would not keep in step with the host's")
             return super().draw(kind, size, dtype, generator, low, high)
 
     def _philox_draw(self, kind, shape, dtype, low, high):
         dtype = np.dtype(dtype)
-        drawn = np.dtype(np.float32) if dtype == np.float16 else dtype  # (no float16 draws)
+        # float16 is drawn as float32; integers from float64 units
+        drawn = np.dtype(np.float64) if kind == "randint" else \
+            np.dtype(np.float32) if dtype == np.float16 else dtype
         shape = tuple(shape)
         key, offset = self.random.take_philox(_random.philox_blocks(math.prod(shape), drawn))
+        if kind == "randint":
+            return _random.integers(self, shape, dtype, low, high, key, offset)
         if kind == "randn":
             out = _random.normal(self, shape, drawn, key, offset)
         else:

@@ -134,8 +134,8 @@ def rng_states():
         if state is None or not isinstance(state.get("generator"), dict):
             # CuPy's generators expose no portable state (``bit_generator.state`` is a
             # method there). Keep the seed and the counter-based (Philox) stream that
-            # dropout, rand/randn and RReLU draw from there; the generator itself (randint's
-            # on CUDA) restarts from its seed.
+            # dropout, rand/randn/randint and RReLU draw from there; the generator itself
+            # (randperm's on CUDA) restarts from its seed.
             state = {"seed": r.seed, "generator": None, "philox_key": r.philox_key,
                      "philox_offset": r.philox_offset}
         out.append({"device": str(backend.device), "state": state})

@@ -452,7 +452,7 @@ class _CudaGraphs:
     private stream, private memory pool) and launches the graph; every later call copies
     the batch into the static buffers and launches it again.
 
-    Dropout, RReLU's slopes and ``gl.rand``/``gl.randn`` (and their ``_like`` forms) are
+    Dropout, RReLU's slopes and ``gl.rand``/``randn``/``randint`` (and ``_like``) are
     captured too: inside a graph they draw from a device-side Philox state that each launch
     advances (``CudaGraph``, ``GraphRandom``), so every launch draws what the next eager step
     would, and the host's generator stays in step.
@@ -466,8 +466,9 @@ class _CudaGraphs:
       smaller ones are gradlab's kernel, which it captures). The signature replays
       ungraphed, without a warning: at those sizes the arithmetic dominates the step, and
       ``info()["ungraphed_reasons"]`` says why.
-    - ``gl.randint``: drawn from CuPy's generator, whose state a graph would not advance;
-      the signature replays ungraphed, without a warning, as for a large GEMM.
+    - ``gl.randint`` over a range wider than 2**53: drawn from CuPy's generator, whose
+      state a graph would not advance; the signature replays ungraphed, without a warning,
+      as for a large GEMM.
     - Anything else a capture refuses (a host synchronisation inside the step, such as
       BatchNorm's ``momentum=None`` reading its batch count with ``float()``; an upload
       from host memory): the capture is abandoned (it executed nothing), the signature

@@ -145,3 +145,38 @@ def test_cuda_backend_draws_advance_the_stream():
         be.to_numpy(slopes), reference.uniform((4, 4), np.float32, 0.125, 1 / 3, key, offset + 8))
     gl.manual_seed(5)
     np.testing.assert_array_equal(gl.rand(10, device="cuda").cpu().numpy(), a.cpu().numpy())
+
+
+def test_integers_by_their_definition_and_range():
+    key, offset = 0xDEADBEEF12345678, 2**32 - 3
+    u = reference.uniform((1000,), np.float64, 0.0, 1.0, key, offset)
+    for low, high in ((0, 2), (-5, 7), (10, 11), (-(2**40), 2**40), (0, 2**53)):
+        got = reference.integers((1000,), np.int64, low, high, key, offset)
+        want = [min(int(np.floor(v * (high - low))), high - low - 1) + low for v in u]
+        assert got.dtype == np.int64 and got.tolist() == want
+        assert got.min() >= low and got.max() < high
+    small = reference.integers((1 << 16,), np.int64, 0, 6, 3, 0)
+    counts = np.bincount(small, minlength=6) / small.size
+    assert np.abs(counts - 1 / 6).max() < 0.01
+    assert reference.integers((2, 3), np.int32, 0, 4, 1, 2).dtype == np.int32
+    with pytest.raises(ValueError, match="0 < high - low <= 2\\*\\*53"):
+        reference.integers((3,), np.int64, 0, 2**53 + 1, 0, 0)
+    with pytest.raises(ValueError, match="0 < high - low"):
+        reference.integers((3,), np.int64, 4, 4, 0, 0)
+
+
+@pytest.mark.cuda
+def test_cuda_integers_are_the_reference():
+    be, _, _ = _cuda()
+    impl = fused_random.integers.implementations()
+    for low, high in ((0, 2), (-5, 7), (0, 2**53)):
+        for n in (0, 1, 3, 1000):
+            got = be.to_numpy(impl["cuda"](be, (n,), np.int64, low, high, 7, 2**64 - 1))
+            want = impl["numpy"](cpu_backend(), (n,), np.int64, low, high, 7, 2**64 - 1)
+            assert got.dtype == want.dtype and got.tolist() == want.tolist()
+    gl.manual_seed(5)
+    key, offset = be.random.philox_key, be.random.philox_offset
+    r = gl.randint(-3, 9, (5, 3), device="cuda")
+    assert r.dtype == gl.int64 and be.random.philox_offset == offset + 8
+    assert r.cpu().numpy().tolist() == \
+        reference.integers((5, 3), np.int64, -3, 9, key, offset).tolist()

@@ -1,7 +1,8 @@
 """Counter-based draws: U[low, high) and N(0, 1) from the Philox stream of dropout.
 
-The CUDA backend's rand/randn (and their _like forms) and RReLU's slopes: a pure function of
-(key, offset, index), which a CUDA graph replays with fresh draws as it does dropout's. The
+The CUDA backend's rand/randn/randint (and their _like forms) and RReLU's slopes: a pure
+function of (key, offset, index), which a CUDA graph replays with fresh draws as it does
+dropout's. The
 CPU backend keeps NumPy's generator for those (so a CPU seed gives what it always gave);
 these ops run there only as the oracle.
 
@@ -25,5 +26,10 @@ def philox_blocks(n, dtype):
 # No numba tier: the CPU backend does not draw from this stream.
 uniform = FusedOp("uniform", _PKG, tiers=("numpy", "cuda"))
 normal = FusedOp("normal", _PKG, tiers=("numpy", "cuda"))
+integers = FusedOp("integers", _PKG, tiers=("numpy", "cuda"))
 
-OPS = {op.name: op for op in (uniform, normal)}
+OPS = {op.name: op for op in (uniform, normal, integers)}
+
+# The widest [low, high) that ``integers`` draws from: every value of a wider one would not
+# be reachable from a float64 unit's 53 bits.
+INTEGERS_MAX_SPAN = 2**53

@@ -8,7 +8,7 @@ import numpy as np
 from ...cuda_kernels import get_function
 from ...cupy_backend import graph_random
 from . import philox_blocks
-from .reference import check_draw
+from .reference import check_draw, check_span
 
 _THREADS = 256
 
@@ -39,3 +39,12 @@ def uniform(backend, shape, dtype, low, high, key, offset):
 def normal(backend, shape, dtype, key, offset):
     shape, _, dtype, key, offset = check_draw("normal", shape, dtype, key, offset)
     return _launch(backend, "random_normal", shape, dtype, key, offset)
+
+
+def integers(backend, shape, dtype, low, high, key, offset):
+    # (reference.py's formula, in CuPy's elementwise ops, which a graph captures)
+    span = check_span(low, high)
+    u = uniform(backend, shape, np.float64, 0.0, 1.0, key, offset)
+    with backend._cuda_device:
+        k = cupy.minimum(cupy.floor(u * np.float64(span)), np.float64(span - 1))
+        return (k.astype(cupy.int64) + np.int64(low)).astype(dtype, copy=False)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ... import checks
 from ..dropout.reference import philox_stream
-from . import philox_blocks
+from . import INTEGERS_MAX_SPAN, philox_blocks
 
 
 def check_draw(op, shape, dtype, key, offset):
@@ -65,3 +65,24 @@ def normal(shape, dtype, key, offset):
     angle = t(6.283185307179586) * u2
     out = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
     return out.reshape(-1)[:n].reshape(shape)
+
+
+def check_span(low, high):
+    """high - low of integers' [low, high), checked."""
+    for name, v in (("low", low), ("high", high)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+            raise TypeError(f"integers: {name} must be an int, got {v!r}")
+    span = int(high) - int(low)
+    if not 0 < span <= INTEGERS_MAX_SPAN:
+        raise ValueError(f"integers: need 0 < high - low <= 2**53, got low={low}, high={high}")
+    return span
+
+
+def integers(shape, dtype, low, high, key, offset):
+    """Integers in [low, high) as ``dtype``: low + floor(u (high - low)) of the float64
+    units (clamped below high, which the rounded product can reach where high - low exceeds
+    2^52). Uses the float64 stream's blocks."""
+    span = check_span(low, high)
+    u = uniform(shape, np.float64, 0.0, 1.0, key, offset)
+    k = np.minimum(np.floor(u * np.float64(span)), np.float64(span - 1)).astype(np.int64)
+    return (k + np.int64(low)).astype(dtype, copy=False)
