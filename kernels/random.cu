@@ -43,23 +43,31 @@ template <> struct GlUnits<double> {
     }
 };
 
-// One thread per Philox block, grid-stride.
-template <typename T>
-__device__ __forceinline__ void random_uniform_impl(T* __restrict__ out, i64 n, u64 key,
-                                                    u64 offset, T low, T high) {
+// Calls body(first, w) for each Philox block of the draw that this thread owns (one thread a
+// block, grid-stride): w its four words, first the index of its first element.
+template <typename T, typename Body>
+__device__ __forceinline__ void gl_for_each_block(i64 n, u64 key, u64 offset, Body body) {
     typedef GlUnits<T> U;
-    const T span = high - low;
     const i64 nblocks = (n + U::per_block - 1) / U::per_block;
     const i64 stride = (i64)gridDim.x * blockDim.x;
     for (i64 b = (i64)blockIdx.x * blockDim.x + threadIdx.x; b < nblocks; b += stride) {
         const GlU32x4 r = gl_philox_block(key, offset, b);
         const u32 w[4] = {r.x, r.y, r.z, r.w};
+        body(b * U::per_block, w);
+    }
+}
+
+template <typename T>
+__device__ __forceinline__ void random_uniform_impl(T* __restrict__ out, i64 n, u64 key,
+                                                    u64 offset, T low, T high) {
+    typedef GlUnits<T> U;
+    const T span = high - low;
+    gl_for_each_block<T>(n, key, offset, [&](i64 first, const u32* w) {
 #pragma unroll
         for (int j = 0; j < U::per_block; ++j) {
-            const i64 i = b * U::per_block + j;
-            if (i < n) out[i] = low + span * U::unit(w + j * U::words);
+            if (first + j < n) out[first + j] = low + span * U::unit(w + j * U::words);
         }
-    }
+    });
 }
 
 template <typename T>
@@ -67,21 +75,17 @@ __device__ __forceinline__ void random_normal_impl(T* __restrict__ out, i64 n, u
                                                    u64 offset) {
     typedef GlUnits<T> U;
     const T two_pi = (T)6.283185307179586;  // 2 pi rounded to double, then to T
-    const i64 nblocks = (n + U::per_block - 1) / U::per_block;
-    const i64 stride = (i64)gridDim.x * blockDim.x;
-    for (i64 b = (i64)blockIdx.x * blockDim.x + threadIdx.x; b < nblocks; b += stride) {
-        const GlU32x4 r = gl_philox_block(key, offset, b);
-        const u32 w[4] = {r.x, r.y, r.z, r.w};
+    gl_for_each_block<T>(n, key, offset, [&](i64 first, const u32* w) {
 #pragma unroll
         for (int j = 0; j < U::per_block; j += 2) {
-            const i64 i = b * U::per_block + j;
+            const i64 i = first + j;
             if (i >= n) break;
             const T radius = gl_sqrt((T)-2 * gl_log(U::unit_above_zero(w + j * U::words)));
             const T angle = two_pi * U::unit(w + (j + 1) * U::words);
             out[i] = radius * gl_cos(angle);
             if (i + 1 < n) out[i + 1] = radius * gl_sin(angle);
         }
-    }
+    });
 }
 
 // The *_graphed forms read the key and a base offset from device memory (state[0],

@@ -1,14 +1,14 @@
-"""Counter-based draws: U[low, high) and N(0, 1) from the Philox stream of dropout.
+"""Counter-based draws: U[low, high), N(0, 1) and integers in [low, high) from the Philox
+stream of dropout.
 
 The CUDA backend's rand/randn/randint (and their _like forms) and RReLU's slopes: a pure
 function of (key, offset, index), which a CUDA graph replays with fresh draws as it does
-dropout's. The
-CPU backend keeps NumPy's generator for those (so a CPU seed gives what it always gave);
-these ops run there only as the oracle.
+dropout's. The CPU backend keeps NumPy's generator for those (so a CPU seed gives what it
+always gave); these ops run there only as the oracle.
 
 Tiers: reference.py (NumPy: the stream's definition), cuda.py (host side of kernels/random.cu).
-The uniform draws are the same bits on both; the normal ones agree to the last few ulp (the
-log, cos and sin of libdevice and of NumPy round differently).
+The uniform draws and the integers are the same bits on both; the normal ones agree to the
+last few ulp (the log, cos and sin of libdevice and of NumPy round differently).
 """
 import numpy as np
 
