@@ -1,6 +1,7 @@
 // The random factories' draws on the GPU (gl.rand, gl.randn and their _like forms, RReLU's
 // slopes) from the Philox stream that dropout uses, so that a CUDA graph can replay them
-// with fresh draws (the *_graphed entry points, as dropout_forward_graphed).
+// with fresh draws (the *_graphed entry points, as dropout_forward_graphed). gl.randint
+// scales these float64 units with CuPy's elementwise ops (fused/random/cuda.py).
 //
 // Streams (gradlab/backend/fused/random/reference.py computes the same values on the CPU):
 //   float32: element i takes Philox block i / 4 of (key, offset) and, of its four words,

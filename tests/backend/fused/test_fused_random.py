@@ -1,8 +1,8 @@
 """The counter-based draws (backend/fused/random): the reference's streams by their
 definition (kernels/random.cu's head comment), their statistics, and the CUDA kernel (the
-emulated device here, the real one on a GPU) held to the reference: the uniform draws bit
-for bit, the normal ones to a few ulp (the log, cos and sin of libm, NumPy and libdevice
-round differently)."""
+emulated device here, the real one on a GPU) held to the reference: the uniform draws and
+the integers bit for bit, the normal ones to a few ulp (the log, cos and sin of libm, NumPy
+and libdevice round differently)."""
 import numpy as np
 import pytest
 
