@@ -329,7 +329,7 @@ class Replay:
         self.leaves = leaves
         self.fused = _fused_pairs(rec, keep, self.folded)
         ns = {"ND": rec.ndarray, "_nd": _as_ndarray, "_own": _own_fast, "_cast": _cast_fast,
-              "WRAP": Tensor._wrap}
+              "WRAP": Tensor._wrap, "__name__": __name__}  # (warnings name this module)
         self.source = (_forward_source(rec, self.kinds, keep, ns, self.fused, self.folded) +
                        "\n" +
                        _backward_source(nodes, plan, leaves, rec.root, ns, self.fused,

@@ -1,9 +1,23 @@
 """The CPU backend: arrays are NumPy arrays."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from .base import Backend, Device
+
+# NumPy reports the floating-point events of an array call (log(0), 0/0, an overflow) as
+# RuntimeWarnings; PyTorch, whose API gradlab follows, returns the inf or NaN silently, and
+# so does CuPy. Those that gradlab's own array calls raise are ignored: the filter matches
+# NumPy's message and a warning raised from a gradlab module (or a compiled step's replay,
+# whose code is gradlab.autograd.tape's), so the user's own NumPy code and gradlab's own
+# warnings are untouched, and it costs nothing while no warning is raised. It is appended:
+# every filter the user has set or sets later (``-W error``, ``simplefilter("error")``)
+# comes first.
+NUMPY_FLOAT_EVENTS = r"(divide by zero|invalid value|overflow|underflow) encountered"
+warnings.filterwarnings("ignore", message=NUMPY_FLOAT_EVENTS, category=RuntimeWarning,
+                        module=r"gradlab(\.|$)", append=True)
 
 
 class NumpyBackend(Backend):
