@@ -161,16 +161,19 @@ def _dropout_run(compiled, between):
     return losses, _state(model, opt), (be.random.philox_key, be.random.philox_offset), step
 
 
-@pytest.mark.parametrize("what", ["reseed", "draw-outside"])
+@pytest.mark.parametrize("what", ["reseed", "draw-outside", "randn-outside"])
 def test_graphed_dropout_follows_the_host_generator(what):
-    # A reseed, or a draw outside the graph, between launches moves the host's stream: the
-    # next launch must draw from there, as eager does.
+    # A reseed, or a draw outside the graph (a dropout, or gl.randn, from the same stream),
+    # between launches moves the host's stream: the next launch must draw from there, as
+    # eager does.
     x_side = gl.tensor(np.ones((5, 7), np.float32), device="cuda")
 
     def between(k):
         if k in (5, 7):
             if what == "reseed":
                 gl.manual_seed(100 + k)
+            elif what == "randn-outside":
+                gl.randn(3, 5, device="cuda")
             else:
                 gl.nn.functional.dropout(x_side, 0.5)
     eager = _dropout_run(False, between)
