@@ -162,6 +162,9 @@ _BATCH_DERIVED = {
         1, y.unsqueeze(1)).mean() + 0.1 * o.topk(2).values.mean(),
     "random_rows": lambda: lambda o, y: (
         F.cross_entropy(o, y, reduction="none") * (gl.randint(2, (o.shape[0],)) + 0.5)).mean(),
+    # mixup's pairing: the rows of the batch in a fresh random order
+    "shuffled_pairs": lambda: lambda o, y: F.mse_loss(
+        o, 0.5 * (o + o[gl.randperm(o.shape[0])]).detach()) + F.cross_entropy(o, y),
 }
 
 

@@ -272,6 +272,19 @@ def test_a_randint_draw_is_graphed_and_a_wider_one_replays_ungraphed():
         reason
 
 
+def test_a_randperm_replays_ungraphed_without_a_warning():
+    # gl.randperm is a recorded draw (each replay permutes afresh, as eager does), from
+    # CuPy's generator: not graphed, with the reason, and no warning.
+    def loss_fn(out, y):
+        pairs = out[gl.randperm(out.shape[0], device=out.device)].detach()
+        return gl.nn.functional.mse_loss(out, pairs) + gl.nn.functional.cross_entropy(out, y)
+    info = _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2), loss_fn,
+                              graphed=0)
+    assert info["replayed"] == STEPS - 2, info
+    reason, = info["ungraphed_reasons"]
+    assert "gl.randperm draws from CuPy's generator" in reason, reason
+
+
 def test_a_cpu_generator_cannot_draw_on_the_device():
     gen = gl.Generator().manual_seed(0)
     for draw in (lambda: gl.randn(3, device="cuda", generator=gen),

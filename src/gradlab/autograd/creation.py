@@ -5,6 +5,8 @@ bool, and a NumPy array keeps its dtype unless ``dtype`` says otherwise.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ..backend import get_backend
@@ -321,12 +323,10 @@ def randint(low, high=None, size=None, dtype=None, device=None, generator=None):
 
 
 def randperm(n, dtype=None, device=None, generator=None):
+    """A random permutation of 0 .. n - 1 (a Draw: a recorded step permutes afresh)."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0:
+        raise ValueError(f"randperm: n must be a non-negative int, got {n!r}")
     backend = get_backend(device)
-    gen = _generator_for("randperm", generator, backend)
-    if gen is None:
-        gen = backend.random.generator
-    if hasattr(gen, "permutation"):
-        perm = gen.permutation(n)
-    else:  # CuPy's Generator has no permutation(): rank n uniform draws instead
-        perm = backend.xp.argsort(gen.random(n))
-    return _finish(perm.astype(as_dtype(dtype) or int64, copy=False), backend, False)
+    return Draw.apply_on(backend, kind="randperm", size=(int(n),),
+                         dtype=as_dtype(dtype) or int64,
+                         generator=_generator_for("randperm", generator, backend))

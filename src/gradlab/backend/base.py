@@ -177,11 +177,18 @@ class Backend:
 
     def draw(self, kind, size, dtype, generator=None, low=0, high=None):
         """The random factories' draws as ``dtype``: "rand" U[0, 1), "randn" N(0, 1),
-        "randint" integers in [low, high); from ``generator`` (a gl.Generator, CPU only),
+        "randint" integers in [low, high), "randperm" a permutation of range(size[0]); from
+        ``generator`` (a gl.Generator, CPU only),
         else this thread's."""
         gen = generator if generator is not None else self.random.generator
         if kind == "randint":
             return gen.integers(low, high, size=size).astype(dtype, copy=False)
+        if kind == "randperm":
+            n, = size
+            if hasattr(gen, "permutation"):
+                return gen.permutation(n).astype(dtype, copy=False)
+            # CuPy's Generator has no permutation(): rank n uniform draws instead
+            return self.xp.argsort(gen.random(n)).astype(dtype, copy=False)
         drawn = np.float32 if dtype == np.float16 else dtype  # (no float16 draws)
         if kind == "rand":
             return gen.random(size, dtype=drawn).astype(dtype, copy=False)

@@ -262,20 +262,22 @@ class CupyBackend(Backend):
         deferred.add(first.astype(cupy.uint64).reshape(1), flat.size, error)
 
     # RReLU's slopes and rand/randn/randint come from the Philox stream (fused/random,
-    # kernels/random.cu), which a CUDA graph replays with fresh draws.
+    # kernels/random.cu), which a CUDA graph replays with fresh draws; randperm (an argsort
+    # on the device) keeps CuPy's generator.
     def uniform(self, low, high, shape, dtype):
         return self._philox_draw("rand", shape, dtype, low, high)
 
     def draw(self, kind, size, dtype, generator=None, low=0, high=None):
-        if generator is None and kind != "randint":
+        if generator is None and kind in ("rand", "randn"):
             return self._philox_draw(kind, size, dtype, 0.0, 1.0)
-        if generator is None and high - low <= _random.INTEGERS_MAX_SPAN:
+        if generator is None and kind == "randint" and high - low <= _random.INTEGERS_MAX_SPAN:
             return self._philox_draw(kind, size, dtype, low, high)
-        with self._cuda_device:  # (a randint wider than the stream's integers draw)
+        with self._cuda_device:  # (randperm, a randint wider than the stream's integers)
             if cupy.cuda.get_current_stream().is_capturing():
+                what = "of a range wider than 2**53 " if kind == "randint" else ""
                 raise GraphCaptureUnsupported(
-                    f"gl.{kind} of a range wider than 2**53 draws from CuPy's generator, "
-                    f"whose state a CUDA graph would not keep in step with the host's")
+                    f"gl.{kind} {what}draws from CuPy's generator, whose state a CUDA graph "
+                    f"would not keep in step with the host's")
             return super().draw(kind, size, dtype, generator, low, high)
 
     def _philox_draw(self, kind, shape, dtype, low, high):

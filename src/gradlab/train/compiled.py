@@ -466,9 +466,9 @@ class _CudaGraphs:
       smaller ones are gradlab's kernel, which it captures). The signature replays
       ungraphed, without a warning: at those sizes the arithmetic dominates the step, and
       ``info()["ungraphed_reasons"]`` says why.
-    - ``gl.randint`` over a range wider than 2**53: drawn from CuPy's generator, whose
-      state a graph would not advance; the signature replays ungraphed, without a warning,
-      as for a large GEMM.
+    - ``gl.randperm``, and ``gl.randint`` over a range wider than 2**53: drawn from CuPy's
+      generator, whose state a graph would not advance; the signature replays ungraphed,
+      without a warning, as for a large GEMM.
     - Anything else a capture refuses (a host synchronisation inside the step, such as
       BatchNorm's ``momentum=None`` reading its batch count with ``float()``; an upload
       from host memory): the capture is abandoned (it executed nothing), the signature
