@@ -544,8 +544,7 @@ def _take(g, c):
             item = np.asarray(item)
         if isinstance(item, slice) and item == slice(None):
             continue
-        if not hasattr(item, "dtype") or item.dtype.kind not in "iu" or \
-                item is Ellipsis or picked:
+        if not hasattr(item, "dtype") or item.dtype.kind not in "iu" or picked:
             picked = None
             break
         picked = [(dim, item)]
