@@ -71,6 +71,10 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def _never(*args, **kwargs):
+    return False
+
+
 class FusedOp:
     """One fused op: its implementations by tier, chosen at each call.
 
@@ -85,8 +89,10 @@ class FusedOp:
     def __init__(self, name, package, *, use_numba=None, tiers=_TIERS):
         self.name = name
         self.package = package
-        self.use_numba = use_numba
         self.tiers = tuple(tiers)
+        # A family without a numba kernel never picks it: as the op's rule, so that
+        # tier_for, on the path of every CPU fused call, checks nothing more.
+        self.use_numba = use_numba if "numba" in self.tiers else _never
         self._fns = {}
 
     def __repr__(self):
@@ -124,8 +130,7 @@ class FusedOp:
         """The tier a call with these arguments runs on ``backend``."""
         if backend.device.type == "cuda":
             return "cuda"
-        if "numba" in self.tiers and \
-                (_numba_ok or _numba_ok is None and numba_status()[0]) and not jit_disabled() \
+        if (_numba_ok or _numba_ok is None and numba_status()[0]) and not jit_disabled() \
                 and (self.use_numba is None or self.use_numba(*args, **kwargs)):
             return "numba"
         return "numpy"
