@@ -30,6 +30,9 @@ class Adagrad(StepCountedOptimizer):
 
     _op = "adagrad_step"
     _arrays = ("sum",)
+    # Listed here, it answers for its own _counted_state, which only starts a missing
+    # "sum" (where the prepared form declines)
+    _step_path = StepCountedOptimizer._step_path + ("_start_state",)
 
     def _check_group(self, group):
         check_lr(group["lr"])

@@ -19,6 +19,7 @@ class Adam(Optimizer):
     maximize (False). One backend ``adam_step`` call per parameter group."""
 
     _decoupled = False
+    _step_path = Optimizer._step_path + ("_backend_step",)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  amsgrad=False, maximize=False):

@@ -178,16 +178,26 @@ class Optimizer:
     def _step_group(self, group):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    # The methods step() goes through that a prepared form does not run (it runs
+    # ``_options`` and ``_stepped`` itself). Where a class below the one that answers for
+    # the prepared form (``_prepared_step``), or the instance, defines one of them, step()
+    # does something the prepared form would skip. A class that adds a method to its step
+    # lists it here, and so answers for the prepared form it inherits.
+    _step_path = ("step", "_step_group", "_with_grads", "_count_step")
+
     def _prepare_group(self, group, params):
         """The prepared form of ``_step_group`` that ``_prepared_step`` uses: a pair of
         callables ``(ready, run)``, or None (the default: this optimizer has none, or not
         for this group now). Called only when every param of ``group`` has a gradient (after
         at least one ``step()``). ``ready()`` tells,
         changing nothing, whether ``run()`` would still do exactly what ``_step_group`` does
-        (every param still has a gradient, the options that select state arrays unchanged,
-        one shared step count, ...);
+        (``params`` still holds the same params in the same order, every param still has a
+        gradient, the options that select state arrays unchanged, one shared step count,
+        ...; a state entry that went missing is a False, never a KeyError);
         ``run()`` does it on the raw arrays (no Tensor op, so grad mode does not matter),
-        reading lr and the other hyper-parameters at every call."""
+        reading lr and the other hyper-parameters at every call. The caller checks that
+        ``group`` is still in its place in ``param_groups`` and still holds ``params``, at
+        the length it had."""
         return None
 
     def _prepared_step(self):
@@ -195,33 +205,44 @@ class Optimizer:
         same parameters (the compiled training step): a callable that returns True once it
         has stepped, or False, having changed nothing, when the parameter groups, their
         gradients or the state no longer fit what was prepared (call ``step()`` then, and
-        prepare again). None where there is no prepared form: a group's class has no
-        ``_prepare_group`` next to its ``_step_group``, or ``step`` is overridden."""
-        if type(self).step is not Optimizer.step:
-            return None
-        owner = next(c for c in type(self).__mro__ if "_step_group" in c.__dict__)
-        if "_prepare_group" not in owner.__dict__:
-            return None  # a subclass rewrote _step_group: its prepared form would skip that
+        prepare again). None where there is no prepared form: a group's optimizer has none,
+        or ``step()`` would run a method of ``_step_path`` that the prepared form does not
+        answer for (a subclass's own ``_step_group`` or ``_backend_step``, a ``step``
+        wrapped on the instance)."""
+        cls = type(self)
+        mro = cls.__mro__
+        # The class that answers for the prepared form: the nearest one that wrote it or
+        # listed the step it stands for; what classes below it override, it has not seen.
+        answers = next(i for i, c in enumerate(mro)
+                       if "_prepare_group" in c.__dict__ or "_step_path" in c.__dict__)
+        attrs = self.__dict__
+        for name in cls._step_path:
+            if name in attrs or any(name in c.__dict__ for c in mro[:answers]):
+                return None
         state, groups = self.state, self.param_groups
-        layout = [(g, g["params"], len(g["params"])) for g in groups]
-        prepared = []
-        for group, params, _ in layout:
+        names = frozenset(attrs)  # an attribute set later (opt.step = ...) declines
+        checks, runs = [], []
+        for group in groups:
+            params = group["params"]
             if any(p.grad is None for p in params):
                 return None
             pair = self._prepare_group(group, params)
             if pair is None:
                 return None
-            prepared.append((params,) + tuple(pair))
+            ready, run = pair
+            checks.append((group, params, len(params), ready))
+            runs.append(run)
         n_groups = len(groups)
 
         def step():
             if self.state is not state or self.param_groups is not groups or \
-                    len(groups) != n_groups:
+                    len(groups) != n_groups or attrs.keys() != names:
                 return False
-            for (group, params, n), (_, ready, _) in zip(layout, prepared):
-                if group["params"] is not params or len(params) != n or not ready():
+            for now, (group, params, n, ready) in zip(groups, checks):
+                if now is not group or group["params"] is not params or len(params) != n or \
+                        not ready():
                     return False
-            for _, _, run in prepared:  # backend calls on arrays: no grad mode to switch
+            for run in runs:  # backend calls on arrays: no grad mode to switch
                 run()
             return True
         return step
@@ -238,11 +259,12 @@ class Optimizer:
         count, passed as ``step`` after this step); ``shared``: scalar state entries that
         the params must share as well, as they share one call; ``after(states)``: called
         once the prepared call has stepped (a fallback to ``_step_group`` does its own
-        bookkeeping). ``ready()`` also checks that each param still has a gradient and that
-        its array, state dict and state arrays are still the prepared ones: a replaced
-        ``p.data`` or state array must never be written through an old pointer. Where the
-        prepared call declines (the grads do not fit, the tier changed), ``_step_group``
-        runs instead."""
+        bookkeeping). ``ready()`` also checks that ``params`` still holds the prepared
+        params, in order, and that each still has a gradient and its array, state dict and
+        state arrays are still the prepared ones: a replaced ``p.data`` or state array must
+        never be written through an old pointer, nor a param stepped with another's
+        gradient. Where the prepared call declines (the grads do not fit, the tier
+        changed), ``_step_group`` runs instead."""
         state = self.state
         needed = [n for n in names if n is not None]
         sts = [state.get(p) for p in params]
@@ -256,6 +278,7 @@ class Optimizer:
             op, [p._data for p in params],
             [None if n is None else [st[n] for st in sts] for n in names], **flags)
         now_chosen = chosen(group)
+        mine = tuple(params)  # the params whose arrays ``prepared`` holds
         held = [(p, st, p._data, [(n, st[n]) for n in needed]) for p, st in zip(params, sts)]
         first = sts[0]
 
@@ -263,33 +286,44 @@ class Optimizer:
             if chosen(group) != now_chosen:
                 return False
             now = self.state
-            for p, st, data, arrays in held:  # loops: all() costs more at every step
-                if p._data is not data or p.grad is None or now.get(p) is not st:
-                    return False
-                for n, a in arrays:
-                    if st[n] is not a:
+            try:  # (a KeyError: an entry popped from a state, which step() makes again)
+                for q, (p, st, data, arrays) in zip(params, held):  # (all() costs more)
+                    if q is not p or p._data is not data or p.grad is None or \
+                            now.get(p) is not st:
                         return False
-            if counted:
-                step = first["step"]
-                for st in sts:
-                    if st["step"] != step:
-                        return False
-            for k in shared:
-                value = first[k]
-                for st in sts:
-                    if st[k] != value:
-                        return False
+                    for n, a in arrays:
+                        if st[n] is not a:
+                            return False
+                if counted:
+                    step = first["step"]
+                    for st in sts:
+                        if st["step"] != step:
+                            return False
+                for k in shared:
+                    value = first[k]
+                    for st in sts:
+                        if st[k] != value:
+                            return False
+            except KeyError:
+                return False
             return True
 
         def run():
-            grads = [p.grad._data for p in params]
-            step = first["step"] + 1 if counted else None
-            if not prepared(grads, options(group, step)):
-                self._step_group(group)  # copies or raises as step() does; counts itself
-                return
+            grads = [p.grad._data for p in mine]
+            step = None
             if counted:
+                # Counted before the call, as step() counts: a call that raises (a bad lr)
+                # leaves the same counts either way.
+                before = first["step"]
+                step = before + 1
                 for st in sts:
                     st["step"] = step
+            if not prepared(grads, options(group, step)):
+                if counted:
+                    for st in sts:
+                        st["step"] = before  # _step_group counts itself
+                self._step_group(group)  # copies or raises as step() does
+                return
             if after is not None:
                 after(sts)
         return ready, run

@@ -58,6 +58,7 @@ class SGD(Optimizer):
         state = self.state
         old = ([], [], [])
         new = ([], [], [])
+        fresh = []  # the states of ``new``
         xp = be.xp
         for p, pa, ga in zip(params, p_arrays, g_arrays):
             st = state[p]
@@ -65,15 +66,23 @@ class SGD(Optimizer):
             if buf is None:  # seeded with the gradient by the kernel (first_step=True)
                 buf = st["momentum_buffer"] = xp.empty_like(pa)
                 dest = new
+                fresh.append(st)
             else:
                 dest = old
             dest[0].append(pa)
             dest[1].append(ga)
             dest[2].append(buf)
-        if old[0]:
-            be.sgd_step(*old, first_step=False, **kw)
-        if new[0]:
-            be.sgd_step(*new, first_step=True, **kw)
+        try:
+            if old[0]:
+                be.sgd_step(*old, first_step=False, **kw)
+            if new[0]:
+                be.sgd_step(*new, first_step=True, **kw)
+        except BaseException:
+            # A call that raised (a bad lr) left the new buffers unseeded: kept, the next
+            # step would read their garbage as momentum, where it must seed them.
+            for st in fresh:
+                del st["momentum_buffer"]
+            raise
 
     def _options(self, group, step=None):
         """The backend call's arguments but the arrays, nesterov and first_step, read from

@@ -17,6 +17,7 @@ class StepCountedOptimizer(Optimizer):
     _op: str = ""
     _arrays: tuple = ()
     _scalar_state: dict = {}
+    _step_path = Optimizer._step_path + ("_call_key", "_counted_state")
 
     def _check_group(self, group):
         check_adam_family(group)
