@@ -24,24 +24,26 @@ CHECKPOINT = "best_model.gl"
 
 
 # Options a resumed run keeps from its manifest: none may change, except --epochs, which
-# may grow (a longer run), when the schedule does not depend on it.
+# may grow (a longer run), when the schedule does not depend on it. --distributed is kept
+# too: it picks the loader (a DistributedSampler's order, not shuffle=True's), so it decides
+# what is computed, even on 1 rank, where no world size is recorded to catch a switch.
 _RUN_LOCAL = ("command", "resume", "out", "quiet", "overwrite", "tensorboard",
               "histogram_every",  # logging only: a resumed run may log elsewhere
-              "compile",  # how steps run, not what they compute
-              "distributed")  # how too; the world size is kept in the config and checked
+              "compile")  # how steps run, not what they compute
 _EPOCH_SCHEDULES = ("step", "cosine", "onecycle")
 
 
 def cmd_train(args):
     """Train an MLP on the chosen dataset; print (and with --out, write) the test result."""
     from ..distributed import destroy_process_group, is_initialized
-    joins = args.distributed and not is_initialized()
+    # (not args.distributed: --resume may set it from the run's manifest only later)
+    joined_before = is_initialized()
     try:
         return _cmd_train(args)
     finally:
         # A group this command joined is left at its end, so that the process (a test, a
         # notebook calling main()) can run other commands after it.
-        if joins and is_initialized():
+        if not joined_before and is_initialized():
             destroy_process_group()
 
 
@@ -158,12 +160,16 @@ def _init_distributed(args, device, manifest):
                              "ranks leaves 1 row per rank, too few for BatchNorm's batch "
                              "statistics; use a larger --batch-size or --no-batchnorm")
         if args.compile:
-            raise UsageError("--distributed trains eagerly: drop --compile")
+            restored = args.resume and "distributed" not in getattr(args, "_given", set())
+            raise UsageError(("--resume: the run trained with --distributed, which trains "
+                              "eagerly: drop --compile") if restored else
+                             "--distributed trains eagerly: drop --compile")
         args.compile = False
     if manifest is not None and manifest["config"].get("world_size", 1) != world:
-        raise UsageError(f"--resume: the run trained on {manifest['config'].get('world_size', 1)} "
-                         f"rank(s), this one has {world}: resume it with the same "
-                         "`mpiexec -n N ... --distributed`")
+        ranks = manifest["config"].get("world_size", 1)
+        raise UsageError(f"--resume: the run trained on {ranks} rank(s), this one has {world}: "
+                         f"resume it on as many, `mpiexec -n {ranks} gradlab train --resume "
+                         f"{args.resume}`")
     return world
 
 
@@ -245,8 +251,9 @@ def _train(args, gl, data, config, device, model, loss_fn, optimizer, scheduler,
             lock.release()
     if history.stop_reason:
         say(args, history.stop_reason)
-    if history.compiled is not None:
-        say(args, compiled_summary(history.compiled))
+    summary = compiled_summary(history.compiled) if history.compiled is not None else None
+    if summary:
+        say(args, summary)
     if not args._main:
         return 0
     print(f"test accuracy: {test['accuracy']:.4f}  (test loss {test['loss']:.4f}, "
@@ -256,8 +263,11 @@ def _train(args, gl, data, config, device, model, loss_fn, optimizer, scheduler,
 
 
 def compiled_summary(info):
-    """One line on how a compiled run's steps ran (``CompiledStep.info()``)."""
+    """One line on how a compiled run's steps ran (``CompiledStep.info()``), or None when
+    no step ran (a resumed run that had already finished): "0 of 0 steps" says nothing."""
     steps = info["replayed"] + info["recorded"] + info["eager"]
+    if not steps:
+        return None
 
     def count(n, what):
         return f"{n} {what}{'s' if n != 1 else ''}"
@@ -346,6 +356,9 @@ def _resume_manifest(args):
     path = os.path.join(directory, rundir.MANIFEST)
     actions = {a.dest: a for a in build_parser().commands["train"]._actions}
     saved = manifest["args"]
+    given = getattr(args, "_given", set())
+    if "distributed" not in saved:
+        saved["distributed"] = _legacy_distributed(args, manifest, given, path)
     missing = [k for k in actions if k not in saved and k not in _RUN_LOCAL and k != "help"]
     if missing:
         raise UsageError(f"--resume: {path} lacks {', '.join(missing)}; the file was edited "
@@ -353,11 +366,14 @@ def _resume_manifest(args):
     for name, value in saved.items():
         if name in actions and name not in _RUN_LOCAL:
             _check_type(path, name, value, actions[name])
-    given = getattr(args, "_given", set())
     for name in sorted(given - set(_RUN_LOCAL)):
         if name not in saved or getattr(args, name) == saved[name]:
             continue
         flag = "--" + name.replace("_", "-")
+        if name == "distributed":  # (a store_true flag: only given as True)
+            raise UsageError(f"--resume: the run in {directory} trained without --distributed, "
+                             "so resuming it with --distributed would draw its batches in "
+                             "another order: drop --distributed (and mpiexec)")
         if name == "epochs":
             if args.epochs < saved["epochs"]:
                 raise UsageError(f"--resume: --epochs {args.epochs} is fewer than the run's "
@@ -378,6 +394,24 @@ def _resume_manifest(args):
             setattr(args, name, value)
     args.out = directory
     return manifest
+
+
+def _legacy_distributed(args, manifest, given, path):
+    """Whether a run whose manifest predates recording --distributed was distributed.
+
+    A world size is recorded only for more than 1 rank, so one there says yes. Without one
+    the run was either plain or a 1-rank --distributed run, which nothing recorded tells
+    apart: such a resume used to follow the flags given, and still does, so a plain run
+    resumes as plain unless --distributed is given (said on stderr, with the flag to use)."""
+    ranks = manifest["config"].get("world_size", 1)
+    if isinstance(ranks, int) and ranks > 1:  # (a damaged value is refused by the rank check)
+        return True
+    if "distributed" in given:
+        return bool(args.distributed)
+    print(f"gradlab train: --resume: {path} was written before gradlab recorded "
+          "--distributed; resuming the run as trained without it (if it was a 1-rank "
+          "--distributed run, resume it with --distributed instead)", file=sys.stderr)
+    return False
 
 
 def _write_outputs(out, metrics, history, data, model):
