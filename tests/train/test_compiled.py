@@ -628,6 +628,239 @@ def test_untraceable_steps_run_eagerly_with_a_warning(cls, reason):
 
 
 
+class _SharesByDLPack(gl.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = gl.nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        positive = (np.from_dlpack(x.detach()) > 0).sum()  # values read past gradlab's ops
+        return h * 2.0 if positive > 64 else h
+
+
+class _Prints(gl.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = gl.nn.Linear(4, 3)
+        self.printed = []
+
+    def forward(self, x):
+        h = self.fc(x)
+        self.printed.append(repr(h))   # a replay would print nothing
+        return h
+
+
+class _CountsMaskedRows(gl.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = gl.nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        picked = h[x[:, 0] > 0]
+        return h * (1.0 + picked.shape[0] / 32)   # len(x[mask]) is a count of values
+
+
+@pytest.mark.parametrize("cls, reason", [
+    (_SharesByDLPack, "__dlpack__"),
+    (_Prints, "repr()"),
+    (_CountsMaskedRows, "shape depends on values"),
+])
+def test_reads_of_values_through_dlpack_repr_and_value_shapes_run_eagerly(cls, reason):
+    test_untraceable_steps_run_eagerly_with_a_warning(cls, reason)
+
+
+def test_a_value_shaped_tensor_whose_shape_is_not_read_still_replays():
+    # (the masked rows' count changes from batch to batch; mean() reads it from the array)
+    def loss(out, y):
+        return ((out[:, 0] - y.float())[y > 0] ** 2).mean() + F.cross_entropy(out, y)
+    runs = [_run(compiled, _batches(8), OPTIMIZERS["adam"], loss_fn=loss)
+            for compiled in (False, True)]
+    _assert_same(*runs)
+    assert runs[1][2].info()["replayed"] == 6
+
+
+def test_a_count_of_masked_rows_that_two_batches_share_is_not_baked_in():
+    """The two recordings' batches have as many masked rows as each other, so comparing
+    the recordings cannot see that the loss divides by that count: reading the shape of
+    ``out[mask]`` must itself make the step eager."""
+    rng = np.random.default_rng(3)
+    batches = []
+    for count in (10, 10, 4, 20, 13, 10):
+        y = np.zeros(32, np.int64)
+        y[rng.choice(32, count, replace=False)] = 1 + rng.integers(0, 2, count)
+        batches.append((gl.tensor(rng.standard_normal((32, 4)).astype(np.float32)),
+                        gl.tensor(y)))
+
+    def loss(out, y):
+        picked = out[y > 0]
+        return (picked ** 2).sum() / picked.shape[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        runs = [_run(compiled, batches, OPTIMIZERS["sgd"], loss_fn=loss, dropout=0.0)
+                for compiled in (False, True)]
+    _assert_same(*runs)
+    assert "shape depends on values" in runs[1][2].info()["eager_reasons"][0]
+
+
+def test_numpy_numbers_are_guarded_as_settings():
+    """A Dropout.p or a loss weight from np.linspace (a NumPy scalar, not a Python float)
+    changed between steps records again, as a float does."""
+    global WEIGHT
+
+    def build():
+        global WEIGHT
+        WEIGHT = np.float32(0.0)
+        model = _model(dropout=np.float64(0.3))
+        return model, gl.optim.SGD(model.parameters(), lr=0.1), _weighted_loss
+
+    def change(i, model, opt):
+        global WEIGHT
+        if i == 4:
+            model[3].p = np.float64(0.6)
+        if i == 8:
+            WEIGHT = np.float32(0.5)
+    try:
+        info = _same_with_changes(build, change, 12).info()
+    finally:
+        WEIGHT = 0.0
+    assert info["rerecorded"] == 2 and info["replayed"] == 6, info
+
+
+class _ClassScaled(gl.nn.Module):
+    factor = 1.0  # a setting kept on the class, read as self.factor
+
+    def __init__(self):
+        super().__init__()
+        self.body = _model(dropout=0.0)
+
+    def forward(self, x):
+        return self.body(x) * self.factor
+
+
+def test_a_setting_on_a_module_class_of_your_own_is_guarded():
+    def build():
+        _ClassScaled.factor = 1.0
+        model = _ClassScaled()
+        return model, gl.optim.SGD(model.parameters(), lr=0.1), gl.nn.CrossEntropyLoss()
+
+    def change(i, model, opt):
+        if i == 4:
+            _ClassScaled.factor = 3.0
+    try:
+        info = _same_with_changes(build, change, 8).info()
+    finally:
+        _ClassScaled.factor = 1.0
+    assert info["rerecorded"] == 1 and info["replayed"] == 4, info
+
+
+CLASS_WEIGHT = gl.tensor([1.0, 1.0, 1.0])  # read by _class_weighted_loss
+
+
+def _class_weighted_loss(out, y):
+    return F.cross_entropy(out, y, weight=CLASS_WEIGHT)
+
+
+@pytest.mark.parametrize("where", ["global tensor", "attribute tensor", "closure module"])
+def test_tensors_and_modules_the_loss_reads_by_name_are_guarded(where):
+    """The recording holds the tensor (or the loss module) it saw: another one bound to the
+    name, or a setting of a loss module the loss's closure holds, must record again."""
+    global CLASS_WEIGHT
+    obj = _WeightedLoss()
+
+    def build():
+        global CLASS_WEIGHT
+        model = _model(dropout=0.0)
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        if where == "global tensor":
+            CLASS_WEIGHT = gl.tensor([1.0, 1.0, 1.0])
+            return model, opt, _class_weighted_loss
+        if where == "attribute tensor":
+            obj.scale = gl.tensor([1.0])
+            return model, opt, lambda out, y: obj(out * obj.scale, y)
+        ce = gl.nn.CrossEntropyLoss()
+        return model, opt, lambda out, y: ce(out, y) + 0.0 * out.mean()
+
+    def change(i, model, opt):
+        global CLASS_WEIGHT
+        if i != 4:
+            return
+        if where == "global tensor":
+            CLASS_WEIGHT = gl.tensor([1.0, 3.0, 0.5])
+        elif where == "attribute tensor":
+            obj.scale = gl.tensor([2.0])
+        else:
+            ce = opt.loss_cell.cell_contents
+            ce.label_smoothing = 0.2
+    try:
+        if where == "closure module":
+            inner_build = build
+
+            def build():  # noqa: F811 - the optimizer carries the cell for change()
+                model, opt, loss_fn = inner_build()
+                opt.loss_cell = loss_fn.__closure__[0]
+                return model, opt, loss_fn
+        info = _same_with_changes(build, change, 8).info()
+    finally:
+        CLASS_WEIGHT = gl.tensor([1.0, 1.0, 1.0])
+    assert info["rerecorded"] == 1 and info["replayed"] == 4, info
+
+
+def test_fit_guards_what_its_loss_reads():
+    """fit wraps the loss (with its L1 term) in a function of its own; a callback changing
+    the loss module's label smoothing or a global the loss reads must record again."""
+    global WEIGHT
+
+    class Anneal(gl.train.Callback):
+        def on_epoch_begin(self, epoch):
+            global WEIGHT
+            ce.label_smoothing = 0.1 * epoch
+            WEIGHT = 0.05 * epoch
+
+    def loss_fn(out, y):
+        return ce(out, y) + WEIGHT * (out * out).mean()
+    runs = []
+    try:
+        for compile in (False, True):
+            ce = gl.nn.CrossEntropyLoss()
+            WEIGHT = 0.0
+            rng = np.random.default_rng(0)
+            X = rng.standard_normal((96, 4)).astype(np.float32)
+            y = rng.integers(0, 3, 96)
+            model = _model(dropout=0.0)
+            opt = gl.optim.SGD(model.parameters(), lr=0.1)
+            loader = gl.data.DataLoader(gl.data.TensorDataset(X, y), batch_size=32)
+            history = gl.train.fit(model, loss_fn, opt, loader, epochs=3, verbose=0,
+                                   compile=compile, callbacks=[Anneal()])
+            runs.append((history.history["loss"], _state(model, opt), history.compiled))
+    finally:
+        WEIGHT = 0.0
+    assert runs[0][0] == runs[1][0]
+    _assert_same(([], runs[0][1]), ([], runs[1][1]))
+    assert runs[1][2]["rerecorded"] == 2, runs[1][2]
+
+
+def test_a_hook_registered_after_the_step_recorded_runs_as_in_eager():
+    def build():
+        model = _model(dropout=0.0)
+        return model, gl.optim.SGD(model.parameters(), lr=0.1), gl.nn.CrossEntropyLoss()
+    handles = []
+
+    def change(i, model, opt):
+        if i == 4:
+            handles.append(model[0].weight.register_hook(lambda g: g * 0))
+        if i == 7:
+            handles.pop().remove()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        info = _same_with_changes(build, change, 12).info()
+    # steps 0-3 record twice and replay; 4-6 run eagerly (the hook runs while recording);
+    # from 7, without the hook, record twice and replay again
+    assert info["rerecorded"] == 2 and info["replayed"] == 2 + 3, info
+    assert any("tensor hook" in str(w.message) for w in caught)
+
+
 def test_inputs_that_require_grad_get_their_grad_as_in_eager():
     pair = _pair(dropout=0.0)
     batches = _batches(6)

@@ -405,6 +405,150 @@ def test_outputs_are_fresh_arrays_not_the_graph_buffers():
     assert len(ptrs) == 3
 
 
+def _held_grads_run(compiled, hold):
+    """Eager or compiled steps, keeping every step's .grad (``hold``: "tensor" keeps the
+    Tensors, "array" a view of each); the kept values read at the end."""
+    model = _model()
+    opt = gl.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = gl.nn.CrossEntropyLoss()
+    step = compile_step(model, loss_fn, opt) if compiled else None
+    kept = []
+    for x, y in _batches(STEPS):
+        if compiled:
+            step(x, y)
+        else:
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+        kept.append([p.grad if hold == "tensor" else p.grad.data[...]
+                     for p in model.parameters()])
+    return [[g.cpu().numpy() for g in grads] for grads in kept], step
+
+
+@pytest.mark.parametrize("hold", ["tensor", "array"])
+def test_a_gradient_kept_across_steps_keeps_its_values_as_in_eager(hold):
+    """Each eager step's gradients are new arrays: a .grad kept from step k still holds
+    step k's values after later steps. A graph writes its gradients into the same arrays
+    at every launch, so a kept .grad Tensor gets a copy first; a kept view of the array
+    itself cannot be given one, and the signature replays without a graph from then on."""
+    eager, _ = _held_grads_run(False, hold)
+    compiled, step = _held_grads_run(True, hold)
+    for a, b in zip(eager, compiled):
+        for u, v in zip(a, b):
+            np.testing.assert_array_equal(u, v)
+    info = step.info()
+    if hold == "tensor":
+        assert info["graphed"] == STEPS - 3 and info["ungraphed_reasons"] == []
+    else:
+        assert info["graphed"] == 1 and "held outside" in info["ungraphed_reasons"][0]
+
+
+def test_an_unkept_gradient_costs_no_copy():
+    model = _model()
+    opt = gl.optim.SGD(model.parameters(), lr=0.1)
+    step = compile_step(model, gl.nn.CrossEntropyLoss(), opt)
+    arrays = []
+    for x, y in _batches(STEPS):
+        step(x, y)
+        arrays.append(model[0].weight.grad._data.data.ptr)
+    assert step.info()["graphed"] == STEPS - 3
+    assert len(set(arrays[-3:])) == 1  # the graph's own gradient array, every launch
+
+
+def test_a_discarded_graphed_step_leaves_no_gradient_of_its_batch():
+    batches = _batches(STEPS + 1)
+    model = _model()
+    opt = gl.optim.SGD(model.parameters(), lr=0.1)
+    step = compile_step(model, gl.nn.CrossEntropyLoss(), opt)
+    for x, y in batches[:-1]:
+        step(x, y)
+    before = [p.detach().cpu().numpy() for p in model.parameters()]
+    step.forward(*batches[-1])
+    step.discard()
+    assert step.info()["graphed"] == STEPS - 2
+    assert all(p.grad is None for p in model.parameters())
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.detach().cpu().numpy(), b)
+
+
+def test_a_bad_target_at_the_capturing_call_leaves_a_graph_that_trains_on():
+    batches = _batches(STEPS)
+    bad_y = batches[3][1].cpu().numpy().copy()
+    bad_y[2] = 9
+    model = _model()
+    step = compile_step(model, gl.nn.CrossEntropyLoss(), gl.optim.SGD(model.parameters(), 0.1))
+    for x, y in batches[:3]:
+        step(x, y)
+    with pytest.raises(IndexError, match="9"):
+        step(batches[3][0], gl.tensor(bad_y, device="cuda"))  # captured, launched, refused
+    for x, y in batches[3:]:
+        step(x, y)
+    info = step.info()
+    assert info["graphed"] == 1 + len(batches[3:]) and info["ungraphed_reasons"] == []
+
+
+def test_a_leaf_outside_the_optimizer_replays_ungraphed_and_accumulates():
+    """zero_grad resets only the optimizer's parameters, so eager adds each step's gradient
+    into the others' .grad; a graph writes each launch's alone, so it is not used."""
+    batches = _batches(STEPS)
+    grads = []
+    for compiled in (False, True):
+        model = _model()
+        first = model[0].weight
+        opt = gl.optim.SGD([p for p in model.parameters() if p is not first], lr=0.05)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt) if compiled else None
+        for x, y in batches:
+            if compiled:
+                step(x, y)
+            else:
+                opt.zero_grad()
+                loss_fn(model(x), y).backward()
+                opt.step()
+        grads.append(first.grad.cpu().numpy())
+    np.testing.assert_array_equal(*grads)
+    info = step.info()
+    assert info["graphed"] == 0 and info["replayed"] == STEPS - 2
+    assert "outside the optimizer" in info["ungraphed_reasons"][0]
+
+
+def test_a_target_on_the_cpu_gets_the_eager_error_at_every_call():
+    batches = _batches(STEPS)
+    model = _model()
+    loss_fn = gl.nn.CrossEntropyLoss()
+    with pytest.raises(RuntimeError) as eager_err:
+        loss_fn(model(batches[0][0]), batches[0][1].cpu())
+    step = compile_step(model, loss_fn, gl.optim.SGD(model.parameters(), lr=0.1))
+    for k, (x, y) in enumerate(batches):
+        step(x, y)
+        with pytest.raises(RuntimeError) as err:
+            step(x, y.cpu())
+        assert str(err.value) == str(eager_err.value), k
+    info = step.info()
+    assert info["graphed"] == STEPS - 3 and info["ungraphed_reasons"] == []
+
+
+def test_deterministic_mode_is_part_of_the_signature():
+    # The backward of x[idx] scatters: atomic adds, or the ordered scatter in deterministic
+    # mode; a recording (and a graph) holds the one it saw.
+    def loss_fn(out, y):
+        idx = gl.tensor(np.array([0, 1, 1, 2] * 8), device="cuda")
+        return gl.nn.functional.cross_entropy(out[idx], y)
+    model = _model()
+    step = compile_step(model, loss_fn, gl.optim.SGD(model.parameters(), lr=0.1))
+    batches = _batches(2 * STEPS)
+    try:
+        for k, (x, y) in enumerate(batches):
+            if k == STEPS:
+                gl.use_deterministic_algorithms(True)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                step(x, y)
+    finally:
+        gl.use_deterministic_algorithms(False)
+    assert step.info()["signatures"] == 2
+
+
 def test_the_gpu_benchmark_of_the_compiled_step_sets_up_and_checks():
     # benchmarks/test_kernels_gpu.py times this on a real GPU (make gpu-check); here its
     # setup and its check (eager vs float64 reference, compiled vs eager, graph launches) run

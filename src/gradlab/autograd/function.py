@@ -53,6 +53,13 @@ class Function:
     # The hooks of the tensor this node made (autograd/hooks.py), once it has some.
     _grad_hooks = ()
 
+    @staticmethod
+    def shape_from_values(args, kwargs):
+        """True when this call's output shape depends on its inputs' values, not only on
+        their shapes (x[mask], nonzero): a recorded step treats reading it in Python as
+        reading values (autograd/tape.py)."""
+        return False
+
     def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError
 

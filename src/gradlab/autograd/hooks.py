@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import weakref
 
-from .tensor import Tensor
+from .tensor import Tensor, structure_version
 
 _leaf_hooks = {}       # id(leaf) -> (weak reference to the leaf, [hook, ...])
 _node_hook_count = [0]  # hooks held by graph nodes now (a node's go with it)
@@ -55,8 +55,12 @@ def register(tensor, hook):
             ref = weakref.ref(tensor, lambda _, key=key: _forget_leaf(key))
             entry = _leaf_hooks[key] = (ref, [])
         entry[1].append(hook)
+        # A compiled step's replay runs no hook: one added on a parameter (or removed) after
+        # the step recorded must make it record again (train/compiled.py reads leaf_hooks).
+        structure_version[0] += 1
 
         def removed():
+            structure_version[0] += 1
             if not entry[1] and _leaf_hooks.get(key) is entry:
                 del _leaf_hooks[key]
         return RemovableHandle(entry[1], hook, removed)
@@ -99,6 +103,11 @@ def tensor_retains(tensor):
 
 def any_registered():
     return bool(_leaf_hooks) or _node_hook_count[0] > 0
+
+
+def leaf_hook_count(leaf):
+    """How many hooks ``leaf`` has (0 for a tensor that is not a leaf's key here)."""
+    return len(of_leaf(leaf))
 
 
 def of_leaf(leaf):

@@ -19,7 +19,9 @@ What a replay cannot repeat makes a recording *untraceable* (``Recording.broken`
 why), and the caller then stays eager:
 
 - a Python decision on a tensor's value (``item()``, ``bool(t)``, ``numpy()``, ...): the
-  replay would bake the first batch's answer in;
+  replay would bake the first batch's answer in. Reading the shape of a tensor whose shape
+  depends on values (``x[mask]``, ``nonzero``, ``unique``, and what ops make of them; a
+  Function says so with ``shape_from_values``) counts as one: ``len(x[mask])`` is a count;
 - an in-place change made outside a Function (``t.add_()`` under no_grad, say). Functions
   that change an input in place declare it (``mutates``, positions in ``forward``'s
   arguments; BatchNorm's running statistics), so the replay repeats the change;
@@ -133,6 +135,7 @@ class Recording:
         self.root = None                # (node index, shape, dtype) of backward's root
         self.order = []                 # node indices in the order backward ran them
         self.window = None              # "forward" | "backward" | None (not recording)
+        self.value_shaped = set()       # ids of node outputs whose shape depends on values
 
     # -- reports from the engine (called only while this recording is installed) -----------
     def _add(self, value, kind):
@@ -170,6 +173,13 @@ class Recording:
                 self.mutated.add(id(args[pos]._data if isinstance(args[pos], Tensor)
                                     else args[pos]))
         out_slot = self._add(out, "node")
+        # A shape that depends on the values (x[mask], nonzero, unique, and what is computed
+        # from them), read in Python, is a read of values: shape_read() below.
+        if getattr(out, "ndim", 0) and (
+                cls.shape_from_values(args, kwargs) or
+                any(id(a._data if isinstance(a, Tensor) else a) in self.value_shaped
+                    for a in args)):
+            self.value_shaped.add(id(out))
         self._node_of[id(ctx)] = len(self.nodes)
         self.nodes.append((cls, ctx, slots, dict(kwargs), out_slot))
 
@@ -196,6 +206,15 @@ class Recording:
         else:
             self.fail("a tensor was changed in place outside a gradlab op (e.g. t.add_() or "
                       "t[...] = v inside forward)")
+
+    def shape_read(self, array):
+        if id(array) in self.value_shaped:
+            self.read("the shape of a tensor whose shape depends on values, such as x[mask]")
+
+    def shown(self, what):
+        # A print in forward: a replay would not print, and a decision on the text is one
+        # on the values, so the step stays eager (with its prints).
+        self.read(what)
 
     def read(self, what):
         self.fail(f"the step reads a tensor's value in Python ({what}); a replay would "

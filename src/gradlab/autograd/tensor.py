@@ -259,11 +259,16 @@ class Tensor(TensorMethods):
         return hooks.tensor_retains(self)
 
     # -- metadata -----------------------------------------------------------------------
+    # A recorded step must see a Python read of a shape that depends on values (x[mask]).
     @property
     def shape(self):
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.shape_read(self._data)
         return self._data.shape
 
     def size(self, dim=None):
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.shape_read(self._data)
         if dim is None:
             return self._data.shape
         return self._data.shape[dim]
@@ -276,9 +281,13 @@ class Tensor(TensorMethods):
         return self._data.ndim
 
     def numel(self):
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.shape_read(self._data)
         return self._data.size
 
     def __len__(self):
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.shape_read(self._data)
         if self._data.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
         return self._data.shape[0]
@@ -343,6 +352,8 @@ class Tensor(TensorMethods):
         """The array's DLPack capsule: ``np.from_dlpack(t)``, ``torch.from_dlpack(t)``,
         ``cupy.from_dlpack(t)`` and ``jax.dlpack.from_dlpack(t)`` share t's memory."""
         data = self._exportable("__dlpack__")
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.read("__dlpack__ (np.from_dlpack(t), ...)")
         kwargs = {k: v for k, v in (("stream", stream), ("max_version", max_version),
                                     ("dl_device", dl_device), ("copy", copy)) if v is not None}
         return data.__dlpack__(**kwargs)
@@ -357,7 +368,10 @@ class Tensor(TensorMethods):
         if self._backend.device.type != "cuda":
             raise AttributeError("__cuda_array_interface__ exists only for CUDA tensors; a CPU "
                                  "tensor exports __array__ and __dlpack__")
-        return self._exportable("__cuda_array_interface__").__cuda_array_interface__
+        data = self._exportable("__cuda_array_interface__")
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.read("__cuda_array_interface__")
+        return data.__cuda_array_interface__
 
     def item(self):
         if grad_mode._state.tape is not None:
@@ -393,11 +407,15 @@ class Tensor(TensorMethods):
     __hash__ = object.__hash__
 
     def __iter__(self):
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.shape_read(self._data)
         if self._data.ndim == 0:
             raise TypeError("iteration over a 0-d tensor")
         return (self[i] for i in range(self._data.shape[0]))
 
     def __repr__(self):
+        if grad_mode._state.tape is not None:
+            grad_mode._state.tape.shown("repr() or str(), print(t)")
         arr = self._backend.to_numpy(self._data)
         body = np.array2string(arr, separator=", ", prefix="tensor(", precision=4)
         extras = []

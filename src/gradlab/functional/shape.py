@@ -84,6 +84,10 @@ class Index(Function):
     The arrays of tensor indices come as arguments after ``x`` (``index`` has ``TENSOR`` in
     their places), so that a recorded step reads each batch's (``y`` in ``x[rows, y]``)."""
 
+    @staticmethod
+    def shape_from_values(args, kwargs):
+        return any(getattr(getattr(a, "dtype", None), "kind", "") == "b" for a in args[1:])
+
     def forward(ctx, x, *arrays, index, advanced):
         if arrays:
             index = _fill(index, arrays)
@@ -522,6 +526,10 @@ class Nonzero(Function):
     """The int64 indices of the non-zero elements, one row each; no gradient."""
     differentiable = False
 
+    @staticmethod
+    def shape_from_values(args, kwargs):
+        return True
+
     def forward(ctx, x):
         return ctx.xp.argwhere(x).astype("int64", copy=False)
 
@@ -539,6 +547,10 @@ class Unique(Function):
     """``part`` ("values", "inverse" or "counts") of the sorted unique elements, or with
     ``axis`` of the sorted unique slices along it; no gradient."""
     differentiable = False
+
+    @staticmethod
+    def shape_from_values(args, kwargs):
+        return (args[1] if len(args) > 1 else kwargs.get("part")) != "inverse"
 
     def forward(ctx, x, part, axis=None):
         xp = ctx.xp

@@ -201,6 +201,12 @@ class _Trace:
                           f"({what}); the graph would keep the example batch's answer. "
                           "Compute with gradlab ops instead (gl.where for a choice)")
 
+    def shape_read(self, array):
+        pass  # a number taken from a shape is checked by the run at a second batch size
+
+    def shown(self, what):
+        pass  # a print in forward: the graph computes the same without it
+
     def bump(self, tensor):
         raise ExportError(f"{self.where()}: a tensor is changed in place outside a gradlab "
                           "op (t.add_(), t[...] = v); export traces ops only, so write "

@@ -16,35 +16,46 @@ advances at every replay). Where a Linear's output goes to a ReLU alone, the rep
 the bias and the ReLU as one pass each way (functional/fusions.py; ``info()["fused"]``
 counts such pairs). Results are bitwise those of the eager step.
 
-A recording belongs to one *signature*: input shapes and dtypes, train/eval mode of every
-module, and grad mode. Another signature (the short last batch of an epoch, an
-``eval()``) records again. (The modes are read again after a ``train()``/``eval()`` or a
-``module.training = ...``; a mode written into a module's ``__dict__`` is not seen.)
-Changing the model's structure (a parameter, buffer or tensor attribute replaced or added,
-a parameter frozen or unfrozen, a module's scalar setting such as ``Dropout.p``), or the
-optimizer's parameter groups, drops every recording. A step that a
-replay cannot repeat (see the tape's docstring; also inputs that require grad, whose
-``.grad`` a replay would not set), or more than ``max_recordings`` signatures, runs
-eagerly with one warning saying why.
+A recording belongs to one *signature*: input shapes, dtypes and devices, train/eval mode
+of every module, grad mode and deterministic mode. Another signature (the short last batch
+of an epoch, an ``eval()``) records again. (The modes are read again after a
+``train()``/``eval()`` or a ``module.training = ...``; a mode written into a module's
+``__dict__`` is not seen.) Changing the model's structure (a parameter, buffer or tensor
+attribute replaced or added, a parameter frozen or unfrozen, a hook added to or removed
+from a parameter, a module's scalar setting such as ``Dropout.p``), or the optimizer's
+parameter groups, drops every recording. A step that a replay cannot repeat (see the
+tape's docstring: a read of a tensor's value, or of a shape that depends on values; also
+inputs that require grad, whose ``.grad`` a replay would not set), or more than
+``max_recordings`` signatures, runs eagerly with one warning saying why.
 
 A recording bakes in the Python numbers the step computes with (``beta * kl`` records
-beta's value). Those the loss function reads from its closure, its module's globals or its
-object's public attributes, and those the ``forward`` of a module class of your own reads
-from its closure or globals, are guarded: a change records again. A number read elsewhere
-(a dict entry, a helper's globals, a module's private attribute) is not seen: keep such a
-value in a tensor updated in place (a replay reads the array), or call ``step.reset()``
-after changing it. Python-side randomness or state in ``forward`` (``random.random()``, a
-call counter) is not seen either: a replay repeats the recording's branch.
+beta's value) and holds the tensors and modules it used. Guarded, so that a change records
+again: what the loss function reads from its closure, its module's globals or its object's
+public attributes (and so do the functions and callable objects of your own that its
+closure holds: the loss that ``fit`` wraps); what the ``forward`` of a module class of
+your own reads from its closure or globals, and that class's own attributes. Numbers
+(Python's or NumPy's) are compared by value, tensors, modules and functions by identity,
+and a module read this way is guarded as the model's are (its settings, buffers, mode). A
+value read elsewhere (a dict entry, a list, a helper's globals, a module's private
+attribute) is not seen: keep such a value in a tensor updated in place (a replay reads the
+array), or call ``step.reset()`` after changing it. Python-side randomness or state in
+``forward`` (``random.random()``, a call counter, ``gl.manual_seed``) is not seen either: a
+replay repeats the recording's branch.
 """
 from __future__ import annotations
 
+import sys
 import time
 import types
 import warnings
 
+import numpy as np
+
+from ..autograd import hooks
 from ..autograd.grad_mode import _state
 from ..autograd.tape import Recording, constants_current, recording
 from ..autograd.tensor import Tensor, structure_version
+from ..backend import determinism
 from ..backend.base import GraphCaptureUnsupported
 from ..nn.module import Module, mode_version
 from ..nn.utils import clip_grad_norm_, clip_grad_value_
@@ -119,7 +130,7 @@ class CompiledStep:
         self._pending = None
         self._recording = None
         self._warned = set()
-        self._graphs = _CudaGraphs(self._warned)
+        self._graphs = _CudaGraphs(self._warned, self._params)
         self._optimizer_fast = None  # the optimizer's prepared step, once it has one
         self.counts = {"eager": 0, "recorded": 0, "replayed": 0, "rerecorded": 0}
         self.record_seconds = 0.0
@@ -201,12 +212,15 @@ class CompiledStep:
         self._entries.clear()
         self._world = self._shallow = None
         self._pending = self._recording = None
+        self._optimizer_fast = None
 
     def discard(self):
         """Forget the batch that ``forward`` saw without training on it (``fit`` does this
         for a non-finite loss); a recording in progress is dropped."""
-        self._pending = None
+        pending, self._pending = self._pending, None
         self._recording = None
+        if pending is not None:
+            self._graphs.discard(pending[0], pending[1])
 
     def info(self):
         """How the step has run: counts of eager, recording and replayed calls, the
@@ -299,7 +313,7 @@ class CompiledStep:
         mods = list(self.model.modules())
         if isinstance(self.loss_fn, Module):
             mods += list(self.loss_fn.modules())
-        return mods
+        return mods + _modules_read_by(self.loss_fn, mods)
 
     def _known(self):
         """Parameters and buffers of the model (and of a loss module)."""
@@ -321,15 +335,18 @@ class CompiledStep:
                 items = d[kind]
                 sig.append(tuple(items))
                 sig.append(tuple(map(id, items.values())))
-            sig.append(tuple((k, v) for k, v in d.items()
-                             if k[0] != "_" and k != "training" and _setting(v)))
+            sig.append(tuple((k, _setting_value(v)) for k, v in d.items()
+                             if k[0] != "_" and k != "training"
+                             and _setting_value(v) is not _OTHER))
             # Plain tensor attributes (not parameters or buffers): a recording holds the
             # array of the one it saw, so another tensor in its place must record again.
             sig.append(tuple((k, id(v._data)) for k, v in d.items() if isinstance(v, Tensor)))
-        for t in self._known():
+        for t in self._known() + self._params():
             # requires_grad: a frozen parameter gets no gradient, which the replay's
             # backward (recorded with one) would still compute and the optimizer apply.
-            sig.append(None if t is None else (id(t._data), t._requires_grad))
+            # Hooks: a replay runs none, so a hook added since must record (and go eager).
+            sig.append(None if t is None else
+                       (id(t._data), t._requires_grad, hooks.leaf_hook_count(t)))
         sig.append(tuple(tuple(map(id, g["params"])) for g in self.optimizer.param_groups))
         sig.append(self._numbers())
         return tuple(sig)
@@ -361,8 +378,11 @@ class CompiledStep:
             modes = self._modes = (mode_version[0],
                                    tuple([m.training for m in self._modules_now]))
         xd, yd = x._data, y._data
-        key = (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend, modes[1], _state.enabled,
-               x._requires_grad or y._requires_grad)
+        # (y's backend: a CPU target of a CUDA model must get eager's error, not a replay's;
+        # deterministic mode: it chooses the scatter kernel a recording and a graph hold)
+        key = (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend, y._backend, modes[1],
+               _state.enabled, x._requires_grad or y._requires_grad,
+               determinism.are_deterministic_algorithms_enabled())
         entry = self._entries.get(key)
         if entry is None:
             entry = _Entry()
@@ -381,48 +401,149 @@ class CompiledStep:
         return entry
 
 
-_OTHER = object()  # stands for a value that is not a setting (a module, an array, ...)
+_OTHER = object()  # stands for a value that is not a setting (a function, a list, ...)
 
 
-def _numbers_read_by(loss_fn, modules):
-    """``numbers()``: the Python numbers (and strings, bools, None) that the step reads
-    outside its tensors, as they are now; a recording bakes them in (``alpha * penalty``
-    records alpha's value), so a change must record again. They are what ``loss_fn`` reads
-    from its closure, from its module's globals and from its object's public attributes,
-    and what the ``forward`` of each module class defined outside gradlab reads from its
-    closure and globals. (Modules' own settings are guarded with the modules.) Numbers read
-    elsewhere (a helper's globals, a dict entry) are not seen: ``reset()``."""
-    cells, names = [], []
-    attrs = None
+class _Same:
+    """A tensor, module or function that the step's code reads by name, compared by
+    identity (``==`` on a tensor is elementwise): another object bound to that name must
+    record again, as the recording holds the one it saw. (What happens inside a module read
+    this way is guarded with the model's modules: ``CompiledStep._modules``.)"""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj):
+        self.obj = obj
+
+    def __eq__(self, other):
+        return type(other) is _Same and other.obj is self.obj
+
+    __hash__ = None
+
+
+def _setting_value(value):
+    """A setting as it is compared from call to call (``_setting``, or a NumPy number), or
+    _OTHER."""
+    if _setting(value):
+        return value
+    if isinstance(value, np.generic) and value.dtype.kind in "biuf":
+        # np.float64(0.3) is a setting too (a value from np.linspace), and its type decides
+        # how it promotes in an op, which equality with 0.3 does not see.
+        return (type(value), value)
+    return _OTHER
+
+
+def _guarded(value):
+    """How a value that the step's code reads by name is compared from call to call."""
+    v = _setting_value(value)
+    if v is _OTHER and isinstance(value, (Tensor, Module, types.FunctionType)):
+        return _Same(value)
+    return v
+
+
+def _read_places(loss_fn, modules):
+    """(closure cells, (globals, name) pairs, attribute dicts) that the step's own Python
+    code reads: ``loss_fn``'s, those of the functions and callable objects of your own that
+    its closure holds (the loss that ``fit``'s wrapper calls), and those of the ``forward``
+    of each module class defined outside gradlab, with the class's own attributes."""
+    cells, names, attrs = [], [], []
     functions = [type(m).forward for m in modules
                  if not type(m).__module__.startswith("gradlab.")]
-    if not isinstance(loss_fn, Module):
-        fn, owner = loss_fn, None
+    # A setting kept on a module class of your own (Scaled.factor = 3.0, read as
+    # self.factor): no module's __setattr__ sees it change.
+    classes = {id(k): k for m in modules for k in type(m).__mro__
+               if k is not object and not k.__module__.startswith(("gradlab.", "builtins"))}
+    attrs += [vars(k) for k in classes.values()]
+    todo = [] if isinstance(loss_fn, Module) else [loss_fn]
+    seen = set()
+    while todo:
+        fn = todo.pop()
+        if id(fn) in seen:
+            continue
+        seen.add(id(fn))
+        owner = None
         if isinstance(fn, types.MethodType):
             fn, owner = fn.__func__, fn.__self__
         elif not isinstance(fn, types.FunctionType):
             owner, fn = fn, type(fn).__call__  # (compile_step checked that it is callable)
         functions.append(fn)
-        attrs = getattr(owner, "__dict__", None) if owner is not None else None
+        if owner is not None and not isinstance(owner, Module) and \
+                isinstance(getattr(owner, "__dict__", None), dict):
+            attrs.append(owner.__dict__)
+        if isinstance(fn, types.FunctionType):
+            for cell in fn.__closure__ or ():
+                try:
+                    value = cell.cell_contents
+                except ValueError:  # a cell not assigned yet
+                    continue
+                if _own_callable(value):
+                    todo.append(value)
     for fn in {id(f): f for f in functions}.values():
         if isinstance(fn, types.FunctionType):
             cells += fn.__closure__ or ()
             glob = fn.__globals__
             names += [(glob, n) for n in fn.__code__.co_names if n in glob]
-    if not cells and not names and attrs is None:
+    return cells, names, attrs
+
+
+def _own_callable(value):
+    """A function, method or callable object defined outside gradlab (not a module, which
+    is guarded as one, nor a class)."""
+    if isinstance(value, (type, Module)) or not callable(value):
+        return False
+    if isinstance(value, (types.FunctionType, types.MethodType)):
+        where = getattr(value, "__module__", None)
+    else:
+        where = type(value).__module__
+    return isinstance(where, str) and not where.startswith(("gradlab.", "builtins"))
+
+
+def _read_values(cells, names, attrs):
+    values = []
+    for cell in cells:
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # a cell not assigned yet
+            values.append(_OTHER)
+    values += [glob.get(n, _OTHER) for glob, n in names]
+    for d in attrs:
+        values += [v for k, v in d.items() if k[0] != "_"]
+    return values
+
+
+def _modules_read_by(loss_fn, modules):
+    """The modules, beyond ``modules``, that ``loss_fn`` and the modules' own ``forward``
+    code read by name (a ``CrossEntropyLoss`` in a loss lambda's closure, a module kept in
+    a global), with their submodules, and those that these read in turn."""
+    seen = {id(m) for m in modules}
+    found = []
+    while True:
+        new = []
+        for v in _read_values(*_read_places(loss_fn, modules + found)):
+            if isinstance(v, Module) and id(v) not in seen:
+                for m in v.modules():
+                    if id(m) not in seen:
+                        seen.add(id(m))
+                        new.append(m)
+        if not new:
+            return found
+        found += new
+
+
+def _numbers_read_by(loss_fn, modules):
+    """``numbers()``: what the step's own Python code reads outside its tensor arguments,
+    as it is now (``_guarded``): the Python and NumPy numbers (and strings, bools, None),
+    which a recording bakes in (``alpha * penalty`` records alpha's value), and the tensors,
+    modules and functions read by name, which it holds; a change must record again. They
+    are read where ``_read_places`` looks. (Modules' own settings are guarded with the
+    modules.) Values read elsewhere (a helper's globals, a dict entry) are not seen:
+    ``reset()``."""
+    cells, names, attrs = _read_places(loss_fn, modules)
+    if not cells and not names and not attrs:
         return tuple
 
     def numbers():
-        values = []
-        for cell in cells:
-            try:
-                values.append(cell.cell_contents)
-            except ValueError:  # a cell not assigned yet
-                values.append(_OTHER)
-        values += [glob.get(n, _OTHER) for glob, n in names]
-        if attrs is not None:
-            values += [(k, v) for k, v in attrs.items() if k[0] != "_"]
-        return tuple(v if _setting(v) else _OTHER for v in values)
+        return tuple([_guarded(v) for v in _read_values(cells, names, attrs)])
     return numbers
 
 
@@ -430,7 +551,7 @@ def _numbers_read_by(loss_fn, modules):
 class _Graphed:
     """The CUDA-graph state of one signature (one _Entry)."""
 
-    __slots__ = ("warm", "reason", "graph", "inputs", "vals", "grads", "launches")
+    __slots__ = ("warm", "reason", "graph", "inputs", "vals", "grads", "launches", "refs")
 
     def __init__(self):
         self.warm = False       # a plain replay has run forward and backward once
@@ -440,6 +561,7 @@ class _Graphed:
         self.vals = None        # slot values of the captured forward (refilled per launch)
         self.grads = None       # [(leaf, gradient array or None)] written by each launch
         self.launches = 0
+        self.refs = None        # [(refs to the .grad Tensor, refs to its array)] unheld
 
 
 class _CudaGraphs:
@@ -478,8 +600,9 @@ class _CudaGraphs:
     eager error then.
     """
 
-    def __init__(self, warned):
+    def __init__(self, warned, params):
         self._warned = warned  # shared with CompiledStep: each reason is warned about once
+        self._params = params  # the optimizer's parameters now (what zero_grad resets)
 
     def applies(self, entry):
         """True when this replay is handled here: a signature whose backend has CUDA graphs
@@ -501,6 +624,9 @@ class _CudaGraphs:
                 vals = entry.replay.run_forward((x._data, y._data))
                 return ("warm-up",) + _outputs(entry, vals, be, copy=False) + (be.xp,)
         else:
+            if not self._release_grads(g):
+                vals = entry.replay.run_forward((x._data, y._data))
+                return ("warm-up",) + _outputs(entry, vals, be, copy=False) + (be.xp,)
             # The batch goes into the buffers the graph was captured with (device to device).
             g.inputs[0][...] = x._data
             g.inputs[1][...] = y._data
@@ -529,13 +655,49 @@ class _CudaGraphs:
         for leaf, arr in g.grads:  # the gradients the launch wrote, as run_backward sets them
             if arr is None:
                 leaf.grad = None
-            elif leaf.grad is None:
+            elif leaf.grad is None or leaf.grad._data is not arr:
+                # (a Tensor of its own: the one there may be held, as after eager's zero_grad)
                 leaf.grad = Tensor._wrap(arr, leaf._backend)
-            elif leaf.grad._data is not arr:
-                leaf.grad._data = arr
+        if g.refs is None:  # how many references the gradients have when nobody holds them
+            g.refs = [_grad_refs(leaf, arr) for leaf, arr in g.grads]
+
+    def discard(self, kind, entry):
+        """``CompiledStep.discard`` of a launched step: the launch wrote the discarded
+        batch's gradients into the arrays the parameters' ``.grad`` wrap, so drop those."""
+        if kind == "graph":
+            for leaf, arr in entry.graph.grads:
+                if leaf.grad is not None and leaf.grad._data is arr:
+                    leaf.grad = None
+
+    def _release_grads(self, g):
+        """Before a launch overwrites the gradient arrays: a ``.grad`` Tensor that someone
+        holds (``g = p.grad`` kept across steps) gets a copy, so that it keeps this step's
+        values as it would in eager, where each step's gradients are new arrays. An array
+        that is held itself (a view of it, ``p.grad.data``) cannot be given a copy: the
+        signature then replays without a graph, whose gradients are new arrays again. False
+        in that case (nothing was launched)."""
+        if g.refs is None:  # no launch has handed its gradients out yet
+            return True
+        for (leaf, arr), refs in zip(g.grads, g.refs):
+            if arr is None or leaf.grad is None or leaf.grad._data is not arr:
+                continue
+            held_tensor, held_array = _grad_refs(leaf, arr)  # (counted as refs were)
+            if held_array > refs[1]:
+                g.reason = ("a gradient array the graph writes is held outside it (a view of "
+                            "p.grad, p.grad.data); a graph would overwrite it")
+                return False
+            if held_tensor > refs[0]:
+                leaf.grad._data = arr.copy()
+        return True
 
     def _capture(self, entry, g, x, y):
         be, replay = x._backend, entry.replay
+        optimized = {id(p) for p in self._params()}
+        if any(id(leaf) not in optimized for leaf in replay.leaves):
+            # Eager adds each step's gradient into its .grad, which no zero_grad resets.
+            g.reason = ("a tensor outside the optimizer gets a gradient, which eager adds up "
+                        "across steps; a graph would write each step's alone")
+            return False
         # Static inputs, allocated outside the capture and kept with the graph.
         inputs = (x._data.copy(), y._data.copy())
         graph = be.cuda_graph()
@@ -550,6 +712,7 @@ class _CudaGraphs:
             replay.run_backward(be.xp)
             return vals, [(leaf, None if leaf.grad is None else leaf.grad._data)
                           for leaf in replay.leaves]
+        before = [(leaf, leaf.grad) for leaf in replay.leaves]
         try:
             # (the capture leaves the host's Philox offset as it was: each launch draws)
             vals, grads = graph.capture(body)
@@ -557,6 +720,8 @@ class _CudaGraphs:
             # Undo the host-side effects of the abandoned capture before the plain replay.
             for v, old in zip(replay.bumped, versions):
                 v[0] = old
+            for leaf, grad in before:
+                leaf.grad = grad
             if isinstance(exc, GraphCaptureUnsupported):
                 # An op that declines capture by design (a GEMM for cuBLAS, CuPy draws):
                 # expected, so info() says so and nobody is warned.
@@ -583,6 +748,13 @@ class _CudaGraphs:
                 "graphs": sum(g.graph is not None for g in graphs),
                 "graph_held_bytes": held,
                 "ungraphed_reasons": sorted({g.reason for g in graphs if g.reason})}
+
+
+def _grad_refs(leaf, arr):
+    """(references to ``leaf.grad``, references to ``arr``), counted the same way wherever
+    they are compared."""
+    t = leaf.grad
+    return sys.getrefcount(t), sys.getrefcount(arr)
 
 
 def _outputs(entry, vals, be, copy):
