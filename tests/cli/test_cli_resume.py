@@ -157,3 +157,83 @@ def test_compiled_summary_is_none_only_when_no_step_ran(eager):
     assert compiled_summary(info) == (None if not eager else
                                       "compiled step: 0 of 2 steps replayed, 0 recording "
                                       "steps for 0 input signatures, 2 eager")
+
+
+# A damaged manifest's config (the run's options, and its world size when it had more than
+# 1 rank) is refused, exit 2, before anything is written: it used to reach the world-size
+# lookup as an "internal error" (exit 1), or to be taken for a rank count ("mpiexec -n 0").
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("base") / "run"
+    _ok(gradlab("train", *TINY, "--epochs", "1", "--out", run))
+    return run
+
+
+def _damaged(tmp_path, finished_run, legacy, edit):
+    import shutil
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    if legacy:  # the legacy mode reads the world size first, from its own code path
+        _legacy(run)
+    _edit_manifest(run, edit)
+    return run
+
+
+def _refused(run, needle):
+    before = _contents(run)
+    # --epochs 2 would extend the run, so a refusal after the claim would show in the files
+    proc = gradlab("train", "--resume", run, "--epochs", "2")
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1, proc.stderr  # the refusal alone: no note, no "extending the run"
+    path = run / "gradlab-run.json"
+    assert err[0].startswith("gradlab train: error: ") and f"{path}: {needle}" in err[0]
+    assert "the file was edited or damaged: restore it, or start a new run with --out " \
+        "NEWDIR" in err[0]
+    assert "internal error" not in err[0] and "mpiexec" not in err[0]
+    assert _contents(run) == before
+    assert proc.stdout == ""
+
+
+def _drop_config(m):
+    del m["config"]
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["recorded-mode", "legacy"])
+@pytest.mark.parametrize("edit", [_drop_config, lambda m: m.update(config=None),
+                                  lambda m: m.update(config=[]),
+                                  lambda m: m.update(config="{}")],
+                         ids=["missing", "null", "list", "string"])
+def test_a_manifest_whose_config_is_not_a_dict_is_refused_unchanged(tmp_path, finished_run,
+                                                                     legacy, edit):
+    run = _damaged(tmp_path, finished_run, legacy, edit)
+    _refused(run, "'config' is missing or not a dict")
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["recorded-mode", "legacy"])
+@pytest.mark.parametrize("ranks,shown", [
+    pytest.param(ranks, shown, id=name) for name, ranks, shown in [
+        ("zero", 0, "0"), ("negative", -2, "-2"), ("float", 2.0, "2.0"),
+        ("bool", True, "True"), ("string", "2", "'2'"), ("null", None, "None"),
+        ("list", [2], "[2]")]])
+def test_a_manifest_whose_world_size_is_not_a_positive_integer_is_refused_unchanged(
+        tmp_path, finished_run, legacy, ranks, shown):
+    run = _damaged(tmp_path, finished_run, legacy,
+                   lambda m: m["config"].update(world_size=ranks))
+    _refused(run, f"'world_size' in 'config' is {shown}, expected a positive integer")
+
+
+def test_a_recorded_world_size_of_1_is_accepted(tmp_path, finished_run):
+    # (gradlab records one only for more than 1 rank, but 1 is a valid count: the run
+    # resumes as the 1-rank plain run it is)
+    run = _damaged(tmp_path, finished_run, False, lambda m: m["config"].update(world_size=1))
+    _ok(gradlab("train", "--resume", run, "--epochs", "2"))
+    assert json.loads((run / "metrics.json").read_text())["epochs_run"] == 2
+
+
+def test_a_manifest_without_its_list_of_extensions_is_refused_unchanged(tmp_path, finished_run):
+    # (an extension appends to it: a missing one was a KeyError, "internal error", exit 1)
+    def drop(m):
+        del m["extended"]
+    run = _damaged(tmp_path, finished_run, False, drop)
+    _refused(run, "'extended' is missing or not a list")

@@ -78,7 +78,10 @@ def read_manifest(directory):
     if not isinstance(manifest.get("version"), int) or manifest["version"] > VERSION:
         raise UsageError(f"{path} has format version {manifest.get('version')!r}, newer than "
                          f"this gradlab reads ({VERSION}); upgrade gradlab")
-    for key, kind in (("run_id", str), ("args", dict), ("data", dict)):
+    # (config: a resume reads its world size, export its model options; extended: an
+    # extension appends to it)
+    for key, kind in (("run_id", str), ("args", dict), ("config", dict), ("data", dict),
+                      ("extended", list)):
         if not isinstance(manifest.get(key), kind):
             raise UsageError(f"{path}: {key!r} is missing or not a {kind.__name__}; the file "
                              "was edited or damaged: restore it, or start a new run with "

@@ -357,6 +357,14 @@ def _resume_manifest(args):
     actions = {a.dest: a for a in build_parser().commands["train"]._actions}
     saved = manifest["args"]
     given = getattr(args, "_given", set())
+    # Checked before anything reads it (the legacy mode and the rank check below): a
+    # damaged value would otherwise be taken for a rank count ("mpiexec -n 0") or, as
+    # True == 1, pass for one rank.
+    ranks = manifest["config"].get("world_size", 1)
+    if not isinstance(ranks, int) or isinstance(ranks, bool) or ranks < 1:
+        raise UsageError(f"--resume: {path}: 'world_size' in 'config' is {ranks!r}, expected "
+                         "a positive integer (the run's number of ranks); the file was "
+                         "edited or damaged: restore it, or start a new run with --out NEWDIR")
     if "distributed" not in saved:
         saved["distributed"] = _legacy_distributed(args, manifest, given, path)
     missing = [k for k in actions if k not in saved and k not in _RUN_LOCAL and k != "help"]
@@ -404,7 +412,7 @@ def _legacy_distributed(args, manifest, given, path):
     apart: such a resume used to follow the flags given, and still does, so a plain run
     resumes as plain unless --distributed is given (said on stderr, with the flag to use)."""
     ranks = manifest["config"].get("world_size", 1)
-    if isinstance(ranks, int) and ranks > 1:  # (a damaged value is refused by the rank check)
+    if ranks > 1:  # (_resume_manifest has checked it is a positive integer)
         return True
     if "distributed" in given:
         return bool(args.distributed)
