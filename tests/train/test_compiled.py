@@ -807,6 +807,41 @@ def test_tensors_and_modules_the_loss_reads_by_name_are_guarded(where):
     assert info["rerecorded"] == 1 and info["replayed"] == 4, info
 
 
+ALPHA = 0.0  # read by _scaled_loss through a functools.partial
+
+
+def _scaled_loss(out, y, scale):
+    return F.cross_entropy(out * scale, y) + ALPHA * (out * out).mean()
+
+
+@pytest.mark.parametrize("form", ["bound method", "partial", "partial of a module"])
+def test_a_loss_given_as_a_bound_method_or_a_partial_is_guarded(form):
+    import functools
+    global ALPHA
+    crit = {}
+
+    def build():
+        global ALPHA
+        ALPHA = 0.0
+        model = _model(dropout=0.0)
+        crit["ce"] = ce = gl.nn.CrossEntropyLoss()
+        loss_fn = {"bound method": ce.forward,
+                   "partial": functools.partial(_scaled_loss, scale=2.0),
+                   "partial of a module": functools.partial(lambda c, o, y: c(o, y), ce)}[form]
+        return model, gl.optim.SGD(model.parameters(), lr=0.1), loss_fn
+
+    def change(i, model, opt):
+        global ALPHA
+        if i == 4:
+            crit["ce"].label_smoothing = 0.3
+            ALPHA = 0.5
+    try:
+        info = _same_with_changes(build, change, 8).info()
+    finally:
+        ALPHA = 0.0
+    assert info["rerecorded"] == 1 and info["replayed"] == 4, info
+
+
 def test_fit_guards_what_its_loss_reads():
     """fit wraps the loss (with its L1 term) in a function of its own; a callback changing
     the loss module's label smoothing or a global the loss reads must record again."""

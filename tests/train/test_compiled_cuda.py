@@ -405,42 +405,85 @@ def test_outputs_are_fresh_arrays_not_the_graph_buffers():
     assert len(ptrs) == 3
 
 
-def _held_grads_run(compiled, hold):
+def _held_grads_run(compiled, hold, rows=(32,)):
     """Eager or compiled steps, keeping every step's .grad (``hold``: "tensor" keeps the
-    Tensors, "array" a view of each); the kept values read at the end."""
+    Tensors; "tensor, then none" keeps them and sets p.grad to None, as a gradient logger
+    may; "array" keeps a view of each array; "last array" of the last leaf's only); the
+    kept values read at the end."""
     model = _model()
     opt = gl.optim.SGD(model.parameters(), lr=0.1)
     loss_fn = gl.nn.CrossEntropyLoss()
     step = compile_step(model, loss_fn, opt) if compiled else None
     kept = []
-    for x, y in _batches(STEPS):
+    for x, y in _batches(2 * STEPS, rows=rows):
         if compiled:
             step(x, y)
         else:
             opt.zero_grad()
             loss_fn(model(x), y).backward()
             opt.step()
-        kept.append([p.grad if hold == "tensor" else p.grad.data[...]
-                     for p in model.parameters()])
+        params = list(model.parameters())
+        if hold == "last array":
+            kept.append([params[-1].grad.data[...]])
+            continue
+        kept.append([p.grad if hold.startswith("tensor") else p.grad.data[...]
+                     for p in params])
+        if hold == "tensor, then none":
+            for p in params:
+                p.grad = None
     return [[g.cpu().numpy() for g in grads] for grads in kept], step
 
 
-@pytest.mark.parametrize("hold", ["tensor", "array"])
-def test_a_gradient_kept_across_steps_keeps_its_values_as_in_eager(hold):
+@pytest.mark.parametrize("rows", [(32,), (32, 12)], ids=["one signature", "two"])
+@pytest.mark.parametrize("hold", ["tensor", "tensor, then none", "array", "last array"])
+def test_a_gradient_kept_across_steps_keeps_its_values_as_in_eager(hold, rows):
     """Each eager step's gradients are new arrays: a .grad kept from step k still holds
     step k's values after later steps. A graph writes its gradients into the same arrays
-    at every launch, so a kept .grad Tensor gets a copy first; a kept view of the array
-    itself cannot be given one, and the signature replays without a graph from then on."""
-    eager, _ = _held_grads_run(False, hold)
-    compiled, step = _held_grads_run(True, hold)
+    at every launch, so a kept .grad Tensor (p.grad or not) gets a copy first; a kept view
+    of the array itself cannot be given one, and the signature replays without a graph
+    from then on."""
+    eager, _ = _held_grads_run(False, hold, rows)
+    compiled, step = _held_grads_run(True, hold, rows)
     for a, b in zip(eager, compiled):
         for u, v in zip(a, b):
             np.testing.assert_array_equal(u, v)
     info = step.info()
-    if hold == "tensor":
-        assert info["graphed"] == STEPS - 3 and info["ungraphed_reasons"] == []
-    else:
-        assert info["graphed"] == 1 and "held outside" in info["ungraphed_reasons"][0]
+    launches = 2 * STEPS - 3 * len(rows)
+    if hold.startswith("tensor"):
+        assert info["graphed"] == launches and info["ungraphed_reasons"] == []
+    else:  # each signature's first launch, then none
+        assert info["graphed"] == len(rows) and "held outside" in info["ungraphed_reasons"][0]
+
+
+class _KeepingZeroGrad(gl.optim.SGD):
+    def zero_grad(self, set_to_none=False):  # PyTorch's default before 2.0
+        super().zero_grad(set_to_none=False)
+
+
+def test_an_optimizer_with_its_own_zero_grad_replays_ungraphed():
+    """Such a zero_grad keeps each .grad Tensor (zeroed) for backward to add into, so a
+    .grad kept once shows every later step's gradient; a graph's launch would not run it."""
+    runs = []
+    for compiled in (False, True):
+        model = _model()
+        opt = _KeepingZeroGrad(model.parameters(), lr=0.1)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt) if compiled else None
+        same = []
+        for x, y in _batches(STEPS):
+            before = model[0].weight.grad
+            if compiled:
+                step(x, y)
+            else:
+                opt.zero_grad()
+                loss_fn(model(x), y).backward()
+                opt.step()
+            same.append(before is model[0].weight.grad)
+        runs.append((same, [p.grad.cpu().numpy() for p in model.parameters()]))
+    assert runs[0][0] == runs[1][0] and runs[0][0][1:] == [True] * (STEPS - 1)
+    for a, b in zip(runs[0][1], runs[1][1]):
+        np.testing.assert_array_equal(a, b)
+    assert "zero_grad of its own" in step.info()["ungraphed_reasons"][0]
 
 
 def test_an_unkept_gradient_costs_no_copy():

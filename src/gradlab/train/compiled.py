@@ -44,10 +44,12 @@ replay repeats the recording's branch.
 """
 from __future__ import annotations
 
+import functools
 import sys
 import time
 import types
 import warnings
+import weakref
 
 import numpy as np
 
@@ -59,6 +61,7 @@ from ..backend import determinism
 from ..backend.base import GraphCaptureUnsupported
 from ..nn.module import Module, mode_version
 from ..nn.utils import clip_grad_norm_, clip_grad_value_
+from ..optim.optimizer import Optimizer
 
 _SCALARS = (bool, int, float, str, type(None))
 
@@ -130,7 +133,7 @@ class CompiledStep:
         self._pending = None
         self._recording = None
         self._warned = set()
-        self._graphs = _CudaGraphs(self._warned, self._params)
+        self._graphs = _CudaGraphs(self._warned, optimizer)
         self._optimizer_fast = None  # the optimizer's prepared step, once it has one
         self.counts = {"eager": 0, "recorded": 0, "replayed": 0, "rerecorded": 0}
         self.record_seconds = 0.0
@@ -311,8 +314,10 @@ class CompiledStep:
     # -- guards ----------------------------------------------------------------------------
     def _modules(self):
         mods = list(self.model.modules())
-        if isinstance(self.loss_fn, Module):
-            mods += list(self.loss_fn.modules())
+        owner = getattr(self.loss_fn, "__self__", None)  # (criterion.forward as the loss)
+        for m in (self.loss_fn, owner):
+            if isinstance(m, Module) and m is not self.model:
+                mods += list(m.modules())
         return mods + _modules_read_by(self.loss_fn, mods)
 
     def _known(self):
@@ -443,8 +448,9 @@ def _guarded(value):
 
 def _read_places(loss_fn, modules):
     """(closure cells, (globals, name) pairs, attribute dicts) that the step's own Python
-    code reads: ``loss_fn``'s, those of the functions and callable objects of your own that
-    its closure holds (the loss that ``fit``'s wrapper calls), and those of the ``forward``
+    code reads: ``loss_fn``'s (through a ``functools.partial``: its function's, and its
+    bound arguments), those of the functions and callable objects of your own that its
+    closure holds (the loss that ``fit``'s wrapper calls), and those of the ``forward``
     of each module class defined outside gradlab, with the class's own attributes."""
     cells, names, attrs = [], [], []
     functions = [type(m).forward for m in modules
@@ -461,6 +467,11 @@ def _read_places(loss_fn, modules):
         if id(fn) in seen:
             continue
         seen.add(id(fn))
+        if isinstance(fn, functools.partial):
+            # Its bound arguments are read at every call (keywords is a dict that may change).
+            attrs += [fn.keywords, {str(i): v for i, v in enumerate(fn.args)}]
+            todo.append(fn.func)
+            continue
         owner = None
         if isinstance(fn, types.MethodType):
             fn, owner = fn.__func__, fn.__self__
@@ -551,7 +562,8 @@ def _numbers_read_by(loss_fn, modules):
 class _Graphed:
     """The CUDA-graph state of one signature (one _Entry)."""
 
-    __slots__ = ("warm", "reason", "graph", "inputs", "vals", "grads", "launches", "refs")
+    __slots__ = ("warm", "reason", "graph", "inputs", "vals", "grads", "launches", "refs",
+                 "handed")
 
     def __init__(self):
         self.warm = False       # a plain replay has run forward and backward once
@@ -562,6 +574,7 @@ class _Graphed:
         self.grads = None       # [(leaf, gradient array or None)] written by each launch
         self.launches = 0
         self.refs = None        # [(refs to the .grad Tensor, refs to its array)] unheld
+        self.handed = None      # per leaf: weak references to the .grad Tensors handed out
 
 
 class _CudaGraphs:
@@ -600,9 +613,9 @@ class _CudaGraphs:
     eager error then.
     """
 
-    def __init__(self, warned, params):
+    def __init__(self, warned, optimizer):
         self._warned = warned  # shared with CompiledStep: each reason is warned about once
-        self._params = params  # the optimizer's parameters now (what zero_grad resets)
+        self._optimizer = optimizer
 
     def applies(self, entry):
         """True when this replay is handled here: a signature whose backend has CUDA graphs
@@ -638,9 +651,7 @@ class _CudaGraphs:
         except Exception:
             # A deferred check failed (a bad target): the gradient buffers now hold that
             # batch's values; eager would not have computed them, so leave no .grad on them.
-            for leaf, arr in g.grads:
-                if leaf.grad is not None and leaf.grad._data is arr:
-                    leaf.grad = None
+            _drop_written(g)
             raise
         # Copies: the graph overwrites its output buffers at the next launch, and a caller
         # may keep this step's loss (a list of losses read at the end of an epoch).
@@ -652,51 +663,47 @@ class _CudaGraphs:
             entry.replay.run_backward(payload)
             g.warm = True
             return
-        for leaf, arr in g.grads:  # the gradients the launch wrote, as run_backward sets them
-            if arr is None:
-                leaf.grad = None
-            elif leaf.grad is None or leaf.grad._data is not arr:
-                # (a Tensor of its own: the one there may be held, as after eager's zero_grad)
-                leaf.grad = Tensor._wrap(arr, leaf._backend)
+        _hand_out(g)
         if g.refs is None:  # how many references the gradients have when nobody holds them
-            g.refs = [_grad_refs(leaf, arr) for leaf, arr in g.grads]
+            g.refs = [_refs_of(g, k) for k in range(len(g.grads))]
 
     def discard(self, kind, entry):
         """``CompiledStep.discard`` of a launched step: the launch wrote the discarded
         batch's gradients into the arrays the parameters' ``.grad`` wrap, so drop those."""
         if kind == "graph":
-            for leaf, arr in entry.graph.grads:
-                if leaf.grad is not None and leaf.grad._data is arr:
-                    leaf.grad = None
+            _drop_written(entry.graph)
 
     def _release_grads(self, g):
-        """Before a launch overwrites the gradient arrays: a ``.grad`` Tensor that someone
-        holds (``g = p.grad`` kept across steps) gets a copy, so that it keeps this step's
-        values as it would in eager, where each step's gradients are new arrays. An array
-        that is held itself (a view of it, ``p.grad.data``) cannot be given a copy: the
-        signature then replays without a graph, whose gradients are new arrays again. False
-        in that case (nothing was launched)."""
+        """Before a launch overwrites the gradient arrays: every ``.grad`` Tensor handed out
+        by an earlier launch that someone still holds (``g = p.grad`` kept in a list, or
+        kept after ``p.grad = None``) gets a copy, so that it keeps its step's values as in
+        eager, where each step's gradients are new arrays. An array that is held itself (a
+        view of it, ``p.grad.data``) cannot be given a copy: the signature then replays
+        without a graph, whose gradients are new arrays again. False in that case (nothing
+        was launched)."""
         if g.refs is None:  # no launch has handed its gradients out yet
             return True
-        for (leaf, arr), refs in zip(g.grads, g.refs):
-            if arr is None or leaf.grad is None or leaf.grad._data is not arr:
-                continue
-            held_tensor, held_array = _grad_refs(leaf, arr)  # (counted as refs were)
-            if held_array > refs[1]:
+        for k in range(len(g.grads)):
+            if not _release_one(g, k):
                 g.reason = ("a gradient array the graph writes is held outside it (a view of "
                             "p.grad, p.grad.data); a graph would overwrite it")
                 return False
-            if held_tensor > refs[0]:
-                leaf.grad._data = arr.copy()
         return True
 
     def _capture(self, entry, g, x, y):
         be, replay = x._backend, entry.replay
-        optimized = {id(p) for p in self._params()}
+        opt = self._optimizer
+        optimized = {id(p) for group in opt.param_groups for p in group["params"]}
         if any(id(leaf) not in optimized for leaf in replay.leaves):
             # Eager adds each step's gradient into its .grad, which no zero_grad resets.
             g.reason = ("a tensor outside the optimizer gets a gradient, which eager adds up "
                         "across steps; a graph would write each step's alone")
+            return False
+        if "zero_grad" in vars(opt) or type(opt).zero_grad is not Optimizer.zero_grad:
+            # A launch hands out new .grad Tensors, as after the default zero_grad
+            # (set_to_none); one of the optimizer's own may keep and zero them instead.
+            g.reason = ("the optimizer has a zero_grad of its own, which a graph's launch "
+                        "would not run")
             return False
         # Static inputs, allocated outside the capture and kept with the graph.
         inputs = (x._data.copy(), y._data.copy())
@@ -731,6 +738,9 @@ class _CudaGraphs:
                                  f"{type(exc).__name__}: {exc}")
             return False
         g.graph, g.inputs, g.vals, g.grads = graph, inputs, vals, grads
+        # (the capture's backward made the first .grad Tensors on these arrays)
+        g.handed = [[weakref.ref(leaf.grad)] if arr is not None and leaf.grad is not None
+                    and leaf.grad._data is arr else [] for leaf, arr in grads]
         return True
 
     def _ungraph(self, g, reason):
@@ -750,11 +760,59 @@ class _CudaGraphs:
                 "ungraphed_reasons": sorted({g.reason for g in graphs if g.reason})}
 
 
-def _grad_refs(leaf, arr):
-    """(references to ``leaf.grad``, references to ``arr``), counted the same way wherever
-    they are compared."""
-    t = leaf.grad
-    return sys.getrefcount(t), sys.getrefcount(arr)
+# -- the gradients a graph hands out ----------------------------------------------------------
+# A graph's gradient arrays are the same at every launch; the .grad Tensors wrapping them
+# are handed out by _hand_out and tracked (weakly) until a launch would overwrite them. The
+# reference counts that tell "held" from "not held" are taken by _refs_of alone, from frames
+# that hold no reference to the arrays or Tensors counted, so that every count sees the
+# same references of gradlab's own.
+def _hand_out(g):
+    """Set each leaf's ``.grad`` to what the launch wrote, as run_backward would: a Tensor of
+    its own, since the one there may be held (as after eager's zero_grad)."""
+    for k, (leaf, arr) in enumerate(g.grads):
+        if arr is None:
+            leaf.grad = None
+        elif leaf.grad is None or leaf.grad._data is not arr:
+            leaf.grad = t = Tensor._wrap(arr, leaf._backend)
+            g.handed[k].append(weakref.ref(t))
+
+
+def _drop_written(g):
+    """No ``.grad`` on the arrays a launch wrote for a batch that did not train. (In a
+    function of its own: the traceback of the error being raised keeps the caller's frame,
+    which must hold no reference to the arrays that _refs_of counts.)"""
+    for leaf, arr in g.grads:
+        if leaf.grad is not None and leaf.grad._data is arr:
+            leaf.grad = None
+
+
+def _refs_of(g, k):
+    """(references to leaf ``k``'s ``.grad``, references to its gradient array)."""
+    leaf, arr = g.grads[k]
+    return sys.getrefcount(leaf.grad), sys.getrefcount(arr)
+
+
+def _release_one(g, k):
+    """``_release_grads`` for leaf ``k``: False when its array itself is held."""
+    leaf, arr = g.grads[k]
+    if arr is None:
+        return True
+    current = leaf.grad
+    wraps = current is not None and current._data is arr
+    for ref in g.handed[k]:
+        t = ref()
+        if t is not None and t is not current and t._data is arr:
+            t._data = arr.copy()  # kept past its step
+    g.handed[k] = [weakref.ref(current)] if wraps else []
+    leaf = arr = current = t = None  # (not to be counted)
+    held_tensor, held_array = _refs_of(g, k)
+    unheld_tensor, unheld_array = g.refs[k]  # with one Tensor, unheld, wrapping the array
+    if wraps and held_tensor > unheld_tensor:
+        leaf, arr = g.grads[k]
+        leaf.grad._data = arr.copy()
+        held_array -= 1
+        wraps = False
+    return held_array <= unheld_array - (not wraps)
 
 
 def _outputs(entry, vals, be, copy):
