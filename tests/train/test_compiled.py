@@ -704,6 +704,94 @@ def test_a_count_of_masked_rows_that_two_batches_share_is_not_baked_in():
     assert "shape depends on values" in runs[1][2].info()["eager_reasons"][0]
 
 
+class _ConstantMask(gl.nn.Module):
+    """Columns picked by a fixed mask, and rows centred on the mean of the positive ones:
+    neither output's shape depends on the batch's values."""
+
+    def __init__(self):
+        super().__init__()
+        self.keep = gl.tensor([True, False, True, True])
+        self.fc = gl.nn.Linear(3, 3)
+
+    def forward(self, x):
+        h = x[:, self.keep]
+        return self.fc(h - h[h[:, 0] > 0].mean(0, keepdim=True))
+
+
+def test_a_constant_mask_or_a_reduced_masked_tensor_still_replays():
+    runs = []
+    for compiled in (False, True):
+        gl.manual_seed(0)
+        model = _ConstantMask()
+        opt = gl.optim.Adam(model.parameters(), lr=1e-2)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            eager_step(model, loss_fn, opt)
+        runs.append(([step(x, y).item() for x, y in _batches(8)], _state(model, opt), step))
+    _assert_same(*runs)
+    assert runs[1][2].info()["replayed"] == 6
+
+
+out = None  # a script's global with the name of a module attribute (self.out)
+
+
+class _HasOut(gl.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = _model(dropout=0.0)
+        self.out = gl.nn.Linear(3, 3)
+
+    def forward(self, x):
+        return self.out(self.body(x))
+
+
+def test_an_attribute_named_as_a_global_is_not_guarded_as_that_global():
+    global out
+    gl.manual_seed(0)
+    model = _HasOut()
+    step = compile_step(model, gl.nn.CrossEntropyLoss(),
+                        gl.optim.SGD(model.parameters(), lr=0.1))
+    try:
+        for x, y in _batches(8):
+            out = model(x)   # what a course script does to look at its model
+            step(x, y)
+    finally:
+        out = None
+    info = step.info()
+    assert info["rerecorded"] == 0 and info["replayed"] == 6, info
+
+
+class _KeepsLast:
+    def __init__(self):
+        self.last = None
+
+    def __call__(self, out, y):
+        self.last = F.cross_entropy(out, y)  # a tensor stored on the loss at each call
+        return self.last
+
+
+def test_guarded_values_that_change_at_every_step_make_the_step_eager_with_a_warning():
+    runs = []
+    for compiled in (False, True):
+        model = _model(dropout=0.0)
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        loss_fn = _KeepsLast()
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            eager_step(model, loss_fn, opt)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            losses = [step(x, y).item() for x, y in _batches(10)]
+        runs.append((losses, _state(model, opt), step))
+        assert loss_fn.last.item() == losses[-1]  # as eager leaves it
+    _assert_same(*runs)
+    info = runs[1][2].info()
+    assert info["replayed"] == 0 and info["rerecorded"] == 3, info
+    assert "changed before each of the last 3 replays" in info["eager_reasons"][0]
+    assert sum("running eagerly" in str(w.message) for w in caught) == 1
+    runs[1][2].reset()
+    assert runs[1][2].info()["eager_reasons"] == []
+
+
 def test_numpy_numbers_are_guarded_as_settings():
     """A Dropout.p or a loss weight from np.linspace (a NumPy scalar, not a Python float)
     changed between steps records again, as a float does."""

@@ -54,11 +54,13 @@ class Function:
     _grad_hooks = ()
 
     @staticmethod
-    def shape_from_values(args, kwargs):
-        """True when this call's output shape depends on its inputs' values, not only on
-        their shapes (x[mask], nonzero): a recorded step treats reading it in Python as
-        reading values (autograd/tape.py)."""
-        return False
+    def value_sizes(args, kwargs, out, varies):
+        """The sizes of this call's output dims that depend on its inputs' values, not only
+        on their shapes (the count of a mask in x[mask], the rows of nonzero), counting only
+        inputs for which ``varies(array)`` says they change from batch to batch (not a
+        constant mask): a recorded step treats reading such a shape in Python as reading
+        values (autograd/tape.py). Empty for most ops."""
+        return ()
 
     def forward(ctx, *args, **kwargs):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -21,7 +21,7 @@ why), and the caller then stays eager:
 - a Python decision on a tensor's value (``item()``, ``bool(t)``, ``numpy()``, ...): the
   replay would bake the first batch's answer in. Reading the shape of a tensor whose shape
   depends on values (``x[mask]``, ``nonzero``, ``unique``, and what ops make of them; a
-  Function says so with ``shape_from_values``) counts as one: ``len(x[mask])`` is a count;
+  Function says so with ``value_sizes``) counts as one: ``len(x[mask])`` is a count;
 - an in-place change made outside a Function (``t.add_()`` under no_grad, say). Functions
   that change an input in place declare it (``mutates``, positions in ``forward``'s
   arguments; BatchNorm's running statistics), so the replay repeats the change;
@@ -135,7 +135,8 @@ class Recording:
         self.root = None                # (node index, shape, dtype) of backward's root
         self.order = []                 # node indices in the order backward ran them
         self.window = None              # "forward" | "backward" | None (not recording)
-        self.value_shaped = set()       # ids of node outputs whose shape depends on values
+        self.value_shaped = {}          # id(node output) -> the value-dependent sizes it
+        #                                 has, or has a multiple of, among its dims
 
     # -- reports from the engine (called only while this recording is installed) -----------
     def _add(self, value, kind):
@@ -174,12 +175,18 @@ class Recording:
                                     else args[pos]))
         out_slot = self._add(out, "node")
         # A shape that depends on the values (x[mask], nonzero, unique, and what is computed
-        # from them), read in Python, is a read of values: shape_read() below.
-        if getattr(out, "ndim", 0) and (
-                cls.shape_from_values(args, kwargs) or
-                any(id(a._data if isinstance(a, Tensor) else a) in self.value_shaped
-                    for a in args)):
-            self.value_shaped.add(id(out))
+        # from them), read in Python, is a read of values: shape_read() below. What an op
+        # makes of such an input keeps the mark where one of its dims has a marked size or
+        # a multiple of one ((k, 3) -> k rows of logits, 3k elements); a reduction over the
+        # marked dim ((k, 3) -> (3,)) drops it. (A coincidence of sizes marks too much, which
+        # only makes a step eager.)
+        if getattr(out, "ndim", 0):
+            sizes = set(cls.value_sizes(args, kwargs, out, self._varies))
+            for a in args:
+                sizes.update(self.value_shaped.get(id(a._data if isinstance(a, Tensor) else a),
+                                                   ()))
+            if sizes and any(d == k or (k and d % k == 0) for d in out.shape for k in sizes):
+                self.value_shaped[id(out)] = sizes
         self._node_of[id(ctx)] = len(self.nodes)
         self.nodes.append((cls, ctx, slots, dict(kwargs), out_slot))
 
@@ -206,6 +213,12 @@ class Recording:
         else:
             self.fail("a tensor was changed in place outside a gradlab op (e.g. t.add_() or "
                       "t[...] = v inside forward)")
+
+    def _varies(self, value):
+        """Whether an op's argument changes from batch to batch: an input or what an op
+        computed, not a constant or a known tensor (a constant mask's count is fixed)."""
+        slot = self._slot_of.get(id(value._data if isinstance(value, Tensor) else value))
+        return slot is None or self.kinds[slot] in ("input", "node")
 
     def shape_read(self, array):
         if id(array) in self.value_shaped:

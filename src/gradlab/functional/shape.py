@@ -85,8 +85,10 @@ class Index(Function):
     their places), so that a recorded step reads each batch's (``y`` in ``x[rows, y]``)."""
 
     @staticmethod
-    def shape_from_values(args, kwargs):
-        return any(getattr(getattr(a, "dtype", None), "kind", "") == "b" for a in args[1:])
+    def value_sizes(args, kwargs, out, varies):
+        masks = [a for a in args[1:] if getattr(getattr(a, "dtype", None), "kind", "") == "b"]
+        return tuple(int((m._data if isinstance(m, Tensor) else m).sum())
+                     for m in masks if varies(m))  # each mask's count
 
     def forward(ctx, x, *arrays, index, advanced):
         if arrays:
@@ -527,8 +529,8 @@ class Nonzero(Function):
     differentiable = False
 
     @staticmethod
-    def shape_from_values(args, kwargs):
-        return True
+    def value_sizes(args, kwargs, out, varies):
+        return (out.shape[0],) if varies(args[0]) else ()
 
     def forward(ctx, x):
         return ctx.xp.argwhere(x).astype("int64", copy=False)
@@ -549,8 +551,12 @@ class Unique(Function):
     differentiable = False
 
     @staticmethod
-    def shape_from_values(args, kwargs):
-        return (args[1] if len(args) > 1 else kwargs.get("part")) != "inverse"
+    def value_sizes(args, kwargs, out, varies):
+        part = args[1] if len(args) > 1 else kwargs.get("part")
+        axis = args[2] if len(args) > 2 else kwargs.get("axis")
+        if part == "inverse" or not varies(args[0]):
+            return ()
+        return (out.shape[0 if axis is None or part == "counts" else axis],)
 
     def forward(ctx, x, part, axis=None):
         xp = ctx.xp

@@ -44,6 +44,7 @@ replay repeats the recording's branch.
 """
 from __future__ import annotations
 
+import dis
 import functools
 import sys
 import time
@@ -135,6 +136,8 @@ class CompiledStep:
         self._warned = set()
         self._graphs = _CudaGraphs(self._warned, optimizer)
         self._optimizer_fast = None  # the optimizer's prepared step, once it has one
+        self._restless = 0        # times the recordings were dropped since the last replay
+        self._unsettled = None    # the eager _Entry of every call, once that is too many
         self.counts = {"eager": 0, "recorded": 0, "replayed": 0, "rerecorded": 0}
         self.record_seconds = 0.0
 
@@ -173,11 +176,13 @@ class CompiledStep:
             self.optimizer.zero_grad()
             entry.replay.run_backward(payload)
             self.counts["replayed"] += 1
+            self._restless = 0
         elif kind in ("graph", "warm-up"):
             if kind == "warm-up":
                 self.optimizer.zero_grad()  # run_backward accumulates, as the engine does
             self._graphs.backward(kind, entry, payload)
             self.counts["replayed"] += 1
+            self._restless = 0
         else:
             self.optimizer.zero_grad()
             objective = payload[0] if isinstance(payload, tuple) else payload
@@ -216,6 +221,7 @@ class CompiledStep:
         self._world = self._shallow = None
         self._pending = self._recording = None
         self._optimizer_fast = None
+        self._restless, self._unsettled = 0, None
 
     def discard(self):
         """Forget the batch that ``forward`` saw without training on it (``fit`` does this
@@ -236,7 +242,9 @@ class CompiledStep:
                 "record_seconds": self.record_seconds, "held_bytes": held,
                 "fused": sum(len(r.fused) for r in replays),
                 "eager_reasons": sorted({e.eager_reason for e in self._entries.values()
-                                         if e.eager_reason})}
+                                         if e.eager_reason} |
+                                        ({self._unsettled.eager_reason}
+                                         if self._unsettled is not None else set()))}
 
     # -- the three ways a forward runs ---------------------------------------------------
     def _eager_forward(self, x, y):
@@ -356,7 +364,18 @@ class CompiledStep:
         sig.append(self._numbers())
         return tuple(sig)
 
+    def _settle_eagerly(self):
+        reason = (f"what the step's guards watch changed before each of the last "
+                  f"{_RESTLESS} replays could run (a tensor the loss or a module stores on "
+                  "itself at each call, such as self.last = loss, or a number changed at "
+                  "every step), so it records again every time, which costs more than "
+                  "eager; step.reset() tries again")
+        self._unsettled = _Entry()
+        self._give_up(self._unsettled, reason)
+
     def _entry(self, x, y):
+        if self._unsettled is not None:
+            return self._unsettled
         groups = self.optimizer.param_groups
         # (list comprehensions: a generator costs a microsecond more, at every step)
         shallow = (structure_version[0], len(groups),
@@ -374,6 +393,9 @@ class CompiledStep:
             if world != self._world or stale:
                 if self._world is not None and self._entries:
                     self.counts["rerecorded"] += 1
+                    self._restless += 1
+                    if self._restless >= _RESTLESS:
+                        self._settle_eagerly()
                 self._entries.clear()
                 self._world = world
             self._shallow = shallow
@@ -406,14 +428,18 @@ class CompiledStep:
         return entry
 
 
+# Recordings dropped this many times in a row, with no replay between: the step runs eagerly.
+_RESTLESS = 3
+
 _OTHER = object()  # stands for a value that is not a setting (a function, a list, ...)
 
 
 class _Same:
-    """A tensor, module or function that the step's code reads by name, compared by
-    identity (``==`` on a tensor is elementwise): another object bound to that name must
-    record again, as the recording holds the one it saw. (What happens inside a module read
-    this way is guarded with the model's modules: ``CompiledStep._modules``.)"""
+    """A tensor that the step's code reads by name, compared by identity (``==`` on a
+    tensor is elementwise): another tensor bound to that name must record again, as the
+    recording holds the one it saw. (Modules and functions compare by identity as they
+    are; what happens inside a module read this way is guarded with the model's modules:
+    ``CompiledStep._modules``.)"""
 
     __slots__ = ("obj",)
 
@@ -441,9 +467,13 @@ def _setting_value(value):
 def _guarded(value):
     """How a value that the step's code reads by name is compared from call to call."""
     v = _setting_value(value)
-    if v is _OTHER and isinstance(value, (Tensor, Module, types.FunctionType)):
+    if v is not _OTHER:
+        return v
+    if isinstance(value, Tensor):
         return _Same(value)
-    return v
+    # A module or function compares by identity as it is (and tuple equality tries `is`
+    # first, in C): cheaper than a _Same at every call.
+    return value if isinstance(value, (Module, types.FunctionType)) else _OTHER
 
 
 def _read_places(loss_fn, modules):
@@ -457,9 +487,13 @@ def _read_places(loss_fn, modules):
                  if not type(m).__module__.startswith("gradlab.")]
     # A setting kept on a module class of your own (Scaled.factor = 3.0, read as
     # self.factor): no module's __setattr__ sees it change.
+    # (Its methods and other descriptors are left out: a class's code is not guarded.)
     classes = {id(k): k for m in modules for k in type(m).__mro__
                if k is not object and not k.__module__.startswith(("gradlab.", "builtins"))}
-    attrs += [vars(k) for k in classes.values()]
+    for k in classes.values():
+        d = vars(k)
+        attrs.append((d, [n for n, v in d.items() if n[0] != "_" and (
+            _setting_value(v) is not _OTHER or isinstance(v, (Tensor, Module)))]))
     todo = [] if isinstance(loss_fn, Module) else [loss_fn]
     seen = set()
     while todo:
@@ -469,7 +503,7 @@ def _read_places(loss_fn, modules):
         seen.add(id(fn))
         if isinstance(fn, functools.partial):
             # Its bound arguments are read at every call (keywords is a dict that may change).
-            attrs += [fn.keywords, {str(i): v for i, v in enumerate(fn.args)}]
+            attrs += [(fn.keywords, None), (dict(enumerate(fn.args)), None)]
             todo.append(fn.func)
             continue
         owner = None
@@ -480,7 +514,7 @@ def _read_places(loss_fn, modules):
         functions.append(fn)
         if owner is not None and not isinstance(owner, Module) and \
                 isinstance(getattr(owner, "__dict__", None), dict):
-            attrs.append(owner.__dict__)
+            attrs.append((owner.__dict__, None))
         if isinstance(fn, types.FunctionType):
             for cell in fn.__closure__ or ():
                 try:
@@ -493,8 +527,27 @@ def _read_places(loss_fn, modules):
         if isinstance(fn, types.FunctionType):
             cells += fn.__closure__ or ()
             glob = fn.__globals__
-            names += [(glob, n) for n in fn.__code__.co_names if n in glob]
+            names += [(glob, n) for n in _globals_read(fn.__code__) if n in glob]
     return cells, names, attrs
+
+
+_GLOBALS_READ = {}  # code object -> the global names it (and the code nested in it) reads
+
+
+def _globals_read(code):
+    """The names ``code`` loads as globals: not all of ``co_names``, which holds attribute
+    names too (``self.out`` would guard a global ``out``)."""
+    found = _GLOBALS_READ.get(code)
+    if found is None:
+        found = set()
+        for ins in dis.get_instructions(code):
+            if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+                found.add(ins.argval)
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):  # a lambda or comprehension inside
+                found.update(_globals_read(const))
+        found = _GLOBALS_READ[code] = sorted(found)
+    return found
 
 
 def _own_callable(value):
@@ -517,8 +570,11 @@ def _read_values(cells, names, attrs):
         except ValueError:  # a cell not assigned yet
             values.append(_OTHER)
     values += [glob.get(n, _OTHER) for glob, n in names]
-    for d in attrs:
-        values += [v for k, v in d.items() if k[0] != "_"]
+    for d, keys in attrs:  # (keys: those to read, or None for every public one)
+        if keys is None:
+            values += [v for k, v in d.items() if type(k) is not str or k[0] != "_"]
+        else:
+            values += [d.get(k, _OTHER) for k in keys]
     return values
 
 
