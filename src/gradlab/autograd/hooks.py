@@ -56,7 +56,7 @@ def register(tensor, hook):
             entry = _leaf_hooks[key] = (ref, [])
         entry[1].append(hook)
         # A compiled step's replay runs no hook: one added on a parameter (or removed) after
-        # the step recorded must make it record again (train/compiled.py reads leaf_hooks).
+        # the step recorded must make it record again (train/compiled.py: leaf_hook_count).
         structure_version[0] += 1
 
         def removed():

@@ -32,15 +32,19 @@ A recording bakes in the Python numbers the step computes with (``beta * kl`` re
 beta's value) and holds the tensors and modules it used. Guarded, so that a change records
 again: what the loss function reads from its closure, its module's globals or its object's
 public attributes (and so do the functions and callable objects of your own that its
-closure holds: the loss that ``fit`` wraps); what the ``forward`` of a module class of
-your own reads from its closure or globals, and that class's own attributes. Numbers
+closure holds: the loss that ``fit`` wraps; through a ``functools.partial``, its function
+and bound arguments; a bound method's module); what the ``forward`` of a module class of
+your own reads from its closure or globals, and that class's own settings. Numbers
 (Python's or NumPy's) are compared by value, tensors, modules and functions by identity,
 and a module read this way is guarded as the model's are (its settings, buffers, mode). A
 value read elsewhere (a dict entry, a list, a helper's globals, a module's private
 attribute) is not seen: keep such a value in a tensor updated in place (a replay reads the
 array), or call ``step.reset()`` after changing it. Python-side randomness or state in
 ``forward`` (``random.random()``, a call counter, ``gl.manual_seed``) is not seen either: a
-replay repeats the recording's branch.
+replay repeats the recording's branch. Guarded values that change before every replay could
+run (a tensor the loss stores on itself at each call) would record at every step, which
+costs more than eager: after ``_RESTLESS`` such drops in a row the step runs eagerly, with
+one warning, until ``reset()``.
 """
 from __future__ import annotations
 
