@@ -194,6 +194,8 @@ FORWARDS = {
     "sin-cos-neg-sign": (lambda m, x: -x.sin() * x.cos() + x.sign() + x.floor(), (6,)),
     "where-maximum": (lambda m, x: gl.where(x > 0, gl.maximum(x, m.w), gl.minimum(-x, m.w)),
                       (6,)),
+    "clamp-tensor-bounds": (lambda m, x: x.clamp(min=-m.w.abs(), max=m.w.abs()) +
+                            x.clamp(max=m.w) * 2, (6,)),
     "masks": (lambda m, x: ((x >= 0) & (x < 1) | (x == 2)).float() + (x != 0.5).float() +
               (~(x <= -1)).double().float(), (6,)),
     "slices-and-cat": (lambda m, x: gl.cat([x[:, :3], x[:, 3:] * 2, x[:, ::2], x[:, ::-2]],
@@ -307,7 +309,9 @@ class _Sorts(nn.Module):
         r = (x * 2).round()  # ties: their order is part of the result
         return (r.sort(1).values, r.sort(1, descending=True).indices, r.argsort(0),
                 r.argsort(0, descending=True), x.topk(2, dim=1).values,
-                r.topk(3, dim=1, largest=False).indices, r.sort(0).values)
+                r.topk(3, dim=1, largest=False).indices, r.sort(0).values,
+                r.sort(1, descending=True, stable=True).indices,
+                r.argsort(0, descending=True, stable=True))
 
 
 @needs_onnx

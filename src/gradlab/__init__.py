@@ -76,6 +76,7 @@ from .functional import (
                        argmin,
                        argsort,
                        bitwise_and,
+                       bitwise_not,
                        bitwise_or,
                        bitwise_xor,
                        broadcast_to,

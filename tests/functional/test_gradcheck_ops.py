@@ -39,6 +39,10 @@ OPS = {
     "clamp": (lambda a: gl.clamp(a, -0.5, 0.7), [(4, 3)], "any"),
     "clamp_min": (lambda a: a.clamp(min=0.1), [(4, 3)], "any"),
     "clamp_tensor": (lambda a, lo: gl.clamp(a, min=lo), [(4, 3), (3,)], "any"),
+    # (some lo > hi among the draws: the output is hi there)
+    "clamp_tensor_both": (gl.clamp, [(4, 3), (3,), (4, 1)], "any"),
+    "clamp_tensor_max_number_min": (lambda a, hi: gl.clamp(a, -0.3, hi), [(4, 3), (4, 3)],
+                                    "any"),
     "maximum": (gl.maximum, [(3, 4), (4,)], "any"),
     "minimum": (gl.minimum, [(3, 4), (3, 1)], "any"),
     "where": (lambda a, b: gl.where(a > 0, a, b), [(3, 4), (3, 4)], "away"),
@@ -110,6 +114,8 @@ OPS = {
     "sort_values": (lambda a: a.sort(1, descending=True).values * gl.arange(
         4.0, device=a.device).to(a.dtype), [(3, 4)], "any"),
     "topk_values": (lambda a: a.topk(2, dim=0).values, [(3, 4)], "any"),
+    "sort_stable_descending": (lambda a: a.sort(0, descending=True, stable=True).values *
+                               gl.arange(4.0, device=a.device).to(a.dtype), [(3, 4)], "any"),
     "square": (gl.square, [(3, 4)], "any"),
     "log1p": (gl.log1p, [(3, 4)], "pos"),
     "expm1": (lambda a: a.expm1(), [(3, 4)], "any"),

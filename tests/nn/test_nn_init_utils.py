@@ -1,5 +1,6 @@
 """gl.nn.init formulas and gains; clip_grad_*; L1/L2/elastic-net penalties."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -63,6 +64,19 @@ def test_fans_include_receptive_field():
     assert init._calculate_fan_in_and_fan_out(gl.empty(8, 3, 5)) == (15, 40)
     with pytest.raises(ValueError, match="at least 2 dims"):
         init.xavier_uniform_(gl.empty(4))
+
+
+@pytest.mark.parametrize("shape", [(5, 0), (0, 5), (0, 3, 2), (0,)])
+def test_kaiming_init_of_no_elements_warns_and_does_nothing(shape, device):
+    # PyTorch's no-op: the fan may be 0 (5 / 0 would divide by it), and nothing is drawn
+    for fill in (init.kaiming_uniform_, init.kaiming_normal_):
+        t = gl.zeros(*shape, device=device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            assert fill(t) is t
+        assert [str(w.message) for w in caught] == ["Initializing zero-element tensors is a "
+                                                    "no-op"]
+        assert t.shape == shape
 
 
 def test_constant_initializers(device):

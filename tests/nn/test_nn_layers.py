@@ -50,6 +50,11 @@ def test_flatten_and_identity(device):
     x = _t(np.arange(24).reshape(2, 3, 4), device, True)
     assert nn.Flatten()(x).shape == (2, 12)
     assert nn.Flatten(0, 1)(x).shape == (6, 4)
+    # from dim 1 (after the batch dim): a 1-D input has none, an IndexError as in PyTorch
+    with pytest.raises(IndexError, match=r"flatten: dim 1 is out of range for a tensor with 1 "
+                                         r"dimension\(s\)"):
+        nn.Flatten()(_t(np.arange(5.0), device, False))
+    assert nn.Flatten(0)(_t(np.arange(5.0), device, False)).shape == (5,)
     assert nn.Identity(5, foo=1)(x) is x
 
 

@@ -132,7 +132,7 @@ class TensorMethods:
 
     __neg__ = _Op("elementwise", "neg")
     __abs__ = _Op("elementwise", "abs")
-    __invert__ = _Op("elementwise", "logical_not")
+    __invert__ = bitwise_not = _Op("elementwise", "bitwise_not")
     __and__ = bitwise_and = _Op("elementwise", "bitwise_and")
     __or__ = bitwise_or = _Op("elementwise", "bitwise_or")
     __xor__ = bitwise_xor = _Op("elementwise", "bitwise_xor")

@@ -7,6 +7,7 @@ from .elementwise import (
                           add,
                           allclose,
                           bitwise_and,
+                          bitwise_not,
                           bitwise_or,
                           bitwise_xor,
                           ceil,

@@ -78,25 +78,28 @@ class LogSoftmaxFn(Function):
 
 relu = unary("relu", Relu, "max(x, 0).")
 sigmoid = unary("sigmoid", SigmoidFn, "1 / (1 + exp(-x)), computed without overflow.",
-                with_out=True)
+                with_out=True, floating=True)
 tanh = unary("tanh", TanhFn, "(e^x - e^-x) / (e^x + e^-x); d/dx = 1 - tanh(x)^2.",
-             with_out=True)
+             with_out=True, floating=True)
 
 
-def _softmax_dim(name, input, dim):
+def _softmax(fn, name, input, dim):
     if dim is None:
         raise TypeError(f"{name}() needs dim, e.g. {name}(x, dim=-1)")
-    return normalize_dim(name, dim, input.ndim)[0]
+    axes = normalize_dim(name, dim, input.ndim)
+    if not axes:  # a 0-d tensor (dim 0 or -1): as the one element of a vector, as PyTorch
+        return fn.apply(input.reshape(1), dim=0).reshape(())
+    return fn.apply(input, dim=axes[0])
 
 
 def softmax(input, dim=None):
     """exp(x) / sum(exp(x)) along ``dim``, shifted by the max so large logits stay finite."""
-    return SoftmaxFn.apply(input, dim=_softmax_dim("softmax", input, dim))
+    return _softmax(SoftmaxFn, "softmax", input, dim)
 
 
 def log_softmax(input, dim=None):
     """x - logsumexp(x) along ``dim``, stable for large logits."""
-    return LogSoftmaxFn.apply(input, dim=_softmax_dim("log_softmax", input, dim))
+    return _softmax(LogSoftmaxFn, "log_softmax", input, dim)
 
 
 # -- the rest of the course's activations ----------------------------------------------------
@@ -321,7 +324,7 @@ class Silu(_Elementwise):
 # The one-input activations: their wrapper only applies the Function.
 identity = unary("identity", IdentityFn,
                  "y = x (a copy, so that the output is a new node of the graph).")
-arctan = unary("arctan", Arctan, "atan(x); d/dx = 1 / (1 + x^2).")
+arctan = unary("arctan", Arctan, "atan(x); d/dx = 1 / (1 + x^2).", floating=True)
 binary_step = unary("binary_step", BinaryStepFn,
                     "1 for x >= 0, else 0. Gradient: 0 everywhere (see BinaryStepFn).")
 selu = unary("selu", Selu, "scale * (max(0, x) + min(0, alpha * (exp(x) - 1))), "

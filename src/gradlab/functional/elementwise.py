@@ -208,7 +208,13 @@ class Pow(_Binary):
         na, nb = ctx.needs_input_grad
         ga = gb = None
         if na:
-            ga = unbroadcast(g * b * xp.power(a, b - 1), ctx.a_shape)
+            # d(a^0)/da = 0 everywhere (PyTorch's rule), where b * a^(b-1) would give
+            # 0 * inf = NaN at a = 0 (and NaN at a = NaN)
+            if b.__class__ in (int, float):
+                ga = xp.zeros_like(g) if b == 0 else g * b * xp.power(a, b - 1)
+            else:
+                ga = xp.where(b == 0, xp.zeros((), g.dtype), g * b * xp.power(a, b - 1))
+            ga = unbroadcast(ga, ctx.a_shape)
         if nb:
             # d(a^b)/db = a^b log a; defined as 0 where a == 0 (the limit for b > 0).
             # (in out's dtype: for a Python number a, where() gives a float64 0-d array,
@@ -316,6 +322,9 @@ Expm1 = _pointwise("Expm1", "expm1", lambda xp, g, y: g * (y + 1), from_output=T
 
 
 class Clamp(Function):
+    """x limited to [min, max] (numbers, or None for no bound); d/dx = 1 where
+    min <= x <= max, else 0."""
+
     def forward(ctx, x, min=None, max=None):
         if min is None and max is None:
             raise ValueError("clamp: give at least one of min and max")
@@ -332,6 +341,50 @@ class Clamp(Function):
         if hi is not None:
             inside = inside & (x <= hi) if lo is not None else x <= hi
         return g * inside
+
+
+class ClampTensor(Function):
+    """``clamp`` with a tensor bound: minimum(maximum(x, lo), hi), a bound that is None left
+    out, with PyTorch's gradients (not those of maximum and minimum, which split ties):
+    x's passes where lo <= x <= hi; lo's where x < lo < hi; hi's where x > hi or hi < lo
+    (the bound the output is). NaN in x passes to none of them."""
+
+    def forward(ctx, x, lo, hi):
+        ctx.shapes = tuple(_shape(v) for v in (x, lo, hi))
+        dtype = result_type(x, lo, hi)
+        x, lo, hi = (_cast_operand(v, dtype) for v in (x, lo, hi))
+        xp = ctx.xp
+        try:
+            out = x if lo is None else xp.maximum(x, lo)
+            out = out if hi is None else xp.minimum(out, hi)
+        except ValueError:
+            raise RuntimeError(f"clamp: input {tuple(_shape(x))}, min {tuple(_shape(lo))} and "
+                               f"max {tuple(_shape(hi))} cannot be broadcast together "
+                               "(trailing dimensions must be equal or 1)") from None
+        ctx.save_for_backward(x, lo, hi)
+        return out
+
+    def backward(ctx, g):
+        xp = ctx.xp
+        x, lo, hi = ctx.saved_tensors
+        nx, nlo, nhi = ctx.needs_input_grad
+        zero = xp.zeros((), dtype=g.dtype)
+
+        def passed(where, shape):
+            return unbroadcast(xp.where(where, g, zero), shape)
+        gx = glo = ghi = None
+        if nx:
+            if lo is None:
+                gx = passed(x <= hi, ctx.shapes[0])
+            elif hi is None:
+                gx = passed(x >= lo, ctx.shapes[0])
+            else:
+                gx = passed((x >= lo) & (x <= hi), ctx.shapes[0])
+        if nlo:  # (lo is a tensor)
+            glo = passed(x < lo if hi is None else (x < lo) & (lo < hi), ctx.shapes[1])
+        if nhi:
+            ghi = passed(x > hi if lo is None else (x > hi) | (hi < lo), ctx.shapes[2])
+        return gx, glo, ghi
 
 
 class Where(Function):
@@ -399,15 +452,17 @@ def pow(input, exponent, *, out=None):
 
 
 neg = unary("neg", Neg, "-x.", with_out=True)
-exp = unary("exp", Exp, "e^x; d/dx = e^x.", with_out=True)
-log = unary("log", Log, "Natural logarithm; d/dx = 1 / x.", with_out=True)
-sqrt = unary("sqrt", Sqrt, "x^(1/2); d/dx = 1 / (2 sqrt(x)).", with_out=True)
+# The float functions take integer and bool tensors as float32 (``floating``), as PyTorch.
+exp = unary("exp", Exp, "e^x; d/dx = e^x.", with_out=True, floating=True)
+log = unary("log", Log, "Natural logarithm; d/dx = 1 / x.", with_out=True, floating=True)
+sqrt = unary("sqrt", Sqrt, "x^(1/2); d/dx = 1 / (2 sqrt(x)).", with_out=True, floating=True)
 abs = unary("abs", Abs, "|x|; d/dx = sign(x) (0 at 0).", with_out=True)
-sin = unary("sin", Sin, "sin(x); d/dx = cos(x).", with_out=True)
-cos = unary("cos", Cos, "cos(x); d/dx = -sin(x).", with_out=True)
+sin = unary("sin", Sin, "sin(x); d/dx = cos(x).", with_out=True, floating=True)
+cos = unary("cos", Cos, "cos(x); d/dx = -sin(x).", with_out=True, floating=True)
 log1p = unary("log1p", Log1p, "log(1 + x), accurate for small x; d/dx = 1 / (1 + x).",
-              with_out=True)
-expm1 = unary("expm1", Expm1, "e^x - 1, accurate for small x; d/dx = e^x.", with_out=True)
+              with_out=True, floating=True)
+expm1 = unary("expm1", Expm1, "e^x - 1, accurate for small x; d/dx = e^x.", with_out=True,
+              floating=True)
 
 
 def square(input):
@@ -422,20 +477,24 @@ def reciprocal(input):
 
 def rsqrt(input):
     """1 / sqrt(x)."""
-    return Tensor.__rtruediv__(Sqrt.apply(input), 1.0)
+    return Tensor.__rtruediv__(sqrt(input), 1.0)
 
 
 def clamp(input, min=None, max=None, *, out=None):
-    """Limit values to [min, max]; min/max may be numbers or tensors."""
+    """Limit values to [min, max]; min/max may be numbers or tensors. The result's dtype is
+    PyTorch's promotion of the three (an integer tensor with min=2.5 gives float32); the
+    gradient passes to x where min <= x <= max, and to a tensor bound where the output is
+    that bound (``ClampTensor``)."""
     if out is not None:
         return write_out("clamp", out, (input, min, max), lambda: clamp(input, min, max))
     if isinstance(min, Tensor) or isinstance(max, Tensor):
-        out = input
-        if min is not None:
-            out = maximum(out, min)
-        if max is not None:
-            out = minimum(out, max)
-        return out
+        return ClampTensor.apply(input, min, max)
+    if isinstance(input, Tensor) and input._data.dtype.kind not in "fc":
+        dtype = result_type(input._data, min, max)
+        if dtype is not None and dtype != input._data.dtype:
+            input = input.to(dtype)
+    # (a NumPy scalar bound as a Python number: NumPy would let a float64 one widen x)
+    min, max = (v.item() if isinstance(v, np.generic) else v for v in (min, max))
     return Clamp.apply(input, min=min, max=max)
 
 
@@ -559,3 +618,15 @@ def _predicate(name):
 
 isnan, isinf, isfinite, sign, floor, ceil, round, logical_not = (_predicate(name) for name in (
     "isnan", "isinf", "isfinite", "sign", "floor", "ceil", "round", "logical_not"))
+
+
+def bitwise_not(input):
+    """``~``: the logical NOT of a bool tensor (a mask), the bitwise NOT of an integer one
+    (``~1 == -2``), as in PyTorch; no gradient."""
+    kind = input._data.dtype.kind
+    if kind == "b":
+        return logical_not(input)  # (the same bits as invert; ONNX's Not exports it)
+    if kind not in "iu":
+        raise TypeError(f"bitwise_not (~): needs a bool or integer tensor, got {input.dtype}; "
+                        "for a mask, compare first: ~(x > 0), or use gl.logical_not(x)")
+    return Predicate.apply(input, ufunc="invert")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import grad_mode
+from ..autograd.dtypes import default_float
 from ..autograd.tensor import Tensor
 
 _state = grad_mode._state
@@ -55,21 +56,39 @@ def write_out(name, out, inputs, compute):
     return out
 
 
-def unary(name, fn, doc=None, *, with_out=False):
+def as_floating(input):
+    """``input`` converted to the default float dtype (float32) when it is an integer or
+    bool tensor, else itself: PyTorch's rule for a float function (exp, log, sigmoid, ...)
+    of such a tensor. NumPy would compute int64 in float64 and bool in float16.
+
+    The conversion is an op of its own in the graph (a Cast), so a recorded step and an ONNX
+    export see the float function's input as float, as the function computes it.
+    """
+    if isinstance(input, Tensor) and input._data.dtype.kind in "biu":
+        return input.to(default_float)
+    return input
+
+
+def unary(name, fn, doc=None, *, with_out=False, floating=False):
     """The public wrapper of the one-input Function ``fn``: ``name(input)``, or with
-    ``with_out`` ``name(input, *, out=None)``.
+    ``with_out`` ``name(input, *, out=None)``; with ``floating`` an integer or bool input is
+    converted first (``as_floating``).
 
     One definition for the many ops whose wrapper only applies their Function, so that
     the ``out=`` rule above is wired the same way everywhere.
     """
+    apply = fn.apply
+    if floating:
+        def apply(input):
+            return fn.apply(as_floating(input))
     if with_out:
         def op(input, *, out=None):
             if out is not None:
-                return write_out(name, out, (input,), lambda: fn.apply(input))
-            return fn.apply(input)
+                return write_out(name, out, (input,), lambda: apply(input))
+            return apply(input)
     else:
         def op(input):
-            return fn.apply(input)
+            return apply(input)
     return named(op, name, fn.__module__, doc)
 
 

@@ -6,11 +6,12 @@ Each takes ``dim=None | int | tuple`` and ``keepdim=False`` like PyTorch.
 from __future__ import annotations
 
 import builtins
+import math
 from collections import namedtuple
 
 from ..autograd.function import Function
 from ..autograd.tensor import Tensor
-from .out import write_out
+from .out import as_floating, write_out
 
 ValuesIndices = namedtuple("ValuesIndices", ["values", "indices"])
 
@@ -41,10 +42,16 @@ def _expand_back(xp, g, shape, axes, keepdim):
     return xp.broadcast_to(g, shape)
 
 
+def _integer_total(x):
+    """int64 for a bool or integer x, as PyTorch sums and multiplies them (NumPy: uint64 for
+    unsigned ones), else None (x's own dtype)."""
+    return "int64" if x.dtype.kind in "biu" else None
+
+
 class Sum(Function):
     def forward(ctx, x, axes, keepdim):
         ctx.in_shape, ctx.axes, ctx.keepdim = x.shape, axes, keepdim
-        return x.sum(axis=axes, keepdims=keepdim)
+        return x.sum(axis=axes, keepdims=keepdim, dtype=_integer_total(x))
 
     def backward(ctx, g):
         return _expand_back(ctx.xp, g, ctx.in_shape, ctx.axes, ctx.keepdim)
@@ -72,7 +79,10 @@ class Var(Function):
     def backward(ctx, g):
         centered, = ctx.saved_tensors
         g = _expand_back(ctx.xp, g, centered.shape, ctx.axes, ctx.keepdim)
-        return g * (2.0 / ctx.denom) * centered
+        # No degrees of freedom left (one sample, unbiased): the forward's 0/0 is NaN, and
+        # so is the gradient, as in PyTorch (2/0 is inf there, times a centered 0)
+        scale = 2.0 / ctx.denom if ctx.denom else math.inf
+        return g * scale * centered
 
 
 class _Extreme(Function):
@@ -150,13 +160,18 @@ class Logsumexp(Function):
     def forward(ctx, x, axes, keepdim):
         xp = ctx.xp
         ctx.axes, ctx.keepdim = axes, keepdim
-        m = x.max(axis=axes, keepdims=True)
-        m = xp.where(xp.isfinite(m), m, 0)
-        total = xp.exp(x - m).sum(axis=axes, keepdims=True)
-        # A slice of all -inf sums to 0: its logsumexp is -inf (without a log(0) warning).
-        out = xp.where(total > 0, xp.log(xp.where(total > 0, total, 1)) + m, -xp.inf)
+        if x.size == 0:  # the empty sum is 0: -inf (max() has nothing to shift by)
+            out = xp.full(tuple(1 if a in axes else s for a, s in enumerate(x.shape)),
+                          -xp.inf, dtype=x.dtype)
+        else:
+            m = x.max(axis=axes, keepdims=True)
+            m = xp.where(xp.isfinite(m), m, 0)
+            total = xp.exp(x - m).sum(axis=axes, keepdims=True)
+            # A slice of all -inf sums to 0: its logsumexp is -inf (without a log(0)
+            # warning); a NaN total stays NaN.
+            out = xp.where(total == 0, -xp.inf, xp.log(xp.where(total == 0, 1, total)) + m)
         ctx.save_for_backward(x, out)
-        return out if keepdim else out.squeeze(axes) if axes else out.reshape(())
+        return out if keepdim or not axes else out.squeeze(axes)
 
     def backward(ctx, g):
         x, out = ctx.saved_tensors
@@ -221,7 +236,7 @@ class Prod(Function):
     def forward(ctx, x, axis, keepdim):
         ctx.in_shape, ctx.axis, ctx.keepdim = x.shape, axis, keepdim
         ctx.save_for_backward(x)
-        return x.prod(axis=axis, keepdims=keepdim)
+        return x.prod(axis=axis, keepdims=keepdim, dtype=_integer_total(x))
 
     def backward(ctx, g):
         xp = ctx.xp
@@ -251,7 +266,7 @@ def _others_product(xp, x, axis):
 class Cumsum(Function):
     def forward(ctx, x, axis):
         ctx.axis = axis
-        return ctx.xp.cumsum(x, axis=axis)
+        return ctx.xp.cumsum(x, axis=axis, dtype=_integer_total(x))
 
     def backward(ctx, g):
         xp = ctx.xp  # each element feeds every later partial sum: a running sum from the end
@@ -359,9 +374,10 @@ def argmin(input, dim=None, keepdim=False):
 
 
 def logsumexp(input, dim=None, keepdim=False):
-    """log(sum(exp(x))) along ``dim``, shifted by the max: finite for logits of 1e4 and more."""
-    return Logsumexp.apply(input, axes=normalize_dim("logsumexp", dim, input.ndim),
-                           keepdim=keepdim)
+    """log(sum(exp(x))) along ``dim``, shifted by the max: finite for logits of 1e4 and more;
+    -inf over no elements, NaN where a NaN is summed. Integer and bool tensors give float32."""
+    return Logsumexp.apply(as_floating(input),
+                           axes=normalize_dim("logsumexp", dim, input.ndim), keepdim=keepdim)
 
 
 def all(input, dim=None, keepdim=False):

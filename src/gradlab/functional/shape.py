@@ -167,10 +167,16 @@ view = reshape
 
 
 def flatten(input, start_dim=0, end_dim=-1):
-    """Dims ``start_dim`` to ``end_dim`` merged into one."""
+    """Dims ``start_dim`` to ``end_dim`` merged into one (a 0-d tensor becomes 1-d)."""
+    # (a 0-d tensor takes dim 0 or -1, as PyTorch; normalize_dim gives it no axes)
+    start, end = ((normalize_dim("flatten", d, input.ndim) or (0,))[0]
+                  for d in (start_dim, end_dim))
+    if start > end:
+        raise RuntimeError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} "
+                           f"for a tensor of shape {tuple(input.shape)}; give start_dim <= "
+                           "end_dim")
     if input.ndim == 0:
         return reshape(input, 1)
-    start, end = (d % input.ndim for d in (start_dim, end_dim))
     shape = input.shape
     n = 1
     for s in shape[start:end + 1]:
@@ -181,10 +187,13 @@ def flatten(input, start_dim=0, end_dim=-1):
 def permute(input, *dims):
     """The dims reordered: dim i of the result is dim ``dims[i]`` of the input."""
     dims = _shape_arg(dims)
-    if sorted(d % builtins.max(input.ndim, 1) for d in dims) != list(range(input.ndim)):
-        raise RuntimeError(f"permute: dims {dims} are not a permutation of the "
-                           f"{input.ndim} dims of a tensor of shape {tuple(input.shape)}")
-    return Permute.apply(input, dims=tuple(d % input.ndim for d in dims))
+    if len(dims) == input.ndim:
+        # each dim in range (an IndexError, as PyTorch's), not wrapped around
+        axes = tuple(normalize_dim("permute", d, input.ndim)[0] for d in dims)
+        if sorted(axes) == list(range(input.ndim)):
+            return Permute.apply(input, dims=axes)
+    raise RuntimeError(f"permute: dims {dims} are not a permutation of the "
+                       f"{input.ndim} dims of a tensor of shape {tuple(input.shape)}")
 
 
 def transpose(input, dim0, dim1):

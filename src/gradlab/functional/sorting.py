@@ -10,7 +10,8 @@ from .shape import gather, getitem
 
 class ArgSort(Function):
     """int64 indices that sort x along ``axis``; ties keep their order ascending (a stable
-    sort) and come reversed descending. NaN sorts as the largest value, as in PyTorch."""
+    sort) and come reversed descending (the ascending order read backwards; gl.onnx.export
+    writes the same). NaN sorts as the largest value, as in PyTorch."""
     differentiable = False
 
     def forward(ctx, x, axis, descending):
@@ -21,6 +22,26 @@ class ArgSort(Function):
         return order.astype("int64", copy=False)
 
 
+class StableArgSortDescending(Function):
+    """int64 indices that sort x along ``axis`` from the largest down, ties in their order
+    in x (``stable=True``, as PyTorch's), NaN first. Reversing x puts each run of ties in
+    reverse, so the stable ascending order of reversed x, read backwards, has them in x's
+    order; position p of reversed x is n - 1 - p of x. (ONNX's TopK with largest=1 is this
+    order: gl.onnx.export writes it so.)"""
+    differentiable = False
+
+    def forward(ctx, x, axis):
+        xp = ctx.xp
+        order = xp.argsort(xp.flip(x, axis), axis=axis, kind="stable")
+        return (x.shape[axis] - 1 - xp.flip(order, axis)).astype("int64", copy=False)
+
+
+def _order(input, axis, descending, stable):
+    if descending and stable:
+        return StableArgSortDescending.apply(input, axis=axis)
+    return ArgSort.apply(input, axis=axis, descending=bool(descending))
+
+
 def _axis(op, input, dim):
     if input.ndim == 0:
         normalize_dim(op, dim, 0)
@@ -29,20 +50,21 @@ def _axis(op, input, dim):
 
 
 def argsort(input, dim=-1, descending=False, stable=False):
-    """Indices that sort ``input`` along ``dim`` (``stable`` is accepted: the ascending sort
-    is stable anyway)."""
+    """Indices that sort ``input`` along ``dim``. Ties keep their order in ``input`` ascending
+    (always) and descending with ``stable=True``; descending without it they come reversed."""
     axis = _axis("argsort", input, dim)
     if axis is None:
         return input.long() * 0
-    return ArgSort.apply(input, axis=axis, descending=bool(descending))
+    return _order(input, axis, descending, stable)
 
 
 def sort(input, dim=-1, descending=False, stable=False):
-    """(values, indices) of ``input`` sorted along ``dim``; the values carry the gradient."""
+    """(values, indices) of ``input`` sorted along ``dim``; the values carry the gradient.
+    Ties are ordered as by ``argsort``."""
     axis = _axis("sort", input, dim)
     if axis is None:
         return ValuesIndices(input * 1, input.long() * 0)
-    order = ArgSort.apply(input, axis=axis, descending=bool(descending))
+    order = _order(input, axis, descending, stable)
     return ValuesIndices(gather(input, axis, order), order)
 
 

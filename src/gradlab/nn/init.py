@@ -8,6 +8,7 @@ fan_out = out * prod(k).
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -104,15 +105,30 @@ def xavier_normal_(tensor, gain=1.0, generator=None):
     return normal_(tensor, 0.0, gain * math.sqrt(2.0 / (fan_in + fan_out)), generator)
 
 
+def _no_elements(tensor):
+    """True, with PyTorch's warning, for a tensor of no elements: its fan may be 0, and
+    there is nothing to fill."""
+    if tensor.numel() == 0:
+        warnings.warn("Initializing zero-element tensors is a no-op", stacklevel=3)
+        return True
+    return False
+
+
 def kaiming_uniform_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
     """He: U(-bound, bound), bound = gain * sqrt(3 / fan), gain = calculate_gain(
-    nonlinearity, a) and fan = fan_in or fan_out per ``mode``."""
+    nonlinearity, a) and fan = fan_in or fan_out per ``mode``. A tensor of no elements is
+    left as it is, with a warning (as PyTorch)."""
+    if _no_elements(tensor):
+        return tensor
     bound = calculate_gain(nonlinearity, a) * math.sqrt(3.0 / _fan(tensor, mode))
     return uniform_(tensor, -bound, bound, generator)
 
 
 def kaiming_normal_(tensor, a=0, mode="fan_in", nonlinearity="leaky_relu", generator=None):
-    """He: N(0, std^2), std = gain / sqrt(fan)."""
+    """He: N(0, std^2), std = gain / sqrt(fan); a tensor of no elements as in
+    kaiming_uniform_."""
+    if _no_elements(tensor):
+        return tensor
     std = calculate_gain(nonlinearity, a) / math.sqrt(_fan(tensor, mode))
     return normal_(tensor, 0.0, std, generator)
 

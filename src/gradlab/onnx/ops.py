@@ -139,6 +139,18 @@ def _clamp(g, c):
     return g.op("Clip", c.input("x"), *bounds)
 
 
+@emits(E.ClampTensor)
+def _clamp_tensor(g, c):
+    # Max then Min: the forward's maximum(x, lo), then minimum(., hi)
+    dtype = c.out.dtype
+    out = c.input("x", dtype)
+    if c["lo"] is not None:
+        out = g.op("Max", out, c.input("lo", dtype))
+    if c["hi"] is not None:
+        out = g.op("Min", out, c.input("hi", dtype))
+    return out
+
+
 @emits(E.Where)
 def _where(g, c):
     dtype = c.out.dtype
@@ -425,6 +437,15 @@ def _argsort(g, c):
         order = g.op("Slice", order, *(g.const(hint, [v], dtype=np.int64) for hint, v in (
             ("starts", -1), ("ends", INT64_MIN), ("axes", axis), ("steps", -1))))
     return order
+
+
+@emits(Sorting.StableArgSortDescending)
+def _stable_argsort_descending(g, c):
+    # TopK with largest=1 breaks ties by the lower index too: the stable descending order
+    axis = int(c["axis"])
+    x = c.input("x")
+    k = g.op("Shape", x, start=axis, end=axis + 1)
+    return g.op_outputs("TopK", 2, x, k, axis=axis, largest=1, sorted=1)[1]
 
 
 @emits(S.Reshape)
