@@ -15,6 +15,7 @@ import pytest
 
 import gradlab as gl
 from gradlab.train import compile_step
+from tests.train.compiled_runs import eager_step
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not gl.cuda.is_available(),
@@ -413,15 +414,10 @@ def _held_grads_run(compiled, hold, rows=(32,)):
     model = _model()
     opt = gl.optim.SGD(model.parameters(), lr=0.1)
     loss_fn = gl.nn.CrossEntropyLoss()
-    step = compile_step(model, loss_fn, opt) if compiled else None
+    step = compile_step(model, loss_fn, opt) if compiled else eager_step(model, loss_fn, opt)
     kept = []
     for x, y in _batches(2 * STEPS, rows=rows):
-        if compiled:
-            step(x, y)
-        else:
-            opt.zero_grad()
-            loss_fn(model(x), y).backward()
-            opt.step()
+        step(x, y)
         params = list(model.parameters())
         if hold == "last array":
             kept.append([params[-1].grad.data[...]])
@@ -468,16 +464,12 @@ def test_an_optimizer_with_its_own_zero_grad_replays_ungraphed():
         model = _model()
         opt = _KeepingZeroGrad(model.parameters(), lr=0.1)
         loss_fn = gl.nn.CrossEntropyLoss()
-        step = compile_step(model, loss_fn, opt) if compiled else None
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            eager_step(model, loss_fn, opt)
         same = []
         for x, y in _batches(STEPS):
             before = model[0].weight.grad
-            if compiled:
-                step(x, y)
-            else:
-                opt.zero_grad()
-                loss_fn(model(x), y).backward()
-                opt.step()
+            step(x, y)
             same.append(before is model[0].weight.grad)
         runs.append((same, [p.grad.cpu().numpy() for p in model.parameters()]))
     assert runs[0][0] == runs[1][0] and runs[0][0][1:] == [True] * (STEPS - 1)
@@ -540,14 +532,10 @@ def test_a_leaf_outside_the_optimizer_replays_ungraphed_and_accumulates():
         first = model[0].weight
         opt = gl.optim.SGD([p for p in model.parameters() if p is not first], lr=0.05)
         loss_fn = gl.nn.CrossEntropyLoss()
-        step = compile_step(model, loss_fn, opt) if compiled else None
+        step = compile_step(model, loss_fn, opt) if compiled else \
+            eager_step(model, loss_fn, opt)
         for x, y in batches:
-            if compiled:
-                step(x, y)
-            else:
-                opt.zero_grad()
-                loss_fn(model(x), y).backward()
-                opt.step()
+            step(x, y)
         grads.append(first.grad.cpu().numpy())
     np.testing.assert_array_equal(*grads)
     info = step.info()
