@@ -194,6 +194,8 @@ FORWARDS = {
     "sin-cos-neg-sign": (lambda m, x: -x.sin() * x.cos() + x.sign() + x.floor(), (6,)),
     "where-maximum": (lambda m, x: gl.where(x > 0, gl.maximum(x, m.w), gl.minimum(-x, m.w)),
                       (6,)),
+    "std": (lambda m, x: x.std(dim=1, keepdim=True) + x.std(dim=1, correction=0)[:, None] +
+            x, (6,)),
     "clamp-tensor-bounds": (lambda m, x: x.clamp(min=-m.w.abs(), max=m.w.abs()) +
                             x.clamp(max=m.w) * 2, (6,)),
     "masks": (lambda m, x: ((x >= 0) & (x < 1) | (x == 2)).float() + (x != 0.5).float() +

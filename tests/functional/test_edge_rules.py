@@ -113,6 +113,17 @@ def test_var_and_std_of_one_sample_have_nan_gradients(shape, dim, device):
         assert np.isnan(out).all() and grad.shape == a.shape and np.isnan(grad).all()
 
 
+def test_std_of_a_constant_slice_has_a_zero_gradient(device):
+    # d std / dx = (x - mean) / ((N - 1) std): 0 / 0 over a constant slice, where PyTorch
+    # gives 0 (sqrt's inf times var's 0 gave NaN); the other row as the formula
+    a = np.array([[2.0, 2.0, 2.0], [1.0, 2.0, 6.0]])
+    out, grad = _grads(lambda x: gl.std(x, 1), device, a)
+    s = np.sqrt(((a[1] - 3.0) ** 2).sum() / 2)
+    np.testing.assert_allclose(out, [0.0, s])
+    assert grad[0].tolist() == [0.0, 0.0, 0.0]
+    np.testing.assert_allclose(grad[1], (a[1] - 3.0) / (2 * s), rtol=1e-12)
+
+
 def test_var_without_degrees_of_freedom_divides_by_zero(device):
     # correction = N: sum / 0 is inf, and its gradient 2 / 0 * (x - mean) is +-inf (as PyTorch)
     out, grad = _grads(lambda x: gl.var(x, 0, correction=4), device, [1.0, 2.0, 3.0, 4.0])

@@ -85,6 +85,28 @@ class Var(Function):
         return g * scale * centered
 
 
+class Std(Var):
+    """sqrt(var), with PyTorch's gradient g * (x - mean) / ((N - correction) * std): 0 where
+    std is 0 (a constant slice), where sqrt's inf times var's 0 would give NaN; NaN where
+    there are no degrees of freedom, as var's."""
+
+    def forward(ctx, x, axes, keepdim, correction):
+        out = ctx.xp.sqrt(Var.forward(ctx, x, axes, keepdim, correction))
+        ctx.std = out if keepdim or not axes else ctx.xp.expand_dims(out, axes)
+        return out
+
+    def backward(ctx, g):
+        xp = ctx.xp
+        centered, = ctx.saved_tensors
+        g = _expand_back(xp, g, centered.shape, ctx.axes, ctx.keepdim)
+        grad = g * centered / (ctx.denom * ctx.std)
+        return xp.where(ctx.std == 0, xp.zeros((), grad.dtype), grad)
+
+    def release(self):
+        super().release()
+        self.std = None
+
+
 class _Extreme(Function):
     """max/min. Over all elements the gradient is shared evenly among ties (as PyTorch);
     along a dim it goes to the index reported."""
@@ -316,8 +338,11 @@ def var(input, dim=None, unbiased=True, keepdim=False, *, correction=None):
 
 
 def std(input, dim=None, unbiased=True, keepdim=False, *, correction=None):
-    """Standard deviation, sqrt(var)."""
-    return var(input, dim, unbiased, keepdim, correction=correction).sqrt()
+    """Standard deviation, sqrt(var); its gradient is 0 over a constant slice, as PyTorch's."""
+    if correction is None:
+        correction = 1 if unbiased else 0
+    return Std.apply(input, axes=normalize_dim("std", dim, input.ndim), keepdim=keepdim,
+                     correction=correction)
 
 
 def _extreme(cls, op, input, dim, keepdim):

@@ -403,6 +403,11 @@ def _var(g, c):
     return g.op("Mul", square_mean, c.scalar(n / (n - c["correction"])))
 
 
+@emits(R.Std)
+def _std(g, c):
+    return g.op("Sqrt", _var(g, c))
+
+
 @emits(R.ArgExtreme)
 def _arg_extreme(g, c):
     x, axis = c.input("x"), c["axis"]
