@@ -352,9 +352,9 @@ class CompiledStep:
                 items = d[kind]
                 sig.append(tuple(items))
                 sig.append(tuple(map(id, items.values())))
-            sig.append(tuple((k, _setting_value(v)) for k, v in d.items()
-                             if k[0] != "_" and k != "training"
-                             and _setting_value(v) is not _OTHER))
+            settings = [(k, _setting_value(v)) for k, v in d.items()
+                        if k[0] != "_" and k != "training"]
+            sig.append(tuple(kv for kv in settings if kv[1] is not _OTHER))
             # Plain tensor attributes (not parameters or buffers): a recording holds the
             # array of the one it saw, so another tensor in its place must record again.
             sig.append(tuple((k, id(v._data)) for k, v in d.items() if isinstance(v, Tensor)))
@@ -520,13 +520,7 @@ def _read_places(loss_fn, modules):
                 isinstance(getattr(owner, "__dict__", None), dict):
             attrs.append((owner.__dict__, None))
         if isinstance(fn, types.FunctionType):
-            for cell in fn.__closure__ or ():
-                try:
-                    value = cell.cell_contents
-                except ValueError:  # a cell not assigned yet
-                    continue
-                if _own_callable(value):
-                    todo.append(value)
+            todo += [v for v in map(_cell_value, fn.__closure__ or ()) if _own_callable(v)]
     for fn in {id(f): f for f in functions}.values():
         if isinstance(fn, types.FunctionType):
             cells += fn.__closure__ or ()
@@ -566,13 +560,15 @@ def _own_callable(value):
     return isinstance(where, str) and not where.startswith(("gradlab.", "builtins"))
 
 
+def _cell_value(cell):
+    try:
+        return cell.cell_contents
+    except ValueError:  # a cell not assigned yet
+        return _OTHER
+
+
 def _read_values(cells, names, attrs):
-    values = []
-    for cell in cells:
-        try:
-            values.append(cell.cell_contents)
-        except ValueError:  # a cell not assigned yet
-            values.append(_OTHER)
+    values = [_cell_value(cell) for cell in cells]
     values += [glob.get(n, _OTHER) for glob, n in names]
     for d, keys in attrs:  # (keys: those to read, or None for every public one)
         if keys is None:
