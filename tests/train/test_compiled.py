@@ -662,6 +662,33 @@ class _CountsMaskedRows(gl.nn.Module):
         return h * (1.0 + picked.shape[0] / 32)   # len(x[mask]) is a count of values
 
 
+class _Reseeds(gl.nn.Module):
+    """Dropout from a seed set in forward: eager draws the same mask at every step."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.fc = gl.nn.Linear(4, 3)
+        self.drop = gl.nn.Dropout(0.5)
+        self.how = how
+        self.gen = gl.Generator().manual_seed(1)
+        self.start = self.gen.get_state()
+
+    def forward(self, x):
+        if self.how == "manual_seed":
+            gl.manual_seed(7)
+        elif self.how == "generator":
+            self.gen.manual_seed(7)
+        else:  # a Generator's state restored: the same noise at every step
+            self.gen.set_state(self.start)
+        noise = gl.randn(*x.shape, generator=self.gen)
+        return self.drop(self.fc(x + 0.1 * noise))
+
+
+@pytest.mark.parametrize("how", ["manual_seed", "generator", "set_state"])
+def test_a_step_that_reseeds_runs_eagerly(how):
+    test_untraceable_steps_run_eagerly_with_a_warning(lambda: _Reseeds(how), "reseeds")
+
+
 @pytest.mark.parametrize("cls, reason", [
     (_SharesByDLPack, "__dlpack__"),
     (_Prints, "repr()"),

@@ -82,6 +82,9 @@ class RandomState(threading.local):
         self.reseed(RandomState.default_seed)
 
     def reseed(self, seed):
+        # Counted (per thread, as the state is) so that the compiled step can tell that a
+        # step it recorded reseeded: a replay runs no Python between ops, so it would not.
+        self.restarts = getattr(self, "restarts", 0) + 1
         self.seed = int(seed)
         self.generator = self._make_generator(self.seed)
         # Counter-based stream for dropout: the key is derived from the seed, the offset
@@ -102,6 +105,7 @@ class RandomState(threading.local):
                 "philox_offset": self.philox_offset}
 
     def set_state(self, state):
+        self.restarts += 1
         self.seed = state["seed"]
         self.generator = self._make_generator(self.seed)
         self.generator.bit_generator.state = state["generator"]

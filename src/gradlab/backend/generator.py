@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+# manual_seed / set_state calls of every Generator: the compiled step compares the count before
+# and after a recording, since a replay would not make them again (one count for all
+# generators: it cannot know which ones the step uses).
+restarts = [0]
+
 
 class Generator:
     """A seeded CPU random stream of its own: ``gl.Generator().manual_seed(42)``.
@@ -23,6 +28,7 @@ class Generator:
         """Restart the stream from ``seed``; returns the generator, as PyTorch's does."""
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise TypeError(f"Generator.manual_seed needs an int, got {seed!r}")
+        restarts[0] += 1
         self._seed = int(seed) % 2**64
         self._rng = np.random.default_rng(self._seed)
         return self
@@ -39,6 +45,7 @@ class Generator:
         return self._rng.bit_generator.state
 
     def set_state(self, state):
+        restarts[0] += 1
         self._rng.bit_generator.state = state
         return self
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import threading
 
+from . import generator
 from .base import Device, RandomState
 from .numpy_backend import NumpyBackend
 
@@ -106,6 +107,12 @@ def cpu_backend():
 
 def loaded_backends():
     return [_cpu, *_cuda_backends.values()]
+
+
+def random_restarts():
+    """How often, so far, a random stream this thread draws from was reseeded or had its
+    state set (every backend's, and every gl.Generator's): a count to compare, not to read."""
+    return sum(b.random.restarts for b in loaded_backends()) + generator.restarts[0]
 
 
 def manual_seed(seed: int):

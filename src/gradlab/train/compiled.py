@@ -40,8 +40,9 @@ and a module read this way is guarded as the model's are (its settings, buffers,
 value read elsewhere (a dict entry, a list, a helper's globals, a module's private
 attribute) is not seen: keep such a value in a tensor updated in place (a replay reads the
 array), or call ``step.reset()`` after changing it. Python-side randomness or state in
-``forward`` (``random.random()``, a call counter, ``gl.manual_seed``) is not seen either: a
-replay repeats the recording's branch. Guarded values that change before every replay could
+``forward`` (``random.random()``, a call counter) is not seen either: a replay repeats the
+recording's branch. (A reseed during the step, ``gl.manual_seed`` in ``forward``, is seen:
+the step runs eagerly.) Guarded values that change before every replay could
 run (a tensor the loss stores on itself at each call) would record at every step, which
 costs more than eager: after ``_RESTLESS`` such drops in a row the step runs eagerly, with
 one warning, until ``reset()``.
@@ -64,6 +65,7 @@ from ..autograd.tape import Recording, constants_current, recording
 from ..autograd.tensor import Tensor, structure_version
 from ..backend import determinism
 from ..backend.base import GraphCaptureUnsupported
+from ..backend.registry import random_restarts
 from ..nn.module import Module, mode_version
 from ..nn.utils import clip_grad_norm_, clip_grad_value_
 from ..optim.optimizer import Optimizer
@@ -137,6 +139,7 @@ class CompiledStep:
         self._modes = None        # (mode_version, every module's training flag), as read
         self._pending = None
         self._recording = None
+        self._restarts = None     # random_restarts() when the recording in progress began
         self._warned = set()
         self._graphs = _CudaGraphs(self._warned, optimizer)
         self._optimizer_fast = None  # the optimizer's prepared step, once it has one
@@ -195,6 +198,10 @@ class CompiledStep:
                 self._recording = None
                 with recording(rec, "backward"):
                     objective.backward()
+                if random_restarts() != self._restarts:
+                    rec.fail("the step reseeds a random generator (gl.manual_seed, or a "
+                             "Generator's manual_seed or set_state, in forward or the loss); "
+                             "a replay would not, and its dropout would draw other masks")
                 self._finish_recording(entry, rec)
             else:
                 objective.backward()
@@ -261,6 +268,7 @@ class CompiledStep:
         started = time.perf_counter()
         known = [t for t in self._known() if t is not None]
         rec = Recording([x, y], known, x._backend.ndarray)
+        self._restarts = random_restarts()
         with recording(rec, "forward"):
             out = self.model(x)
             loss = self.loss_fn(out, y)
