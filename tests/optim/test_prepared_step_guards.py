@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import gradlab as gl
+from gradlab.optim.optimizer import _step_methods
 from gradlab.train import compile_step
 from tests.train.compiled_runs import eager_step
 
@@ -224,6 +225,33 @@ def test_a_subclass_overriding_a_step_method_is_not_bypassed(make, device):
     assert opt._prepared_step() is None
 
 
+@pytest.mark.parametrize("where", ["own-class", "base-class"])
+@pytest.mark.parametrize("make", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_a_step_method_patched_on_the_class_after_preparing_is_not_bypassed(make, where,
+                                                                           device,
+                                                                           monkeypatch):
+    plain = gl.optim.Optimizer._with_grads
+
+    def halved(group):
+        ps, pa, ga = plain(group)
+        for g in ga:
+            g *= 0.5
+        return ps, pa, ga
+
+    def patch(opt, model):
+        cls = type(opt) if where == "own-class" else gl.optim.Optimizer
+        monkeypatch.setattr(cls, "_with_grads", staticmethod(halved))
+
+    eager = _run(False, make, patch, device, setup=lambda opt, model: monkeypatch.undo())
+    monkeypatch.undo()
+    unpatched = _run(False, make, _unchanged, device)
+    compiled = _run(True, make, patch, device, setup=lambda opt, model: monkeypatch.undo())
+    for a, b, c in zip(eager[0], compiled[0], unpatched[0]):
+        assert np.array_equal(a, b)
+        assert not np.array_equal(a, c)  # (the patch changed the steps after it)
+    assert compiled[4] > 0  # the model's replay ran on; the optimizer's step() did the rest
+
+
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_a_step_that_raises_counts_as_eager_does(name, device):
     lrs = {}
@@ -292,6 +320,8 @@ def test_step_path_lists_each_method_step_runs_that_the_prepared_step_does_not(m
                 return _fn(*args, **kwargs)
             monkeypatch.setattr(cls, name, staticmethod(noted)
                                 if isinstance(value, staticmethod) else noted)
+    # (as if the class had been defined with the noting methods: patched ones decline)
+    monkeypatch.setattr(type(opt), "_defined_step", _step_methods(type(opt)))
     for k in range(2):
         for p in model.parameters():
             p.grad = gl.full(p.shape, 0.1 * (k + 1))

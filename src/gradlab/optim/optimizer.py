@@ -85,6 +85,10 @@ class Optimizer:
     """Base class. ``params`` is an iterable of Parameters, or of dicts (parameter groups)
     each holding ``params`` and any per-group overrides of ``defaults``."""
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls._defined_step = _step_methods(cls)
+
     def __init__(self, params, defaults):
         self.defaults = dict(defaults)
         self.state = defaultdict(dict)
@@ -208,7 +212,8 @@ class Optimizer:
         prepare again). None where there is no prepared form: a group's optimizer has none,
         or ``step()`` would run a method of ``_step_path`` that the prepared form does not
         answer for (a subclass's own ``_step_group`` or ``_backend_step``, a ``step``
-        wrapped on the instance)."""
+        wrapped on the instance, one of them patched on a class since it was defined:
+        checked at every call too)."""
         cls = type(self)
         mro = cls.__mro__
         # The class that answers for the prepared form: the nearest one that wrote it or
@@ -216,9 +221,12 @@ class Optimizer:
         answers = next(i for i, c in enumerate(mro)
                        if "_prepare_group" in c.__dict__ or "_step_path" in c.__dict__)
         attrs = self.__dict__
-        for name in cls._step_path:
+        path, defined = cls._step_path, cls._defined_step
+        for name in path:
             if name in attrs or any(name in c.__dict__ for c in mro[:answers]):
                 return None
+        if _step_methods(cls) != defined:
+            return None  # a method of the step patched on a class after it was defined
         state, groups = self.state, self.param_groups
         names = frozenset(attrs)  # an attribute set later (opt.step = ...) declines
         checks, runs = [], []
@@ -238,6 +246,9 @@ class Optimizer:
             if self.state is not state or self.param_groups is not groups or \
                     len(groups) != n_groups or attrs.keys() != names:
                 return False
+            for name, method in zip(path, defined):
+                if getattr(cls, name) is not method:
+                    return False
             for now, (group, params, n, ready) in zip(groups, checks):
                 if now is not group or group["params"] is not params or len(params) != n or \
                         not ready():
@@ -449,3 +460,11 @@ def _state_value(p, name, v):
         host = be.to_numpy(arr) if be is not None else arr
         return p._backend.asarray(host, dtype=p.dtype).copy()
     return v
+
+
+def _step_methods(cls):
+    """The functions ``step()`` of ``cls`` runs (``_step_path``), as they are now."""
+    return tuple([getattr(cls, name, None) for name in cls._step_path])
+
+
+Optimizer._defined_step = _step_methods(Optimizer)
