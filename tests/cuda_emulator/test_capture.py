@@ -171,3 +171,19 @@ def test_cublas_products_are_refused_while_capturing(stream, product):
         graph = stream.end_capture()
     graph.launch()
     np.testing.assert_array_equal(y.get(), 2 * np.ones((3, 4), np.float32))
+
+
+@pytest.mark.parametrize("join", ["concatenate", "stack", "hstack", "vstack"])
+def test_joining_more_than_eight_arrays_during_a_capture_is_a_host_copy(stream, join):
+    # CuPy's _concatenate_single_kernel (over 8 arrays of one dtype) uploads a pointer table
+    parts = [cp.full(3, k, dtype=np.float32) for k in range(9)]
+    fn = getattr(cp, join)
+    with stream:
+        stream.begin_capture()
+        joined = fn(parts[:8])  # one copy per array: captured
+        with pytest.raises(cp.cuda.runtime.CUDARuntimeError, match="pointers"):
+            fn(parts)
+        with pytest.raises(cp.cuda.runtime.CUDARuntimeError, match="Invalidated"):
+            stream.end_capture()
+    assert fn(parts).shape == getattr(np, join)([p.get() for p in parts]).shape
+    assert joined.size == 24

@@ -391,6 +391,53 @@ def test_bad_target_raises_the_eager_error_after_the_launch(loss):
     assert step.info()["graphed"] == STEPS - 1
 
 
+class _Pieces(gl.nn.Module):
+    """A forward that joins more than 8 pieces: CuPy joins that many with one kernel whose
+    pointer table it copies from the host, which a capture must not do."""
+
+    def __init__(self, join):
+        super().__init__()
+        gl.manual_seed(0)
+        self.fc = gl.nn.Linear(4, 12)
+        self.out = gl.nn.Linear(12, 3)
+        self.join = join
+
+    def forward(self, x):
+        h = self.fc(x)
+        cols = [h[:, k:k + 1] for k in range(12)]
+        if self.join == "cat":
+            h = gl.cat(cols[::-1], dim=1)
+        else:
+            h = gl.stack([c[:, 0] for c in cols], dim=1)
+        return self.out(h.tanh())
+
+
+@pytest.mark.parametrize("join", ["cat", "stack"])
+def test_a_join_of_many_tensors_is_graphed(join):
+    _assert_equal_runs(_batches(STEPS), lambda p: gl.optim.Adam(p, lr=1e-2),
+                       gl.nn.CrossEntropyLoss(), graphed=STEPS - 3,
+                       make_model=lambda: _Pieces(join).to("cuda"))
+
+
+def test_more_than_eight_target_checks_are_graphed_and_the_first_bad_one_raises():
+    # Each cross-entropy leaves a flag; a capture gathers them into one device array.
+    def loss_fn(out, y):
+        return sum(gl.nn.functional.cross_entropy(out * (1 + k / 10), y) for k in range(10))
+
+    batches = _batches(STEPS)
+    _assert_equal_runs(batches, lambda p: gl.optim.SGD(p, lr=0.05), loss_fn,
+                       graphed=STEPS - 3)
+    model = _model()
+    step = compile_step(model, loss_fn, gl.optim.SGD(model.parameters(), lr=0.05))
+    for x, y in batches:
+        step(x, y)
+    bad_y = batches[0][1].cpu().numpy().copy()
+    bad_y[3] = 9
+    with pytest.raises(IndexError, match="9"):
+        step(batches[0][0], gl.tensor(bad_y, device="cuda"))
+    assert step.info()["graphed"] == STEPS - 2
+
+
 def test_outputs_are_fresh_arrays_not_the_graph_buffers():
     batches = _batches(STEPS)
     model = _model()

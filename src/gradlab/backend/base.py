@@ -166,6 +166,14 @@ class Backend:
         """a @ b of two matrices of this backend (the 2-D products of matmul and linear)."""
         raise NotImplementedError
 
+    def concatenate(self, arrays, axis):
+        """The arrays joined along ``axis`` (Cat's forward)."""
+        return self.xp.concatenate(arrays, axis=axis)
+
+    def stack(self, arrays, axis):
+        """The arrays stacked along a new ``axis`` (Stack's forward)."""
+        return self.xp.stack(arrays, axis=axis)
+
     def check(self, bad, error):
         """Raise ``error(i)``, i the flat index of the first true element of the bool array
         ``bad``, if there is one. (The CUDA backend, inside a graph capture, reads it after

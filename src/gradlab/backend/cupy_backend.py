@@ -39,7 +39,7 @@ class DeferredChecks:
         """One device array of every flag (a copy kernel inside the capture), or None."""
         if self.pending:
             flags = [f for f, _, _ in self.pending]
-            self.flags = flags[0] if len(flags) == 1 else cupy.concatenate(flags)
+            self.flags = flags[0] if len(flags) == 1 else _capturable_concatenate(flags, 0)
         return self.flags
 
     def raise_first(self):
@@ -51,6 +51,23 @@ class DeferredChecks:
         for (_, limit, builder), value in zip(self.pending, values):
             if int(value) < limit:
                 raise builder(int(value))
+
+
+# CuPy joins more than this many arrays of one dtype with one kernel that reads their
+# pointers from a table it copies from host memory (_concatenate_single_kernel): a copy a
+# capturing stream must not make, so a capture joins them in groups of at most this many,
+# each an elementwise copy per array. The bytes are the same either way.
+_CONCAT_ONE_COPY_EACH = 8
+
+
+def _capturable_concatenate(arrays, axis):
+    """``cupy.concatenate(arrays, axis)``, made only of device-side copies."""
+    arrays = list(arrays)
+    while len(arrays) > _CONCAT_ONE_COPY_EACH:
+        step = _CONCAT_ONE_COPY_EACH
+        arrays = [cupy.concatenate(arrays[i:i + step], axis=axis)
+                  for i in range(0, len(arrays), step)]
+    return cupy.concatenate(arrays, axis=axis)
 
 
 class GraphRandom:
@@ -219,6 +236,24 @@ class CupyBackend(Backend):
     def cuda_graph(self):
         """A new, empty CudaGraph on this device (see CudaGraph)."""
         return CudaGraph(self)
+
+    def concatenate(self, arrays, axis):
+        with self._cuda_device:
+            if len(arrays) > _CONCAT_ONE_COPY_EACH and \
+                    cupy.cuda.get_current_stream().is_capturing():
+                return _capturable_concatenate(arrays, axis)
+            return cupy.concatenate(arrays, axis=axis)
+
+    def stack(self, arrays, axis):
+        with self._cuda_device:
+            if len(arrays) > _CONCAT_ONE_COPY_EACH and \
+                    cupy.cuda.get_current_stream().is_capturing() and \
+                    len({a.shape for a in arrays}) == 1:  # (else cupy.stack's own error)
+                ndim = arrays[0].ndim + 1
+                if -ndim <= axis < ndim:
+                    return _capturable_concatenate(
+                        [cupy.expand_dims(a, axis) for a in arrays], axis)
+            return cupy.stack(arrays, axis=axis)
 
     # Up to SMALL_GEMM_MAX multiply-adds (m * n * k), with sums of up to SMALL_GEMM_K_MAX
     # terms, a float32/64 matrix product is gradlab's kernel (kernels/matmul.cu), otherwise

@@ -52,7 +52,7 @@ class Cat(Function):
     def forward(ctx, *arrays, axis):
         ctx.axis = axis
         ctx.sizes = [a.shape[axis] for a in arrays]
-        return ctx.xp.concatenate(arrays, axis=axis)
+        return ctx.backend.concatenate(arrays, axis)
 
     def backward(ctx, g):
         out, start = [], 0
@@ -70,7 +70,7 @@ class Cat(Function):
 class Stack(Function):
     def forward(ctx, *arrays, axis):
         ctx.axis = axis
-        return ctx.xp.stack(arrays, axis=axis)
+        return ctx.backend.stack(arrays, axis)
 
     def backward(ctx, g):
         return tuple(ctx.xp.take(g, i, axis=ctx.axis) if need else None

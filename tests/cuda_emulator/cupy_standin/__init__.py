@@ -208,6 +208,43 @@ def ascontiguousarray(a, dtype=None):
                               lambda: src)
 
 
+# -- joining: CuPy's single-kernel path copies a pointer table from the host ---------------
+def _check_join(name, arrays):
+    """While capturing: refuse what CuPy's ``_concatenate_single_kernel`` would do, a
+    host-to-device copy of the arrays' pointers (more than 8 arrays of one dtype, under 2 MiB
+    each on average)."""
+    if capture.capturing() is None:
+        return
+    arrays = [a for a in arrays]
+    if len(arrays) > 8 and all(type(a) is ndarray for a in arrays) and \
+            len({a.dtype for a in arrays}) == 1 and \
+            sum(a.nbytes for a in arrays) < 2 * 1024 * 1024 * len(arrays):
+        capture.sync(f"cupy.{name} of {len(arrays)} arrays: a host-to-device copy of "
+                     "their pointers")
+
+
+def _joining(name):
+    fn = getattr(_np, name)
+
+    def join(arrays, *args, **kwargs):
+        arrays = list(arrays)
+        _check_join(name, arrays)
+        return _core.call_numpy(fn, (arrays,) + args, kwargs)
+    join.__name__ = join.__qualname__ = name
+    join.__doc__ = f"numpy.{name} on device arrays; see _check_join (CuPy stand-in)."
+    join._numpy = fn
+    return join
+
+
+concatenate = _joining("concatenate")
+concat = _joining("concat") if hasattr(_np, "concat") else None
+stack = _joining("stack")
+hstack = _joining("hstack")
+vstack = _joining("vstack")
+if concat is None:
+    del concat
+
+
 def argsort(a, axis=-1, kind=None):
     """Stable, as CuPy's argsort always is (NumPy's default quicksort is not)."""
     return _core.call_numpy(_np.argsort, (a,), {"axis": axis, "kind": _core.stable_kind(kind)})
