@@ -219,7 +219,8 @@ def mlp_train_step(sizes, batch, device="cpu", check=False, compiled=False, batc
             _close(f"train step {sizes} update bound {k}", np.abs(step).max() <= 1.001e-3, True)
 
     torch_step = None
-    if torch is not None:
+    # (a CPU build of torch has no CUDA: the GPU benchmark's gradlab steps run without it)
+    if torch is not None and (device == "cpu" or torch.cuda.is_available()):
         tmodel = build_mlp(torch, weights, biases, device, batchnorm)
         topt = torch.optim.Adam(tmodel.parameters(), lr=1e-3)
         tx, ty = torch.tensor(x, device=device), torch.tensor(y, device=device)

@@ -178,6 +178,15 @@ def main(argv=None) -> int:
         torch_version = torch.__version__
     except Exception:
         torch_version = "not installed"
+    import numpy
+    print(f"gpu-check: {gpu_name}; CuPy {cupy.__version__}, CUDA runtime "
+          f"{cupy.cuda.runtime.runtimeGetVersion()}, NumPy {numpy.__version__}, torch "
+          f"{torch_version}")
+    if int(cupy.__version__.split(".")[0]) < 14:
+        # The emulated device's stand-in models CuPy 14.2: an older CuPy may promote dtypes
+        # differently (NumPy 2's rules came with 14) or lack what gradlab calls.
+        print(f"gpu-check: WARNING: CuPy {cupy.__version__} is older than the 14.x the "
+              "tests' CuPy stand-in models; failures may come from the version")
     stages = [{"name": "NVRTC compile check", "exit": check_rc, "seconds": check_s}]
 
     remaining = args.budget - (time.monotonic() - start)
