@@ -179,8 +179,10 @@ class NllLoss(Function):
         ctx.reduction, ctx.shape = reduction, x.shape
         if reduction == "mean":
             denom = w.sum()
-            w = w / denom
             loss = loss.sum() / denom
+            # (an ignored row's 0 / 0 would be a nan gradient where every row is ignored;
+            # PyTorch's is 0 there)
+            w = xp.where(valid, w / denom, w)
         elif reduction == "sum":
             loss = loss.sum()
         ctx.save_for_backward(safe, w)

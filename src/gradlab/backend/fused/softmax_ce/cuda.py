@@ -20,7 +20,7 @@ def softmax_cross_entropy(backend, logits, target, weight, ignore_index, label_s
         logits, target, weight, ignore_index, s = checks.softmax_ce_args(
             cupy, logits, target, weight, ignore_index, label_smoothing, reduction)
         loss, grad = _rows(backend, logits, target, weight, ignore_index, s)
-        return reduce_rows(cupy, loss, grad, target, weight, ignore_index, reduction)
+        return reduce_rows(cupy, loss, grad, target, weight, ignore_index, reduction, s)
 
 
 def _rows(backend, logits, target, weight, ignore_index, s):

@@ -209,6 +209,20 @@ def _scale(g, denom):
             g[i, j] = g[i, j] / denom
 
 
+@_inline
+def _no_weight(g, target, ignore_index, s, out):
+    """'mean' where the kept rows weigh 0 in all, after _reduction (reference.reduce_rows'
+    rule, PyTorch's result): the gradient nan on the kept rows, the ignored ones keep their
+    zeros (g / 0 would make those 0 / 0); with label smoothing the loss nan too."""
+    if s != 0:
+        out[()] = np.nan
+    n, c = g.shape
+    for i in range(n):
+        if target[i] != ignore_index:
+            for j in range(c):
+                g[i, j] = np.nan
+
+
 @_jit
 def _whole(x, target, w, ignore_index, s, mode, loss, g, out):
     """Every row on this thread, then the reduction (mode: 0 none, 1 sum, 2 mean) into the
@@ -219,7 +233,10 @@ def _whole(x, target, w, ignore_index, s, mode, loss, g, out):
         denom = np.empty(1, g.dtype)
         _reduction(loss, target, w, ignore_index, mode == 2, out, denom)
         if mode == 2:
-            _scale(g, denom[0])
+            if denom[0] == 0:
+                _no_weight(g, target, ignore_index, s, out)
+            else:
+                _scale(g, denom[0])
     return bad
 
 
@@ -246,6 +263,7 @@ def _scale_part(k, nparts, g_all, denom):
 
 
 _scale_part_kernel = _jit(_scale_part)
+_no_weight_kernel = _jit(_no_weight.py_func)
 
 
 def _kernel(x, target, w, ignore_index, s, mode, loss, grad, out):
@@ -260,7 +278,9 @@ def _kernel(x, target, w, ignore_index, s, mode, loss, grad, out):
     if first == x.shape[0] and mode:
         denom = np.empty(1, x.dtype)
         _reduction(loss, target, w, ignore_index, mode == 2, out, denom)
-        if mode == 2:
+        if mode == 2 and denom[0] == 0:
+            _no_weight_kernel(grad, target, ignore_index, s, out)
+        elif mode == 2:
             run_parts(_scale_part_kernel, nparts, grad, denom)
     return first
 

@@ -13,12 +13,14 @@ import numpy as np
 from ... import checks
 
 
-def reduce_rows(xp, loss, grad, target, weight, ignore_index, reduction):
+def reduce_rows(xp, loss, grad, target, weight, ignore_index, reduction, s=0.0):
     """The reduction of the row losses and their gradient, for the NumPy and CUDA tiers
-    (array module xp; target and weight as softmax_ce_args returns them). 'none': (loss,
-    grad) unchanged; 'sum': (sum_i loss_i as a 0-d array, grad); 'mean': (sum_i loss_i / D,
-    grad / D) with D = sum of w[y_i] over the non-ignored rows (their count when weight is
-    None), in the logits' dtype: PyTorch's rule. No row left: 0 / 0, nan."""
+    (array module xp; target, weight and the label smoothing s as softmax_ce_args returns
+    them). 'none': (loss, grad) unchanged; 'sum': (sum_i loss_i as a 0-d array, grad);
+    'mean': (sum_i loss_i / D, grad / D) with D = sum of w[y_i] over the non-ignored rows
+    (their count when weight is None), in the logits' dtype: PyTorch's rule. With D = 0 (no
+    row left, or only rows of weight 0) the gradient is PyTorch's: 0 on the ignored rows,
+    nan on the kept ones; so is the loss with label smoothing (nan), else sum_i loss_i / 0."""
     if reduction == "none":
         return loss, grad
     if reduction == "sum":
@@ -28,7 +30,18 @@ def reduce_rows(xp, loss, grad, target, weight, ignore_index, reduction):
         denom = valid.sum().astype(loss.dtype)
     else:
         denom = (weight[xp.where(valid, target, 0)] * valid).sum()
-    return xp.asarray(loss.sum() / denom), grad / denom
+    # At D = 0, grad / D made the ignored rows' zeros 0 / 0 and, with label smoothing, the
+    # kept rows +-inf, where PyTorch's gradient is 0 on the former (its backward never writes
+    # them) and nan on the latter: so a divisor per row, D itself whenever D != 0. Chosen
+    # without reading D on the host, which a CUDA graph capture could not do.
+    dt = grad.dtype.type
+    rows = xp.where(denom == 0, xp.where(valid, dt(np.nan), dt(1)), denom)
+    total = loss.sum() / denom
+    if s:
+        # PyTorch adds the smoothing term's mean to (1 - s) times NLL's, each over D: at
+        # D = 0 with weights >= 0 NLL's is 0 / 0, where the sum of both here is x / 0 = inf
+        total = xp.where(denom == 0, dt(np.nan), total)
+    return xp.asarray(total), grad / rows[:, None]
 
 
 def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing,
@@ -36,7 +49,7 @@ def softmax_cross_entropy(logits, target, weight, ignore_index, label_smoothing,
     logits, target, weight, ignore_index, s = checks.softmax_ce_args(
         np, logits, target, weight, ignore_index, label_smoothing, reduction)
     loss, grad = _rows(logits, target, weight, ignore_index, s)
-    return reduce_rows(np, loss, grad, target, weight, ignore_index, reduction)
+    return reduce_rows(np, loss, grad, target, weight, ignore_index, reduction, s)
 
 
 def _rows(logits, target, weight, ignore_index, s):

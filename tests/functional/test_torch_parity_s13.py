@@ -1,0 +1,173 @@
+"""Eager ops where a comparison with PyTorch 2.13 found gradlab apart (session 13): the
+gradient of a 'mean' loss with no weight left, nll_loss on (N, C, d1, ...), integer
+division by zero, rrelu's slope at 0, multi_margin_loss's 'none' shape, reductions over
+dim=(). References are hand-derived numbers or NumPy; the last tests compare with torch
+where it is installed (skipped otherwise)."""
+import math
+
+import numpy as np
+import pytest
+
+import gradlab as gl
+import gradlab.nn as nn
+import gradlab.nn.functional as F
+from gradlab.autograd import gradcheck
+from gradlab.backend.fused.softmax_ce import MAX_CLASSES
+from tests.conftest import to_numpy
+
+# 0 / 0 and x / 0 are what the degenerate 'mean' cases compute
+pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+# Class counts that send the CPU backend's fused softmax-CE to each of its tiers: numba up to
+# MAX_CLASSES, the NumPy reference above (the CUDA device runs its own tier for both).
+NARROW, WIDE = 4, MAX_CLASSES + 6
+# Rows x 10 classes past cpu_threads.PARALLEL_MIN: the numba kernel's parallel path.
+PARALLEL_ROWS = (1 << 16) // 10 + 3
+
+
+def _t(a, device, dtype=gl.float32, grad=False):
+    return gl.tensor(np.asarray(a), dtype=dtype, device=device, requires_grad=grad)
+
+
+def _logits(n, c, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, c)).astype(np.float32)
+
+
+def _ce_grad(device, x, y, **kw):
+    xt = _t(x, device, grad=True)
+    loss = F.cross_entropy(xt, gl.tensor(y, device=device), **kw)
+    loss.backward()
+    return to_numpy(loss), to_numpy(xt.grad)
+
+
+# -- 1. 'mean' over no weight ------------------------------------------------------------------
+@pytest.mark.parametrize("n,c", [(3, NARROW), (3, WIDE), (PARALLEL_ROWS, 10)])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_cross_entropy_mean_of_all_ignored_targets_has_zero_gradient(device, n, c, smoothing,
+                                                                     weighted):
+    # PyTorch: the loss is 0 / 0 = nan, the gradient exactly 0 (its backward writes no row)
+    x = _logits(n, c)
+    w = _t(np.linspace(0.5, 2.0, c), device) if weighted else None
+    loss, grad = _ce_grad(device, x, np.full(n, -100), weight=w, label_smoothing=smoothing)
+    assert np.isnan(loss) and grad.shape == x.shape
+    assert not np.isnan(grad).any() and not grad.any()
+
+
+@pytest.mark.parametrize("n,c", [(3, NARROW), (3, WIDE), (PARALLEL_ROWS, 10)])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_cross_entropy_mean_over_targets_of_weight_zero(device, n, c, smoothing):
+    # Only classes of weight 0 among the kept targets: PyTorch's loss is nan (its NLL term is
+    # 0 / 0) and its gradient nan on the kept rows, 0 on the ignored ones, with or without
+    # label smoothing (where x / 0 would give +-inf)
+    x = _logits(n, c)
+    w = np.ones(c)
+    w[:2] = 0
+    y = np.arange(n) % 2
+    y[::3] = -100
+    loss, grad = _ce_grad(device, x, y, weight=_t(w, device), label_smoothing=smoothing)
+    kept = y != -100
+    assert np.isnan(loss)
+    assert np.isnan(grad[kept]).all()
+    assert not np.isnan(grad[~kept]).any() and not grad[~kept].any()
+
+
+@pytest.mark.parametrize("c", [NARROW, WIDE])
+def test_cross_entropy_mean_elsewhere_is_the_sum_over_the_count(device, c):
+    # The fix leaves every other 'mean' alone: its gradient is the 'sum' one divided by the
+    # number of kept rows, bit for bit, and ignored rows are +0
+    x = _logits(6, c)
+    y = np.array([0, -100, 1, 2, -100, 3])
+    _, g_sum = _ce_grad(device, x, y, reduction="sum")
+    _, g_mean = _ce_grad(device, x, y)
+    assert g_mean.tobytes() == (g_sum / np.float32(4)).tobytes()
+    assert not np.signbit(g_mean[[1, 4]]).any()
+
+
+def test_cross_entropy_sum_and_none_of_all_ignored_targets_are_zeros(device):
+    x, y = _logits(3, NARROW), np.full(3, -100)
+    loss, grad = _ce_grad(device, x, y, reduction="sum")
+    assert loss == 0 and not grad.any()
+    xt = _t(x, device, grad=True)
+    out = F.cross_entropy(xt, gl.tensor(y, device=device), reduction="none")
+    out.sum().backward()
+    assert not to_numpy(out).any() and not to_numpy(xt.grad).any()
+
+
+def test_cross_entropy_mean_all_ignored_in_other_layouts(device):
+    # one row (C,) with a 0-d target, and (N, C, d) with (N, d) targets
+    x = _t(_logits(1, 5)[0], device, grad=True)
+    loss = F.cross_entropy(x, gl.tensor(-100, device=device))
+    loss.backward()
+    assert np.isnan(to_numpy(loss)) and not to_numpy(x.grad).any()
+    x3 = _t(_logits(2, 12).reshape(2, 3, 4), device, grad=True)
+    loss = F.cross_entropy(x3, gl.tensor(np.full((2, 4), 7), device=device), ignore_index=7)
+    loss.backward()
+    assert np.isnan(to_numpy(loss)) and not to_numpy(x3.grad).any()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_nll_loss_mean_of_all_ignored_targets_has_zero_gradient(device, weighted):
+    lp = _t(np.log(np.full((3, 4), 0.25)), device, grad=True)
+    w = _t([1.0, 2.0, 3.0, 4.0], device) if weighted else None
+    loss = F.nll_loss(lp, gl.tensor([-100, -100, -100], device=device), weight=w)
+    loss.backward()
+    assert np.isnan(to_numpy(loss))
+    grad = to_numpy(lp.grad)
+    assert not np.isnan(grad).any() and not grad.any()
+
+
+def test_nll_loss_mean_over_targets_of_weight_zero(device):
+    # PyTorch: -w_y / total = -0 / 0 = nan at each kept row's target, 0 everywhere else
+    lp = _t(np.log(np.full((3, 4), 0.25)), device, grad=True)
+    loss = F.nll_loss(lp, gl.tensor([0, 1, -100], device=device),
+                      weight=_t([0.0, 0.0, 3.0, 4.0], device))
+    loss.backward()
+    assert np.isnan(to_numpy(loss))
+    grad = to_numpy(lp.grad)
+    want_nan = np.zeros((3, 4), bool)
+    want_nan[0, 0] = want_nan[1, 1] = True
+    np.testing.assert_array_equal(np.isnan(grad), want_nan)
+    assert not grad[~want_nan].any()
+
+
+# -- against torch itself, where it is installed -----------------------------------------------
+def _torch():
+    return pytest.importorskip("torch")
+
+
+def _same(got, want):
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, equal_nan=True)
+
+
+@pytest.mark.parametrize("c", [NARROW, WIDE])
+def test_degenerate_means_against_torch(c):
+    torch = _torch()
+    x = _logits(5, c, seed=c)
+    cases = []
+    w0 = np.ones(c, np.float32)
+    w0[:2] = 0
+    for s in (0.0, 0.2):
+        cases.append((np.full(5, -100), None, s))
+        cases.append((np.full(5, -100), np.linspace(0.5, 2, c).astype(np.float32), s))
+        cases.append((np.array([0, 1, -100, 1, 0]), w0, s))
+    for y, w, s in cases:
+        xt = _t(x, "cpu", grad=True)
+        loss = F.cross_entropy(xt, gl.tensor(y), weight=None if w is None else _t(w, "cpu"),
+                               label_smoothing=s)
+        loss.backward()
+        xr = torch.tensor(x, requires_grad=True)
+        ref = torch.nn.functional.cross_entropy(
+            xr, torch.tensor(y), weight=None if w is None else torch.tensor(w),
+            label_smoothing=s)
+        ref.backward()
+        _same(to_numpy(loss), ref.detach().numpy())
+        _same(to_numpy(xt.grad), xr.grad.numpy())
+        if s == 0.0:
+            lp = _t(x, "cpu", grad=True)
+            out = F.nll_loss(lp, gl.tensor(y), weight=None if w is None else _t(w, "cpu"))
+            out.backward()
+            lr = torch.tensor(x, requires_grad=True)
+            torch.nn.functional.nll_loss(
+                lr, torch.tensor(y), weight=None if w is None else torch.tensor(w)).backward()
+            _same(to_numpy(lp.grad), lr.grad.numpy())
