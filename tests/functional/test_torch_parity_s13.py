@@ -131,6 +131,143 @@ def test_nll_loss_mean_over_targets_of_weight_zero(device):
     assert not grad[~want_nan].any()
 
 
+# -- 2. nll_loss on (N, C, d1, ...) ----------------------------------------------------------
+def _nll_nd_reference(lp, y, w, ignore_index):
+    """-w[y] lp[n, y, d...] per position (0 where ignored) and the weight of each position,
+    from NumPy indexing on the class dim 1."""
+    c = lp.shape[1]
+    kept = y != ignore_index
+    safe = np.where(kept, y, 0)
+    picked = np.take_along_axis(lp, safe[:, None], axis=1)[:, 0]
+    wy = (np.ones(c) if w is None else w)[safe] * kept
+    return -picked * wy, wy
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4), (2, 3, 2, 3), (1, 4, 2, 1, 3)])
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_nll_loss_takes_spatial_targets(device, shape, reduction, weighted):
+    rng = np.random.default_rng(sum(shape))
+    lp = rng.standard_normal(shape)
+    c = shape[1]
+    y = rng.integers(0, c, (shape[0],) + shape[2:])
+    y.reshape(-1)[::4] = -1
+    w = rng.random(c) + 0.5 if weighted else None
+    per, wy = _nll_nd_reference(lp, y, w, -1)
+    want = {"none": per, "sum": per.sum(), "mean": per.sum() / wy.sum()}[reduction]
+    wt = _t(w, device, gl.float64) if weighted else None
+    yt = gl.tensor(y, device=device)
+    got = F.nll_loss(_t(lp, device, gl.float64), yt, weight=wt, ignore_index=-1,
+                     reduction=reduction)
+    assert got.shape == np.shape(want)
+    np.testing.assert_allclose(to_numpy(got), want, rtol=1e-12)
+    mod = nn.NLLLoss(weight=wt, ignore_index=-1, reduction=reduction)
+    np.testing.assert_allclose(to_numpy(mod(_t(lp, device, gl.float64), yt)), want,
+                               rtol=1e-12)
+    assert gradcheck(lambda a: F.nll_loss(a, yt, weight=wt, ignore_index=-1,
+                                          reduction=reduction),
+                     [_t(lp, device, gl.float64, grad=True)])
+
+
+def test_nll_loss_spatial_gradient_by_hand(device):
+    # 'mean' of 3 kept positions of weight 1, 2, 2: d/d lp[n, y, d] = -w_y / 5 there, else 0
+    lp = _t(np.zeros((1, 3, 4)), device, gl.float64, grad=True)
+    y = gl.tensor([[0, 2, -100, 2]], device=device)
+    F.nll_loss(lp, y, weight=_t([1.0, 5.0, 2.0], device, gl.float64)).backward()
+    want = np.zeros((1, 3, 4))
+    want[0, 0, 0], want[0, 2, 1], want[0, 2, 3] = -1 / 5, -2 / 5, -2 / 5
+    np.testing.assert_allclose(to_numpy(lp.grad), want, rtol=1e-15)
+
+
+def test_spatial_nll_loss_equals_cross_entropy_of_logits(device):
+    # (N, C, H, W): cross_entropy(x) == nll_loss(log_softmax(x, 1)), as modules too
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 5, 3, 2))
+    y = gl.tensor(rng.integers(0, 5, (2, 3, 2)), device=device)
+    xt = _t(x, device, gl.float64)
+    for reduction in ("none", "mean", "sum"):
+        ce = nn.CrossEntropyLoss(reduction=reduction)(xt, y)
+        nll = nn.NLLLoss(reduction=reduction)(F.log_softmax(xt, 1), y)
+        np.testing.assert_allclose(to_numpy(nll), to_numpy(ce), rtol=1e-12)
+
+
+def test_nll_loss_spatial_target_errors(device):
+    lp = _t(np.zeros((2, 3, 4)), device)
+    with pytest.raises(ValueError, match=r"^nll_loss: target shape \(2, 3\) does not match "
+                                         r"input shape \(2, 3, 4\): expected \(2, 4\) \(the "
+                                         r"input without its class dim 1\)$"):
+        F.nll_loss(lp, gl.zeros(2, 3, dtype=gl.int64, device=device))
+    with pytest.raises(ValueError, match=r"target shape \(2,\) does not match input shape "
+                                         r"\(2, 3, 4\): expected \(2, 4\)"):
+        F.nll_loss(lp, gl.zeros(2, dtype=gl.int64, device=device))
+    with pytest.raises(ValueError, match=r"target shape \(2, 4, 1\) does not match"):
+        nn.NLLLoss()(lp, gl.zeros(2, 4, 1, dtype=gl.int64, device=device))
+    with pytest.raises(IndexError, match=r"^nll_loss: target 3 is out of bounds for 3 "
+                                         r"classes"):
+        F.nll_loss(lp, gl.full((2, 4), 3, dtype=gl.int64, device=device))
+    with pytest.raises(TypeError, match=r"^nll_loss: target has dtype float32"):
+        F.nll_loss(lp, gl.zeros(2, 4, device=device))
+    with pytest.raises(ValueError, match=r"^nll_loss: input must be .* got a 0-d tensor"):
+        F.nll_loss(_t(0.0, device), gl.tensor(0, device=device))
+
+
+def test_nll_loss_spatial_with_no_positions(device):
+    lp = _t(np.zeros((2, 3, 0)), device)
+    y = gl.zeros(2, 0, dtype=gl.int64, device=device)
+    assert F.nll_loss(lp, y, reduction="none").shape == (2, 0)
+    assert np.isnan(to_numpy(F.nll_loss(lp, y)))
+    assert to_numpy(F.nll_loss(lp, y, reduction="sum")) == 0
+
+
+# -- 5. multi_margin_loss's shapes ---------------------------------------------------------------
+def test_multi_margin_loss_none_takes_the_targets_shape(device):
+    # x = (0.1, 0.5, -0.3, 0.2), y = 1: sum_{j != 1} max(0, 1 - 0.5 + x_j) / 4
+    # = (0.6 + 0.2 + 0.7) / 4 = 0.375
+    x = _t([0.1, 0.5, -0.3, 0.2], device, gl.float64)
+    for target, shape in ((gl.tensor(1, device=device), ()),
+                          (gl.tensor([1], device=device), (1,))):
+        out = F.multi_margin_loss(x, target, reduction="none")
+        assert out.shape == shape
+        np.testing.assert_allclose(to_numpy(out), np.full(shape, 0.375), rtol=1e-15)
+        for reduction in ("mean", "sum"):
+            out = F.multi_margin_loss(x, target, reduction=reduction)
+            assert out.shape == () and to_numpy(out) == pytest.approx(0.375, rel=1e-15)
+    # one sample as a (1, C) batch with a 0-d target: (), as PyTorch
+    batch = x.reshape(1, 4)
+    out = F.multi_margin_loss(batch, gl.tensor(1, device=device), reduction="none")
+    assert out.shape == () and to_numpy(out) == pytest.approx(0.375, rel=1e-15)
+    out = nn.MultiMarginLoss(reduction="none")(batch, gl.tensor([1], device=device))
+    assert out.shape == (1,)
+
+
+def test_multi_margin_loss_one_sample_gradient(device):
+    # d/dx_j = 1/4 for the active j != y (all three here), d/dx_y = -3/4
+    x = _t([0.1, 0.5, -0.3, 0.2], device, gl.float64, grad=True)
+    out = F.multi_margin_loss(x, gl.tensor([1], device=device), reduction="none")
+    out.backward(gl.ones(1, dtype=gl.float64, device=device))
+    np.testing.assert_allclose(to_numpy(x.grad), [0.25, -0.75, 0.25, 0.25], rtol=1e-15)
+
+
+def test_multi_margin_loss_of_a_0d_input_is_one_class(device):
+    # C = 1: no j != y, the loss is 0
+    for target, shape in ((gl.tensor(0, device=device), ()), (gl.tensor([0], device=device),
+                                                               (1,))):
+        out = F.multi_margin_loss(_t(0.5, device), target, reduction="none")
+        assert out.shape == shape and not to_numpy(out).any()
+
+
+def test_multi_margin_loss_target_shape_errors(device):
+    with pytest.raises(ValueError, match=r"^multi_margin_loss: target shape \(\) must be "
+                                         r"\(2,\)$"):
+        F.multi_margin_loss(_t(np.zeros((2, 3)), device), gl.tensor(0, device=device))
+    with pytest.raises(ValueError, match=r"^multi_margin_loss: target shape \(1, 1\) must be "
+                                         r"\(1,\) or \(\) \(one sample\)$"):
+        F.multi_margin_loss(_t(np.zeros(3), device), gl.tensor([[1]], device=device))
+    with pytest.raises(ValueError, match=r"^multi_margin_loss: input of shape \(2, 0\) has no "
+                                         r"classes$"):
+        F.multi_margin_loss(_t(np.zeros((2, 0)), device), gl.tensor([0, 0], device=device))
+
+
 # -- against torch itself, where it is installed -----------------------------------------------
 def _torch():
     return pytest.importorskip("torch")
@@ -171,3 +308,23 @@ def test_degenerate_means_against_torch(c):
             torch.nn.functional.nll_loss(
                 lr, torch.tensor(y), weight=None if w is None else torch.tensor(w)).backward()
             _same(to_numpy(lp.grad), lr.grad.numpy())
+
+
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_spatial_nll_loss_against_torch(reduction):
+    torch = _torch()
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 4, 3, 2))
+    y = rng.integers(0, 4, (2, 3, 2))
+    y[0, 1] = -100
+    w = rng.random(4) + 0.5
+    lp = _t(x, "cpu", gl.float64, grad=True)
+    out = F.nll_loss(lp, gl.tensor(y), weight=_t(w, "cpu", gl.float64), reduction=reduction)
+    out.sum().backward()
+    lr = torch.tensor(x, requires_grad=True)
+    ref = torch.nn.functional.nll_loss(lr, torch.tensor(y), weight=torch.tensor(w),
+                                       reduction=reduction)
+    ref.sum().backward()
+    assert out.shape == tuple(ref.shape)
+    np.testing.assert_allclose(to_numpy(out), ref.detach().numpy(), rtol=1e-12)
+    np.testing.assert_allclose(to_numpy(lp.grad), lr.grad.numpy(), rtol=1e-12)

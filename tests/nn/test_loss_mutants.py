@@ -281,9 +281,11 @@ def test_nll_loss_of_one_row():
 def test_nll_loss_errors():
     with pytest.raises(ValueError, match=r"^nll_loss: reduction must be one of"):
         F.nll_loss(_t(LOGP), _t([0, 1, 2], np.int64), reduction="avg")
-    with pytest.raises(ValueError, match=r"^nll_loss: input must be \(N, C\) or \(C,\), got "
-                                         r"shape \(1, 3, 3\)$"):
-        F.nll_loss(_t(LOGP[None]), _t([[0, 1, 2]], np.int64))
+    # (N, C, d1) takes targets (N, d1): (1, 3, 3) with (1, 3) is valid, (3,) is not
+    with pytest.raises(ValueError, match=r"^nll_loss: target shape \(3,\) does not match input "
+                                         r"shape \(1, 3, 3\): expected \(1, 3\) \(the input "
+                                         r"without its class dim 1\)$"):
+        F.nll_loss(_t(LOGP[None]), _t([0, 1, 2], np.int64))
     with pytest.raises(TypeError, match=r"^nll_loss: target has dtype float64"):
         F.nll_loss(_t(LOGP), _t([0.0, 1.0, 2.0]))
     with pytest.raises(ValueError, match=r"^nll_loss: target shape \(2,\) does not match input "

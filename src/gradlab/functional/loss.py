@@ -198,7 +198,10 @@ class NllLoss(Function):
 
 def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     """Negative log-likelihood of log-probabilities ``input`` (N, C) at class ``target`` (N,):
-    loss_i = -w[y_i] input[i, y_i]; 'mean' divides by sum_i w[y_i] (ignored rows excluded)."""
+    loss_i = -w[y_i] input[i, y_i]; 'mean' divides by sum_i w[y_i] (ignored rows excluded).
+    Also (C,) with a 0-d target, and (N, C, d1, ...) with targets (N, d1, ...): the class
+    dim is 1, every position is a row, 'none' keeps the target's shape (PyTorch's
+    NLLLoss2d)."""
     op = "nll_loss"
     _check_reduction(op, reduction)
     if input.ndim == 1:
@@ -213,8 +216,21 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
             if reduction == "none" else \
             nll_loss(sh.reshape(input, (1, -1)), sh.reshape(target, (1,)), weight,
                      ignore_index, reduction)
-    if input.ndim != 2:
-        raise ValueError(f"{op}: input must be (N, C) or (C,), got shape {tuple(input.shape)}")
+    if input.ndim == 0:
+        raise ValueError(f"{op}: input must be (N, C), (C,) or (N, C, d1, ...), got a 0-d "
+                         "tensor")
+    if input.ndim > 2:
+        _check_class_target(op, target, input.shape[1], ignore_index)
+        expected = (input.shape[0],) + tuple(input.shape[2:])
+        if tuple(target.shape) != expected:
+            raise ValueError(f"{op}: target shape {tuple(target.shape)} does not match input "
+                             f"shape {tuple(input.shape)}: expected {expected} (the input "
+                             "without its class dim 1)")
+        # The 2-D op on one row per position: the class dim moved last, then flattened.
+        perm = (0,) + tuple(range(2, input.ndim)) + (1,)
+        rows = sh.reshape(sh.permute(input, perm), (math.prod(expected), input.shape[1]))
+        out = nll_loss(rows, sh.reshape(target, (-1,)), weight, ignore_index, reduction)
+        return sh.reshape(out, expected) if reduction == "none" else out
     _check_class_target(op, target, input.shape[1], ignore_index)
     if tuple(target.shape) != (input.shape[0],):
         raise ValueError(f"{op}: target shape {tuple(target.shape)} does not match input "
@@ -484,21 +500,28 @@ class MultiMargin(Function):
 
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
     """Multi-class hinge loss (Weston-Watkins SVM): for row i with class y,
-    loss_i = sum_{j != y} w[y] max(0, margin - x[y] + x[j])^p / C, p in {1, 2}."""
+    loss_i = sum_{j != y} w[y] max(0, margin - x[y] + x[j])^p / C, p in {1, 2}.
+    ``input`` is (N, C), or one sample's (C,) (a 0-d input: C = 1); ``target`` has N
+    elements, as (N,) or, for one sample, (). 'none' gives the target's shape, as PyTorch
+    (so a (C,) input with a (1,) target gives (1,))."""
     op = "multi_margin_loss"
     _check_reduction(op, reduction)
     _check_margin_power(op, p)
-    squeeze = input.ndim == 1
-    if squeeze:
-        input, target = sh.reshape(input, (1, -1)), sh.reshape(target, (1,))
-    if input.ndim != 2:
+    if input.ndim > 2:
         raise ValueError(f"{op}: input must be (N, C) or (C,), got {tuple(input.shape)}")
-    n, c = input.shape
+    if input.ndim and input.shape[-1] == 0:
+        raise ValueError(f"{op}: input of shape {tuple(input.shape)} has no classes")
+    n = input.shape[0] if input.ndim == 2 else 1
+    c = input.shape[-1] if input.ndim else 1
     _check_class_target(op, target, c, None)
-    if tuple(target.shape) != (n,):
-        raise ValueError(f"{op}: target shape {tuple(target.shape)} must be ({n},)")
-    loss = MultiMargin.apply(input, target, weight, p=p, margin=margin)
-    if squeeze and reduction == "none":
+    if target.ndim > 1 or target.numel() != n:
+        raise ValueError(f"{op}: target shape {tuple(target.shape)} must be ({n},)"
+                         + (" or () (one sample)" if n == 1 else ""))
+    if input.ndim != 2:
+        input = sh.reshape(input, (1, c))
+    loss = MultiMargin.apply(input, sh.reshape(target, (n,)) if target.ndim != 1 else target,
+                             weight, p=p, margin=margin)
+    if reduction == "none" and target.ndim == 0:
         loss = sh.reshape(loss, ())
     return _reduce(loss, reduction)
 
