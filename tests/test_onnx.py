@@ -255,12 +255,13 @@ def test_functional_forward_matches_onnxruntime(case, tmp_path, record_property)
 
 class _DivMod(nn.Module):
     """Python's // and % on floats at exact multiples (where a / b rounds onto an integer)
-    and by zero, and on integers of both signs, by zero too."""
+    and by zero, and on integers of both signs (not by zero: the model raises there, as
+    PyTorch does)."""
 
     def forward(self, x):
         k = (x * 2).long()
         return (x % 0.1, x // 0.1, x % -0.3, x // (x * 2 - 1).floor(), k // 3, k % -3,
-                k // (k - 1), k % (k + 1))
+                k // (2 * k - 1), k % (2 * k + 1))
 
 
 @needs_onnx

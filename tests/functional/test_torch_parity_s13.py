@@ -219,6 +219,40 @@ def test_nll_loss_spatial_with_no_positions(device):
     assert to_numpy(F.nll_loss(lp, y, reduction="sum")) == 0
 
 
+# -- 3. integer division by zero ---------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [gl.int64, gl.int32, gl.uint8])
+def test_integer_floor_divide_and_remainder_by_zero_raise(device, dtype):
+    a = gl.tensor([5, 7, 0], dtype=dtype, device=device)
+    zero_at_1 = gl.tensor([2, 0, 3], dtype=dtype, device=device)
+    cases = [lambda: a // 0, lambda: a % 0, lambda: gl.floor_divide(a, zero_at_1),
+             lambda: gl.remainder(a, zero_at_1), lambda: 5 // a, lambda: 5 % a,
+             lambda: a // gl.tensor(0, dtype=dtype, device=device)]
+    for case in cases:
+        with pytest.raises(RuntimeError, match=r"^ZeroDivisionError: (floor_divide|remainder) "
+                                               rf"of {np.dtype(dtype).name} tensors by 0"):
+            case()
+    with pytest.raises(RuntimeError, match=r"\(element 1 of the divisor\).*\.float\(\)"):
+        a // zero_at_1
+
+
+def test_integer_floor_divide_and_remainder_elsewhere_unchanged(device):
+    a = gl.tensor([7, -7, 0, 6], device=device)
+    b = gl.tensor([2, 2, -3, -4], device=device)
+    assert to_numpy(a // b).tolist() == [3, -4, 0, -2]
+    assert to_numpy(a % b).tolist() == [1, 1, 0, -2]
+    assert to_numpy(a // 3).tolist() == [2, -3, 0, 2]
+
+
+def test_float_division_by_zero_keeps_inf_and_nan(device):
+    a = _t([5.0, -7.0, 0.0], device)
+    np.testing.assert_array_equal(to_numpy(a // 0), [np.inf, -np.inf, np.nan])
+    assert np.isnan(to_numpy(a % 0)).all()
+    # an integer tensor by a float zero is float division (int64 // 0.0 is float32)
+    q = gl.tensor([5, -7, 0], device=device) // 0.0
+    assert q.dtype == gl.float32
+    np.testing.assert_array_equal(to_numpy(q), [np.inf, -np.inf, np.nan])
+
+
 # -- 5. multi_margin_loss's shapes ---------------------------------------------------------------
 def test_multi_margin_loss_none_takes_the_targets_shape(device):
     # x = (0.1, 0.5, -0.3, 0.2), y = 1: sum_{j != 1} max(0, 1 - 0.5 + x_j) / 4

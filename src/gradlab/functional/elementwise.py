@@ -224,12 +224,33 @@ class Pow(_Binary):
         return ga, gb
 
 
+def _refuse_integer_zero(ctx, a, b):
+    """PyTorch's error for an integer floor division or remainder by 0, where NumPy gives 0
+    (floats keep their inf and nan). Only integer operands pay for the check."""
+    dtype = a.dtype if hasattr(a, "dtype") else b.dtype
+    if dtype.kind not in "iu":
+        return
+    op = ctx.op_name
+
+    def error(first=None):
+        at = "" if first is None else f" (element {first} of the divisor)"
+        return RuntimeError(f"ZeroDivisionError: {op} of {dtype} tensors by 0{at}, which "
+                            "PyTorch refuses too; convert to a floating-point dtype first "
+                            "(.float()) for inf or nan there")
+    if not hasattr(b, "dtype"):
+        if b == 0:
+            raise error()
+        return
+    ctx.backend.check(b == 0, error)
+
+
 class Remainder(_Binary):
     """a mod b with the sign of b (Python's %, PyTorch's remainder); d/da = 1,
-    d/db = -floor(a / b)."""
+    d/db = -floor(a / b). Integers by 0 raise, as PyTorch."""
     op_name = "remainder"
 
     def compute(ctx, a, b):
+        _refuse_integer_zero(ctx, a, b)
         ctx.save_for_backward(a, b)
         return ctx.xp.remainder(a, b)
 
@@ -241,11 +262,13 @@ class Remainder(_Binary):
 
 
 class FloorDivide(_Binary):
-    """floor(a / b) (Python's //), no gradient (as in PyTorch)."""
+    """floor(a / b) (Python's //), no gradient (as in PyTorch). Integers by 0 raise, as
+    PyTorch."""
     op_name = "floor_divide"
     differentiable = False
 
     def compute(ctx, a, b):
+        _refuse_integer_zero(ctx, a, b)
         return ctx.xp.floor_divide(a, b)
 
 

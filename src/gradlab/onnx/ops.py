@@ -75,8 +75,8 @@ def _divmod(g, c):
     on floats from C's fmod (ONNX's Mod with fmod=1, exact), moved by b where its sign is
     not b's, the quotient (a - fmod) / b rounded to the integer it is up to rounding, a / b
     where b == 0 (fmod is NaN there); on integers from ONNX's Mod with fmod=0, Python's, with
-    NumPy's 0 for both where b == 0 (an integer division by zero would fault the runtime).
-    Signed zeros aside, the same values as the model's."""
+    0 for both where b == 0 (an integer division by zero would fault the runtime; the eager
+    op raises there, as PyTorch). Signed zeros aside, the same values as the model's."""
     dtype = c.out.dtype
     a, b = c.input("a", dtype), c.input("b", dtype)
     zero = g.const("zero", 0, dtype)
