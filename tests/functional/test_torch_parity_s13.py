@@ -253,6 +253,31 @@ def test_float_division_by_zero_keeps_inf_and_nan(device):
     np.testing.assert_array_equal(to_numpy(q), [np.inf, -np.inf, np.nan])
 
 
+# -- 4. rrelu's slope at 0 ---------------------------------------------------------------------
+@pytest.mark.parametrize("lower,upper", [(1 / 8, 1 / 3), (0.1, 0.3)])
+def test_rrelu_eval_gradient_at_zero_is_the_slope(device, lower, upper):
+    # PyTorch takes the negative branch for x <= 0: the gradient at +-0 is (lower + upper)/2
+    x = _t([-1.0, 0.0, -0.0, 2.0], device, gl.float64, grad=True)
+    y = F.rrelu(x, lower, upper, training=False)
+    y.sum().backward()
+    slope = (lower + upper) / 2
+    np.testing.assert_array_equal(to_numpy(y), [-slope, 0.0, 0.0, 2.0])
+    np.testing.assert_allclose(to_numpy(x.grad), [slope, slope, slope, 1.0], rtol=1e-15)
+    m = nn.RReLU(lower, upper).eval()
+    x.grad = None
+    m(x).sum().backward()
+    np.testing.assert_allclose(to_numpy(x.grad), [slope, slope, slope, 1.0], rtol=1e-15)
+
+
+def test_rrelu_training_gradient_at_zero_is_a_drawn_slope(device):
+    x = _t(np.zeros(200), device, gl.float64, grad=True)
+    y = F.rrelu(x, 0.1, 0.3, training=True)
+    y.sum().backward()
+    g = to_numpy(x.grad)
+    assert not to_numpy(y).any()
+    assert (g >= 0.1).all() and (g <= 0.3).all() and len(np.unique(g)) > 100
+
+
 # -- 5. multi_margin_loss's shapes ---------------------------------------------------------------
 def test_multi_margin_loss_none_takes_the_targets_shape(device):
     # x = (0.1, 0.5, -0.3, 0.2), y = 1: sum_{j != 1} max(0, 1 - 0.5 + x_j) / 4

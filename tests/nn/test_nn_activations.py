@@ -220,7 +220,8 @@ DERIVATIVES = {
                   [_gelu_tanh_d(-1), 0.5, _gelu_tanh_d(1.5)]),
     "silu": (F.silu, [-2.0, 0.0, 3.0],
              [_sig(-2) * (1 - 2 * _sig(2)), 0.5, _sig(3) * (1 + 3 * _sig(-3))]),
-    "rrelu_eval": (lambda x: F.rrelu(x, 0.1, 0.3), [-1.0, 0.0, 2.0], [0.2, 1, 1]),
+    # x <= 0 takes the slope, as PyTorch's (0 included)
+    "rrelu_eval": (lambda x: F.rrelu(x, 0.1, 0.3), [-1.0, 0.0, 2.0], [0.2, 0.2, 1]),
     "prelu": (lambda x: F.prelu(x, gl.tensor([0.25], dtype=x.dtype, device=x.device)),
               [-1.0, 0.0, 2.0], [0.25, 0.25, 1]),
     "binary_step": (F.binary_step, [-1.0, 0.0, 1.0], [0, 0, 0]),

@@ -174,7 +174,8 @@ class Rrelu(Function):
     def forward(ctx, x, lower, upper, training):
         slopes = ctx.backend.uniform(lower, upper, x.shape, x.dtype) if training \
             else (lower + upper) / 2
-        neg = x < 0
+        # x <= 0 as PyTorch: the gradient at 0 is the slope (y = 0 either way)
+        neg = x <= 0
         d = ctx.xp.where(neg, slopes, 1).astype(x.dtype, copy=False)
         ctx.save_for_backward(d)
         return x * d
