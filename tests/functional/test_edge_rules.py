@@ -152,13 +152,18 @@ def test_logsumexp_propagates_nan_and_sums_nothing_to_minus_inf(device):
     assert grad.shape == (0, 3)
 
 
-def test_logsumexp_over_no_dims_is_the_input(device):
-    # dim=() reduces nothing, as gradlab's other reductions (sum(dim=()) keeps the shape)
-    a = np.array([[0.0, 1.0, -np.inf], [3.0, np.inf, 5.0]], dtype=np.float32)
+def test_logsumexp_over_dims_given_as_empty(device):
+    # PyTorch 2.13: dim=() with keepdim=True is every dim (as sum(dim=()) is); without
+    # keepdim it fails on a tensor with dims (gradlab refuses it too); a 0-d input is itself
+    a = np.array([[0.0, 1.0, -np.inf], [3.0, 2.0, 5.0]], dtype=np.float32)
     t = _t(a, device)
-    assert gl.logsumexp(t, dim=()).shape == (2, 3) == gl.sum(t, dim=()).shape
-    np.testing.assert_array_equal(to_numpy(gl.logsumexp(t, dim=())), a)
-    np.testing.assert_array_equal(to_numpy(gl.logsumexp(t, dim=(), keepdim=True)), a)
+    kept = gl.logsumexp(t, dim=(), keepdim=True)
+    assert kept.shape == (1, 1)
+    np.testing.assert_allclose(to_numpy(kept), [[np.log(np.exp(a).sum())]], rtol=1e-6)
+    with pytest.raises(RuntimeError, match=r"^logsumexp\(\): dim=\(\) with keepdim=False is "
+                                           r"refused.*pass dim=None"):
+        gl.logsumexp(t, dim=())
+    assert to_numpy(gl.logsumexp(_t(2.0, device), dim=())).item() == 2.0
     assert to_numpy(gl.logsumexp(_t(2.0, device), 0)).item() == 2.0
 
 

@@ -327,6 +327,111 @@ def test_multi_margin_loss_target_shape_errors(device):
         F.multi_margin_loss(_t(np.zeros((2, 0)), device), gl.tensor([0, 0], device=device))
 
 
+# -- 6. reductions over dim=() -------------------------------------------------------------------
+A = np.array([[0.0, 1.0, 2.0], [3.0, 0.0, 5.0]])
+DIM_ALL = {
+    "sum": (gl.sum, lambda a: a.sum()),
+    "mean": (gl.mean, lambda a: a.mean()),
+    "var": (gl.var, lambda a: a.var(ddof=1)),
+    "std": (gl.std, lambda a: a.std(ddof=1)),
+    "norm": (gl.norm, lambda a: np.sqrt((a * a).sum())),
+    "norm1": (lambda t, **kw: gl.norm(t, 1, **kw), lambda a: np.abs(a).sum()),
+    "norm3": (lambda t, **kw: gl.norm(t, 3, **kw), lambda a: (np.abs(a) ** 3).sum() ** (1 / 3)),
+    "norm_inf": (lambda t, **kw: gl.norm(t, math.inf, **kw), lambda a: np.abs(a).max()),
+    "amax": (gl.amax, lambda a: a.max()),
+    "amin": (gl.amin, lambda a: a.min()),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIM_ALL))
+@pytest.mark.parametrize("empty", [(), []])
+def test_reductions_over_empty_dims_reduce_every_dim(device, name, empty):
+    fn, ref = DIM_ALL[name]
+    t = _t(A, device, gl.float64)
+    out = fn(t, dim=empty)
+    assert out.shape == ()
+    np.testing.assert_allclose(to_numpy(out), ref(A), rtol=1e-14)
+    kept = fn(t, dim=empty, keepdim=True)
+    assert kept.shape == (1, 1)
+    np.testing.assert_allclose(to_numpy(kept), [[ref(A)]], rtol=1e-14)
+    np.testing.assert_array_equal(to_numpy(out), to_numpy(fn(t, dim=None)))
+
+
+def test_reductions_over_empty_dims_as_methods_and_gradients(device):
+    t = _t(A, device, gl.float64, grad=True)
+    assert to_numpy(t.sum(())) == 11 and to_numpy(t.mean(())) == pytest.approx(11 / 6)
+    assert to_numpy(t.amax(())) == 5
+    (t.sum(()) + t.mean(dim=())).backward()
+    np.testing.assert_allclose(to_numpy(t.grad), np.full((2, 3), 1 + 1 / 6), rtol=1e-15)
+    t.grad = None
+    gl.amin(t, dim=()).backward()  # two zeros tie for the minimum: half each
+    np.testing.assert_array_equal(to_numpy(t.grad), [[0.5, 0, 0], [0, 0.5, 0]])
+    assert gradcheck(lambda a: gl.std(a, dim=()) + gl.norm(a, dim=(), keepdim=True).sum(),
+                     [_t(A + 1, device, gl.float64, grad=True)])
+
+
+def test_reductions_over_empty_dims_of_other_tensors(device):
+    # integers sum as int64; a 0-d tensor is its own sum; var of one element is nan (N - 1 = 0)
+    ints = gl.tensor([1, 2, 3], dtype=gl.int32, device=device)
+    s = gl.sum(ints, dim=())
+    assert s.dtype == gl.int64 and to_numpy(s) == 6
+    assert gl.sum(_t(2.0, device), dim=(), keepdim=True).shape == ()
+    assert np.isnan(to_numpy(gl.var(_t([2.0], device), dim=())))
+    assert to_numpy(gl.sum(_t(np.zeros((0, 3)), device), dim=())) == 0
+    assert np.isnan(to_numpy(gl.mean(_t(np.zeros((0, 3)), device), dim=())))
+    with pytest.raises(RuntimeError, match=r"no elements"):
+        gl.amax(_t(np.zeros((0, 3)), device), dim=())
+
+
+def test_normalize_over_empty_dims_uses_the_whole_norm(device):
+    t = _t(A, device, gl.float64)
+    np.testing.assert_allclose(to_numpy(F.normalize(t, dim=())), A / np.sqrt((A * A).sum()),
+                               rtol=1e-15)
+
+
+def test_logsumexp_over_empty_dims(device):
+    # PyTorch 2.13: every dim with keepdim=True; an error without it (for an input with dims)
+    t = _t(A, device, gl.float64)
+    kept = gl.logsumexp(t, dim=(), keepdim=True)
+    assert kept.shape == (1, 1)
+    np.testing.assert_allclose(to_numpy(kept), [[np.log(np.exp(A).sum())]], rtol=1e-14)
+    for empty in ((), []):
+        with pytest.raises(RuntimeError, match=r"^logsumexp\(\): dim=\(\) with keepdim=False"):
+            gl.logsumexp(t, dim=empty)
+    assert to_numpy(gl.logsumexp(_t(3.0, device), dim=())) == 3.0
+
+
+def test_all_and_any_over_empty_dims_reduce_nothing(device):
+    # PyTorch's all/any(dim=()) give the elementwise truth, shape kept
+    t = _t(A, device)
+    want = A != 0
+    for op in (gl.all, gl.any):
+        out = op(t, dim=())
+        assert out.dtype == gl.bool
+        np.testing.assert_array_equal(to_numpy(out), want)
+        np.testing.assert_array_equal(to_numpy(op(t, dim=(), keepdim=True)), want)
+
+
+@pytest.mark.parametrize("op", ["max", "min", "argmax", "argmin", "prod", "cumsum"])
+@pytest.mark.parametrize("dim", [(), (1,), [0]])
+def test_one_dim_ops_refuse_tuples(device, op, dim):
+    # PyTorch: TypeError ("argument 'dim' must be int, not tuple"), on 0-d inputs too
+    for t in (_t(A, device), _t(2.0, device)):
+        with pytest.raises(TypeError, match=rf"^{op}\(\): dim must be an int, got "):
+            getattr(gl, op)(t, dim=dim)
+        with pytest.raises(TypeError, match=rf"^{op}\(\): dim must be an int"):
+            getattr(t, op)(dim)
+
+
+def test_softmax_refuses_tuple_dims(device):
+    t = _t(A, device)
+    for fn in (F.softmax, F.log_softmax):
+        for dim in ((), (1,)):
+            with pytest.raises(TypeError, match=r"softmax\(\): dim must be an int, got"):
+                fn(t, dim=dim)
+    np.testing.assert_allclose(to_numpy(F.softmax(t, dim=1)).sum(1), [1, 1], rtol=1e-6)
+
+
 # -- against torch itself, where it is installed -----------------------------------------------
 def _torch():
     return pytest.importorskip("torch")
@@ -387,3 +492,20 @@ def test_spatial_nll_loss_against_torch(reduction):
     assert out.shape == tuple(ref.shape)
     np.testing.assert_allclose(to_numpy(out), ref.detach().numpy(), rtol=1e-12)
     np.testing.assert_allclose(to_numpy(lp.grad), lr.grad.numpy(), rtol=1e-12)
+
+
+def test_reductions_over_empty_dims_against_torch():
+    torch = _torch()
+    t, r = _t(A, "cpu", gl.float64), torch.tensor(A)
+    for name in ("sum", "mean", "var", "std", "amax", "amin", "norm"):
+        for keepdim in (False, True):
+            got = getattr(gl, name)(t, dim=(), keepdim=keepdim)
+            want = getattr(torch, name)(r, dim=(), keepdim=keepdim)
+            assert got.shape == tuple(want.shape)
+            np.testing.assert_allclose(to_numpy(got), want.numpy(), rtol=1e-14)
+    want = torch.logsumexp(r, dim=(), keepdim=True)
+    np.testing.assert_allclose(to_numpy(gl.logsumexp(t, dim=(), keepdim=True)), want.numpy(),
+                               rtol=1e-14)
+    with pytest.raises(RuntimeError):
+        torch.logsumexp(r, dim=())
+    np.testing.assert_array_equal(to_numpy(gl.all(t, dim=())), torch.all(r, dim=()).numpy())

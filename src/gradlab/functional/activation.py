@@ -86,6 +86,8 @@ tanh = unary("tanh", TanhFn, "(e^x - e^-x) / (e^x + e^-x); d/dx = 1 - tanh(x)^2.
 def _softmax(fn, name, input, dim):
     if dim is None:
         raise TypeError(f"{name}() needs dim, e.g. {name}(x, dim=-1)")
+    if not isinstance(dim, int) or isinstance(dim, bool):  # (a tuple, as PyTorch)
+        raise TypeError(f"{name}(): dim must be an int, got {dim!r}")
     axes = normalize_dim(name, dim, input.ndim)
     if not axes:  # a 0-d tensor (dim 0 or -1): as the one element of a vector, as PyTorch
         return fn.apply(input.reshape(1), dim=0).reshape(())

@@ -1,7 +1,10 @@
 """Reductions: sum, mean, var, std, max, min, amax, amin, argmax, argmin, logsumexp, norm,
 prod; and the running sum, cumsum.
 
-Each takes ``dim=None | int | tuple`` and ``keepdim=False`` like PyTorch.
+Each takes ``dim=None | int | tuple`` and ``keepdim=False`` like PyTorch; dim=() is every
+dim (PyTorch 2.13's reading for sum, mean, var, std, norm, amax, amin) except for all/any,
+which reduce nothing there, as PyTorch's; max, min, argmax, argmin, prod and cumsum take an
+int only.
 """
 from __future__ import annotations
 
@@ -33,6 +36,21 @@ def normalize_dim(op, dim, ndim):
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: dim {dim!r} names an axis twice")
     return tuple(sorted(out)) if ndim else ()
+
+
+def reduced_dims(op, dim, ndim):
+    """normalize_dim for the reductions that PyTorch 2.13 runs over every dim when dim is
+    () or [] (sum, mean, var, std, norm, amax, amin), where NumPy's axis=() reduces none."""
+    if isinstance(dim, (tuple, list)) and not dim:
+        dim = None
+    return normalize_dim(op, dim, ndim)
+
+
+def _one_dim(op, dim):
+    """PyTorch's ops along one dim (max, min, argmax, argmin, prod, cumsum, softmax) take an
+    int, and refuse a tuple, () and one-element ones included."""
+    if not isinstance(dim, int) or isinstance(dim, bool):
+        raise TypeError(f"{op}(): dim must be an int, got {dim!r}")
 
 
 def _expand_back(xp, g, shape, axes, keepdim):
@@ -316,7 +334,7 @@ def sum(input, dim=None, keepdim=False, *, dtype=None, out=None):
         return write_out("sum", out, (input,), lambda: sum(input, dim, keepdim, dtype=dtype))
     if dtype is not None:
         input = input.to(dtype)
-    return Sum.apply(input, axes=normalize_dim("sum", dim, input.ndim), keepdim=keepdim)
+    return Sum.apply(input, axes=reduced_dims("sum", dim, input.ndim), keepdim=keepdim)
 
 
 def mean(input, dim=None, keepdim=False, *, out=None):
@@ -326,14 +344,14 @@ def mean(input, dim=None, keepdim=False, *, out=None):
     if input._data.dtype.kind not in "fc":
         raise RuntimeError(f"mean(): needs a floating-point tensor, got {input.dtype}; "
                            "convert it first with t.float()")
-    return Mean.apply(input, axes=normalize_dim("mean", dim, input.ndim), keepdim=keepdim)
+    return Mean.apply(input, axes=reduced_dims("mean", dim, input.ndim), keepdim=keepdim)
 
 
 def var(input, dim=None, unbiased=True, keepdim=False, *, correction=None):
     """Variance: sum((x - mean)^2) / (N - correction); correction=1 (unbiased) by default."""
     if correction is None:
         correction = 1 if unbiased else 0
-    return Var.apply(input, axes=normalize_dim("var", dim, input.ndim), keepdim=keepdim,
+    return Var.apply(input, axes=reduced_dims("var", dim, input.ndim), keepdim=keepdim,
                      correction=correction)
 
 
@@ -341,7 +359,7 @@ def std(input, dim=None, unbiased=True, keepdim=False, *, correction=None):
     """Standard deviation, sqrt(var); its gradient is 0 over a constant slice, as PyTorch's."""
     if correction is None:
         correction = 1 if unbiased else 0
-    return Std.apply(input, axes=normalize_dim("std", dim, input.ndim), keepdim=keepdim,
+    return Std.apply(input, axes=reduced_dims("std", dim, input.ndim), keepdim=keepdim,
                      correction=correction)
 
 
@@ -349,9 +367,8 @@ def _extreme(cls, op, input, dim, keepdim):
     if dim is None:
         _check_reducible(op, input, ())
         return cls.apply(input, axis=None, keepdim=False)
+    _one_dim(op, dim)
     axis = normalize_dim(op, dim, input.ndim)
-    if len(axis) != 1:
-        raise TypeError(f"{op}(): dim must be a single int when given, got {dim!r}")
     axis = axis[0] if input.ndim else None
     _check_reducible(op, input, (axis,))
     if axis is None:
@@ -382,6 +399,7 @@ def min(input, dim=None, keepdim=False):
 def _arg(op, input, dim, keepdim):
     axis = None
     if dim is not None:
+        _one_dim(op, dim)
         axis = normalize_dim(op, dim, input.ndim)
         axis = axis[0] if axis else None
     _check_reducible(op, input, (axis,) if axis is not None else ())
@@ -400,9 +418,16 @@ def argmin(input, dim=None, keepdim=False):
 
 def logsumexp(input, dim=None, keepdim=False):
     """log(sum(exp(x))) along ``dim``, shifted by the max: finite for logits of 1e4 and more;
-    -inf over no elements, NaN where a NaN is summed. Integer and bool tensors give float32."""
+    -inf over no elements, NaN where a NaN is summed. Integer and bool tensors give float32.
+    dim=() is every dim with keepdim=True and an error without (as PyTorch 2.13)."""
+    if isinstance(dim, (tuple, list)) and not dim and not keepdim and input.ndim:
+        # PyTorch 2.13 fails here (its result of shape () does not fit the kept (1, ..., 1)),
+        # so no PyTorch code relies on it: an error, rather than a guess at a meaning
+        raise RuntimeError(f"logsumexp(): dim=() with keepdim=False is refused, as PyTorch "
+                           f"2.13 refuses it for a {input.ndim}-d input; for the logsumexp of "
+                           f"every element pass dim=None, or dim=() with keepdim=True")
     return Logsumexp.apply(as_floating(input),
-                           axes=normalize_dim("logsumexp", dim, input.ndim), keepdim=keepdim)
+                           axes=reduced_dims("logsumexp", dim, input.ndim), keepdim=keepdim)
 
 
 def all(input, dim=None, keepdim=False):
@@ -424,7 +449,7 @@ def norm(input, p=2, dim=None, keepdim=False):
     if input._data.dtype.kind not in "fc":
         raise RuntimeError(f"norm(): needs a floating-point tensor, got {input.dtype}; "
                            "convert it first with t.float()")
-    axes = normalize_dim("norm", dim, input.ndim)
+    axes = reduced_dims("norm", dim, input.ndim)
     if p in (2, "fro"):
         return Norm.apply(input, axes=axes, keepdim=keepdim)
     if isinstance(p, str) or isinstance(p, bool) or not isinstance(p, (int, float)) or \
@@ -450,6 +475,7 @@ def norm(input, p=2, dim=None, keepdim=False):
 
 def cumsum(input, dim, *, dtype=None):
     """Running sums along ``dim`` (integers and bools sum as int64)."""
+    _one_dim("cumsum", dim)
     if dtype is not None:
         input = input.to(dtype)
     if input.ndim == 0:  # (its one element, as a 0-d tensor again)
@@ -462,18 +488,22 @@ def cumsum(input, dim, *, dtype=None):
 def amax(input, dim=None, keepdim=False):
     """The largest values over ``dim`` (an int, a tuple, or all when None); ties share the
     gradient evenly (``max(dim)`` gives it to the index it reports)."""
-    _check_reducible("max", input, normalize_dim("amax", dim, input.ndim))
-    return Amax.apply(input, axes=normalize_dim("amax", dim, input.ndim), keepdim=keepdim)
+    axes = reduced_dims("amax", dim, input.ndim)
+    _check_reducible("max", input, axes)
+    return Amax.apply(input, axes=axes, keepdim=keepdim)
 
 
 def amin(input, dim=None, keepdim=False):
     """The smallest values over ``dim``; ties share the gradient evenly."""
-    _check_reducible("min", input, normalize_dim("amin", dim, input.ndim))
-    return Amin.apply(input, axes=normalize_dim("amin", dim, input.ndim), keepdim=keepdim)
+    axes = reduced_dims("amin", dim, input.ndim)
+    _check_reducible("min", input, axes)
+    return Amin.apply(input, axes=axes, keepdim=keepdim)
 
 
 def prod(input, dim=None, keepdim=False, *, dtype=None):
     """The product of all elements, or along the int ``dim``."""
+    if dim is not None:
+        _one_dim("prod", dim)
     if dtype is not None:
         input = input.to(dtype)
     if dim is None or input.ndim == 0:
@@ -481,6 +511,4 @@ def prod(input, dim=None, keepdim=False, *, dtype=None):
             normalize_dim("prod", dim, 0)
         return Prod.apply(input, axis=None, keepdim=False)
     axis = normalize_dim("prod", dim, input.ndim)
-    if len(axis) != 1:
-        raise TypeError(f"prod(): dim must be a single int, got {dim!r}")
     return Prod.apply(input, axis=axis[0], keepdim=keepdim)
