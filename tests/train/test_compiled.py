@@ -2,6 +2,7 @@
 and every guard records again or falls back to eager instead of replaying a wrong step."""
 from __future__ import annotations
 
+import enum
 import json
 import warnings
 
@@ -406,6 +407,117 @@ def _same_with_changes(build, change, steps):
         runs.append((losses, _state(model, opt) + params))
     _assert_same(*runs)
     return step
+
+
+class _Mode(enum.Enum):
+    PLAIN = 1
+    DOUBLED = 2
+
+
+COLUMNS = slice(0, 4)  # read by _Steered.forward as a global
+
+
+class _Steered(gl.nn.Module):
+    """A forward steered by values that are not numbers: a slice, a dtype, an Enum member,
+    NumPy arrays (an attribute and a class attribute) that it wraps."""
+    SHIFT = np.zeros(6, np.float32)
+
+    def __init__(self):
+        super().__init__()
+        gl.manual_seed(0)
+        self.cols = slice(0, 4)
+        self.dtype = gl.float32
+        self.mode = _Mode.PLAIN
+        self.offset = np.zeros(6, np.float32)
+        self.fc = gl.nn.Linear(4, 6)
+        self.out = gl.nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = self.fc(x[:, self.cols][:, COLUMNS])
+        h = (h + gl.tensor(self.offset) + gl.tensor(_Steered.SHIFT)).tanh()
+        if self.mode is _Mode.DOUBLED:
+            h = h * 2.0
+        return (self.out(h).to(self.dtype) / 3.0).float()  # (float64's quotient rounds anew)
+
+
+_STEERS = {
+    "slice": lambda m: setattr(m, "cols", slice(None, None, -1)),
+    "dtype": lambda m: setattr(m, "dtype", gl.float64),
+    "enum": lambda m: setattr(m, "mode", _Mode.DOUBLED),
+    "ndarray": lambda m: setattr(m, "offset", np.full(6, 0.5, np.float32)),
+    "class-ndarray": lambda m: setattr(_Steered, "SHIFT", np.full(6, 0.5, np.float32)),
+    "global-slice": lambda m: globals().__setitem__("COLUMNS", slice(None, None, -1)),
+}
+
+
+@pytest.mark.parametrize("what", _STEERS)
+def test_settings_that_are_not_numbers_record_again_when_changed(what, monkeypatch):
+    monkeypatch.setattr(_Steered, "SHIFT", _Steered.SHIFT)
+    monkeypatch.setitem(globals(), "COLUMNS", COLUMNS)
+
+    def build():
+        _Steered.SHIFT, globals()["COLUMNS"] = np.zeros(6, np.float32), slice(0, 4)
+        model = _Steered()
+        return model, gl.optim.Adam(model.parameters(), lr=1e-2), gl.nn.CrossEntropyLoss()
+
+    def change(i, model, opt):
+        if i == 4:
+            _STEERS[what](model)
+    assert _same_with_changes(build, change, 8).info()["rerecorded"] == 1
+
+
+@pytest.mark.parametrize("part", ["model", "loss_fn", "optimizer"])
+def test_the_steps_model_loss_and_optimizer_cannot_be_replaced(part):
+    model = _model()
+    step = compile_step(model, gl.nn.CrossEntropyLoss(),
+                        gl.optim.SGD(model.parameters(), lr=0.1))
+    before = getattr(step, part)
+    with pytest.raises(AttributeError, match=f"{part} cannot be replaced.*compile_step"):
+        setattr(step, part, before)
+    assert getattr(step, part) is before
+
+
+@pytest.mark.parametrize("how", ["mul_", "load_state_dict"])
+def test_a_saved_parameter_changed_between_forward_and_backward_step_raises_as_eager(how):
+    def change(model):
+        if how == "mul_":
+            with gl.no_grad():
+                model[0].weight.mul_(0.5)
+        else:
+            model.load_state_dict({k: v * 0.5 for k, v in model.state_dict().items()})
+
+    errors = []
+    for compiled in (False, True):
+        model = _model(dropout=0.0, batchnorm=False)
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt)
+        batches = _batches(6)
+        for x, y in batches[:4]:  # (the compiled one replays from the third)
+            if compiled:
+                step(x, y)
+            else:
+                eager_step(model, loss_fn, opt)(x, y)
+        x, y = batches[4]
+        if compiled:
+            step.forward(x, y)
+            change(model)
+            with pytest.raises(RuntimeError, match="modified in place") as err:
+                step.backward_step()
+            assert all(p.grad is None for p in model.parameters())
+            state = _state(model, opt)
+            step(*batches[5])  # the step goes on from there
+            assert step.info()["replayed"] == 3
+        else:
+            opt.zero_grad()
+            loss = loss_fn(model(x), y)
+            change(model)
+            with pytest.raises(RuntimeError, match="modified in place") as err:
+                loss.backward()
+            state = _state(model, opt)
+        errors.append((err.type, state))
+    assert errors[0][0] is errors[1][0]
+    _assert_same((None, errors[0][1]), (None, errors[1][1]))
 
 
 def test_a_tensor_attribute_set_anew_records_again():

@@ -138,6 +138,18 @@ class Recording:
         self.value_shaped = {}          # id(node output) -> the value-dependent sizes it
         #                                 has, or has a multiple of, among its dims
 
+    def saved_known(self):
+        """The version counters of the known tensors (parameters, buffers) whose arrays the
+        recorded nodes saved for backward: changed in place between forward and backward,
+        eager's backward refuses them, and a replay, which checks no versions, must ask."""
+        known = {id(t._version) for t in self.known}
+        out = {}
+        for _, ctx, _, _, _ in self.nodes:
+            for counter, _, _ in ctx._saved_versions:
+                if id(counter) in known:
+                    out[id(counter)] = counter
+        return list(out.values())
+
     # -- reports from the engine (called only while this recording is installed) -----------
     def _add(self, value, kind):
         self.values.append(value)

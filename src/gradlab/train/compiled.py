@@ -35,10 +35,10 @@ public attributes (and so do the functions and callable objects of your own that
 closure holds: the loss that ``fit`` wraps; through a ``functools.partial``, its function
 and bound arguments; a bound method's module); what the ``forward`` of a module class of
 your own reads from its closure or globals, and that class's own settings. Numbers
-(Python's or NumPy's) are compared by value, tensors, modules and functions by identity,
-and a module read this way is guarded as the model's are (its settings, buffers, mode). A
-value read elsewhere (a dict entry, a list, a helper's globals, a module's private
-attribute) is not seen: keep such a value in a tensor updated in place (a replay reads the
+(Python's or NumPy's), slices, dtypes and Enum members are compared by value, tensors,
+modules, functions and NumPy arrays by identity, and a module read this way is guarded
+as the model's are (its settings, buffers, mode). A value read elsewhere (a dict entry, a
+list, a helper's globals, a module's private attribute) is not seen: keep such a value in a tensor updated in place (a replay reads the
 array), or call ``step.reset()`` after changing it. Python-side randomness or state in
 ``forward`` (``random.random()``, a call counter) is not seen either: a replay repeats the
 recording's branch. (A reseed during the step, ``gl.manual_seed`` in ``forward``, is seen:
@@ -50,6 +50,7 @@ one warning, until ``reset()``.
 from __future__ import annotations
 
 import dis
+import enum
 import functools
 import sys
 import time
@@ -97,7 +98,7 @@ class _Entry:
     """What is known of one signature: its recordings so far, then its replay or why not."""
 
     __slots__ = ("first", "replay", "out_slot", "loss_slots", "tuple_loss", "eager_reason",
-                 "graph", "graphable")
+                 "graph", "graphable", "saved")
 
     def __init__(self):
         self.first = self.replay = self.eager_reason = None
@@ -105,6 +106,16 @@ class _Entry:
         self.graphable = None  # whether the backend has CUDA graphs, once a replay ran
         self.out_slot = self.loss_slots = None
         self.tuple_loss = False
+        self.saved = ()  # version counters of the parameters the replay's backward reads
+
+
+def _refuse(name):
+    def setter(self, value):
+        raise AttributeError(
+            f"compiled step: {name} cannot be replaced (the recordings and the prepared "
+            f"optimizer step hold the one given to compile_step); make a new step: "
+            f"gl.train.compile_step(model, loss_fn, optimizer)")
+    return setter
 
 
 class CompiledStep:
@@ -128,7 +139,7 @@ class CompiledStep:
         if int(max_recordings) != max_recordings or max_recordings < 1:
             raise ValueError(f"compile_step: max_recordings must be a positive integer, got "
                              f"{max_recordings!r}")
-        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self._parts = (model, loss_fn, optimizer)
         self.clip_grad_norm, self.clip_grad_value = clip_grad_norm, clip_grad_value
         self.max_recordings = int(max_recordings)
         self._entries = {}
@@ -140,6 +151,7 @@ class CompiledStep:
         self._pending = None
         self._recording = None
         self._restarts = None     # random_restarts() when the recording in progress began
+        self._saved_at = None     # entry.saved's versions at a public forward() of a replay
         self._warned = set()
         self._graphs = _CudaGraphs(self._warned, optimizer)
         self._optimizer_fast = None  # the optimizer's prepared step, once it has one
@@ -148,15 +160,33 @@ class CompiledStep:
         self.counts = {"eager": 0, "recorded": 0, "replayed": 0, "rerecorded": 0}
         self.record_seconds = 0.0
 
+    # The recordings, the prepared optimizer step and the graphs hold these three: one put
+    # in their place would be ignored, so they cannot be set (make a new step instead).
+    model = property(lambda self: self._parts[0], _refuse("model"),
+                     doc="The model the step trains.")
+    loss_fn = property(lambda self: self._parts[1], _refuse("loss_fn"),
+                       doc="loss_fn(output, target).")
+    optimizer = property(lambda self: self._parts[2], _refuse("optimizer"),
+                         doc="The optimizer that steps.")
+
     # -- the step ------------------------------------------------------------------------
     def __call__(self, x, y):
-        _, loss = self.forward(x, y)
+        _, loss = self._forward(x, y)
         self.backward_step()
         return loss[0] if isinstance(loss, tuple) else loss
 
     def forward(self, x, y):
         """Forward pass and loss: returns ``(output, loss)`` as Tensors (``loss`` is what
         ``loss_fn`` returned). Call ``backward_step()`` next."""
+        out = self._forward(x, y)
+        kind, entry, _ = self._pending
+        if kind in ("replay", "graph", "warm-up") and entry.saved:
+            # Your code runs before backward_step(): a parameter the backward reads, changed
+            # in place now, would make eager's backward refuse; ask as it does.
+            self._saved_at = [c[0] for c in entry.saved]
+        return out
+
+    def _forward(self, x, y):
         if not isinstance(x, Tensor) or not isinstance(y, Tensor):
             raise TypeError(f"compiled step: x and y must be Tensors, got "
                             f"{type(x).__name__} and {type(y).__name__}")
@@ -177,6 +207,15 @@ class CompiledStep:
         if pending is None:
             raise RuntimeError("compiled step: backward_step() without a forward() first")
         kind, entry, payload = pending
+        saved_at, self._saved_at = self._saved_at, None
+        if saved_at is not None and saved_at != [c[0] for c in entry.saved]:
+            self._graphs.discard(kind, entry)
+            self.optimizer.zero_grad()  # (as eager's backward_step, which raises after it)
+            raise RuntimeError(
+                "compiled step: a parameter whose value the forward pass saved for its "
+                "gradient was modified in place between forward() and backward_step(); the "
+                "gradient would be wrong (eager's backward refuses it too). Change it before "
+                "forward() or after backward_step(), or out of place")
         if kind == "replay":
             # As eager: last step's gradients go before backward allocates the new ones
             # (kept alive, they would make every large gradient land in fresh memory).
@@ -230,7 +269,7 @@ class CompiledStep:
             self.counts["rerecorded"] += 1
         self._entries.clear()
         self._world = self._shallow = None
-        self._pending = self._recording = None
+        self._pending = self._recording = self._saved_at = None
         self._optimizer_fast = None
         self._restless, self._unsettled = 0, None
 
@@ -238,7 +277,7 @@ class CompiledStep:
         """Forget the batch that ``forward`` saw without training on it (``fit`` does this
         for a non-finite loss); a recording in progress is dropped."""
         pending, self._pending = self._pending, None
-        self._recording = None
+        self._recording = self._saved_at = None
         if pending is not None:
             self._graphs.discard(pending[0], pending[1])
 
@@ -278,6 +317,7 @@ class CompiledStep:
         else:
             rec.out_tensors = (out,) + losses  # their slots, once the pass is over
         rec.tuple_loss = isinstance(loss, tuple)
+        rec.saved_counters = rec.saved_known()  # (before backward releases what nodes saved)
         self._recording = rec
         self.record_seconds += time.perf_counter() - started
         self._pending = ("record", entry, loss)
@@ -302,6 +342,7 @@ class CompiledStep:
             if differs is not None:
                 return self._give_up(entry, differs)
             entry.replay = rec.plan(keep=slots, fresh=first.fresh_constants(rec))
+            entry.saved = rec.saved_counters
             entry.out_slot, entry.loss_slots = slots[0], slots[1:]
             entry.tuple_loss = rec.tuple_loss
         self.record_seconds += time.perf_counter() - started
@@ -473,6 +514,17 @@ def _setting_value(value):
         # np.float64(0.3) is a setting too (a value from np.linspace), and its type decides
         # how it promotes in an op, which equality with 0.3 does not see.
         return (type(value), value)
+    # Other values that steer what forward does: x[:, self.cols], .to(self.dtype), a mode
+    # as an Enum member (by value); a NumPy array that forward wraps (gl.tensor(self.offset)
+    # copies it into the recording) by identity, so one assigned anew records again.
+    if type(value) is slice:  # (unhashable before Python 3.12: compared as its parts)
+        parts = (value.start, value.stop, value.step)
+        return (slice, parts) if _setting(parts) else _OTHER
+    if isinstance(value, (np.dtype, enum.Enum)) or (
+            isinstance(value, type) and issubclass(value, np.generic)):
+        return (type(value), value)
+    if isinstance(value, np.ndarray):
+        return _Same(value)
     return _OTHER
 
 
