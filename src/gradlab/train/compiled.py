@@ -36,16 +36,16 @@ closure holds: the loss that ``fit`` wraps; through a ``functools.partial``, its
 and bound arguments; a bound method's module); what the ``forward`` of a module class of
 your own reads from its closure or globals, and that class's own settings. Numbers
 (Python's or NumPy's), slices, dtypes and Enum members are compared by value, tensors,
-modules, functions and NumPy arrays by identity, and a module read this way is guarded
-as the model's are (its settings, buffers, mode). A value read elsewhere (a dict entry, a
-list, a helper's globals, a module's private attribute) is not seen: keep such a value
-in a tensor updated in place (a replay reads the array), or call ``step.reset()`` after changing it. Python-side randomness or state in
-``forward`` (``random.random()``, a call counter) is not seen either: a replay repeats the
-recording's branch. (A reseed during the step, ``gl.manual_seed`` in ``forward``, is seen:
-the step runs eagerly.) Guarded values that change before every replay could
-run (a tensor the loss stores on itself at each call) would record at every step, which
-costs more than eager: after ``_RESTLESS`` such drops in a row the step runs eagerly, with
-one warning, until ``reset()``.
+modules, functions and NumPy arrays by identity, and a module read this way is guarded as
+the model's are (its settings, buffers, mode). A value read elsewhere (a dict entry, a
+list, a helper's globals, a module's private attribute) is not seen: keep such a value in a
+tensor updated in place (a replay reads the array), or call ``step.reset()`` after changing
+it. Python-side randomness or state in ``forward`` (``random.random()``, a call counter) is
+not seen either: a replay repeats the recording's branch. (A reseed during the step,
+``gl.manual_seed`` in ``forward``, is seen: the step runs eagerly.) Guarded values that
+change before every replay could run (a tensor the loss stores on itself at each call)
+would record at every step, which costs more than eager: after ``_RESTLESS`` such drops in
+a row the step runs eagerly, with one warning, until ``reset()``.
 """
 from __future__ import annotations
 
