@@ -247,7 +247,7 @@ class Optimizer:
                     len(groups) != n_groups or attrs.keys() != names:
                 return False
             for name, method in zip(path, defined):
-                if getattr(cls, name) is not method:
+                if getattr(cls, name, None) is not method:
                     return False
             for now, (group, params, n, ready) in zip(groups, checks):
                 if now is not group or group["params"] is not params or len(params) != n or \
