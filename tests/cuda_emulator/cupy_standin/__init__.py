@@ -215,7 +215,6 @@ def _check_join(name, arrays):
     each on average)."""
     if capture.capturing() is None:
         return
-    arrays = [a for a in arrays]
     if len(arrays) > 8 and all(type(a) is ndarray for a in arrays) and \
             len({a.dtype for a in arrays}) == 1 and \
             sum(a.nbytes for a in arrays) < 2 * 1024 * 1024 * len(arrays):
@@ -237,12 +236,11 @@ def _joining(name):
 
 
 concatenate = _joining("concatenate")
-concat = _joining("concat") if hasattr(_np, "concat") else None
 stack = _joining("stack")
 hstack = _joining("hstack")
 vstack = _joining("vstack")
-if concat is None:
-    del concat
+if hasattr(_np, "concat"):  # (NumPy 2's alias; else __getattr__ says it is not modelled)
+    concat = _joining("concat")
 
 
 def argsort(a, axis=-1, kind=None):
