@@ -466,6 +466,72 @@ def test_settings_that_are_not_numbers_record_again_when_changed(what, monkeypat
     assert _same_with_changes(build, change, 8).info()["rerecorded"] == 1
 
 
+LOSS_CONFIG = {"weights": {"ce": 1.0, "l2": 0.0}}  # read by name in _configured_loss
+
+
+def _configured_loss(out, y):
+    w = LOSS_CONFIG["weights"]
+    return F.cross_entropy(out, y) * w["ce"] + (out ** 2).mean() * w["l2"]
+
+
+class _Configured(gl.nn.Module):
+    """A forward steered by a config dict and a list of rates kept on the module."""
+
+    def __init__(self):
+        super().__init__()
+        gl.manual_seed(0)
+        self.cfg = {"scale": 1.0, "act": "tanh"}
+        self.rates = [0.0, (0.5, 2)]
+        self.fc = gl.nn.Linear(4, 6)
+        self.out = gl.nn.Linear(6, 3)
+
+    def forward(self, x):
+        h = getattr(self.fc(x), self.cfg["act"])() * self.cfg["scale"]
+        return self.out(F.dropout(h, self.rates[0], self.training)) * self.rates[1][0]
+
+
+_RECONFIGURES = {
+    "dict-entry": lambda m: m.cfg.__setitem__("scale", 2.0),
+    "dict-string": lambda m: m.cfg.__setitem__("act", "sigmoid"),
+    "list-entry": lambda m: m.rates.__setitem__(0, 0.25),
+    "nested-tuple": lambda m: m.rates.__setitem__(1, (0.75, 2)),
+    "global-nested-dict": lambda m: LOSS_CONFIG["weights"].__setitem__("l2", 0.5),
+}
+
+
+@pytest.mark.parametrize("what", _RECONFIGURES)
+def test_containers_of_settings_changed_in_place_record_again(what, monkeypatch):
+    monkeypatch.setitem(globals(), "LOSS_CONFIG", LOSS_CONFIG)
+
+    def build():
+        globals()["LOSS_CONFIG"] = {"weights": {"ce": 1.0, "l2": 0.0}}
+        model = _Configured()
+        return model, gl.optim.Adam(model.parameters(), lr=1e-2), _configured_loss
+
+    def change(i, model, opt):
+        if i == 4:
+            _RECONFIGURES[what](model)
+    step = _same_with_changes(build, change, 8)
+    info = step.info()
+    assert info["rerecorded"] == 1 and info["replayed"] == 4 and info["eager_reasons"] == []
+
+
+def test_a_large_list_is_data_not_a_setting():
+    from gradlab.train import compiled
+    small, large = [0.5] * 64, [0.5] * 65
+    assert compiled._setting_value(small) is not compiled._OTHER
+    assert compiled._setting_value(large) is compiled._OTHER
+    assert compiled._setting_value([gl.tensor([1.0])]) is compiled._OTHER
+    nested = [0.5]
+    for _ in range(3):
+        nested = [nested]
+    assert compiled._setting_value(nested[0]) is not compiled._OTHER
+    assert compiled._setting_value(nested) is compiled._OTHER  # deeper than three
+    loop = [0.5]
+    loop.append(loop)  # (a container holding itself must not recurse forever)
+    assert compiled._setting_value(loop) is compiled._OTHER
+
+
 @pytest.mark.parametrize("part", ["model", "loss_fn", "optimizer"])
 def test_the_steps_model_loss_and_optimizer_cannot_be_replaced(part):
     model = _model()
@@ -690,16 +756,21 @@ class _Reads(gl.nn.Module):
         return h * 2.0 if h.sum().item() > 0 else h   # a Python decision on a value
 
 
+def _noise_source(seed):
+    rng = np.random.default_rng(seed)  # (in a helper's closure: the step's guards miss it)
+    return lambda shape: rng.standard_normal(shape).astype(np.float32)
+
+
 class _Noise(gl.nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = gl.nn.Linear(4, 3)
-        self._rng = np.random.default_rng(0)
+        self._draw = _noise_source(0)
 
     def forward(self, x):
-        # drawn outside gradlab (gl.randn_like is a recorded draw: it replays)
-        noise = self._rng.standard_normal(x.shape).astype(np.float32)
-        return self.fc(x + 0.1 * gl.from_numpy(noise))
+        # drawn outside gradlab (gl.randn_like is a recorded draw: it replays), from a
+        # generator that the step cannot see: the two recordings differ
+        return self.fc(x + 0.1 * gl.from_numpy(self._draw(x.shape)))
 
 
 class _Counts(gl.nn.Module):
@@ -916,19 +987,35 @@ class _KeepsLast:
         return self.last
 
 
+class _Weighted:
+    def __init__(self):
+        self.weight = 1.0
+
+    def __call__(self, out, y):
+        return F.cross_entropy(out, y) * self.weight
+
+
+def _steps_with_loss(loss_fn, compiled, change=None, steps=10):
+    model = _model(dropout=0.0)
+    opt = gl.optim.SGD(model.parameters(), lr=0.1)
+    step = compile_step(model, loss_fn, opt) if compiled else eager_step(model, loss_fn, opt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        losses = []
+        for i, (x, y) in enumerate(_batches(steps)):
+            if change is not None:
+                change(i)
+            losses.append(step(x, y).item())
+    return (losses, _state(model, opt), step), caught
+
+
 def test_guarded_values_that_change_at_every_step_make_the_step_eager_with_a_warning():
     runs = []
     for compiled in (False, True):
-        model = _model(dropout=0.0)
-        opt = gl.optim.SGD(model.parameters(), lr=0.1)
-        loss_fn = _KeepsLast()
-        step = compile_step(model, loss_fn, opt) if compiled else \
-            eager_step(model, loss_fn, opt)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            losses = [step(x, y).item() for x, y in _batches(10)]
-        runs.append((losses, _state(model, opt), step))
-        assert loss_fn.last.item() == losses[-1]  # as eager leaves it
+        loss_fn = _Weighted()
+        run, caught = _steps_with_loss(loss_fn, compiled,
+                                       lambda i, f=loss_fn: setattr(f, "weight", 1.0 + i / 8))
+        runs.append(run)
     _assert_same(*runs)
     info = runs[1][2].info()
     assert info["replayed"] == 0 and info["rerecorded"] == 3, info
@@ -936,6 +1023,21 @@ def test_guarded_values_that_change_at_every_step_make_the_step_eager_with_a_war
     assert sum("running eagerly" in str(w.message) for w in caught) == 1
     runs[1][2].reset()
     assert runs[1][2].info()["eager_reasons"] == []
+
+
+def test_a_tensor_the_loss_keeps_on_itself_at_each_call_makes_the_step_eager():
+    runs = []
+    for compiled in (False, True):
+        loss_fn = _KeepsLast()
+        run, caught = _steps_with_loss(loss_fn, compiled)
+        runs.append(run)
+        assert loss_fn.last.item() == run[0][-1]  # as eager leaves it
+    _assert_same(*runs)
+    info = runs[1][2].info()
+    # The first recording might be a lazy set-up, so it is dropped; the second gives up
+    assert info["replayed"] == 0 and info["recorded"] == 2, info
+    assert "changes attribute 'last' of the loss" in info["eager_reasons"][0]
+    assert sum("running eagerly" in str(w.message) for w in caught) == 1
 
 
 def test_numpy_numbers_are_guarded_as_settings():

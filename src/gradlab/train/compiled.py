@@ -36,13 +36,21 @@ closure holds: the loss that ``fit`` wraps; through a ``functools.partial``, its
 and bound arguments; a bound method's module); what the ``forward`` of a module class of
 your own reads from its closure or globals, and that class's own settings. Numbers
 (Python's or NumPy's), slices, dtypes and Enum members are compared by value, tensors,
-modules, functions and NumPy arrays by identity, and a module read this way is guarded as
-the model's are (its settings, buffers, mode). A value read elsewhere (a dict entry, a
-list, a helper's globals, a module's private attribute) is not seen: keep such a value in a
-tensor updated in place (a replay reads the array), or call ``step.reset()`` after changing
-it. Python-side randomness or state in ``forward`` (``random.random()``, a call counter) is
-not seen either: a replay repeats the recording's branch. (A reseed during the step,
-``gl.manual_seed`` in ``forward``, is seen: the step runs eagerly.) Guarded values that
+modules, functions and NumPy arrays by identity, dicts, lists and tuples of these (a
+config dict; up to 64 entries, three deep) by value, entries changed in place included, and
+a module read this way is guarded as the model's are (its settings, buffers, mode). A value
+read elsewhere (a helper's globals, a module's private attribute changed between steps, a
+larger container) is not seen: keep such a value in a tensor updated in place (a replay
+reads the array), or call ``step.reset()`` after changing it.
+
+A replay runs no Python code, so a step whose own code changes Python state as it runs
+runs eagerly, with one warning (``_StepState``): an attribute of one of its modules set
+during the step (a counter, an output kept as ``self._last``), a variable or global that
+its code reads, rebound, or a draw from a random generator outside gradlab (Python's or
+NumPy's global one, or a ``Random``, ``Generator`` or ``RandomState`` that a module holds
+or the code reads by name; ``random.random() < p`` would repeat the recording's branch). A
+change at the first recording only is a lazy set-up: that recording is dropped. A reseed
+during the step (``gl.manual_seed`` in ``forward``) runs eagerly too. Guarded values that
 change before every replay could run (a tensor the loss stores on itself at each call)
 would record at every step, which costs more than eager: after ``_RESTLESS`` such drops in
 a row the step runs eagerly, with one warning, until ``reset()``.
@@ -52,6 +60,7 @@ from __future__ import annotations
 import dis
 import enum
 import functools
+import random
 import sys
 import time
 import types
@@ -98,7 +107,7 @@ class _Entry:
     """What is known of one signature: its recordings so far, then its replay or why not."""
 
     __slots__ = ("first", "replay", "out_slot", "loss_slots", "tuple_loss", "eager_reason",
-                 "graph", "graphable", "saved")
+                 "graph", "graphable", "saved", "key")
 
     def __init__(self):
         self.first = self.replay = self.eager_reason = None
@@ -107,6 +116,7 @@ class _Entry:
         self.out_slot = self.loss_slots = None
         self.tuple_loss = False
         self.saved = ()  # version counters of the parameters the replay's backward reads
+        self.key = None  # its signature, as CompiledStep._entries holds it
 
 
 def _refuse(name):
@@ -150,12 +160,14 @@ class CompiledStep:
         self._modes = None        # (mode_version, every module's training flag), as read
         self._pending = None
         self._recording = None
-        self._restarts = None     # random_restarts() when the recording in progress began
+        self._before = None       # (random_restarts(), _StepState) as the recording began
         self._saved_at = None     # entry.saved's versions at a public forward() of a replay
         self._warned = set()
         self._graphs = _CudaGraphs(self._warned, optimizer)
         self._optimizer_fast = None  # the optimizer's prepared step, once it has one
         self._restless = 0        # times the recordings were dropped since the last replay
+        self._unsteady = {}       # signature -> None (its recording changed Python state
+        #                           once), or why it runs eagerly (it did so twice)
         self._unsettled = None    # the eager _Entry of every call, once that is too many
         self.counts = {"eager": 0, "recorded": 0, "replayed": 0, "rerecorded": 0}
         self.record_seconds = 0.0
@@ -237,11 +249,27 @@ class CompiledStep:
                 self._recording = None
                 with recording(rec, "backward"):
                     objective.backward()
-                if random_restarts() != self._restarts:
+                restarts, state = self._before
+                self._before = None
+                if random_restarts() != restarts:
                     rec.fail("the step reseeds a random generator (gl.manual_seed, or a "
                              "Generator's manual_seed or set_state, in forward or the loss); "
                              "a replay would not, and its dropout would draw other masks")
-                self._finish_recording(entry, rec)
+                changed = state.changed()
+                if changed is not None and rec.broken is None:
+                    if entry.key in self._unsteady:
+                        rec.fail(changed)
+                        self._unsteady[entry.key] = changed
+                    else:
+                        # Once may be a lazy set-up (`if self._mask is None: ...`): record
+                        # again, and give up only if the next recording changes it too.
+                        # (By signature, not entry: a change that the guards see, such as
+                        # a tensor kept on a module, drops the entries.)
+                        self._unsteady[entry.key] = None
+                        self.counts["recorded"] += 1
+                        rec = None
+                if rec is not None:
+                    self._finish_recording(entry, rec)
             else:
                 objective.backward()
                 self.counts["eager"] += 1
@@ -269,15 +297,16 @@ class CompiledStep:
             self.counts["rerecorded"] += 1
         self._entries.clear()
         self._world = self._shallow = None
-        self._pending = self._recording = self._saved_at = None
+        self._pending = self._recording = self._saved_at = self._before = None
         self._optimizer_fast = None
         self._restless, self._unsettled = 0, None
+        self._unsteady.clear()
 
     def discard(self):
         """Forget the batch that ``forward`` saw without training on it (``fit`` does this
         for a non-finite loss); a recording in progress is dropped."""
         pending, self._pending = self._pending, None
-        self._recording = self._saved_at = None
+        self._recording = self._saved_at = self._before = None
         if pending is not None:
             self._graphs.discard(pending[0], pending[1])
 
@@ -307,7 +336,7 @@ class CompiledStep:
         started = time.perf_counter()
         known = [t for t in self._known() if t is not None]
         rec = Recording([x, y], known, x._backend.ndarray)
-        self._restarts = random_restarts()
+        self._before = (random_restarts(), _StepState(self._modules_now, self.loss_fn))
         with recording(rec, "forward"):
             out = self.model(x)
             loss = self.loss_fn(out, y)
@@ -446,9 +475,11 @@ class CompiledStep:
             if world != self._world or stale:
                 if self._world is not None and self._entries:
                     self.counts["rerecorded"] += 1
-                    self._restless += 1
-                    if self._restless >= _RESTLESS:
-                        self._settle_eagerly()
+                    # (Signatures that run eagerly anyway waste no recordings.)
+                    if any(e.eager_reason is None for e in self._entries.values()):
+                        self._restless += 1
+                        if self._restless >= _RESTLESS:
+                            self._settle_eagerly()
                 self._entries.clear()
                 self._world = world
             self._shallow = shallow
@@ -466,7 +497,10 @@ class CompiledStep:
         entry = self._entries.get(key)
         if entry is None:
             entry = _Entry()
-            if x._requires_grad or y._requires_grad:
+            entry.key = key
+            if self._unsteady.get(key) is not None:
+                self._give_up(entry, self._unsteady[key])
+            elif x._requires_grad or y._requires_grad:
                 # The replay's backward sets the .grad of the tensors it was recorded with:
                 # each new batch's input would get none, and an old one would accumulate.
                 self._give_up(entry, "an input requires grad (a replay would not give the "
@@ -505,9 +539,9 @@ class _Same:
     __hash__ = None
 
 
-def _setting_value(value):
-    """A setting as it is compared from call to call (``_setting``, or a NumPy number), or
-    _OTHER."""
+def _setting_value(value, depth=0):
+    """A setting as it is compared from call to call (``_setting``, a NumPy number, a
+    container of settings), or _OTHER."""
     if _setting(value):
         return value
     if isinstance(value, np.generic) and value.dtype.kind in "biuf":
@@ -525,7 +559,33 @@ def _setting_value(value):
         return (type(value), value)
     if isinstance(value, np.ndarray):
         return _Same(value)
-    return _OTHER
+    return _container_value(value, depth)
+
+
+_CONTAINER_ITEMS = 64  # a larger dict or list is data, not settings (and costly to compare)
+
+
+def _container_value(value, depth):
+    """A dict, list or tuple of settings (a config dict, a list of dropout rates, nested up
+    to three deep) by value, as _Frozen, or _OTHER: a recording bakes in what forward read
+    from it, and an entry changed in place has no __setattr__ to tell."""
+    kind = type(value)
+    if kind not in (dict, list, tuple) or depth > 2 or len(value) > _CONTAINER_ITEMS:
+        return _OTHER
+    frozen = [kind]
+    for k, v in (value.items() if kind is dict else enumerate(value)):
+        v = _setting_value(v, depth + 1)
+        if v is _OTHER or not _setting(k):
+            return _OTHER
+        frozen.append((k, v))
+    return _Frozen(frozen)
+
+
+class _Frozen(tuple):
+    """A container's contents as _container_value read them, led by its type. (Its own
+    class: so _StepState knows to compare it by value.)"""
+
+    __slots__ = ()
 
 
 def _guarded(value):
@@ -558,6 +618,14 @@ def _read_places(loss_fn, modules):
         d = vars(k)
         attrs.append((d, [n for n, v in d.items() if n[0] != "_" and (
             _setting_value(v) is not _OTHER or isinstance(v, (Tensor, Module)))]))
+    for m in modules:
+        # A module's containers of settings (self.cfg = {"p": 0.3}): an entry changed in
+        # place has no __setattr__ to tell, so they are read at every call, as the above.
+        d = m.__dict__
+        held = [n for n, v in d.items() if n[0] != "_" and type(v) in (dict, list)
+                and _setting_value(v) is not _OTHER]
+        if held:
+            attrs.append((d, held))
     todo = [] if isinstance(loss_fn, Module) else [loss_fn]
     seen = set()
     while todo:
@@ -659,12 +727,12 @@ def _modules_read_by(loss_fn, modules):
 
 def _numbers_read_by(loss_fn, modules):
     """``numbers()``: what the step's own Python code reads outside its tensor arguments,
-    as it is now (``_guarded``): the Python and NumPy numbers (and strings, bools, None),
-    which a recording bakes in (``alpha * penalty`` records alpha's value), and the tensors,
-    modules and functions read by name, which it holds; a change must record again. They
-    are read where ``_read_places`` looks. (Modules' own settings are guarded with the
-    modules.) Values read elsewhere (a helper's globals, a dict entry) are not seen:
-    ``reset()``."""
+    as it is now (``_guarded``): the Python and NumPy numbers (and strings, bools, None,
+    and containers of these), which a recording bakes in (``alpha * penalty`` records
+    alpha's value), and the tensors, modules and functions read by name, which it holds; a
+    change must record again. They are read where ``_read_places`` looks. (Modules' own
+    settings are guarded with the modules, their containers of settings here too.) Values
+    read elsewhere (a helper's globals) are not seen: ``reset()``."""
     cells, names, attrs = _read_places(loss_fn, modules)
     if not cells and not names and not attrs:
         return tuple
@@ -672,6 +740,93 @@ def _numbers_read_by(loss_fn, modules):
     def numbers():
         return tuple([_guarded(v) for v in _read_values(cells, names, attrs)])
     return numbers
+
+
+class _StepState:
+    """The Python state that the step's own code could change as it runs, seen before a
+    recording, to tell afterwards whether the recorded pass changed it: a replay runs no
+    Python code, so it would not. Looked at: every attribute of the step's modules (a
+    counter ``self._calls += 1``, an output kept as ``self._last = out``, a buffer rebound),
+    the places ``_read_places`` finds (closure variables, globals read by name, a loss
+    object's attributes, a module class's settings), and the random generators outside
+    gradlab: Python's and NumPy's global ones, and any ``random.Random``, NumPy
+    ``Generator`` or ``RandomState`` found among those values (``random.random() < p`` in
+    forward would repeat the recording's draw at every replay)."""
+
+    __slots__ = ("_places", "_values", "_rngs", "_states")
+
+    def __init__(self, modules, loss_fn):
+        cells, names, attrs = _read_places(loss_fn, modules)
+        places = []  # (how a message names it, a zero-argument reader of its value now)
+        for m in modules:
+            d, kind = m.__dict__, type(m).__name__
+            places.append((f"{kind}'s attributes", lambda d=d: tuple(d)))
+            places += [(f"{kind}.{k}", lambda d=d, k=k: d.get(k, _OTHER)) for k in d]
+            for group in ("_parameters", "_buffers", "_modules"):
+                g = d[group]
+                places += [(f"{kind}.{k}", lambda g=g, k=k: g.get(k, _OTHER)) for k in g]
+        places += [("a variable in a closure of the step's code",
+                    lambda c=c: _cell_value(c)) for c in cells]
+        places += [(f"the global {n!r}", lambda g=g, n=n: g.get(n, _OTHER)) for g, n in names]
+        for d, _ in attrs:
+            places += [(f"attribute {k!r} of the loss or a module class",
+                        lambda d=d, k=k: d.get(k, _OTHER)) for k in list(d)]
+        self._places = places
+        self._values = [_snapshot(read()) for _, read in places]
+        rngs = {id(r): r for r in self._values if isinstance(r, _RNG_TYPES)}
+        rngs[id(random)] = random  # (the module stands for its global generator)
+        rngs[id(np.random)] = np.random
+        self._rngs = list(rngs.values())
+        self._states = [_rng_state(r) for r in self._rngs]
+
+    def changed(self):
+        """Why a replay could not repeat the pass since ``__init__``, or None."""
+        for (where, read), before in zip(self._places, self._values):
+            now = _snapshot(read())
+            if now is not before and not (type(now) is type(before) and (
+                    _setting(now) or type(now) is _Frozen) and now == before):
+                return (f"the step's Python code changes {where} as it runs (a counter, a "
+                        f"value kept for later, a lazy set-up done at every call); a replay "
+                        f"runs no Python code and would not. Keep such state in a tensor "
+                        f"updated in place, or change it outside the step")
+        for r, before in zip(self._rngs, self._states):
+            if _rng_state(r) != before:
+                name = getattr(r, "__name__", None) or type(r).__name__
+                return (f"the step draws from a random generator outside gradlab ({name}); "
+                        f"a replay would repeat the recording's draws. Draw with gradlab's "
+                        f"ops (gl.rand, dropout), whose streams a replay advances")
+        return None
+
+
+_RNG_TYPES = (random.Random, np.random.Generator, np.random.RandomState)
+
+
+def _snapshot(value):
+    """A value as _StepState compares it: by identity, a dict or list of settings by value
+    (its entries can change in place)."""
+    if type(value) in (dict, list):
+        frozen = _container_value(value, 0)
+        if frozen is not _OTHER:
+            return frozen
+    return value
+
+
+def _rng_state(rng):
+    """A random generator's state as a comparable value."""
+    if rng is random or isinstance(rng, random.Random):
+        return rng.getstate()
+    if rng is np.random or isinstance(rng, np.random.RandomState):
+        return _comparable(rng.get_state(legacy=False))
+    return _comparable(rng.bit_generator.state)
+
+
+def _comparable(state):
+    """A NumPy bit generator's state (a dict of numbers and arrays) as a tuple."""
+    if isinstance(state, dict):
+        return tuple((k, _comparable(v)) for k, v in state.items())
+    if isinstance(state, np.ndarray):
+        return (state.dtype.str, state.tobytes())
+    return state
 
 
 # -- the GPU half: the replay captured as a CUDA graph --------------------------------------------

@@ -1,0 +1,179 @@
+"""A compiled step whose own Python code changes state as it runs (a counter, an output kept
+on the module, a draw from Python's or NumPy's random generators): a replay runs no Python
+code, so it would freeze that state, or repeat the recording's branch and draw. Such a step
+runs eagerly, with one warning naming what changed, and ends bit for bit as eager does."""
+from __future__ import annotations
+
+import random
+import warnings
+
+import numpy as np
+import pytest
+
+import gradlab as gl
+from gradlab.train import compile_step
+from tests.train.compiled_runs import eager_step
+from tests.train.test_compiled import _assert_same, _batches, _state
+
+_GLOBAL_RNG = random.Random(5)  # read by name in a forward: found among its globals
+
+
+class _Net(gl.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = gl.nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.fc(x)
+        return h * 2.0 if self.flip() else h
+
+    def flip(self):
+        return False
+
+
+class _CountsCalls(_Net):
+    def __init__(self):
+        super().__init__()
+        self._calls = 0
+
+    def flip(self):
+        self._calls += 1
+        return self._calls % 3 == 0
+
+
+class _KeepsOutput(_Net):
+    def forward(self, x):
+        self._last = super().forward(x)
+        return self._last
+
+
+class _PythonRandom(_Net):
+    def flip(self):
+        return random.random() < 0.5
+
+
+class _NumpyGlobalRandom(_Net):
+    def flip(self):
+        return np.random.rand() < 0.5
+
+
+class _OwnGenerator(_Net):
+    def __init__(self, kind):
+        super().__init__()
+        self.rng = {"generator": np.random.default_rng(3), "randomstate":
+                    np.random.RandomState(3), "random": random.Random(3)}[kind]
+
+    def flip(self):
+        return self.rng.random() < 0.5
+
+
+class _GlobalGenerator(_Net):
+    def forward(self, x):
+        h = self.fc(x)
+        return h * 2.0 if _GLOBAL_RNG.random() < 0.5 else h
+
+
+def _run(make_model, compiled, loss_fn=None, steps=8):
+    gl.manual_seed(0)
+    random.seed(11)
+    np.random.seed(11)
+    _GLOBAL_RNG.seed(5)
+    model = make_model()
+    opt = gl.optim.SGD(model.parameters(), lr=0.1)
+    loss_fn = loss_fn() if loss_fn else gl.nn.CrossEntropyLoss()
+    step = compile_step(model, loss_fn, opt) if compiled else eager_step(model, loss_fn, opt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        losses = [step(x, y).item() for x, y in _batches(steps)]
+    return (losses, _state(model, opt)), step, model, caught
+
+
+@pytest.mark.parametrize("make_model, reason", [
+    (_CountsCalls, "changes _CountsCalls._calls"),
+    (_KeepsOutput, "changes _KeepsOutput._last"),
+    (_PythonRandom, "random generator outside gradlab (random)"),
+    (_NumpyGlobalRandom, "random generator outside gradlab (numpy.random)"),
+    (lambda: _OwnGenerator("generator"), "outside gradlab (Generator)"),
+    (lambda: _OwnGenerator("randomstate"), "outside gradlab (RandomState)"),
+    (lambda: _OwnGenerator("random"), "outside gradlab (Random)"),
+    (_GlobalGenerator, "outside gradlab (Random)"),
+], ids=["counter", "kept-output", "python-random", "numpy-random", "generator",
+        "randomstate", "random-instance", "global-generator"])
+def test_python_state_changed_by_the_step_runs_it_eagerly(make_model, reason):
+    eager, _, eager_model, _ = _run(make_model, False)
+    compiled, step, model, caught = _run(make_model, True)
+    _assert_same(eager, compiled)
+    info = step.info()
+    assert info["replayed"] == 0 and len(info["eager_reasons"]) == 1
+    assert reason in info["eager_reasons"][0]
+    assert len([w for w in caught if "running eagerly" in str(w.message)]) == 1
+    if isinstance(model, _CountsCalls):  # the counter went on counting: every call ran
+        assert model._calls == eager_model._calls == 8
+    if isinstance(model, _KeepsOutput):  # the kept output is the last step's
+        assert np.array_equal(model._last.detach().numpy(), eager_model._last.detach().numpy())
+
+
+def test_a_loss_that_counts_in_its_closure_runs_eagerly():
+    def make_loss():
+        calls = 0
+        ce = gl.nn.CrossEntropyLoss()
+
+        def loss(out, y):
+            nonlocal calls
+            calls += 1
+            return ce(out, y) * (2.0 if calls % 2 else 1.0)
+        return loss
+    eager, *_ = _run(_Net, False, loss_fn=make_loss)
+    compiled, step, _, _ = _run(_Net, True, loss_fn=make_loss)
+    _assert_same(eager, compiled)
+    assert step.info()["replayed"] == 0
+    assert "a variable in a closure" in step.info()["eager_reasons"][0]
+
+
+class _LazySetUp(_Net):
+    """Sets itself up at its first call only: that recording is dropped, the next two agree,
+    and the step replays."""
+
+    def __init__(self):
+        super().__init__()
+        self._scale = None
+
+    def forward(self, x):
+        if self._scale is None:
+            self._scale = 0.5
+        return self.fc(x) * self._scale
+
+
+def test_a_lazy_set_up_at_the_first_call_still_replays():
+    eager, *_ = _run(_LazySetUp, False)
+    compiled, step, _, caught = _run(_LazySetUp, True)
+    _assert_same(eager, compiled)
+    info = step.info()
+    assert info["recorded"] == 3 and info["replayed"] == 5 and info["eager_reasons"] == []
+    assert not [w for w in caught if "running eagerly" in str(w.message)]
+
+
+def test_an_equal_number_assigned_anew_at_each_call_still_replays():
+    class Rescales(_Net):
+        def __init__(self):
+            super().__init__()
+            self._scale = 0.5
+
+        def forward(self, x):
+            self._scale = float(np.float32(0.5))  # a new float object, the same value
+            return self.fc(x) * self._scale
+    eager, *_ = _run(Rescales, False)
+    compiled, step, _, _ = _run(Rescales, True)
+    _assert_same(eager, compiled)
+    assert step.info()["replayed"] == 6
+
+
+def test_random_draws_outside_the_step_do_not_stop_its_replays():
+    gl.manual_seed(0)
+    model = _Net()
+    opt = gl.optim.SGD(model.parameters(), lr=0.1)
+    step = compile_step(model, gl.nn.CrossEntropyLoss(), opt)
+    for x, y in _batches(6):
+        random.random(), np.random.rand()  # a data pipeline's draws between steps
+        step(x, y)
+    assert step.info()["replayed"] == 4
