@@ -482,11 +482,13 @@ class _Configured(gl.nn.Module):
         gl.manual_seed(0)
         self.cfg = {"scale": 1.0, "act": "tanh"}
         self.rates = [0.0, (0.5, 2)]
+        self._gain, self._opts = 1.0, {"shift": 0.0}
         self.fc = gl.nn.Linear(4, 6)
         self.out = gl.nn.Linear(6, 3)
 
     def forward(self, x):
         h = getattr(self.fc(x), self.cfg["act"])() * self.cfg["scale"]
+        h = (h + self._opts["shift"]) * self._gain
         return self.out(F.dropout(h, self.rates[0], self.training)) * self.rates[1][0]
 
 
@@ -496,6 +498,8 @@ _RECONFIGURES = {
     "list-entry": lambda m: m.rates.__setitem__(0, 0.25),
     "nested-tuple": lambda m: m.rates.__setitem__(1, (0.75, 2)),
     "global-nested-dict": lambda m: LOSS_CONFIG["weights"].__setitem__("l2", 0.5),
+    "private-number": lambda m: setattr(m, "_gain", 2.0),
+    "private-dict-entry": lambda m: m._opts.__setitem__("shift", 0.25),
 }
 
 

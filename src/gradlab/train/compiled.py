@@ -39,8 +39,8 @@ your own reads from its closure or globals, and that class's own settings. Numbe
 modules, functions and NumPy arrays by identity, dicts, lists and tuples of these (a
 config dict; up to 64 entries, three deep) by value, entries changed in place included, and
 a module read this way is guarded as the model's are (its settings, buffers, mode). A value
-read elsewhere (a helper's globals, a module's private attribute changed between steps, a
-larger container) is not seen: keep such a value in a tensor updated in place (a replay
+read elsewhere (a helper's globals, an attribute of an object of your own that is not a
+module, a larger container) is not seen: keep such a value in a tensor updated in place (a replay
 reads the array), or call ``step.reset()`` after changing it.
 
 A replay runs no Python code, so a step whose own code changes Python state as it runs
@@ -430,8 +430,8 @@ class CompiledStep:
                 items = d[kind]
                 sig.append(tuple(items))
                 sig.append(tuple(map(id, items.values())))
-            settings = [(k, _setting_value(v)) for k, v in d.items()
-                        if k[0] != "_" and k != "training"]
+            # (private ones too: self._scale = 2.0 steers forward as a public one does)
+            settings = [(k, _setting_value(v)) for k, v in d.items() if k != "training"]
             sig.append(tuple(kv for kv in settings if kv[1] is not _OTHER))
             # Plain tensor attributes (not parameters or buffers): a recording holds the
             # array of the one it saw, so another tensor in its place must record again.
@@ -622,7 +622,7 @@ def _read_places(loss_fn, modules):
         # A module's containers of settings (self.cfg = {"p": 0.3}): an entry changed in
         # place has no __setattr__ to tell, so they are read at every call, as the above.
         d = m.__dict__
-        held = [n for n, v in d.items() if n[0] != "_" and type(v) in (dict, list)
+        held = [n for n, v in d.items() if type(v) in (dict, list)
                 and _setting_value(v) is not _OTHER]
         if held:
             attrs.append((d, held))
