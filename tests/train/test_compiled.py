@@ -469,9 +469,20 @@ def test_settings_that_are_not_numbers_record_again_when_changed(what, monkeypat
 LOSS_CONFIG = {"weights": {"ce": 1.0, "l2": 0.0}}  # read by name in _configured_loss
 
 
+HELPER_SHIFT, MIX_GAIN, PENALTY = 0.0, 1.0, 0.0  # read by helpers of the step's code
+
+
+def _shifted(h):
+    return h + HELPER_SHIFT
+
+
+def _penalty(out):
+    return (out ** 2).mean() * PENALTY
+
+
 def _configured_loss(out, y):
     w = LOSS_CONFIG["weights"]
-    return F.cross_entropy(out, y) * w["ce"] + (out ** 2).mean() * w["l2"]
+    return F.cross_entropy(out, y) * w["ce"] + (out ** 2).mean() * w["l2"] + _penalty(out)
 
 
 class _Configured(gl.nn.Module):
@@ -488,8 +499,11 @@ class _Configured(gl.nn.Module):
 
     def forward(self, x):
         h = getattr(self.fc(x), self.cfg["act"])() * self.cfg["scale"]
-        h = (h + self._opts["shift"]) * self._gain
+        h = self._mix(_shifted(h + self._opts["shift"]) * self._gain)
         return self.out(F.dropout(h, self.rates[0], self.training)) * self.rates[1][0]
+
+    def _mix(self, h):
+        return h * MIX_GAIN
 
 
 _RECONFIGURES = {
@@ -500,15 +514,20 @@ _RECONFIGURES = {
     "global-nested-dict": lambda m: LOSS_CONFIG["weights"].__setitem__("l2", 0.5),
     "private-number": lambda m: setattr(m, "_gain", 2.0),
     "private-dict-entry": lambda m: m._opts.__setitem__("shift", 0.25),
+    "helper-global": lambda m: globals().__setitem__("HELPER_SHIFT", 0.5),
+    "method-global": lambda m: globals().__setitem__("MIX_GAIN", 1.5),
+    "loss-helper-global": lambda m: globals().__setitem__("PENALTY", 0.5),
 }
 
 
 @pytest.mark.parametrize("what", _RECONFIGURES)
 def test_containers_of_settings_changed_in_place_record_again(what, monkeypatch):
-    monkeypatch.setitem(globals(), "LOSS_CONFIG", LOSS_CONFIG)
+    for name in ("LOSS_CONFIG", "HELPER_SHIFT", "MIX_GAIN", "PENALTY"):
+        monkeypatch.setitem(globals(), name, globals()[name])
 
     def build():
-        globals()["LOSS_CONFIG"] = {"weights": {"ce": 1.0, "l2": 0.0}}
+        globals().update(LOSS_CONFIG={"weights": {"ce": 1.0, "l2": 0.0}}, HELPER_SHIFT=0.0,
+                         MIX_GAIN=1.0, PENALTY=0.0)
         model = _Configured()
         return model, gl.optim.Adam(model.parameters(), lr=1e-2), _configured_loss
 

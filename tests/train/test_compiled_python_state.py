@@ -130,6 +130,31 @@ def test_a_loss_that_counts_in_its_closure_runs_eagerly():
     assert "a variable in a closure" in step.info()["eager_reasons"][0]
 
 
+_HELPER_CALLS = 0
+
+
+def _counted(h):
+    global _HELPER_CALLS
+    _HELPER_CALLS += 1  # a helper of forward that counts in its own global
+    return h * 2.0 if _HELPER_CALLS % 3 == 0 else h
+
+
+class _CallsACountingHelper(_Net):
+    def forward(self, x):
+        return _counted(self.fc(x))
+
+
+def test_a_helper_that_counts_in_its_own_global_runs_eagerly():
+    global _HELPER_CALLS
+    _HELPER_CALLS = 0
+    eager, *_ = _run(_CallsACountingHelper, False)
+    _HELPER_CALLS = 0
+    compiled, step, _, _ = _run(_CallsACountingHelper, True)
+    _assert_same(eager, compiled)
+    assert step.info()["replayed"] == 0 and _HELPER_CALLS == 8
+    assert "changes the global '_HELPER_CALLS'" in step.info()["eager_reasons"][0]
+
+
 class _LazySetUp(_Net):
     """Sets itself up at its first call only: that recording is dropped, the next two agree,
     and the step replays."""

@@ -33,15 +33,18 @@ beta's value) and holds the tensors and modules it used. Guarded, so that a chan
 again: what the loss function reads from its closure, its module's globals or its object's
 public attributes (and so do the functions and callable objects of your own that its
 closure holds: the loss that ``fit`` wraps; through a ``functools.partial``, its function
-and bound arguments; a bound method's module); what the ``forward`` of a module class of
-your own reads from its closure or globals, and that class's own settings. Numbers
-(Python's or NumPy's), slices, dtypes and Enum members are compared by value, tensors,
-modules, functions and NumPy arrays by identity, dicts, lists and tuples of these (a
-config dict; up to 64 entries, three deep) by value, entries changed in place included, and
-a module read this way is guarded as the model's are (its settings, buffers, mode). A value
-read elsewhere (a helper's globals, an attribute of an object of your own that is not a
-module, a larger container) is not seen: keep such a value in a tensor updated in place (a replay
-reads the array), or call ``step.reset()`` after changing it.
+and bound arguments; a bound method's module); what the methods of a module class of your
+own (``forward`` and those it calls) read from their closures or globals, and that class's
+own settings; and, in turn, what the functions of your own that any of these call by name
+read (a helper of ``forward`` reading a global). Numbers (Python's or NumPy's), slices,
+dtypes and Enum members are compared by value, tensors, modules, functions and NumPy
+arrays by identity, dicts, lists and tuples of these (a config dict; up to 64 entries,
+three deep) by value, entries changed in place included, and a module read this way is
+guarded as the model's are (its settings, buffers, mode). A value read elsewhere (a
+function reached as an attribute, ``utils.scale(h)``, or installed library code; an
+attribute of an object of your own that is not a module; a larger container) is not seen:
+keep such a value in a tensor updated in place (a replay reads the array), or call
+``step.reset()`` after changing it.
 
 A replay runs no Python code, so a step whose own code changes Python state as it runs
 runs eagerly, with one warning (``_StepState``): an attribute of one of its modules set
@@ -62,6 +65,7 @@ import enum
 import functools
 import random
 import sys
+import sysconfig
 import time
 import types
 import warnings
@@ -291,8 +295,8 @@ class CompiledStep:
 
     def reset(self):
         """Forget every recording: the next calls record again. For a change the guards do
-        not see (module docstring), such as a Python number that a helper of the loss
-        reads from its own globals."""
+        not see (module docstring), such as a Python number that a function of the loss
+        reads from its own module's globals, called as ``utils.weight()``."""
         if self._entries:
             self.counts["rerecorded"] += 1
         self._entries.clear()
@@ -603,12 +607,12 @@ def _guarded(value):
 def _read_places(loss_fn, modules):
     """(closure cells, (globals, name) pairs, attribute dicts) that the step's own Python
     code reads: ``loss_fn``'s (through a ``functools.partial``: its function's, and its
-    bound arguments), those of the functions and callable objects of your own that its
-    closure holds (the loss that ``fit``'s wrapper calls), and those of the ``forward``
-    of each module class defined outside gradlab, with the class's own attributes."""
+    bound arguments), those of the methods (``forward`` and the rest) of each module class
+    defined outside gradlab, with the class's own attributes, and those of the functions
+    and callable objects of your own that these hold in their closures (the loss that
+    ``fit``'s wrapper calls) or read as globals (a helper of ``forward``), in turn."""
     cells, names, attrs = [], [], []
-    functions = [type(m).forward for m in modules
-                 if not type(m).__module__.startswith("gradlab.")]
+    functions = []
     # A setting kept on a module class of your own (Scaled.factor = 3.0, read as
     # self.factor): no module's __setattr__ sees it change.
     # (Its methods and other descriptors are left out: a class's code is not guarded.)
@@ -627,6 +631,12 @@ def _read_places(loss_fn, modules):
         if held:
             attrs.append((d, held))
     todo = [] if isinstance(loss_fn, Module) else [loss_fn]
+    # The code of module classes of your own: forward, and the methods it may call
+    # (self.helper(h) reading a global of its own), followed as the loss is.
+    # (Not __init__ and the other dunders: the step does not run them.)
+    todo += [v for k in classes.values() for n, v in vars(k).items()
+             if isinstance(v, types.FunctionType) and not n.startswith("__")
+             and not _library_code(v)]
     seen = set()
     while todo:
         fn = todo.pop()
@@ -649,12 +659,35 @@ def _read_places(loss_fn, modules):
             attrs.append((owner.__dict__, None))
         if isinstance(fn, types.FunctionType):
             todo += [v for v in map(_cell_value, fn.__closure__ or ()) if _own_callable(v)]
+            # Helpers of your own that it calls by name, and their globals in turn
+            # (library code is left out: its globals are not settings of the step).
+            glob = fn.__globals__
+            todo += [v for v in (glob.get(n) for n in _globals_read(fn.__code__))
+                     if _own_callable(v) and not _library_code(v)]
     for fn in {id(f): f for f in functions}.values():
         if isinstance(fn, types.FunctionType):
             cells += fn.__closure__ or ()
             glob = fn.__globals__
-            names += [(glob, n) for n in _globals_read(fn.__code__) if n in glob]
+            # (A name bound to a Python module or a class, such as np or gl, is no setting:
+            # not read at every call.)
+            names += [(glob, n) for n in _globals_read(fn.__code__) if n in glob
+                      and not isinstance(glob[n], (types.ModuleType, type))]
     return cells, names, attrs
+
+
+_LIBRARIES = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
+                                                       "platlib")})
+
+
+def _library_code(fn):
+    """Whether ``fn`` (a function, or a callable object) is installed library code: the
+    standard library's, or a site-packages package's."""
+    if isinstance(fn, types.MethodType):
+        fn = fn.__func__
+    elif not isinstance(fn, types.FunctionType):
+        fn = type(fn).__call__  # (a slot wrapper, with no __code__, for a C type)
+    code = getattr(fn, "__code__", None)
+    return code is not None and code.co_filename.startswith(_LIBRARIES)
 
 
 _GLOBALS_READ = {}  # code object -> the global names it (and the code nested in it) reads
@@ -732,7 +765,7 @@ def _numbers_read_by(loss_fn, modules):
     alpha's value), and the tensors, modules and functions read by name, which it holds; a
     change must record again. They are read where ``_read_places`` looks. (Modules' own
     settings are guarded with the modules, their containers of settings here too.) Values
-    read elsewhere (a helper's globals) are not seen: ``reset()``."""
+    read elsewhere (a function reached as an attribute) are not seen: ``reset()``."""
     cells, names, attrs = _read_places(loss_fn, modules)
     if not cells and not names and not attrs:
         return tuple
