@@ -12,6 +12,7 @@ import pytest
 import gradlab as gl
 from gradlab.nn import functional as F
 from gradlab.train import compile_step
+from tests.train import step_settings
 from tests.train.compiled_runs import eager_step
 
 OPTIMIZERS = {
@@ -500,6 +501,7 @@ class _Configured(gl.nn.Module):
     def forward(self, x):
         h = getattr(self.fc(x), self.cfg["act"])() * self.cfg["scale"]
         h = self._mix(_shifted(h + self._opts["shift"]) * self._gain)
+        h = step_settings.scaled(h + step_settings.SHIFT)
         return self.out(F.dropout(h, self.rates[0], self.training)) * self.rates[1][0]
 
     def _mix(self, h):
@@ -517,6 +519,8 @@ _RECONFIGURES = {
     "helper-global": lambda m: globals().__setitem__("HELPER_SHIFT", 0.5),
     "method-global": lambda m: globals().__setitem__("MIX_GAIN", 1.5),
     "loss-helper-global": lambda m: globals().__setitem__("PENALTY", 0.5),
+    "own-module-attribute": lambda m: setattr(step_settings, "SHIFT", 0.5),
+    "own-module-function": lambda m: setattr(step_settings, "FACTOR", 1.5),
 }
 
 
@@ -524,10 +528,13 @@ _RECONFIGURES = {
 def test_containers_of_settings_changed_in_place_record_again(what, monkeypatch):
     for name in ("LOSS_CONFIG", "HELPER_SHIFT", "MIX_GAIN", "PENALTY"):
         monkeypatch.setitem(globals(), name, globals()[name])
+    monkeypatch.setattr(step_settings, "SHIFT", 0.0)
+    monkeypatch.setattr(step_settings, "FACTOR", 1.0)
 
     def build():
         globals().update(LOSS_CONFIG={"weights": {"ce": 1.0, "l2": 0.0}}, HELPER_SHIFT=0.0,
                          MIX_GAIN=1.0, PENALTY=0.0)
+        step_settings.SHIFT, step_settings.FACTOR = 0.0, 1.0
         model = _Configured()
         return model, gl.optim.Adam(model.parameters(), lr=1e-2), _configured_loss
 

@@ -36,13 +36,14 @@ closure holds: the loss that ``fit`` wraps; through a ``functools.partial``, its
 and bound arguments; a bound method's module); what the methods of a module class of your
 own (``forward`` and those it calls) read from their closures or globals, and that class's
 own settings; and, in turn, what the functions of your own that any of these call by name
-read (a helper of ``forward`` reading a global). Numbers (Python's or NumPy's), slices,
+read (a helper of ``forward`` reading a global), a Python module of your own's attributes
+included (``config.BETA``, ``utils.scale(h)``). Numbers (Python's or NumPy's), slices,
 dtypes and Enum members are compared by value, tensors, modules, functions and NumPy
 arrays by identity, dicts, lists and tuples of these (a config dict; up to 64 entries,
 three deep) by value, entries changed in place included, and a module read this way is
-guarded as the model's are (its settings, buffers, mode). A value read elsewhere (a
-function reached as an attribute, ``utils.scale(h)``, or installed library code; an
-attribute of an object of your own that is not a module; a larger container) is not seen:
+guarded as the model's are (its settings, buffers, mode). A value read elsewhere (by
+installed library code; an attribute of an object of your own that is not a module, or
+one reached through two dots, ``config.loss.BETA``; a larger container) is not seen:
 keep such a value in a tensor updated in place (a replay reads the array), or call
 ``step.reset()`` after changing it.
 
@@ -295,8 +296,8 @@ class CompiledStep:
 
     def reset(self):
         """Forget every recording: the next calls record again. For a change the guards do
-        not see (module docstring), such as a Python number that a function of the loss
-        reads from its own module's globals, called as ``utils.weight()``."""
+        not see (module docstring), such as an attribute of a plain object that the loss
+        holds (``self.opts.weight``)."""
         if self._entries:
             self.counts["rerecorded"] += 1
         self._entries.clear()
@@ -661,17 +662,15 @@ def _read_places(loss_fn, modules):
             todo += [v for v in map(_cell_value, fn.__closure__ or ()) if _own_callable(v)]
             # Helpers of your own that it calls by name, and their globals in turn
             # (library code is left out: its globals are not settings of the step).
-            glob = fn.__globals__
-            todo += [v for v in (glob.get(n) for n in _globals_read(fn.__code__))
+            todo += [v for v in (d[n] for d, n in _global_places(fn))
                      if _own_callable(v) and not _library_code(v)]
     for fn in {id(f): f for f in functions}.values():
         if isinstance(fn, types.FunctionType):
             cells += fn.__closure__ or ()
-            glob = fn.__globals__
             # (A name bound to a Python module or a class, such as np or gl, is no setting:
             # not read at every call.)
-            names += [(glob, n) for n in _globals_read(fn.__code__) if n in glob
-                      and not isinstance(glob[n], (types.ModuleType, type))]
+            names += [(d, n) for d, n in _global_places(fn)
+                      if not isinstance(d[n], (types.ModuleType, type))]
     return cells, names, attrs
 
 
@@ -694,19 +693,50 @@ _GLOBALS_READ = {}  # code object -> the global names it (and the code nested in
 
 
 def _globals_read(code):
-    """The names ``code`` loads as globals: not all of ``co_names``, which holds attribute
-    names too (``self.out`` would guard a global ``out``)."""
+    """(names, (name, attribute) pairs) that ``code`` loads as globals: the names are not all
+    of ``co_names``, which holds attribute names too (``self.out`` would guard a global
+    ``out``); a pair is a global's attribute read at once (``config.BETA``,
+    ``utils.scale(h)``), which matters where the global is a Python module of your own."""
     found = _GLOBALS_READ.get(code)
     if found is None:
-        found = set()
+        names, pairs = set(), set()
+        last = None  # the global just loaded, if the next instruction reads its attribute
         for ins in dis.get_instructions(code):
+            if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and last is not None:
+                pairs.add((last, ins.argval))
+            last = None
             if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
-                found.add(ins.argval)
+                names.add(ins.argval)
+                last = ins.argval
         for const in code.co_consts:
             if isinstance(const, types.CodeType):  # a lambda or comprehension inside
-                found.update(_globals_read(const))
-        found = _GLOBALS_READ[code] = sorted(found)
+                inner = _globals_read(const)
+                names.update(inner[0])
+                pairs.update(inner[1])
+        found = _GLOBALS_READ[code] = (sorted(names), sorted(pairs))
     return found
+
+
+def _own_module_dict(value):
+    """The namespace of a Python module of your own (not gradlab's, nor installed library
+    code, nor a built-in one), or None."""
+    if not isinstance(value, types.ModuleType) or value.__name__.startswith("gradlab"):
+        return None
+    where = getattr(value, "__file__", None)
+    return None if where is None or where.startswith(_LIBRARIES) else vars(value)
+
+
+def _global_places(fn):
+    """(namespace, name) pairs that ``fn`` reads as globals, a module of your own's
+    attributes (``config.BETA``) included."""
+    glob = fn.__globals__
+    names, pairs = _globals_read(fn.__code__)
+    places = [(glob, n) for n in names if n in glob]
+    for n, attr in pairs:
+        d = _own_module_dict(glob.get(n))
+        if d is not None and attr in d:
+            places.append((d, attr))
+    return places
 
 
 def _own_callable(value):
@@ -765,7 +795,7 @@ def _numbers_read_by(loss_fn, modules):
     alpha's value), and the tensors, modules and functions read by name, which it holds; a
     change must record again. They are read where ``_read_places`` looks. (Modules' own
     settings are guarded with the modules, their containers of settings here too.) Values
-    read elsewhere (a function reached as an attribute) are not seen: ``reset()``."""
+    read elsewhere (an attribute of a plain object) are not seen: ``reset()``."""
     cells, names, attrs = _read_places(loss_fn, modules)
     if not cells and not names and not attrs:
         return tuple
