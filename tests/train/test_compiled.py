@@ -2,8 +2,10 @@
 and every guard records again or falls back to eager instead of replaying a wrong step."""
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
+import types
 import warnings
 
 import numpy as np
@@ -486,6 +488,11 @@ def _configured_loss(out, y):
     return F.cross_entropy(out, y) * w["ce"] + (out ** 2).mean() * w["l2"] + _penalty(out)
 
 
+@dataclasses.dataclass
+class _Options:
+    gain: float
+
+
 class _Configured(gl.nn.Module):
     """A forward steered by a config dict and a list of rates kept on the module."""
 
@@ -495,6 +502,7 @@ class _Configured(gl.nn.Module):
         self.cfg = {"scale": 1.0, "act": "tanh"}
         self.rates = [0.0, (0.5, 2)]
         self._gain, self._opts = 1.0, {"shift": 0.0}
+        self.ns, self.dc = types.SimpleNamespace(bias=0.0), _Options(gain=1.0)
         self.fc = gl.nn.Linear(4, 6)
         self.out = gl.nn.Linear(6, 3)
 
@@ -502,6 +510,7 @@ class _Configured(gl.nn.Module):
         h = getattr(self.fc(x), self.cfg["act"])() * self.cfg["scale"]
         h = self._mix(_shifted(h + self._opts["shift"]) * self._gain)
         h = step_settings.scaled(h + step_settings.SHIFT)
+        h = (h + self.ns.bias) * self.dc.gain
         return self.out(F.dropout(h, self.rates[0], self.training)) * self.rates[1][0]
 
     def _mix(self, h):
@@ -521,6 +530,8 @@ _RECONFIGURES = {
     "loss-helper-global": lambda m: globals().__setitem__("PENALTY", 0.5),
     "own-module-attribute": lambda m: setattr(step_settings, "SHIFT", 0.5),
     "own-module-function": lambda m: setattr(step_settings, "FACTOR", 1.5),
+    "namespace-attribute": lambda m: setattr(m.ns, "bias", 0.25),
+    "dataclass-field": lambda m: setattr(m.dc, "gain", 1.5),
 }
 
 

@@ -40,10 +40,11 @@ read (a helper of ``forward`` reading a global), a Python module of your own's a
 included (``config.BETA``, ``utils.scale(h)``). Numbers (Python's or NumPy's), slices,
 dtypes and Enum members are compared by value, tensors, modules, functions and NumPy
 arrays by identity, dicts, lists and tuples of these (a config dict; up to 64 entries,
-three deep) by value, entries changed in place included, and a module read this way is
+three deep) and config objects holding them (a ``SimpleNamespace``, a dataclass instance)
+by value, entries changed in place included, and a module read this way is
 guarded as the model's are (its settings, buffers, mode). A value read elsewhere (by
-installed library code; an attribute of an object of your own that is not a module, or
-one reached through two dots, ``config.loss.BETA``; a larger container) is not seen:
+installed library code; an attribute of another kind of object of your own, or one
+reached through two dots, ``config.loss.BETA``; a larger container) is not seen:
 keep such a value in a tensor updated in place (a replay reads the array), or call
 ``step.reset()`` after changing it.
 
@@ -572,18 +573,38 @@ _CONTAINER_ITEMS = 64  # a larger dict or list is data, not settings (and costly
 
 def _container_value(value, depth):
     """A dict, list or tuple of settings (a config dict, a list of dropout rates, nested up
-    to three deep) by value, as _Frozen, or _OTHER: a recording bakes in what forward read
-    from it, and an entry changed in place has no __setattr__ to tell."""
+    to three deep), or a config object holding them (a ``types.SimpleNamespace``, a
+    dataclass instance), by value, as _Frozen, or _OTHER: a recording bakes in what
+    forward read from it, and an entry changed in place has no __setattr__ to tell."""
     kind = type(value)
-    if kind not in (dict, list, tuple) or depth > 2 or len(value) > _CONTAINER_ITEMS:
+    if kind in (dict, list, tuple):
+        d = value
+    elif _config_object(value):
+        d = vars(value)
+    else:
         return _OTHER
+    if depth > 2 or len(d) > _CONTAINER_ITEMS:
+        return _OTHER
+    items = d.items() if type(d) is dict else enumerate(d)
     frozen = [kind]
-    for k, v in (value.items() if kind is dict else enumerate(value)):
+    for k, v in items:
         v = _setting_value(v, depth + 1)
         if v is _OTHER or not _setting(k):
             return _OTHER
         frozen.append((k, v))
     return _Frozen(frozen)
+
+
+def _config_object(value):
+    """A ``types.SimpleNamespace`` or a dataclass instance (with a plain ``__dict__``)."""
+    kind = type(value)
+    return (kind is types.SimpleNamespace or hasattr(kind, "__dataclass_fields__")) and \
+        type(getattr(value, "__dict__", None)) is dict
+
+
+def _changeable(value):
+    """Whether ``value`` can hold settings that change in place (read at every call)."""
+    return type(value) in (dict, list) or _config_object(value)
 
 
 class _Frozen(tuple):
@@ -627,7 +648,7 @@ def _read_places(loss_fn, modules):
         # A module's containers of settings (self.cfg = {"p": 0.3}): an entry changed in
         # place has no __setattr__ to tell, so they are read at every call, as the above.
         d = m.__dict__
-        held = [n for n, v in d.items() if type(v) in (dict, list)
+        held = [n for n, v in d.items() if _changeable(v)
                 and _setting_value(v) is not _OTHER]
         if held:
             attrs.append((d, held))
@@ -865,9 +886,9 @@ _RNG_TYPES = (random.Random, np.random.Generator, np.random.RandomState)
 
 
 def _snapshot(value):
-    """A value as _StepState compares it: by identity, a dict or list of settings by value
-    (its entries can change in place)."""
-    if type(value) in (dict, list):
+    """A value as _StepState compares it: by identity, a dict, list or config object of
+    settings by value (its entries can change in place)."""
+    if _changeable(value):
         frozen = _container_value(value, 0)
         if frozen is not _OTHER:
             return frozen
