@@ -559,7 +559,8 @@ def test_containers_of_settings_changed_in_place_record_again(what, monkeypatch)
 
 def test_a_large_list_is_data_not_a_setting():
     from gradlab.train import compiled
-    small, large = [0.5] * 64, [0.5] * 65
+    small = [0.5] * compiled._CONTAINER_ITEMS
+    large = small + [0.5]
     assert compiled._setting_value(small) is not compiled._OTHER
     assert compiled._setting_value(large) is compiled._OTHER
     assert compiled._setting_value([gl.tensor([1.0])]) is compiled._OTHER

@@ -202,3 +202,148 @@ def test_random_draws_outside_the_step_do_not_stop_its_replays():
         random.random(), np.random.rand()  # a data pipeline's draws between steps
         step(x, y)
     assert step.info()["replayed"] == 4
+
+
+def _replays(make_model, steps=8, between=None):
+    gl.manual_seed(0)
+    model = make_model()
+    step = compile_step(model, gl.nn.CrossEntropyLoss(),
+                        gl.optim.SGD(model.parameters(), lr=0.1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for i, (x, y) in enumerate(_batches(steps)):
+            if between is not None:
+                between(i, model)
+            step(x, y)
+    return step.info()
+
+
+def test_a_system_random_generator_on_a_module_does_not_stop_the_step():
+    class Holds(_Net):
+        def __init__(self):
+            super().__init__()
+            self.rng = random.SystemRandom()  # (no state to read; nothing to replay wrongly)
+    assert _replays(Holds)["replayed"] == 6
+
+
+@pytest.mark.parametrize("value", [lambda: np.int64(4), lambda: np.float32(0.5),
+                                   lambda: slice(0, 3), lambda: {"k": np.float32(0.5)}],
+                         ids=["int64", "float32", "slice", "dict"])
+def test_an_equal_setting_of_any_kind_assigned_anew_in_forward_still_replays(value):
+    class Assigns(_Net):
+        def __init__(self):
+            super().__init__()
+            self._v = value()
+
+        def forward(self, x):
+            self._v = value()  # a new object at every call, always the same value
+            return self.fc(x)
+    info = _replays(Assigns)
+    assert info["replayed"] == 6 and info["eager_reasons"] == []
+
+
+class _CachesInverse(_Net):
+    """A lazy recompute, once after each change of a guarded setting."""
+
+    def __init__(self):
+        super().__init__()
+        self.temperature, self._for, self._inv = 1.0, None, None
+
+    def forward(self, x):
+        if self._for != self.temperature:
+            self._for, self._inv = self.temperature, 1.0 / self.temperature
+        return self.fc(x) * self._inv
+
+
+def test_a_lazy_recompute_after_each_setting_change_replays_again():
+    def change(i, model):
+        if i in (4, 8):
+            model.temperature += 1.0
+    info = _replays(_CachesInverse, steps=12, between=change)
+    # steps 0-3, 4-7 and 8-11: a recording dropped (the recompute), two that agree, and a
+    # replay each time
+    assert info["replayed"] == 3 and info["recorded"] == 9 and info["eager_reasons"] == []
+
+
+def test_the_callers_code_between_forward_and_backward_step_is_not_the_steps():
+    gl.manual_seed(0)
+    model = _Net()
+    step = compile_step(model, gl.nn.CrossEntropyLoss(),
+                        gl.optim.SGD(model.parameters(), lr=0.1))
+    for x, y in _batches(8):
+        step.forward(x, y)
+        random.random(), np.random.rand()  # a sampled print of the loss, say
+        step.backward_step()
+    assert step.info()["replayed"] == 6 and step.info()["eager_reasons"] == []
+
+
+def test_a_draw_inside_backward_is_seen():
+    class Hooked(_Net):
+        def __init__(self):
+            super().__init__()
+            self.fc.weight.register_hook(lambda g: g * (1.0 + 0 * random.random()))
+    info = _replays(Hooked)
+    assert info["replayed"] == 0  # (a tensor hook runs eagerly anyway: a reason is given)
+    assert info["eager_reasons"]
+
+
+def test_other_threads_drawing_from_the_global_generators_do_not_stop_the_step():
+    """A loader thread drawing noise from np.random while the step runs: the draws are
+    not the step's (the forward below waits for one, so that it lands inside the step)."""
+    import threading
+    go, done, stop = threading.Event(), threading.Event(), threading.Event()
+
+    def loader():
+        while not stop.is_set():
+            if go.wait(0.05):
+                go.clear()
+                np.random.rand(), random.random()
+                done.set()
+
+    class Waits(_Net):
+        def forward(self, x):
+            go.set()
+            assert done.wait(10)
+            done.clear()
+            return self.fc(x)
+    worker = threading.Thread(target=loader, daemon=True)
+    worker.start()
+    try:
+        info = _replays(Waits)
+    finally:
+        stop.set()
+        worker.join()
+    assert info["replayed"] == 6 and info["eager_reasons"] == []
+
+
+def test_a_dict_inside_a_tuple_changed_in_place_records_again():
+    class Tupled(_Net):
+        def __init__(self):
+            super().__init__()
+            self.cfg = ({"s": 1.0},)
+
+        def forward(self, x):
+            return self.fc(x) * self.cfg[0]["s"]
+    runs = []
+    for compiled in (False, True):
+        gl.manual_seed(0)
+        model = Tupled()
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        step = compile_step(model, gl.nn.CrossEntropyLoss(), opt) if compiled else \
+            eager_step(model, gl.nn.CrossEntropyLoss(), opt)
+        losses = []
+        for i, (x, y) in enumerate(_batches(8)):
+            if i == 4:
+                model.cfg[0]["s"] = 3.0
+            losses.append(step(x, y).item())
+        runs.append((losses, _state(model, opt)))
+    _assert_same(*runs)
+
+
+def test_a_large_nested_list_is_not_compared_at_every_call():
+    from gradlab.train import compiled
+    flat = [1.0] * compiled._CONTAINER_ITEMS
+    assert compiled._setting_value(flat) is not compiled._OTHER
+    # the budget is for the whole structure, not per level
+    assert compiled._setting_value([[1.0] * 8 for _ in range(8)]) is compiled._OTHER
+    assert compiled._setting_value([[1.0] * 4 for _ in range(4)]) is not compiled._OTHER

@@ -39,26 +39,27 @@ own settings; and, in turn, what the functions of your own that any of these cal
 read (a helper of ``forward`` reading a global), a Python module of your own's attributes
 included (``config.BETA``, ``utils.scale(h)``). Numbers (Python's or NumPy's), slices,
 dtypes and Enum members are compared by value, tensors, modules, functions and NumPy
-arrays by identity, dicts, lists and tuples of these (a config dict; up to 64 entries,
+arrays by identity, dicts, lists and tuples of these (a config dict; 32 entries in all,
 three deep) and config objects holding them (a ``SimpleNamespace``, a dataclass instance)
-by value, entries changed in place included, and a module read this way is
-guarded as the model's are (its settings, buffers, mode). A value read elsewhere (by
-installed library code; an attribute of another kind of object of your own, or one
-reached through two dots, ``config.loss.BETA``; a larger container) is not seen:
-keep such a value in a tensor updated in place (a replay reads the array), or call
-``step.reset()`` after changing it.
+by value, entries changed in place included, and a module read this way is guarded as the
+model's are (its settings, buffers, mode). A value read elsewhere (by installed library
+code; an attribute of another kind of object of your own, or one reached through two
+dots, ``config.loss.BETA``; a larger container) is not seen: keep such a value in a tensor
+updated in place (a replay reads the array), or call ``step.reset()`` after changing it.
 
 A replay runs no Python code, so a step whose own code changes Python state as it runs
 runs eagerly, with one warning (``_StepState``): an attribute of one of its modules set
 during the step (a counter, an output kept as ``self._last``), a variable or global that
 its code reads, rebound, or a draw from a random generator outside gradlab (Python's or
-NumPy's global one, or a ``Random``, ``Generator`` or ``RandomState`` that a module holds
-or the code reads by name; ``random.random() < p`` would repeat the recording's branch). A
-change at the first recording only is a lazy set-up: that recording is dropped. A reseed
-during the step (``gl.manual_seed`` in ``forward``) runs eagerly too. Guarded values that
-change before every replay could run (a tensor the loss stores on itself at each call)
-would record at every step, which costs more than eager: after ``_RESTLESS`` such drops in
-a row the step runs eagerly, with one warning, until ``reset()``.
+NumPy's global one, while no other Python thread runs, or a ``Random``, ``Generator`` or
+``RandomState`` that a module holds or the code reads by name; ``random.random() < p``
+would repeat the recording's branch). A change at one recording only is a lazy set-up:
+that recording is dropped. A reseed during the step (``gl.manual_seed`` in ``forward``)
+runs eagerly too. What the caller does between ``forward()`` and ``backward_step()`` is
+not the step's. Guarded values that change before every replay could run (a number set
+anew before each step) would record at every step, which costs more than eager: after
+``_RESTLESS`` such drops in a row the step runs eagerly, with one warning, until
+``reset()``.
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ import functools
 import random
 import sys
 import sysconfig
+import threading
 import time
 import types
 import warnings
@@ -166,7 +168,7 @@ class CompiledStep:
         self._modes = None        # (mode_version, every module's training flag), as read
         self._pending = None
         self._recording = None
-        self._before = None       # (random_restarts(), _StepState) as the recording began
+        self._before = None       # (reseeded, what changed): the recording forward's watch
         self._saved_at = None     # entry.saved's versions at a public forward() of a replay
         self._warned = set()
         self._graphs = _CudaGraphs(self._warned, optimizer)
@@ -253,15 +255,18 @@ class CompiledStep:
             if kind == "record":
                 rec = self._recording
                 self._recording = None
+                # (Watched apart from forward's: what the caller does between forward() and
+                # backward_step(), such as a sampled print, is none of the step's.)
+                state = _StepState(self._modules_now, self.loss_fn)
                 with recording(rec, "backward"):
                     objective.backward()
-                restarts, state = self._before
+                reseeded, changed = self._before
                 self._before = None
-                if random_restarts() != restarts:
+                if reseeded or state.reseeded():
                     rec.fail("the step reseeds a random generator (gl.manual_seed, or a "
                              "Generator's manual_seed or set_state, in forward or the loss); "
                              "a replay would not, and its dropout would draw other masks")
-                changed = state.changed()
+                changed = changed or state.changed()
                 if changed is not None and rec.broken is None:
                     if entry.key in self._unsteady:
                         rec.fail(changed)
@@ -342,10 +347,11 @@ class CompiledStep:
         started = time.perf_counter()
         known = [t for t in self._known() if t is not None]
         rec = Recording([x, y], known, x._backend.ndarray)
-        self._before = (random_restarts(), _StepState(self._modules_now, self.loss_fn))
+        state = _StepState(self._modules_now, self.loss_fn)
         with recording(rec, "forward"):
             out = self.model(x)
             loss = self.loss_fn(out, y)
+        self._before = (state.reseeded(), state.changed())
         losses = loss if isinstance(loss, tuple) else (loss,)
         if not isinstance(out, Tensor) or not all(isinstance(t, Tensor) for t in losses):
             rec.fail("the model or the loss function returned something other than Tensors")
@@ -377,6 +383,9 @@ class CompiledStep:
             if differs is not None:
                 return self._give_up(entry, differs)
             entry.replay = rec.plan(keep=slots, fresh=first.fresh_constants(rec))
+            # (A lazy set-up seen before this replay is forgotten: another one, after a
+            # setting changes, gets its own one recording to drop.)
+            self._unsteady.pop(entry.key, None)
             entry.saved = rec.saved_counters
             entry.out_slot, entry.loss_slots = slots[0], slots[1:]
             entry.tuple_loss = rec.tuple_loss
@@ -454,10 +463,10 @@ class CompiledStep:
 
     def _settle_eagerly(self):
         reason = (f"what the step's guards watch changed before each of the last "
-                  f"{_RESTLESS} replays could run (a tensor the loss or a module stores on "
-                  "itself at each call, such as self.last = loss, or a number changed at "
-                  "every step), so it records again every time, which costs more than "
-                  "eager; step.reset() tries again")
+                  f"{_RESTLESS} replays could run (a number, setting or tensor that your "
+                  "code sets anew before each step, such as loss_fn.weight = w), so it "
+                  "records again every time, which costs more than eager; step.reset() "
+                  "tries again")
         self._unsettled = _Entry()
         self._give_up(self._unsettled, reason)
 
@@ -545,9 +554,9 @@ class _Same:
     __hash__ = None
 
 
-def _setting_value(value, depth=0):
+def _setting_value(value, budget=None):
     """A setting as it is compared from call to call (``_setting``, a NumPy number, a
-    container of settings), or _OTHER."""
+    container of settings), or _OTHER. (``budget``: _container_value's, inside one.)"""
     if _setting(value):
         return value
     if isinstance(value, np.generic) and value.dtype.kind in "biuf":
@@ -565,17 +574,21 @@ def _setting_value(value, depth=0):
         return (type(value), value)
     if isinstance(value, np.ndarray):
         return _Same(value)
-    return _container_value(value, depth)
+    return _container_value(value, budget)
 
 
-_CONTAINER_ITEMS = 64  # a larger dict or list is data, not settings (and costly to compare)
+# Entries in all, nested ones included, beyond which a container is data, not settings: it
+# is compared at every call, which costs about 0.1-0.3 us an entry.
+_CONTAINER_ITEMS = 32
 
 
-def _container_value(value, depth):
+def _container_value(value, budget=None):
     """A dict, list or tuple of settings (a config dict, a list of dropout rates, nested up
-    to three deep), or a config object holding them (a ``types.SimpleNamespace``, a
-    dataclass instance), by value, as _Frozen, or _OTHER: a recording bakes in what
-    forward read from it, and an entry changed in place has no __setattr__ to tell."""
+    to three deep; _CONTAINER_ITEMS entries in all), or a config object holding them (a
+    ``types.SimpleNamespace``, a dataclass instance), by value, as _Frozen, or _OTHER: a
+    recording bakes in what forward read from it, and an entry changed in place has no
+    __setattr__ to tell. ``budget``: [entries left, levels left], shared with the
+    containers it is nested in."""
     kind = type(value)
     if kind in (dict, list, tuple):
         d = value
@@ -583,15 +596,22 @@ def _container_value(value, depth):
         d = vars(value)
     else:
         return _OTHER
-    if depth > 2 or len(d) > _CONTAINER_ITEMS:
+    if budget is None:
+        budget = [_CONTAINER_ITEMS, 3]
+    budget[0] -= len(d)
+    if budget[0] < 0 or budget[1] == 0:
         return _OTHER
-    items = d.items() if type(d) is dict else enumerate(d)
+    budget[1] -= 1
     frozen = [kind]
-    for k, v in items:
-        v = _setting_value(v, depth + 1)
-        if v is _OTHER or not _setting(k):
+    for k, v in (d.items() if type(d) is dict else enumerate(d)):
+        if type(v) not in _SCALARS:
+            v = _setting_value(v, budget)
+            if v is _OTHER:
+                return _OTHER
+        if type(k) not in _SCALARS:
             return _OTHER
         frozen.append((k, v))
+    budget[1] += 1
     return _Frozen(frozen)
 
 
@@ -604,7 +624,10 @@ def _config_object(value):
 
 def _changeable(value):
     """Whether ``value`` can hold settings that change in place (read at every call)."""
-    return type(value) in (dict, list) or _config_object(value)
+    kind = type(value)
+    if kind is tuple:
+        return any(_changeable(v) for v in value)
+    return kind in (dict, list) or _config_object(value)
 
 
 class _Frozen(tuple):
@@ -827,17 +850,19 @@ def _numbers_read_by(loss_fn, modules):
 
 
 class _StepState:
-    """The Python state that the step's own code could change as it runs, seen before a
-    recording, to tell afterwards whether the recorded pass changed it: a replay runs no
-    Python code, so it would not. Looked at: every attribute of the step's modules (a
-    counter ``self._calls += 1``, an output kept as ``self._last = out``, a buffer rebound),
-    the places ``_read_places`` finds (closure variables, globals read by name, a loss
-    object's attributes, a module class's settings), and the random generators outside
-    gradlab: Python's and NumPy's global ones, and any ``random.Random``, NumPy
-    ``Generator`` or ``RandomState`` found among those values (``random.random() < p`` in
-    forward would repeat the recording's draw at every replay)."""
+    """The Python state that the step's own code could change as it runs, seen before the
+    recording's forward pass (and, apart, before its backward), to tell afterwards whether
+    the pass changed it: a replay runs no Python code, so it would not. Looked at: every
+    attribute of the step's modules (a counter ``self._calls += 1``, an output kept as
+    ``self._last = out``, a buffer rebound), the places ``_read_places`` finds (closure
+    variables, globals read by name, a loss object's attributes, a module class's
+    settings), and the random generators outside gradlab: Python's and NumPy's global ones
+    (while no other Python thread runs, whose draws they would count too), and any
+    ``random.Random``, NumPy ``Generator`` or ``RandomState`` found among those values
+    (``random.random() < p`` in forward would repeat the recording's draw at every
+    replay)."""
 
-    __slots__ = ("_places", "_values", "_rngs", "_states")
+    __slots__ = ("_places", "_values", "_rngs", "_states", "_restarts")
 
     def __init__(self, modules, loss_fn):
         cells, names, attrs = _read_places(loss_fn, modules)
@@ -857,11 +882,22 @@ class _StepState:
                         lambda d=d, k=k: d.get(k, _OTHER)) for k in list(d)]
         self._places = places
         self._values = [_snapshot(read()) for _, read in places]
-        rngs = {id(r): r for r in self._values if isinstance(r, _RNG_TYPES)}
-        rngs[id(random)] = random  # (the module stands for its global generator)
-        rngs[id(np.random)] = np.random
+        # (SystemRandom has no state: it cannot repeat a draw, nor be replayed wrongly.)
+        rngs = {id(r): r for r in self._values if isinstance(r, _RNG_TYPES)
+                and not isinstance(r, random.SystemRandom)}
+        if threading.active_count() == 1:
+            # The global generators are every thread's: with another Python thread running
+            # (a loader drawing noise), its draws would look like the step's.
+            rngs[id(random)] = random  # (the module stands for its global generator)
+            rngs[id(np.random)] = np.random
         self._rngs = list(rngs.values())
         self._states = [_rng_state(r) for r in self._rngs]
+        self._restarts = random_restarts()
+
+    def reseeded(self):
+        """Whether a gradlab random stream restarted since ``__init__`` (``gl.manual_seed``,
+        a Generator's ``manual_seed`` or ``set_state``), which a replay would not do."""
+        return random_restarts() != self._restarts
 
     def changed(self):
         """Why a replay could not repeat the pass since ``__init__``, or None."""
@@ -886,13 +922,13 @@ _RNG_TYPES = (random.Random, np.random.Generator, np.random.RandomState)
 
 
 def _snapshot(value):
-    """A value as _StepState compares it: by identity, a dict, list or config object of
-    settings by value (its entries can change in place)."""
-    if _changeable(value):
-        frozen = _container_value(value, 0)
-        if frozen is not _OTHER:
-            return frozen
-    return value
+    """A value as _StepState compares it: a setting by value (as _Frozen, where it is not a
+    scalar that compares as it is: np.int64(4) assigned anew is no change, nor an entry of
+    a dict that is the same), anything else by identity."""
+    v = _setting_value(value)
+    if v is _OTHER or v is value:
+        return value
+    return v if type(v) is _Frozen else _Frozen((v,))
 
 
 def _rng_state(rng):
