@@ -16,6 +16,7 @@ from tests.train.compiled_runs import eager_step
 from tests.train.test_compiled import _assert_same, _batches, _state
 
 _GLOBAL_RNG = random.Random(5)  # read by name in a forward: found among its globals
+_LAST_OUT = None  # written by a forward, never read
 
 
 class _Net(gl.nn.Module):
@@ -67,6 +68,33 @@ class _OwnGenerator(_Net):
         return self.rng.random() < 0.5
 
 
+class _KeepsActivations(_Net):
+    def __init__(self):
+        super().__init__()
+        self.acts = []
+
+    def forward(self, x):
+        h = self.fc(x)
+        self.acts.append(h)  # a replay would append nothing
+        return h
+
+
+class _WritesAGlobal(_Net):
+    def forward(self, x):
+        global _LAST_OUT
+        h = _LAST_OUT = self.fc(x)  # (stored, never loaded)
+        return h
+
+
+class _GeneratorsInADict(_Net):
+    def __init__(self):
+        super().__init__()
+        self.rngs = {"flip": np.random.default_rng(3)}
+
+    def flip(self):
+        return self.rngs["flip"].random() < 0.5
+
+
 class _GlobalGenerator(_Net):
     def forward(self, x):
         h = self.fc(x)
@@ -97,8 +125,12 @@ def _run(make_model, compiled, loss_fn=None, steps=8):
     (lambda: _OwnGenerator("randomstate"), "outside gradlab (RandomState)"),
     (lambda: _OwnGenerator("random"), "outside gradlab (Random)"),
     (_GlobalGenerator, "outside gradlab (Random)"),
+    (_KeepsActivations, "changes _KeepsActivations.acts"),
+    (_WritesAGlobal, "changes the global '_LAST_OUT'"),
+    (_GeneratorsInADict, "outside gradlab (Generator)"),
 ], ids=["counter", "kept-output", "python-random", "numpy-random", "generator",
-        "randomstate", "random-instance", "global-generator"])
+        "randomstate", "random-instance", "global-generator", "appended-activations",
+        "written-global", "generator-in-a-dict"])
 def test_python_state_changed_by_the_step_runs_it_eagerly(make_model, reason):
     eager, _, eager_model, _ = _run(make_model, False)
     compiled, step, model, caught = _run(make_model, True)
@@ -111,6 +143,8 @@ def test_python_state_changed_by_the_step_runs_it_eagerly(make_model, reason):
         assert model._calls == eager_model._calls == 8
     if isinstance(model, _KeepsOutput):  # the kept output is the last step's
         assert np.array_equal(model._last.detach().numpy(), eager_model._last.detach().numpy())
+    if isinstance(model, _KeepsActivations):  # one per step, as eager keeps them
+        assert len(model.acts) == len(eager_model.acts) == 8
 
 
 def test_a_loss_that_counts_in_its_closure_runs_eagerly():
@@ -287,9 +321,10 @@ def test_a_draw_inside_backward_is_seen():
     assert info["eager_reasons"]
 
 
-def test_other_threads_drawing_from_the_global_generators_do_not_stop_the_step():
-    """A loader thread drawing noise from np.random while the step runs: the draws are
-    not the step's (the forward below waits for one, so that it lands inside the step)."""
+def _with_a_loader_thread(draw):
+    """The step's info after a run during which another thread calls ``draw()`` once inside
+    every forward pass (the forward waits for it, so that the draw lands inside the step),
+    as a loader drawing noise would."""
     import threading
     go, done, stop = threading.Event(), threading.Event(), threading.Event()
 
@@ -297,7 +332,7 @@ def test_other_threads_drawing_from_the_global_generators_do_not_stop_the_step()
         while not stop.is_set():
             if go.wait(0.05):
                 go.clear()
-                np.random.rand(), random.random()
+                draw()
                 done.set()
 
     class Waits(_Net):
@@ -309,10 +344,22 @@ def test_other_threads_drawing_from_the_global_generators_do_not_stop_the_step()
     worker = threading.Thread(target=loader, daemon=True)
     worker.start()
     try:
-        info = _replays(Waits)
+        return _replays(Waits)
     finally:
         stop.set()
         worker.join()
+
+
+def test_another_threads_draws_from_the_global_generators_count_and_say_so():
+    # (they cannot be told from the step's own draws: the step runs eagerly)
+    info = _with_a_loader_thread(np.random.rand)
+    assert info["replayed"] == 0
+    assert "or another thread drew from numpy.random's global generator" in \
+        info["eager_reasons"][0]
+
+
+def test_a_generator_of_its_own_in_another_thread_does_not_stop_the_step():
+    info = _with_a_loader_thread(np.random.default_rng(0).random)
     assert info["replayed"] == 6 and info["eager_reasons"] == []
 
 

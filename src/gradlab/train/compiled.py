@@ -49,17 +49,17 @@ updated in place (a replay reads the array), or call ``step.reset()`` after chan
 
 A replay runs no Python code, so a step whose own code changes Python state as it runs
 runs eagerly, with one warning (``_StepState``): an attribute of one of its modules set
-during the step (a counter, an output kept as ``self._last``), a variable or global that
-its code reads, rebound, or a draw from a random generator outside gradlab (Python's or
-NumPy's global one, while no other Python thread runs, or a ``Random``, ``Generator`` or
-``RandomState`` that a module holds or the code reads by name; ``random.random() < p``
-would repeat the recording's branch). A change at one recording only is a lazy set-up:
-that recording is dropped. A reseed during the step (``gl.manual_seed`` in ``forward``)
-runs eagerly too. What the caller does between ``forward()`` and ``backward_step()`` is
-not the step's. Guarded values that change before every replay could run (a number set
-anew before each step) would record at every step, which costs more than eager: after
-``_RESTLESS`` such drops in a row the step runs eagerly, with one warning, until
-``reset()``.
+during the step (a counter, an output kept as ``self._last``, an entry appended to a list
+or dict), a variable or global that its code reads or writes, rebound, or a draw from a
+random generator outside gradlab (Python's or NumPy's global one, whoever draws from it
+meanwhile, another thread included; or a ``Random``, ``Generator`` or ``RandomState`` that
+a module holds or the code reads by name; ``random.random() < p`` would repeat the
+recording's branch). A change at one recording only is a lazy set-up: that recording is
+dropped. A reseed during the step (``gl.manual_seed`` in ``forward``) runs eagerly too.
+What the caller does between ``forward()`` and ``backward_step()`` is not the step's.
+Guarded values that change before every replay could run (a number set anew before each
+step) would record at every step, which costs more than eager: after ``_RESTLESS`` such
+drops in a row the step runs eagerly, with one warning, until ``reset()``.
 """
 from __future__ import annotations
 
@@ -737,9 +737,9 @@ _GLOBALS_READ = {}  # code object -> the global names it (and the code nested in
 
 
 def _globals_read(code):
-    """(names, (name, attribute) pairs) that ``code`` loads as globals: the names are not all
-    of ``co_names``, which holds attribute names too (``self.out`` would guard a global
-    ``out``); a pair is a global's attribute read at once (``config.BETA``,
+    """(names, (name, attribute) pairs) that ``code`` loads (or stores) as globals: the names
+    are not all of ``co_names``, which holds attribute names too (``self.out`` would guard a
+    global ``out``); a pair is a global's attribute read at once (``config.BETA``,
     ``utils.scale(h)``), which matters where the global is a Python module of your own."""
     found = _GLOBALS_READ.get(code)
     if found is None:
@@ -752,6 +752,8 @@ def _globals_read(code):
             if ins.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
                 names.add(ins.argval)
                 last = ins.argval
+            elif ins.opname == "STORE_GLOBAL":  # (`global n; n = out`: _StepState sees it)
+                names.add(ins.argval)
         for const in code.co_consts:
             if isinstance(const, types.CodeType):  # a lambda or comprehension inside
                 inner = _globals_read(const)
@@ -857,10 +859,9 @@ class _StepState:
     ``self._last = out``, a buffer rebound), the places ``_read_places`` finds (closure
     variables, globals read by name, a loss object's attributes, a module class's
     settings), and the random generators outside gradlab: Python's and NumPy's global ones
-    (while no other Python thread runs, whose draws they would count too), and any
-    ``random.Random``, NumPy ``Generator`` or ``RandomState`` found among those values
-    (``random.random() < p`` in forward would repeat the recording's draw at every
-    replay)."""
+    (another thread's draws from them count too), and any ``random.Random``, NumPy
+    ``Generator`` or ``RandomState`` found among those values (``random.random() < p`` in
+    forward would repeat the recording's draw at every replay)."""
 
     __slots__ = ("_places", "_values", "_rngs", "_states", "_restarts")
 
@@ -881,15 +882,19 @@ class _StepState:
             places += [(f"attribute {k!r} of the loss or a module class",
                         lambda d=d, k=k: d.get(k, _OTHER)) for k in list(d)]
         self._places = places
-        self._values = [_snapshot(read()) for _, read in places]
-        # (SystemRandom has no state: it cannot repeat a draw, nor be replayed wrongly.)
-        rngs = {id(r): r for r in self._values if isinstance(r, _RNG_TYPES)
+        now = [read() for _, read in places]
+        self._values = [_snapshot(v) for v in now]
+        # (A dict or list of generators too. SystemRandom has no state: it cannot repeat a
+        # draw, nor be replayed wrongly.)
+        now += [v for c in now if type(c) in (dict, list, tuple)
+                for v in (c.values() if type(c) is dict else c)]
+        rngs = {id(r): r for r in now if isinstance(r, _RNG_TYPES)
                 and not isinstance(r, random.SystemRandom)}
-        if threading.active_count() == 1:
-            # The global generators are every thread's: with another Python thread running
-            # (a loader drawing noise), its draws would look like the step's.
-            rngs[id(random)] = random  # (the module stands for its global generator)
-            rngs[id(np.random)] = np.random
+        # The global generators are every thread's: another Python thread's draws (a
+        # loader's noise) look like the step's. Not told apart: a step that does draw from
+        # them must not replay, and such a loader is better off with a generator of its own.
+        rngs[id(random)] = random  # (the module stands for its global generator)
+        rngs[id(np.random)] = np.random
         self._rngs = list(rngs.values())
         self._states = [_rng_state(r) for r in self._rngs]
         self._restarts = random_restarts()
@@ -904,7 +909,7 @@ class _StepState:
         for (where, read), before in zip(self._places, self._values):
             now = _snapshot(read())
             if now is not before and not (type(now) is type(before) and (
-                    _setting(now) or type(now) is _Frozen) and now == before):
+                    _setting(now) or type(now) in (_Frozen, _Entries)) and now == before):
                 return (f"the step's Python code changes {where} as it runs (a counter, a "
                         f"value kept for later, a lazy set-up done at every call); a replay "
                         f"runs no Python code and would not. Keep such state in a tensor "
@@ -912,9 +917,15 @@ class _StepState:
         for r, before in zip(self._rngs, self._states):
             if _rng_state(r) != before:
                 name = getattr(r, "__name__", None) or type(r).__name__
-                return (f"the step draws from a random generator outside gradlab ({name}); "
-                        f"a replay would repeat the recording's draws. Draw with gradlab's "
-                        f"ops (gl.rand, dropout), whose streams a replay advances")
+                threads = ""
+                if r in (random, np.random) and threading.active_count() > 1:
+                    threads = (f" (or another thread drew from {name}'s global generator "
+                               f"meanwhile: give that thread a generator of its own, "
+                               f"np.random.default_rng())")
+                return (f"the step draws from a random generator outside gradlab "
+                        f"({name}){threads}; a replay would repeat the recording's draws. "
+                        f"Draw with gradlab's ops (gl.rand, dropout), whose streams a replay "
+                        f"advances")
         return None
 
 
@@ -924,11 +935,35 @@ _RNG_TYPES = (random.Random, np.random.Generator, np.random.RandomState)
 def _snapshot(value):
     """A value as _StepState compares it: a setting by value (as _Frozen, where it is not a
     scalar that compares as it is: np.int64(4) assigned anew is no change, nor an entry of
-    a dict that is the same), anything else by identity."""
+    a dict that is the same), another dict or list with its entries by identity (a tensor
+    appended to a list of activations), anything else by identity."""
     v = _setting_value(value)
-    if v is _OTHER or v is value:
+    if v is _OTHER:
+        if type(value) in (dict, list):
+            return _Entries(value)
+        return value
+    if v is value:
         return value
     return v if type(v) is _Frozen else _Frozen((v,))
+
+
+class _Entries:
+    """A dict's or list's entries at one moment, compared by identity (``==`` on a tensor
+    entry would be elementwise)."""
+
+    __slots__ = ("kind", "keys", "items")
+
+    def __init__(self, container):
+        self.kind = type(container)
+        self.keys = tuple(container) if self.kind is dict else len(container)
+        self.items = list(container.values() if self.kind is dict else container)
+
+    def __eq__(self, other):
+        return (type(other) is _Entries and self.kind is other.kind and
+                self.keys == other.keys and len(self.items) == len(other.items) and
+                all(a is b for a, b in zip(self.items, other.items)))
+
+    __hash__ = None
 
 
 def _rng_state(rng):
