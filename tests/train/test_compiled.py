@@ -493,6 +493,11 @@ class _Options:
     gain: float
 
 
+class _PlainOptions:
+    def __init__(self):
+        self.floor = -10.0
+
+
 class _Configured(gl.nn.Module):
     """A forward steered by a config dict and a list of rates kept on the module."""
 
@@ -503,6 +508,7 @@ class _Configured(gl.nn.Module):
         self.rates = [0.0, (0.5, 2)]
         self._gain, self._opts = 1.0, {"shift": 0.0}
         self.ns, self.dc = types.SimpleNamespace(bias=0.0), _Options(gain=1.0)
+        self.plain = _PlainOptions()
         self.fc = gl.nn.Linear(4, 6)
         self.out = gl.nn.Linear(6, 3)
 
@@ -510,7 +516,7 @@ class _Configured(gl.nn.Module):
         h = getattr(self.fc(x), self.cfg["act"])() * self.cfg["scale"]
         h = self._mix(_shifted(h + self._opts["shift"]) * self._gain)
         h = step_settings.scaled(h + step_settings.SHIFT)
-        h = (h + self.ns.bias) * self.dc.gain
+        h = ((h + self.ns.bias) * self.dc.gain).clamp(min=self.plain.floor)
         return self.out(F.dropout(h, self.rates[0], self.training)) * self.rates[1][0]
 
     def _mix(self, h):
@@ -532,6 +538,7 @@ _RECONFIGURES = {
     "own-module-function": lambda m: setattr(step_settings, "FACTOR", 1.5),
     "namespace-attribute": lambda m: setattr(m.ns, "bias", 0.25),
     "dataclass-field": lambda m: setattr(m.dc, "gain", 1.5),
+    "plain-object-attribute": lambda m: setattr(m.plain, "floor", 0.0),
 }
 
 

@@ -40,12 +40,14 @@ read (a helper of ``forward`` reading a global), a Python module of your own's a
 included (``config.BETA``, ``utils.scale(h)``). Numbers (Python's or NumPy's), slices,
 dtypes and Enum members are compared by value, tensors, modules, functions and NumPy
 arrays by identity, dicts, lists and tuples of these (a config dict; 32 entries in all,
-three deep) and config objects holding them (a ``SimpleNamespace``, a dataclass instance)
-by value, entries changed in place included, and a module read this way is guarded as the
-model's are (its settings, buffers, mode). A value read elsewhere (by installed library
-code; an attribute of another kind of object of your own, or one reached through two
-dots, ``config.loss.BETA``; a larger container) is not seen: keep such a value in a tensor
-updated in place (a replay reads the array), or call ``step.reset()`` after changing it.
+three deep) and objects holding them as attributes (a ``SimpleNamespace``, a dataclass
+instance, an instance of a class of your own) by value, entries changed in place included,
+and a module read this way is guarded as the model's are (its settings, buffers, mode). A
+value read elsewhere (by installed library code; a submodule's, two dots away,
+``config.loss.BETA``; a setting kept on an object that also holds a tensor or a function,
+or on an installed library's object; a larger container) is not seen: keep such a value
+in a tensor updated in place (a replay reads the array), or call ``step.reset()`` after
+changing it.
 
 A replay runs no Python code, so a step whose own code changes Python state as it runs
 runs eagerly, with one warning (``_StepState``): an attribute of one of its modules set
@@ -302,8 +304,8 @@ class CompiledStep:
 
     def reset(self):
         """Forget every recording: the next calls record again. For a change the guards do
-        not see (module docstring), such as an attribute of a plain object that the loss
-        holds (``self.opts.weight``)."""
+        not see (module docstring), such as a number two dots away
+        (``config.loss.BETA``)."""
         if self._entries:
             self.counts["rerecorded"] += 1
         self._entries.clear()
@@ -577,6 +579,12 @@ def _setting_value(value, budget=None):
     return _container_value(value, budget)
 
 
+# Where installed library code lives (the standard library, site-packages): its functions'
+# globals and its classes' instances are not the step's settings.
+_LIBRARIES = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
+                                                       "platlib")})
+
+
 # Entries in all, nested ones included, beyond which a container is data, not settings: it
 # is compared at every call, which costs about 0.1-0.3 us an entry.
 _CONTAINER_ITEMS = 32
@@ -584,8 +592,8 @@ _CONTAINER_ITEMS = 32
 
 def _container_value(value, budget=None):
     """A dict, list or tuple of settings (a config dict, a list of dropout rates, nested up
-    to three deep; _CONTAINER_ITEMS entries in all), or a config object holding them (a
-    ``types.SimpleNamespace``, a dataclass instance), by value, as _Frozen, or _OTHER: a
+    to three deep; _CONTAINER_ITEMS entries in all), or an object holding them as
+    attributes (``_config_object``), by value, as _Frozen, or _OTHER: a
     recording bakes in what forward read from it, and an entry changed in place has no
     __setattr__ to tell. ``budget``: [entries left, levels left], shared with the
     containers it is nested in."""
@@ -616,10 +624,24 @@ def _container_value(value, budget=None):
 
 
 def _config_object(value):
-    """A ``types.SimpleNamespace`` or a dataclass instance (with a plain ``__dict__``)."""
+    """An object that may hold settings as attributes, with a plain ``__dict__``: a
+    ``types.SimpleNamespace``, a dataclass instance, or an instance of a class of your own
+    (``self.opts = Options()``; not a module, a tensor or a callable, guarded otherwise)."""
     kind = type(value)
-    return (kind is types.SimpleNamespace or hasattr(kind, "__dataclass_fields__")) and \
-        type(getattr(value, "__dict__", None)) is dict
+    if type(getattr(value, "__dict__", None)) is not dict:
+        return False
+    if kind is types.SimpleNamespace or hasattr(kind, "__dataclass_fields__"):
+        return True
+    return not isinstance(value, (Module, Tensor, type, types.ModuleType)) and \
+        not callable(value) and _own_class(kind)
+
+
+def _own_class(kind):
+    """Whether ``kind`` is defined in a Python file of your own (not gradlab's, nor installed
+    library code)."""
+    where = getattr(sys.modules.get(kind.__module__), "__file__", None)
+    return (where is not None and not kind.__module__.startswith("gradlab.")
+            and not where.startswith(_LIBRARIES))
 
 
 def _changeable(value):
@@ -716,10 +738,6 @@ def _read_places(loss_fn, modules):
             names += [(d, n) for d, n in _global_places(fn)
                       if not isinstance(d[n], (types.ModuleType, type))]
     return cells, names, attrs
-
-
-_LIBRARIES = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib",
-                                                       "platlib")})
 
 
 def _library_code(fn):
@@ -841,7 +859,7 @@ def _numbers_read_by(loss_fn, modules):
     alpha's value), and the tensors, modules and functions read by name, which it holds; a
     change must record again. They are read where ``_read_places`` looks. (Modules' own
     settings are guarded with the modules, their containers of settings here too.) Values
-    read elsewhere (an attribute of a plain object) are not seen: ``reset()``."""
+    read elsewhere (two dots away, ``config.loss.BETA``) are not seen: ``reset()``."""
     cells, names, attrs = _read_places(loss_fn, modules)
     if not cells and not names and not attrs:
         return tuple
