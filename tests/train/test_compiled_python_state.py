@@ -394,3 +394,107 @@ def test_a_large_nested_list_is_not_compared_at_every_call():
     # the budget is for the whole structure, not per level
     assert compiled._setting_value([[1.0] * 8 for _ in range(8)]) is compiled._OTHER
     assert compiled._setting_value([[1.0] * 4 for _ in range(4)]) is not compiled._OTHER
+
+
+class _Stats:
+    def __init__(self):
+        self.n = 0
+
+
+def test_containers_the_step_never_reads_may_change_between_steps():
+    """A history list or a stats object on the model, updated by the training loop and
+    never read by forward: nothing to guard, the step replays."""
+    def between(i, model):
+        model.history.append(float(i))
+        model.stats.n += 1
+
+    def make():
+        model = _Net()
+        model.history, model.stats = [], _Stats()
+        return model
+    info = _replays(make, between=between)
+    assert info["replayed"] == 6 and info["rerecorded"] == 0, info
+
+
+K = 1.0  # read by a property, a static and a class method of _Accessors; logged by log_k
+
+
+class _Accessors(_Net):
+    @property
+    def k(self):
+        return K
+
+    @staticmethod
+    def k_static():
+        return K
+
+    @classmethod
+    def k_class(cls):
+        return K
+
+    def log_k(self):  # never called by forward: K changing is none of the step's
+        print("K is", K)
+
+    def forward(self, x):
+        return self.fc(x) * self.k * self.k_static() * self.k_class()
+
+
+def test_properties_and_static_and_class_methods_are_followed(monkeypatch):
+    monkeypatch.setitem(globals(), "K", 1.0)
+
+    def between(i, model):
+        if i == 4:
+            globals()["K"] = 2.0
+    runs = []
+    for compiled in (False, True):
+        globals()["K"] = 1.0
+        gl.manual_seed(0)
+        model = _Accessors()
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        step = compile_step(model, gl.nn.CrossEntropyLoss(), opt) if compiled else \
+            eager_step(model, gl.nn.CrossEntropyLoss(), opt)
+        losses = []
+        for i, (x, y) in enumerate(_batches(8)):
+            between(i, model)
+            losses.append(step(x, y).item())
+        runs.append((losses, _state(model, opt)))
+    _assert_same(*runs)
+    assert step.info()["rerecorded"] == 1
+
+
+def test_a_method_that_forward_never_calls_is_not_followed(monkeypatch):
+    monkeypatch.setitem(globals(), "K", 1.0)
+
+    class LogsK(_Net):
+        def log_k(self):
+            print("K is", K)
+
+    def between(i, model):
+        globals()["K"] = float(i)  # changed before every step; forward never reads it
+    info = _replays(LogsK, between=between)
+    assert info["replayed"] == 6 and info["rerecorded"] == 0, info
+
+
+def test_odd_module_files_and_deep_tuples_do_not_crash_the_guards():
+    import pathlib
+    import types
+    odd = types.ModuleType("odd_settings")
+    odd.__file__ = pathlib.Path("/tmp/odd_settings.py")  # (not a str)
+    odd.K = 1.0
+    deep = (1.0,)
+    for _ in range(5000):
+        deep = (deep,)
+
+    class Odd(_Net):
+        def __init__(self):
+            super().__init__()
+            self.deep = deep
+
+        def forward(self, x):
+            return self.fc(x) * odd.K
+    globals()["odd"] = odd
+    try:
+        info = _replays(Odd)
+    finally:
+        del globals()["odd"]
+    assert info["replayed"] == 6

@@ -33,21 +33,21 @@ beta's value) and holds the tensors and modules it used. Guarded, so that a chan
 again: what the loss function reads from its closure, its module's globals or its object's
 public attributes (and so do the functions and callable objects of your own that its
 closure holds: the loss that ``fit`` wraps; through a ``functools.partial``, its function
-and bound arguments; a bound method's module); what the methods of a module class of your
-own (``forward`` and those it calls) read from their closures or globals, and that class's
-own settings; and, in turn, what the functions of your own that any of these call by name
-read (a helper of ``forward`` reading a global), a Python module of your own's attributes
-included (``config.BETA``, ``utils.scale(h)``). Numbers (Python's or NumPy's), slices,
-dtypes and Enum members are compared by value, tensors, modules, functions and NumPy
-arrays by identity, dicts, lists and tuples of these (a config dict; 32 entries in all,
-three deep) and objects holding them as attributes (a ``SimpleNamespace``, a dataclass
-instance, an instance of a class of your own) by value, entries changed in place included,
-and a module read this way is guarded as the model's are (its settings, buffers, mode). A
-value read elsewhere (by installed library code; a submodule's, two dots away,
-``config.loss.BETA``; a setting kept on an object that also holds a tensor or a function,
-or on an installed library's object; a larger container) is not seen: keep such a value
-in a tensor updated in place (a replay reads the array), or call ``step.reset()`` after
-changing it.
+and bound arguments; a bound method's module); what the ``forward`` of a module class of
+your own, and the methods and properties it names, read from their closures or globals,
+and that class's own settings; and, in turn, what the functions of your own that any of
+these call by name read (a helper of ``forward`` reading a global), a Python module of
+your own's attributes included (``config.BETA``, ``utils.scale(h)``). Numbers (Python's or
+NumPy's), slices, dtypes and Enum members are compared by value, tensors, modules,
+functions and NumPy arrays by identity, dicts, lists and tuples of these (a config dict;
+32 entries in all, three deep) and objects holding them as attributes (a
+``SimpleNamespace``, a dataclass instance, an instance of a class of your own) by value,
+entries changed in place included, and a module read this way is guarded as the model's
+are (its settings, buffers, mode). A value read elsewhere (by installed library code; a
+submodule's, two dots away, ``config.loss.BETA``; a setting kept on an object that also
+holds a tensor or a function, or on an installed library's object; a larger container) is
+not seen: keep such a value in a tensor updated in place (a replay reads the array), or
+call ``step.reset()`` after changing it.
 
 A replay runs no Python code, so a step whose own code changes Python state as it runs
 runs eagerly, with one warning (``_StepState``): an attribute of one of its modules set
@@ -640,15 +640,15 @@ def _own_class(kind):
     """Whether ``kind`` is defined in a Python file of your own (not gradlab's, nor installed
     library code)."""
     where = getattr(sys.modules.get(kind.__module__), "__file__", None)
-    return (where is not None and not kind.__module__.startswith("gradlab.")
+    return (isinstance(where, str) and not kind.__module__.startswith("gradlab.")
             and not where.startswith(_LIBRARIES))
 
 
-def _changeable(value):
+def _changeable(value, depth=3):
     """Whether ``value`` can hold settings that change in place (read at every call)."""
     kind = type(value)
     if kind is tuple:
-        return any(_changeable(v) for v in value)
+        return depth > 0 and any(_changeable(v, depth - 1) for v in value)
     return kind in (dict, list) or _config_object(value)
 
 
@@ -661,23 +661,23 @@ class _Frozen(tuple):
 
 def _guarded(value):
     """How a value that the step's code reads by name is compared from call to call."""
-    v = _setting_value(value)
-    if v is not _OTHER:
-        return v
+    # A module or function compares by identity as it is (and tuple equality tries `is`
+    # first, in C): cheaper than a _Same at every call. (Tested first: at every call.)
+    if isinstance(value, (Module, types.FunctionType)):
+        return value
     if isinstance(value, Tensor):
         return _Same(value)
-    # A module or function compares by identity as it is (and tuple equality tries `is`
-    # first, in C): cheaper than a _Same at every call.
-    return value if isinstance(value, (Module, types.FunctionType)) else _OTHER
+    return _setting_value(value)
 
 
 def _read_places(loss_fn, modules):
     """(closure cells, (globals, name) pairs, attribute dicts) that the step's own Python
     code reads: ``loss_fn``'s (through a ``functools.partial``: its function's, and its
-    bound arguments), those of the methods (``forward`` and the rest) of each module class
-    defined outside gradlab, with the class's own attributes, and those of the functions
-    and callable objects of your own that these hold in their closures (the loss that
-    ``fit``'s wrapper calls) or read as globals (a helper of ``forward``), in turn."""
+    bound arguments), those of ``forward`` of each module class defined outside gradlab
+    and of the methods and properties it names, with the class's own attributes, and
+    those of the functions and callable objects of your own that these hold in their
+    closures (the loss that ``fit``'s wrapper calls) or read as globals (a helper of
+    ``forward``), in turn."""
     cells, names, attrs = [], [], []
     functions = []
     # A setting kept on a module class of your own (Scaled.factor = 3.0, read as
@@ -689,21 +689,15 @@ def _read_places(loss_fn, modules):
         d = vars(k)
         attrs.append((d, [n for n, v in d.items() if n[0] != "_" and (
             _setting_value(v) is not _OTHER or isinstance(v, (Tensor, Module)))]))
-    for m in modules:
-        # A module's containers of settings (self.cfg = {"p": 0.3}): an entry changed in
-        # place has no __setattr__ to tell, so they are read at every call, as the above.
-        d = m.__dict__
-        held = [n for n, v in d.items() if _changeable(v)
-                and _setting_value(v) is not _OTHER]
-        if held:
-            attrs.append((d, held))
     todo = [] if isinstance(loss_fn, Module) else [loss_fn]
-    # The code of module classes of your own: forward, and the methods it may call
-    # (self.helper(h) reading a global of its own), followed as the loss is.
-    # (Not __init__ and the other dunders: the step does not run them.)
-    todo += [v for k in classes.values() for n, v in vars(k).items()
-             if isinstance(v, types.FunctionType) and not n.startswith("__")
-             and not _library_code(v)]
+    # The code of module classes of your own: forward, and the methods and properties that
+    # the code followed names (self.helper(h) reading a global of its own), in turn.
+    methods = {}
+    for k in classes.values():
+        for n, v in vars(k).items():
+            methods.setdefault(n, []).extend(_functions_of(v))
+    todo += methods.get("forward", ())
+    used = set()  # the attribute (and global) names that the code followed loads
     seen = set()
     while todo:
         fn = todo.pop()
@@ -730,14 +724,52 @@ def _read_places(loss_fn, modules):
             # (library code is left out: its globals are not settings of the step).
             todo += [v for v in (d[n] for d, n in _global_places(fn))
                      if _own_callable(v) and not _library_code(v)]
+            named = _names_used(fn.__code__)
+            used.update(named)
+            todo += [f for n in named for f in methods.get(n, ())]
+    for m in modules:
+        # A module's containers of settings that the code followed reads (self.cfg["p"]):
+        # an entry changed in place has no __setattr__ to tell, so they are read at every
+        # call. (Not the others: a history list that the training loop appends to.)
+        d = m.__dict__
+        held = [n for n in sorted(used.intersection(d)) if _changeable(d[n])
+                and _setting_value(d[n]) is not _OTHER]
+        if held:
+            attrs.append((d, held))
+    places = {}
     for fn in {id(f): f for f in functions}.values():
         if isinstance(fn, types.FunctionType):
             cells += fn.__closure__ or ()
             # (A name bound to a Python module or a class, such as np or gl, is no setting:
-            # not read at every call.)
-            names += [(d, n) for d, n in _global_places(fn)
-                      if not isinstance(d[n], (types.ModuleType, type))]
+            # not read at every call; one that two functions read is read once.)
+            places.update(((id(d), n), (d, n)) for d, n in _global_places(fn)
+                          if not isinstance(d[n], (types.ModuleType, type)))
+    names += places.values()
     return cells, names, attrs
+
+
+def _functions_of(value):
+    """The functions of your own behind a class attribute: a method, a static or class
+    method, a property's accessors."""
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    found = [value.fget, value.fset, value.fdel] if isinstance(value, property) else [value]
+    return [f for f in found if isinstance(f, types.FunctionType) and not _library_code(f)]
+
+
+_NAMES_USED = {}  # code object -> the names it (and the code nested in it) uses
+
+
+def _names_used(code):
+    """Every name ``code`` uses (globals, attributes, methods): co_names, nested code's too."""
+    found = _NAMES_USED.get(code)
+    if found is None:
+        found = set(code.co_names)
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                found |= _names_used(const)
+        found = _NAMES_USED[code] = frozenset(found)
+    return found
 
 
 def _library_code(fn):
@@ -787,7 +819,7 @@ def _own_module_dict(value):
     if not isinstance(value, types.ModuleType) or value.__name__.startswith("gradlab"):
         return None
     where = getattr(value, "__file__", None)
-    return None if where is None or where.startswith(_LIBRARIES) else vars(value)
+    return None if not isinstance(where, str) or where.startswith(_LIBRARIES) else vars(value)
 
 
 def _global_places(fn):
