@@ -805,21 +805,24 @@ class _Reads(gl.nn.Module):
         return h * 2.0 if h.sum().item() > 0 else h   # a Python decision on a value
 
 
-def _noise_source(seed):
-    rng = np.random.default_rng(seed)  # (in a helper's closure: the step's guards miss it)
-    return lambda shape: rng.standard_normal(shape).astype(np.float32)
+class _NoiseSource:
+    def __init__(self, seed):
+        self.rng = np.random.default_rng(seed)  # (on a plain object: the watch misses it)
+
+    def draw(self, shape):
+        return self.rng.standard_normal(shape).astype(np.float32)
 
 
 class _Noise(gl.nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = gl.nn.Linear(4, 3)
-        self._draw = _noise_source(0)
+        self._noise = _NoiseSource(0)
 
     def forward(self, x):
         # drawn outside gradlab (gl.randn_like is a recorded draw: it replays), from a
         # generator that the step cannot see: the two recordings differ
-        return self.fc(x + 0.1 * gl.from_numpy(self._draw(x.shape)))
+        return self.fc(x + 0.1 * gl.from_numpy(self._noise.draw(x.shape)))
 
 
 class _Counts(gl.nn.Module):

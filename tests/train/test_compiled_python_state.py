@@ -439,7 +439,23 @@ class _Accessors(_Net):
         return self.fc(x) * self.k * self.k_static() * self.k_class()
 
 
-def test_properties_and_static_and_class_methods_are_followed(monkeypatch):
+def _k_times(h):
+    return h * K
+
+
+class _KeepsAFunction(_Net):
+    def __init__(self):
+        super().__init__()
+        self.scale = _k_times  # a function of your own kept on the module
+
+    def forward(self, x):
+        return self.scale(self.fc(x))
+
+
+@pytest.mark.parametrize("make_model", [_Accessors, _KeepsAFunction],
+                         ids=["property-static-class", "function-on-the-module"])
+def test_properties_methods_and_functions_that_forward_names_are_followed(make_model,
+                                                                           monkeypatch):
     monkeypatch.setitem(globals(), "K", 1.0)
 
     def between(i, model):
@@ -449,7 +465,7 @@ def test_properties_and_static_and_class_methods_are_followed(monkeypatch):
     for compiled in (False, True):
         globals()["K"] = 1.0
         gl.manual_seed(0)
-        model = _Accessors()
+        model = make_model()
         opt = gl.optim.SGD(model.parameters(), lr=0.1)
         step = compile_step(model, gl.nn.CrossEntropyLoss(), opt) if compiled else \
             eager_step(model, gl.nn.CrossEntropyLoss(), opt)

@@ -696,6 +696,11 @@ def _read_places(loss_fn, modules):
     for k in classes.values():
         for n, v in vars(k).items():
             methods.setdefault(n, []).extend(_functions_of(v))
+    for m in modules:  # (a function kept on a module: self.act = my_activation)
+        for n, v in m.__dict__.items():
+            if isinstance(v, types.FunctionType) and _own_callable(v) and \
+                    not _library_code(v):
+                methods.setdefault(n, []).append(v)
     todo += methods.get("forward", ())
     used = set()  # the attribute (and global) names that the code followed loads
     seen = set()
