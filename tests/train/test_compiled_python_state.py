@@ -252,6 +252,25 @@ def _replays(make_model, steps=8, between=None):
     return step.info()
 
 
+def _same_as_eager(make_model, between, steps=8):
+    """Eager and compiled runs of ``make_model()`` with ``between(i, model)`` before each
+    step i: asserts that they end the same, and returns the compiled step."""
+    runs = []
+    for compiled in (False, True):
+        gl.manual_seed(0)
+        model = make_model()
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        step = compile_step(model, gl.nn.CrossEntropyLoss(), opt) if compiled else \
+            eager_step(model, gl.nn.CrossEntropyLoss(), opt)
+        losses = []
+        for i, (x, y) in enumerate(_batches(steps)):
+            between(i, model)
+            losses.append(step(x, y).item())
+        runs.append((losses, _state(model, opt)))
+    _assert_same(*runs)
+    return step
+
+
 def test_a_system_random_generator_on_a_module_does_not_stop_the_step():
     class Holds(_Net):
         def __init__(self):
@@ -371,20 +390,10 @@ def test_a_dict_inside_a_tuple_changed_in_place_records_again():
 
         def forward(self, x):
             return self.fc(x) * self.cfg[0]["s"]
-    runs = []
-    for compiled in (False, True):
-        gl.manual_seed(0)
-        model = Tupled()
-        opt = gl.optim.SGD(model.parameters(), lr=0.1)
-        step = compile_step(model, gl.nn.CrossEntropyLoss(), opt) if compiled else \
-            eager_step(model, gl.nn.CrossEntropyLoss(), opt)
-        losses = []
-        for i, (x, y) in enumerate(_batches(8)):
-            if i == 4:
-                model.cfg[0]["s"] = 3.0
-            losses.append(step(x, y).item())
-        runs.append((losses, _state(model, opt)))
-    _assert_same(*runs)
+    def between(i, model):
+        if i == 4:
+            model.cfg[0]["s"] = 3.0
+    _same_as_eager(Tupled, between)
 
 
 def test_a_large_nested_list_is_not_compared_at_every_call():
@@ -459,23 +468,8 @@ def test_properties_methods_and_functions_that_forward_names_are_followed(make_m
     monkeypatch.setitem(globals(), "K", 1.0)
 
     def between(i, model):
-        if i == 4:
-            globals()["K"] = 2.0
-    runs = []
-    for compiled in (False, True):
-        globals()["K"] = 1.0
-        gl.manual_seed(0)
-        model = make_model()
-        opt = gl.optim.SGD(model.parameters(), lr=0.1)
-        step = compile_step(model, gl.nn.CrossEntropyLoss(), opt) if compiled else \
-            eager_step(model, gl.nn.CrossEntropyLoss(), opt)
-        losses = []
-        for i, (x, y) in enumerate(_batches(8)):
-            between(i, model)
-            losses.append(step(x, y).item())
-        runs.append((losses, _state(model, opt)))
-    _assert_same(*runs)
-    assert step.info()["rerecorded"] == 1
+        globals()["K"] = 2.0 if i >= 4 else 1.0
+    assert _same_as_eager(make_model, between).info()["rerecorded"] == 1
 
 
 def test_a_method_that_forward_never_calls_is_not_followed(monkeypatch):
