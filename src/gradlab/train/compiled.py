@@ -637,11 +637,8 @@ def _config_object(value):
 
 
 def _own_class(kind):
-    """Whether ``kind`` is defined in a Python file of your own (not gradlab's, nor installed
-    library code)."""
-    where = getattr(sys.modules.get(kind.__module__), "__file__", None)
-    return (isinstance(where, str) and not kind.__module__.startswith("gradlab.")
-            and not where.startswith(_LIBRARIES))
+    """Whether ``kind`` is defined in a Python module of your own (``_own_module_dict``)."""
+    return _own_module_dict(sys.modules.get(kind.__module__)) is not None
 
 
 def _changeable(value, depth=3):
@@ -698,8 +695,7 @@ def _read_places(loss_fn, modules):
             methods.setdefault(n, []).extend(_functions_of(v))
     for m in modules:  # (a function kept on a module: self.act = my_activation)
         for n, v in m.__dict__.items():
-            if isinstance(v, types.FunctionType) and _own_callable(v) and \
-                    not _library_code(v):
+            if isinstance(v, types.FunctionType) and _followed(v):
                 methods.setdefault(n, []).append(v)
     todo += methods.get("forward", ())
     used = set()  # the attribute (and global) names that the code followed loads
@@ -727,8 +723,7 @@ def _read_places(loss_fn, modules):
             todo += [v for v in map(_cell_value, fn.__closure__ or ()) if _own_callable(v)]
             # Helpers of your own that it calls by name, and their globals in turn
             # (library code is left out: its globals are not settings of the step).
-            todo += [v for v in (d[n] for d, n in _global_places(fn))
-                     if _own_callable(v) and not _library_code(v)]
+            todo += [v for v in (d[n] for d, n in _global_places(fn)) if _followed(v)]
             named = _names_used(fn.__code__)
             used.update(named)
             todo += [f for n in named for f in methods.get(n, ())]
@@ -777,6 +772,13 @@ def _names_used(code):
     return found
 
 
+def _followed(value):
+    """Whether ``value`` is code of your own that the guards follow when the step's code
+    names it: a function, method or callable object (``_own_callable``) that is not
+    installed library code."""
+    return _own_callable(value) and not _library_code(value)
+
+
 def _library_code(fn):
     """Whether ``fn`` (a function, or a callable object) is installed library code: the
     standard library's, or a site-packages package's."""
@@ -821,7 +823,7 @@ def _globals_read(code):
 def _own_module_dict(value):
     """The namespace of a Python module of your own (not gradlab's, nor installed library
     code, nor a built-in one), or None."""
-    if not isinstance(value, types.ModuleType) or value.__name__.startswith("gradlab"):
+    if not isinstance(value, types.ModuleType) or value.__name__.split(".")[0] == "gradlab":
         return None
     where = getattr(value, "__file__", None)
     return None if not isinstance(where, str) or where.startswith(_LIBRARIES) else vars(value)
