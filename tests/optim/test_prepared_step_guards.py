@@ -204,7 +204,25 @@ class _ClippedAdam(gl.optim.Adam):
         super()._backend_step(be, group, step, p_arrays, g_arrays, states)
 
 
+class _WeightClip(gl.optim.Optimizer):
+    """A mixin listed after the built-in optimizer (class _(Adam, _WeightClip)): its step is
+    the one the class's MRO runs, which Adam's prepared form does not stand for."""
+
+    def step(self, closure=None):
+        loss = super().step(closure)
+        with gl.no_grad():
+            for group in self.param_groups:
+                for p in group["params"]:
+                    p.clamp_(-0.05, 0.05)
+        return loss
+
+
+class _AdamClippedByMixin(gl.optim.Adam, _WeightClip):
+    pass
+
+
 _SUBCLASSES = {
+    "adam-mixin-step": lambda ps: _AdamClippedByMixin(ps, lr=1e-2),
     "sgd-momentum-with_grads": lambda ps: _halved_grads(gl.optim.SGD)(ps, lr=0.05,
                                                                       momentum=0.9),
     "adam-with_grads": lambda ps: _halved_grads(gl.optim.Adam)(ps, lr=1e-2),
@@ -223,6 +241,34 @@ def test_a_subclass_overriding_a_step_method_is_not_bypassed(make, device):
         p.grad = gl.ones_like(p)
     opt.step()
     assert opt._prepared_step() is None
+
+
+class _EveryOther:
+    """A wrapper that is no Optimizer: it steps the one it wraps at every second call and
+    hands every other attribute (param_groups, zero_grad, state) on to it."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, 0
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def step(self):
+        self.calls += 1
+        if self.calls % 2 == 0:
+            self.inner.step()
+
+
+@pytest.mark.parametrize("make", OPTIMIZERS.values(), ids=OPTIMIZERS.keys())
+def test_a_wrapper_s_own_step_runs_at_every_replay(make, device):
+    wrappers = []
+
+    def wrapped(params):
+        wrappers.append(_EveryOther(make(params)))
+        return wrappers[-1]
+
+    _compiled_is_eager(wrapped, _unchanged, device)
+    assert [w.calls for w in wrappers] == [STEPS, STEPS]
 
 
 @pytest.mark.parametrize("where", ["own-class", "base-class"])

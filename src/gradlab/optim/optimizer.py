@@ -217,13 +217,16 @@ class Optimizer:
         cls = type(self)
         mro = cls.__mro__
         # The class that answers for the prepared form: the nearest one that wrote it or
-        # listed the step it stands for; what classes below it override, it has not seen.
-        answers = next(i for i, c in enumerate(mro)
-                       if "_prepare_group" in c.__dict__ or "_step_path" in c.__dict__)
+        # listed the step it stands for. It has seen only the methods it resolves itself:
+        # one that a class below it overrides, or one that a base class after it in this
+        # class's MRO supplies (class ClippedAdam(Adam, WeightClip), WeightClip.step
+        # clamping the weights after Adam's), is not its step.
+        answers = mro[next(i for i, c in enumerate(mro)
+                           if "_prepare_group" in c.__dict__ or "_step_path" in c.__dict__)]
         attrs = self.__dict__
         path, defined = cls._step_path, cls._defined_step
         for name in path:
-            if name in attrs or any(name in c.__dict__ for c in mro[:answers]):
+            if name in attrs or getattr(cls, name, None) is not getattr(answers, name, None):
                 return None
         if _step_methods(cls) != defined:
             return None  # a method of the step patched on a class after it was defined

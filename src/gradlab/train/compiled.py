@@ -299,8 +299,11 @@ class CompiledStep:
         fast = self._optimizer_fast
         if fast is None or not fast():
             self.optimizer.step()
-            prepare = getattr(self.optimizer, "_prepared_step", None)
-            self._optimizer_fast = prepare() if prepare is not None else None
+            # Only a gradlab Optimizer's own: a wrapper that hands other attributes on to the
+            # optimizer it wraps (__getattr__: Lookahead, gradient accumulation) would give
+            # the inner one's, and its own step() would never run again.
+            opt = self.optimizer
+            self._optimizer_fast = opt._prepared_step() if isinstance(opt, Optimizer) else None
 
     def reset(self):
         """Forget every recording: the next calls record again. For a change the guards do
@@ -1182,7 +1185,8 @@ class _CudaGraphs:
             g.reason = ("a tensor outside the optimizer gets a gradient, which eager adds up "
                         "across steps; a graph would write each step's alone")
             return False
-        if "zero_grad" in vars(opt) or type(opt).zero_grad is not Optimizer.zero_grad:
+        if "zero_grad" in vars(opt) or \
+                getattr(type(opt), "zero_grad", None) is not Optimizer.zero_grad:
             # A launch hands out new .grad Tensors, as after the default zero_grad
             # (set_to_none); one of the optimizer's own may keep and zero them instead.
             g.reason = ("the optimizer has a zero_grad of its own, which a graph's launch "
