@@ -382,13 +382,14 @@ def test_bad_target_raises_the_eager_error_after_the_launch(loss):
         step(*bad)
     assert str(graph_err.value) == str(eager_err.value)
     assert "7" in str(graph_err.value)
-    assert step.info()["graphed"] == STEPS - 2  # the error came from a launch
+    # The error came from a launch, whose step did not train: not counted.
+    assert step.info()["graphed"] == STEPS - 3
     for a, b in zip(_state(model, opt), eager_state):  # no optimizer step was taken
         np.testing.assert_array_equal(a, b)
     assert all(p.grad is None for p in model.parameters())
     # The graph is still good: the next good batch trains as eager does.
     step(*batches[1])
-    assert step.info()["graphed"] == STEPS - 1
+    assert step.info()["graphed"] == STEPS - 2
 
 
 class _Pieces(gl.nn.Module):
@@ -435,7 +436,7 @@ def test_more_than_eight_target_checks_are_graphed_and_the_first_bad_one_raises(
     bad_y[3] = 9
     with pytest.raises(IndexError, match="9"):
         step(batches[0][0], gl.tensor(bad_y, device="cuda"))
-    assert step.info()["graphed"] == STEPS - 2
+    assert step.info()["graphed"] == STEPS - 3  # (a launch that raised trained nothing)
 
 
 def test_outputs_are_fresh_arrays_not_the_graph_buffers():
@@ -547,7 +548,7 @@ def test_a_discarded_graphed_step_leaves_no_gradient_of_its_batch():
     before = [p.detach().cpu().numpy() for p in model.parameters()]
     step.forward(*batches[-1])
     step.discard()
-    assert step.info()["graphed"] == STEPS - 2
+    assert step.info()["graphed"] == STEPS - 3  # (the discarded launch trained nothing)
     assert all(p.grad is None for p in model.parameters())
     for p, b in zip(model.parameters(), before):
         np.testing.assert_array_equal(p.detach().cpu().numpy(), b)
@@ -565,8 +566,8 @@ def test_a_bad_target_at_the_capturing_call_leaves_a_graph_that_trains_on():
         step(batches[3][0], gl.tensor(bad_y, device="cuda"))  # captured, launched, refused
     for x, y in batches[3:]:
         step(x, y)
-    info = step.info()
-    assert info["graphed"] == 1 + len(batches[3:]) and info["ungraphed_reasons"] == []
+    info = step.info()  # (the refused launch trained nothing: not counted)
+    assert info["graphed"] == len(batches[3:]) and info["ungraphed_reasons"] == []
 
 
 def test_a_leaf_outside_the_optimizer_replays_ungraphed_and_accumulates():
@@ -653,3 +654,20 @@ def test_the_gpu_benchmark_of_a_large_compiled_step_expects_no_graph(monkeypatch
     assert info["graphs"] == 0 and info["graphed"] == 0
     assert any("SMALL_GEMM_MAX" in r for r in info["ungraphed_reasons"]), info
 
+
+
+def test_graphed_counts_every_launch_that_trained_across_recordings():
+    """info()["graphed"] only grows, as "replayed" does: a change that drops the recordings
+    (Dropout.p) keeps the launches counted so far."""
+    batches = _batches(2 * STEPS)
+    model = _model(dropout=0.1)
+    step = compile_step(model, gl.nn.CrossEntropyLoss(), gl.optim.SGD(model.parameters(), 0.1))
+    for x, y in batches[:STEPS]:
+        step(x, y)
+    assert step.info()["graphed"] == STEPS - 3
+    model[2].p = 0.2  # every recording is dropped: record, record, warm-up, launches
+    for x, y in batches[STEPS:]:
+        step(x, y)
+    info = step.info()
+    assert info["rerecorded"] == 1 and info["graphed"] == 2 * (STEPS - 3)
+    assert info["graphed"] <= info["replayed"]

@@ -75,6 +75,8 @@ def cross_entropy_forward(kernel, ctx, logits, target, weight, ignore_index, lab
     (a compiled step's replay passes the op prepared for its arrays: functional/fusions.py)."""
     if target.dtype != np.int64:
         target = target.astype(np.int64)
+    if weight is not None and weight.dtype != logits.dtype:
+        weight = weight.astype(logits.dtype)  # (float64 class weights on a float32 model)
     # The backend reduces too ('mean': PyTorch's division by the weight of the kept
     # rows), so that grad is already the returned loss's gradient.
     loss, grad = kernel(logits, target, weight, ignore_index, label_smoothing, reduction)
@@ -151,10 +153,9 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
             tgt, out_shape = sh.reshape(target, (-1,)), expected
     if target._backend is not input._backend:
         raise RuntimeError(f"{op}: input is on {input.device} but target on {target.device}")
-    w = weight._data if weight is not None else None
-    if w is not None and w.dtype != input.dtype:
-        w = w.astype(input.dtype)
-    out = SoftmaxCrossEntropy.apply(rows, tgt, w, ignore_index=ignore_index,
+    # (The weight goes in as the tensor, cast in the op: a compiled step's replay then reads
+    # it, changed in place or rebound, at every call, as eager does.)
+    out = SoftmaxCrossEntropy.apply(rows, tgt, weight, ignore_index=ignore_index,
                                     label_smoothing=float(label_smoothing),
                                     reduction=reduction)
     if reduction == "none" and tuple(out.shape) != tuple(out_shape):
@@ -173,7 +174,8 @@ class NllLoss(Function):
         ctx.backend.check((safe < 0) | (safe >= c), lambda first: IndexError(
             f"nll_loss: target {int(target[first])} is out of bounds for {c} classes (valid "
             f"targets are 0..{c - 1}, or ignore_index={ignore_index})"))
-        w = valid.astype(x.dtype) if weight is None else weight[safe] * valid
+        w = valid.astype(x.dtype) if weight is None else \
+            weight.astype(x.dtype, copy=False)[safe] * valid
         rows = xp.arange(n)
         loss = -x[rows, safe] * w
         ctx.reduction, ctx.shape = reduction, x.shape
@@ -235,8 +237,7 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     if tuple(target.shape) != (input.shape[0],):
         raise ValueError(f"{op}: target shape {tuple(target.shape)} does not match input "
                          f"shape {tuple(input.shape)}: expected ({input.shape[0]},)")
-    w = weight._data.astype(input.dtype, copy=False) if weight is not None else None
-    return NllLoss.apply(input, target, w, ignore_index=ignore_index, reduction=reduction)
+    return NllLoss.apply(input, target, weight, ignore_index=ignore_index, reduction=reduction)
 
 
 # -- binary classification --------------------------------------------------------------------
@@ -245,6 +246,7 @@ class BinaryCrossEntropy(Function):
 
     def forward(ctx, x, y, w):
         xp = ctx.xp
+        w = _weight_as(xp, w, x)
         ctx.backend.check((x < 0) | (x > 1), lambda first: ValueError(
             f"binary_cross_entropy: input values must be probabilities in [0, 1], found "
             f"{float(x.reshape(-1)[first])}; for logits use binary_cross_entropy_with_logits"))
@@ -280,16 +282,32 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     op = "binary_cross_entropy"
     _check_reduction(op, reduction)
     _check_same_shape(op, input, target)
-    w = None
-    if weight is not None:
-        w = ctx_broadcast(weight, input)
+    w = _elementwise_weight(op, "weight", weight, input)
     return _reduce(BinaryCrossEntropy.apply(input, target, w), reduction)
 
 
-def ctx_broadcast(weight, input):
-    """A weight tensor's raw array broadcast to the input's shape, in the input's dtype."""
-    w = weight._data if isinstance(weight, Tensor) else input._backend.xp.asarray(weight)
-    return input._backend.xp.broadcast_to(w.astype(input.dtype, copy=False), input.shape)
+def _elementwise_weight(op, name, weight, input):
+    """``weight`` (a tensor, array or number; or None) checked to broadcast to the input's
+    shape. A tensor stays one, for the op to read (``_weight_as``): a compiled step's
+    replay then reads it, changed in place or rebound, at every call."""
+    if weight is None:
+        return None
+    if not isinstance(weight, Tensor):
+        weight = input._backend.xp.asarray(weight)
+    shape = tuple(weight.shape)
+    try:
+        fits = np.broadcast_shapes(shape, tuple(input.shape)) == tuple(input.shape)
+    except ValueError:
+        fits = False
+    if not fits:
+        raise ValueError(f"{op}: {name} of shape {shape} does not broadcast to the input's "
+                         f"shape {tuple(input.shape)}")
+    return weight
+
+
+def _weight_as(xp, w, x):
+    """An elementwise weight's array broadcast to ``x``'s shape, in its dtype (or None)."""
+    return None if w is None else xp.broadcast_to(w.astype(x.dtype, copy=False), x.shape)
 
 
 class BceWithLogits(Function):
@@ -297,6 +315,7 @@ class BceWithLogits(Function):
 
     def forward(ctx, x, y, w, pw):
         xp = ctx.xp
+        w, pw = _weight_as(xp, w, x), _weight_as(xp, pw, x)
         sp_neg = xp.maximum(-x, 0) + xp.log1p(xp.exp(-xp.abs(x)))  # log(1 + e^-x)
         lw = 1 if pw is None else 1 + (pw - 1) * y
         loss = (1 - y) * x + lw * sp_neg
@@ -334,8 +353,8 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     op = "binary_cross_entropy_with_logits"
     _check_reduction(op, reduction)
     _check_same_shape(op, input, target)
-    w = ctx_broadcast(weight, input) if weight is not None else None
-    pw = ctx_broadcast(pos_weight, input) if pos_weight is not None else None
+    w = _elementwise_weight(op, "weight", weight, input)
+    pw = _elementwise_weight(op, "pos_weight", pos_weight, input)
     return _reduce(BceWithLogits.apply(input, target, w, pw), reduction)
 
 

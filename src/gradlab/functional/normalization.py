@@ -93,10 +93,6 @@ class LayerNormFn(_Normalize):
                 None if gb is None else gb.reshape(shape))
 
 
-def _raw(t):
-    return None if t is None else t._data
-
-
 def batch_norm(input, running_mean, running_var, weight=None, bias=None, training=False,
                momentum=0.1, eps=1e-5, *, num_batches_tracked=None):
     """Normalize each channel (dim 1) of an (N, C) or (N, C, L) input:
@@ -131,10 +127,12 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         if momentum is None and tracked and num_batches_tracked is None:
             raise ValueError("batch_norm: momentum=None (the cumulative average) needs "
                              "num_batches_tracked")
+        # (The statistics go in as tensors: a compiled step's replay then reads the arrays
+        # they hold at each call, and sees a rebound one, as the model's buffers are seen.)
         out = BatchNorm.apply(input, weight, bias, None, None,
-                              _raw(running_mean) if tracked else None,
-                              _raw(running_var) if tracked else None,
-                              _raw(num_batches_tracked), eps=eps, momentum=momentum)
+                              running_mean if tracked else None,
+                              running_var if tracked else None,
+                              num_batches_tracked, eps=eps, momentum=momentum)
         for t in (running_mean, running_var, num_batches_tracked):
             if t is not None and (tracked or t is num_batches_tracked):
                 t._bump()
@@ -142,8 +140,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm: eval mode (training=False) needs running_mean and "
                          "running_var")
-    return BatchNorm.apply(input, weight, bias, running_mean._data, running_var._data, None,
-                           None, None, eps=eps, momentum=0.0)
+    return BatchNorm.apply(input, weight, bias, running_mean, running_var, None, None, None,
+                           eps=eps, momentum=0.0)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):

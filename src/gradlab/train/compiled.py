@@ -31,23 +31,27 @@ inputs that require grad, whose ``.grad`` a replay would not set), or more than
 A recording bakes in the Python numbers the step computes with (``beta * kl`` records
 beta's value) and holds the tensors and modules it used. Guarded, so that a change records
 again: what the loss function reads from its closure, its module's globals or its object's
-public attributes (and so do the functions and callable objects of your own that its
-closure holds: the loss that ``fit`` wraps; through a ``functools.partial``, its function
-and bound arguments; a bound method's module); what the ``forward`` of a module class of
-your own, and the methods and properties it names, read from their closures or globals,
-and that class's own settings; and, in turn, what the functions of your own that any of
-these call by name read (a helper of ``forward`` reading a global), a Python module of
-your own's attributes included (``config.BETA``, ``utils.scale(h)``). Numbers (Python's or
-NumPy's), slices, dtypes and Enum members are compared by value, tensors, modules,
-functions and NumPy arrays by identity, dicts, lists and tuples of these (a config dict;
-32 entries in all, three deep) and objects holding them as attributes (a
-``SimpleNamespace``, a dataclass instance, an instance of a class of your own) by value,
-entries changed in place included, and a module read this way is guarded as the model's
-are (its settings, buffers, mode). A value read elsewhere (by installed library code; a
-submodule's, two dots away, ``config.loss.BETA``; a setting kept on an object that also
-holds a tensor or a function, or on an installed library's object; a larger container) is
-not seen: keep such a value in a tensor updated in place (a replay reads the array), or
-call ``step.reset()`` after changing it.
+attributes (the public ones, and the private ones its code names: ``self._beta``; and so
+do the functions and callable objects of your own that its closure holds: the loss that
+``fit`` wraps; through a ``functools.partial``, its function and bound arguments; a bound
+method's module); what the ``forward`` of a module class of your own, and the methods,
+properties and the functions or callable objects kept on a module (``self.act``) that it
+names, read from their closures or globals, and that class's own settings; and, in turn,
+what the functions of your own that any of these call by name read (a helper of
+``forward`` reading a global), a Python module of your own's attributes included
+(``config.BETA``, ``utils.scale(h)``). Numbers (Python's or NumPy's), slices, dtypes and
+Enum members are compared by value; tensors, modules, functions, NumPy arrays and any
+other object (a ``functools.partial``, a library's object) by identity, so that another
+one bound to the name, or kept on a module (``model.act = gl.tanh``), records again;
+dicts, lists and tuples of these (a config dict, a dict of criteria; 32 entries in all,
+three deep) and objects holding them as attributes (a ``SimpleNamespace``, a dataclass
+instance, an instance of a class of your own) by value, entries changed in place
+included. A module read this way, or kept in such a container (a module's plain list of
+layers), is guarded as the model's are (its settings, buffers, mode). A value read
+elsewhere (by installed library code; a submodule's, two dots away, ``config.loss.BETA``;
+a setting changed in place on an installed library's object; a larger container) is not
+seen: keep such a value in a tensor updated in place (a replay reads the array), or call
+``step.reset()`` after changing it.
 
 A replay runs no Python code, so a step whose own code changes Python state as it runs
 runs eagerly, with one warning (``_StepState``): an attribute of one of its modules set
@@ -179,7 +183,9 @@ class CompiledStep:
         self._unsteady = {}       # signature -> None (its recording changed Python state
         #                           once), or why it runs eagerly (it did so twice)
         self._unsettled = None    # the eager _Entry of every call, once that is too many
-        self.counts = {"eager": 0, "recorded": 0, "replayed": 0, "rerecorded": 0}
+        # (graphed: the replayed steps that were a CUDA graph's launch)
+        self.counts = {"eager": 0, "recorded": 0, "replayed": 0, "rerecorded": 0,
+                       "graphed": 0}
         self.record_seconds = 0.0
 
     # The recordings, the prepared optimizer step and the graphs hold these three: one put
@@ -250,6 +256,7 @@ class CompiledStep:
                 self.optimizer.zero_grad()  # run_backward accumulates, as the engine does
             self._graphs.backward(kind, entry, payload)
             self.counts["replayed"] += 1
+            self.counts["graphed"] += kind == "graph"
             self._restless = 0
         else:
             self.optimizer.zero_grad()
@@ -327,7 +334,8 @@ class CompiledStep:
             self._graphs.discard(pending[0], pending[1])
 
     def info(self):
-        """How the step has run: counts of eager, recording and replayed calls, the
+        """How the step has run: counts of eager, recording and replayed calls (and of the
+        replayed ones that were a CUDA graph's launch: ``graphed``), the
         signatures recorded, the seconds spent recording, the bytes a replay keeps between
         calls, the pairs of ops the replays run fused, and why any signature runs eagerly."""
         replays = [e.replay for e in self._entries.values() if e.replay is not None]
@@ -428,6 +436,18 @@ class CompiledStep:
         for m in (self.loss_fn, owner):
             if isinstance(m, Module) and m is not self.model:
                 mods += list(m.modules())
+        # Modules kept in a module's plain list or dict (self.layers = [nn.Linear(...)],
+        # not registered, so model.modules() leaves them out): their settings steer the
+        # step as well.
+        seen = {id(m) for m in mods}
+        for m in mods:  # (the list grows as they are found: theirs are looked at too)
+            for k, v in m.__dict__.items():
+                if k not in _MODULE_OWN:
+                    for found in _modules_in(v, 3, top=False):
+                        for sub in found.modules():
+                            if id(sub) not in seen:
+                                seen.add(id(sub))
+                                mods.append(sub)
         return mods + _modules_read_by(self.loss_fn, mods)
 
     def _known(self):
@@ -450,9 +470,10 @@ class CompiledStep:
                 items = d[kind]
                 sig.append(tuple(items))
                 sig.append(tuple(map(id, items.values())))
-            # (private ones too: self._scale = 2.0 steers forward as a public one does)
-            settings = [(k, _setting_value(v)) for k, v in d.items() if k != "training"]
-            sig.append(tuple(kv for kv in settings if kv[1] is not _OTHER))
+            # (private ones too: self._scale = 2.0 steers forward as a public one does; what
+            # is no setting by identity: self.act = gl.tanh in place of a ReLU)
+            sig.append(tuple([(k, _guarded(v)) for k, v in d.items()
+                              if k not in _MODULE_OWN]))
             # Plain tensor attributes (not parameters or buffers): a recording holds the
             # array of the one it saw, so another tensor in its place must record again.
             sig.append(tuple((k, id(v._data)) for k, v in d.items() if isinstance(v, Tensor)))
@@ -510,10 +531,12 @@ class CompiledStep:
                                    tuple([m.training for m in self._modules_now]))
         xd, yd = x._data, y._data
         # (y's backend: a CPU target of a CUDA model must get eager's error, not a replay's;
-        # deterministic mode: it chooses the scatter kernel a recording and a graph hold)
+        # deterministic mode: it chooses the scatter kernel a recording and a graph hold;
+        # x is y, an autoencoder's step(x, x): a recording of it cannot tell the model's
+        # reads from the loss's, one array filling both input slots)
         key = (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend, y._backend, modes[1],
                _state.enabled, x._requires_grad or y._requires_grad,
-               determinism.are_deterministic_algorithms_enabled())
+               determinism.are_deterministic_algorithms_enabled(), xd is yd)
         entry = self._entries.get(key)
         if entry is None:
             entry = _Entry()
@@ -535,6 +558,9 @@ class CompiledStep:
         return entry
 
 
+# A module's own bookkeeping, which _world_signature compares apart (or, for the mode, not).
+_MODULE_OWN = frozenset(("training", "_parameters", "_buffers", "_modules"))
+
 # Recordings dropped this many times in a row, with no replay between: the step runs eagerly.
 _RESTLESS = 3
 
@@ -542,9 +568,10 @@ _OTHER = object()  # stands for a value that is not a setting (a function, a lis
 
 
 class _Same:
-    """A tensor that the step's code reads by name, compared by identity (``==`` on a
-    tensor is elementwise): another tensor bound to that name must record again, as the
-    recording holds the one it saw. (Modules and functions compare by identity as they
+    """A value that the step's code reads by name, compared by identity: a tensor (``==``
+    on one is elementwise), a callable that is no plain function, any object that is no
+    setting. Another one bound to that name must record again, as the recording holds, or
+    baked in what it did with, the one it saw. (Modules and functions compare by identity as they
     are; what happens inside a module read this way is guarded with the model's modules:
     ``CompiledStep._modules``.)"""
 
@@ -598,7 +625,8 @@ def _container_value(value, budget=None):
     to three deep; _CONTAINER_ITEMS entries in all), or an object holding them as
     attributes (``_config_object``), by value, as _Frozen, or _OTHER: a
     recording bakes in what forward read from it, and an entry changed in place has no
-    __setattr__ to tell. ``budget``: [entries left, levels left], shared with the
+    __setattr__ to tell. Tensors, modules and callables among the entries compare by
+    identity (_Same). ``budget``: [entries left, levels left], shared with the
     containers it is nested in."""
     kind = type(value)
     if kind in (dict, list, tuple):
@@ -616,9 +644,14 @@ def _container_value(value, budget=None):
     frozen = [kind]
     for k, v in (d.items() if type(d) is dict else enumerate(d)):
         if type(v) not in _SCALARS:
+            held = v
             v = _setting_value(v, budget)
             if v is _OTHER:
-                return _OTHER
+                # (a criterion in {"ce": nn.CrossEntropyLoss()}, a tensor, a function: the
+                # recording holds the one it saw)
+                if not (isinstance(held, (Tensor, Module)) or callable(held)):
+                    return _OTHER
+                v = _Same(held)
         if type(k) not in _SCALARS:
             return _OTHER
         frozen.append((k, v))
@@ -667,7 +700,10 @@ def _guarded(value):
         return value
     if isinstance(value, Tensor):
         return _Same(value)
-    return _setting_value(value)
+    v = _setting_value(value)
+    # Anything else by identity: another object bound to the name (a functools.partial
+    # with other keywords, a new callable object, a library object) must record again.
+    return _Same(value) if v is _OTHER else v
 
 
 def _read_places(loss_fn, modules):
@@ -680,6 +716,7 @@ def _read_places(loss_fn, modules):
     ``forward``), in turn."""
     cells, names, attrs = [], [], []
     functions = []
+    owners = []  # the attribute dicts of the callable objects and bound methods' objects
     # A setting kept on a module class of your own (Scaled.factor = 3.0, read as
     # self.factor): no module's __setattr__ sees it change.
     # (Its methods and other descriptors are left out: a class's code is not guarded.)
@@ -696,9 +733,10 @@ def _read_places(loss_fn, modules):
     for k in classes.values():
         for n, v in vars(k).items():
             methods.setdefault(n, []).extend(_functions_of(v))
-    for m in modules:  # (a function kept on a module: self.act = my_activation)
+    for m in modules:  # (code of your own kept on a module: self.act = my_activation, a
+        #                  callable object, a functools.partial)
         for n, v in m.__dict__.items():
-            if isinstance(v, types.FunctionType) and _followed(v):
+            if _followed(v):
                 methods.setdefault(n, []).append(v)
     todo += methods.get("forward", ())
     used = set()  # the attribute (and global) names that the code followed loads
@@ -711,7 +749,8 @@ def _read_places(loss_fn, modules):
         if isinstance(fn, functools.partial):
             # Its bound arguments are read at every call (keywords is a dict that may change).
             attrs += [(fn.keywords, None), (dict(enumerate(fn.args)), None)]
-            todo.append(fn.func)
+            if _followed(fn.func):
+                todo.append(fn.func)
             continue
         owner = None
         if isinstance(fn, types.MethodType):
@@ -722,6 +761,7 @@ def _read_places(loss_fn, modules):
         if owner is not None and not isinstance(owner, Module) and \
                 isinstance(getattr(owner, "__dict__", None), dict):
             attrs.append((owner.__dict__, None))
+            owners.append(owner.__dict__)
         if isinstance(fn, types.FunctionType):
             todo += [v for v in map(_cell_value, fn.__closure__ or ()) if _own_callable(v)]
             # Helpers of your own that it calls by name, and their globals in turn
@@ -730,6 +770,12 @@ def _read_places(loss_fn, modules):
             named = _names_used(fn.__code__)
             used.update(named)
             todo += [f for n in named for f in methods.get(n, ())]
+    for d in {id(d): d for d in owners}.values():
+        # Their private attributes too, those the code names (self._beta): (d, None) above
+        # reads the public ones.
+        private = sorted(k for k in used.intersection(d) if k[0] == "_")
+        if private:
+            attrs.append((d, private))
     for m in modules:
         # A module's containers of settings that the code followed reads (self.cfg["p"]):
         # an entry changed in place has no __setattr__ to tell, so they are read at every
@@ -878,20 +924,37 @@ def _read_values(cells, names, attrs):
 def _modules_read_by(loss_fn, modules):
     """The modules, beyond ``modules``, that ``loss_fn`` and the modules' own ``forward``
     code read by name (a ``CrossEntropyLoss`` in a loss lambda's closure, a module kept in
-    a global), with their submodules, and those that these read in turn."""
+    a global, or in a dict of criteria there: ``_modules_in``), with their submodules, and
+    those that these read in turn."""
     seen = {id(m) for m in modules}
     found = []
     while True:
         new = []
         for v in _read_values(*_read_places(loss_fn, modules + found)):
-            if isinstance(v, Module) and id(v) not in seen:
-                for m in v.modules():
+            for held in _modules_in(v, 3):
+                for m in held.modules():
                     if id(m) not in seen:
                         seen.add(id(m))
                         new.append(m)
         if not new:
             return found
         found += new
+
+
+def _modules_in(value, depth, top=True):
+    """The modules that ``value`` is (with ``top``) or holds in a dict, list or tuple or as
+    a settings object's attribute (``{"ce": nn.CrossEntropyLoss()}``), ``depth`` levels
+    deep. (A container of over _CONTAINER_ITEMS * 4 entries is data: not looked into.)"""
+    if isinstance(value, Module):
+        return [value] if top else []
+    kind = type(value)
+    if depth == 0 or kind not in (dict, list, tuple) and not _config_object(value):
+        return []
+    items = value if kind in (list, tuple) else \
+        value.values() if kind is dict else vars(value).values()
+    if len(items) > _CONTAINER_ITEMS * 4:
+        return []
+    return [m for v in items for m in _modules_in(v, depth - 1)]
 
 
 def _numbers_read_by(loss_fn, modules):
@@ -1048,8 +1111,7 @@ def _comparable(state):
 class _Graphed:
     """The CUDA-graph state of one signature (one _Entry)."""
 
-    __slots__ = ("warm", "reason", "graph", "inputs", "vals", "grads", "launches", "refs",
-                 "handed")
+    __slots__ = ("warm", "reason", "graph", "inputs", "vals", "grads", "refs", "handed")
 
     def __init__(self):
         self.warm = False       # a plain replay has run forward and backward once
@@ -1058,7 +1120,6 @@ class _Graphed:
         self.inputs = None      # the static input buffers the graph reads
         self.vals = None        # slot values of the captured forward (refilled per launch)
         self.grads = None       # [(leaf, gradient array or None)] written by each launch
-        self.launches = 0
         self.refs = None        # [(refs to the .grad Tensor, refs to its array)] unheld
         self.handed = None      # per leaf: weak references to the .grad Tensors handed out
 
@@ -1131,7 +1192,6 @@ class _CudaGraphs:
             g.inputs[1][...] = y._data
             for version in entry.replay.bumped:  # the capture's run_forward bumped once
                 version[0] += 1
-        g.launches += 1
         try:
             g.graph.launch()
         except Exception:
@@ -1241,8 +1301,7 @@ class _CudaGraphs:
         graphs = [e.graph for e in entries if e.graph is not None]
         held = sum(g.graph.held_bytes() + sum(a.nbytes for a in g.inputs)
                    for g in graphs if g.graph is not None)
-        return {"graphed": sum(g.launches for g in graphs),
-                "graphs": sum(g.graph is not None for g in graphs),
+        return {"graphs": sum(g.graph is not None for g in graphs),
                 "graph_held_bytes": held,
                 "ungraphed_reasons": sorted({g.reason for g in graphs if g.reason})}
 
