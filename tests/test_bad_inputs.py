@@ -334,6 +334,12 @@ DATA_CASES = [
          "dtype float32", "convert with target.long()"),
     case("fit-zero-epochs", lambda: tiny_fit(epochs=0), ValueError,
          "got 0", "epochs must be a positive integer"),
+    case("fit-compile-not-a-bool", lambda: tiny_fit(compile="no"), TypeError,
+         "fit: compile must be True or False, got 'no'"),
+    case("search-compile-not-a-bool",
+         lambda: gl.train.grid_search(lambda p: nn.Linear(3, 2), {"lr": [0.1]},
+                                      gl.data.TensorDataset(*xy()), compile="no"),
+         TypeError, "compile must be True or False, got 'no'"),
 ]
 
 

@@ -490,9 +490,11 @@ class CompiledStep:
     def _settle_eagerly(self):
         reason = (f"what the step's guards watch changed before each of the last "
                   f"{_RESTLESS} replays could run (a number, setting or tensor that your "
-                  "code sets anew before each step, such as loss_fn.weight = w), so it "
-                  "records again every time, which costs more than eager; step.reset() "
-                  "tries again")
+                  "code sets anew before each step, such as loss_fn.weight = w, or a "
+                  "parameter given a new array at each step, as an optimizer of your own "
+                  "doing p.data = p.data - lr * p.grad: update it in place instead, "
+                  "p.data -= lr * p.grad), so it records again every time, which costs "
+                  "more than eager; step.reset() tries again")
         self._unsettled = _Entry()
         self._give_up(self._unsettled, reason)
 

@@ -200,6 +200,8 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
             model.to(device)
     fns = resolve_metrics(metrics)
     dist = _process_group(model)
+    if type(compile) is not bool:  # (compile="no" would compile)
+        raise TypeError(f"fit: compile must be True or False, got {compile!r}")
     if dist is not None and compile:
         raise ValueError("fit: compile=True is not supported for a DistributedDataParallel "
                          "model (the compiled step has no place for the gradient allreduce); "

@@ -220,6 +220,8 @@ def _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
               early_stopping, metrics, seed, device, drop_last=False, compile=False):
     if scoring not in ("holdout", "kfold"):
         raise ValueError(f"scoring must be 'holdout' or 'kfold', got {scoring!r}")
+    if type(compile) is not bool:  # (compile="no" would compile)
+        raise TypeError(f"compile must be True or False, got {compile!r}")
     from .metrics import resolve_metrics
     valid = ["val_loss"] + [f"val_{name}" for name, _ in resolve_metrics(metrics)]
     if metric not in valid:
@@ -229,7 +231,7 @@ def _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
             "epochs": epochs, "batch_size": batch_size, "standardize": standardize,
             "early_stopping": early_stopping, "metrics": tuple(metrics), "seed": seed,
             "split_seed": seed, "device": device, "drop_last": drop_last,
-            "compile": bool(compile)}
+            "compile": compile}
 
 
 def _metric_mode(metric, mode):
