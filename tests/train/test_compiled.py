@@ -638,6 +638,47 @@ def test_a_saved_parameter_changed_between_forward_and_backward_step_raises_as_e
     _assert_same((None, errors[0][1]), (None, errors[1][1]))
 
 
+@pytest.mark.parametrize("what", ["output", "batch", "output-not-saved"])
+def test_a_saved_output_or_batch_changed_between_forward_and_backward_step_raises(what):
+    """out * out saves the output, the first Linear the batch: changed in place between the
+    two halves, eager's backward refuses, and so must a replay's. Cross-entropy saves no
+    logits: changing them there changes no gradient, and neither refuses."""
+    def loss_fn(out, y):
+        if what == "output-not-saved":
+            return gl.nn.functional.cross_entropy(out, y)
+        return (out * out).mean() + gl.nn.functional.cross_entropy(out, y)
+
+    outcomes = []
+    for compiled in (False, True):
+        model = _model(dropout=0.0, batchnorm=False)
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        step = compile_step(model, loss_fn, opt) if compiled else eager_step(model, loss_fn, opt)
+        batches = _batches(6)
+        for x, y in batches[:4]:
+            step(x, y)
+        x, y = batches[4]
+        if compiled:
+            out, loss = step.forward(x, y)
+        else:
+            opt.zero_grad()
+            out = model(x)
+            loss = loss_fn(out, y)
+        with gl.no_grad():
+            (x if what == "batch" else out).mul_(2.0)
+        try:
+            step.backward_step() if compiled else (loss.backward(), opt.step())
+            outcomes.append(("trained", _state(model, opt)))
+        except RuntimeError as e:
+            assert "modified in place" in str(e)
+            assert all(p.grad is None for p in model.parameters()) or not compiled
+            outcomes.append(("refused", _state(model, opt)))
+        if compiled:
+            assert step.info()["replayed"] == 2 + (what == "output-not-saved")
+    assert outcomes[0][0] == outcomes[1][0] == \
+        ("trained" if what == "output-not-saved" else "refused")
+    _assert_same((None, outcomes[0][1]), (None, outcomes[1][1]))
+
+
 def test_a_tensor_attribute_set_anew_records_again():
     def build():
         model = _Scaled()
@@ -1810,3 +1851,32 @@ def test_cli_train_compile_gives_the_same_run(tmp_path):
         assert a[k] == b[k], k
     assert (tmp_path / "eager" / "best_model.gl").read_bytes() == \
         (tmp_path / "compiled" / "best_model.gl").read_bytes()
+
+
+def test_anomaly_detection_runs_the_step_eagerly_so_each_gradient_is_checked():
+    batches = _batches(7)
+    bad = batches[4][0].detach().numpy().copy()
+    bad[0, 0] = np.nan
+    batches[4] = (gl.tensor(bad), batches[4][1])
+    outcomes = []
+    for compiled in (False, True):
+        model = _model(dropout=0.0, batchnorm=False)
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        loss_fn = gl.nn.CrossEntropyLoss()
+        step = compile_step(model, loss_fn, opt) if compiled else eager_step(model, loss_fn, opt)
+        for x, y in batches[:3]:  # (compiled: recorded and replayed outside anomaly mode)
+            step(x, y)
+        errors = []
+        with gl.autograd.detect_anomaly():
+            for x, y in batches[3:6]:
+                try:
+                    step(x, y)
+                except gl.autograd.AnomalyError as e:
+                    errors.append(type(e))
+        step(*batches[6])
+        outcomes.append((errors, _state(model, opt)))
+    assert outcomes[0][0] == outcomes[1][0] == [gl.autograd.AnomalyError]
+    _assert_same((None, outcomes[0][1]), (None, outcomes[1][1]))
+    info = step.info()
+    assert info["replayed"] == 2 and info["eager"] == 2  # (one step raised)
+    assert "anomaly detection is on" in info["eager_reasons"][0]

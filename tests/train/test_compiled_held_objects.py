@@ -3,6 +3,7 @@ a function or callable object kept on a module or bound to a global, criteria an
 kept in containers, modules kept in a plain list, a loss's class weights, and one array
 passed as both x and y. Each is changed between steps here; the compiled run must end where
 the eager one does, bit for bit, and go on replaying after the change."""
+import collections
 import functools
 import types
 
@@ -314,4 +315,27 @@ def test_a_setting_on_an_object_that_also_holds_a_tensor_is_guarded():
         loss_fn.opts = opts
         return loss_fn
     info = _runs(_Net, make_loss, lambda model, loss_fn: setattr(loss_fn.opts, "beta", 5.0))
+    assert info["rerecorded"] == 1
+
+
+@pytest.mark.parametrize("make, change", [
+    (lambda: collections.OrderedDict(beta=0.0), lambda held: held.__setitem__("beta", 5.0)),
+    (lambda: collections.defaultdict(float), lambda held: held.__setitem__("beta", 5.0)),
+    (lambda: {"flags": {"penalize"}}, lambda held: held["flags"].discard("penalize")),
+], ids=["ordereddict", "defaultdict", "set"])
+def test_settings_in_other_dicts_and_sets_are_compared_by_value(make, change):
+    def make_loss():
+        held = make()
+        if isinstance(held, collections.defaultdict):
+            held["beta"] = 0.0
+
+        def loss_fn(out, y):
+            if "flags" in held:
+                beta = 5.0 if "penalize" in held["flags"] else 0.0
+            else:
+                beta = held["beta"]
+            return F.cross_entropy(out, y) + beta * (out ** 2).mean()
+        loss_fn.held = held
+        return loss_fn
+    info = _runs(_Net, make_loss, lambda model, loss_fn: change(loss_fn.held))
     assert info["rerecorded"] == 1

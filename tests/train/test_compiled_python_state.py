@@ -4,6 +4,8 @@ code, so it would freeze that state, or repeat the recording's branch and draw. 
 runs eagerly, with one warning naming what changed, and ends bit for bit as eager does."""
 from __future__ import annotations
 
+import collections
+import itertools
 import random
 import warnings
 
@@ -101,6 +103,65 @@ class _GlobalGenerator(_Net):
         return h * 2.0 if _GLOBAL_RNG.random() < 0.5 else h
 
 
+class _CountsInAnArray(_Net):
+    def __init__(self):
+        super().__init__()
+        self.calls = np.zeros(1, np.int64)
+
+    def flip(self):
+        self.calls += 1  # (in place: the same array object)
+        return self.calls[0] % 3 == 0
+
+
+class _CountsIn(_Net):
+    """A counter kept in a container that is no plain dict or list."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.seen = {"defaultdict": lambda: collections.defaultdict(int),
+                     "counter": collections.Counter, "deque": collections.deque,
+                     "set": set, "count": itertools.count}[kind]()
+
+    def flip(self):
+        seen = self.seen
+        if isinstance(seen, itertools.count):
+            return next(seen) % 3 == 0
+        if isinstance(seen, dict):
+            seen["calls"] += 1
+            return seen["calls"] % 3 == 0
+        (seen.append if isinstance(seen, collections.deque) else seen.add)(len(seen))
+        return len(seen) % 3 == 0
+
+
+class _CountsInADefault(_Net):
+    def __init__(self):
+        super().__init__()
+        _CountsInADefault.flip.__defaults__[0][0] = 0  # (each run counts from 0)
+
+    def flip(self, calls=[0]):  # noqa: B006 - the mutable default is the point
+        calls[0] += 1
+        return calls[0] % 3 == 0
+
+
+class _CountsOnTheFunction(_Net):
+    def __init__(self):
+        super().__init__()
+        _CountsOnTheFunction.flip.calls = 0
+
+    def flip(self):
+        _CountsOnTheFunction.flip.calls += 1
+        return _CountsOnTheFunction.flip.calls % 3 == 0
+
+
+class _DrawsFromAGradlabGenerator(_Net):
+    def __init__(self):
+        super().__init__()
+        self.g = gl.Generator().manual_seed(3)
+
+    def flip(self):
+        return self.g.random() < 0.5  # in Python: a replay would repeat the first answer
+
+
 def _run(make_model, compiled, loss_fn=None, steps=8):
     gl.manual_seed(0)
     random.seed(11)
@@ -128,9 +189,20 @@ def _run(make_model, compiled, loss_fn=None, steps=8):
     (_KeepsActivations, "changes _KeepsActivations.acts"),
     (_WritesAGlobal, "changes the global '_LAST_OUT'"),
     (_GeneratorsInADict, "outside gradlab (Generator)"),
+    (_CountsInAnArray, "changes _CountsInAnArray.calls"),
+    (lambda: _CountsIn("defaultdict"), "changes _CountsIn.seen"),
+    (lambda: _CountsIn("counter"), "changes _CountsIn.seen"),
+    (lambda: _CountsIn("deque"), "changes _CountsIn.seen"),
+    (lambda: _CountsIn("set"), "changes _CountsIn.seen"),
+    (lambda: _CountsIn("count"), "changes _CountsIn.seen"),
+    (_CountsInADefault, "changes the default of 'calls' in _CountsInADefault.flip()"),
+    (_CountsOnTheFunction, "changes attribute 'calls' of the loss, a function"),
+    (_DrawsFromAGradlabGenerator, "outside gradlab (Generator)"),
 ], ids=["counter", "kept-output", "python-random", "numpy-random", "generator",
         "randomstate", "random-instance", "global-generator", "appended-activations",
-        "written-global", "generator-in-a-dict"])
+        "written-global", "generator-in-a-dict", "numpy-array-counter", "defaultdict",
+        "collections-counter", "deque", "set", "itertools-count", "mutable-default",
+        "function-attribute", "gradlab-generator"])
 def test_python_state_changed_by_the_step_runs_it_eagerly(make_model, reason):
     eager, _, eager_model, _ = _run(make_model, False)
     compiled, step, model, caught = _run(make_model, True)
@@ -508,3 +580,17 @@ def test_odd_module_files_and_deep_tuples_do_not_crash_the_guards():
     finally:
         del globals()["odd"]
     assert info["replayed"] == 6
+
+
+class _NoiseFromAGradlabGenerator(_Net):
+    def __init__(self):
+        super().__init__()
+        self.g = gl.Generator().manual_seed(3)
+
+    def forward(self, x):
+        return self.fc(x + 0.1 * gl.randn(*x.shape, generator=self.g))  # (an op's draw)
+
+
+def test_a_gradlab_generator_that_only_ops_draw_from_still_replays():
+    step = _same_as_eager(_NoiseFromAGradlabGenerator, lambda i, model: None)
+    assert step.info()["replayed"] == 6 and step.info()["eager_reasons"] == []

@@ -16,8 +16,9 @@ advances at every replay). Where a Linear's output goes to a ReLU alone, the rep
 the bias and the ReLU as one pass each way (functional/fusions.py; ``info()["fused"]``
 counts such pairs). Results are bitwise those of the eager step.
 
-A recording belongs to one *signature*: input shapes, dtypes and devices, train/eval mode
-of every module, grad mode and deterministic mode. Another signature (the short last batch
+A recording belongs to one *signature*: input shapes, dtypes and devices, whether x is y,
+train/eval mode of every module, grad mode, anomaly mode (eager there: the engine checks
+each gradient) and deterministic mode. Another signature (the short last batch
 of an epoch, an ``eval()``) records again. (The modes are read again after a
 ``train()``/``eval()`` or a ``module.training = ...``; a mode written into a module's
 ``__dict__`` is not seen.) Changing the model's structure (a parameter, buffer or tensor
@@ -55,23 +56,28 @@ seen: keep such a value in a tensor updated in place (a replay reads the array),
 
 A replay runs no Python code, so a step whose own code changes Python state as it runs
 runs eagerly, with one warning (``_StepState``): an attribute of one of its modules set
-during the step (a counter, an output kept as ``self._last``, an entry appended to a list
-or dict), a variable or global that its code reads or writes, rebound, or a draw from a
-random generator outside gradlab (Python's or NumPy's global one, whoever draws from it
-meanwhile, another thread included; or a ``Random``, ``Generator`` or ``RandomState`` that
-a module holds or the code reads by name; ``random.random() < p`` would repeat the
-recording's branch). A change at one recording only is a lazy set-up: that recording is
-dropped. A reseed during the step (``gl.manual_seed`` in ``forward``) runs eagerly too.
-What the caller does between ``forward()`` and ``backward_step()`` is not the step's.
+during the step (a counter, an output kept as ``self._last``, an entry appended to a list,
+dict, deque or set, a NumPy array changed in place), a variable or global that its code
+reads or writes, rebound, a mutable default argument or a function attribute changed, or
+a draw from a random generator outside gradlab's ops (Python's or NumPy's global one,
+whoever draws from it meanwhile, another thread included; or a ``Random``, ``Generator``
+or ``RandomState``, or a ``gl.Generator`` drawn from in Python, that a module holds or the
+code reads by name; ``random.random() < p`` would repeat the recording's branch). A
+change at one recording only is a lazy set-up: that recording is dropped. A reseed during
+the step (``gl.manual_seed`` in ``forward``) runs eagerly too. What the caller does
+between ``forward()`` and ``backward_step()`` is not the step's (but a tensor that the
+backward reads, changed in place there, raises as in eager).
 Guarded values that change before every replay could run (a number set anew before each
 step) would record at every step, which costs more than eager: after ``_RESTLESS`` such
 drops in a row the step runs eagerly, with one warning, until ``reset()``.
 """
 from __future__ import annotations
 
+import collections
 import dis
 import enum
 import functools
+import itertools
 import random
 import sys
 import sysconfig
@@ -84,17 +90,23 @@ import weakref
 import numpy as np
 
 from ..autograd import hooks
+from ..autograd.creation import Draw
 from ..autograd.grad_mode import _state
 from ..autograd.tape import Recording, constants_current, recording
 from ..autograd.tensor import Tensor, structure_version
 from ..backend import determinism
 from ..backend.base import GraphCaptureUnsupported
+from ..backend.generator import Generator
 from ..backend.registry import random_restarts
 from ..nn.module import Module, mode_version
 from ..nn.utils import clip_grad_norm_, clip_grad_value_
 from ..optim.optimizer import Optimizer
 
 _SCALARS = (bool, int, float, str, type(None))
+# The containers the guards look into: dicts (OrderedDict, defaultdict and Counter too),
+# sequences (a namedtuple too), sets.
+_SEQUENCES = (list, tuple, collections.deque)
+_CONTAINERS = (dict, set, frozenset) + _SEQUENCES
 
 
 def _setting(value):
@@ -176,6 +188,7 @@ class CompiledStep:
         self._recording = None
         self._before = None       # (reseeded, what changed): the recording forward's watch
         self._saved_at = None     # entry.saved's versions at a public forward() of a replay
+        self._handed = None       # (tensor, version) of what that forward() handed out
         self._warned = set()
         self._graphs = _CudaGraphs(self._warned, optimizer)
         self._optimizer_fast = None  # the optimizer's prepared step, once it has one
@@ -212,6 +225,11 @@ class CompiledStep:
             # Your code runs before backward_step(): a parameter the backward reads, changed
             # in place now, would make eager's backward refuse; ask as it does.
             self._saved_at = [c[0] for c in entry.saved]
+        if kind in ("replay", "warm-up"):
+            # So would the batch, the output or the loss, where a node saved it (out * out).
+            # (A graph's launch reads copies: its static inputs, and hands out copies.)
+            self._handed = [(t, t._version[0]) for t in (x, y, out[0]) + (
+                out[1] if isinstance(out[1], tuple) else (out[1],))]
         return out
 
     def _forward(self, x, y):
@@ -236,6 +254,15 @@ class CompiledStep:
             raise RuntimeError("compiled step: backward_step() without a forward() first")
         kind, entry, payload = pending
         saved_at, self._saved_at = self._saved_at, None
+        handed, self._handed = self._handed, None
+        if handed is not None and _changed_saved(handed, entry.replay):
+            self._graphs.discard(kind, entry)
+            self.optimizer.zero_grad()
+            raise RuntimeError(
+                "compiled step: the batch, the output or the loss was modified in place "
+                "between forward() and backward_step(), and the backward reads it (an op "
+                "saved it for its gradient); the gradient would be wrong (eager's backward "
+                "refuses it too). Use an out-of-place op, or clone() the tensor first")
         if saved_at is not None and saved_at != [c[0] for c in entry.saved]:
             self._graphs.discard(kind, entry)
             self.optimizer.zero_grad()  # (as eager's backward_step, which raises after it)
@@ -321,7 +348,7 @@ class CompiledStep:
         self._entries.clear()
         self._world = self._shallow = None
         self._pending = self._recording = self._saved_at = self._before = None
-        self._optimizer_fast = None
+        self._handed = self._optimizer_fast = None
         self._restless, self._unsettled = 0, None
         self._unsteady.clear()
 
@@ -329,7 +356,7 @@ class CompiledStep:
         """Forget the batch that ``forward`` saw without training on it (``fit`` does this
         for a non-finite loss); a recording in progress is dropped."""
         pending, self._pending = self._pending, None
-        self._recording = self._saved_at = self._before = None
+        self._recording = self._saved_at = self._before = self._handed = None
         if pending is not None:
             self._graphs.discard(pending[0], pending[1])
 
@@ -364,7 +391,8 @@ class CompiledStep:
         with recording(rec, "forward"):
             out = self.model(x)
             loss = self.loss_fn(out, y)
-        self._before = (state.reseeded(), state.changed())
+        drawn = {id(kw.get("generator")) for cls, _, _, kw, _ in rec.nodes if cls is Draw}
+        self._before = (state.reseeded(), state.changed(drawn))
         losses = loss if isinstance(loss, tuple) else (loss,)
         if not isinstance(out, Tensor) or not all(isinstance(t, Tensor) for t in losses):
             rec.fail("the model or the loss function returned something other than Tensors")
@@ -538,7 +566,7 @@ class CompiledStep:
         # reads from the loss's, one array filling both input slots)
         key = (xd.shape, xd.dtype, yd.shape, yd.dtype, x._backend, y._backend, modes[1],
                _state.enabled, x._requires_grad or y._requires_grad,
-               determinism.are_deterministic_algorithms_enabled(), xd is yd)
+               determinism.are_deterministic_algorithms_enabled(), xd is yd, _state.anomaly)
         entry = self._entries.get(key)
         if entry is None:
             entry = _Entry()
@@ -556,8 +584,33 @@ class CompiledStep:
                                      "max_recordings if that is expected")
             elif not _state.enabled:
                 entry.eager_reason = "grad mode is off"
+            elif _state.anomaly:  # (the engine checks each gradient there; a replay would not)
+                entry.eager_reason = "anomaly detection is on (gl.autograd.detect_anomaly)"
             self._entries[key] = entry
         return entry
+
+
+def _changed_saved(handed, replay):
+    """Whether one of the ``handed`` (tensor, version at forward) pairs changed in place
+    since and its array is one that a node of ``replay`` saved for backward (or a view of
+    the same memory)."""
+    changed = [t._data for t, version in handed if t._version[0] != version]
+    if not changed:
+        return False
+    roots = {id(_root(a)) for a in changed}
+    return any(isinstance(a, replay.ndarray) and id(_root(a)) in roots
+               for ctx in replay._ctxs for a in _saved_arrays(ctx))
+
+
+def _root(array):
+    while getattr(array, "base", None) is not None:
+        array = array.base
+    return array
+
+
+def _saved_arrays(ctx):
+    saved = getattr(ctx, "saved_tensors", ())
+    return saved if isinstance(saved, tuple) else ()
 
 
 # A module's own bookkeeping, which _world_signature compares apart (or, for the mode, not).
@@ -631,8 +684,12 @@ def _container_value(value, budget=None):
     identity (_Same). ``budget``: [entries left, levels left], shared with the
     containers it is nested in."""
     kind = type(value)
-    if kind in (dict, list, tuple):
+    if isinstance(value, (dict, *_SEQUENCES)):
         d = value
+    elif isinstance(value, (set, frozenset)):  # (of scalars only: by value, unordered)
+        if len(value) > _CONTAINER_ITEMS or not all(type(v) in _SCALARS for v in value):
+            return _OTHER
+        return _Frozen((kind, frozenset(value)))
     elif _config_object(value):
         d = vars(value)
     else:
@@ -644,7 +701,7 @@ def _container_value(value, budget=None):
         return _OTHER
     budget[1] -= 1
     frozen = [kind]
-    for k, v in (d.items() if type(d) is dict else enumerate(d)):
+    for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
         if type(v) not in _SCALARS:
             held = v
             v = _setting_value(v, budget)
@@ -681,10 +738,9 @@ def _own_class(kind):
 
 def _changeable(value, depth=3):
     """Whether ``value`` can hold settings that change in place (read at every call)."""
-    kind = type(value)
-    if kind is tuple:
+    if isinstance(value, tuple):
         return depth > 0 and any(_changeable(v, depth - 1) for v in value)
-    return kind in (dict, list) or _config_object(value)
+    return isinstance(value, _CONTAINERS) or _config_object(value)
 
 
 class _Frozen(tuple):
@@ -765,6 +821,14 @@ def _read_places(loss_fn, modules):
             attrs.append((owner.__dict__, None))
             owners.append(owner.__dict__)
         if isinstance(fn, types.FunctionType):
+            # State kept on the function: a mutable default (def forward(self, x, seen=[]))
+            # and the function's own attributes (forward.calls).
+            held = {f"{_DEFAULT}{n!r} in {fn.__qualname__}()": v
+                    for n, v in _defaults(fn) if _changeable(v)}
+            if held:
+                attrs.append((held, None))
+            if fn.__dict__:
+                attrs.append((fn.__dict__, None))
             todo += [v for v in map(_cell_value, fn.__closure__ or ()) if _own_callable(v)]
             # Helpers of your own that it calls by name, and their globals in turn
             # (library code is left out: its globals are not settings of the step).
@@ -797,6 +861,18 @@ def _read_places(loss_fn, modules):
                           if not isinstance(d[n], (types.ModuleType, type)))
     names += places.values()
     return cells, names, attrs
+
+
+_DEFAULT = "the default of "  # (how _StepState names a mutable default argument)
+
+
+def _defaults(fn):
+    """(parameter name, default value) pairs of a function's arguments."""
+    code = fn.__code__
+    positional = code.co_varnames[:code.co_argcount]
+    found = list(zip(positional[len(positional) - len(fn.__defaults__ or ()):],
+                     fn.__defaults__ or ()))
+    return found + list((fn.__kwdefaults__ or {}).items())
 
 
 def _functions_of(value):
@@ -949,11 +1025,10 @@ def _modules_in(value, depth, top=True):
     deep. (A container of over _CONTAINER_ITEMS * 4 entries is data: not looked into.)"""
     if isinstance(value, Module):
         return [value] if top else []
-    kind = type(value)
-    if depth == 0 or kind not in (dict, list, tuple) and not _config_object(value):
+    if depth == 0 or not isinstance(value, _CONTAINERS) and not _config_object(value):
         return []
-    items = value if kind in (list, tuple) else \
-        value.values() if kind is dict else vars(value).values()
+    items = value.values() if isinstance(value, dict) else \
+        vars(value).values() if not isinstance(value, _CONTAINERS) else value
     if len(items) > _CONTAINER_ITEMS * 4:
         return []
     return [m for v in items for m in _modules_in(v, depth - 1)]
@@ -983,10 +1058,11 @@ class _StepState:
     attribute of the step's modules (a counter ``self._calls += 1``, an output kept as
     ``self._last = out``, a buffer rebound), the places ``_read_places`` finds (closure
     variables, globals read by name, a loss object's attributes, a module class's
-    settings), and the random generators outside gradlab: Python's and NumPy's global ones
-    (another thread's draws from them count too), and any ``random.Random``, NumPy
-    ``Generator`` or ``RandomState`` found among those values (``random.random() < p`` in
-    forward would repeat the recording's draw at every replay)."""
+    settings, mutable defaults and function attributes), and the random generators outside
+    gradlab's ops: Python's and NumPy's global ones (another thread's draws from them count
+    too), and any ``random.Random``, NumPy ``Generator`` or ``RandomState`` or
+    ``gl.Generator`` found among those values (``random.random() < p`` in forward would
+    repeat the recording's draw at every replay)."""
 
     __slots__ = ("_places", "_values", "_rngs", "_states", "_restarts")
 
@@ -1004,15 +1080,16 @@ class _StepState:
                     lambda c=c: _cell_value(c)) for c in cells]
         places += [(f"the global {n!r}", lambda g=g, n=n: g.get(n, _OTHER)) for g, n in names]
         for d, _ in attrs:
-            places += [(f"attribute {k!r} of the loss or a module class",
+            places += [(k if type(k) is str and k.startswith(_DEFAULT) else
+                        f"attribute {k!r} of the loss, a function or a module class",
                         lambda d=d, k=k: d.get(k, _OTHER)) for k in list(d)]
         self._places = places
         now = [read() for _, read in places]
         self._values = [_snapshot(v) for v in now]
         # (A dict or list of generators too. SystemRandom has no state: it cannot repeat a
         # draw, nor be replayed wrongly.)
-        now += [v for c in now if type(c) in (dict, list, tuple)
-                for v in (c.values() if type(c) is dict else c)]
+        now += [v for c in now if isinstance(c, _CONTAINERS)
+                for v in (c.values() if isinstance(c, dict) else c)]
         rngs = {id(r): r for r in now if isinstance(r, _RNG_TYPES)
                 and not isinstance(r, random.SystemRandom)}
         # The global generators are every thread's: another Python thread's draws (a
@@ -1029,8 +1106,10 @@ class _StepState:
         a Generator's ``manual_seed`` or ``set_state``), which a replay would not do."""
         return random_restarts() != self._restarts
 
-    def changed(self):
-        """Why a replay could not repeat the pass since ``__init__``, or None."""
+    def changed(self, drawn_by_ops=()):
+        """Why a replay could not repeat the pass since ``__init__``, or None.
+        ``drawn_by_ops``: the ids of the gl.Generators that the pass's ops drew from
+        (``gl.rand(..., generator=g)``: a replay draws those again), left out."""
         for (where, read), before in zip(self._places, self._values):
             now = _snapshot(read())
             if now is not before and not (type(now) is type(before) and (
@@ -1040,7 +1119,7 @@ class _StepState:
                         f"runs no Python code and would not. Keep such state in a tensor "
                         f"updated in place, or change it outside the step")
         for r, before in zip(self._rngs, self._states):
-            if _rng_state(r) != before:
+            if id(r) not in drawn_by_ops and _rng_state(r) != before:
                 name = getattr(r, "__name__", None) or type(r).__name__
                 threads = ""
                 if r in (random, np.random) and threading.active_count() > 1:
@@ -1054,18 +1133,28 @@ class _StepState:
         return None
 
 
-_RNG_TYPES = (random.Random, np.random.Generator, np.random.RandomState)
+_RNG_TYPES = (random.Random, np.random.Generator, np.random.RandomState, Generator)
+
+# A NumPy array the step reads is compared by its contents up to this size (two copies per
+# recording), by identity beyond.
+_ARRAY_CONTENTS = 1 << 24
 
 
 def _snapshot(value):
     """A value as _StepState compares it: a setting by value (as _Frozen, where it is not a
     scalar that compares as it is: np.int64(4) assigned anew is no change, nor an entry of
-    a dict that is the same), another dict or list with its entries by identity (a tensor
-    appended to a list of activations), anything else by identity."""
+    a dict that is the same), another container with its entries by identity (a tensor
+    appended to a list of activations, a key added to a defaultdict), a NumPy array by its
+    contents (``self.calls += 1`` on one changes it in place), an ``itertools.count`` by
+    where it stands, anything else by identity."""
+    if type(value) is np.ndarray and value.nbytes <= _ARRAY_CONTENTS:
+        return _Frozen((np.ndarray, value.dtype.str, value.shape, value.tobytes()))
     v = _setting_value(value)
     if v is _OTHER:
-        if type(value) in (dict, list):
+        if isinstance(value, _CONTAINERS):
             return _Entries(value)
+        if type(value) is itertools.count:
+            return _Frozen((itertools.count, repr(value)))
         return value
     if v is value:
         return value
@@ -1073,15 +1162,16 @@ def _snapshot(value):
 
 
 class _Entries:
-    """A dict's or list's entries at one moment, compared by identity (``==`` on a tensor
+    """A container's entries at one moment, compared by identity (``==`` on a tensor
     entry would be elementwise)."""
 
     __slots__ = ("kind", "keys", "items")
 
     def __init__(self, container):
         self.kind = type(container)
-        self.keys = tuple(container) if self.kind is dict else len(container)
-        self.items = list(container.values() if self.kind is dict else container)
+        mapping = isinstance(container, dict)
+        self.keys = tuple(container) if mapping else len(container)
+        self.items = list(container.values() if mapping else container)
 
     def __eq__(self, other):
         return (type(other) is _Entries and self.kind is other.kind and
@@ -1097,6 +1187,8 @@ def _rng_state(rng):
         return rng.getstate()
     if rng is np.random or isinstance(rng, np.random.RandomState):
         return _comparable(rng.get_state(legacy=False))
+    if isinstance(rng, Generator):
+        return _comparable(rng.get_state())
     return _comparable(rng.bit_generator.state)
 
 
