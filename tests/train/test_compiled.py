@@ -570,10 +570,11 @@ def test_a_large_list_is_data_not_a_setting():
     large = small + [0.5]
     assert compiled._setting_value(small) is not compiled._OTHER
     assert compiled._setting_value(large) is compiled._OTHER
-    t = gl.tensor([1.0])  # (a tensor entry: by identity)
-    assert compiled._setting_value([t]) == compiled._setting_value([t])
-    assert compiled._setting_value([t]) != compiled._setting_value([gl.tensor([1.0])])
-    assert compiled._setting_value([object()]) is compiled._OTHER
+    assert compiled._setting_value([gl.tensor([1.0])]) is compiled._OTHER
+    t = gl.tensor([1.0])  # (read by name: a tensor entry by identity)
+    assert compiled._guarded([t]) == compiled._guarded([t])
+    assert compiled._guarded([t]) != compiled._guarded([gl.tensor([1.0])])
+    assert compiled._setting_value([object()], held=True) is compiled._OTHER
     nested = [0.5]
     for _ in range(3):
         nested = [nested]

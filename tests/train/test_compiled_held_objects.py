@@ -339,3 +339,89 @@ def test_settings_in_other_dicts_and_sets_are_compared_by_value(make, change):
         return loss_fn
     info = _runs(_Net, make_loss, lambda model, loss_fn: change(loss_fn.held))
     assert info["rerecorded"] == 1
+
+
+# -- what the guards leave alone: what the training loop keeps where no step code reads it --
+class _Bar:
+    """Stands for a library's object (a progress bar, a logger, a datetime): no setting."""
+
+
+def _keeps(where, value):
+    def keep(model, loss_fn, i):
+        (model if where == "model" else loss_fn).kept = value(i)
+    return keep
+
+
+@pytest.mark.parametrize("where", ["model", "loss"])
+@pytest.mark.parametrize("value", [lambda i: float(i), lambda i: gl.tensor(float(i)),
+                                   lambda i: (gl.tensor(float(i)), i), lambda i: _Bar(),
+                                   lambda i: [float(k) for k in range(i)]],
+                         ids=["float", "tensor", "tuple", "object", "history"])
+def test_what_the_loop_keeps_on_the_model_or_loss_where_no_code_reads_it_changes_nothing(
+        where, value):
+    model = _Net()
+    loss_fn = _PenalizedLoss()
+    step = compile_step(model, loss_fn, gl.optim.SGD(model.parameters(), lr=0.1))
+    keep = _keeps(where, value)
+    for i, (x, y) in enumerate(_batches()):
+        keep(model, loss_fn, i)  # at every step, before it
+        step(x, y)
+    info = step.info()
+    assert info["replayed"] == STEPS - 2 and info["rerecorded"] == 0, info
+
+
+class _Stats:
+    def __init__(self):
+        self.seen, self.scale = 0, 1.0
+
+    def apply(self, h):
+        return h * self.scale
+
+
+def test_a_bound_method_kept_on_a_module_is_guarded_by_what_it_reads():
+    def make_model():
+        model = _Net()
+        model.stats = _Stats()
+        model.act = model.stats.apply  # (forward calls self.act)
+        return model
+
+    runs = []
+    for compiled in (False, True):
+        model = make_model()
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        step = compile_step(model, gl.nn.CrossEntropyLoss(), opt) if compiled else \
+            eager_step(model, gl.nn.CrossEntropyLoss(), opt)
+        losses = []
+        for i, (x, y) in enumerate(_batches()):
+            model.stats.seen += len(x)  # not read by apply: no re-recording
+            if i == AT:
+                model.stats.scale = 2.0  # read by apply: records again
+            losses.append(step(x, y).item())
+        runs.append(losses)
+    assert runs[0] == runs[1]
+    assert step.info()["rerecorded"] == 1 and step.info()["replayed"] == STEPS - 4
+
+
+class _AttrBag:
+    """No __dict__, and a __getattr__ that raises KeyError (not AttributeError)."""
+    __slots__ = ("_d",)
+
+    def __init__(self, **kw):
+        object.__setattr__(self, "_d", kw)
+
+    def __getattr__(self, k):
+        return self._d[k]
+
+
+def test_odd_objects_the_step_reads_do_not_crash_the_guards():
+    model = _Net()
+    model.opts = _AttrBag(scale=1.0)
+    bag = _AttrBag(beta=0.0)
+    deep = [[[0.5] * 128] * 128] * 4  # (not looked into beyond _CONTAINER_ITEMS * 4)
+
+    def loss_fn(out, y):
+        return F.cross_entropy(out, y) * (1.0 + 0 * len(deep)) + 0 * (bag is None)
+    step = compile_step(model, loss_fn, gl.optim.SGD(model.parameters(), lr=0.1))
+    for x, y in _batches():
+        step(x, y)
+    assert step.info()["replayed"] == STEPS - 2

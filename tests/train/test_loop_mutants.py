@@ -1,8 +1,8 @@
 """fit, evaluate and predict details that `make mutate` found unchecked in
 gradlab/train/loop.py, on tiny problems: predict's batching and the mode it leaves the model
 in, the one-line epoch summary, the L1 term, the argument errors, and resuming's rules."""
-import collections
 import os
+import queue
 import threading
 
 import numpy as np
@@ -874,9 +874,9 @@ def test_evaluate_without_a_device_leaves_the_batches_where_they_are(monkeypatch
 
 
 def test_compiled_fit_replays_the_step_without_running_the_models_forward():
-    # Counted where the step's watch does not look (a list or a module attribute changed
-    # during the step would make it run eagerly): a deque's entries are not compared
-    calls = collections.deque([None])
+    # Counted where the step's watch does not look (a list, a deque or a module attribute
+    # changed during the step would make it run eagerly): a queue's contents are not
+    calls = queue.SimpleQueue()
 
     class Counting(nn.Module):
         def __init__(self):
@@ -884,17 +884,17 @@ def test_compiled_fit_replays_the_step_without_running_the_models_forward():
             self.lin = _lin()
 
         def forward(self, x):
-            calls.append(len(x))
+            calls.put(len(x))
             return self.lin(x)
 
     for compile, expected in ((False, 6), (True, 2)):
-        while len(calls) > 1:
-            calls.pop()
+        while not calls.empty():
+            calls.get()
         model = Counting()
         fit(model, nn.CrossEntropyLoss(), gl.optim.SGD(model.parameters(), lr=0.1),
             _loader(8, 4), epochs=3, verbose=0, compile=compile)
         # compiled: the one batch shape is recorded in two eager steps, then replayed
-        assert len(calls) - 1 == expected, compile
+        assert calls.qsize() == expected, compile
 
 
 def test_the_bar_redraws_at_tqdms_pace_not_at_every_batch(monkeypatch, capsys):

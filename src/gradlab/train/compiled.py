@@ -32,12 +32,12 @@ inputs that require grad, whose ``.grad`` a replay would not set), or more than
 A recording bakes in the Python numbers the step computes with (``beta * kl`` records
 beta's value) and holds the tensors and modules it used. Guarded, so that a change records
 again: what the loss function reads from its closure, its module's globals or its object's
-attributes (the public ones, and the private ones its code names: ``self._beta``; and so
-do the functions and callable objects of your own that its closure holds: the loss that
-``fit`` wraps; through a ``functools.partial``, its function and bound arguments; a bound
-method's module); what the ``forward`` of a module class of your own, and the methods,
-properties and the functions or callable objects kept on a module (``self.act``) that it
-names, read from their closures or globals, and that class's own settings; and, in turn,
+attributes (those its code names, ``self.beta``; and so do the functions and callable
+objects of your own that its closure holds: the loss that ``fit`` wraps; through a
+``functools.partial``, its function and bound arguments; a bound method's module); what
+the ``forward`` of a module class of your own, and the methods, properties and the
+functions or callable objects kept on a module (``self.act``) that it names, read from
+their closures or globals, and that class's own settings; and, in turn,
 what the functions of your own that any of these call by name read (a helper of
 ``forward`` reading a global), a Python module of your own's attributes included
 (``config.BETA``, ``utils.scale(h)``). Numbers (Python's or NumPy's), slices, dtypes and
@@ -52,7 +52,10 @@ layers), is guarded as the model's are (its settings, buffers, mode). A value re
 elsewhere (by installed library code; a submodule's, two dots away, ``config.loss.BETA``;
 a setting changed in place on an installed library's object; a larger container) is not
 seen: keep such a value in a tensor updated in place (a replay reads the array), or call
-``step.reset()`` after changing it.
+``step.reset()`` after changing it. An attribute that no code of the step names (no
+method of its module's class, none of the code followed above: a loss, a timestamp, a
+progress bar, the last batch that the training loop keeps on the model or the loss's
+object) is none of the step's, and changing it records nothing again.
 
 A replay runs no Python code, so a step whose own code changes Python state as it runs
 runs eagerly, with one warning (``_StepState``): an attribute of one of its modules set
@@ -182,6 +185,7 @@ class CompiledStep:
         self._world = None
         self._shallow = None      # the cheap part of the guards, checked at every call
         self._numbers = tuple     # the guarded Python numbers, once the modules are known
+        self._used = frozenset()  # the names the step's own code loads (_Places.used)
         self._modules_now = None
         self._modes = None        # (mode_version, every module's training flag), as read
         self._pending = None
@@ -464,18 +468,6 @@ class CompiledStep:
         for m in (self.loss_fn, owner):
             if isinstance(m, Module) and m is not self.model:
                 mods += list(m.modules())
-        # Modules kept in a module's plain list or dict (self.layers = [nn.Linear(...)],
-        # not registered, so model.modules() leaves them out): their settings steer the
-        # step as well.
-        seen = {id(m) for m in mods}
-        for m in mods:  # (the list grows as they are found: theirs are looked at too)
-            for k, v in m.__dict__.items():
-                if k not in _MODULE_OWN:
-                    for found in _modules_in(v, 3, top=False):
-                        for sub in found.modules():
-                            if id(sub) not in seen:
-                                seen.add(id(sub))
-                                mods.append(sub)
         return mods + _modules_read_by(self.loss_fn, mods)
 
     def _known(self):
@@ -494,17 +486,27 @@ class CompiledStep:
         sig = []
         for m in modules:
             d = m.__dict__
+            # The attributes some code may read: those its class's methods name (Dropout's
+            # forward reads self.p) or the step's own code names; not the others (a loss,
+            # a timestamp, a progress bar kept on the model by the training loop).
+            read = _class_names(type(m)) | self._used
             for kind in ("_parameters", "_buffers", "_modules"):
                 items = d[kind]
                 sig.append(tuple(items))
                 sig.append(tuple(map(id, items.values())))
-            # (private ones too: self._scale = 2.0 steers forward as a public one does; what
-            # is no setting by identity: self.act = gl.tanh in place of a ReLU)
-            sig.append(tuple([(k, _guarded(v)) for k, v in d.items()
+            # (private ones too: self._scale = 2.0 steers forward as a public one does)
+            settings = [(k, _setting_value(v)) for k, v in d.items()
+                        if k in read and k not in _MODULE_OWN]
+            sig.append(tuple(kv for kv in settings if kv[1] is not _OTHER))
+            # Those the step's own code names, whatever they hold, by identity where they
+            # are no settings (self.act = gl.tanh in place of a ReLU); not the others (a
+            # progress bar or the last batch kept on the model by the training loop).
+            sig.append(tuple([(k, _guarded(d[k])) for k in sorted(self._used.intersection(d))
                               if k not in _MODULE_OWN]))
             # Plain tensor attributes (not parameters or buffers): a recording holds the
             # array of the one it saw, so another tensor in its place must record again.
-            sig.append(tuple((k, id(v._data)) for k, v in d.items() if isinstance(v, Tensor)))
+            sig.append(tuple((k, id(v._data)) for k, v in d.items()
+                             if isinstance(v, Tensor) and k in read))
         for t in self._known() + self._params():
             # requires_grad: a frozen parameter gets no gradient, which the replay's
             # backward (recorded with one) would still compute and the optimizer apply.
@@ -537,7 +539,7 @@ class CompiledStep:
         if shallow != self._shallow:
             # Something may have changed: compare everything the recordings depend on.
             self._modules_now = self._modules()
-            self._numbers = _numbers_read_by(self.loss_fn, self._modules_now)
+            self._numbers, self._used = _numbers_read_by(self.loss_fn, self._modules_now)
             shallow = shallow[:-1] + (self._numbers(),)
             world = self._world_signature(self._modules_now)
             # Tensors the recordings hold as constants (not the model's): rebound or frozen?
@@ -641,9 +643,9 @@ class _Same:
     __hash__ = None
 
 
-def _setting_value(value, budget=None):
+def _setting_value(value, budget=None, held=False):
     """A setting as it is compared from call to call (``_setting``, a NumPy number, a
-    container of settings), or _OTHER. (``budget``: _container_value's, inside one.)"""
+    container of settings), or _OTHER. (``budget``, ``held``: _container_value's.)"""
     if _setting(value):
         return value
     if isinstance(value, np.generic) and value.dtype.kind in "biuf":
@@ -661,7 +663,7 @@ def _setting_value(value, budget=None):
         return (type(value), value)
     if isinstance(value, np.ndarray):
         return _Same(value)
-    return _container_value(value, budget)
+    return _container_value(value, budget, held)
 
 
 # Where installed library code lives (the standard library, site-packages): its functions'
@@ -675,13 +677,14 @@ _LIBRARIES = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "
 _CONTAINER_ITEMS = 32
 
 
-def _container_value(value, budget=None):
+def _container_value(value, budget=None, held=False):
     """A dict, list or tuple of settings (a config dict, a list of dropout rates, nested up
     to three deep; _CONTAINER_ITEMS entries in all), or an object holding them as
     attributes (``_config_object``), by value, as _Frozen, or _OTHER: a
     recording bakes in what forward read from it, and an entry changed in place has no
-    __setattr__ to tell. Tensors, modules and callables among the entries compare by
-    identity (_Same). ``budget``: [entries left, levels left], shared with the
+    __setattr__ to tell. With ``held`` (a container the step's code reads by name), the
+    tensors, modules and callables among the entries compare by identity (_Same), else
+    they make it _OTHER. ``budget``: [entries left, levels left], shared with the
     containers it is nested in."""
     kind = type(value)
     if isinstance(value, (dict, *_SEQUENCES)):
@@ -703,14 +706,14 @@ def _container_value(value, budget=None):
     frozen = [kind]
     for k, v in (d.items() if isinstance(d, dict) else enumerate(d)):
         if type(v) not in _SCALARS:
-            held = v
-            v = _setting_value(v, budget)
+            entry = v
+            v = _setting_value(v, budget, held)
             if v is _OTHER:
                 # (a criterion in {"ce": nn.CrossEntropyLoss()}, a tensor, a function: the
                 # recording holds the one it saw)
-                if not (isinstance(held, (Tensor, Module)) or callable(held)):
+                if not held or not (isinstance(entry, (Tensor, Module)) or callable(entry)):
                     return _OTHER
-                v = _Same(held)
+                v = _Same(entry)
         if type(k) not in _SCALARS:
             return _OTHER
         frozen.append((k, v))
@@ -723,12 +726,15 @@ def _config_object(value):
     ``types.SimpleNamespace``, a dataclass instance, or an instance of a class of your own
     (``self.opts = Options()``; not a module, a tensor or a callable, guarded otherwise)."""
     kind = type(value)
-    if type(getattr(value, "__dict__", None)) is not dict:
+    if type(_attributes(value)) is not dict:
         return False
     if kind is types.SimpleNamespace or hasattr(kind, "__dataclass_fields__"):
         return True
-    return not isinstance(value, (Module, Tensor, type, types.ModuleType)) and \
-        not callable(value) and _own_class(kind)
+    try:
+        return not isinstance(value, (Module, Tensor, type, types.ModuleType)) and \
+            not callable(value) and _own_class(kind)
+    except Exception:  # noqa: BLE001 - an odd object (a __class__ that raises): none of these
+        return False
 
 
 def _own_class(kind):
@@ -754,24 +760,39 @@ def _guarded(value):
     """How a value that the step's code reads by name is compared from call to call."""
     # A module or function compares by identity as it is (and tuple equality tries `is`
     # first, in C): cheaper than a _Same at every call. (Tested first: at every call.)
-    if isinstance(value, (Module, types.FunctionType)):
-        return value
-    if isinstance(value, Tensor):
-        return _Same(value)
-    v = _setting_value(value)
+    try:
+        if isinstance(value, (Module, types.FunctionType)):
+            return value
+        if isinstance(value, Tensor):
+            return _Same(value)
+        v = _setting_value(value, held=True)
+    except Exception:  # noqa: BLE001 - an odd object (a __class__ that raises)
+        v = _OTHER
     # Anything else by identity: another object bound to the name (a functools.partial
     # with other keywords, a new callable object, a library object) must record again.
     return _Same(value) if v is _OTHER else v
 
 
+
+class _Places(tuple):
+    """What ``_read_places`` finds: ``cells`` (closure cells), ``names`` ((namespace, name)
+    pairs), ``attrs`` ((dict, keys) pairs), the places the step's code reads by name, and
+    ``used``, every name the code followed loads (attributes included). An attribute that
+    the code never names is none of the step's: the training loop may keep anything on
+    the loss's object or the model (a progress bar, the last batch, a history of losses)."""
+
+    __slots__ = ()
+    cells, names, attrs, used = (property(lambda self, i=i: self[i]) for i in range(4))
+
+
 def _read_places(loss_fn, modules):
-    """(closure cells, (globals, name) pairs, attribute dicts) that the step's own Python
-    code reads: ``loss_fn``'s (through a ``functools.partial``: its function's, and its
-    bound arguments), those of ``forward`` of each module class defined outside gradlab
-    and of the methods and properties it names, with the class's own attributes, and
-    those of the functions and callable objects of your own that these hold in their
-    closures (the loss that ``fit``'s wrapper calls) or read as globals (a helper of
-    ``forward``), in turn."""
+    """The ``_Places`` that the step's own Python code reads: ``loss_fn``'s (through a
+    ``functools.partial``: its function's, and its bound arguments), those of ``forward``
+    of each module class defined outside gradlab and of the methods, properties and
+    callables kept on a module that it names, with the class's own attributes, and those
+    of the functions and callable objects of your own that these hold in their closures
+    (the loss that ``fit``'s wrapper calls) or read as globals (a helper of ``forward``), in
+    turn."""
     cells, names, attrs = [], [], []
     functions = []
     owners = []  # the attribute dicts of the callable objects and bound methods' objects
@@ -792,7 +813,7 @@ def _read_places(loss_fn, modules):
         for n, v in vars(k).items():
             methods.setdefault(n, []).extend(_functions_of(v))
     for m in modules:  # (code of your own kept on a module: self.act = my_activation, a
-        #                  callable object, a functools.partial)
+        #                  callable object, a functools.partial, a bound method)
         for n, v in m.__dict__.items():
             if _followed(v):
                 methods.setdefault(n, []).append(v)
@@ -806,7 +827,8 @@ def _read_places(loss_fn, modules):
         seen.add(id(fn))
         if isinstance(fn, functools.partial):
             # Its bound arguments are read at every call (keywords is a dict that may change).
-            attrs += [(fn.keywords, None), (dict(enumerate(fn.args)), None)]
+            attrs += [(fn.keywords, list(fn.keywords)), (dict(enumerate(fn.args)),
+                                                         list(range(len(fn.args))))]
             if _followed(fn.func):
                 todo.append(fn.func)
             continue
@@ -817,8 +839,7 @@ def _read_places(loss_fn, modules):
             owner, fn = fn, type(fn).__call__  # (compile_step checked that it is callable)
         functions.append(fn)
         if owner is not None and not isinstance(owner, Module) and \
-                isinstance(getattr(owner, "__dict__", None), dict):
-            attrs.append((owner.__dict__, None))
+                type(_attributes(owner)) is dict:
             owners.append(owner.__dict__)
         if isinstance(fn, types.FunctionType):
             # State kept on the function: a mutable default (def forward(self, x, seen=[]))
@@ -826,9 +847,9 @@ def _read_places(loss_fn, modules):
             held = {f"{_DEFAULT}{n!r} in {fn.__qualname__}()": v
                     for n, v in _defaults(fn) if _changeable(v)}
             if held:
-                attrs.append((held, None))
+                attrs.append((held, list(held)))
             if fn.__dict__:
-                attrs.append((fn.__dict__, None))
+                owners.append(fn.__dict__)
             todo += [v for v in map(_cell_value, fn.__closure__ or ()) if _own_callable(v)]
             # Helpers of your own that it calls by name, and their globals in turn
             # (library code is left out: its globals are not settings of the step).
@@ -837,11 +858,10 @@ def _read_places(loss_fn, modules):
             used.update(named)
             todo += [f for n in named for f in methods.get(n, ())]
     for d in {id(d): d for d in owners}.values():
-        # Their private attributes too, those the code names (self._beta): (d, None) above
-        # reads the public ones.
-        private = sorted(k for k in used.intersection(d) if k[0] == "_")
-        if private:
-            attrs.append((d, private))
+        # The attributes the code names (self.beta, self._beta, forward.calls), by name.
+        named = sorted(k for k in used.intersection(d))
+        if named:
+            attrs.append((d, named))
     for m in modules:
         # A module's containers of settings that the code followed reads (self.cfg["p"]):
         # an entry changed in place has no __setattr__ to tell, so they are read at every
@@ -860,7 +880,15 @@ def _read_places(loss_fn, modules):
             places.update(((id(d), n), (d, n)) for d, n in _global_places(fn)
                           if not isinstance(d[n], (types.ModuleType, type)))
     names += places.values()
-    return cells, names, attrs
+    return _Places((cells, names, attrs, used))
+
+
+def _attributes(value):
+    """``value.__dict__``, or None where it has none (or an odd object raises for it)."""
+    try:
+        return getattr(value, "__dict__", None)
+    except Exception:  # noqa: BLE001 - a __getattr__ or property of the user's that raises
+        return None
 
 
 _DEFAULT = "the default of "  # (how _StepState names a mutable default argument)
@@ -884,17 +912,45 @@ def _functions_of(value):
     return [f for f in found if isinstance(f, types.FunctionType) and not _library_code(f)]
 
 
+_CLASS_NAMES = {}  # module class -> the names its methods (all of its MRO's) use
+
+
+def _class_names(kind):
+    """Every name that the methods, properties and static or class methods of ``kind`` and
+    its bases use (``_names_used``), gradlab's own classes' included, and the names in
+    its tuples of names (``_args``)."""
+    found = _CLASS_NAMES.get(kind)
+    if found is None:
+        found = set()
+        for k in kind.__mro__:
+            for v in vars(k).values():
+                if type(v) is tuple and all(type(e) is str for e in v):
+                    found |= set(v)  # (names read with attrgetter: a loss's _args)
+                    continue
+                if isinstance(v, (staticmethod, classmethod)):
+                    v = v.__func__
+                for f in [v.fget, v.fset, v.fdel] if isinstance(v, property) else [v]:
+                    code = getattr(f, "__code__", None)
+                    if isinstance(code, types.CodeType):
+                        found |= _names_used(code)
+        found = _CLASS_NAMES[kind] = frozenset(found)
+    return found
+
+
 _NAMES_USED = {}  # code object -> the names it (and the code nested in it) uses
 
 
 def _names_used(code):
-    """Every name ``code`` uses (globals, attributes, methods): co_names, nested code's too."""
+    """Every name ``code`` uses (globals, attributes, methods): co_names, nested code's too,
+    and the strings among its constants that could name an attribute."""
     found = _NAMES_USED.get(code)
     if found is None:
         found = set(code.co_names)
         for const in code.co_consts:
             if isinstance(const, types.CodeType):
                 found |= _names_used(const)
+            elif isinstance(const, str) and const.isidentifier():  # getattr(self, "beta")
+                found.add(const)
         found = _NAMES_USED[code] = frozenset(found)
     return found
 
@@ -989,13 +1045,11 @@ def _cell_value(cell):
 
 
 def _read_values(cells, names, attrs):
+    """The values in the places the step's code reads by name, as they are now."""
     values = [_cell_value(cell) for cell in cells]
     values += [glob.get(n, _OTHER) for glob, n in names]
-    for d, keys in attrs:  # (keys: those to read, or None for every public one)
-        if keys is None:
-            values += [v for k, v in d.items() if type(k) is not str or k[0] != "_"]
-        else:
-            values += [d.get(k, _OTHER) for k in keys]
+    for d, keys in attrs:
+        values += [d.get(k, _OTHER) for k in keys]
     return values
 
 
@@ -1008,8 +1062,14 @@ def _modules_read_by(loss_fn, modules):
     found = []
     while True:
         new = []
-        for v in _read_values(*_read_places(loss_fn, modules + found)):
-            for held in _modules_in(v, 3):
+        places = _read_places(loss_fn, modules + found)
+        values = _read_values(places.cells, places.names, places.attrs)
+        # (and a module's attributes that the code names: self.layers = [nn.Linear(...)],
+        # a plain list, not registered, so model.modules() leaves its modules out)
+        values += [m.__dict__[k] for m in modules + found
+                   for k in places.used.intersection(m.__dict__) if k not in _MODULE_OWN]
+        for v in values:
+            for held in _modules_in(v):
                 for m in held.modules():
                     if id(m) not in seen:
                         seen.add(id(m))
@@ -1019,19 +1079,27 @@ def _modules_read_by(loss_fn, modules):
         found += new
 
 
-def _modules_in(value, depth, top=True):
-    """The modules that ``value`` is (with ``top``) or holds in a dict, list or tuple or as
-    a settings object's attribute (``{"ce": nn.CrossEntropyLoss()}``), ``depth`` levels
-    deep. (A container of over _CONTAINER_ITEMS * 4 entries is data: not looked into.)"""
-    if isinstance(value, Module):
-        return [value] if top else []
-    if depth == 0 or not isinstance(value, _CONTAINERS) and not _config_object(value):
+def _modules_in(value, depth=3, budget=None):
+    """The modules that ``value`` is or holds in a container or as a settings object's
+    attribute (``{"ce": nn.CrossEntropyLoss()}``), ``depth`` levels deep, looking at
+    _CONTAINER_ITEMS * 4 entries in all (beyond, a container is data)."""
+    if type(value) in _SCALARS:
         return []
-    items = value.values() if isinstance(value, dict) else \
-        vars(value).values() if not isinstance(value, _CONTAINERS) else value
-    if len(items) > _CONTAINER_ITEMS * 4:
+    try:
+        if isinstance(value, Module):
+            return [value]
+        if depth == 0 or not isinstance(value, _CONTAINERS) and not _config_object(value):
+            return []
+        items = value.values() if isinstance(value, dict) else \
+            vars(value).values() if not isinstance(value, _CONTAINERS) else value
+        if budget is None:
+            budget = [_CONTAINER_ITEMS * 4]
+        budget[0] -= len(items)
+        if budget[0] < 0:
+            return []
+        return [m for v in list(items) for m in _modules_in(v, depth - 1, budget)]
+    except Exception:  # noqa: BLE001 - an odd object of the user's: holds no module we know
         return []
-    return [m for v in items for m in _modules_in(v, depth - 1)]
 
 
 def _numbers_read_by(loss_fn, modules):
@@ -1042,13 +1110,13 @@ def _numbers_read_by(loss_fn, modules):
     change must record again. They are read where ``_read_places`` looks. (Modules' own
     settings are guarded with the modules, their containers of settings here too.) Values
     read elsewhere (two dots away, ``config.loss.BETA``) are not seen: ``reset()``."""
-    cells, names, attrs = _read_places(loss_fn, modules)
+    cells, names, attrs, used = _read_places(loss_fn, modules)
     if not cells and not names and not attrs:
-        return tuple
+        return tuple, used
 
     def numbers():
         return tuple([_guarded(v) for v in _read_values(cells, names, attrs)])
-    return numbers
+    return numbers, used
 
 
 class _StepState:
@@ -1067,7 +1135,7 @@ class _StepState:
     __slots__ = ("_places", "_values", "_rngs", "_states", "_restarts")
 
     def __init__(self, modules, loss_fn):
-        cells, names, attrs = _read_places(loss_fn, modules)
+        cells, names, attrs, _ = _read_places(loss_fn, modules)
         places = []  # (how a message names it, a zero-argument reader of its value now)
         for m in modules:
             d, kind = m.__dict__, type(m).__name__
