@@ -1118,6 +1118,7 @@ def test_guarded_values_that_change_at_every_step_make_the_step_eager_with_a_war
     assert info["replayed"] == 0 and info["rerecorded"] == 3, info
     assert "changed before each of the last 3 replays" in info["eager_reasons"][0]
     assert "p.data -= lr * p.grad" in info["eager_reasons"][0]  # (a course optimizer's)
+    assert "(last: attribute 'weight';" in info["eager_reasons"][0]  # (what changed)
     assert sum("running eagerly" in str(w.message) for w in caught) == 1
     runs[1][2].reset()
     assert runs[1][2].info()["eager_reasons"] == []
@@ -1881,3 +1882,14 @@ def test_anomaly_detection_runs_the_step_eagerly_so_each_gradient_is_checked():
     info = step.info()
     assert info["replayed"] == 2 and info["eager"] == 2  # (one step raised)
     assert "anomaly detection is on" in info["eager_reasons"][0]
+
+
+def test_the_warning_of_a_setting_changed_at_every_step_names_it():
+    model = _model(dropout=0.2, batchnorm=False)  # (Dropout is model[2])
+    step = compile_step(model, gl.nn.CrossEntropyLoss(), gl.optim.SGD(model.parameters(), 0.1))
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        for i, (x, y) in enumerate(_batches(8)):
+            model[2].p = 0.1 + i / 100
+            step(x, y)
+    assert "(last: model.2.p;" in step.info()["eager_reasons"][0]

@@ -186,6 +186,8 @@ class CompiledStep:
         self._shallow = None      # the cheap part of the guards, checked at every call
         self._numbers = tuple     # the guarded Python numbers, once the modules are known
         self._used = frozenset()  # the names the step's own code loads (_Places.used)
+        self._labels = []         # how a message names each of _numbers()'s values
+        self._changed = None      # what the last re-recording saw change (a message's words)
         self._modules_now = None
         self._modes = None        # (mode_version, every module's training flag), as read
         self._pending = None
@@ -482,44 +484,53 @@ class CompiledStep:
         return [p for g in self.optimizer.param_groups for p in g["params"]]
 
     def _world_signature(self, modules):
-        """What, if it changes, makes every recording stale."""
+        """What, if it changes, makes every recording stale: (label, value) pairs, the label
+        naming the value for a message (``_what_changed``)."""
         sig = []
+        paths = {id(m): n for n, m in self.model.named_modules()}
         for m in modules:
             d = m.__dict__
+            name = f"model.{paths[id(m)]}" if paths.get(id(m)) else \
+                "the model" if m is self.model else type(m).__name__
             # The attributes some code may read: those its class's methods name (Dropout's
             # forward reads self.p) or the step's own code names; not the others (a loss,
             # a timestamp, a progress bar kept on the model by the training loop).
             read = _class_names(type(m)) | self._used
             for kind in ("_parameters", "_buffers", "_modules"):
                 items = d[kind]
-                sig.append(tuple(items))
-                sig.append(tuple(map(id, items.values())))
+                sig.append((f"{name}'s {kind[1:]}", (tuple(items), tuple(map(id,
+                                                                          items.values())))))
             # (private ones too: self._scale = 2.0 steers forward as a public one does)
-            settings = [(k, _setting_value(v)) for k, v in d.items()
-                        if k in read and k not in _MODULE_OWN]
-            sig.append(tuple(kv for kv in settings if kv[1] is not _OTHER))
+            for k, v in d.items():
+                if k in read and k not in _MODULE_OWN:
+                    v = _setting_value(v)
+                    if v is not _OTHER:
+                        sig.append((f"{name}.{k}", v))
             # Those the step's own code names, whatever they hold, by identity where they
             # are no settings (self.act = gl.tanh in place of a ReLU); not the others (a
             # progress bar or the last batch kept on the model by the training loop).
-            sig.append(tuple([(k, _guarded(d[k])) for k in sorted(self._used.intersection(d))
-                              if k not in _MODULE_OWN]))
+            sig += [(f"{name}.{k}", _guarded(d[k])) for k in sorted(self._used.intersection(d))
+                    if k not in _MODULE_OWN]
             # Plain tensor attributes (not parameters or buffers): a recording holds the
             # array of the one it saw, so another tensor in its place must record again.
-            sig.append(tuple((k, id(v._data)) for k, v in d.items()
-                             if isinstance(v, Tensor) and k in read))
+            sig += [(f"{name}.{k}", id(v._data)) for k, v in d.items()
+                    if isinstance(v, Tensor) and k in read]
         for t in self._known() + self._params():
             # requires_grad: a frozen parameter gets no gradient, which the replay's
             # backward (recorded with one) would still compute and the optimizer apply.
             # Hooks: a replay runs none, so a hook added since must record (and go eager).
-            sig.append(None if t is None else
-                       (id(t._data), t._requires_grad, hooks.leaf_hook_count(t)))
-        sig.append(tuple(tuple(map(id, g["params"])) for g in self.optimizer.param_groups))
-        sig.append(self._numbers())
+            sig.append(("a parameter's or buffer's array, requires_grad or hooks",
+                        None if t is None else
+                        (id(t._data), t._requires_grad, hooks.leaf_hook_count(t))))
+        sig.append(("the optimizer's parameter groups",
+                    tuple(tuple(map(id, g["params"])) for g in self.optimizer.param_groups)))
+        sig += zip(self._labels, self._numbers())
         return tuple(sig)
 
     def _settle_eagerly(self):
         reason = (f"what the step's guards watch changed before each of the last "
-                  f"{_RESTLESS} replays could run (a number, setting or tensor that your "
+                  f"{_RESTLESS} replays could run (last: {self._changed}; a number, setting "
+                  "or tensor that your "
                   "code sets anew before each step, such as loss_fn.weight = w, or a "
                   "parameter given a new array at each step, as an optimizer of your own "
                   "doing p.data = p.data - lr * p.grad: update it in place instead, "
@@ -539,13 +550,16 @@ class CompiledStep:
         if shallow != self._shallow:
             # Something may have changed: compare everything the recordings depend on.
             self._modules_now = self._modules()
-            self._numbers, self._used = _numbers_read_by(self.loss_fn, self._modules_now)
+            self._numbers, self._used, self._labels = _numbers_read_by(self.loss_fn,
+                                                                       self._modules_now)
             shallow = shallow[:-1] + (self._numbers(),)
             world = self._world_signature(self._modules_now)
             # Tensors the recordings hold as constants (not the model's): rebound or frozen?
             stale = any(not constants_current(rec) for e in self._entries.values()
                         for rec in (e.first, e.replay) if rec is not None)
             if world != self._world or stale:
+                self._changed = _what_changed(self._world, world) if not stale else \
+                    "a tensor the recording holds (given another array, or frozen)"
                 if self._world is not None and self._entries:
                     self.counts["rerecorded"] += 1
                     # (Signatures that run eagerly anyway waste no recordings.)
@@ -590,6 +604,16 @@ class CompiledStep:
                 entry.eager_reason = "anomaly detection is on (gl.autograd.detect_anomaly)"
             self._entries[key] = entry
         return entry
+
+
+def _what_changed(before, now):
+    """The label of the first (label, value) pair that differs between two world
+    signatures, for a message."""
+    if before is None:
+        return "nothing yet"
+    if len(before) != len(now):
+        return "the model's or the step's structure (a module, setting or value added or removed)"
+    return next((a[0] for a, b in zip(before, now) if a != b), "nothing")
 
 
 def _changed_saved(handed, replay):
@@ -784,6 +808,13 @@ class _Places(tuple):
     __slots__ = ()
     cells, names, attrs, used = (property(lambda self, i=i: self[i]) for i in range(4))
 
+    def labels(self):
+        """How a message names each value ``_read_values`` reads, in its order."""
+        out = list(self[4])
+        out += [f"the global {n!r}" for _, n in self.names]
+        return out + [k if type(k) is str and k.startswith(_DEFAULT) else f"attribute {k!r}"
+                      for _, keys in self.attrs for k in keys]
+
 
 def _read_places(loss_fn, modules):
     """The ``_Places`` that the step's own Python code reads: ``loss_fn``'s (through a
@@ -872,15 +903,18 @@ def _read_places(loss_fn, modules):
         if held:
             attrs.append((d, held))
     places = {}
+    cell_labels = []
     for fn in {id(f): f for f in functions}.values():
         if isinstance(fn, types.FunctionType):
             cells += fn.__closure__ or ()
+            cell_labels += [f"{n!r} in the closure of {fn.__qualname__}"
+                            for n in fn.__code__.co_freevars[:len(fn.__closure__ or ())]]
             # (A name bound to a Python module or a class, such as np or gl, is no setting:
             # not read at every call; one that two functions read is read once.)
             places.update(((id(d), n), (d, n)) for d, n in _global_places(fn)
                           if not isinstance(d[n], (types.ModuleType, type)))
     names += places.values()
-    return _Places((cells, names, attrs, used))
+    return _Places((cells, names, attrs, used, cell_labels))
 
 
 def _attributes(value):
@@ -1110,13 +1144,14 @@ def _numbers_read_by(loss_fn, modules):
     change must record again. They are read where ``_read_places`` looks. (Modules' own
     settings are guarded with the modules, their containers of settings here too.) Values
     read elsewhere (two dots away, ``config.loss.BETA``) are not seen: ``reset()``."""
-    cells, names, attrs, used = _read_places(loss_fn, modules)
+    places = _read_places(loss_fn, modules)
+    cells, names, attrs, used = places[:4]
     if not cells and not names and not attrs:
-        return tuple, used
+        return tuple, used, []
 
     def numbers():
         return tuple([_guarded(v) for v in _read_values(cells, names, attrs)])
-    return numbers, used
+    return numbers, used, places.labels()
 
 
 class _StepState:
@@ -1135,7 +1170,7 @@ class _StepState:
     __slots__ = ("_places", "_values", "_rngs", "_states", "_restarts")
 
     def __init__(self, modules, loss_fn):
-        cells, names, attrs, _ = _read_places(loss_fn, modules)
+        cells, names, attrs = _read_places(loss_fn, modules)[:3]
         places = []  # (how a message names it, a zero-argument reader of its value now)
         for m in modules:
             d, kind = m.__dict__, type(m).__name__
