@@ -232,3 +232,65 @@ def test_random_state_is_thread_local():
     assert gl.randn(4).tolist() == expected
     gl.manual_seed(7)
     assert drawn_in_thread["values"][:4] == expected  # new threads start from the seed
+
+
+class _ScaledBy(Function):
+    """x * w with a gradient for x only: backward gives None for w, an input that may
+    require grad (as a loss's class weight does)."""
+
+    def forward(ctx, x, w):
+        ctx.save_for_backward(w)
+        return x * w
+
+    def backward(ctx, g):
+        w, = ctx.saved_tensors
+        return g * w, None
+
+
+def test_a_none_gradient_still_counts_as_the_edge_done(device):
+    # a feeds both inputs: through x (a gradient) and through w (None). The engine must
+    # not wait for w's edge forever: a's node runs, and the leaf gets the x-path gradient.
+    leaf = gl.tensor([1.0, 2.0, 3.0], device=device, requires_grad=True)
+    a = leaf * 2.0
+    _ScaledBy.apply(a + 1.0, a.sigmoid()).sum().backward()
+    w = 1 / (1 + np.exp(-2 * np.array([1.0, 2.0, 3.0])))
+    np.testing.assert_allclose(to_numpy(leaf.grad), 2 * w, rtol=1e-6)
+    # a node that only None reaches does not run, and passes None on: no gradient there
+    other = gl.tensor([1.0, 1.0, 1.0], device=device, requires_grad=True)
+    _ScaledBy.apply(leaf * 1.0, (other * 3.0).exp()).sum().backward()
+    assert other.grad is None
+
+
+@pytest.mark.parametrize("loss", ["bce_with_logits", "cross_entropy", "nll", "bce"])
+def test_a_loss_weight_computed_from_the_output_leaves_the_models_gradient(loss, device):
+    """A focal-style weight, computed from the logits (it requires grad): the op gives it
+    no gradient, as before it took the weight as a tensor, and the model's gradient is the
+    one of the weight's values as constants."""
+    F = gl.nn.functional
+    rng = np.random.default_rng(0)
+    x = gl.tensor(rng.standard_normal((4, 3)).astype(np.float32), device=device)
+    t = gl.tensor((np.arange(12).reshape(4, 3) % 2).astype(np.float32), device=device)
+    y = gl.tensor([0, 1, 2, 1], device=device)
+    grads = []
+    for detached in (False, True):
+        gl.manual_seed(0)
+        lin = gl.nn.Linear(3, 3).to(device)
+        logits = lin(x)
+        if loss.startswith("bce"):
+            p = logits.sigmoid()
+            w = (1 - (p * t + (1 - p) * (1 - t))) ** 2
+        else:
+            w = F.softmax(logits, dim=1).mean(0)
+        w = w.detach() if detached else w
+        if loss == "bce_with_logits":
+            out = F.binary_cross_entropy_with_logits(logits, t, weight=w)
+        elif loss == "bce":
+            out = F.binary_cross_entropy(logits.sigmoid(), t, weight=w)
+        elif loss == "cross_entropy":
+            out = F.cross_entropy(logits, y, weight=w)
+        else:
+            out = F.nll_loss(F.log_softmax(logits, dim=1), y, weight=w)
+        out.backward()
+        grads.append((to_numpy(lin.weight.grad), to_numpy(lin.bias.grad)))
+    for a, b in zip(*grads):
+        np.testing.assert_array_equal(a, b)

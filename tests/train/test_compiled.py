@@ -574,7 +574,10 @@ def test_a_large_list_is_data_not_a_setting():
     t = gl.tensor([1.0])  # (read by name: a tensor entry by identity)
     assert compiled._guarded([t]) == compiled._guarded([t])
     assert compiled._guarded([t]) != compiled._guarded([gl.tensor([1.0])])
-    assert compiled._setting_value([object()], held=True) is compiled._OTHER
+    assert compiled._setting_value([object()]) is compiled._OTHER
+    thing = object()  # (read by name, beside settings: by identity)
+    assert compiled._guarded([0.5, thing]) == compiled._guarded([0.5, thing])
+    assert compiled._guarded([0.5, thing]) != compiled._guarded([0.6, thing])
     nested = [0.5]
     for _ in range(3):
         nested = [nested]
@@ -852,7 +855,7 @@ class _Reads(gl.nn.Module):
 
 class _NoiseSource:
     def __init__(self, seed):
-        self.rng = np.random.default_rng(seed)  # (on a plain object: the watch misses it)
+        self.rng = np.random.default_rng(seed)  # (on an object in a list: the watch misses it)
 
     def draw(self, shape):
         return self.rng.standard_normal(shape).astype(np.float32)
@@ -862,12 +865,12 @@ class _Noise(gl.nn.Module):
     def __init__(self):
         super().__init__()
         self.fc = gl.nn.Linear(4, 3)
-        self._noise = _NoiseSource(0)
+        self._noise = [_NoiseSource(0)]
 
     def forward(self, x):
         # drawn outside gradlab (gl.randn_like is a recorded draw: it replays), from a
         # generator that the step cannot see: the two recordings differ
-        return self.fc(x + 0.1 * gl.from_numpy(self._noise.draw(x.shape)))
+        return self.fc(x + 0.1 * gl.from_numpy(self._noise[0].draw(x.shape)))
 
 
 class _Counts(gl.nn.Module):

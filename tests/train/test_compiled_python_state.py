@@ -154,9 +154,15 @@ class _CountsOnTheFunction(_Net):
 
 
 class _DrawsFromAGradlabGenerator(_Net):
-    def __init__(self):
+    def __init__(self, ops_too=False):
         super().__init__()
         self.g = gl.Generator().manual_seed(3)
+        self.ops_too = ops_too
+
+    def forward(self, x):
+        if self.ops_too:  # (an op draws from it as well: a replay would repeat that one)
+            x = x + 0.1 * gl.rand(*x.shape, generator=self.g)
+        return super().forward(x)
 
     def flip(self):
         return self.g.random() < 0.5  # in Python: a replay would repeat the first answer
@@ -180,15 +186,15 @@ def _run(make_model, compiled, loss_fn=None, steps=8):
 @pytest.mark.parametrize("make_model, reason", [
     (_CountsCalls, "changes _CountsCalls._calls"),
     (_KeepsOutput, "changes _KeepsOutput._last"),
-    (_PythonRandom, "random generator outside gradlab (random)"),
-    (_NumpyGlobalRandom, "random generator outside gradlab (numpy.random)"),
-    (lambda: _OwnGenerator("generator"), "outside gradlab (Generator)"),
-    (lambda: _OwnGenerator("randomstate"), "outside gradlab (RandomState)"),
-    (lambda: _OwnGenerator("random"), "outside gradlab (Random)"),
-    (_GlobalGenerator, "outside gradlab (Random)"),
+    (_PythonRandom, "random generator outside gradlab's ops (random)"),
+    (_NumpyGlobalRandom, "random generator outside gradlab's ops (numpy.random)"),
+    (lambda: _OwnGenerator("generator"), "outside gradlab's ops (Generator)"),
+    (lambda: _OwnGenerator("randomstate"), "outside gradlab's ops (RandomState)"),
+    (lambda: _OwnGenerator("random"), "outside gradlab's ops (Random)"),
+    (_GlobalGenerator, "outside gradlab's ops (Random)"),
     (_KeepsActivations, "changes _KeepsActivations.acts"),
     (_WritesAGlobal, "changes the global '_LAST_OUT'"),
-    (_GeneratorsInADict, "outside gradlab (Generator)"),
+    (_GeneratorsInADict, "outside gradlab's ops (Generator)"),
     (_CountsInAnArray, "changes _CountsInAnArray.calls"),
     (lambda: _CountsIn("defaultdict"), "changes _CountsIn.seen"),
     (lambda: _CountsIn("counter"), "changes _CountsIn.seen"),
@@ -197,12 +203,14 @@ def _run(make_model, compiled, loss_fn=None, steps=8):
     (lambda: _CountsIn("count"), "changes _CountsIn.seen"),
     (_CountsInADefault, "changes the default of 'calls' in _CountsInADefault.flip()"),
     (_CountsOnTheFunction, "changes attribute 'calls' of the loss, a function"),
-    (_DrawsFromAGradlabGenerator, "outside gradlab (Generator)"),
+    (_DrawsFromAGradlabGenerator, "outside gradlab's ops (gl.Generator, in Python)"),
+    (lambda: _DrawsFromAGradlabGenerator(ops_too=True),
+     "outside gradlab's ops (gl.Generator, in Python)"),
 ], ids=["counter", "kept-output", "python-random", "numpy-random", "generator",
         "randomstate", "random-instance", "global-generator", "appended-activations",
         "written-global", "generator-in-a-dict", "numpy-array-counter", "defaultdict",
         "collections-counter", "deque", "set", "itertools-count", "mutable-default",
-        "function-attribute", "gradlab-generator"])
+        "function-attribute", "gradlab-generator", "gradlab-generator-ops-too"])
 def test_python_state_changed_by_the_step_runs_it_eagerly(make_model, reason):
     eager, _, eager_model, _ = _run(make_model, False)
     compiled, step, model, caught = _run(make_model, True)

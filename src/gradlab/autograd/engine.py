@@ -92,16 +92,20 @@ def backward(root: Tensor, gradient=None, retain_graph=False, create_graph=False
         if not retain_graph:
             fn.release()
         for edge, ig in zip(fn.next_functions, in_grads):
-            if edge is None or ig is None:
+            if edge is None:
                 continue
             if isinstance(edge, Function):
-                prev = grads.get(edge)
-                grads[edge] = ig if prev is None else prev + ig
+                if ig is not None:
+                    prev = grads.get(edge)
+                    grads[edge] = ig if prev is None else prev + ig
                 left = pending[edge] - 1
                 pending[edge] = left
                 if left == 0:
-                    ready.append(edge)
-            else:
+                    if edge in grads:
+                        ready.append(edge)
+                    else:
+                        _runs_not(edge, grads, pending, ready, retain_graph)
+            elif ig is not None:
                 _accumulate_leaf(edge, ig, handed_out, hooked, tape)
 
 
@@ -129,6 +133,24 @@ def _accumulate_leaf(leaf: Tensor, g, handed_out: set, hooked=False, tape=None):
         leaf.grad = Tensor._wrap(g, backend)
     else:
         leaf.grad._data = leaf.grad._data + g
+
+
+def _runs_not(fn, grads, pending, ready, retain_graph):
+    """``fn``, whose every edge in has been done and got no gradient (a None, as a loss
+    gives its class weight: that still counts as the edge done, as in PyTorch), does not
+    run, and counts its own edges done in turn; else the nodes below it, which other paths
+    reach too, would wait for it forever and their leaves would get no gradient."""
+    todo = [fn]
+    while todo:
+        fn = todo.pop()
+        if not retain_graph:
+            fn.release()
+        for edge in fn.next_functions:
+            if isinstance(edge, Function):
+                left = pending[edge] - 1
+                pending[edge] = left
+                if left == 0:
+                    (ready if edge in grads else todo).append(edge)
 
 
 def _check_versions(fn, versions):

@@ -145,6 +145,15 @@ class Function:
         return name[:-2] if name.endswith("Fn") else name
 
 
+def without_grad(t):
+    """A tensor argument that an op gives no gradient (a loss's class weight, BatchNorm's
+    running statistics), as the op should take it: detached where it requires grad (a
+    weight computed from the output, a learnable one), so that the result does not require
+    grad on its account. It stays a tensor, not its array: a compiled step's replay then
+    reads it at every call, and sees it given another array."""
+    return t.detach() if isinstance(t, Tensor) and t._requires_grad else t
+
+
 def _record_versions(saved, args, result):
     """Version counters of the tensors (inputs or output) whose arrays were saved."""
     out = []

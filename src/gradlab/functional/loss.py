@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from ..autograd.function import Function
+from ..autograd.function import Function, without_grad
 from ..autograd.tensor import Tensor
 from . import elementwise as ew
 from . import reduce as red
@@ -155,7 +155,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         raise RuntimeError(f"{op}: input is on {input.device} but target on {target.device}")
     # (The weight goes in as the tensor, cast in the op: a compiled step's replay then reads
     # it, changed in place or rebound, at every call, as eager does.)
-    out = SoftmaxCrossEntropy.apply(rows, tgt, weight, ignore_index=ignore_index,
+    out = SoftmaxCrossEntropy.apply(rows, tgt, without_grad(weight), ignore_index=ignore_index,
                                     label_smoothing=float(label_smoothing),
                                     reduction=reduction)
     if reduction == "none" and tuple(out.shape) != tuple(out_shape):
@@ -237,7 +237,8 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     if tuple(target.shape) != (input.shape[0],):
         raise ValueError(f"{op}: target shape {tuple(target.shape)} does not match input "
                          f"shape {tuple(input.shape)}: expected ({input.shape[0]},)")
-    return NllLoss.apply(input, target, weight, ignore_index=ignore_index, reduction=reduction)
+    return NllLoss.apply(input, target, without_grad(weight), ignore_index=ignore_index,
+                         reduction=reduction)
 
 
 # -- binary classification --------------------------------------------------------------------
@@ -294,6 +295,7 @@ def _elementwise_weight(op, name, weight, input):
         return None
     if not isinstance(weight, Tensor):
         weight = input._backend.xp.asarray(weight)
+    weight = without_grad(weight)
     shape = tuple(weight.shape)
     try:
         fits = np.broadcast_shapes(shape, tuple(input.shape)) == tuple(input.shape)

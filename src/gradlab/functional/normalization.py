@@ -8,7 +8,7 @@ over the last ones.
 """
 from __future__ import annotations
 
-from ..autograd.function import Function
+from ..autograd.function import Function, without_grad
 
 
 class _Normalize(Function):
@@ -130,8 +130,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
         # (The statistics go in as tensors: a compiled step's replay then reads the arrays
         # they hold at each call, and sees a rebound one, as the model's buffers are seen.)
         out = BatchNorm.apply(input, weight, bias, None, None,
-                              running_mean if tracked else None,
-                              running_var if tracked else None,
+                              without_grad(running_mean) if tracked else None,
+                              without_grad(running_var) if tracked else None,
                               num_batches_tracked, eps=eps, momentum=momentum)
         for t in (running_mean, running_var, num_batches_tracked):
             if t is not None and (tracked or t is num_batches_tracked):
@@ -140,8 +140,8 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None, trainin
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm: eval mode (training=False) needs running_mean and "
                          "running_var")
-    return BatchNorm.apply(input, weight, bias, running_mean, running_var, None, None, None,
-                           eps=eps, momentum=0.0)
+    return BatchNorm.apply(input, weight, bias, without_grad(running_mean),
+                           without_grad(running_var), None, None, None, eps=eps, momentum=0.0)
 
 
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps=1e-5):

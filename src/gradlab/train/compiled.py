@@ -52,10 +52,16 @@ layers), is guarded as the model's are (its settings, buffers, mode). A value re
 elsewhere (by installed library code; a submodule's, two dots away, ``config.loss.BETA``;
 a setting changed in place on an installed library's object; a larger container) is not
 seen: keep such a value in a tensor updated in place (a replay reads the array), or call
-``step.reset()`` after changing it. An attribute that no code of the step names (no
-method of its module's class, none of the code followed above: a loss, a timestamp, a
-progress bar, the last batch that the training loop keeps on the model or the loss's
-object) is none of the step's, and changing it records nothing again.
+``step.reset()`` after changing it (so is a class attribute created after the step first
+ran, read with ``getattr(self, name, default)``). An attribute that no code of the step
+names (no method of its module's class, none of the code followed above, which includes
+a loss object's own methods and properties, a helper object's methods, static methods of
+a class read by name, functions kept in a dict or list on a module, a decorator object
+around ``forward`` and ``__getattr__``: a loss, a timestamp, a progress bar, the last
+batch that the training loop keeps on the model or the loss's object) is none of the
+step's, and changing it records nothing again; where that code reads attributes by names
+it builds (``getattr(self, "_act_" + kind)``, ``vars(self)``, an ``attrgetter``), every
+attribute of its objects counts as read.
 
 A replay runs no Python code, so a step whose own code changes Python state as it runs
 runs eagerly, with one warning (``_StepState``): an attribute of one of its modules set
@@ -81,6 +87,7 @@ import dis
 import enum
 import functools
 import itertools
+import operator
 import random
 import sys
 import sysconfig
@@ -185,8 +192,7 @@ class CompiledStep:
         self._world = None
         self._shallow = None      # the cheap part of the guards, checked at every call
         self._numbers = tuple     # the guarded Python numbers, once the modules are known
-        self._used = frozenset()  # the names the step's own code loads (_Places.used)
-        self._labels = []         # how a message names each of _numbers()'s values
+        self._places = None       # what the step's own code reads (_Places), with _numbers
         self._changed = None      # what the last re-recording saw change (a message's words)
         self._modules_now = None
         self._modes = None        # (mode_version, every module's training flag), as read
@@ -397,7 +403,10 @@ class CompiledStep:
         with recording(rec, "forward"):
             out = self.model(x)
             loss = self.loss_fn(out, y)
-        drawn = {id(kw.get("generator")) for cls, _, _, kw, _ in rec.nodes if cls is Draw}
+        drawn = {}  # id of a gl.Generator -> the recorded ops' draws from it
+        for cls, ctx, _, kw, _ in rec.nodes:
+            if cls is Draw and kw.get("generator") is not None:
+                drawn.setdefault(id(kw["generator"]), []).append((ctx.backend, kw))
         self._before = (state.reseeded(), state.changed(drawn))
         losses = loss if isinstance(loss, tuple) else (loss,)
         if not isinstance(out, Tensor) or not all(isinstance(t, Tensor) for t in losses):
@@ -488,6 +497,7 @@ class CompiledStep:
         naming the value for a message (``_what_changed``)."""
         sig = []
         paths = {id(m): n for n, m in self.model.named_modules()}
+        used, dynamic = self._places.used, self._places.dynamic
         for m in modules:
             d = m.__dict__
             name = f"model.{paths[id(m)]}" if paths.get(id(m)) else \
@@ -495,26 +505,26 @@ class CompiledStep:
             # The attributes some code may read: those its class's methods name (Dropout's
             # forward reads self.p) or the step's own code names; not the others (a loss,
             # a timestamp, a progress bar kept on the model by the training loop).
-            read = _class_names(type(m)) | self._used
+            read = _class_names(type(m)) | used
             for kind in ("_parameters", "_buffers", "_modules"):
                 items = d[kind]
                 sig.append((f"{name}'s {kind[1:]}", (tuple(items), tuple(map(id,
                                                                           items.values())))))
             # (private ones too: self._scale = 2.0 steers forward as a public one does)
             for k, v in d.items():
-                if k in read and k not in _MODULE_OWN:
+                if (dynamic or k in read) and k not in _MODULE_OWN:
                     v = _setting_value(v)
                     if v is not _OTHER:
                         sig.append((f"{name}.{k}", v))
             # Those the step's own code names, whatever they hold, by identity where they
             # are no settings (self.act = gl.tanh in place of a ReLU); not the others (a
             # progress bar or the last batch kept on the model by the training loop).
-            sig += [(f"{name}.{k}", _guarded(d[k])) for k in sorted(self._used.intersection(d))
-                    if k not in _MODULE_OWN]
+            sig += [(f"{name}.{k}", _guarded(v)) for k, v in sorted(d.items())
+                    if (dynamic or k in used) and k not in _MODULE_OWN]
             # Plain tensor attributes (not parameters or buffers): a recording holds the
             # array of the one it saw, so another tensor in its place must record again.
             sig += [(f"{name}.{k}", id(v._data)) for k, v in d.items()
-                    if isinstance(v, Tensor) and k in read]
+                    if isinstance(v, Tensor) and (dynamic or k in read)]
         for t in self._known() + self._params():
             # requires_grad: a frozen parameter gets no gradient, which the replay's
             # backward (recorded with one) would still compute and the optimizer apply.
@@ -524,7 +534,7 @@ class CompiledStep:
                         (id(t._data), t._requires_grad, hooks.leaf_hook_count(t))))
         sig.append(("the optimizer's parameter groups",
                     tuple(tuple(map(id, g["params"])) for g in self.optimizer.param_groups)))
-        sig += zip(self._labels, self._numbers())
+        sig += zip(self._places.labels(), self._numbers())
         return tuple(sig)
 
     def _settle_eagerly(self):
@@ -550,8 +560,7 @@ class CompiledStep:
         if shallow != self._shallow:
             # Something may have changed: compare everything the recordings depend on.
             self._modules_now = self._modules()
-            self._numbers, self._used, self._labels = _numbers_read_by(self.loss_fn,
-                                                                       self._modules_now)
+            self._numbers, self._places = _numbers_read_by(self.loss_fn, self._modules_now)
             shallow = shallow[:-1] + (self._numbers(),)
             world = self._world_signature(self._modules_now)
             # Tensors the recordings hold as constants (not the model's): rebound or frozen?
@@ -707,9 +716,9 @@ def _container_value(value, budget=None, held=False):
     attributes (``_config_object``), by value, as _Frozen, or _OTHER: a
     recording bakes in what forward read from it, and an entry changed in place has no
     __setattr__ to tell. With ``held`` (a container the step's code reads by name), the
-    tensors, modules and callables among the entries compare by identity (_Same), else
-    they make it _OTHER. ``budget``: [entries left, levels left], shared with the
-    containers it is nested in."""
+    entries that are no settings (tensors, modules, callables, other objects) compare by
+    identity (_Same), else they make it _OTHER. ``budget``: [entries left, levels left],
+    shared with the containers it is nested in."""
     kind = type(value)
     if isinstance(value, (dict, *_SEQUENCES)):
         d = value
@@ -733,9 +742,9 @@ def _container_value(value, budget=None, held=False):
             entry = v
             v = _setting_value(v, budget, held)
             if v is _OTHER:
-                # (a criterion in {"ce": nn.CrossEntropyLoss()}, a tensor, a function: the
-                # recording holds the one it saw)
-                if not held or not (isinstance(entry, (Tensor, Module)) or callable(entry)):
+                # (a criterion in {"ce": nn.CrossEntropyLoss()}, a tensor, a function, a
+                # Path beside the settings of a config dict: the one the recording saw)
+                if not held:
                     return _OTHER
                 v = _Same(entry)
         if type(k) not in _SCALARS:
@@ -800,13 +809,16 @@ def _guarded(value):
 
 class _Places(tuple):
     """What ``_read_places`` finds: ``cells`` (closure cells), ``names`` ((namespace, name)
-    pairs), ``attrs`` ((dict, keys) pairs), the places the step's code reads by name, and
-    ``used``, every name the code followed loads (attributes included). An attribute that
-    the code never names is none of the step's: the training loop may keep anything on
-    the loss's object or the model (a progress bar, the last batch, a history of losses)."""
+    pairs), ``attrs`` ((dict, keys) pairs), the places the step's code reads by name;
+    ``used``, every name the code followed loads (attributes included); ``dynamic``, whether
+    it reads attributes by names it computes (getattr(self, name), vars(self)). An
+    attribute that the code never names is none of the step's (unless it is dynamic): the
+    training loop may keep anything on the loss's object or the model (a progress bar, the
+    last batch, a history of losses)."""
 
     __slots__ = ()
     cells, names, attrs, used = (property(lambda self, i=i: self[i]) for i in range(4))
+    dynamic = property(lambda self: self[5])
 
     def labels(self):
         """How a message names each value ``_read_values`` reads, in its order."""
@@ -816,63 +828,94 @@ class _Places(tuple):
                       for _, keys in self.attrs for k in keys]
 
 
+# Names whose use means that the code may read attributes it does not name: where the code
+# followed uses one, every attribute counts as read and every method of its classes as run.
+_DYNAMIC = frozenset(("getattr", "vars", "__dict__", "attrgetter", "methodcaller", "exec",
+                      "eval", "__getattribute__"))
+
+
 def _read_places(loss_fn, modules):
     """The ``_Places`` that the step's own Python code reads: ``loss_fn``'s (through a
     ``functools.partial``: its function's, and its bound arguments), those of ``forward``
     of each module class defined outside gradlab and of the methods, properties and
-    callables kept on a module that it names, with the class's own attributes, and those
-    of the functions and callable objects of your own that these hold in their closures
-    (the loss that ``fit``'s wrapper calls) or read as globals (a helper of ``forward``), in
-    turn."""
+    callables kept on a module (or in a dict or list there) that it names, with the
+    class's own settings, and those of the functions, callable objects and objects of
+    your own that these hold in their closures (the loss that ``fit``'s wrapper calls),
+    read as globals (a helper of ``forward``, a class whose method it calls) or keep on a
+    module (self.policy.apply(h)), and the methods of those objects' classes that the
+    code names, in turn."""
     cells, names, attrs = [], [], []
     functions = []
-    owners = []  # the attribute dicts of the callable objects and bound methods' objects
-    # A setting kept on a module class of your own (Scaled.factor = 3.0, read as
-    # self.factor): no module's __setattr__ sees it change.
-    # (Its methods and other descriptors are left out: a class's code is not guarded.)
-    classes = {id(k): k for m in modules for k in type(m).__mro__
-               if k is not object and not k.__module__.startswith(("gradlab.", "builtins"))}
-    for k in classes.values():
-        d = vars(k)
-        attrs.append((d, [n for n, v in d.items() if n[0] != "_" and (
-            _setting_value(v) is not _OTHER or isinstance(v, (Tensor, Module)))]))
+    owners = []  # the attribute dicts of the objects whose code is followed
+    classes = {}  # id -> a class of your own whose settings are read and methods followed
+    methods = {}  # name -> the functions of those classes (and kept on modules) so named
+    used = set()  # the attribute (and global) names that the code followed loads
     todo = [] if isinstance(loss_fn, Module) else [loss_fn]
-    # The code of module classes of your own: forward, and the methods and properties that
-    # the code followed names (self.helper(h) reading a global of its own), in turn.
-    methods = {}
-    for k in classes.values():
-        for n, v in vars(k).items():
-            methods.setdefault(n, []).extend(_functions_of(v))
+
+    def add_class(kind, modules_class=False):
+        # (a module class from an installed library too: its settings, not its code)
+        for k in kind.__mro__:
+            if id(k) in classes or k is object or \
+                    k.__module__.startswith(("gradlab.", "builtins")) or \
+                    not modules_class and not _own_class(k):
+                continue
+            classes[id(k)] = k
+            for n, v in vars(k).items():
+                found = _functions_of(v)
+                if found:
+                    methods.setdefault(n, []).extend(found)
+                    # (__getattr__ answers for attributes no code names: self.scale
+                    # looked up in self.opts)
+                    if n in used or n in ("__getattr__", "__getattribute__"):
+                        todo.extend(found)
+                elif isinstance(v, type) and _own_class(v):  # a nested class: self.Inner.f
+                    add_class(v)
+
+    for m in modules:
+        add_class(type(m), modules_class=True)
     for m in modules:  # (code of your own kept on a module: self.act = my_activation, a
         #                  callable object, a functools.partial, a bound method)
         for n, v in m.__dict__.items():
             if _followed(v):
                 methods.setdefault(n, []).append(v)
+            elif isinstance(v, _CONTAINERS) and len(v) <= _CONTAINER_ITEMS:
+                found = [f for f in (v.values() if isinstance(v, dict) else v)
+                         if _followed(f)]  # (self.ops = {"act": lambda h: ...})
+                methods.setdefault(n, []).extend(found)
+            elif _config_object(v):  # an object of your own: self.policy.apply(h)
+                add_class(type(v))
+                owners.append(vars(v))
     todo += methods.get("forward", ())
-    used = set()  # the attribute (and global) names that the code followed loads
     seen = set()
-    while todo:
-        fn = todo.pop()
-        if id(fn) in seen:
-            continue
-        seen.add(id(fn))
-        if isinstance(fn, functools.partial):
-            # Its bound arguments are read at every call (keywords is a dict that may change).
-            attrs += [(fn.keywords, list(fn.keywords)), (dict(enumerate(fn.args)),
-                                                         list(range(len(fn.args))))]
-            if _followed(fn.func):
-                todo.append(fn.func)
-            continue
-        owner = None
-        if isinstance(fn, types.MethodType):
-            fn, owner = fn.__func__, fn.__self__
-        elif not isinstance(fn, types.FunctionType):
-            owner, fn = fn, type(fn).__call__  # (compile_step checked that it is callable)
-        functions.append(fn)
-        if owner is not None and not isinstance(owner, Module) and \
-                type(_attributes(owner)) is dict:
-            owners.append(owner.__dict__)
-        if isinstance(fn, types.FunctionType):
+    dynamic = False
+    while True:
+        while todo:
+            fn = todo.pop()
+            if id(fn) in seen:
+                continue
+            seen.add(id(fn))
+            if isinstance(fn, functools.partial):
+                # Its bound arguments are read at every call (keywords: a dict, may change).
+                attrs += [(fn.keywords, list(fn.keywords)), (dict(enumerate(fn.args)),
+                                                             list(range(len(fn.args))))]
+                if _followed(fn.func):
+                    todo.append(fn.func)
+                continue
+            owner = None
+            if isinstance(fn, types.MethodType):
+                fn, owner = fn.__func__, fn.__self__
+            elif isinstance(fn, (operator.attrgetter, operator.methodcaller)):
+                dynamic = True  # (attributes named by strings built at run time)
+                continue
+            elif not isinstance(fn, types.FunctionType):
+                owner, fn = fn, type(fn).__call__  # (compile_step checked it is callable)
+            functions.append(fn)
+            if owner is not None and not isinstance(owner, Module) and \
+                    type(_attributes(owner)) is dict:
+                owners.append(owner.__dict__)
+                add_class(type(owner))  # (self.penalty(out) reading self.beta)
+            if not isinstance(fn, types.FunctionType):
+                continue
             # State kept on the function: a mutable default (def forward(self, x, seen=[]))
             # and the function's own attributes (forward.calls).
             held = {f"{_DEFAULT}{n!r} in {fn.__qualname__}()": v
@@ -883,14 +926,33 @@ def _read_places(loss_fn, modules):
                 owners.append(fn.__dict__)
             todo += [v for v in map(_cell_value, fn.__closure__ or ()) if _own_callable(v)]
             # Helpers of your own that it calls by name, and their globals in turn
-            # (library code is left out: its globals are not settings of the step).
-            todo += [v for v in (d[n] for d, n in _global_places(fn)) if _followed(v)]
+            # (library code is left out: its globals are not settings of the step), and
+            # classes of your own whose methods it calls (Helper.compute(self, h)).
+            for d, n in _global_places(fn):
+                v = d[n]
+                if _followed(v):
+                    todo.append(v)
+                elif isinstance(v, type) and _own_class(v):
+                    add_class(v)
             named = _names_used(fn.__code__)
             used.update(named)
+            dynamic = dynamic or not _DYNAMIC.isdisjoint(named)
             todo += [f for n in named for f in methods.get(n, ())]
+        if not dynamic or all(id(f) in seen for fs in methods.values() for f in fs):
+            break
+        # getattr(self, name), vars(self), exec: what the code runs or reads cannot be told
+        # by name, so all of it is followed and read.
+        todo = [f for fs in methods.values() for f in fs]
+    for k in classes.values():
+        # A setting kept on a class of your own (Scaled.factor = 3.0, read as self.factor):
+        # no module's __setattr__ sees it change. (Private ones where the code names them.)
+        d = vars(k)
+        attrs.append((d, [n for n, v in d.items() if not n.startswith("__") and (
+            n[0] != "_" or n in used or dynamic) and (
+            _setting_value(v) is not _OTHER or isinstance(v, (Tensor, Module)))]))
     for d in {id(d): d for d in owners}.values():
         # The attributes the code names (self.beta, self._beta, forward.calls), by name.
-        named = sorted(k for k in used.intersection(d))
+        named = sorted(k for k in d if type(k) is str and (dynamic or k in used))
         if named:
             attrs.append((d, named))
     for m in modules:
@@ -898,7 +960,7 @@ def _read_places(loss_fn, modules):
         # an entry changed in place has no __setattr__ to tell, so they are read at every
         # call. (Not the others: a history list that the training loop appends to.)
         d = m.__dict__
-        held = [n for n in sorted(used.intersection(d)) if _changeable(d[n])
+        held = [n for n in sorted(k for k in d if dynamic or k in used) if _changeable(d[n])
                 and _setting_value(d[n]) is not _OTHER]
         if held:
             attrs.append((d, held))
@@ -914,7 +976,7 @@ def _read_places(loss_fn, modules):
             places.update(((id(d), n), (d, n)) for d, n in _global_places(fn)
                           if not isinstance(d[n], (types.ModuleType, type)))
     names += places.values()
-    return _Places((cells, names, attrs, used, cell_labels))
+    return _Places((cells, names, attrs, used, cell_labels, dynamic))
 
 
 def _attributes(value):
@@ -939,10 +1001,19 @@ def _defaults(fn):
 
 def _functions_of(value):
     """The functions of your own behind a class attribute: a method, a static or class
-    method, a property's accessors."""
+    method, a property's accessors, the function that a decorator object of your own
+    wraps (``__wrapped__``, or kept among its attributes)."""
     if isinstance(value, (staticmethod, classmethod)):
         value = value.__func__
-    found = [value.fget, value.fset, value.fdel] if isinstance(value, property) else [value]
+    if isinstance(value, property):
+        found = [value.fget, value.fset, value.fdel]
+    elif isinstance(value, types.FunctionType):
+        found = [value]
+    else:
+        held = _attributes(value)
+        found = [getattr(value, "__wrapped__", None)]
+        if type(held) is dict and _own_class(type(value)):
+            found += held.values()
     return [f for f in found if isinstance(f, types.FunctionType) and not _library_code(f)]
 
 
@@ -1115,8 +1186,9 @@ def _modules_read_by(loss_fn, modules):
 
 def _modules_in(value, depth=3, budget=None):
     """The modules that ``value`` is or holds in a container or as a settings object's
-    attribute (``{"ce": nn.CrossEntropyLoss()}``), ``depth`` levels deep, looking at
-    _CONTAINER_ITEMS * 4 entries in all (beyond, a container is data)."""
+    attribute (``{"ce": nn.CrossEntropyLoss()}``), ``depth`` levels deep. A container of
+    over _CONTAINER_ITEMS * 4 entries is data, not looked into (its siblings are), and
+    _CONTAINER_ITEMS * 64 entries in all are looked at, at most."""
     if type(value) in _SCALARS:
         return []
     try:
@@ -1127,10 +1199,10 @@ def _modules_in(value, depth=3, budget=None):
         items = value.values() if isinstance(value, dict) else \
             vars(value).values() if not isinstance(value, _CONTAINERS) else value
         if budget is None:
-            budget = [_CONTAINER_ITEMS * 4]
-        budget[0] -= len(items)
-        if budget[0] < 0:
+            budget = [_CONTAINER_ITEMS * 64]
+        if len(items) > _CONTAINER_ITEMS * 4 or budget[0] < len(items):
             return []
+        budget[0] -= len(items)
         return [m for v in list(items) for m in _modules_in(v, depth - 1, budget)]
     except Exception:  # noqa: BLE001 - an odd object of the user's: holds no module we know
         return []
@@ -1145,13 +1217,13 @@ def _numbers_read_by(loss_fn, modules):
     settings are guarded with the modules, their containers of settings here too.) Values
     read elsewhere (two dots away, ``config.loss.BETA``) are not seen: ``reset()``."""
     places = _read_places(loss_fn, modules)
-    cells, names, attrs, used = places[:4]
+    cells, names, attrs = places[:3]
     if not cells and not names and not attrs:
-        return tuple, used, []
+        return tuple, places
 
     def numbers():
         return tuple([_guarded(v) for v in _read_values(cells, names, attrs)])
-    return numbers, used, places.labels()
+    return numbers, places
 
 
 class _StepState:
@@ -1167,7 +1239,7 @@ class _StepState:
     ``gl.Generator`` found among those values (``random.random() < p`` in forward would
     repeat the recording's draw at every replay)."""
 
-    __slots__ = ("_places", "_values", "_rngs", "_states", "_restarts")
+    __slots__ = ("_places", "_values", "_rngs", "_states", "_raw", "_restarts")
 
     def __init__(self, modules, loss_fn):
         cells, names, attrs = _read_places(loss_fn, modules)[:3]
@@ -1202,6 +1274,7 @@ class _StepState:
         rngs[id(np.random)] = np.random
         self._rngs = list(rngs.values())
         self._states = [_rng_state(r) for r in self._rngs]
+        self._raw = [r.get_state() if isinstance(r, Generator) else None for r in self._rngs]
         self._restarts = random_restarts()
 
     def reseeded(self):
@@ -1209,10 +1282,11 @@ class _StepState:
         a Generator's ``manual_seed`` or ``set_state``), which a replay would not do."""
         return random_restarts() != self._restarts
 
-    def changed(self, drawn_by_ops=()):
+    def changed(self, drawn_by_ops=None):
         """Why a replay could not repeat the pass since ``__init__``, or None.
-        ``drawn_by_ops``: the ids of the gl.Generators that the pass's ops drew from
-        (``gl.rand(..., generator=g)``: a replay draws those again), left out."""
+        ``drawn_by_ops``: {id of a gl.Generator: [(backend, Draw kwargs)]}, the draws that
+        the pass's ops made from it (``gl.rand(..., generator=g)``), which a replay makes
+        again: such a generator must stand where those draws alone would have left it."""
         for (where, read), before in zip(self._places, self._values):
             now = _snapshot(read())
             if now is not before and not (type(now) is type(before) and (
@@ -1221,18 +1295,21 @@ class _StepState:
                         f"value kept for later, a lazy set-up done at every call); a replay "
                         f"runs no Python code and would not. Keep such state in a tensor "
                         f"updated in place, or change it outside the step")
-        for r, before in zip(self._rngs, self._states):
-            if id(r) not in drawn_by_ops and _rng_state(r) != before:
-                name = getattr(r, "__name__", None) or type(r).__name__
+        for r, before, raw in zip(self._rngs, self._states, self._raw):
+            if raw is not None and drawn_by_ops and id(r) in drawn_by_ops:
+                before = _after_draws(raw, drawn_by_ops[id(r)])
+            if _rng_state(r) != before:
+                name = "gl.Generator, in Python" if isinstance(r, Generator) else \
+                    getattr(r, "__name__", None) or type(r).__name__
                 threads = ""
                 if r in (random, np.random) and threading.active_count() > 1:
                     threads = (f" (or another thread drew from {name}'s global generator "
                                f"meanwhile: give that thread a generator of its own, "
                                f"np.random.default_rng())")
-                return (f"the step draws from a random generator outside gradlab "
+                return (f"the step draws from a random generator outside gradlab's ops "
                         f"({name}){threads}; a replay would repeat the recording's draws. "
-                        f"Draw with gradlab's ops (gl.rand, dropout), whose streams a replay "
-                        f"advances")
+                        f"Draw with gradlab's ops (gl.rand, dropout, generator= too), whose "
+                        f"streams a replay advances")
         return None
 
 
@@ -1282,6 +1359,17 @@ class _Entries:
                 all(a is b for a, b in zip(self.items, other.items)))
 
     __hash__ = None
+
+
+def _after_draws(state, draws):
+    """The comparable state of a gl.Generator that was at ``state`` once ``draws`` ((backend,
+    Draw kwargs) pairs) are made from it, computed on a copy."""
+    copy = np.random.Generator(np.random.PCG64())
+    copy.bit_generator.state = state
+    for backend, kw in draws:
+        backend.draw(kw["kind"], kw["size"], kw["dtype"], copy, kw.get("low", 0),
+                     kw.get("high"))
+    return _comparable(copy.bit_generator.state)
 
 
 def _rng_state(rng):

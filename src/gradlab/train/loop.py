@@ -5,6 +5,8 @@ import math
 import sys
 import time
 
+import numpy as np
+
 from ..autograd import no_grad
 from ..backend import get_backend
 from . import checkpoint as ckpt
@@ -188,6 +190,8 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
                          f"{checkpoint_every!r}")
     if (checkpoint_every is not None or resume) and checkpoint_dir is None:
         raise ValueError("checkpoint_every and resume need checkpoint_dir")
+    if not isinstance(compile, (bool, np.bool_)):  # (compile="no" would compile)
+        raise TypeError(f"fit: compile must be True or False, got {compile!r}")
     _check_loader("train_loader", train_loader)
     if val_loader is not None:
         _check_loader("val_loader", val_loader)
@@ -200,8 +204,6 @@ def fit(model, loss_fn, optimizer, train_loader, val_loader=None, epochs=10, sch
             model.to(device)
     fns = resolve_metrics(metrics)
     dist = _process_group(model)
-    if type(compile) is not bool:  # (compile="no" would compile)
-        raise TypeError(f"fit: compile must be True or False, got {compile!r}")
     if dist is not None and compile:
         raise ValueError("fit: compile=True is not supported for a DistributedDataParallel "
                          "model (the compiled step has no place for the gradient allreduce); "

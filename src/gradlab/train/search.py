@@ -17,6 +17,8 @@ import itertools
 import math
 import time
 
+import numpy as np
+
 from .cv import _arrays, resolve_drop_last, unpack_build
 from .search_log import ResumeError, _Log, atomic_write, search_identity
 from .search_space import grid_configs, python_value, random_configs
@@ -220,7 +222,7 @@ def _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
               early_stopping, metrics, seed, device, drop_last=False, compile=False):
     if scoring not in ("holdout", "kfold"):
         raise ValueError(f"scoring must be 'holdout' or 'kfold', got {scoring!r}")
-    if type(compile) is not bool:  # (compile="no" would compile)
+    if not isinstance(compile, (bool, np.bool_)):  # (compile="no" would compile)
         raise TypeError(f"compile must be True or False, got {compile!r}")
     from .metrics import resolve_metrics
     valid = ["val_loss"] + [f"val_{name}" for name, _ in resolve_metrics(metrics)]
@@ -231,7 +233,7 @@ def _settings(metric, scoring, k, val_fraction, epochs, batch_size, standardize,
             "epochs": epochs, "batch_size": batch_size, "standardize": standardize,
             "early_stopping": early_stopping, "metrics": tuple(metrics), "seed": seed,
             "split_seed": seed, "device": device, "drop_last": drop_last,
-            "compile": compile}
+            "compile": bool(compile)}
 
 
 def _metric_mode(metric, mode):
