@@ -124,9 +124,7 @@ def cross_entropy(input, target, weight=None, ignore_index=-100, reduction="mean
         raise TypeError(f"{op}: input (logits) must be floating point, got {input.dtype}")
     class_dim = 0 if input.ndim == 1 else 1
     n_classes = input.shape[class_dim]
-    if weight is not None and tuple(weight.shape) != (n_classes,):
-        raise ValueError(f"{op}: weight must have shape ({n_classes},) (one per class), got "
-                         f"{tuple(weight.shape)}")
+    _check_class_weight(op, weight, n_classes)
     if isinstance(target, Tensor) and target.dtype.kind == "f" and \
             tuple(target.shape) == tuple(input.shape):
         return _soft_target_cross_entropy(input, target, weight, label_smoothing,
@@ -237,8 +235,20 @@ def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
     if tuple(target.shape) != (input.shape[0],):
         raise ValueError(f"{op}: target shape {tuple(target.shape)} does not match input "
                          f"shape {tuple(input.shape)}: expected ({input.shape[0]},)")
+    _check_class_weight(op, weight, input.shape[1])
     return NllLoss.apply(input, target, without_grad(weight), ignore_index=ignore_index,
                          reduction=reduction)
+
+
+def _check_class_weight(op, weight, n_classes):
+    if weight is None:
+        return
+    if not isinstance(weight, Tensor):
+        raise TypeError(f"{op}: weight must be a Tensor of {n_classes} class weights, got "
+                        f"{type(weight).__name__}; wrap it with gl.tensor(...)")
+    if tuple(weight.shape) != (n_classes,):
+        raise ValueError(f"{op}: weight must have shape ({n_classes},) (one per class), got "
+                         f"{tuple(weight.shape)}")
 
 
 # -- binary classification --------------------------------------------------------------------
