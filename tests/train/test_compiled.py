@@ -565,27 +565,27 @@ def test_containers_of_settings_changed_in_place_record_again(what, monkeypatch)
 
 
 def test_a_large_list_is_data_not_a_setting():
-    from gradlab.train import compiled
-    small = [0.5] * compiled._CONTAINER_ITEMS
+    from gradlab.train import step_guards as guards
+    small = [0.5] * guards._CONTAINER_ITEMS
     large = small + [0.5]
-    assert compiled._setting_value(small) is not compiled._OTHER
-    assert compiled._setting_value(large) is compiled._OTHER
-    assert compiled._setting_value([gl.tensor([1.0])]) is compiled._OTHER
+    assert guards._setting_value(small) is not guards._OTHER
+    assert guards._setting_value(large) is guards._OTHER
+    assert guards._setting_value([gl.tensor([1.0])]) is guards._OTHER
     t = gl.tensor([1.0])  # (read by name: a tensor entry by identity)
-    assert compiled._guarded([t]) == compiled._guarded([t])
-    assert compiled._guarded([t]) != compiled._guarded([gl.tensor([1.0])])
-    assert compiled._setting_value([object()]) is compiled._OTHER
+    assert guards._guarded([t]) == guards._guarded([t])
+    assert guards._guarded([t]) != guards._guarded([gl.tensor([1.0])])
+    assert guards._setting_value([object()]) is guards._OTHER
     thing = object()  # (read by name, beside settings: by identity)
-    assert compiled._guarded([0.5, thing]) == compiled._guarded([0.5, thing])
-    assert compiled._guarded([0.5, thing]) != compiled._guarded([0.6, thing])
+    assert guards._guarded([0.5, thing]) == guards._guarded([0.5, thing])
+    assert guards._guarded([0.5, thing]) != guards._guarded([0.6, thing])
     nested = [0.5]
     for _ in range(3):
         nested = [nested]
-    assert compiled._setting_value(nested[0]) is not compiled._OTHER
-    assert compiled._setting_value(nested) is compiled._OTHER  # deeper than three
+    assert guards._setting_value(nested[0]) is not guards._OTHER
+    assert guards._setting_value(nested) is guards._OTHER  # deeper than three
     loop = [0.5]
     loop.append(loop)  # (a container holding itself must not recurse forever)
-    assert compiled._setting_value(loop) is compiled._OTHER
+    assert guards._setting_value(loop) is guards._OTHER
 
 
 @pytest.mark.parametrize("part", ["model", "loss_fn", "optimizer"])

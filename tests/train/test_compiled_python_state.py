@@ -477,12 +477,12 @@ def test_a_dict_inside_a_tuple_changed_in_place_records_again():
 
 
 def test_a_large_nested_list_is_not_compared_at_every_call():
-    from gradlab.train import compiled
-    flat = [1.0] * compiled._CONTAINER_ITEMS
-    assert compiled._setting_value(flat) is not compiled._OTHER
+    from gradlab.train import step_guards as guards
+    flat = [1.0] * guards._CONTAINER_ITEMS
+    assert guards._setting_value(flat) is not guards._OTHER
     # the budget is for the whole structure, not per level
-    assert compiled._setting_value([[1.0] * 8 for _ in range(8)]) is compiled._OTHER
-    assert compiled._setting_value([[1.0] * 4 for _ in range(4)]) is not compiled._OTHER
+    assert guards._setting_value([[1.0] * 8 for _ in range(8)]) is guards._OTHER
+    assert guards._setting_value([[1.0] * 4 for _ in range(4)]) is not guards._OTHER
 
 
 class _Stats:

@@ -4,14 +4,21 @@ __getattr__ fallback, functions kept in a dict on the module, methods of a helpe
 or of a class read as a global, a decorator object around forward, a nested class, class
 attributes. Each value is changed between steps here; the compiled run must end where the
 eager one does, bit for bit, having recorded again."""
+import dataclasses
+import itertools
 import operator
 import pathlib
+import sys
+import types
+import warnings
 
 import pytest
 
 import gradlab as gl
 import gradlab.nn.functional as F
-from tests.train.test_compiled_held_objects import _Net, _runs
+from gradlab.train import compile_step
+from tests.train.compiled_runs import eager_step
+from tests.train.test_compiled_held_objects import _batches, _Net, _runs
 
 GAIN = 1.0
 
@@ -274,3 +281,135 @@ def test_a_setting_in_a_config_dict_beside_other_objects_is_guarded():
         return loss_fn
     assert _runs(_Net, make_loss, lambda model, loss_fn: loss_fn.cfg.__setitem__("beta", 5.0))[
         "rerecorded"] == 1
+
+
+# -- settings objects and iterators ------------------------------------------------------------
+@dataclasses.dataclass(slots=True)
+class _SlotsConfig:
+    gain: float = 1.0
+
+
+class _SlotsOptions:
+    __slots__ = ("gain",)
+
+    def __init__(self):
+        self.gain = 1.0
+
+
+class _HasOptions(_Net):
+    def __init__(self, options):
+        super().__init__()
+        self.opts = options
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)) * self.opts.gain)
+
+
+@pytest.mark.parametrize("make_options", [_SlotsConfig, _SlotsOptions],
+                         ids=["slots-dataclass", "slots-class"])
+def test_a_settings_object_with_slots_changed_in_place_is_guarded(make_options):
+    def change(model, loss_fn):
+        model.opts.gain = 3.0
+    assert _runs(lambda: _HasOptions(make_options()), lambda: _ce, change)["rerecorded"] == 1
+
+
+def _steps_of(kind):
+    values = [1.0, 1.0, 3.0]
+    if kind == "cycle":
+        return itertools.cycle(values)
+    if kind == "iter":
+        return iter(values * 4)
+
+    def schedule():
+        while True:
+            yield from values
+    return schedule()
+
+
+class _Scheduled(_Net):
+    def __init__(self, kind):
+        super().__init__()
+        self.schedule = _steps_of(kind)
+
+    def forward(self, x):
+        return self.fc2(F.relu(self.fc1(x)) * next(self.schedule))
+
+
+@pytest.mark.parametrize("kind", ["cycle", "iter", "generator"])
+def test_an_iterator_that_forward_advances_runs_the_step_eagerly(kind):
+    runs = []
+    for compiled in (False, True):
+        model = _Scheduled(kind)
+        opt = gl.optim.SGD(model.parameters(), lr=0.1)
+        step = compile_step(model, _ce, opt) if compiled else eager_step(model, _ce, opt)
+        with warnings.catch_warnings(record=True):
+            warnings.simplefilter("always")
+            runs.append([step(x, y).item() for x, y in _batches()])
+    assert runs[0] == runs[1]
+    info = step.info()
+    assert info["replayed"] == 0 and "changes _Scheduled.schedule" in info["eager_reasons"][0]
+
+
+# -- where the code lives, and odd objects ---------------------------------------------------------
+_NOTEBOOK_CELL = '''
+import gradlab.nn.functional as F
+
+class CellLoss:
+    def __init__(self):
+        self.beta = 0.0
+
+    def __call__(self, out, y):
+        return F.cross_entropy(out, y) + self.penalty(out)
+
+    def penalty(self, out):
+        return self.beta * (out * out).mean()
+'''
+
+
+def test_classes_defined_in_a_notebook_are_your_own(monkeypatch):
+    """A notebook's cells run in a __main__ module with no file: its classes are the user's,
+    whose code the guards follow."""
+    cell = types.ModuleType("__main__")
+    monkeypatch.setitem(sys.modules, "__main__", cell)
+    exec(compile(_NOTEBOOK_CELL, "<ipython-input-1>", "exec"), vars(cell))  # noqa: S102
+    assert not hasattr(cell, "__file__")
+    change = lambda model, loss_fn: setattr(loss_fn, "beta", 5.0)  # noqa: E731
+    assert _runs(_Net, cell.CellLoss, change)["rerecorded"] == 1
+
+
+class _LooksUp:
+    """A loss object that answers attribute lookups from a dict: KeyError, not
+    AttributeError, for a name it lacks (such as ``__self__``)."""
+
+    def __init__(self):
+        self.params = {"beta": 0.0}
+
+    def __getattr__(self, name):
+        return self.__dict__["params"][name]
+
+    def __call__(self, out, y):
+        return _ce(out, y) + self.beta * (out * out).mean()
+
+
+def test_a_loss_whose_getattr_raises_key_error_compiles():
+    change = lambda model, loss_fn: loss_fn.params.__setitem__("beta", 5.0)  # noqa: E731
+    assert _runs(_Net, _LooksUp, change)["rerecorded"] == 1
+
+
+def test_a_number_set_on_the_model_at_every_step_does_not_follow_the_code_again(monkeypatch):
+    """Following the step's code again is needed where what it could follow changed, not
+    for ``model.last_loss = loss.item()``: that would cost more than the replay saves."""
+    from gradlab.train import compiled
+    calls = []
+    real = compiled._numbers_read_by
+    monkeypatch.setattr(compiled, "_numbers_read_by",
+                        lambda *args: calls.append(1) or real(*args))
+    model = _Net()
+    step = compile_step(model, _ce, gl.optim.SGD(model.parameters(), lr=0.1))
+    for i, (x, y) in enumerate(_batches()):
+        model.last_loss = float(i)
+        step(x, y)
+    assert len(calls) == 1 and step.info()["replayed"] == 6
+    model.act = gl.tanh  # (what the code follows changed: it is followed again)
+    step(*_batches()[0])
+    assert len(calls) == 2
