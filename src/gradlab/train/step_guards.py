@@ -28,6 +28,7 @@ import sys
 import sysconfig
 import threading
 import types
+import typing
 import warnings
 
 import numpy as np
@@ -193,12 +194,8 @@ def _settings_of(value):
     d = _attributes(value)
     if type(d) is dict:
         return d
-    found = {}
-    for n in _slots(type(value)):
-        v = _attribute(value, n)
-        if v is not None or hasattr(value, n):
-            found[n] = v
-    return found
+    found = {n: _attribute(value, n, _OTHER) for n in _slots(type(value))}
+    return {n: v for n, v in found.items() if v is not _OTHER}  # (a slot never set: none)
 
 
 def _own_class(kind):
@@ -237,22 +234,25 @@ def _guarded(value):
     return _Same(value) if v is _OTHER else v
 
 
-class _Places(tuple):
+class _Places(typing.NamedTuple):
     """What ``_read_places`` finds: ``cells`` (closure cells), ``names`` ((namespace, name)
     pairs), ``attrs`` ((dict, keys) pairs), the places the step's code reads by name;
-    ``used``, every name the code followed loads (attributes included); ``dynamic``, whether
-    it reads attributes by names it computes (getattr(self, name), vars(self)). An
-    attribute that the code never names is none of the step's (unless it is dynamic): the
-    training loop may keep anything on the loss's object or the model (a progress bar, the
-    last batch, a history of losses)."""
+    ``used``, every name the code followed loads (attributes included); ``cell_labels``,
+    how a message names each cell; ``dynamic``, whether it reads attributes by names it
+    computes (getattr(self, name), vars(self)). An attribute that the code never names is
+    none of the step's (unless it is dynamic): the training loop may keep anything on the
+    loss's object or the model (a progress bar, the last batch, a history of losses)."""
 
-    __slots__ = ()
-    cells, names, attrs, used = (property(lambda self, i=i: self[i]) for i in range(4))
-    dynamic = property(lambda self: self[5])
+    cells: list
+    names: list
+    attrs: list
+    used: set
+    cell_labels: list
+    dynamic: bool
 
     def labels(self):
         """How a message names each value ``_read_values`` reads, in its order."""
-        out = list(self[4])
+        out = list(self.cell_labels)
         out += [f"the global {n!r}" for _, n in self.names]
         return out + [k if type(k) is str and k.startswith(_DEFAULT) else f"attribute {k!r}"
                       for _, keys in self.attrs for k in keys]
@@ -407,7 +407,7 @@ def _read_places(loss_fn, modules):
             places.update(((id(d), n), (d, n)) for d, n in _global_places(fn)
                           if not isinstance(d[n], (types.ModuleType, type)))
     names += places.values()
-    return _Places((cells, names, attrs, used, cell_labels, dynamic))
+    return _Places(cells, names, attrs, used, cell_labels, dynamic)
 
 
 def _attributes(value):
@@ -415,13 +415,13 @@ def _attributes(value):
     return _attribute(value, "__dict__")
 
 
-def _attribute(value, name):
-    """``getattr(value, name, None)``, None too where an odd object raises for it (a
-    ``__getattr__`` of the user's that looks names up in a dict: KeyError)."""
+def _attribute(value, name, default=None):
+    """``getattr(value, name, default)``, ``default`` too where an odd object raises for it
+    (a ``__getattr__`` of the user's that looks names up in a dict: KeyError)."""
     try:
-        return getattr(value, name, None)
+        return getattr(value, name, default)
     except Exception:  # noqa: BLE001 - a __getattr__ or property of the user's that raises
-        return None
+        return default
 
 
 _DEFAULT = "the default of "  # (how _StepState names a mutable default argument)
@@ -436,17 +436,23 @@ def _defaults(fn):
     return found + list((fn.__kwdefaults__ or {}).items())
 
 
-def _functions_of(value):
-    """The functions of your own behind a class attribute: a method, a static or class
-    method, a property's accessors, the function that a decorator object of your own
-    wraps (``__wrapped__``, or kept among its attributes)."""
+def _accessors(value):
+    """The functions behind a class attribute: a method, a static or class method, a
+    property's accessors."""
     if isinstance(value, (staticmethod, classmethod)):
         value = value.__func__
-    if isinstance(value, property):
-        found = [value.fget, value.fset, value.fdel]
-    elif isinstance(value, types.FunctionType):
-        found = [value]
-    else:
+    found = [value.fget, value.fset, value.fdel] if isinstance(value, property) else [value]
+    return [f for f in found if isinstance(f, types.FunctionType)]
+
+
+def _functions_of(value):
+    """The functions of your own behind a class attribute: ``_accessors``'s, or the function
+    that a decorator object of your own wraps (``__wrapped__``, or kept among its
+    attributes)."""
+    found = _accessors(value)
+    if isinstance(value, (staticmethod, classmethod)):
+        value = value.__func__
+    if not found and not isinstance(value, property):
         held = _attributes(value)
         found = [_attribute(value, "__wrapped__")]
         if type(held) is dict and _own_class(type(value)):
@@ -469,12 +475,8 @@ def _class_names(kind):
                 if type(v) is tuple and all(type(e) is str for e in v):
                     found |= set(v)  # (names read with attrgetter: a loss's _args)
                     continue
-                if isinstance(v, (staticmethod, classmethod)):
-                    v = v.__func__
-                for f in [v.fget, v.fset, v.fdel] if isinstance(v, property) else [v]:
-                    code = getattr(f, "__code__", None)
-                    if isinstance(code, types.CodeType):
-                        found |= _names_used(code)
+                for f in _accessors(v):
+                    found |= _names_used(f.__code__)
         found = _CLASS_NAMES[kind] = frozenset(found)
     return found
 
